@@ -1,0 +1,184 @@
+//! The CA hierarchy on disk: `<dir>/root.pem`, `root.key`, `issuing.pem`, `issuing.key`.
+//! Keys are PKCS#8 PEM with mode 0600, created with `create_new` so nothing is overwritten.
+use crate::issuer::{build_tbs, key_id, random_serial, sign_tbs, Ca, Profile, TbsInput};
+use crate::CaError;
+use autoenroll_core::model::UnixTime;
+use autoenroll_keys::{KeyAlgorithm, KeyPair};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use x509_cert::name::Name;
+
+const YEAR: i64 = 365 * 86_400;
+
+pub struct CaPaths {
+    pub root_cert: PathBuf,
+    pub root_key: PathBuf,
+    pub issuing_cert: PathBuf,
+    pub issuing_key: PathBuf,
+}
+
+impl CaPaths {
+    pub fn new(dir: &Path) -> CaPaths {
+        CaPaths {
+            root_cert: dir.join("root.pem"),
+            root_key: dir.join("root.key"),
+            issuing_cert: dir.join("issuing.pem"),
+            issuing_key: dir.join("issuing.key"),
+        }
+    }
+}
+
+pub fn exists(dir: &Path) -> bool {
+    let p = CaPaths::new(dir);
+    p.issuing_cert.exists() && p.issuing_key.exists()
+}
+
+fn io(path: &Path, e: std::io::Error) -> CaError {
+    CaError::Io(format!("{}: {e}", path.display()))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    f.write_all(contents).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))
+}
+
+fn pem_cert(der_bytes: &[u8]) -> Result<String, CaError> {
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes).map_err(|e| CaError::Encoding(e.to_string()))
+}
+
+fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CaError> {
+    let text = std::fs::read(path).map_err(|e| io(path, e))?;
+    let (l, der_bytes) = der::pem::decode_vec(&text).map_err(|e| CaError::Io(format!("{}: {e}", path.display())))?;
+    if l != label {
+        return Err(CaError::Io(format!("{}: expected {label}", path.display())));
+    }
+    Ok(der_bytes)
+}
+
+fn ca_profile(key_usage: &[&str]) -> Profile {
+    Profile {
+        validity_secs: 0,
+        key_usage: key_usage.iter().map(|s| s.to_string()).collect(),
+        extended_key_usage: vec![],
+        template: None,
+        template_name: None,
+        is_ca: true,
+    }
+}
+
+/// Creates a root (20 years) and an issuing CA (10 years) under `dir`.
+pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<Ca, CaError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let paths = CaPaths::new(dir);
+    let org = autoenroll_keys::escape_rdn_value(org);
+    let root_name = Name::from_str(&format!("CN={org} Root CA,O={org}"))?;
+    let issuing_name = Name::from_str(&format!("CN={org} Issuing CA,O={org}"))?;
+
+    let root_key = KeyPair::generate(alg)?;
+    let root_tbs = build_tbs(TbsInput {
+        serial: random_serial()?,
+        not_before: now,
+        not_after: now.plus_secs(20 * YEAR),
+        subject: root_name.clone(),
+        spki_der: root_key.spki_der(),
+        issuer: root_name.clone(),
+        issuer_key_id: key_id(root_key.spki_der())?,
+        signature_algorithm: root_key.signature_algorithm(),
+        profile: &ca_profile(&["keyCertSign", "cRLSign"]),
+        dns_names: &[],
+        ip_addrs: &[],
+        path_len: None,
+    })?;
+    let root_der = sign_tbs(&root_tbs, &root_key)?;
+
+    let issuing_key = KeyPair::generate(alg)?;
+    let issuing_tbs = build_tbs(TbsInput {
+        serial: random_serial()?,
+        not_before: now,
+        not_after: now.plus_secs(10 * YEAR),
+        subject: issuing_name,
+        spki_der: issuing_key.spki_der(),
+        issuer: root_name,
+        issuer_key_id: key_id(root_key.spki_der())?,
+        signature_algorithm: root_key.signature_algorithm(),
+        profile: &ca_profile(&["digitalSignature", "keyCertSign", "cRLSign"]),
+        dns_names: &[],
+        ip_addrs: &[],
+        path_len: Some(0),
+    })?;
+    let issuing_der = sign_tbs(&issuing_tbs, &root_key)?;
+
+    write_file(&paths.root_key, root_key.to_pem()?.as_bytes(), 0o600)?;
+    write_file(&paths.issuing_key, issuing_key.to_pem()?.as_bytes(), 0o600)?;
+    write_file(&paths.root_cert, pem_cert(&root_der)?.as_bytes(), 0o644)?;
+    write_file(&paths.issuing_cert, pem_cert(&issuing_der)?.as_bytes(), 0o644)?;
+    Ca::new(root_der, issuing_der, Box::new(issuing_key))
+}
+
+/// Loads the issuing CA (the root key stays on disk, unread).
+pub fn load(dir: &Path) -> Result<Ca, CaError> {
+    let paths = CaPaths::new(dir);
+    let key_pem = std::fs::read_to_string(&paths.issuing_key).map_err(|e| io(&paths.issuing_key, e))?;
+    let key = KeyPair::from_pem(&key_pem)?;
+    Ca::new(
+        read_pem(&paths.root_cert, "CERTIFICATE")?,
+        read_pem(&paths.issuing_cert, "CERTIFICATE")?,
+        Box::new(key),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IssueRequest;
+    use autoenroll_core::pki::cert::{verify_issued_by, CertFacts};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_load_issue() {
+        for alg in [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Rsa(2048)] {
+            let dir = tempfile::tempdir().unwrap();
+            let now = UnixTime(1_795_314_114);
+            init(dir.path(), alg, "Test", now).unwrap();
+            let mode = std::fs::metadata(dir.path().join("issuing.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            assert!(init(dir.path(), alg, "Test", now).is_err(), "init must not overwrite");
+            let ca = load(dir.path()).unwrap();
+            verify_issued_by(ca.issuing_der(), ca.root_der()).unwrap();
+            verify_issued_by(ca.root_der(), ca.root_der()).unwrap();
+
+            let leaf_key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+            let profile = Profile {
+                validity_secs: 86_400,
+                key_usage: vec!["digitalSignature".into()],
+                extended_key_usage: vec!["clientAuth".into()],
+                template: Some(autoenroll_core::TemplateRef { oid: "1.3.6.1.4.1.311.21.8.1.2".into(), major: 3, minor: 1 }),
+                template_name: Some("Machine".into()),
+                is_ca: false,
+            };
+            let req = IssueRequest {
+                subject: autoenroll_keys::cn_name("dev1").unwrap(),
+                spki_der: leaf_key.spki_der().to_vec(),
+                dns_names: vec!["dev1.example".into()],
+                ip_addrs: vec![],
+            };
+            let p = ca.prepare(&req, &profile, now.plus_secs(5)).unwrap();
+            let der_bytes = ca.sign(&p).unwrap();
+            verify_issued_by(&der_bytes, ca.issuing_der()).unwrap();
+            let f = CertFacts::parse(&der_bytes).unwrap();
+            assert_eq!(f.not_before, now.plus_secs(5));
+            assert_eq!(f.not_after, now.plus_secs(5 + 86_400));
+            assert_eq!(f.template, profile.template);
+            assert_eq!(f.template_name.as_deref(), Some("Machine"));
+            assert_eq!(f.subject_cn.as_deref(), Some("dev1"));
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The only crate that touches CA private keys: CA hierarchy creation and loading, certificate
+//! signing from validated requests, with serial and validity chosen here (rule R4).
+#![forbid(unsafe_code)]
+
+mod files;
+mod issuer;
+
+pub use autoenroll_keys::KeyAlgorithm;
+pub use files::{exists, init, load, CaPaths};
+pub use issuer::{Ca, IssueRequest, Prepared, Profile, SigningKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("CA files: {0}")]
+    Io(String),
+    #[error("CA key: {0}")]
+    Key(#[from] autoenroll_keys::KeyError),
+    #[error("encoding: {0}")]
+    Encoding(String),
+    #[error("the issuing CA certificate expires before the requested validity starts")]
+    CaExpired,
+    #[error("invalid profile: {0}")]
+    Profile(String),
+}
+
+impl From<der::Error> for CaError {
+    fn from(e: der::Error) -> Self {
+        CaError::Encoding(e.to_string())
+    }
+}

@@ -1,0 +1,13 @@
+//! Pure domain code shared by the server and the agent: no async, no I/O, no clock, no RNG.
+//! Time and randomness come in as arguments (rule R1 in ARCHITECTURE.md).
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub mod model;
+pub mod oids;
+pub mod pki;
+pub mod renewal;
+
+pub use error::Kind;
+pub use model::{DeviceId, Serial, TemplateRef, Thumbprint, UnixTime};

@@ -1,0 +1,43 @@
+//! Object identifiers used across the code base, named once.
+use const_oid::ObjectIdentifier as Oid;
+
+/// szOID_CERTIFICATE_TEMPLATE: SEQUENCE { templateID OID, major INTEGER, minor INTEGER }.
+pub const MS_CERTIFICATE_TEMPLATE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.21.7");
+/// szOID_ENROLL_CERTTYPE_EXTENSION: the template name as a BMPString.
+pub const MS_ENROLL_CERTTYPE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.20.2");
+/// szOID_ENROLLMENT_NAME_VALUE_PAIR: SEQUENCE OF { BMPString name, BMPString value }.
+pub const MS_ENROLLMENT_NAME_VALUE_PAIR: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.13.2.1");
+/// Legacy Microsoft extension-request attribute (certenroll on old systems).
+pub const MS_CERT_EXTENSIONS: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.2.1.14");
+/// Arc under which Windows names enterprise templates (ADCS puts forest-specific arcs here).
+pub const MS_TEMPLATE_ARC: &str = "1.3.6.1.4.1.311.21.8";
+
+pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
+pub const CHALLENGE_PASSWORD: Oid = Oid::new_unwrap("1.2.840.113549.1.9.7");
+
+pub const CE_SUBJECT_KEY_IDENTIFIER: Oid = Oid::new_unwrap("2.5.29.14");
+pub const CE_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");
+pub const CE_SUBJECT_ALT_NAME: Oid = Oid::new_unwrap("2.5.29.17");
+pub const CE_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
+pub const CE_AUTHORITY_KEY_IDENTIFIER: Oid = Oid::new_unwrap("2.5.29.35");
+pub const CE_EXT_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.37");
+
+pub const KP_SERVER_AUTH: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.1");
+pub const KP_CLIENT_AUTH: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.2");
+
+pub const AT_COMMON_NAME: Oid = Oid::new_unwrap("2.5.4.3");
+
+pub const EC_PUBLIC_KEY: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+pub const SECP256R1: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+pub const SECP384R1: Oid = Oid::new_unwrap("1.3.132.0.34");
+pub const RSA_ENCRYPTION: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+pub const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+
+pub const ECDSA_WITH_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
+pub const ECDSA_WITH_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
+pub const ECDSA_WITH_SHA512: Oid = Oid::new_unwrap("1.2.840.10045.4.3.4");
+pub const SHA1_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.5");
+pub const SHA256_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
+pub const SHA384_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
+pub const SHA512_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
+pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");

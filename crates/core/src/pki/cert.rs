@@ -1,0 +1,72 @@
+//! Facts about an X.509 certificate that enrollment and renewal decisions need.
+use super::{csr, sig, PkiError};
+use crate::model::{Serial, TemplateRef, Thumbprint, UnixTime};
+use crate::oids;
+use der::{Decode, Encode};
+use x509_cert::Certificate;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    pub serial: Serial,
+    pub thumbprint: Thumbprint,
+    pub subject: String,
+    pub subject_cn: Option<String>,
+    pub issuer: String,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+    pub template: Option<TemplateRef>,
+    pub template_name: Option<String>,
+    pub spki_der: Vec<u8>,
+}
+
+impl CertFacts {
+    pub fn parse(der_bytes: &[u8]) -> Result<CertFacts, PkiError> {
+        let cert = Certificate::from_der(der_bytes)?;
+        Self::of(&cert, der_bytes)
+    }
+
+    pub fn of(cert: &Certificate, der_bytes: &[u8]) -> Result<CertFacts, PkiError> {
+        let tbs = cert.tbs_certificate();
+        let mut template = None;
+        let mut template_name = None;
+        for ext in tbs.extensions().into_iter().flatten() {
+            if ext.extn_id == oids::MS_CERTIFICATE_TEMPLATE {
+                template = super::template_ext::decode_template(ext.extn_value.as_bytes()).ok();
+            } else if ext.extn_id == oids::MS_ENROLL_CERTTYPE {
+                template_name = super::template_ext::decode_template_name(ext.extn_value.as_bytes());
+            }
+        }
+        Ok(CertFacts {
+            serial: Serial::from_bytes(tbs.serial_number().as_bytes()),
+            thumbprint: Thumbprint::of_der(der_bytes),
+            subject: tbs.subject().to_string(),
+            subject_cn: csr::common_name(tbs.subject()),
+            issuer: tbs.issuer().to_string(),
+            not_before: UnixTime(tbs.validity().not_before.to_unix_duration().as_secs() as i64),
+            not_after: UnixTime(tbs.validity().not_after.to_unix_duration().as_secs() as i64),
+            template,
+            template_name,
+            spki_der: tbs.subject_public_key_info().to_der()?,
+        })
+    }
+
+    pub fn lifetime_secs(&self) -> i64 {
+        self.not_after.0 - self.not_before.0
+    }
+}
+
+/// Verifies that `child_der` was signed by the key of `issuer_der`.
+pub fn verify_issued_by(child_der: &[u8], issuer_der: &[u8]) -> Result<(), PkiError> {
+    let child = Certificate::from_der(child_der)?;
+    let issuer = Certificate::from_der(issuer_der)?;
+    let tbs_raw = csr::first_element_raw(child_der)?;
+    sig::verify(
+        issuer.tbs_certificate().subject_public_key_info(),
+        child.signature_algorithm(),
+        tbs_raw,
+        child
+            .signature()
+            .as_bytes()
+            .ok_or_else(|| PkiError::Der("signature has unused bits".into()))?,
+    )
+}

@@ -1,0 +1,290 @@
+//! Local key pairs (generation, PKCS#8 PEM, signing) and PKCS#10 building with aws-lc-rs.
+//! Used by the CA layer for its own keys and by the agent for device keys; it holds no policy and
+//! does no I/O.
+#![forbid(unsafe_code)]
+
+use autoenroll_core::oids;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self as sig, KeyPair as _};
+use der::asn1::{Any, BitString, Ia5String, OctetString, SetOfVec};
+use der::{Decode, Encode};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use std::fmt;
+use std::str::FromStr;
+use x509_cert::attr::Attribute;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, CertReqInfo, Version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key generation failed")]
+    Generate,
+    #[error("invalid private key: {0}")]
+    InvalidKey(String),
+    #[error("signing failed")]
+    Sign,
+    #[error("encoding: {0}")]
+    Encoding(String),
+    #[error("unsupported key algorithm {0:?}")]
+    Unsupported(String),
+}
+
+impl From<der::Error> for KeyError {
+    fn from(e: der::Error) -> Self {
+        KeyError::Encoding(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    P256,
+    P384,
+    Rsa(u32),
+}
+
+impl FromStr for KeyAlgorithm {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "p256" | "ecp256" | "ecdsap256" => Ok(KeyAlgorithm::P256),
+            "p384" | "ecp384" | "ecdsap384" => Ok(KeyAlgorithm::P384),
+            "rsa2048" => Ok(KeyAlgorithm::Rsa(2048)),
+            "rsa3072" => Ok(KeyAlgorithm::Rsa(3072)),
+            "rsa4096" => Ok(KeyAlgorithm::Rsa(4096)),
+            other => Err(KeyError::Unsupported(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyAlgorithm::P256 => f.write_str("p256"),
+            KeyAlgorithm::P384 => f.write_str("p384"),
+            KeyAlgorithm::Rsa(bits) => write!(f, "rsa{bits}"),
+        }
+    }
+}
+
+impl KeyAlgorithm {
+    pub fn bits(self) -> u32 {
+        match self {
+            KeyAlgorithm::P256 => 256,
+            KeyAlgorithm::P384 => 384,
+            KeyAlgorithm::Rsa(b) => b,
+        }
+    }
+}
+
+enum Inner {
+    Ec(sig::EcdsaKeyPair),
+    Rsa(aws_lc_rs::rsa::KeyPair),
+}
+
+/// A private key held in memory. `Debug` never prints key material.
+pub struct KeyPair {
+    alg: KeyAlgorithm,
+    inner: Inner,
+    spki_der: Vec<u8>,
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair").field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+const PEM_LABEL: &str = "PRIVATE KEY";
+
+impl KeyPair {
+    pub fn generate(alg: KeyAlgorithm) -> Result<KeyPair, KeyError> {
+        let inner = match alg {
+            KeyAlgorithm::P256 => Inner::Ec(
+                sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| KeyError::Generate)?,
+            ),
+            KeyAlgorithm::P384 => Inner::Ec(
+                sig::EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_ASN1_SIGNING).map_err(|_| KeyError::Generate)?,
+            ),
+            KeyAlgorithm::Rsa(bits) => {
+                let size = match bits {
+                    2048 => aws_lc_rs::rsa::KeySize::Rsa2048,
+                    3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
+                    4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
+                    _ => return Err(KeyError::Unsupported(format!("rsa{bits}"))),
+                };
+                Inner::Rsa(aws_lc_rs::rsa::KeyPair::generate(size).map_err(|_| KeyError::Generate)?)
+            }
+        };
+        Self::wrap(alg, inner)
+    }
+
+    fn wrap(alg: KeyAlgorithm, inner: Inner) -> Result<KeyPair, KeyError> {
+        let spki_der = match &inner {
+            Inner::Ec(k) => k.public_key().as_der().map_err(|_| KeyError::Encoding("spki".into()))?.as_ref().to_vec(),
+            Inner::Rsa(k) => k.public_key().as_der().map_err(|_| KeyError::Encoding("spki".into()))?.as_ref().to_vec(),
+        };
+        Ok(KeyPair { alg, inner, spki_der })
+    }
+
+    /// Loads an unencrypted PKCS#8 key (DER), detecting its algorithm.
+    pub fn from_pkcs8_der(der_bytes: &[u8]) -> Result<KeyPair, KeyError> {
+        if let Ok(k) = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, der_bytes) {
+            return Self::wrap(KeyAlgorithm::P256, Inner::Ec(k));
+        }
+        if let Ok(k) = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_ASN1_SIGNING, der_bytes) {
+            return Self::wrap(KeyAlgorithm::P384, Inner::Ec(k));
+        }
+        match aws_lc_rs::rsa::KeyPair::from_pkcs8(der_bytes) {
+            Ok(k) => {
+                let bits = (k.public_modulus_len() * 8) as u32;
+                Self::wrap(KeyAlgorithm::Rsa(bits), Inner::Rsa(k))
+            }
+            Err(e) => Err(KeyError::InvalidKey(e.to_string())),
+        }
+    }
+
+    pub fn from_pem(pem: &str) -> Result<KeyPair, KeyError> {
+        let (label, der_bytes) = der::pem::decode_vec(pem.as_bytes()).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        if label != PEM_LABEL {
+            return Err(KeyError::InvalidKey(format!("expected a PKCS#8 \"{PEM_LABEL}\" PEM, got {label}")));
+        }
+        Self::from_pkcs8_der(&der_bytes)
+    }
+
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, KeyError> {
+        let doc = match &self.inner {
+            Inner::Ec(k) => k.to_pkcs8v1().map_err(|_| KeyError::Encoding("pkcs8".into()))?.as_ref().to_vec(),
+            Inner::Rsa(k) => k.as_der().map_err(|_| KeyError::Encoding("pkcs8".into()))?.as_ref().to_vec(),
+        };
+        Ok(doc)
+    }
+
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        der::pem::encode_string(PEM_LABEL, der::pem::LineEnding::LF, &self.to_pkcs8_der()?).map_err(|e| KeyError::Encoding(e.to_string()))
+    }
+
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.alg
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    pub fn spki(&self) -> Result<SubjectPublicKeyInfoOwned, KeyError> {
+        Ok(SubjectPublicKeyInfoOwned::from_der(&self.spki_der)?)
+    }
+
+    /// The AlgorithmIdentifier of the signatures `sign` makes.
+    pub fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        match self.alg {
+            KeyAlgorithm::P256 => AlgorithmIdentifierOwned { oid: oids::ECDSA_WITH_SHA256, parameters: None },
+            KeyAlgorithm::P384 => AlgorithmIdentifierOwned { oid: oids::ECDSA_WITH_SHA384, parameters: None },
+            KeyAlgorithm::Rsa(_) => AlgorithmIdentifierOwned {
+                oid: oids::SHA256_WITH_RSA,
+                parameters: Some(der::asn1::Null.into()),
+            },
+        }
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let rng = SystemRandom::new();
+        match &self.inner {
+            Inner::Ec(k) => Ok(k.sign(&rng, message).map_err(|_| KeyError::Sign)?.as_ref().to_vec()),
+            Inner::Rsa(k) => {
+                let mut out = vec![0u8; k.public_modulus_len()];
+                k.sign(&sig::RSA_PKCS1_SHA256, &rng, message, &mut out).map_err(|_| KeyError::Sign)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Escapes a value for an RFC 4514 string so `Name::from_str` takes it literally.
+pub fn escape_rdn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i + 1 == v.chars().count() && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `CN=<cn>` as a Name (UTF8String).
+pub fn cn_name(cn: &str) -> Result<Name, KeyError> {
+    Name::from_str(&format!("CN={}", escape_rdn_value(cn))).map_err(KeyError::from)
+}
+
+/// A SAN extension with DNS names and IP addresses.
+pub fn san_extension(dns: &[String], ips: &[std::net::IpAddr]) -> Result<Extension, KeyError> {
+    let mut names = Vec::new();
+    for d in dns {
+        names.push(GeneralName::DnsName(Ia5String::new(d)?));
+    }
+    for ip in ips {
+        names.push(GeneralName::from(*ip));
+    }
+    Ok(Extension {
+        extn_id: oids::CE_SUBJECT_ALT_NAME,
+        critical: false,
+        extn_value: OctetString::new(SubjectAltName(names).to_der()?)?,
+    })
+}
+
+/// Builds and signs a PKCS#10 with the given extensions in an extensionRequest attribute.
+pub fn build_csr(key: &KeyPair, subject: Name, extensions: Vec<Extension>) -> Result<Vec<u8>, KeyError> {
+    let mut attributes = SetOfVec::new();
+    if !extensions.is_empty() {
+        let mut values = SetOfVec::new();
+        values.insert(Any::encode_from(&extensions)?)?;
+        attributes.insert(Attribute { oid: oids::EXTENSION_REQUEST, values })?;
+    }
+    let info = CertReqInfo { version: Version::V1, subject, public_key: key.spki()?, attributes };
+    let signature = key.sign(&info.to_der()?)?;
+    let req = CertReq { info, algorithm: key.signature_algorithm(), signature: BitString::from_bytes(&signature)? };
+    Ok(req.to_der()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autoenroll_core::pki::{CsrFacts, KeyFacts};
+
+    #[test]
+    fn csr_round_trip_all_algorithms() {
+        for (alg, facts) in [
+            (KeyAlgorithm::P256, KeyFacts::Ec { curve_bits: 256 }),
+            (KeyAlgorithm::P384, KeyFacts::Ec { curve_bits: 384 }),
+            (KeyAlgorithm::Rsa(2048), KeyFacts::Rsa { bits: 2048 }),
+        ] {
+            let key = KeyPair::generate(alg).unwrap();
+            let again = KeyPair::from_pem(&key.to_pem().unwrap()).unwrap();
+            assert_eq!(again.spki_der(), key.spki_der());
+            let san = san_extension(&["a.example".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
+            let csr = build_csr(&key, cn_name("dev, 1").unwrap(), vec![san]).unwrap();
+            let f = CsrFacts::parse(&csr).unwrap();
+            assert_eq!(f.key, facts);
+            assert_eq!(f.subject_cn.as_deref(), Some("dev, 1"));
+            assert_eq!(f.dns_names, vec!["a.example".to_string()]);
+            assert_eq!(f.ip_addrs.len(), 1);
+        }
+    }
+
+    #[test]
+    fn tampered_csr_is_refused() {
+        let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+        let mut csr = build_csr(&key, cn_name("x").unwrap(), vec![]).unwrap();
+        let i = csr.len() / 3;
+        csr[i] ^= 1;
+        assert!(CsrFacts::parse(&csr).is_err());
+    }
+}

@@ -1,0 +1,440 @@
+//! Persistent state behind one type, `Store`, over sqlx's `Any` driver with runtime queries and
+//! `$n` placeholders, so the same SQL serves SQLite (embedded default) and, later, PostgreSQL.
+//! Timestamps are whole seconds since the Unix epoch.
+#![forbid(unsafe_code)]
+
+mod rows;
+
+pub use rows::*;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?} (use sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("{0} already exists")]
+    Duplicate(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+
+// Column lists as macros so every query stays a literal string (sqlx refuses dynamic SQL).
+macro_rules! template_columns {
+    () => {
+        "name, oid, major, minor, description, validity_secs, renewal_secs, key_algorithm, min_key_bits, \
+         key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, pend_all, same_key_renewal, \
+         superseded, created_at, updated_at"
+    };
+}
+macro_rules! certificate_columns {
+    () => {
+        "c.serial, c.request_id, c.device_id, d.name, c.template, c.template_major, c.template_minor, \
+         c.subject, c.thumbprint, c.not_before, c.not_after, c.state, c.der, c.created_at"
+    };
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL sync keeps every answered
+                    // issuance durable across power loss; busy_timeout serialises writers.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 10000",
+                        "PRAGMA foreign_keys = ON",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// `sqlite://<path>?mode=rwc` for a database file.
+    pub fn sqlite_url(path: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    // ---- settings
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get::<String, _>(0)))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- CA certificates
+
+    pub async fn upsert_ca(&self, name: &str, cert_der: &[u8], now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cas (name, cert_der, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET cert_der = excluded.cert_der",
+        )
+        .bind(name)
+        .bind(cert_der)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- templates
+
+
+    pub async fn templates(&self) -> Result<Vec<TemplateRow>> {
+        let sql = concat!("SELECT ", template_columns!(), " FROM templates ORDER BY name");
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(TemplateRow::from_row).collect()
+    }
+
+    pub async fn template(&self, name: &str) -> Result<Option<TemplateRow>> {
+        let sql = concat!("SELECT ", template_columns!(), " FROM templates WHERE name = $1");
+        let row = sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?;
+        row.as_ref().map(TemplateRow::from_row).transpose()
+    }
+
+    pub async fn template_by_oid(&self, oid: &str) -> Result<Option<TemplateRow>> {
+        let sql = concat!("SELECT ", template_columns!(), " FROM templates WHERE oid = $1");
+        let row = sqlx::query(sql).bind(oid).fetch_optional(&self.pool).await?;
+        row.as_ref().map(TemplateRow::from_row).transpose()
+    }
+
+    pub async fn insert_template(&self, t: &TemplateRow) -> Result<()> {
+        let sql = concat!(
+            "INSERT INTO templates (",
+            template_columns!(),
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+        );
+        t.bind_all(sqlx::query(sql)).execute(&self.pool).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate(format!("template {} (or its OID)", t.name))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Replaces a template's row (matched by name). Returns false when it does not exist.
+    pub async fn update_template(&self, t: &TemplateRow) -> Result<bool> {
+        let r = t
+            .bind_all(sqlx::query(
+                "UPDATE templates SET oid=$2, major=$3, minor=$4, description=$5, validity_secs=$6, \
+                 renewal_secs=$7, key_algorithm=$8, min_key_bits=$9, key_usage=$10, ext_key_usage=$11, \
+                 subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \
+                 same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20 WHERE name=$1",
+            ))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ---- accounts
+
+    pub async fn insert_account(&self, a: &AccountRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, password_hash, templates, disabled, created_at) VALUES ($1,$2,$3,$4,$5)",
+        )
+        .bind(&a.name)
+        .bind(&a.password_hash)
+        .bind(&a.templates)
+        .bind(a.disabled as i64)
+        .bind(a.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Duplicate(format!("account {}", a.name)) } else { e.into() })?;
+        Ok(())
+    }
+
+    pub async fn account(&self, name: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query("SELECT name, password_hash, templates, disabled, created_at FROM accounts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(AccountRow {
+                name: r.try_get(0)?,
+                password_hash: r.try_get(1)?,
+                templates: r.try_get(2)?,
+                disabled: r.try_get::<i64, _>(3)? != 0,
+                created_at: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- bootstrap tokens
+
+    pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bootstrap_tokens (id, secret_hash, device, template, expires_at, used_at, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_hash)
+        .bind(&t.device)
+        .bind(&t.template)
+        .bind(t.expires_at)
+        .bind(t.used_at)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query(
+            "SELECT id, secret_hash, device, template, expires_at, used_at, created_at FROM bootstrap_tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(TokenRow {
+                id: r.try_get(0)?,
+                secret_hash: r.try_get(1)?,
+                device: r.try_get(2)?,
+                template: r.try_get(3)?,
+                expires_at: r.try_get(4)?,
+                used_at: r.try_get(5)?,
+                created_at: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks a token used if it is still unused and unexpired. Exactly one caller wins, even
+    /// across server replicas: the condition and the write are one statement.
+    pub async fn consume_token(&self, id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE bootstrap_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ---- devices
+
+    /// The device's id, creating the device on first sight; updates `last_seen`.
+    pub async fn touch_device(&self, name: &str, now: i64) -> Result<DeviceRow> {
+        sqlx::query(
+            "INSERT INTO devices (name, blocked, created_at, last_seen) VALUES ($1, 0, $2, $2) \
+             ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.device(name).await?.ok_or(StoreError::Db(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query("SELECT id, name, blocked, created_at, last_seen FROM devices WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(DeviceRow::from_row).transpose()
+    }
+
+    pub async fn device_by_id(&self, id: i64) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query("SELECT id, name, blocked, created_at, last_seen FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(DeviceRow::from_row).transpose()
+    }
+
+    // ---- requests and certificates
+
+    pub async fn insert_request(&self, r: &NewRequest<'_>, now: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7) RETURNING id",
+        )
+        .bind(r.device_id)
+        .bind(r.requester)
+        .bind(r.template)
+        .bind(r.kind)
+        .bind(r.status)
+        .bind(r.csr_der)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn set_request_status(&self, id: i64, status: &str, detail: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE requests SET status = $2, detail = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(detail)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a certificate about to be signed (state `signing`, no DER yet) and links it to
+    /// its request.
+    pub async fn insert_certificate_intent(&self, c: &CertificateIntent<'_>, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
+             subject, thumbprint, not_before, not_after, state, der, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,'signing',NULL,$10)",
+        )
+        .bind(c.serial)
+        .bind(c.request_id)
+        .bind(c.device_id)
+        .bind(c.template)
+        .bind(c.template_major)
+        .bind(c.template_minor)
+        .bind(c.subject)
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE requests SET serial = $2, status = 'signing', updated_at = $3 WHERE id = $1")
+            .bind(c.request_id)
+            .bind(c.serial)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores the signed certificate and marks it and its request issued, atomically.
+    pub async fn complete_certificate(&self, serial: &str, request_id: i64, thumbprint: &str, der: &[u8], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE certificates SET state = 'issued', thumbprint = $2, der = $3 WHERE serial = $1")
+            .bind(serial)
+            .bind(thumbprint)
+            .bind(der)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE requests SET status = 'issued', updated_at = $2 WHERE id = $1")
+            .bind(request_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRow>> {
+        let sql = concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates c JOIN devices d ON d.id = c.device_id WHERE c.serial = $1"
+        );
+        let row = sqlx::query(sql).bind(serial).fetch_optional(&self.pool).await?;
+        row.as_ref().map(CertificateRow::from_row).transpose()
+    }
+
+    pub async fn certificate_by_thumbprint(&self, thumbprint: &str) -> Result<Option<CertificateRow>> {
+        let sql = concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates c JOIN devices d ON d.id = c.device_id WHERE c.thumbprint = $1"
+        );
+        let row = sqlx::query(sql).bind(thumbprint).fetch_optional(&self.pool).await?;
+        row.as_ref().map(CertificateRow::from_row).transpose()
+    }
+
+    pub async fn certificates(&self, limit: i64) -> Result<Vec<CertificateRow>> {
+        let sql = concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates c JOIN devices d ON d.id = c.device_id ORDER BY c.created_at DESC, c.serial LIMIT $1"
+        );
+        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(CertificateRow::from_row).collect()
+    }
+
+    // ---- audit
+
+    pub async fn audit(&self, e: &AuditEvent) -> Result<()> {
+        sqlx::query("INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)")
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.subject)
+            .bind(&e.outcome)
+            .bind(&e.detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, subject, outcome, detail FROM audit_events ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &AnyRow| {
+                Ok(AuditEvent {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    outcome: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+}

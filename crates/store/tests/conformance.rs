@@ -1,0 +1,135 @@
+//! Store conformance: the behaviour every backend must show. Runs on SQLite here.
+use autoenroll_store::*;
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::sqlite_url(&dir.path().join("t.db"))).await.unwrap();
+    (dir, store)
+}
+
+fn template(name: &str, oid: &str) -> TemplateRow {
+    TemplateRow {
+        name: name.into(),
+        oid: oid.into(),
+        major: 100,
+        minor: 0,
+        description: "d".into(),
+        validity_secs: 3600,
+        renewal_secs: 600,
+        key_algorithm: "p256".into(),
+        min_key_bits: 256,
+        key_usage: "digitalSignature".into(),
+        ext_key_usage: "clientAuth".into(),
+        subject_from: "identity".into(),
+        allow_san: false,
+        enroll: true,
+        autoenroll: true,
+        pend_all: false,
+        same_key_renewal: false,
+        superseded: String::new(),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+#[tokio::test]
+async fn templates_round_trip_and_unique() {
+    let (_d, s) = open().await;
+    let t = template("A", "1.2.3");
+    s.insert_template(&t).await.unwrap();
+    assert_eq!(s.template("A").await.unwrap(), Some(t.clone()));
+    assert_eq!(s.template_by_oid("1.2.3").await.unwrap(), Some(t.clone()));
+    assert!(matches!(s.insert_template(&template("A", "1.2.4")).await, Err(StoreError::Duplicate(_))));
+    assert!(matches!(s.insert_template(&template("B", "1.2.3")).await, Err(StoreError::Duplicate(_))));
+    let mut t2 = t.clone();
+    t2.major = 101;
+    t2.pend_all = true;
+    assert!(s.update_template(&t2).await.unwrap());
+    assert_eq!(s.template("A").await.unwrap(), Some(t2));
+    assert!(!s.update_template(&template("nope", "9.9")).await.unwrap());
+}
+
+#[tokio::test]
+async fn tokens_are_consumed_once_and_expire() {
+    let (_d, s) = open().await;
+    let t = TokenRow {
+        id: "tok1".into(),
+        secret_hash: vec![1, 2, 3],
+        device: "dev".into(),
+        template: None,
+        expires_at: 100,
+        used_at: None,
+        created_at: 1,
+    };
+    s.insert_token(&t).await.unwrap();
+    assert_eq!(s.token("tok1").await.unwrap(), Some(t.clone()));
+    // Concurrent consumers: exactly one wins.
+    let results = futures_join(&s, "tok1", 50).await;
+    assert_eq!(results.iter().filter(|r| **r).count(), 1);
+    assert_eq!(s.token("tok1").await.unwrap().unwrap().used_at, Some(50));
+    s.insert_token(&TokenRow { id: "tok2".into(), ..t }).await.unwrap();
+    assert!(!s.consume_token("tok2", 100).await.unwrap(), "expired at 100");
+}
+
+async fn futures_join(s: &Store, id: &str, now: i64) -> Vec<bool> {
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        let id = id.to_string();
+        handles.push(tokio::spawn(async move { s.consume_token(&id, now).await.unwrap() }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn certificate_is_recorded_before_and_after_signing() {
+    let (_d, s) = open().await;
+    let dev = s.touch_device("dev1", 10).await.unwrap();
+    assert_eq!(s.touch_device("dev1", 20).await.unwrap().id, dev.id);
+    assert_eq!(s.device("dev1").await.unwrap().unwrap().last_seen, 20);
+    let req = s
+        .insert_request(
+            &NewRequest { device_id: dev.id, requester: "acct", template: "A", kind: "enroll", status: "received", csr_der: b"csr" },
+            30,
+        )
+        .await
+        .unwrap();
+    s.insert_certificate_intent(
+        &CertificateIntent {
+            serial: "0a",
+            request_id: req,
+            device_id: dev.id,
+            template: "A",
+            template_major: 100,
+            template_minor: 0,
+            subject: "CN=dev1",
+            not_before: 30,
+            not_after: 3630,
+        },
+        30,
+    )
+    .await
+    .unwrap();
+    let c = s.certificate("0a").await.unwrap().unwrap();
+    assert_eq!((c.state.as_str(), c.der.as_deref(), c.device.as_str()), ("signing", None, "dev1"));
+    s.complete_certificate("0a", req, "ABCD", b"der", 31).await.unwrap();
+    let c = s.certificate_by_thumbprint("ABCD").await.unwrap().unwrap();
+    assert_eq!((c.state.as_str(), c.der.as_deref()), ("issued", Some(&b"der"[..])));
+    assert_eq!(s.certificates(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn settings_and_audit() {
+    let (_d, s) = open().await;
+    assert_eq!(s.setting("k").await.unwrap(), None);
+    s.set_setting("k", "v1").await.unwrap();
+    s.set_setting("k", "v2").await.unwrap();
+    assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("v2"));
+    let e = AuditEvent { at: 1, actor: "a".into(), action: "issue".into(), subject: "s".into(), outcome: "ok".into(), detail: "".into() };
+    s.audit(&e).await.unwrap();
+    assert_eq!(s.audit_events(5).await.unwrap(), vec![e]);
+}
