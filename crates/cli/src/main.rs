@@ -1,1 +1,81 @@
-fn main() {}
+//! The `autoenroll` command: clap definitions and glue only.
+#![forbid(unsafe_code)]
+
+mod agent_cmd;
+mod server_cmd;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+#[derive(Parser)]
+#[command(name = "autoenroll", version, about = "Certificate autoenrollment: server (CA, MS-XCEP/MS-WSTEP) and agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The enrollment server and its administration.
+    Server {
+        #[command(subcommand)]
+        command: server_cmd::ServerCommand,
+    },
+    /// The enrollment agent.
+    Agent {
+        #[command(subcommand)]
+        command: agent_cmd::AgentCommand,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = runtime.block_on(async {
+        let result = match cli.command {
+            Command::Server { command } => server_cmd::run(command).await,
+            Command::Agent { command } => agent_cmd::run(command).await,
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        }
+    });
+    std::process::exit(code);
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

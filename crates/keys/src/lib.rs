@@ -204,6 +204,13 @@ impl KeyPair {
     }
 }
 
+/// Random bytes from the system generator (message ids, nonces).
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
+    let mut b = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| KeyError::Generate)?;
+    Ok(b)
+}
+
 /// Escapes a value for an RFC 4514 string so `Name::from_str` takes it literally.
 pub fn escape_rdn_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());

@@ -38,3 +38,5 @@ pub const PASSWORD_TEXT: &str =
 /// The MS-MDE2 "Federated" bearer token; we use it for one-time bootstrap tokens as well.
 pub const VALUE_TYPE_BOOTSTRAP_TOKEN: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
+/// Our fault subcodes (`ae:BadBase64`, ...): specific, stable reasons.
+pub const AUTOENROLL_FAULT: &str = "urn:autoenroll:fault";

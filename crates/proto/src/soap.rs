@@ -150,6 +150,7 @@ pub fn fault(f: &Fault, relates_to: Option<&str>) -> String {
         code = code.child(W::new("s:Subcode").child(W::leaf("s:Value", sub.as_str())));
     }
     let mut fault = W::new("s:Fault")
+        .attr("xmlns:ae", ns::AUTOENROLL_FAULT)
         .child(code)
         .child(W::new("s:Reason").child(W::leaf("s:Text", f.reason.as_str()).attr("xml:lang", "en-US")));
     if let Some(d) = &f.detail {

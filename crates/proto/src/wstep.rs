@@ -85,9 +85,10 @@ pub fn parse_request(body: &Element) -> Result<RequestSecurityToken, ProtoError>
     })
 }
 
-/// The body a client sends to request a certificate for a PKCS#10.
-pub fn issue_request_body(csr_der: &[u8]) -> W {
-    W::new("wst:RequestSecurityToken")
+/// The body a client sends to request a certificate for a PKCS#10, with optional
+/// AdditionalContext items (e.g. `DeviceName`).
+pub fn issue_request_body(csr_der: &[u8], context: &[(&str, &str)]) -> W {
+    let mut body = W::new("wst:RequestSecurityToken")
         .attr("xmlns:wst", ns::WST)
         .attr("xmlns:wstep", ns::WSTEP)
         .child(W::leaf("wst:TokenType", ns::TOKEN_TYPE_X509V3))
@@ -97,7 +98,13 @@ pub fn issue_request_body(csr_der: &[u8]) -> W {
                 .attr("ValueType", ns::VALUE_TYPE_PKCS10)
                 .attr("EncodingType", ns::ENCODING_BASE64),
         )
-        .child(W::nil("wstep:RequestID"))
+        .child(W::nil("wstep:RequestID"));
+    if !context.is_empty() {
+        body = body.child(W::new("ac:AdditionalContext").attr("xmlns:ac", ns::AUTH).children(context.iter().map(|(n, v)| {
+            W::new("ac:ContextItem").attr("Name", *n).child(W::leaf("ac:Value", *v))
+        })));
+    }
+    body
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,28 @@ pub fn parse_request(body: &Element) -> Result<GetPoliciesRequest, ProtoError> {
     Ok(GetPoliciesRequest { last_update, policy_oids })
 }
 
+/// Seconds since the epoch for an xs:dateTime (`YYYY-MM-DDTHH:MM:SS[.fff][Z]`, taken as UTC).
+pub fn parse_datetime(v: &str) -> Option<i64> {
+    if !looks_like_datetime(v) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| v.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// `YYYY-MM-DDTHH:MM:SS...`; the spec's own sample has a broken date that must read as absent.
 fn looks_like_datetime(v: &str) -> bool {
     let b = v.as_bytes();
@@ -88,6 +110,15 @@ pub struct Policy {
     pub enrollment_flags: u32,
     pub general_flags: u32,
     pub hash_algorithm_oid_reference: Option<i32>,
+    /// Extensions the issued certificate will carry (e.g. its EKU), so clients can tell.
+    pub extensions: Vec<PolicyExtension>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyExtension {
+    pub oid_reference: i32,
+    pub critical: bool,
+    pub value_der: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -154,7 +185,16 @@ fn policy_xml(p: &Policy) -> W {
         .child(opt_int("hashAlgorithmOIDReference", p.hash_algorithm_oid_reference))
         .child(W::nil("rARequirements"))
         .child(W::nil("keyArchivalAttributes"))
-        .child(W::nil("extensions"));
+        .child(if p.extensions.is_empty() {
+            W::nil("extensions")
+        } else {
+            W::new("extensions").children(p.extensions.iter().map(|e| {
+                W::new("extension")
+                    .child(W::leaf("oIDReference", e.oid_reference.to_string()))
+                    .child(W::leaf("critical", e.critical.to_string()))
+                    .child(W::leaf("value", b64::encode(&e.value_der)))
+            }))
+        });
     W::new("policy")
         .child(W::leaf("policyOIDReference", p.oid_reference.to_string()))
         .child(cas)
@@ -289,6 +329,22 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
                 enrollment_flags: opt_num(a, "enrollmentFlags")?.unwrap_or(0),
                 general_flags: opt_num(a, "generalFlags")?.unwrap_or(0),
                 hash_algorithm_oid_reference: opt_num(a, "hashAlgorithmOIDReference")?,
+                extensions: match a.child(ns::XCEP, "extensions") {
+                    Some(exts) => exts
+                        .children_named(ns::XCEP, "extension")
+                        .map(|e| {
+                            Ok(PolicyExtension {
+                                oid_reference: num(e, "oIDReference")?,
+                                critical: boolean(e, "critical")?,
+                                value_der: match text(e, "value") {
+                                    Some(v) => b64::decode(v, "extension/value")?,
+                                    None => Vec::new(),
+                                },
+                            })
+                        })
+                        .collect::<Result<Vec<_>, ProtoError>>()?,
+                    None => Vec::new(),
+                },
             });
         }
     }
@@ -329,4 +385,18 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes() {
+        assert_eq!(parse_datetime("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(parse_datetime("2026-11-22T02:21:54Z"), Some(1_795_314_114));
+        assert_eq!(parse_datetime("0001-01-01T00:00:00"), Some(-62_135_596_800));
+        assert_eq!(parse_datetime("20090-03-15-T09:38:46"), None);
+        assert_eq!(parse_datetime("2026-13-01T00:00:00"), None);
+    }
 }

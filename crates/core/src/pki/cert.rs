@@ -17,6 +17,8 @@ pub struct CertFacts {
     pub template: Option<TemplateRef>,
     pub template_name: Option<String>,
     pub spki_der: Vec<u8>,
+    /// Extended key usage OIDs, dotted.
+    pub ext_key_usage: Vec<String>,
 }
 
 impl CertFacts {
@@ -29,11 +31,15 @@ impl CertFacts {
         let tbs = cert.tbs_certificate();
         let mut template = None;
         let mut template_name = None;
+        let mut ext_key_usage = Vec::new();
         for ext in tbs.extensions().into_iter().flatten() {
             if ext.extn_id == oids::MS_CERTIFICATE_TEMPLATE {
                 template = super::template_ext::decode_template(ext.extn_value.as_bytes()).ok();
             } else if ext.extn_id == oids::MS_ENROLL_CERTTYPE {
                 template_name = super::template_ext::decode_template_name(ext.extn_value.as_bytes());
+            } else if ext.extn_id == oids::CE_EXT_KEY_USAGE {
+                let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(ext.extn_value.as_bytes())?;
+                ext_key_usage = eku.0.iter().map(|o| o.to_string()).collect();
             }
         }
         Ok(CertFacts {
@@ -47,7 +53,12 @@ impl CertFacts {
             template,
             template_name,
             spki_der: tbs.subject_public_key_info().to_der()?,
+            ext_key_usage,
         })
+    }
+
+    pub fn has_client_auth(&self) -> bool {
+        self.ext_key_usage.iter().any(|o| *o == oids::KP_CLIENT_AUTH.to_string())
     }
 
     pub fn lifetime_secs(&self) -> i64 {

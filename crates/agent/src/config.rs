@@ -1,0 +1,130 @@
+//! `agent.toml`:
+//!
+//! ```toml
+//! device = "web01"                       # default: the host name
+//! state_dir = "/var/lib/autoenroll"
+//! trust_anchor = "/etc/autoenroll/root.pem"
+//!
+//! [[policy_server]]
+//! url = "https://ca.example:8443/xcep"
+//! priority = 1                           # lower first; failover in order
+//!
+//! [credentials]                          # one or both
+//! username = "enroller"
+//! password_file = "/etc/autoenroll/password"   # or password = "..."
+//! bootstrap_token = "aet_..."            # or bootstrap_token_file
+//!
+//! [templates.WebServer]                  # optional per-template request details
+//! subject = "web01.example"
+//! dns_names = ["web01.example"]
+//! ```
+use crate::AgentError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub device: Option<String>,
+    pub state_dir: PathBuf,
+    pub trust_anchor: PathBuf,
+    #[serde(rename = "policy_server")]
+    pub policy_servers: Vec<PolicyServer>,
+    #[serde(default)]
+    pub credentials: Credentials,
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateOverrides>,
+    /// Old certificates kept per template in the archive.
+    #[serde(default = "default_keep")]
+    pub archive_keep: usize,
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyServer {
+    pub url: String,
+    #[serde(default)]
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub bootstrap_token: Option<String>,
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateOverrides {
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    pub key_algorithm: Option<String>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
+        let mut cfg: AgentConfig = toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
+        // Relative paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.state_dir, &mut cfg.trust_anchor] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), AgentError> {
+        if self.policy_servers.is_empty() {
+            return Err(AgentError::Config("at least one [[policy_server]] is needed".into()));
+        }
+        for s in &self.policy_servers {
+            if !s.url.starts_with("https://") {
+                return Err(AgentError::Config(format!("policy server URL {} must start with https://", s.url)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn device_name(&self) -> String {
+        self.device.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+        })
+    }
+
+    pub fn password(&self) -> Result<Option<(String, String)>, AgentError> {
+        let Some(user) = &self.credentials.username else { return Ok(None) };
+        let password = match (&self.credentials.password, &self.credentials.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| AgentError::Config(format!("{}: {e}", f.display())))?.trim_end().to_string(),
+            (None, None) => return Err(AgentError::Config("credentials.username needs password or password_file".into())),
+        };
+        Ok(Some((user.clone(), password)))
+    }
+
+    pub fn bootstrap_token(&self) -> Result<Option<String>, AgentError> {
+        match (&self.credentials.bootstrap_token, &self.credentials.bootstrap_token_file) {
+            (Some(t), _) => Ok(Some(t.trim().to_string())),
+            (None, Some(f)) => Ok(Some(std::fs::read_to_string(f).map_err(|e| AgentError::Config(format!("{}: {e}", f.display())))?.trim().to_string())),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn trust_anchor_der(&self) -> Result<Vec<Vec<u8>>, AgentError> {
+        let pem = std::fs::read(&self.trust_anchor).map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
+        let certs = x509_cert::Certificate::load_pem_chain(&pem).map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
+        certs.iter().map(|c| der::Encode::to_der(c).map_err(|e| AgentError::Config(e.to_string()))).collect()
+    }
+}

@@ -1,0 +1,96 @@
+//! A small HTTPS client (hyper over tokio-rustls): one request per connection, response size
+//! and time limits, optional TLS client certificate. Enough for SOAP; nothing more to carry.
+use crate::AgentError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsConnector;
+
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+}
+
+pub struct Client {
+    connector: TlsConnector,
+}
+
+/// A client certificate chain (leaf first) with its PKCS#8 key.
+pub struct ClientIdentity {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(roots_der: &[Vec<u8>], identity: Option<&ClientIdentity>) -> Result<Client, AgentError> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for r in roots_der {
+            roots.add(CertificateDer::from(r.clone())).map_err(|e| AgentError::Config(format!("trust anchor: {e}")))?;
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(
+                    id.chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
+                    PrivateKeyDer::try_from(id.key_pkcs8.clone()).map_err(|e| AgentError::Config(format!("client key: {e}")))?,
+                )
+                .map_err(|e| AgentError::Config(format!("client certificate: {e}")))?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Client { connector: TlsConnector::from(Arc::new(config)) })
+    }
+
+    pub async fn post(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<Response, AgentError> {
+        let err = |m: String| AgentError::Transport { url: url.to_string(), message: m };
+        tokio::time::timeout(TIMEOUT, self.post_inner(url, content_type, body))
+            .await
+            .map_err(|_| err("timed out".into()))?
+            .map_err(err)
+    }
+
+    async fn post_inner(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<Response, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err("only https:// URLs are supported".into());
+        }
+        let host = uri.host().ok_or("URL without host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| format!("server name: {e}"))?;
+        let tls = self.connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let conn_task = tokio::spawn(conn);
+        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or(host);
+        let req = http::Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(http::header::HOST, authority)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("request: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+        let status = resp.status().as_u16();
+        let content_length = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let chunked = resp
+            .headers()
+            .get(http::header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("chunked"));
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| format!("reading response: {e}"))?
+            .to_bytes()
+            .to_vec();
+        conn_task.abort();
+        Ok(Response { status, body, content_length, chunked })
+    }
+}

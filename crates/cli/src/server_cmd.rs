@@ -1,0 +1,384 @@
+use anyhow::{bail, Context, Result};
+use autoenroll_server::config::RawConfig;
+use autoenroll_server::ra::{AccountSpec, Ra, TemplateSpec, TokenSpec};
+use autoenroll_server::{app, SystemClock};
+use clap::{Args, Subcommand, ValueEnum};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Clone, Default)]
+pub struct Common {
+    /// TOML configuration file (command-line flags override it).
+    #[arg(long, env = "AUTOENROLL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (CA, database, listener TLS identity). Default ./autoenroll-data
+    #[arg(long, env = "AUTOENROLL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL. Default sqlite://<data-dir>/autoenroll.db
+    #[arg(long, env = "AUTOENROLL_DATABASE")]
+    database: Option<String>,
+}
+
+impl Common {
+    fn raw(&self) -> Result<RawConfig> {
+        let file = match &self.config {
+            Some(p) => RawConfig::from_file(p)?,
+            None => RawConfig::default(),
+        };
+        Ok(file.merge(RawConfig { data_dir: self.data_dir.clone(), database: self.database.clone(), ..Default::default() }))
+    }
+
+    async fn open(&self) -> Result<Ra> {
+        let cfg = self.raw()?.validate()?;
+        Ok(Ra::open(cfg.ra, Arc::new(SystemClock)).await?)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Create the CA hierarchy, database and default templates.
+    Init {
+        #[command(flatten)]
+        common: Common,
+        /// CA key algorithm: p256 (default), p384, rsa2048, rsa3072, rsa4096.
+        #[arg(long)]
+        key_algorithm: Option<String>,
+        /// Organization name in the CA certificates.
+        #[arg(long)]
+        organization: Option<String>,
+    },
+    /// Run the HTTPS server (initialises the data directory on first run).
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on. Default 127.0.0.1:8443 (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// DNS name for the listener certificate (repeatable). Default localhost.
+        #[arg(long = "hostname")]
+        hostnames: Vec<String>,
+        /// Base URL advertised to clients, e.g. https://ca.example.com:8443
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Certificate templates.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Enrollment accounts (WS-Security username/password).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// One-time bootstrap tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Issued certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    Show {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    Create {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[command(flatten)]
+        fields: TemplateFields,
+    },
+    /// Change a template: bumps the minor version, or set --major higher to make holders re-enroll.
+    Update {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[command(flatten)]
+        fields: TemplateFields,
+    },
+}
+
+#[derive(Args, Default)]
+pub struct TemplateFields {
+    #[arg(long)]
+    description: Option<String>,
+    /// Certificate lifetime, e.g. 365d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    validity: Option<Duration>,
+    /// Renewal period before expiry, e.g. 42d (renewal starts at the earlier of this and 80 % of the lifetime).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    renewal_period: Option<Duration>,
+    /// Key algorithm agents generate: p256, p384, rsa2048, rsa3072, rsa4096.
+    #[arg(long)]
+    key_algorithm: Option<String>,
+    /// Minimum RSA key size accepted (EC keys must be P-256 or P-384).
+    #[arg(long)]
+    min_key_bits: Option<i64>,
+    /// Comma-separated key usages, e.g. digitalSignature,keyEncipherment.
+    #[arg(long)]
+    key_usage: Option<String>,
+    /// Comma-separated EKUs: serverAuth, clientAuth or dotted OIDs.
+    #[arg(long)]
+    eku: Option<String>,
+    /// Where the subject comes from: identity (device name) or request (enrollee supplies it).
+    #[arg(long)]
+    subject_from: Option<String>,
+    /// Copy DNS/IP subject alternative names from the request.
+    #[arg(long)]
+    allow_san: Option<bool>,
+    /// Allow enrollment at all.
+    #[arg(long)]
+    enroll: Option<bool>,
+    /// Agents enroll it automatically.
+    #[arg(long)]
+    autoenroll: Option<bool>,
+    /// Renewal may keep the same key.
+    #[arg(long)]
+    same_key_renewal: Option<bool>,
+    /// Comma-separated names of templates this one supersedes.
+    #[arg(long)]
+    supersedes: Option<String>,
+    /// Template OID (create only; default: a new OID under this installation's arc).
+    #[arg(long)]
+    oid: Option<String>,
+    /// Major version (higher than the current one makes every holder re-enroll).
+    #[arg(long)]
+    major: Option<i64>,
+}
+
+impl TemplateFields {
+    fn spec(&self) -> TemplateSpec {
+        TemplateSpec {
+            oid: self.oid.clone(),
+            description: self.description.clone(),
+            validity_secs: self.validity.map(|d| d.as_secs() as i64),
+            renewal_secs: self.renewal_period.map(|d| d.as_secs() as i64),
+            key_algorithm: self.key_algorithm.clone(),
+            min_key_bits: self.min_key_bits,
+            key_usage: self.key_usage.clone(),
+            ext_key_usage: self.eku.clone(),
+            subject_from: self.subject_from.clone(),
+            allow_san: self.allow_san,
+            enroll: self.enroll,
+            autoenroll: self.autoenroll,
+            same_key_renewal: self.same_key_renewal,
+            superseded: self.supersedes.clone(),
+            major: self.major,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create an account; the password comes from --password-file or standard input.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        /// File holding the password (otherwise it is read from standard input).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Comma-separated templates the account may enroll (default: all enrollable).
+        #[arg(long, value_delimiter = ',')]
+        templates: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a one-time bootstrap token for a device; prints the token.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        template: Option<String>,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        ttl: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn days(secs: i64) -> String {
+    if secs % 86_400 == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        format!("{}s", secs)
+    }
+}
+
+fn print_template(t: &autoenroll_server::ra::PolicyTemplate) {
+    println!("name:              {}", t.name);
+    println!("oid:               {}", t.oid);
+    println!("version:           {}.{}", t.major, t.minor);
+    println!("description:       {}", t.description);
+    println!("validity:          {}", days(t.validity_secs));
+    println!("renewal period:    {}", days(t.renewal_secs));
+    println!("key algorithm:     {} (RSA minimum {} bits)", t.key_algorithm, t.min_key_bits);
+    println!("key usage:         {}", t.key_usage);
+    println!("extended key usage:{}", if t.ext_key_usage.is_empty() { String::new() } else { format!(" {}", t.ext_key_usage) });
+    println!("subject from:      {}", t.subject_from);
+    println!("allow SAN:         {}", t.allow_san);
+    println!("enroll/autoenroll: {}/{}", t.enroll, t.autoenroll);
+    println!("same-key renewal:  {}", t.same_key_renewal);
+    println!("supersedes:        {}", t.superseded);
+}
+
+pub async fn run(cmd: ServerCommand) -> Result<i32> {
+    match cmd {
+        ServerCommand::Init { common, key_algorithm, organization } => {
+            let mut raw = common.raw()?;
+            raw.key_algorithm = key_algorithm.or(raw.key_algorithm);
+            raw.organization = organization.or(raw.organization);
+            let cfg = raw.validate()?;
+            let dir = cfg.ra.data_dir.clone();
+            if autoenroll_server::ra::ca_exists(&dir) {
+                bail!("{} already holds a CA; refusing to overwrite it", dir.display());
+            }
+            let ra = Ra::open(cfg.ra, Arc::new(SystemClock)).await?;
+            println!("initialised {}", dir.display());
+            println!("root CA certificate: {}", dir.join("ca/root.pem").display());
+            println!("templates: {}", ra.templates().await?.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
+            Ok(0)
+        }
+        ServerCommand::Run { common, listen, hostnames, public_url } => {
+            let mut raw = common.raw()?;
+            raw.listen = listen.or(raw.listen);
+            if !hostnames.is_empty() {
+                raw.hostnames = Some(hostnames);
+            }
+            raw.public_url = public_url.or(raw.public_url);
+            let cfg = raw.validate()?;
+            let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?);
+            let server = app::Server::bind(ra, &cfg).await?;
+            // Printed on stdout so scripts and tests can find a port chosen with :0.
+            println!("autoenroll server listening on {}", server.base_url);
+            println!("policy (MS-XCEP):     {}/xcep", server.base_url);
+            println!("enrollment (MS-WSTEP): {}/wstep", server.base_url);
+            println!("root CA certificate:  {}", cfg.ra.data_dir.join("ca/root.pem").display());
+            server.serve(crate::shutdown_signal()).await;
+            Ok(0)
+        }
+        ServerCommand::Template { command } => template(command).await,
+        ServerCommand::Account { command: AccountCommand::Create { common, name, password_file, templates } } => {
+            let password = match password_file {
+                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s).context("reading the password from standard input")?;
+                    s
+                }
+            };
+            let password = password.trim_end_matches(['\r', '\n']);
+            let ra = common.open().await?;
+            ra.create_account(&AccountSpec { name: &name, password, templates }).await?;
+            println!("account {name} created");
+            Ok(0)
+        }
+        ServerCommand::Token { command: TokenCommand::Create { common, device, template, ttl } } => {
+            let ra = common.open().await?;
+            let (token, expires) = ra
+                .create_token(&TokenSpec { device: &device, template: template.as_deref(), ttl_secs: ttl.as_secs() as i64 })
+                .await?;
+            eprintln!("one-time bootstrap token for {device}, expires {}", autoenroll_core::UnixTime(expires));
+            println!("{token}");
+            Ok(0)
+        }
+        ServerCommand::Cert { command: CertCommand::List { common, limit, output } } => {
+            let ra = common.open().await?;
+            let certs = ra.certificates(limit).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&certs)?),
+                Output::Table => {
+                    println!("{:<34} {:<20} {:<14} {:<8} {:<21} STATE", "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER");
+                    for c in certs {
+                        println!(
+                            "{:<34} {:<20} {:<14} {:<8} {:<21} {}",
+                            c.serial,
+                            c.device,
+                            c.template,
+                            format!("{}.{}", c.template_major, c.template_minor),
+                            autoenroll_core::UnixTime(c.not_after).to_string(),
+                            c.state
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn template(cmd: TemplateCommand) -> Result<i32> {
+    match cmd {
+        TemplateCommand::List { common, output } => {
+            let ra = common.open().await?;
+            let ts = ra.templates().await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&ts)?),
+                Output::Table => {
+                    println!("{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} OID", "NAME", "VERSION", "VALIDITY", "RENEWAL", "KEY", "EKU", "AUTO");
+                    for t in ts {
+                        println!(
+                            "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} {}",
+                            t.name,
+                            format!("{}.{}", t.major, t.minor),
+                            days(t.validity_secs),
+                            days(t.renewal_secs),
+                            t.key_algorithm,
+                            t.ext_key_usage,
+                            t.autoenroll,
+                            t.oid
+                        );
+                    }
+                }
+            }
+        }
+        TemplateCommand::Show { common, name } => print_template(&common.open().await?.template(&name).await?),
+        TemplateCommand::Create { common, name, fields } => {
+            let t = common.open().await?.create_template(&name, &fields.spec()).await?;
+            print_template(&t);
+        }
+        TemplateCommand::Update { common, name, fields } => {
+            let t = common.open().await?.update_template(&name, &fields.spec()).await?;
+            print_template(&t);
+        }
+    }
+    Ok(0)
+}

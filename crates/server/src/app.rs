@@ -1,0 +1,115 @@
+//! The HTTPS listener: TLS with optional client certificates (visible to handlers as
+//! `PeerCerts`), HTTP/1.1 and HTTP/2, time limits on handshakes and headers.
+use crate::config::ServerConfig;
+use crate::frontends::{self, AppState, PeerCerts};
+use crate::ra::{Ra, RaError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 4096;
+
+pub fn install_crypto_provider() {
+    // Ignore "already installed": tests and the CLI may both call this.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// TLS for the listener: our CA's certificate, client certificates optional but, when sent,
+/// verified against our root.
+pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
+    install_crypto_provider();
+    let (key_pem, chain) = ra.tls_identity(&cfg.hostnames, &cfg.tls_ips()).await?;
+    let (_, key_der) = der::pem::decode_vec(key_pem.as_bytes()).map_err(RaError::internal)?;
+    let key = PrivateKeyDer::try_from(key_der).map_err(RaError::internal)?;
+    let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ra.root_der().to_vec())).map_err(RaError::internal)?;
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().map_err(RaError::internal)?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(RaError::internal)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A bound, ready-to-serve server.
+pub struct Server {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    pub local_addr: SocketAddr,
+    pub base_url: String,
+}
+
+impl Server {
+    pub async fn bind(ra: Arc<Ra>, cfg: &ServerConfig) -> Result<Server, RaError> {
+        let tls = tls_config(&ra, cfg).await?;
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
+        let local_addr = listener.local_addr().map_err(RaError::internal)?;
+        let base_url = cfg.base_url(local_addr);
+        let router = frontends::router(AppState { ra, base_url: base_url.clone() });
+        Ok(Server { listener, acceptor: TlsAcceptor::from(tls), router, local_addr, base_url })
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut shutdown => break,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "connection limit reached, dropping connection");
+                continue;
+            };
+            let acceptor = self.acceptor.clone();
+            let router = self.router.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let peer = PeerCerts(tls.get_ref().1.peer_certificates().map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+                let svc = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req
+                });
+                let mut builder = Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                if let Err(e) = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc)).await {
+                    tracing::debug!(%remote, %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+}

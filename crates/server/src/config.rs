@@ -1,0 +1,133 @@
+//! Server configuration: an optional TOML file, then command-line overrides, then defaults.
+//! Raw values are validated once into `ServerConfig`.
+use crate::ra::RaSettings;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database: Option<String>,
+    pub hostnames: Option<Vec<String>>,
+    pub public_url: Option<String>,
+    pub default_template: Option<String>,
+    pub next_update_hours: Option<u32>,
+    pub key_algorithm: Option<String>,
+    pub organization: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// DNS names in the listener certificate.
+    pub hostnames: Vec<String>,
+    /// Base URL clients are told to use; derived from the bound address when unset.
+    pub public_url: Option<String>,
+    pub ra: RaSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("parsing {path}: {err}")]
+    Parse { path: String, err: String },
+    #[error("invalid setting {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DATA_DIR: &str = "autoenroll-data";
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.display().to_string(), err })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), err: e.to_string() })
+    }
+
+    /// Values set in `other` win.
+    pub fn merge(self, other: RawConfig) -> RawConfig {
+        RawConfig {
+            data_dir: other.data_dir.or(self.data_dir),
+            listen: other.listen.or(self.listen),
+            database: other.database.or(self.database),
+            hostnames: other.hostnames.or(self.hostnames),
+            public_url: other.public_url.or(self.public_url),
+            default_template: other.default_template.or(self.default_template),
+            next_update_hours: other.next_update_hours.or(self.next_update_hours),
+            key_algorithm: other.key_algorithm.or(self.key_algorithm),
+            organization: other.organization.or(self.organization),
+        }
+    }
+
+    pub fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen: SocketAddr = self
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_LISTEN)
+            .parse()
+            .map_err(|e| ConfigError::Invalid("listen", format!("{e}")))?;
+        let database_url = self
+            .database
+            .unwrap_or_else(|| autoenroll_store::Store::sqlite_url(&data_dir.join("autoenroll.db")));
+        let key_algorithm = self
+            .key_algorithm
+            .as_deref()
+            .unwrap_or("p256")
+            .parse()
+            .map_err(|e| ConfigError::Invalid("key_algorithm", format!("{e} (use p256, p384, rsa2048, rsa3072 or rsa4096)")))?;
+        let next_update_hours = self.next_update_hours.unwrap_or(8);
+        if next_update_hours == 0 {
+            return Err(ConfigError::Invalid("next_update_hours", "must be at least 1".into()));
+        }
+        if let Some(u) = &self.public_url {
+            if !u.starts_with("https://") {
+                return Err(ConfigError::Invalid("public_url", "must start with https://".into()));
+            }
+        }
+        Ok(ServerConfig {
+            listen,
+            hostnames: self.hostnames.unwrap_or_else(|| vec!["localhost".into()]),
+            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            ra: RaSettings {
+                data_dir,
+                database_url,
+                key_algorithm,
+                organization: self.organization.unwrap_or_else(|| "autoenroll".into()),
+                default_template: self.default_template.unwrap_or_else(|| "Machine".into()),
+                next_update_hours,
+            },
+        })
+    }
+}
+
+impl ServerConfig {
+    /// The IP addresses the listener certificate should name.
+    pub fn tls_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])];
+        let ip = self.listen.ip();
+        if !ip.is_unspecified() && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+        ips
+    }
+
+    /// The base URL for the bound address.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        if let Some(u) = &self.public_url {
+            return u.clone();
+        }
+        let host = if bound.ip().is_unspecified() {
+            self.hostnames.first().cloned().unwrap_or_else(|| "localhost".into())
+        } else if bound.is_ipv6() {
+            format!("[{}]", bound.ip())
+        } else {
+            bound.ip().to_string()
+        };
+        format!("https://{host}:{}", bound.port())
+    }
+}

@@ -1,0 +1,37 @@
+//! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
+pub mod soap;
+mod wstep;
+mod xcep;
+
+use crate::ra::Ra;
+use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+/// The TLS client certificate chain of a connection, if the client sent one.
+#[derive(Clone, Default)]
+pub struct PeerCerts(pub Option<Arc<Vec<CertificateDer<'static>>>>);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ra: Arc<Ra>,
+    /// e.g. `https://127.0.0.1:8443`
+    pub base_url: String,
+}
+
+impl AppState {
+    pub fn policy_url(&self) -> String {
+        format!("{}/xcep", self.base_url)
+    }
+    pub fn enrollment_url(&self) -> String {
+        format!("{}/wstep", self.base_url)
+    }
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/xcep", post(soap::handle))
+        .route("/wstep", post(soap::handle))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}

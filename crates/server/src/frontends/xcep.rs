@@ -1,0 +1,111 @@
+//! MS-XCEP GetPolicies: the RA's policy view in XCEP's schema.
+use super::soap::{credentials, FrontError};
+use super::{AppState, PeerCerts};
+use autoenroll_proto::soap::Envelope;
+use autoenroll_proto::xcep::{self, Ca, CaUri, GetPoliciesResponse, Oid, Policy, PolicyExtension};
+
+const OID_GROUP_PUBLIC_KEY: u32 = 3;
+const OID_GROUP_EXTENSION: u32 = 6;
+const OID_GROUP_TEMPLATE: u32 = 9;
+const EXT_KEY_USAGE: &str = "2.5.29.37";
+const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+
+// Flag values from MS-CRTD, as XCEP reuses them.
+const CT_FLAG_PEND_ALL_REQUESTS: u32 = 0x2;
+const CT_FLAG_AUTO_ENROLLMENT: u32 = 0x20;
+const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT: u32 = 0x1;
+const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME: u32 = 0x10000;
+const CT_FLAG_ADD_TEMPLATE_NAME: u32 = 0x200;
+
+pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
+    let request = xcep::parse_request(&env.body)?;
+    let principal = state.ra.authenticate(&credentials(&env.token, peer), None).await?;
+    let last_update = request.last_update.as_deref().and_then(xcep::parse_datetime);
+    let view = state.ra.policy(&principal, last_update).await?;
+
+    let template_count = view.templates.len() as i32;
+    let (ec_ref, rsa_ref, eku_ref) = (template_count + 1, template_count + 2, template_count + 3);
+    let mut oids: Vec<Oid> = view
+        .templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Oid { value: t.oid.clone(), group: OID_GROUP_TEMPLATE, reference_id: i as i32 + 1, default_name: t.name.clone() })
+        .collect();
+    oids.push(Oid { value: EC_PUBLIC_KEY.into(), group: OID_GROUP_PUBLIC_KEY, reference_id: ec_ref, default_name: "ECC".into() });
+    oids.push(Oid { value: RSA_ENCRYPTION.into(), group: OID_GROUP_PUBLIC_KEY, reference_id: rsa_ref, default_name: "RSA".into() });
+    oids.push(Oid { value: EXT_KEY_USAGE.into(), group: OID_GROUP_EXTENSION, reference_id: eku_ref, default_name: "Enhanced Key Usage".into() });
+
+    let policies = view
+        .templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| -> Result<Policy, FrontError> {
+            let alg: autoenroll_keys::KeyAlgorithm = t.key_algorithm.parse().unwrap_or(autoenroll_keys::KeyAlgorithm::P256);
+            let (min_len, alg_ref) = match alg {
+                autoenroll_keys::KeyAlgorithm::Rsa(bits) => ((bits as i64).max(t.min_key_bits) as u32, rsa_ref),
+                other => (other.bits(), ec_ref),
+            };
+            let mut subject_flags = 0;
+            if t.subject_from == "request" {
+                subject_flags |= CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT;
+            }
+            if t.allow_san {
+                subject_flags |= CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME;
+            }
+            let mut enrollment_flags = 0;
+            if t.autoenroll {
+                enrollment_flags |= CT_FLAG_AUTO_ENROLLMENT;
+            }
+            if t.pend_all {
+                enrollment_flags |= CT_FLAG_PEND_ALL_REQUESTS;
+            }
+            Ok(Policy {
+                oid_reference: i as i32 + 1,
+                ca_references: vec![0],
+                common_name: t.name.clone(),
+                policy_schema: 2,
+                validity_seconds: t.validity_secs as u64,
+                renewal_seconds: t.renewal_secs as u64,
+                enroll: t.enroll,
+                auto_enroll: t.autoenroll,
+                minimal_key_length: min_len,
+                key_spec: None,
+                algorithm_oid_reference: Some(alg_ref),
+                major_revision: t.major as u32,
+                minor_revision: t.minor as u32,
+                superseded: t.superseded.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                private_key_flags: 0,
+                subject_name_flags: subject_flags,
+                enrollment_flags,
+                general_flags: CT_FLAG_ADD_TEMPLATE_NAME | if t.autoenroll { CT_FLAG_AUTO_ENROLLMENT } else { 0 },
+                hash_algorithm_oid_reference: None,
+                extensions: vec![PolicyExtension {
+                    oid_reference: eku_ref,
+                    critical: false,
+                    value_der: state.ra.ext_key_usage_der(t).map_err(FrontError::Ra)?,
+                }],
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let url = state.enrollment_url();
+    let response = GetPoliciesResponse {
+        policy_id: view.policy_id,
+        policy_friendly_name: Some("autoenroll".into()),
+        next_update_hours: view.next_update_hours,
+        policies_not_changed: view.not_changed,
+        policies,
+        cas: vec![Ca {
+            uris: vec![
+                CaUri { client_authentication: 4, uri: url.clone(), priority: 1, renewal_only: false },
+                CaUri { client_authentication: 8, uri: url, priority: 2, renewal_only: false },
+            ],
+            certificate_der: view.issuing_ca_der,
+            enroll_permission: true,
+            reference_id: 0,
+        }],
+        oids,
+    };
+    Ok(response.to_envelope(env.message_id.as_deref()))
+}

@@ -1,0 +1,234 @@
+//! Enrollment: one validated request in, one recorded certificate out.
+use super::auth::{Principal, PrincipalKind};
+use super::templates::profile_for;
+use super::{Ra, RaError};
+use autoenroll_ca::{IssueRequest, Profile};
+use autoenroll_core::pki::{CsrFacts, KeyFacts, PkiError, TemplateHint};
+use autoenroll_core::{Kind, Serial, Thumbprint};
+use autoenroll_store::{CertificateIntent, NewRequest, TemplateRow};
+
+pub struct EnrollInput<'a> {
+    pub principal: &'a Principal,
+    pub csr_der: &'a [u8],
+    /// A template named outside the CSR (e.g. an AdditionalContext item).
+    pub template_name: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub certificate_der: Vec<u8>,
+    /// Issuing CA then root.
+    pub chain: Vec<Vec<u8>>,
+    pub request_id: i64,
+    pub serial: String,
+    pub template: String,
+}
+
+pub(crate) struct Recorded<'a> {
+    pub device_id: i64,
+    pub requester: &'a str,
+    pub template_name: &'a str,
+    pub kind: &'a str,
+    pub csr_der: &'a [u8],
+    pub request: &'a IssueRequest,
+    pub profile: &'a Profile,
+}
+
+fn csr_error(e: PkiError) -> RaError {
+    match e {
+        PkiError::BadSignature => RaError::new(Kind::BadCsr, "BadCsrSignature", "the CSR signature does not verify"),
+        PkiError::UnsupportedAlgorithm(a) => RaError::new(Kind::BadCsr, "UnsupportedAlgorithm", format!("unsupported CSR signature algorithm {a}")),
+        PkiError::UnsupportedKey(k) => RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", format!("unsupported key type {k}")),
+        PkiError::Der(d) => RaError::new(Kind::BadCsr, "BadCsr", format!("malformed PKCS#10: {d}")),
+    }
+}
+
+impl Ra {
+    async fn resolve_template(&self, csr: &CsrFacts, input: &EnrollInput<'_>) -> Result<TemplateRow, RaError> {
+        let unknown = |what: &str| RaError::new(Kind::NotFound, "UnknownTemplate", format!("unknown template {what}"));
+        match &csr.template_hint {
+            Some(TemplateHint::Oid { oid, .. }) => return self.store.template_by_oid(oid).await?.ok_or_else(|| unknown(oid)),
+            Some(TemplateHint::Name(name)) => return self.template_by_name_or_oid(name).await?.ok_or_else(|| unknown(name)),
+            None => {}
+        }
+        if let Some(name) = input.template_name {
+            return self.template_by_name_or_oid(name).await?.ok_or_else(|| unknown(name));
+        }
+        if let PrincipalKind::Token { template: Some(t), .. } = &input.principal.kind {
+            return self.store.template(t).await?.ok_or_else(|| unknown(t));
+        }
+        let d = &self.settings.default_template;
+        self.store.template(d).await?.ok_or_else(|| unknown(d))
+    }
+
+    pub(crate) async fn template_by_name_or_oid(&self, name: &str) -> Result<Option<TemplateRow>, RaError> {
+        if let Some(t) = self.store.template(name).await? {
+            return Ok(Some(t));
+        }
+        Ok(self.store.template_by_oid(name).await?)
+    }
+
+    /// Records the intent, signs, records the certificate; returns (request id, DER).
+    pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<(i64, Vec<u8>), RaError> {
+        let now = self.now();
+        let request_id = self
+            .store
+            .insert_request(
+                &NewRequest {
+                    device_id: r.device_id,
+                    requester: r.requester,
+                    template: r.template_name,
+                    kind: r.kind,
+                    status: "received",
+                    csr_der: r.csr_der,
+                },
+                now.0,
+            )
+            .await?;
+        let (major, minor) = r.profile.template.as_ref().map(|t| (t.major as i64, t.minor as i64)).unwrap_or((0, 0));
+        self.sign_request(request_id, &r, major, minor).await.map(|der| (request_id, der))
+    }
+
+    async fn sign_request(&self, request_id: i64, r: &Recorded<'_>, major: i64, minor: i64) -> Result<Vec<u8>, RaError> {
+        let now = self.now();
+        let prepared = self.ca.prepare(r.request, r.profile, now)?;
+        let serial = Serial::from_bytes(&prepared.serial);
+        self.store
+            .insert_certificate_intent(
+                &CertificateIntent {
+                    serial: serial.as_str(),
+                    request_id,
+                    device_id: r.device_id,
+                    template: r.template_name,
+                    template_major: major,
+                    template_minor: minor,
+                    subject: &r.request.subject.to_string(),
+                    not_before: prepared.not_before.0,
+                    not_after: prepared.not_after.0,
+                },
+                now.0,
+            )
+            .await?;
+        let der = self.ca.sign(&prepared)?;
+        self.store
+            .complete_certificate(serial.as_str(), request_id, Thumbprint::of_der(&der).as_str(), &der, self.now().0)
+            .await?;
+        Ok(der)
+    }
+
+    pub async fn enroll(&self, input: EnrollInput<'_>) -> Result<Issued, RaError> {
+        let actor = input.principal.actor();
+        let result = self.enroll_inner(&input).await;
+        match &result {
+            Ok(i) => {
+                let detail = format!("serial {} request {}", i.serial, i.request_id);
+                self.audit(&actor, "issue", &input.principal.device, "issued", &detail).await;
+                tracing::info!(device = %input.principal.device, template = %i.template, serial = %i.serial, "issued");
+            }
+            Err(e) => {
+                if let Some(id) = e.request_id {
+                    let status = if e.kind == Kind::Pending { "pending" } else { "denied" };
+                    if let Err(err) = self.store.set_request_status(id, status, e.code, self.now().0).await {
+                        tracing::error!(%err, "could not update request status");
+                    }
+                }
+                if let Some(src) = &e.source {
+                    tracing::error!(code = e.code, source = %src, "enrollment failed");
+                }
+                self.audit(&actor, "issue", &input.principal.device, "refused", &format!("{}: {}", e.code, e.detail)).await;
+            }
+        }
+        result
+    }
+
+    async fn enroll_inner(&self, input: &EnrollInput<'_>) -> Result<Issued, RaError> {
+        let now = self.now();
+        let csr = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
+        let template = self.resolve_template(&csr, input).await?;
+        if !template.enroll || !input.principal.may_use_template(&template.name) {
+            return Err(RaError::new(
+                Kind::PolicyDenied,
+                "NotPermitted",
+                format!("{} may not enroll for template {}", input.principal.actor(), template.name),
+            ));
+        }
+        let device = self.store.touch_device(&input.principal.device, now.0).await?;
+        if device.blocked {
+            return Err(RaError::new(Kind::PolicyDenied, "DeviceBlocked", format!("device {} is blocked", device.name)));
+        }
+        check_key(&csr.key, &template)?;
+        let request = issue_request(&csr, &template, &input.principal.device)?;
+
+        let request_id = self
+            .store
+            .insert_request(
+                &NewRequest {
+                    device_id: device.id,
+                    requester: &input.principal.actor(),
+                    template: &template.name,
+                    kind: "enroll",
+                    status: "received",
+                    csr_der: &csr.der,
+                },
+                now.0,
+            )
+            .await?;
+        if template.pend_all {
+            return Err(RaError::new(Kind::Pending, "Pending", format!("request {request_id} awaits approval")).with_request(request_id));
+        }
+        if let PrincipalKind::Token { id, .. } = &input.principal.kind {
+            // The single-use check and the write are one statement: two racing requests with
+            // one token cannot both pass.
+            if !self.store.consume_token(id, now.0).await? {
+                return Err(RaError::new(Kind::Unauthorized, "TokenUsed", "bootstrap token was already used or has expired").with_request(request_id));
+            }
+        }
+        let profile = profile_for(&template);
+        let recorded = Recorded {
+            device_id: device.id,
+            requester: &input.principal.actor(),
+            template_name: &template.name,
+            kind: "enroll",
+            csr_der: &csr.der,
+            request: &request,
+            profile: &profile,
+        };
+        let der = self
+            .sign_request(request_id, &recorded, template.major, template.minor)
+            .await
+            .map_err(|e| e.with_request(request_id))?;
+        let serial = autoenroll_core::pki::CertFacts::parse(&der).map_err(RaError::internal)?.serial.0;
+        Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
+    }
+}
+
+/// Key policy: RSA keys need at least the template's minimum (never under 2048); EC keys must be
+/// P-256 or P-384. Ed25519 is not accepted for enrollment yet (Windows cannot use it).
+fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
+    match key {
+        KeyFacts::Rsa { bits } => {
+            let min = t.min_key_bits.max(2048);
+            if i64::from(*bits) < min {
+                return Err(RaError::new(Kind::BadCsr, "KeyTooWeak", format!("RSA key of {bits} bits; template {} needs at least {min}", t.name)));
+            }
+        }
+        KeyFacts::Ec { .. } => {}
+        KeyFacts::Ed25519 => {
+            return Err(RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", "Ed25519 keys are not accepted"));
+        }
+    }
+    Ok(())
+}
+
+fn issue_request(csr: &CsrFacts, t: &TemplateRow, device: &str) -> Result<IssueRequest, RaError> {
+    let (dns_names, ip_addrs) = if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
+    let subject = if t.subject_from == "request" {
+        if csr.subject.is_empty() && dns_names.is_empty() && ip_addrs.is_empty() {
+            return Err(RaError::new(Kind::BadCsr, "SubjectRequired", format!("template {} needs a subject or DNS names in the CSR", t.name)));
+        }
+        csr.subject.clone()
+    } else {
+        autoenroll_keys::cn_name(device).map_err(|e| RaError::new(Kind::BadRequest, "BadDeviceName", e.to_string()))?
+    };
+    Ok(IssueRequest { subject, spki_der: csr.spki_der.clone(), dns_names, ip_addrs })
+}

@@ -1,0 +1,113 @@
+//! The registration authority: authentication, template policy, enrollment. The only module
+//! that uses the store and the CA (rule R3); front ends call it with wire-free inputs.
+mod admin;
+mod auth;
+mod enroll;
+mod error;
+mod policy;
+pub mod secrets;
+mod templates;
+
+pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
+pub use auth::{Credentials, Principal, PrincipalKind};
+pub use enroll::{EnrollInput, Issued};
+pub use error::RaError;
+pub use policy::{PolicyTemplate, PolicyView};
+
+use autoenroll_ca::Ca;
+use autoenroll_core::clock::Clock;
+use autoenroll_core::UnixTime;
+use autoenroll_store::{AuditEvent, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What the RA needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RaSettings {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub key_algorithm: autoenroll_ca::KeyAlgorithm,
+    pub organization: String,
+    /// Template used when a request names none.
+    pub default_template: String,
+    pub next_update_hours: u32,
+}
+
+/// Whether `data_dir` already holds a CA hierarchy.
+pub fn ca_exists(data_dir: &Path) -> bool {
+    autoenroll_ca::exists(&data_dir.join("ca"))
+}
+
+pub struct Ra {
+    store: Store,
+    ca: Ca,
+    clock: Arc<dyn Clock>,
+    settings: RaSettings,
+}
+
+impl Ra {
+    /// Opens the data directory, creating the CA hierarchy, the database and the default
+    /// templates on first use.
+    pub async fn open(settings: RaSettings, clock: Arc<dyn Clock>) -> Result<Ra, RaError> {
+        let now = clock.now();
+        let ca_dir = settings.data_dir.join("ca");
+        std::fs::create_dir_all(&settings.data_dir).map_err(RaError::internal)?;
+        let ca = if autoenroll_ca::exists(&ca_dir) {
+            autoenroll_ca::load(&ca_dir)?
+        } else {
+            tracing::info!(dir = %ca_dir.display(), alg = %settings.key_algorithm, "creating CA hierarchy");
+            autoenroll_ca::init(&ca_dir, settings.key_algorithm, &settings.organization, now)?
+        };
+        let store = Store::open(&settings.database_url).await?;
+        let ra = Ra { store, ca, clock, settings };
+        ra.store.upsert_ca("root", ra.ca.root_der(), now.0).await?;
+        ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now.0).await?;
+        templates::ensure_defaults(&ra).await?;
+        Ok(ra)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    pub fn root_der(&self) -> &[u8] {
+        self.ca.root_der()
+    }
+
+    /// The chain a client needs above its certificate: issuing CA, then root.
+    pub fn chain_der(&self) -> Vec<Vec<u8>> {
+        vec![self.ca.issuing_der().to_vec(), self.ca.root_der().to_vec()]
+    }
+
+    async fn audit(&self, actor: &str, action: &str, subject: &str, outcome: &str, detail: &str) {
+        let e = AuditEvent {
+            at: self.now().0,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            outcome: outcome.to_string(),
+            detail: detail.to_string(),
+        };
+        if let Err(err) = self.store.audit(&e).await {
+            tracing::error!(%err, action, "could not write audit event");
+        }
+    }
+
+    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, RaError> {
+        Ok(self.store.audit_events(limit).await?)
+    }
+
+    pub async fn certificates(&self, limit: i64) -> Result<Vec<autoenroll_store::CertificateRow>, RaError> {
+        Ok(self.store.certificates(limit).await?)
+    }
+
+    /// A TLS identity for the listener, issued by our CA and kept under `<data>/tls`;
+    /// re-issued when missing, unreadable or within 30 days of expiry.
+    pub async fn tls_identity(&self, hostnames: &[String], ips: &[std::net::IpAddr]) -> Result<(String, Vec<Vec<u8>>), RaError> {
+        templates::tls_identity(self, hostnames, ips).await
+    }
+}

@@ -1,0 +1,160 @@
+//! Default templates, template OIDs, and the listener's own TLS identity.
+use super::{Ra, RaError};
+use autoenroll_ca::{IssueRequest, Profile};
+use autoenroll_keys::{KeyAlgorithm, KeyPair};
+use autoenroll_store::TemplateRow;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+pub const DAY: i64 = 86_400;
+const OID_ARC_SETTING: &str = "template_oid_arc";
+const OID_NEXT_SETTING: &str = "template_oid_next";
+
+/// ADCS names templates under 1.3.6.1.4.1.311.21.8 with a random per-forest arc; we do the same
+/// per installation so Windows clients see familiar template OIDs.
+pub(crate) async fn next_template_oid(ra: &Ra) -> Result<String, RaError> {
+    let arc = match ra.store.setting(OID_ARC_SETTING).await? {
+        Some(a) => a,
+        None => {
+            let r: [u8; 8] = super::secrets::random_bytes();
+            let a = u32::from_be_bytes([r[0], r[1], r[2], r[3]]) & 0x7fff_ffff;
+            let b = u32::from_be_bytes([r[4], r[5], r[6], r[7]]) & 0x7fff_ffff;
+            let arc = format!("{}.{a}.{b}", autoenroll_core::oids::MS_TEMPLATE_ARC);
+            ra.store.set_setting(OID_ARC_SETTING, &arc).await?;
+            arc
+        }
+    };
+    let next: i64 = ra.store.setting(OID_NEXT_SETTING).await?.and_then(|v| v.parse().ok()).unwrap_or(1);
+    ra.store.set_setting(OID_NEXT_SETTING, &(next + 1).to_string()).await?;
+    Ok(format!("{arc}.{next}"))
+}
+
+pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
+    if ra.store.setting("defaults_created").await?.is_some() {
+        return Ok(());
+    }
+    let now = ra.now().0;
+    let machine = TemplateRow {
+        name: "Machine".into(),
+        oid: next_template_oid(ra).await?,
+        major: 1,
+        minor: 0,
+        description: "Device client authentication; subject built from the device identity".into(),
+        validity_secs: 365 * DAY,
+        renewal_secs: 42 * DAY,
+        key_algorithm: "p256".into(),
+        min_key_bits: 2048,
+        key_usage: "digitalSignature".into(),
+        ext_key_usage: "clientAuth".into(),
+        subject_from: "identity".into(),
+        allow_san: false,
+        enroll: true,
+        autoenroll: true,
+        pend_all: false,
+        same_key_renewal: false,
+        superseded: String::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    let web = TemplateRow {
+        name: "WebServer".into(),
+        oid: next_template_oid(ra).await?,
+        description: "TLS server; the enrollee supplies subject and DNS names".into(),
+        validity_secs: 90 * DAY,
+        renewal_secs: 30 * DAY,
+        key_usage: "digitalSignature,keyEncipherment".into(),
+        ext_key_usage: "serverAuth".into(),
+        subject_from: "request".into(),
+        allow_san: true,
+        ..machine.clone()
+    };
+    for t in [machine, web] {
+        match ra.store.insert_template(&t).await {
+            Ok(()) | Err(autoenroll_store::StoreError::Duplicate(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ra.store.set_setting("defaults_created", &now.to_string()).await?;
+    Ok(())
+}
+
+pub(crate) fn profile_for(t: &TemplateRow) -> Profile {
+    let split = |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
+    Profile {
+        validity_secs: t.validity_secs,
+        key_usage: split(&t.key_usage),
+        extended_key_usage: split(&t.ext_key_usage),
+        template: Some(autoenroll_core::TemplateRef { oid: t.oid.clone(), major: t.major as u32, minor: t.minor as u32 }),
+        template_name: Some(t.name.clone()),
+        is_ca: false,
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+pub(crate) async fn tls_identity(ra: &Ra, hostnames: &[String], ips: &[std::net::IpAddr]) -> Result<(String, Vec<Vec<u8>>), RaError> {
+    let dir = ra.settings.data_dir.join("tls");
+    let key_path = dir.join("server.key");
+    let cert_path = dir.join("server.pem");
+    let now = ra.now();
+    if let (Ok(key), Ok(pem)) = (std::fs::read_to_string(&key_path), std::fs::read(&cert_path)) {
+        if let Ok(chain) = x509_cert::Certificate::load_pem_chain(&pem) {
+            let ders: Vec<Vec<u8>> = chain.iter().filter_map(|c| der::Encode::to_der(c).ok()).collect();
+            let fresh = ders
+                .first()
+                .and_then(|d| autoenroll_core::pki::CertFacts::parse(d).ok())
+                .map(|f| f.not_after.0 - now.0 > 30 * DAY)
+                .unwrap_or(false);
+            let same_ca = ders.get(1).map(|d| d.as_slice() == ra.ca.issuing_der()).unwrap_or(false);
+            if fresh && same_ca {
+                return Ok((key, ders));
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(RaError::internal)?;
+    let key = KeyPair::generate(KeyAlgorithm::P256).map_err(RaError::internal)?;
+    let cn = hostnames.first().map(String::as_str).unwrap_or("localhost");
+    let req = IssueRequest {
+        subject: autoenroll_keys::cn_name(cn).map_err(RaError::internal)?,
+        spki_der: key.spki_der().to_vec(),
+        dns_names: hostnames.to_vec(),
+        ip_addrs: ips.to_vec(),
+    };
+    let profile = Profile {
+        validity_secs: 365 * DAY,
+        key_usage: vec!["digitalSignature".into()],
+        extended_key_usage: vec!["serverAuth".into()],
+        template: None,
+        template_name: None,
+        is_ca: false,
+    };
+    // Recorded like any other issuance: nothing we sign is missing from the store.
+    let device = ra.store.touch_device("autoenroll-server", now.0).await?;
+    let (_, leaf) = ra
+        .issue_recorded(super::enroll::Recorded {
+            device_id: device.id,
+            requester: "server",
+            template_name: "TLSListener",
+            kind: "listener",
+            csr_der: &[],
+            request: &req,
+            profile: &profile,
+        })
+        .await?;
+    let chain = vec![leaf, ra.ca.issuing_der().to_vec()];
+    let mut pem = String::new();
+    for c in &chain {
+        pem.push_str(&der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, c).map_err(RaError::internal)?);
+    }
+    let key_pem = key.to_pem().map_err(RaError::internal)?;
+    write_private(&key_path, key_pem.as_bytes(), 0o600).map_err(RaError::internal)?;
+    write_private(&cert_path, pem.as_bytes(), 0o644).map_err(RaError::internal)?;
+    Ok((key_pem, chain))
+}
