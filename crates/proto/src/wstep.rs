@@ -53,10 +53,14 @@ pub fn parse_request(body: &Element) -> Result<RequestSecurityToken, ProtoError>
             }
             let mut der = b64::decode(&bst.text, "wsse:BinarySecurityToken")?;
             // Manual MDM renewal wraps the PKCS#7 in base64 twice; PEM armour appears too.
+            // If that inner text is not base64 either, keep the bytes: the DER check downstream
+            // gives the precise error.
             if der.first() != Some(&0x30) {
                 let inner = String::from_utf8_lossy(&der).to_string();
                 let stripped: String = inner.lines().filter(|l| !l.starts_with("-----")).collect();
-                der = b64::decode(&stripped, "wsse:BinarySecurityToken")?;
+                if let Ok(twice) = b64::decode(&stripped, "wsse:BinarySecurityToken") {
+                    der = twice;
+                }
             }
             Some(BinaryToken { value_type: bst.attr(None, "ValueType").unwrap_or_default().to_string(), der })
         }

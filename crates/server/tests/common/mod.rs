@@ -1,0 +1,103 @@
+//! Loopback harness: a real server (TLS, HTTP, SQLite) on 127.0.0.1 with a random port and a
+//! fake clock for RA decisions, plus a SOAP client.
+#![allow(dead_code)]
+use autoenroll_agent::https::{Client, ClientIdentity, Response};
+use autoenroll_core::clock::Clock;
+use autoenroll_proto::soap::{self, Envelope, Fault, HeaderToken};
+use autoenroll_proto::xml::W;
+use autoenroll_server::config::RawConfig;
+use autoenroll_server::ra::{AccountSpec, Ra};
+use autoenroll_server::app::Server;
+use autoenroll_test_support::FakeClock;
+use std::sync::Arc;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub ra: Arc<Ra>,
+    pub base: String,
+    pub clock: FakeClock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RawConfig {
+            data_dir: Some(dir.path().join("data")),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let clock = FakeClock::now_real();
+        let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(clock.clone())).await.unwrap());
+        ra.create_account(&AccountSpec { name: "enroller", password: PASSWORD, templates: vec![] }).await.unwrap();
+        let server = Server::bind(ra.clone(), &cfg).await.unwrap();
+        let base = server.base_url.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        TestServer { dir, ra, base, clock, stop: Some(tx) }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now().0
+    }
+
+    pub fn client(&self, identity: Option<&ClientIdentity>) -> Client {
+        Client::new(&[self.ra.root_der().to_vec()], identity).unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn root_pem(&self) -> std::path::PathBuf {
+        self.dir.path().join("data/ca/root.pem")
+    }
+
+    pub fn issuing_pem(&self) -> std::path::PathBuf {
+        self.dir.path().join("data/ca/issuing.pem")
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> Response {
+        self.client(None).post(&self.url(path), "application/soap+xml; charset=utf-8", body.into()).await.unwrap()
+    }
+
+    /// Sends an envelope; returns the parsed response envelope and HTTP status.
+    pub async fn soap(&self, action: &str, token: &HeaderToken, body: W, identity: Option<&ClientIdentity>) -> (u16, Envelope) {
+        let xml = soap::request(action, &self.url("/wstep"), "urn:uuid:test", token, body);
+        let r = self.client(identity).post(&self.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
+        assert!(r.content_length.is_some() && !r.chunked, "responses carry Content-Length, never chunked");
+        (r.status, soap::parse_envelope(&r.body).unwrap())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn account() -> HeaderToken {
+    HeaderToken::UsernameToken { username: "enroller".into(), password: PASSWORD.into() }
+}
+
+pub fn token_header(token: &str) -> HeaderToken {
+    HeaderToken::Binary { value_type: autoenroll_proto::ns::VALUE_TYPE_BOOTSTRAP_TOKEN.into(), value: token.as_bytes().to_vec() }
+}
+
+/// The fault of a response, asserting HTTP 500.
+pub fn fault(status: u16, env: &Envelope) -> Fault {
+    assert_eq!(status, 500, "faults travel with HTTP 500");
+    soap::parse_fault(env).expect("a SOAP fault")
+}
+
+pub fn subcode(status: u16, env: &Envelope) -> String {
+    fault(status, env).subcode.unwrap_or_default()
+}

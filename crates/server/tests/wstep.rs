@@ -1,0 +1,317 @@
+//! MS-WSTEP issuance and MS-XCEP policy over real HTTPS on loopback.
+mod common;
+
+use autoenroll_core::pki::cert::verify_issued_by;
+use autoenroll_core::pki::CertFacts;
+use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
+use autoenroll_proto::soap::HeaderToken;
+use autoenroll_proto::{ns, pkcs7, wstep, xcep};
+use autoenroll_server::ra::{AccountSpec, TemplateSpec, TokenSpec};
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(autoenroll_test_support::testdata(&format!("ms/{name}"))).unwrap()
+}
+
+fn csr(cn: &str) -> Vec<u8> {
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    build_csr(&key, cn_name(cn).unwrap(), vec![]).unwrap()
+}
+
+async fn issue(s: &TestServer, token: &HeaderToken, csr_der: &[u8]) -> Result<(Vec<u8>, wstep::ParsedResponse), String> {
+    let (status, env) = s.soap(ns::ACTION_WSTEP, token, wstep::issue_request_body(csr_der, &[]), None).await;
+    if status != 200 {
+        return Err(subcode(status, &env));
+    }
+    let r = wstep::parse_response(&env.body).unwrap();
+    Ok((r.certificate_der.clone().unwrap(), r))
+}
+
+#[tokio::test]
+async fn openssl_csr_is_issued_and_verifies_with_openssl() {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let s = TestServer::start().await;
+    let work = s.dir.path();
+    let key = work.join("dev.key");
+    let req = work.join("dev.csr");
+    // The template named the Windows way: 1.3.6.1.4.1.311.20.2 as a BMPString.
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=openssl-dev", "-outform", "DER"])
+        .args(["-addext", "1.3.6.1.4.1.311.20.2=ASN1:BMPSTRING:WebServer", "-addext", "subjectAltName=DNS:openssl-dev.example.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (cert, r) = issue(&s, &account(), &std::fs::read(&req).unwrap()).await.unwrap();
+    let facts = CertFacts::parse(&cert).unwrap();
+    assert_eq!(facts.template_name.as_deref(), Some("WebServer"));
+    assert_eq!(facts.subject_cn.as_deref(), Some("openssl-dev"));
+    assert!(r.request_id.unwrap().parse::<u32>().is_ok(), "numeric RequestID");
+    // The collection-level token carries the chain.
+    assert_eq!(pkcs7::certificates(&r.chain_pkcs7_der.unwrap()).unwrap().len(), 3);
+
+    let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &cert).unwrap();
+    let cert_path = work.join("dev.pem");
+    std::fs::write(&cert_path, pem).unwrap();
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(s.root_pem())
+        .arg("-untrusted")
+        .arg(s.issuing_pem())
+        .arg("-purpose")
+        .arg("sslserver")
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
+    // The store has it, with its thumbprint, before the client saw it.
+    let row = s.ra.certificates(10).await.unwrap().into_iter().find(|c| c.serial == facts.serial.0).unwrap();
+    assert_eq!(row.state, "issued");
+    assert_eq!(row.thumbprint.as_deref(), Some(facts.thumbprint.as_str()));
+}
+
+#[tokio::test]
+async fn real_windows_mdm_csr_is_accepted_and_issued() {
+    let s = TestServer::start().await;
+    // fleet's captured Windows request: CN with '!', non-DER extension 1.3.6.1.4.1.311.66.1.0.
+    let env = autoenroll_proto::soap::parse_envelope(&vector("fleet-mdmtest-rst-enroll-request.xml")).unwrap();
+    let rst = wstep::parse_request(&env.body).unwrap();
+    let windows_csr = rst.token.unwrap().der;
+    let body = wstep::issue_request_body(&windows_csr, &[("DeviceName", "DESKTOP-FLEET")]);
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &account(), body, None).await;
+    assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
+    let cert = wstep::parse_response(&env.body).unwrap().certificate_der.unwrap();
+    verify_issued_by(&cert, &s.ra.chain_der()[0]).unwrap();
+    let facts = CertFacts::parse(&cert).unwrap();
+    assert_eq!(facts.subject_cn.as_deref(), Some("DESKTOP-FLEET"), "Machine builds the subject from the device");
+    assert_eq!(facts.template_name.as_deref(), Some("Machine"), "no template in the CSR: the default");
+}
+
+#[tokio::test]
+async fn spec_windows_csr_names_its_template_by_bmpstring() {
+    let s = TestServer::start().await;
+    let env = autoenroll_proto::soap::parse_envelope(&vector("wstep-spec-4.1.1.1-issue-request.xml")).unwrap();
+    let csr_der = wstep::parse_request(&env.body).unwrap().token.unwrap().der;
+    assert_eq!(issue(&s, &account(), &csr_der).await.unwrap_err(), "ae:UnknownTemplate");
+    s.ra.create_template("User", &TemplateSpec::default()).await.unwrap();
+    let (cert, _) = issue(&s, &account(), &csr_der).await.unwrap();
+    assert_eq!(CertFacts::parse(&cert).unwrap().template_name.as_deref(), Some("User"));
+}
+
+#[tokio::test]
+async fn get_policies_lists_templates_and_honours_last_update() {
+    let s = TestServer::start().await;
+    let (status, env) = s.soap(ns::ACTION_GET_POLICIES, &account(), xcep::request_body(None), None).await;
+    assert_eq!(status, 200);
+    let p = xcep::parse_response(&env.body).unwrap();
+    let names: Vec<_> = p.policies.iter().map(|p| p.common_name.as_str()).collect();
+    assert_eq!(names, ["Machine", "WebServer"]);
+    let machine = &p.policies[0];
+    assert_eq!((machine.validity_seconds, machine.renewal_seconds), (365 * 86_400, 42 * 86_400));
+    assert!(machine.auto_enroll && machine.enrollment_flags & 0x20 != 0);
+    assert_eq!(p.cas.len(), 1);
+    assert_eq!(p.cas[0].certificate_der, s.ra.chain_der()[0]);
+    assert!(p.cas[0].uris.iter().all(|u| u.uri == s.url("/wstep") && [4, 8].contains(&u.client_authentication)));
+    let template_oid = p.oids.iter().find(|o| o.reference_id == machine.oid_reference).unwrap();
+    assert_eq!(template_oid.group, 9);
+    assert!(template_oid.value.starts_with("1.3.6.1.4.1.311.21.8."));
+
+    // A client whose lastUpdate is after the newest change hears "not changed".
+    let later = autoenroll_core::UnixTime(s.now() + 60).to_string();
+    let (_, env) = s.soap(ns::ACTION_GET_POLICIES, &account(), xcep::request_body(Some(&later)), None).await;
+    let p = xcep::parse_response(&env.body).unwrap();
+    assert!(p.policies_not_changed && p.policies.is_empty());
+    // An account limited to one template sees only that one.
+    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] }).await.unwrap();
+    let web = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
+    let (_, env) = s.soap(ns::ACTION_GET_POLICIES, &web, xcep::request_body(None), None).await;
+    let p = xcep::parse_response(&env.body).unwrap();
+    assert_eq!(p.policies.iter().map(|p| p.common_name.as_str()).collect::<Vec<_>>(), ["WebServer"]);
+}
+
+fn envelope(action: &str, token: &HeaderToken, body: &str) -> String {
+    let mut header = String::new();
+    if let HeaderToken::UsernameToken { username, password } = token {
+        header = format!(
+            "<wsse:Security><wsse:UsernameToken><wsse:Username>{username}</wsse:Username><wsse:Password>{password}</wsse:Password></wsse:UsernameToken></wsse:Security>"
+        );
+    }
+    format!(
+        r#"<s:Envelope xmlns:s="{}" xmlns:a="{}" xmlns:wsse="{}"><s:Header><a:Action>{action}</a:Action><a:MessageID>urn:uuid:1</a:MessageID>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>"#,
+        ns::SOAP12,
+        ns::WSA,
+        ns::WSSE
+    )
+}
+
+fn rst(bst_text: &str) -> String {
+    format!(
+        r#"<wst:RequestSecurityToken xmlns:wst="{}"><wst:RequestType>{}</wst:RequestType><wsse:BinarySecurityToken ValueType="{}" EncodingType="{}">{bst_text}</wsse:BinarySecurityToken></wst:RequestSecurityToken>"#,
+        ns::WST,
+        ns::REQUEST_TYPE_ISSUE,
+        ns::VALUE_TYPE_PKCS10,
+        ns::ENCODING_BASE64
+    )
+}
+
+async fn raw_subcode(s: &TestServer, body: impl Into<Vec<u8>>) -> String {
+    let r = s.post("/wstep", body).await;
+    let env = autoenroll_proto::soap::parse_envelope(&r.body).unwrap();
+    subcode(r.status, &env)
+}
+
+#[tokio::test]
+async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving() {
+    let s = TestServer::start().await;
+    let good_csr = autoenroll_proto::b64::encode(&csr("dev"));
+    let mut tampered = csr("dev");
+    let n = tampered.len();
+    tampered[n - 5] ^= 0x55;
+    let tampered = autoenroll_proto::b64::encode(&tampered);
+    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] }).await.unwrap();
+    let webonly = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
+    let wrong = HeaderToken::UsernameToken { username: "enroller".into(), password: "nope-nope".into() };
+    let nobody = HeaderToken::UsernameToken { username: "nobody".into(), password: PASSWORD.into() };
+    let unknown_template = {
+        let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+        let ext = x509_cert::ext::Extension {
+            extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
+            critical: false,
+            extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name("NoSuchTemplate").unwrap()).unwrap(),
+        };
+        autoenroll_proto::b64::encode(&build_csr(&key, cn_name("x").unwrap(), vec![ext]).unwrap())
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("ae:BadXml", "<s:Envelope xmlns:s='x'><unclosed>".to_string()),
+        ("ae:BadXml", "not xml at all".to_string()),
+        ("ae:UnknownAction", envelope("urn:nope", &account(), &rst(&good_csr))),
+        ("ae:MissingToken", envelope(ns::ACTION_WSTEP, &HeaderToken::None, &rst(&good_csr))),
+        ("ae:BadBase64", envelope(ns::ACTION_WSTEP, &account(), &rst("@@@not-base64@@@"))),
+        ("ae:BadCsrSignature", envelope(ns::ACTION_WSTEP, &account(), &rst(&tampered))),
+        ("ae:BadCsr", envelope(ns::ACTION_WSTEP, &account(), &rst("AAAA"))),
+        ("ae:UnknownTemplate", envelope(ns::ACTION_WSTEP, &account(), &rst(&unknown_template))),
+        ("ae:NotPermitted", envelope(ns::ACTION_WSTEP, &webonly, &rst(&good_csr))),
+        ("ae:WrongCredentials", envelope(ns::ACTION_WSTEP, &wrong, &rst(&good_csr))),
+        ("ae:WrongCredentials", envelope(ns::ACTION_WSTEP, &nobody, &rst(&good_csr))),
+        ("ae:MissingElement", envelope(ns::ACTION_WSTEP, &account(), &format!("<wst:RequestSecurityToken xmlns:wst='{}'/>", ns::WST))),
+    ];
+    for (expected, body) in cases {
+        assert_eq!(raw_subcode(&s, body.clone()).await, expected, "for body {body}");
+    }
+    // Whitespace inside base64 (Windows wraps with CR LF every 64 characters) is fine.
+    let wrapped: String = good_csr.as_bytes().chunks(64).map(|c| format!("{}&#xD;\n", std::str::from_utf8(c).unwrap())).collect();
+    let r = s.post("/wstep", envelope(ns::ACTION_WSTEP, &account(), &rst(&wrapped))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Refusals are audited with their reason.
+    let audit = s.ra.audit_events(100).await.unwrap();
+    assert!(audit.iter().any(|e| e.outcome == "refused" && e.detail.starts_with("BadCsrSignature")));
+}
+
+#[tokio::test]
+async fn hostile_bodies_are_refused_without_reading_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    // Announce 10 MiB, send only the headers: the answer must come without the body.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(s.ra.root_der().to_vec())).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let addr = s.base.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut tls = connector.connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+    let head = format!("POST /wstep HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/soap+xml\r\nContent-Length: {}\r\n\r\n", 10 * 1024 * 1024);
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&[b'x'; 1024]).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut buf)).await.expect("an answer before the body").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 500"), "{text}");
+    assert!(text.contains("ae:TooLarge"), "{text}");
+
+    // A body that really is 10 MiB (no Content-Length trust needed): refused as well.
+    let r = s.client(None).post(&s.url("/wstep"), "application/soap+xml", vec![b' '; 10 * 1024 * 1024]).await;
+    match r {
+        Ok(r) => assert!(String::from_utf8_lossy(&r.body).contains("ae:TooLarge")),
+        Err(e) => panic!("{e}"),
+    }
+
+    // Deeply nested XML within the size limit.
+    let deep = format!("{}{}", "<a>".repeat(30_000), "</a>".repeat(30_000));
+    assert_eq!(raw_subcode(&s, deep).await, "ae:XmlTooComplex");
+    let entity = format!("<!DOCTYPE s [<!ENTITY x 'y'>]>{}", envelope(ns::ACTION_WSTEP, &account(), "&x;"));
+    assert_eq!(raw_subcode(&s, entity).await, "ae:BadXml");
+
+    // And the next good request is served.
+    issue(&s, &account(), &csr("after-abuse")).await.unwrap();
+}
+
+#[tokio::test]
+async fn bootstrap_tokens_are_single_use_expiring_and_bound() {
+    let s = TestServer::start().await;
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "kiosk-7", template: None, ttl_secs: 3600 }).await.unwrap();
+    let (cert, _) = issue(&s, &token_header(&token), &csr("ignored")).await.unwrap();
+    assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some("kiosk-7"), "the token names the device");
+    assert_eq!(issue(&s, &token_header(&token), &csr("again")).await.unwrap_err(), "ae:TokenUsed");
+
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "kiosk-8", template: None, ttl_secs: 3600 }).await.unwrap();
+    s.clock.advance(3601);
+    assert_eq!(issue(&s, &token_header(&token), &csr("late")).await.unwrap_err(), "ae:TokenExpired");
+
+    // A token bound to a template cannot buy another one.
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "web-9", template: Some("WebServer"), ttl_secs: 3600 }).await.unwrap();
+    let machine_csr = {
+        let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+        let ext = x509_cert::ext::Extension {
+            extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
+            critical: false,
+            extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name("Machine").unwrap()).unwrap(),
+        };
+        build_csr(&key, cn_name("web-9").unwrap(), vec![ext]).unwrap()
+    };
+    assert_eq!(issue(&s, &token_header(&token), &machine_csr).await.unwrap_err(), "ae:NotPermitted");
+    // ...and the refusal did not spend it.
+    let (cert, _) = issue(&s, &token_header(&token), &csr("web-9.example.test")).await.unwrap();
+    assert_eq!(CertFacts::parse(&cert).unwrap().template_name.as_deref(), Some("WebServer"));
+
+    // Guessing: a well-formed token with a wrong secret is unknown.
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert_eq!(issue(&s, &token_header(&forged), &csr("x")).await.unwrap_err(), "ae:WrongCredentials");
+}
+
+#[tokio::test]
+async fn racing_requests_spend_a_token_once() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "race", template: None, ttl_secs: 3600 }).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let s = s.clone();
+        let token = token.clone();
+        handles.push(tokio::spawn(async move { issue(&s, &token_header(&token), &csr(&format!("r{i}"))).await.is_ok() }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        wins += h.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn client_certificate_authenticates_later_requests() {
+    let s = TestServer::start().await;
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr_der = build_csr(&key, cn_name("dev-tls").unwrap(), vec![]).unwrap();
+    let (cert, _) = issue(&s, &account(), &csr_der).await.unwrap();
+    let identity = autoenroll_agent::https::ClientIdentity { chain: vec![cert, s.ra.chain_der()[0].clone()], key_pkcs8: key.to_pkcs8_der().unwrap() };
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::issue_request_body(&csr("x"), &[]), Some(&identity)).await;
+    assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
+    let cert2 = wstep::parse_response(&env.body).unwrap().certificate_der.unwrap();
+    assert_eq!(CertFacts::parse(&cert2).unwrap().subject_cn.as_deref(), Some("enroller"), "same device as the authenticating certificate");
+    let _ = PathBuf::new();
+}
