@@ -74,7 +74,8 @@ pub struct TemplateOverrides {
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
         let text = std::fs::read_to_string(path).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
-        let mut cfg: AgentConfig = toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
+        let mut cfg: AgentConfig =
+            toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
         // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.state_dir, &mut cfg.trust_anchor] {
@@ -100,7 +101,9 @@ impl AgentConfig {
 
     pub fn device_name(&self) -> String {
         self.device.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
         })
     }
 
@@ -108,8 +111,13 @@ impl AgentConfig {
         let Some(user) = &self.credentials.username else { return Ok(None) };
         let password = match (&self.credentials.password, &self.credentials.password_file) {
             (Some(p), _) => p.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| AgentError::Config(format!("{}: {e}", f.display())))?.trim_end().to_string(),
-            (None, None) => return Err(AgentError::Config("credentials.username needs password or password_file".into())),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| AgentError::Config(format!("{}: {e}", f.display())))?
+                .trim_end()
+                .to_string(),
+            (None, None) => {
+                return Err(AgentError::Config("credentials.username needs password or password_file".into()))
+            }
         };
         Ok(Some((user.clone(), password)))
     }
@@ -117,14 +125,21 @@ impl AgentConfig {
     pub fn bootstrap_token(&self) -> Result<Option<String>, AgentError> {
         match (&self.credentials.bootstrap_token, &self.credentials.bootstrap_token_file) {
             (Some(t), _) => Ok(Some(t.trim().to_string())),
-            (None, Some(f)) => Ok(Some(std::fs::read_to_string(f).map_err(|e| AgentError::Config(format!("{}: {e}", f.display())))?.trim().to_string())),
+            (None, Some(f)) => Ok(Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| AgentError::Config(format!("{}: {e}", f.display())))?
+                    .trim()
+                    .to_string(),
+            )),
             (None, None) => Ok(None),
         }
     }
 
     pub fn trust_anchor_der(&self) -> Result<Vec<Vec<u8>>, AgentError> {
-        let pem = std::fs::read(&self.trust_anchor).map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
-        let certs = x509_cert::Certificate::load_pem_chain(&pem).map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
+        let pem = std::fs::read(&self.trust_anchor)
+            .map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
+        let certs = x509_cert::Certificate::load_pem_chain(&pem)
+            .map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
         certs.iter().map(|c| der::Encode::to_der(c).map_err(|e| AgentError::Config(e.to_string()))).collect()
     }
 }

@@ -50,7 +50,9 @@ impl Auth {
     fn header(&self) -> HeaderToken {
         match self {
             Auth::Password(u, p) => HeaderToken::UsernameToken { username: u.clone(), password: p.clone() },
-            Auth::Token(t) => HeaderToken::Binary { value_type: ns::VALUE_TYPE_BOOTSTRAP_TOKEN.into(), value: t.as_bytes().to_vec() },
+            Auth::Token(t) => {
+                HeaderToken::Binary { value_type: ns::VALUE_TYPE_BOOTSTRAP_TOKEN.into(), value: t.as_bytes().to_vec() }
+            }
             Auth::Certificate(_) => HeaderToken::None,
         }
     }
@@ -97,14 +99,22 @@ impl Ctx<'_> {
         Ok(None)
     }
 
-    async fn call(&self, url: &str, action: &str, auth: &Auth, body: autoenroll_proto::xml::W) -> Result<soap::Envelope, AgentError> {
+    async fn call(
+        &self,
+        url: &str,
+        action: &str,
+        auth: &Auth,
+        body: autoenroll_proto::xml::W,
+    ) -> Result<soap::Envelope, AgentError> {
         let client = Client::new(&self.roots, auth.identity())?;
         let message_id = format!("urn:uuid:{}", hex::encode(autoenroll_keys::random_bytes(16)?));
         let envelope = soap::request(action, url, &message_id, &auth.header(), body);
         let resp = client.post(url, SOAP_CONTENT_TYPE, envelope.into_bytes()).await?;
         let transport = |m: String| AgentError::Transport { url: url.to_string(), message: m };
         let env = match resp.status {
-            200 | 500 => soap::parse_envelope(&resp.body).map_err(|e| transport(format!("HTTP {}: {e}", resp.status)))?,
+            200 | 500 => {
+                soap::parse_envelope(&resp.body).map_err(|e| transport(format!("HTTP {}: {e}", resp.status)))?
+            }
             s => return Err(transport(format!("HTTP status {s}"))),
         };
         if let Some(f) = soap::parse_fault(&env) {
@@ -147,7 +157,12 @@ impl Ctx<'_> {
         Ok(autoenroll_keys::build_csr(key, autoenroll_keys::cn_name(&cn)?, exts)?)
     }
 
-    async fn enroll(&self, policy: &Policy, t: &Template, auth: &Auth) -> Result<(KeyPair, Vec<u8>, Vec<Vec<u8>>), AgentError> {
+    async fn enroll(
+        &self,
+        policy: &Policy,
+        t: &Template,
+        auth: &Auth,
+    ) -> Result<(KeyPair, Vec<u8>, Vec<Vec<u8>>), AgentError> {
         let overrides = self.cfg.templates.get(&t.name);
         let alg = match overrides.and_then(|o| o.key_algorithm.as_deref()) {
             Some(a) => a.parse()?,
@@ -168,7 +183,12 @@ impl Ctx<'_> {
             match self.call(&e.url, ns::ACTION_WSTEP, auth, wstep::issue_request_body(&csr, &context)).await {
                 Ok(env) => {
                     let r = wstep::parse_response(&env.body)?;
-                    let cert = r.certificate_der.ok_or_else(|| AgentError::Protocol(format!("no certificate in the response (disposition {:?})", r.disposition)))?;
+                    let cert = r.certificate_der.ok_or_else(|| {
+                        AgentError::Protocol(format!(
+                            "no certificate in the response (disposition {:?})",
+                            r.disposition
+                        ))
+                    })?;
                     let chain = self.chain_for(&cert, r.chain_pkcs7_der.as_deref(), policy)?;
                     return Ok((key, cert, chain));
                 }
@@ -208,13 +228,20 @@ impl Ctx<'_> {
 }
 
 fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 /// 1.3.6.1.4.1.311.21.7 in the request names the template (and version) unambiguously.
 fn template_extension(t: &Template) -> Result<x509_cert::ext::Extension, AgentError> {
-    let value = autoenroll_core::pki::template_ext::encode_template(&TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor })
-        .map_err(|e| AgentError::Protocol(e.to_string()))?;
+    let value = autoenroll_core::pki::template_ext::encode_template(&TemplateRef {
+        oid: t.oid.clone(),
+        major: t.major,
+        minor: t.minor,
+    })
+    .map_err(|e| AgentError::Protocol(e.to_string()))?;
     Ok(x509_cert::ext::Extension {
         extn_id: autoenroll_core::oids::MS_CERTIFICATE_TEMPLATE,
         critical: false,
@@ -239,7 +266,13 @@ pub async fn run_cycle(cfg: &AgentConfig, clock: &dyn Clock) -> Result<CycleRepo
     ctx.state.policy = policy
         .templates
         .iter()
-        .map(|t| PolicyTemplateState { name: t.name.clone(), oid: t.oid.clone(), major: t.major, minor: t.minor, renewal_secs: t.renewal_secs })
+        .map(|t| PolicyTemplateState {
+            name: t.name.clone(),
+            oid: t.oid.clone(),
+            major: t.major,
+            minor: t.minor,
+            renewal_secs: t.renewal_secs,
+        })
         .collect();
     let mut next_wake = now.plus_secs(i64::from(policy.next_update_hours) * 3600);
 
@@ -258,7 +291,11 @@ pub async fn run_cycle(cfg: &AgentConfig, clock: &dyn Clock) -> Result<CycleRepo
         };
         let decision = renewal::decide(&renewal::Input {
             now,
-            held: held.as_ref().map(|h| renewal::Held { not_before: h.facts.not_before, not_after: h.facts.not_after, template: h.facts.template.clone() }),
+            held: held.as_ref().map(|h| renewal::Held {
+                not_before: h.facts.not_before,
+                not_after: h.facts.not_after,
+                template: h.facts.template.clone(),
+            }),
             policy: renewal::TemplatePolicy {
                 template: TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor },
                 renewal_period_secs: t.renewal_secs,
@@ -291,7 +328,8 @@ pub async fn run_cycle(cfg: &AgentConfig, clock: &dyn Clock) -> Result<CycleRepo
         let status = ctx.state.templates.entry(t.name.clone()).or_default();
         match result {
             Ok(cert) => {
-                let facts = autoenroll_core::pki::CertFacts::parse(&cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
+                let facts =
+                    autoenroll_core::pki::CertFacts::parse(&cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
                 status.last_success = Some(now.0);
                 status.last_error = None;
                 if matches!(auth, Auth::Token(_)) {

@@ -40,7 +40,8 @@ impl Client {
             Some(id) => builder
                 .with_client_auth_cert(
                     id.chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
-                    PrivateKeyDer::try_from(id.key_pkcs8.clone()).map_err(|e| AgentError::Config(format!("client key: {e}")))?,
+                    PrivateKeyDer::try_from(id.key_pkcs8.clone())
+                        .map_err(|e| AgentError::Config(format!("client key: {e}")))?,
                 )
                 .map_err(|e| AgentError::Config(format!("client certificate: {e}")))?,
             None => builder.with_no_client_auth(),
@@ -78,7 +79,8 @@ impl Client {
             .map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
         let status = resp.status().as_u16();
-        let content_length = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let content_length =
+            resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         let chunked = resp
             .headers()
             .get(http::header::TRANSFER_ENCODING)

@@ -144,7 +144,13 @@ impl LocalStore {
     }
 
     /// Writes the new pair, verifies it, swaps it live atomically and prunes the archive.
-    pub fn install(&self, template: &str, key: &KeyPair, cert_der: &[u8], chain: &[Vec<u8>]) -> Result<PathBuf, AgentError> {
+    pub fn install(
+        &self,
+        template: &str,
+        key: &KeyPair,
+        cert_der: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<PathBuf, AgentError> {
         let facts = CertFacts::parse(cert_der).map_err(|e| AgentError::Protocol(format!("issued certificate: {e}")))?;
         if facts.spki_der != key.spki_der() {
             return Err(AgentError::Protocol("the issued certificate does not carry our public key".into()));
@@ -157,18 +163,25 @@ impl LocalStore {
         write_synced(&dir.join("cert.pem"), pem("CERTIFICATE", cert_der)?.as_bytes(), 0o644)?;
         let chain_pem = chain.iter().map(|c| pem("CERTIFICATE", c)).collect::<Result<String, _>>()?;
         write_synced(&dir.join("chain.pem"), chain_pem.as_bytes(), 0o644)?;
-        let intermediates = chain.iter().take(chain.len().saturating_sub(1)).map(|c| pem("CERTIFICATE", c)).collect::<Result<String, _>>()?;
+        let intermediates = chain
+            .iter()
+            .take(chain.len().saturating_sub(1))
+            .map(|c| pem("CERTIFICATE", c))
+            .collect::<Result<String, _>>()?;
         write_synced(&dir.join("fullchain.pem"), (pem("CERTIFICATE", cert_der)? + &intermediates).as_bytes(), 0o644)?;
         sync_dir(&dir)?;
         // Read back before going live: the files on disk are what services will load.
         let back = std::fs::read_to_string(dir.join("key.pem")).map_err(|e| store_err(&dir, e))?;
-        if KeyPair::from_pem(&back)?.spki_der() != key.spki_der() || read_cert_pem(&dir.join("cert.pem"))?.first().map(Vec::as_slice) != Some(cert_der) {
+        if KeyPair::from_pem(&back)?.spki_der() != key.spki_der()
+            || read_cert_pem(&dir.join("cert.pem"))?.first().map(Vec::as_slice) != Some(cert_der)
+        {
             return Err(store_err(&dir, "written files do not read back"));
         }
         let live = self.root.join("live");
         let tmp = live.join(format!(".{name}.new"));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new("..").join("certs").join(name).join(&facts.serial.0), &tmp).map_err(|e| store_err(&tmp, e))?;
+        std::os::unix::fs::symlink(Path::new("..").join("certs").join(name).join(&facts.serial.0), &tmp)
+            .map_err(|e| store_err(&tmp, e))?;
         std::fs::rename(&tmp, live.join(name)).map_err(|e| store_err(&live, e))?;
         sync_dir(&live)?;
         self.prune(&tdir, &facts.serial.0);
@@ -195,7 +208,8 @@ impl LocalStore {
     /// Archived (non-live) certificate directories for a template.
     pub fn archived(&self, template: &str) -> Result<Vec<PathBuf>, AgentError> {
         let tdir = self.root.join("certs").join(safe_component(template)?);
-        let live = std::fs::read_link(self.live_dir(template)?).ok().and_then(|l| l.file_name().map(|f| f.to_os_string()));
+        let live =
+            std::fs::read_link(self.live_dir(template)?).ok().and_then(|l| l.file_name().map(|f| f.to_os_string()));
         let mut out: Vec<PathBuf> = match std::fs::read_dir(&tdir) {
             Ok(rd) => rd.filter_map(Result::ok).filter(|e| Some(e.file_name()) != live).map(|e| e.path()).collect(),
             Err(_) => vec![],

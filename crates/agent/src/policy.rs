@@ -47,8 +47,9 @@ pub fn from_wire(r: &GetPoliciesResponse) -> Result<Policy, AgentError> {
     let oid = |reference: i32| r.oids.iter().find(|o| o.reference_id == reference);
     let mut templates = Vec::new();
     for p in &r.policies {
-        let template_oid = oid(p.oid_reference)
-            .ok_or_else(|| AgentError::Protocol(format!("policy {} references unknown OID {}", p.common_name, p.oid_reference)))?;
+        let template_oid = oid(p.oid_reference).ok_or_else(|| {
+            AgentError::Protocol(format!("policy {} references unknown OID {}", p.common_name, p.oid_reference))
+        })?;
         let alg_oid = p.algorithm_oid_reference.and_then(oid).map(|o| o.value.as_str());
         let key_algorithm = match alg_oid {
             Some("1.2.840.113549.1.1.1") => KeyAlgorithm::Rsa(match p.minimal_key_length {

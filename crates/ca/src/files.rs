@@ -40,18 +40,15 @@ fn io(path: &Path, e: std::io::Error) -> CaError {
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| io(path, e))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| io(path, e))?;
     f.write_all(contents).map_err(|e| io(path, e))?;
     f.sync_all().map_err(|e| io(path, e))
 }
 
 fn pem_cert(der_bytes: &[u8]) -> Result<String, CaError> {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes).map_err(|e| CaError::Encoding(e.to_string()))
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes)
+        .map_err(|e| CaError::Encoding(e.to_string()))
 }
 
 fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CaError> {
@@ -128,11 +125,7 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     let paths = CaPaths::new(dir);
     let key_pem = std::fs::read_to_string(&paths.issuing_key).map_err(|e| io(&paths.issuing_key, e))?;
     let key = KeyPair::from_pem(&key_pem)?;
-    Ca::new(
-        read_pem(&paths.root_cert, "CERTIFICATE")?,
-        read_pem(&paths.issuing_cert, "CERTIFICATE")?,
-        Box::new(key),
-    )
+    Ca::new(read_pem(&paths.root_cert, "CERTIFICATE")?, read_pem(&paths.issuing_cert, "CERTIFICATE")?, Box::new(key))
 }
 
 #[cfg(test)]
@@ -160,7 +153,11 @@ mod tests {
                 validity_secs: 86_400,
                 key_usage: vec!["digitalSignature".into()],
                 extended_key_usage: vec!["clientAuth".into()],
-                template: Some(autoenroll_core::TemplateRef { oid: "1.3.6.1.4.1.311.21.8.1.2".into(), major: 3, minor: 1 }),
+                template: Some(autoenroll_core::TemplateRef {
+                    oid: "1.3.6.1.4.1.311.21.8.1.2".into(),
+                    major: 3,
+                    minor: 1,
+                }),
                 template_name: Some("Machine".into()),
                 is_ca: false,
             };

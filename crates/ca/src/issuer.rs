@@ -109,7 +109,8 @@ pub(crate) fn to_time(t: UnixTime) -> Result<Time, CaError> {
 /// RFC 5280 method 1: SHA-1 of the subjectPublicKey bits.
 pub(crate) fn key_id(spki_der: &[u8]) -> Result<Vec<u8>, CaError> {
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)?;
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, spki.subject_public_key.raw_bytes());
+    let d =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, spki.subject_public_key.raw_bytes());
     Ok(d.as_ref().to_vec())
 }
 
@@ -228,7 +229,11 @@ pub(crate) fn random_serial() -> Result<Vec<u8>, CaError> {
 }
 
 impl Ca {
-    pub(crate) fn new(root_der: Vec<u8>, issuing_der: Vec<u8>, issuing_key: Box<dyn SigningKey>) -> Result<Ca, CaError> {
+    pub(crate) fn new(
+        root_der: Vec<u8>,
+        issuing_der: Vec<u8>,
+        issuing_key: Box<dyn SigningKey>,
+    ) -> Result<Ca, CaError> {
         let cert = Certificate::from_der(&issuing_der)?;
         let tbs = cert.tbs_certificate();
         if tbs.subject_public_key_info().to_der()? != issuing_key.spki_der() {

@@ -60,7 +60,10 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
             let store = LocalStore::open(&cfg.state_dir, cfg.archive_keep)?;
             let state = store.load_state()?;
             let now = SystemClock.now();
-            println!("{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} LAST ERROR", "TEMPLATE", "SERIAL", "VERSION", "NOT AFTER", "RENEW AT", "STATE");
+            println!(
+                "{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} LAST ERROR",
+                "TEMPLATE", "SERIAL", "VERSION", "NOT AFTER", "RENEW AT", "STATE"
+            );
             let mut names = store.live_templates()?;
             for t in state.templates.keys() {
                 if !names.contains(t) {
@@ -74,12 +77,30 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
                 match held {
                     Some(h) => {
                         let f = &h.facts;
-                        let renew = policy.map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string()).unwrap_or_else(|| "-".into());
-                        let version = f.template.as_ref().map(|t| format!("{}.{}", t.major, t.minor)).unwrap_or_else(|| "-".into());
+                        let renew = policy
+                            .map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string())
+                            .unwrap_or_else(|| "-".into());
+                        let version = f
+                            .template
+                            .as_ref()
+                            .map(|t| format!("{}.{}", t.major, t.minor))
+                            .unwrap_or_else(|| "-".into());
                         let st = if now >= f.not_after { "expired" } else { "valid" };
-                        println!("{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} {}", name, f.serial, version, f.not_after.to_string(), renew, st, error);
+                        println!(
+                            "{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} {}",
+                            name,
+                            f.serial,
+                            version,
+                            f.not_after.to_string(),
+                            renew,
+                            st,
+                            error
+                        );
                     }
-                    None => println!("{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} {}", name, "-", "-", "-", "-", "missing", error),
+                    None => println!(
+                        "{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} {}",
+                        name, "-", "-", "-", "-", "missing", error
+                    ),
                 }
             }
             Ok(0)

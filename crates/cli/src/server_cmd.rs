@@ -27,7 +27,11 @@ impl Common {
             Some(p) => RawConfig::from_file(p)?,
             None => RawConfig::default(),
         };
-        Ok(file.merge(RawConfig { data_dir: self.data_dir.clone(), database: self.database.clone(), ..Default::default() }))
+        Ok(file.merge(RawConfig {
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone(),
+            ..Default::default()
+        }))
     }
 
     async fn open(&self) -> Result<Ra> {
@@ -252,7 +256,10 @@ fn print_template(t: &autoenroll_server::ra::PolicyTemplate) {
     println!("renewal period:    {}", days(t.renewal_secs));
     println!("key algorithm:     {} (RSA minimum {} bits)", t.key_algorithm, t.min_key_bits);
     println!("key usage:         {}", t.key_usage);
-    println!("extended key usage:{}", if t.ext_key_usage.is_empty() { String::new() } else { format!(" {}", t.ext_key_usage) });
+    println!(
+        "extended key usage:{}",
+        if t.ext_key_usage.is_empty() { String::new() } else { format!(" {}", t.ext_key_usage) }
+    );
     println!("subject from:      {}", t.subject_from);
     println!("allow SAN:         {}", t.allow_san);
     println!("enroll/autoenroll: {}/{}", t.enroll, t.autoenroll);
@@ -274,7 +281,10 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             let ra = Ra::open(cfg.ra, Arc::new(SystemClock)).await?;
             println!("initialised {}", dir.display());
             println!("root CA certificate: {}", dir.join("ca/root.pem").display());
-            println!("templates: {}", ra.templates().await?.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
+            println!(
+                "templates: {}",
+                ra.templates().await?.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
             Ok(0)
         }
         ServerCommand::Run { common, listen, hostnames, public_url } => {
@@ -287,11 +297,18 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             let cfg = raw.validate()?;
             let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?);
             let server = app::Server::bind(ra, &cfg).await?;
-            // Printed on stdout so scripts and tests can find a port chosen with :0.
-            println!("autoenroll server listening on {}", server.base_url);
-            println!("policy (MS-XCEP):     {}/xcep", server.base_url);
-            println!("enrollment (MS-WSTEP): {}/wstep", server.base_url);
-            println!("root CA certificate:  {}", cfg.ra.data_dir.join("ca/root.pem").display());
+            // Printed on stdout so scripts and tests can find a port chosen with :0. A closed
+            // stdout must not stop the server, so write errors are ignored.
+            {
+                use std::io::Write;
+                let banner = format!(
+                    "autoenroll server listening on {base}\npolicy (MS-XCEP):      {base}/xcep\nenrollment (MS-WSTEP): {base}/wstep\nroot CA certificate:   {}\n",
+                    cfg.ra.data_dir.join("ca/root.pem").display(),
+                    base = server.base_url
+                );
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+            }
             server.serve(crate::shutdown_signal()).await;
             Ok(0)
         }
@@ -314,7 +331,11 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
         ServerCommand::Token { command: TokenCommand::Create { common, device, template, ttl } } => {
             let ra = common.open().await?;
             let (token, expires) = ra
-                .create_token(&TokenSpec { device: &device, template: template.as_deref(), ttl_secs: ttl.as_secs() as i64 })
+                .create_token(&TokenSpec {
+                    device: &device,
+                    template: template.as_deref(),
+                    ttl_secs: ttl.as_secs() as i64,
+                })
                 .await?;
             eprintln!("one-time bootstrap token for {device}, expires {}", autoenroll_core::UnixTime(expires));
             println!("{token}");
@@ -326,7 +347,10 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&certs)?),
                 Output::Table => {
-                    println!("{:<34} {:<20} {:<14} {:<8} {:<21} STATE", "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER");
+                    println!(
+                        "{:<34} {:<20} {:<14} {:<8} {:<21} STATE",
+                        "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER"
+                    );
                     for c in certs {
                         println!(
                             "{:<34} {:<20} {:<14} {:<8} {:<21} {}",
@@ -353,7 +377,10 @@ async fn template(cmd: TemplateCommand) -> Result<i32> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&ts)?),
                 Output::Table => {
-                    println!("{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} OID", "NAME", "VERSION", "VALIDITY", "RENEWAL", "KEY", "EKU", "AUTO");
+                    println!(
+                        "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} OID",
+                        "NAME", "VERSION", "VALIDITY", "RENEWAL", "KEY", "EKU", "AUTO"
+                    );
                     for t in ts {
                         println!(
                             "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} {}",

@@ -148,7 +148,8 @@ impl KeyPair {
     }
 
     pub fn from_pem(pem: &str) -> Result<KeyPair, KeyError> {
-        let (label, der_bytes) = der::pem::decode_vec(pem.as_bytes()).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        let (label, der_bytes) =
+            der::pem::decode_vec(pem.as_bytes()).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
         if label != PEM_LABEL {
             return Err(KeyError::InvalidKey(format!("expected a PKCS#8 \"{PEM_LABEL}\" PEM, got {label}")));
         }
@@ -164,7 +165,8 @@ impl KeyPair {
     }
 
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        der::pem::encode_string(PEM_LABEL, der::pem::LineEnding::LF, &self.to_pkcs8_der()?).map_err(|e| KeyError::Encoding(e.to_string()))
+        der::pem::encode_string(PEM_LABEL, der::pem::LineEnding::LF, &self.to_pkcs8_der()?)
+            .map_err(|e| KeyError::Encoding(e.to_string()))
     }
 
     pub fn algorithm(&self) -> KeyAlgorithm {
@@ -184,10 +186,9 @@ impl KeyPair {
         match self.alg {
             KeyAlgorithm::P256 => AlgorithmIdentifierOwned { oid: oids::ECDSA_WITH_SHA256, parameters: None },
             KeyAlgorithm::P384 => AlgorithmIdentifierOwned { oid: oids::ECDSA_WITH_SHA384, parameters: None },
-            KeyAlgorithm::Rsa(_) => AlgorithmIdentifierOwned {
-                oid: oids::SHA256_WITH_RSA,
-                parameters: Some(der::asn1::Null.into()),
-            },
+            KeyAlgorithm::Rsa(_) => {
+                AlgorithmIdentifierOwned { oid: oids::SHA256_WITH_RSA, parameters: Some(der::asn1::Null.into()) }
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
-pub mod pkcs7;
 pub mod ns;
+pub mod pkcs7;
 pub mod soap;
 pub mod wstep;
 pub mod xcep;

@@ -14,16 +14,14 @@ pub const ACTION_GET_POLICIES: &str =
 pub const ACTION_GET_POLICIES_RESPONSE: &str =
     "http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy/IPolicy/GetPoliciesResponse";
 pub const ACTION_WSTEP: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep";
-pub const ACTION_WSTEP_RESPONSE: &str =
-    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RSTRC/wstep";
+pub const ACTION_WSTEP_RESPONSE: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RSTRC/wstep";
 pub const ACTION_WSTEP_FAULT: &str =
     "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RequestSecurityTokenCertificateEnrollmentWSDetailFault";
 pub const ACTION_KET: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/RST/KET";
 
 pub const REQUEST_TYPE_ISSUE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue";
 pub const REQUEST_TYPE_RENEW: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Renew";
-pub const REQUEST_TYPE_QUERY: &str =
-    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/QueryTokenStatus";
+pub const REQUEST_TYPE_QUERY: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/QueryTokenStatus";
 pub const REQUEST_TYPE_KET: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/KET";
 
 pub const TOKEN_TYPE_X509V3: &str =

@@ -6,9 +6,15 @@ use crate::{b64, ns, ProtoError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderToken {
     None,
-    UsernameToken { username: String, password: String },
+    UsernameToken {
+        username: String,
+        password: String,
+    },
     /// A `wsse:BinarySecurityToken` in the header (MDM Federated / bootstrap token).
-    Binary { value_type: String, value: Vec<u8> },
+    Binary {
+        value_type: String,
+        value: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -31,10 +37,7 @@ pub fn parse_envelope(input: &[u8]) -> Result<Envelope, ProtoError> {
         .and_then(|a| a.value())
         .ok_or(ProtoError::Missing("a:Action"))?
         .to_string();
-    let message_id = header
-        .and_then(|h| h.child(ns::WSA, "MessageID"))
-        .and_then(|m| m.value())
-        .map(str::to_string);
+    let message_id = header.and_then(|h| h.child(ns::WSA, "MessageID")).and_then(|m| m.value()).map(str::to_string);
     let token = match header.and_then(|h| h.child(ns::WSSE, "Security")) {
         None => HeaderToken::None,
         Some(sec) => parse_security(sec)?,
@@ -55,10 +58,8 @@ fn parse_security(sec: &Element) -> Result<HeaderToken, ProtoError> {
             .child(ns::WSSE, "Username")
             .map(|u| u.text.trim().to_string())
             .ok_or(ProtoError::Missing("wsse:Username"))?;
-        let password = ut
-            .child(ns::WSSE, "Password")
-            .map(|p| p.text.clone())
-            .ok_or(ProtoError::Missing("wsse:Password"))?;
+        let password =
+            ut.child(ns::WSSE, "Password").map(|p| p.text.clone()).ok_or(ProtoError::Missing("wsse:Password"))?;
         return Ok(HeaderToken::UsernameToken { username, password });
     }
     if let Some(bst) = sec.child(ns::WSSE, "BinarySecurityToken") {
@@ -84,10 +85,7 @@ pub fn response(action: &str, relates_to: Option<&str>, body: W) -> String {
     if let Some(id) = relates_to {
         header = header.child(W::leaf("a:RelatesTo", id));
     }
-    envelope_root()
-        .child(header)
-        .child(W::new("s:Body").child(body))
-        .to_document()
+    envelope_root().child(header).child(W::new("s:Body").child(body)).to_document()
 }
 
 /// A request envelope as a client sends it.
@@ -117,10 +115,7 @@ pub fn request(action: &str, to: &str, message_id: &str, token: &HeaderToken, bo
             );
         }
     }
-    envelope_root()
-        .child(header)
-        .child(W::new("s:Body").child(body))
-        .to_document()
+    envelope_root().child(header).child(W::new("s:Body").child(body)).to_document()
 }
 
 /// Detail of a WSTEP fault (`CertificateEnrollmentWSDetail`).
@@ -181,9 +176,8 @@ pub fn parse_fault(env: &Envelope) -> Option<Fault> {
     let code = f.path(&[(ns::SOAP12, "Code"), (ns::SOAP12, "Value")]);
     let subcode = f.path(&[(ns::SOAP12, "Code"), (ns::SOAP12, "Subcode"), (ns::SOAP12, "Value")]);
     let reason = f.path(&[(ns::SOAP12, "Reason"), (ns::SOAP12, "Text")]);
-    let detail = f
-        .path(&[(ns::SOAP12, "Detail"), (ns::WSTEP, "CertificateEnrollmentWSDetail")])
-        .map(|d| EnrollmentDetail {
+    let detail =
+        f.path(&[(ns::SOAP12, "Detail"), (ns::WSTEP, "CertificateEnrollmentWSDetail")]).map(|d| EnrollmentDetail {
             error_code: d
                 .child(ns::WSTEP, "ErrorCode")
                 .and_then(|e| e.value())
@@ -225,7 +219,13 @@ mod tests {
     #[test]
     fn request_round_trips_username_token() {
         let t = HeaderToken::UsernameToken { username: "u".into(), password: "p&<".into() };
-        let xml = request(ns::ACTION_GET_POLICIES, "https://x/", "urn:uuid:2", &t, W::new("GetPolicies").attr("xmlns", ns::XCEP));
+        let xml = request(
+            ns::ACTION_GET_POLICIES,
+            "https://x/",
+            "urn:uuid:2",
+            &t,
+            W::new("GetPolicies").attr("xmlns", ns::XCEP),
+        );
         let env = parse_envelope(xml.as_bytes()).unwrap();
         assert_eq!(env.token, t);
         assert_eq!(env.message_id.as_deref(), Some("urn:uuid:2"));

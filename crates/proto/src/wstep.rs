@@ -104,9 +104,9 @@ pub fn issue_request_body(csr_der: &[u8], context: &[(&str, &str)]) -> W {
         )
         .child(W::nil("wstep:RequestID"));
     if !context.is_empty() {
-        body = body.child(W::new("ac:AdditionalContext").attr("xmlns:ac", ns::AUTH).children(context.iter().map(|(n, v)| {
-            W::new("ac:ContextItem").attr("Name", *n).child(W::leaf("ac:Value", *v))
-        })));
+        body = body.child(W::new("ac:AdditionalContext").attr("xmlns:ac", ns::AUTH).children(
+            context.iter().map(|(n, v)| W::new("ac:ContextItem").attr("Name", *n).child(W::leaf("ac:Value", *v))),
+        ));
     }
     body
 }
@@ -121,28 +121,26 @@ pub struct IssuedResponse {
 
 impl IssuedResponse {
     pub fn body(&self) -> W {
-        W::new("RequestSecurityTokenResponseCollection")
-            .attr("xmlns", ns::WST)
-            .child(
-                W::new("RequestSecurityTokenResponse")
-                    .child(W::leaf("TokenType", ns::TOKEN_TYPE_X509V3))
-                    .child(W::leaf("DispositionMessage", "Issued").attr("xmlns", ns::WSTEP).attr("xml:lang", "en-US"))
-                    .child(
-                        W::leaf("BinarySecurityToken", b64::encode(&self.chain_pkcs7_der))
+        W::new("RequestSecurityTokenResponseCollection").attr("xmlns", ns::WST).child(
+            W::new("RequestSecurityTokenResponse")
+                .child(W::leaf("TokenType", ns::TOKEN_TYPE_X509V3))
+                .child(W::leaf("DispositionMessage", "Issued").attr("xmlns", ns::WSTEP).attr("xml:lang", "en-US"))
+                .child(
+                    W::leaf("BinarySecurityToken", b64::encode(&self.chain_pkcs7_der))
+                        .attr("xmlns", ns::WSSE)
+                        .attr("ValueType", ns::VALUE_TYPE_PKCS7)
+                        .attr("EncodingType", ns::ENCODING_BASE64),
+                )
+                .child(
+                    W::new("RequestedSecurityToken").child(
+                        W::leaf("BinarySecurityToken", b64::encode(&self.certificate_der))
                             .attr("xmlns", ns::WSSE)
-                            .attr("ValueType", ns::VALUE_TYPE_PKCS7)
+                            .attr("ValueType", ns::TOKEN_TYPE_X509V3)
                             .attr("EncodingType", ns::ENCODING_BASE64),
-                    )
-                    .child(
-                        W::new("RequestedSecurityToken").child(
-                            W::leaf("BinarySecurityToken", b64::encode(&self.certificate_der))
-                                .attr("xmlns", ns::WSSE)
-                                .attr("ValueType", ns::TOKEN_TYPE_X509V3)
-                                .attr("EncodingType", ns::ENCODING_BASE64),
-                        ),
-                    )
-                    .child(W::leaf("RequestID", self.request_id.to_string()).attr("xmlns", ns::WSTEP)),
-            )
+                    ),
+                )
+                .child(W::leaf("RequestID", self.request_id.to_string()).attr("xmlns", ns::WSTEP)),
+        )
     }
 
     pub fn to_envelope(&self, relates_to: Option<&str>) -> String {
@@ -170,10 +168,8 @@ pub fn parse_response(body: &Element) -> Result<ParsedResponse, ProtoError> {
         .path(&[(ns::WST, "RequestedSecurityToken"), (ns::WSSE, "BinarySecurityToken")])
         .map(|b| b64::decode(&b.text, "RequestedSecurityToken"))
         .transpose()?;
-    let chain_pkcs7_der = r
-        .child(ns::WSSE, "BinarySecurityToken")
-        .map(|b| b64::decode(&b.text, "BinarySecurityToken"))
-        .transpose()?;
+    let chain_pkcs7_der =
+        r.child(ns::WSSE, "BinarySecurityToken").map(|b| b64::decode(&b.text, "BinarySecurityToken")).transpose()?;
     Ok(ParsedResponse {
         certificate_der,
         chain_pkcs7_der,

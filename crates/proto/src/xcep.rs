@@ -195,10 +195,7 @@ fn policy_xml(p: &Policy) -> W {
                     .child(W::leaf("value", b64::encode(&e.value_der)))
             }))
         });
-    W::new("policy")
-        .child(W::leaf("policyOIDReference", p.oid_reference.to_string()))
-        .child(cas)
-        .child(attributes)
+    W::new("policy").child(W::leaf("policyOIDReference", p.oid_reference.to_string())).child(cas).child(attributes)
 }
 
 impl GetPoliciesResponse {
@@ -238,11 +235,7 @@ impl GetPoliciesResponse {
                 })),
             )
         };
-        W::new("GetPoliciesResponse")
-            .attr("xmlns", ns::XCEP)
-            .child(response.child(policies))
-            .child(cas)
-            .child(oids)
+        W::new("GetPoliciesResponse").attr("xmlns", ns::XCEP).child(response.child(policies)).child(cas).child(oids)
     }
 
     pub fn to_envelope(&self, relates_to: Option<&str>) -> String {
@@ -252,15 +245,17 @@ impl GetPoliciesResponse {
 
 /// The request body a client sends (no filter, optional lastUpdate).
 pub fn request_body(last_update: Option<&str>) -> W {
-    W::new("GetPolicies").attr("xmlns", ns::XCEP).child(
-        W::new("client")
-            .child(match last_update {
-                Some(l) => W::leaf("lastUpdate", l),
-                None => W::nil("lastUpdate"),
-            })
-            .child(W::nil("preferredLanguage")),
-    )
-    .child(W::nil("requestFilter"))
+    W::new("GetPolicies")
+        .attr("xmlns", ns::XCEP)
+        .child(
+            W::new("client")
+                .child(match last_update {
+                    Some(l) => W::leaf("lastUpdate", l),
+                    None => W::nil("lastUpdate"),
+                })
+                .child(W::nil("preferredLanguage")),
+        )
+        .child(W::nil("requestFilter"))
 }
 
 fn text<'a>(e: &'a Element, local: &str) -> Option<&'a str> {
@@ -299,7 +294,8 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
     if let Some(policies) = r.child(ns::XCEP, "policies") {
         for p in policies.children_named(ns::XCEP, "policy") {
             let a = p.child(ns::XCEP, "attributes").ok_or(ProtoError::Missing("attributes"))?;
-            let validity = a.child(ns::XCEP, "certificateValidity").ok_or(ProtoError::Missing("certificateValidity"))?;
+            let validity =
+                a.child(ns::XCEP, "certificateValidity").ok_or(ProtoError::Missing("certificateValidity"))?;
             let permission = a.child(ns::XCEP, "permission").ok_or(ProtoError::Missing("permission"))?;
             let pka = a.child(ns::XCEP, "privateKeyAttributes").ok_or(ProtoError::Missing("privateKeyAttributes"))?;
             let revision = a.child(ns::XCEP, "revision").ok_or(ProtoError::Missing("revision"))?;
@@ -307,7 +303,9 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
                 oid_reference: num(p, "policyOIDReference")?,
                 ca_references: p
                     .child(ns::XCEP, "cAs")
-                    .map(|c| c.children_named(ns::XCEP, "cAReference").filter_map(|r| r.value()?.parse().ok()).collect())
+                    .map(|c| {
+                        c.children_named(ns::XCEP, "cAReference").filter_map(|r| r.value()?.parse().ok()).collect()
+                    })
                     .unwrap_or_default(),
                 common_name: text(a, "commonName").ok_or(ProtoError::Missing("commonName"))?.to_string(),
                 policy_schema: num(a, "policySchema")?,
@@ -322,7 +320,9 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
                 minor_revision: opt_num(revision, "minorRevision")?.unwrap_or(0),
                 superseded: a
                     .child(ns::XCEP, "supersededPolicies")
-                    .map(|s| s.children_named(ns::XCEP, "commonName").filter_map(|c| c.value()).map(str::to_string).collect())
+                    .map(|s| {
+                        s.children_named(ns::XCEP, "commonName").filter_map(|c| c.value()).map(str::to_string).collect()
+                    })
                     .unwrap_or_default(),
                 private_key_flags: opt_num(a, "privateKeyFlags")?.unwrap_or(0),
                 subject_name_flags: opt_num(a, "subjectNameFlags")?.unwrap_or(0),
@@ -368,7 +368,10 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
                 .unwrap_or_default();
             out.cas.push(Ca {
                 uris,
-                certificate_der: b64::decode(text(ca, "certificate").ok_or(ProtoError::Missing("certificate"))?, "certificate")?,
+                certificate_der: b64::decode(
+                    text(ca, "certificate").ok_or(ProtoError::Missing("certificate"))?,
+                    "certificate",
+                )?,
                 enroll_permission: boolean(ca, "enrollPermission")?,
                 reference_id: num(ca, "cAReferenceID")?,
             });

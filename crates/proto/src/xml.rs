@@ -49,10 +49,7 @@ impl Element {
     }
 
     pub fn attr(&self, ns: Option<&str>, local: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|a| a.ns.as_deref() == ns && a.local == local)
-            .map(|a| a.value.as_str())
+        self.attrs.iter().find(|a| a.ns.as_deref() == ns && a.local == local).map(|a| a.value.as_str())
     }
 
     /// `xsi:nil="true"`.
@@ -108,11 +105,7 @@ pub fn parse(input: &[u8]) -> Result<Element, ProtoError> {
                 if root.is_some() {
                     return Err(ProtoError::Xml("content after the root element".into()));
                 }
-                let mut el = Element {
-                    ns,
-                    local: e.local_name().into_inner().to_string(),
-                    ..Default::default()
-                };
+                let mut el = Element { ns, local: e.local_name().into_inner().to_string(), ..Default::default() };
                 for a in e.attributes() {
                     let a = a.map_err(xml_err)?;
                     let key = a.key.into_inner();
@@ -120,9 +113,7 @@ pub fn parse(input: &[u8]) -> Result<Element, ProtoError> {
                         continue;
                     }
                     let (ans, alocal) = reader.resolver().resolve_attribute(a.key);
-                    let value = a
-                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(xml_err)?;
+                    let value = a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(xml_err)?;
                     el.attrs.push(Attr {
                         ns: ns_of(ans)?,
                         local: alocal.into_inner().to_string(),
@@ -153,9 +144,7 @@ pub fn parse(input: &[u8]) -> Result<Element, ProtoError> {
                     Some(c) => c.to_string(),
                     None => {
                         let name = g.xml10_content();
-                        quick_xml::escape::unescape(&format!("&{name};"))
-                            .map_err(xml_err)?
-                            .into_owned()
+                        quick_xml::escape::unescape(&format!("&{name};")).map_err(xml_err)?.into_owned()
                     }
                 };
                 push_text(&mut stack, &s)?;

@@ -106,7 +106,11 @@ fn our_responses_parse_back() {
     let spec = wstep::parse_response(&env.body).unwrap();
     let cert = spec.certificate_der.unwrap();
     let chain = pkcs7::certs_only(&[&cert]).unwrap();
-    let ours = wstep::IssuedResponse { certificate_der: cert.clone(), chain_pkcs7_der: chain.clone(), request_id: 4_000_000_000 };
+    let ours = wstep::IssuedResponse {
+        certificate_der: cert.clone(),
+        chain_pkcs7_der: chain.clone(),
+        request_id: 4_000_000_000,
+    };
     let env = soap::parse_envelope(ours.to_envelope(Some("urn:uuid:x")).as_bytes()).unwrap();
     assert_eq!(env.action, ns::ACTION_WSTEP_RESPONSE);
     let back = wstep::parse_response(&env.body).unwrap();
@@ -138,7 +142,12 @@ fn our_responses_parse_back() {
             ..Default::default()
         }],
         cas: vec![xcep::Ca {
-            uris: vec![xcep::CaUri { client_authentication: 4, uri: "https://x/wstep".into(), priority: 1, renewal_only: false }],
+            uris: vec![xcep::CaUri {
+                client_authentication: 4,
+                uri: "https://x/wstep".into(),
+                priority: 1,
+                renewal_only: false,
+            }],
             certificate_der: vec![1, 2, 3],
             enroll_permission: true,
             reference_id: 0,

@@ -35,7 +35,8 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
     let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ra.root_der().to_vec())).map_err(RaError::internal)?;
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().map_err(RaError::internal)?;
+    let verifier =
+        WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().map_err(RaError::internal)?;
     let mut config = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
@@ -56,7 +57,9 @@ pub struct Server {
 impl Server {
     pub async fn bind(ra: Arc<Ra>, cfg: &ServerConfig) -> Result<Server, RaError> {
         let tls = tls_config(&ra, cfg).await?;
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
         let local_addr = listener.local_addr().map_err(RaError::internal)?;
         let base_url = cfg.base_url(local_addr);
         let router = frontends::router(AppState { ra, base_url: base_url.clone() });
@@ -99,7 +102,12 @@ impl Server {
                         return;
                     }
                 };
-                let peer = PeerCerts(tls.get_ref().1.peer_certificates().map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+                let peer = PeerCerts(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+                );
                 let svc = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());
                     req

@@ -44,7 +44,8 @@ pub const DEFAULT_DATA_DIR: &str = "autoenroll-data";
 
 impl RawConfig {
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.display().to_string(), err })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.display().to_string(), err })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), err: e.to_string() })
     }
 
@@ -71,15 +72,10 @@ impl RawConfig {
             .unwrap_or(DEFAULT_LISTEN)
             .parse()
             .map_err(|e| ConfigError::Invalid("listen", format!("{e}")))?;
-        let database_url = self
-            .database
-            .unwrap_or_else(|| autoenroll_store::Store::sqlite_url(&data_dir.join("autoenroll.db")));
-        let key_algorithm = self
-            .key_algorithm
-            .as_deref()
-            .unwrap_or("p256")
-            .parse()
-            .map_err(|e| ConfigError::Invalid("key_algorithm", format!("{e} (use p256, p384, rsa2048, rsa3072 or rsa4096)")))?;
+        let database_url = self.database.unwrap_or_else(|| crate::ra::default_database_url(&data_dir));
+        let key_algorithm = self.key_algorithm.as_deref().unwrap_or("p256").parse().map_err(|e| {
+            ConfigError::Invalid("key_algorithm", format!("{e} (use p256, p384, rsa2048, rsa3072 or rsa4096)"))
+        })?;
         let next_update_hours = self.next_update_hours.unwrap_or(8);
         if next_update_hours == 0 {
             return Err(ConfigError::Invalid("next_update_hours", "must be at least 1".into()));
@@ -108,7 +104,10 @@ impl RawConfig {
 impl ServerConfig {
     /// The IP addresses the listener certificate should name.
     pub fn tls_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])];
+        let mut ips: Vec<IpAddr> = vec![
+            "127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ];
         let ip = self.listen.ip();
         if !ip.is_unspecified() && !ips.contains(&ip) {
             ips.push(ip);

@@ -15,10 +15,8 @@ pub struct SystemClock;
 
 impl autoenroll_core::clock::Clock for SystemClock {
     fn now(&self) -> autoenroll_core::UnixTime {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         autoenroll_core::UnixTime(secs)
     }
 }

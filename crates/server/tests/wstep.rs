@@ -20,7 +20,11 @@ fn csr(cn: &str) -> Vec<u8> {
     build_csr(&key, cn_name(cn).unwrap(), vec![]).unwrap()
 }
 
-async fn issue(s: &TestServer, token: &HeaderToken, csr_der: &[u8]) -> Result<(Vec<u8>, wstep::ParsedResponse), String> {
+async fn issue(
+    s: &TestServer,
+    token: &HeaderToken,
+    csr_der: &[u8],
+) -> Result<(Vec<u8>, wstep::ParsedResponse), String> {
     let (status, env) = s.soap(ns::ACTION_WSTEP, token, wstep::issue_request_body(csr_der, &[]), None).await;
     if status != 200 {
         return Err(subcode(status, &env));
@@ -38,8 +42,25 @@ async fn openssl_csr_is_issued_and_verifies_with_openssl() {
     let req = work.join("dev.csr");
     // The template named the Windows way: 1.3.6.1.4.1.311.20.2 as a BMPString.
     let out = Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=openssl-dev", "-outform", "DER"])
-        .args(["-addext", "1.3.6.1.4.1.311.20.2=ASN1:BMPSTRING:WebServer", "-addext", "subjectAltName=DNS:openssl-dev.example.test"])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=openssl-dev",
+            "-outform",
+            "DER",
+        ])
+        .args([
+            "-addext",
+            "1.3.6.1.4.1.311.20.2=ASN1:BMPSTRING:WebServer",
+            "-addext",
+            "subjectAltName=DNS:openssl-dev.example.test",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -69,7 +90,12 @@ async fn openssl_csr_is_issued_and_verifies_with_openssl() {
         .arg(&cert_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "openssl verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
     // The store has it, with its thumbprint, before the client saw it.
     let row = s.ra.certificates(10).await.unwrap().into_iter().find(|c| c.serial == facts.serial.0).unwrap();
@@ -129,7 +155,9 @@ async fn get_policies_lists_templates_and_honours_last_update() {
     let p = xcep::parse_response(&env.body).unwrap();
     assert!(p.policies_not_changed && p.policies.is_empty());
     // An account limited to one template sees only that one.
-    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] }).await.unwrap();
+    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] })
+        .await
+        .unwrap();
     let web = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
     let (_, env) = s.soap(ns::ACTION_GET_POLICIES, &web, xcep::request_body(None), None).await;
     let p = xcep::parse_response(&env.body).unwrap();
@@ -175,7 +203,9 @@ async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving()
     let n = tampered.len();
     tampered[n - 5] ^= 0x55;
     let tampered = autoenroll_proto::b64::encode(&tampered);
-    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] }).await.unwrap();
+    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] })
+        .await
+        .unwrap();
     let webonly = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
     let wrong = HeaderToken::UsernameToken { username: "enroller".into(), password: "nope-nope".into() };
     let nobody = HeaderToken::UsernameToken { username: "nobody".into(), password: PASSWORD.into() };
@@ -184,7 +214,10 @@ async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving()
         let ext = x509_cert::ext::Extension {
             extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
             critical: false,
-            extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name("NoSuchTemplate").unwrap()).unwrap(),
+            extn_value: der::asn1::OctetString::new(
+                autoenroll_core::pki::template_ext::encode_template_name("NoSuchTemplate").unwrap(),
+            )
+            .unwrap(),
         };
         autoenroll_proto::b64::encode(&build_csr(&key, cn_name("x").unwrap(), vec![ext]).unwrap())
     };
@@ -200,13 +233,17 @@ async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving()
         ("ae:NotPermitted", envelope(ns::ACTION_WSTEP, &webonly, &rst(&good_csr))),
         ("ae:WrongCredentials", envelope(ns::ACTION_WSTEP, &wrong, &rst(&good_csr))),
         ("ae:WrongCredentials", envelope(ns::ACTION_WSTEP, &nobody, &rst(&good_csr))),
-        ("ae:MissingElement", envelope(ns::ACTION_WSTEP, &account(), &format!("<wst:RequestSecurityToken xmlns:wst='{}'/>", ns::WST))),
+        (
+            "ae:MissingElement",
+            envelope(ns::ACTION_WSTEP, &account(), &format!("<wst:RequestSecurityToken xmlns:wst='{}'/>", ns::WST)),
+        ),
     ];
     for (expected, body) in cases {
         assert_eq!(raw_subcode(&s, body.clone()).await, expected, "for body {body}");
     }
     // Whitespace inside base64 (Windows wraps with CR LF every 64 characters) is fine.
-    let wrapped: String = good_csr.as_bytes().chunks(64).map(|c| format!("{}&#xD;\n", std::str::from_utf8(c).unwrap())).collect();
+    let wrapped: String =
+        good_csr.as_bytes().chunks(64).map(|c| format!("{}&#xD;\n", std::str::from_utf8(c).unwrap())).collect();
     let r = s.post("/wstep", envelope(ns::ACTION_WSTEP, &account(), &rst(&wrapped))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // Refusals are audited with their reason.
@@ -226,11 +263,17 @@ async fn hostile_bodies_are_refused_without_reading_them() {
     let addr = s.base.trim_start_matches("https://").to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut tls = connector.connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
-    let head = format!("POST /wstep HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/soap+xml\r\nContent-Length: {}\r\n\r\n", 10 * 1024 * 1024);
+    let head = format!(
+        "POST /wstep HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/soap+xml\r\nContent-Length: {}\r\n\r\n",
+        10 * 1024 * 1024
+    );
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.write_all(&[b'x'; 1024]).await.unwrap();
     let mut buf = vec![0u8; 8192];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut buf)).await.expect("an answer before the body").unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut buf))
+        .await
+        .expect("an answer before the body")
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 500"), "{text}");
     assert!(text.contains("ae:TooLarge"), "{text}");
@@ -265,13 +308,17 @@ async fn bootstrap_tokens_are_single_use_expiring_and_bound() {
     assert_eq!(issue(&s, &token_header(&token), &csr("late")).await.unwrap_err(), "ae:TokenExpired");
 
     // A token bound to a template cannot buy another one.
-    let (token, _) = s.ra.create_token(&TokenSpec { device: "web-9", template: Some("WebServer"), ttl_secs: 3600 }).await.unwrap();
+    let (token, _) =
+        s.ra.create_token(&TokenSpec { device: "web-9", template: Some("WebServer"), ttl_secs: 3600 }).await.unwrap();
     let machine_csr = {
         let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
         let ext = x509_cert::ext::Extension {
             extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
             critical: false,
-            extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name("Machine").unwrap()).unwrap(),
+            extn_value: der::asn1::OctetString::new(
+                autoenroll_core::pki::template_ext::encode_template_name("Machine").unwrap(),
+            )
+            .unwrap(),
         };
         build_csr(&key, cn_name("web-9").unwrap(), vec![ext]).unwrap()
     };
@@ -293,7 +340,8 @@ async fn racing_requests_spend_a_token_once() {
     for i in 0..6 {
         let s = s.clone();
         let token = token.clone();
-        handles.push(tokio::spawn(async move { issue(&s, &token_header(&token), &csr(&format!("r{i}"))).await.is_ok() }));
+        handles
+            .push(tokio::spawn(async move { issue(&s, &token_header(&token), &csr(&format!("r{i}"))).await.is_ok() }));
     }
     let mut wins = 0;
     for h in handles {
@@ -308,10 +356,18 @@ async fn client_certificate_authenticates_later_requests() {
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
     let csr_der = build_csr(&key, cn_name("dev-tls").unwrap(), vec![]).unwrap();
     let (cert, _) = issue(&s, &account(), &csr_der).await.unwrap();
-    let identity = autoenroll_agent::https::ClientIdentity { chain: vec![cert, s.ra.chain_der()[0].clone()], key_pkcs8: key.to_pkcs8_der().unwrap() };
-    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::issue_request_body(&csr("x"), &[]), Some(&identity)).await;
+    let identity = autoenroll_agent::https::ClientIdentity {
+        chain: vec![cert, s.ra.chain_der()[0].clone()],
+        key_pkcs8: key.to_pkcs8_der().unwrap(),
+    };
+    let (status, env) =
+        s.soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::issue_request_body(&csr("x"), &[]), Some(&identity)).await;
     assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
     let cert2 = wstep::parse_response(&env.body).unwrap().certificate_der.unwrap();
-    assert_eq!(CertFacts::parse(&cert2).unwrap().subject_cn.as_deref(), Some("enroller"), "same device as the authenticating certificate");
+    assert_eq!(
+        CertFacts::parse(&cert2).unwrap().subject_cn.as_deref(),
+        Some("enroller"),
+        "same device as the authenticating certificate"
+    );
     let _ = PathBuf::new();
 }

@@ -29,7 +29,6 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-
 // Column lists as macros so every query stays a literal string (sqlx refuses dynamic SQL).
 macro_rules! template_columns {
     () => {
@@ -125,7 +124,6 @@ impl Store {
 
     // ---- templates
 
-
     pub async fn templates(&self) -> Result<Vec<TemplateRow>> {
         let sql = concat!("SELECT ", template_columns!(), " FROM templates ORDER BY name");
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
@@ -187,15 +185,22 @@ impl Store {
         .bind(a.created_at)
         .execute(&self.pool)
         .await
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Duplicate(format!("account {}", a.name)) } else { e.into() })?;
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate(format!("account {}", a.name))
+            } else {
+                e.into()
+            }
+        })?;
         Ok(())
     }
 
     pub async fn account(&self, name: &str) -> Result<Option<AccountRow>> {
-        let row = sqlx::query("SELECT name, password_hash, templates, disabled, created_at FROM accounts WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT name, password_hash, templates, disabled, created_at FROM accounts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(AccountRow {
                 name: r.try_get(0)?,
@@ -354,7 +359,14 @@ impl Store {
     }
 
     /// Stores the signed certificate and marks it and its request issued, atomically.
-    pub async fn complete_certificate(&self, serial: &str, request_id: i64, thumbprint: &str, der: &[u8], now: i64) -> Result<()> {
+    pub async fn complete_certificate(
+        &self,
+        serial: &str,
+        request_id: i64,
+        thumbprint: &str,
+        der: &[u8],
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE certificates SET state = 'issued', thumbprint = $2, der = $3 WHERE serial = $1")
             .bind(serial)
@@ -370,7 +382,6 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
 
     pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRow>> {
         let sql = concat!(
@@ -405,15 +416,17 @@ impl Store {
     // ---- audit
 
     pub async fn audit(&self, e: &AuditEvent) -> Result<()> {
-        sqlx::query("INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)")
-            .bind(e.at)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.subject)
-            .bind(&e.outcome)
-            .bind(&e.detail)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)",
+        )
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.subject)
+        .bind(&e.outcome)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

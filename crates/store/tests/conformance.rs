@@ -93,7 +93,14 @@ async fn certificate_is_recorded_before_and_after_signing() {
     assert_eq!(s.device("dev1").await.unwrap().unwrap().last_seen, 20);
     let req = s
         .insert_request(
-            &NewRequest { device_id: dev.id, requester: "acct", template: "A", kind: "enroll", status: "received", csr_der: b"csr" },
+            &NewRequest {
+                device_id: dev.id,
+                requester: "acct",
+                template: "A",
+                kind: "enroll",
+                status: "received",
+                csr_der: b"csr",
+            },
             30,
         )
         .await
@@ -129,7 +136,14 @@ async fn settings_and_audit() {
     s.set_setting("k", "v1").await.unwrap();
     s.set_setting("k", "v2").await.unwrap();
     assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("v2"));
-    let e = AuditEvent { at: 1, actor: "a".into(), action: "issue".into(), subject: "s".into(), outcome: "ok".into(), detail: "".into() };
+    let e = AuditEvent {
+        at: 1,
+        actor: "a".into(),
+        action: "issue".into(),
+        subject: "s".into(),
+        outcome: "ok".into(),
+        detail: "".into(),
+    };
     s.audit(&e).await.unwrap();
     assert_eq!(s.audit_events(5).await.unwrap(), vec![e]);
 }

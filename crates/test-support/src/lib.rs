@@ -18,7 +18,8 @@ impl FakeClock {
     }
     /// Starts at the real current time (TLS certificates are checked against real time).
     pub fn now_real() -> FakeClock {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         FakeClock::at(t)
     }
     pub fn advance(&self, secs: i64) {
@@ -43,8 +44,10 @@ pub fn testdata(rel: &str) -> PathBuf {
 /// Panics with an install hint when an external tool the test needs is missing: interop tests
 /// never skip silently.
 pub fn require_tool(tool: &str, debian_package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(found, "this test needs `{tool}`: install it with `apt-get install -y {debian_package}` (scripts/test.sh does this)");
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
+    assert!(
+        found,
+        "this test needs `{tool}`: install it with `apt-get install -y {debian_package}` (scripts/test.sh does this)"
+    );
 }

@@ -75,9 +75,6 @@ pub fn verify_issued_by(child_der: &[u8], issuer_der: &[u8]) -> Result<(), PkiEr
         issuer.tbs_certificate().subject_public_key_info(),
         child.signature_algorithm(),
         tbs_raw,
-        child
-            .signature()
-            .as_bytes()
-            .ok_or_else(|| PkiError::Der("signature has unused bits".into()))?,
+        child.signature().as_bytes().ok_or_else(|| PkiError::Der("signature has unused bits".into()))?,
     )
 }

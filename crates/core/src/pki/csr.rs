@@ -74,9 +74,7 @@ impl CsrFacts {
             &req.info.public_key,
             &req.algorithm,
             info_raw,
-            req.signature
-                .as_bytes()
-                .ok_or_else(|| PkiError::Der("signature has unused bits".into()))?,
+            req.signature.as_bytes().ok_or_else(|| PkiError::Der("signature has unused bits".into()))?,
         )?;
         let spki = req.info.public_key.clone();
         let key = key_facts(&spki)?;
@@ -103,11 +101,7 @@ impl CsrFacts {
             let value = ext.extn_value.as_bytes();
             if ext.extn_id == oids::MS_CERTIFICATE_TEMPLATE {
                 if let Ok(t) = super::template_ext::decode_template(value) {
-                    template_hint = Some(TemplateHint::Oid {
-                        oid: t.oid,
-                        major: t.major,
-                        minor: t.minor,
-                    });
+                    template_hint = Some(TemplateHint::Oid { oid: t.oid, major: t.major, minor: t.minor });
                 }
             } else if ext.extn_id == oids::MS_ENROLL_CERTTYPE && template_hint.is_none() {
                 template_hint = super::template_ext::decode_template_name(value).map(TemplateHint::Name);
@@ -162,23 +156,17 @@ pub(crate) fn first_element_raw(der_bytes: &[u8]) -> Result<&[u8], PkiError> {
     let inner_len = (inner_header.encoded_len()? + inner_header.length())?;
     let start: usize = start.try_into()?;
     let len: usize = inner_len.try_into()?;
-    der_bytes
-        .get(start..start + len)
-        .ok_or_else(|| PkiError::Der("truncated".into()))
+    der_bytes.get(start..start + len).ok_or_else(|| PkiError::Der("truncated".into()))
 }
 
 /// The first CN of a name, decoding any string type leniently (Windows MDM CSRs carry `!` in
 /// PrintableStrings, which strict decoders reject).
 pub fn common_name(name: &Name) -> Option<String> {
-    name.iter()
-        .find(|atv| atv.oid == oids::AT_COMMON_NAME)
-        .map(|atv| lenient_string(atv.value.value()))
+    name.iter().find(|atv| atv.oid == oids::AT_COMMON_NAME).map(|atv| lenient_string(atv.value.value()))
 }
 
 fn lenient_string(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim_end_matches('\0')
-        .to_string()
+    String::from_utf8_lossy(bytes).trim_end_matches('\0').to_string()
 }
 
 fn name_value_template_of(value: &[u8]) -> Option<String> {
@@ -209,10 +197,8 @@ pub fn key_facts(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyFacts, PkiError>
             sig::Curve::P384 => KeyFacts::Ec { curve_bits: 384 },
         })
     } else if alg == oids::RSA_ENCRYPTION {
-        let bytes = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| PkiError::UnsupportedKey("RSA key bit string".into()))?;
+        let bytes =
+            spki.subject_public_key.as_bytes().ok_or_else(|| PkiError::UnsupportedKey("RSA key bit string".into()))?;
         let mut r = SliceReader::new(bytes)?;
         let modulus: UintRef<'_> = r.sequence(|r| {
             let n: UintRef<'_> = r.decode()?;

@@ -14,33 +14,21 @@ pub fn verify(
 ) -> Result<(), PkiError> {
     let key_alg = spki.algorithm.oid;
     let verifier: &'static dyn s::VerificationAlgorithm = match (alg.oid, key_alg) {
-        (a, k) if a == oids::ECDSA_WITH_SHA256 && k == oids::EC_PUBLIC_KEY => {
-            match curve(spki)? {
-                Curve::P256 => &s::ECDSA_P256_SHA256_ASN1,
-                Curve::P384 => &s::ECDSA_P384_SHA256_ASN1,
-            }
-        }
-        (a, k) if a == oids::ECDSA_WITH_SHA384 && k == oids::EC_PUBLIC_KEY => {
-            match curve(spki)? {
-                Curve::P256 => &s::ECDSA_P256_SHA384_ASN1,
-                Curve::P384 => &s::ECDSA_P384_SHA384_ASN1,
-            }
-        }
-        (a, k) if a == oids::ECDSA_WITH_SHA512 && k == oids::EC_PUBLIC_KEY => {
-            match curve(spki)? {
-                Curve::P256 => &s::ECDSA_P256_SHA512_ASN1,
-                Curve::P384 => &s::ECDSA_P384_SHA512_ASN1,
-            }
-        }
-        (a, k) if a == oids::SHA256_WITH_RSA && k == oids::RSA_ENCRYPTION => {
-            &s::RSA_PKCS1_2048_8192_SHA256
-        }
-        (a, k) if a == oids::SHA384_WITH_RSA && k == oids::RSA_ENCRYPTION => {
-            &s::RSA_PKCS1_2048_8192_SHA384
-        }
-        (a, k) if a == oids::SHA512_WITH_RSA && k == oids::RSA_ENCRYPTION => {
-            &s::RSA_PKCS1_2048_8192_SHA512
-        }
+        (a, k) if a == oids::ECDSA_WITH_SHA256 && k == oids::EC_PUBLIC_KEY => match curve(spki)? {
+            Curve::P256 => &s::ECDSA_P256_SHA256_ASN1,
+            Curve::P384 => &s::ECDSA_P384_SHA256_ASN1,
+        },
+        (a, k) if a == oids::ECDSA_WITH_SHA384 && k == oids::EC_PUBLIC_KEY => match curve(spki)? {
+            Curve::P256 => &s::ECDSA_P256_SHA384_ASN1,
+            Curve::P384 => &s::ECDSA_P384_SHA384_ASN1,
+        },
+        (a, k) if a == oids::ECDSA_WITH_SHA512 && k == oids::EC_PUBLIC_KEY => match curve(spki)? {
+            Curve::P256 => &s::ECDSA_P256_SHA512_ASN1,
+            Curve::P384 => &s::ECDSA_P384_SHA512_ASN1,
+        },
+        (a, k) if a == oids::SHA256_WITH_RSA && k == oids::RSA_ENCRYPTION => &s::RSA_PKCS1_2048_8192_SHA256,
+        (a, k) if a == oids::SHA384_WITH_RSA && k == oids::RSA_ENCRYPTION => &s::RSA_PKCS1_2048_8192_SHA384,
+        (a, k) if a == oids::SHA512_WITH_RSA && k == oids::RSA_ENCRYPTION => &s::RSA_PKCS1_2048_8192_SHA512,
         // Old Windows and the spec's 2009 renewal sample still sign with SHA-1.
         (a, k) if a == oids::SHA1_WITH_RSA && k == oids::RSA_ENCRYPTION => {
             &s::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY
@@ -54,9 +42,7 @@ pub fn verify(
     } else {
         spki.subject_public_key.raw_bytes().to_vec()
     };
-    s::UnparsedPublicKey::new(verifier, key_bytes)
-        .verify(message, signature)
-        .map_err(|_| PkiError::BadSignature)
+    s::UnparsedPublicKey::new(verifier, key_bytes).verify(message, signature).map_err(|_| PkiError::BadSignature)
 }
 
 pub enum Curve {
@@ -65,14 +51,10 @@ pub enum Curve {
 }
 
 pub fn curve(spki: &SubjectPublicKeyInfoOwned) -> Result<Curve, PkiError> {
-    let params = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .ok_or_else(|| PkiError::UnsupportedKey("EC key without curve".into()))?;
-    let oid: const_oid::ObjectIdentifier = params
-        .decode_as()
-        .map_err(|_| PkiError::UnsupportedKey("EC curve is not a named curve".into()))?;
+    let params =
+        spki.algorithm.parameters.as_ref().ok_or_else(|| PkiError::UnsupportedKey("EC key without curve".into()))?;
+    let oid: const_oid::ObjectIdentifier =
+        params.decode_as().map_err(|_| PkiError::UnsupportedKey("EC curve is not a named curve".into()))?;
     if oid == oids::SECP256R1 {
         Ok(Curve::P256)
     } else if oid == oids::SECP384R1 {

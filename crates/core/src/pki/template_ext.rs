@@ -26,11 +26,7 @@ pub fn encode_template(t: &TemplateRef) -> Result<Vec<u8>, der::Error> {
 
 pub fn decode_template(value: &[u8]) -> Result<TemplateRef, der::Error> {
     let t = CertificateTemplate::from_der(value)?;
-    Ok(TemplateRef {
-        oid: t.template_id.to_string(),
-        major: t.major.unwrap_or(0),
-        minor: t.minor.unwrap_or(0),
-    })
+    Ok(TemplateRef { oid: t.template_id.to_string(), major: t.major.unwrap_or(0), minor: t.minor.unwrap_or(0) })
 }
 
 /// DER of the 1.3.6.1.4.1.311.20.2 extension value (a bare BMPString, as Windows writes it).
@@ -47,7 +43,7 @@ pub fn decode_template_name(value: &[u8]) -> Option<String> {
         return Some(s.as_str().to_string());
     }
     if let Ok(seq) = Vec::<Utf8StringRef<'_>>::from_der(value) {
-        return seq.iter().next().map(|s| s.as_str().to_string());
+        return seq.first().map(|s| s.as_str().to_string());
     }
     None
 }
@@ -58,11 +54,7 @@ mod tests {
 
     #[test]
     fn template_round_trip() {
-        let t = TemplateRef {
-            oid: "1.3.6.1.4.1.311.21.8.1.2.3".into(),
-            major: 100,
-            minor: 4,
-        };
+        let t = TemplateRef { oid: "1.3.6.1.4.1.311.21.8.1.2.3".into(), major: 100, minor: 4 };
         assert_eq!(decode_template(&encode_template(&t).unwrap()).unwrap(), t);
     }
 

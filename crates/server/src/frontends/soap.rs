@@ -46,23 +46,25 @@ fn proto_code(e: &ProtoError) -> &'static str {
 /// HRESULTs Windows clients know (signed, as the schema's xs:int).
 fn hresult(kind: Kind, code: &str) -> i32 {
     let h: u32 = match kind {
-        Kind::BadRequest => 0x8007_0057, // E_INVALIDARG
+        Kind::BadRequest => 0x8007_0057,                          // E_INVALIDARG
         Kind::BadCsr if code == "BadCsrSignature" => 0x8009_0006, // NTE_BAD_SIGNATURE
-        Kind::BadCsr => 0x8009_4001, // CERTSRV_E_BAD_REQUESTSUBJECT
-        Kind::Unauthorized => 0x8007_0005, // E_ACCESSDENIED
-        Kind::NotFound => 0x8009_4800, // CERTSRV_E_UNSUPPORTED_CERT_TYPE
-        Kind::PolicyDenied => 0x8009_4012, // CERTSRV_E_TEMPLATE_DENIED
-        Kind::Pending => 0x8009_4003, // CERTSRV_E_BAD_REQUESTSTATUS
-        Kind::RateLimited | Kind::Unavailable => 0x8007_00AA, // ERROR_BUSY
-        Kind::Conflict => 0x8007_00B7, // ERROR_ALREADY_EXISTS
-        Kind::Internal => 0x8000_4005, // E_FAIL
+        Kind::BadCsr => 0x8009_4001,                              // CERTSRV_E_BAD_REQUESTSUBJECT
+        Kind::Unauthorized => 0x8007_0005,                        // E_ACCESSDENIED
+        Kind::NotFound => 0x8009_4800,                            // CERTSRV_E_UNSUPPORTED_CERT_TYPE
+        Kind::PolicyDenied => 0x8009_4012,                        // CERTSRV_E_TEMPLATE_DENIED
+        Kind::Pending => 0x8009_4003,                             // CERTSRV_E_BAD_REQUESTSTATUS
+        Kind::RateLimited | Kind::Unavailable => 0x8007_00AA,     // ERROR_BUSY
+        Kind::Conflict => 0x8007_00B7,                            // ERROR_ALREADY_EXISTS
+        Kind::Internal => 0x8000_4005,                            // E_FAIL
     };
     h as i32
 }
 
 fn sender_or_receiver(kind: Kind) -> &'static str {
     match kind {
-        Kind::BadRequest | Kind::BadCsr | Kind::Unauthorized | Kind::NotFound | Kind::PolicyDenied | Kind::Conflict => "s:Sender",
+        Kind::BadRequest | Kind::BadCsr | Kind::Unauthorized | Kind::NotFound | Kind::PolicyDenied | Kind::Conflict => {
+            "s:Sender"
+        }
         Kind::Pending | Kind::RateLimited | Kind::Unavailable | Kind::Internal => "s:Receiver",
     }
 }
@@ -107,10 +109,8 @@ pub fn fault_response(e: &FrontError, relates_to: Option<&str>) -> Response {
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, FrontError> {
     // Refuse a declared oversize body before reading a byte of it.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ProtoError::TooLarge.into());
     }
@@ -138,7 +138,12 @@ pub fn credentials(token: &HeaderToken, peer: &PeerCerts) -> Credentials {
     }
 }
 
-pub async fn handle(State(state): State<AppState>, peer: Option<Extension<PeerCerts>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCerts>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
     let bytes = match read_body(&headers, body).await {
         Ok(b) => b,
@@ -152,7 +157,9 @@ pub async fn handle(State(state): State<AppState>, peer: Option<Extension<PeerCe
     let result = match env.action.as_str() {
         ns::ACTION_GET_POLICIES => super::xcep::get_policies(&state, &env, &peer).await,
         ns::ACTION_WSTEP => super::wstep::request_security_token(&state, &env, &peer).await,
-        other => Err(FrontError::Ra(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}")))),
+        other => {
+            Err(FrontError::Ra(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}"))))
+        }
     };
     match result {
         Ok(body) => soap_response(StatusCode::OK, body),

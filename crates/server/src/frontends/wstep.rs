@@ -18,18 +18,32 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
     match rst.request_type {
         RequestType::Issue => {}
         RequestType::Renew | RequestType::QueryTokenStatus | RequestType::Ket => {
-            return Err(RaError::new(Kind::BadRequest, "UnsupportedRequestType", format!("request type {:?} is not supported by this server yet", rst.request_type)).into());
+            return Err(RaError::new(
+                Kind::BadRequest,
+                "UnsupportedRequestType",
+                format!("request type {:?} is not supported by this server yet", rst.request_type),
+            )
+            .into());
         }
     }
     let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
     if is_cms_signed_data(&token.der) {
-        return Err(RaError::new(Kind::BadRequest, "UnsupportedRequestType", "renewal requests signed with the current certificate are not supported by this server yet").into());
+        return Err(RaError::new(
+            Kind::BadRequest,
+            "UnsupportedRequestType",
+            "renewal requests signed with the current certificate are not supported by this server yet",
+        )
+        .into());
     }
     let device_hint = rst.context_value("DeviceName").or(rst.context_value("MachineName"));
     let principal = state.ra.authenticate(&credentials(&env.token, peer), device_hint).await?;
     let issued = state
         .ra
-        .enroll(EnrollInput { principal: &principal, csr_der: &token.der, template_name: rst.context_value("CertificateTemplate") })
+        .enroll(EnrollInput {
+            principal: &principal,
+            csr_der: &token.der,
+            template_name: rst.context_value("CertificateTemplate"),
+        })
         .await?;
     let mut chain: Vec<&[u8]> = vec![&issued.certificate_der];
     chain.extend(issued.chain.iter().map(Vec::as_slice));

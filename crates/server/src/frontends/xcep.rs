@@ -30,18 +30,39 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
         .templates
         .iter()
         .enumerate()
-        .map(|(i, t)| Oid { value: t.oid.clone(), group: OID_GROUP_TEMPLATE, reference_id: i as i32 + 1, default_name: t.name.clone() })
+        .map(|(i, t)| Oid {
+            value: t.oid.clone(),
+            group: OID_GROUP_TEMPLATE,
+            reference_id: i as i32 + 1,
+            default_name: t.name.clone(),
+        })
         .collect();
-    oids.push(Oid { value: EC_PUBLIC_KEY.into(), group: OID_GROUP_PUBLIC_KEY, reference_id: ec_ref, default_name: "ECC".into() });
-    oids.push(Oid { value: RSA_ENCRYPTION.into(), group: OID_GROUP_PUBLIC_KEY, reference_id: rsa_ref, default_name: "RSA".into() });
-    oids.push(Oid { value: EXT_KEY_USAGE.into(), group: OID_GROUP_EXTENSION, reference_id: eku_ref, default_name: "Enhanced Key Usage".into() });
+    oids.push(Oid {
+        value: EC_PUBLIC_KEY.into(),
+        group: OID_GROUP_PUBLIC_KEY,
+        reference_id: ec_ref,
+        default_name: "ECC".into(),
+    });
+    oids.push(Oid {
+        value: RSA_ENCRYPTION.into(),
+        group: OID_GROUP_PUBLIC_KEY,
+        reference_id: rsa_ref,
+        default_name: "RSA".into(),
+    });
+    oids.push(Oid {
+        value: EXT_KEY_USAGE.into(),
+        group: OID_GROUP_EXTENSION,
+        reference_id: eku_ref,
+        default_name: "Enhanced Key Usage".into(),
+    });
 
     let policies = view
         .templates
         .iter()
         .enumerate()
         .map(|(i, t)| -> Result<Policy, FrontError> {
-            let alg: autoenroll_keys::KeyAlgorithm = t.key_algorithm.parse().unwrap_or(autoenroll_keys::KeyAlgorithm::P256);
+            let alg: autoenroll_keys::KeyAlgorithm =
+                t.key_algorithm.parse().unwrap_or(autoenroll_keys::KeyAlgorithm::P256);
             let (min_len, alg_ref) = match alg {
                 autoenroll_keys::KeyAlgorithm::Rsa(bits) => ((bits as i64).max(t.min_key_bits) as u32, rsa_ref),
                 other => (other.bits(), ec_ref),
@@ -74,7 +95,13 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
                 algorithm_oid_reference: Some(alg_ref),
                 major_revision: t.major as u32,
                 minor_revision: t.minor as u32,
-                superseded: t.superseded.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                superseded: t
+                    .superseded
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
                 private_key_flags: 0,
                 subject_name_flags: subject_flags,
                 enrollment_flags,

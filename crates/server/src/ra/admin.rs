@@ -44,23 +44,37 @@ fn apply(t: &mut TemplateRow, s: &TemplateSpec) -> Result<(), RaError> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = &s.$f { t.$f = v.clone(); } )* };
     }
-    set!(description, validity_secs, renewal_secs, key_algorithm, min_key_bits, key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, same_key_renewal, superseded);
+    set!(
+        description,
+        validity_secs,
+        renewal_secs,
+        key_algorithm,
+        min_key_bits,
+        key_usage,
+        ext_key_usage,
+        subject_from,
+        allow_san,
+        enroll,
+        autoenroll,
+        same_key_renewal,
+        superseded
+    );
     if t.validity_secs <= 0 {
         return Err(invalid("validity must be positive".into()));
     }
     if t.renewal_secs <= 0 {
         return Err(invalid("renewal period must be positive".into()));
     }
-    t.key_algorithm
-        .parse::<autoenroll_keys::KeyAlgorithm>()
-        .map_err(|e| invalid(e.to_string()))?;
+    t.key_algorithm.parse::<autoenroll_keys::KeyAlgorithm>().map_err(|e| invalid(e.to_string()))?;
     if !matches!(t.subject_from.as_str(), "identity" | "request") {
         return Err(invalid(format!("subject-from must be identity or request, not {}", t.subject_from)));
     }
     // Validate usages by building a profile the CA would accept.
     let p = super::templates::profile_for(t);
     for k in &p.key_usage {
-        if !["digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment", "keyAgreement"].contains(&k.as_str()) {
+        if !["digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment", "keyAgreement"]
+            .contains(&k.as_str())
+        {
             return Err(invalid(format!("unknown or forbidden key usage {k}")));
         }
     }
@@ -145,7 +159,9 @@ impl Ra {
             return Err(invalid("a template's OID cannot change; create a new template and supersede".into()));
         }
         match spec.major {
-            Some(m) if m < t.major => return Err(invalid(format!("major version cannot go down ({} -> {m})", t.major))),
+            Some(m) if m < t.major => {
+                return Err(invalid(format!("major version cannot go down ({} -> {m})", t.major)))
+            }
             Some(m) if m > t.major => {
                 t.major = m;
                 t.minor = 0;
@@ -161,7 +177,11 @@ impl Ra {
 
     pub async fn create_account(&self, spec: &AccountSpec<'_>) -> Result<(), RaError> {
         if spec.name.is_empty() || spec.password.len() < 8 {
-            return Err(RaError::new(Kind::BadRequest, "InvalidAccount", "account names must be non-empty and passwords at least 8 characters"));
+            return Err(RaError::new(
+                Kind::BadRequest,
+                "InvalidAccount",
+                "account names must be non-empty and passwords at least 8 characters",
+            ));
         }
         for t in &spec.templates {
             self.template(t).await?;
@@ -184,7 +204,11 @@ impl Ra {
     /// Creates a one-time bootstrap token and returns it; only its hash is stored.
     pub async fn create_token(&self, spec: &TokenSpec<'_>) -> Result<(String, i64), RaError> {
         if spec.device.is_empty() || spec.ttl_secs <= 0 {
-            return Err(RaError::new(Kind::BadRequest, "InvalidToken", "a token needs a device name and a positive TTL"));
+            return Err(RaError::new(
+                Kind::BadRequest,
+                "InvalidToken",
+                "a token needs a device name and a positive TTL",
+            ));
         }
         if let Some(t) = spec.template {
             self.template(t).await?;

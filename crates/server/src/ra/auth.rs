@@ -6,7 +6,10 @@ use autoenroll_core::{Kind, Thumbprint};
 
 pub enum Credentials {
     None,
-    Password { username: String, password: String },
+    Password {
+        username: String,
+        password: String,
+    },
     BootstrapToken(String),
     /// The TLS client certificate chain, leaf first.
     ClientCertificate(Vec<u8>),
@@ -52,12 +55,22 @@ impl Ra {
     pub async fn authenticate(&self, creds: &Credentials, device_hint: Option<&str>) -> Result<Principal, RaError> {
         let now = self.now();
         let result = match creds {
-            Credentials::None => Err(RaError::new(Kind::Unauthorized, "MissingToken", "no credentials: send a WS-Security UsernameToken, a bootstrap token or a client certificate")),
+            Credentials::None => Err(RaError::new(
+                Kind::Unauthorized,
+                "MissingToken",
+                "no credentials: send a WS-Security UsernameToken, a bootstrap token or a client certificate",
+            )),
             Credentials::Password { username, password } => match self.store.account(username).await? {
                 Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => Ok(Principal {
                     device: device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string(),
                     kind: PrincipalKind::Account {
-                        templates: a.templates.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
+                        templates: a
+                            .templates
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_string)
+                            .collect(),
                         name: a.name,
                     },
                 }),
@@ -78,20 +91,31 @@ impl Ra {
                 } else if now.0 >= row.expires_at {
                     Err(RaError::new(Kind::Unauthorized, "TokenExpired", "bootstrap token has expired"))
                 } else {
-                    Ok(Principal { device: row.device, kind: PrincipalKind::Token { id: row.id, template: row.template } })
+                    Ok(Principal {
+                        device: row.device,
+                        kind: PrincipalKind::Token { id: row.id, template: row.template },
+                    })
                 }
             }
             Credentials::ClientCertificate(der) => {
                 // rustls already verified the chain to our root and the validity period; the
                 // store says whether we still consider the certificate good.
-                let facts = CertFacts::parse(der).map_err(|e| RaError::new(Kind::Unauthorized, "BadClientCertificate", e.to_string()))?;
-                let row = self
-                    .store
-                    .certificate_by_thumbprint(Thumbprint::of_der(der).as_str())
-                    .await?
-                    .ok_or_else(|| RaError::new(Kind::Unauthorized, "UnknownClientCertificate", "client certificate is not in the inventory"))?;
+                let facts = CertFacts::parse(der)
+                    .map_err(|e| RaError::new(Kind::Unauthorized, "BadClientCertificate", e.to_string()))?;
+                let row =
+                    self.store.certificate_by_thumbprint(Thumbprint::of_der(der).as_str()).await?.ok_or_else(|| {
+                        RaError::new(
+                            Kind::Unauthorized,
+                            "UnknownClientCertificate",
+                            "client certificate is not in the inventory",
+                        )
+                    })?;
                 if row.state != "issued" {
-                    Err(RaError::new(Kind::Unauthorized, "ClientCertificateNotValid", format!("client certificate is {}", row.state)))
+                    Err(RaError::new(
+                        Kind::Unauthorized,
+                        "ClientCertificateNotValid",
+                        format!("client certificate is {}", row.state),
+                    ))
                 } else if now >= facts.not_after {
                     Err(RaError::new(Kind::Unauthorized, "ClientCertificateExpired", "client certificate has expired"))
                 } else {
@@ -102,7 +126,9 @@ impl Ra {
         if let Err(e) = &result {
             let subject = match creds {
                 Credentials::Password { username, .. } => format!("account:{username}"),
-                Credentials::BootstrapToken(t) => format!("token:{}", secrets::split_token(t).map(|(id, _)| id).unwrap_or("?")),
+                Credentials::BootstrapToken(t) => {
+                    format!("token:{}", secrets::split_token(t).map(|(id, _)| id).unwrap_or("?"))
+                }
                 Credentials::ClientCertificate(_) => "client-certificate".into(),
                 Credentials::None => "anonymous".into(),
             };

@@ -37,8 +37,12 @@ pub(crate) struct Recorded<'a> {
 fn csr_error(e: PkiError) -> RaError {
     match e {
         PkiError::BadSignature => RaError::new(Kind::BadCsr, "BadCsrSignature", "the CSR signature does not verify"),
-        PkiError::UnsupportedAlgorithm(a) => RaError::new(Kind::BadCsr, "UnsupportedAlgorithm", format!("unsupported CSR signature algorithm {a}")),
-        PkiError::UnsupportedKey(k) => RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", format!("unsupported key type {k}")),
+        PkiError::UnsupportedAlgorithm(a) => {
+            RaError::new(Kind::BadCsr, "UnsupportedAlgorithm", format!("unsupported CSR signature algorithm {a}"))
+        }
+        PkiError::UnsupportedKey(k) => {
+            RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", format!("unsupported key type {k}"))
+        }
         PkiError::Der(d) => RaError::new(Kind::BadCsr, "BadCsr", format!("malformed PKCS#10: {d}")),
     }
 }
@@ -47,8 +51,12 @@ impl Ra {
     async fn resolve_template(&self, csr: &CsrFacts, input: &EnrollInput<'_>) -> Result<TemplateRow, RaError> {
         let unknown = |what: &str| RaError::new(Kind::NotFound, "UnknownTemplate", format!("unknown template {what}"));
         match &csr.template_hint {
-            Some(TemplateHint::Oid { oid, .. }) => return self.store.template_by_oid(oid).await?.ok_or_else(|| unknown(oid)),
-            Some(TemplateHint::Name(name)) => return self.template_by_name_or_oid(name).await?.ok_or_else(|| unknown(name)),
+            Some(TemplateHint::Oid { oid, .. }) => {
+                return self.store.template_by_oid(oid).await?.ok_or_else(|| unknown(oid))
+            }
+            Some(TemplateHint::Name(name)) => {
+                return self.template_by_name_or_oid(name).await?.ok_or_else(|| unknown(name))
+            }
             None => {}
         }
         if let Some(name) = input.template_name {
@@ -89,7 +97,13 @@ impl Ra {
         self.sign_request(request_id, &r, major, minor).await.map(|der| (request_id, der))
     }
 
-    async fn sign_request(&self, request_id: i64, r: &Recorded<'_>, major: i64, minor: i64) -> Result<Vec<u8>, RaError> {
+    async fn sign_request(
+        &self,
+        request_id: i64,
+        r: &Recorded<'_>,
+        major: i64,
+        minor: i64,
+    ) -> Result<Vec<u8>, RaError> {
         let now = self.now();
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
@@ -135,7 +149,8 @@ impl Ra {
                 if let Some(src) = &e.source {
                     tracing::error!(code = e.code, source = %src, "enrollment failed");
                 }
-                self.audit(&actor, "issue", &input.principal.device, "refused", &format!("{}: {}", e.code, e.detail)).await;
+                self.audit(&actor, "issue", &input.principal.device, "refused", &format!("{}: {}", e.code, e.detail))
+                    .await;
             }
         }
         result
@@ -154,7 +169,11 @@ impl Ra {
         }
         let device = self.store.touch_device(&input.principal.device, now.0).await?;
         if device.blocked {
-            return Err(RaError::new(Kind::PolicyDenied, "DeviceBlocked", format!("device {} is blocked", device.name)));
+            return Err(RaError::new(
+                Kind::PolicyDenied,
+                "DeviceBlocked",
+                format!("device {} is blocked", device.name),
+            ));
         }
         check_key(&csr.key, &template)?;
         let request = issue_request(&csr, &template, &input.principal.device)?;
@@ -174,13 +193,19 @@ impl Ra {
             )
             .await?;
         if template.pend_all {
-            return Err(RaError::new(Kind::Pending, "Pending", format!("request {request_id} awaits approval")).with_request(request_id));
+            return Err(RaError::new(Kind::Pending, "Pending", format!("request {request_id} awaits approval"))
+                .with_request(request_id));
         }
         if let PrincipalKind::Token { id, .. } = &input.principal.kind {
             // The single-use check and the write are one statement: two racing requests with
             // one token cannot both pass.
             if !self.store.consume_token(id, now.0).await? {
-                return Err(RaError::new(Kind::Unauthorized, "TokenUsed", "bootstrap token was already used or has expired").with_request(request_id));
+                return Err(RaError::new(
+                    Kind::Unauthorized,
+                    "TokenUsed",
+                    "bootstrap token was already used or has expired",
+                )
+                .with_request(request_id));
             }
         }
         let profile = profile_for(&template);
@@ -209,7 +234,11 @@ fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
         KeyFacts::Rsa { bits } => {
             let min = t.min_key_bits.max(2048);
             if i64::from(*bits) < min {
-                return Err(RaError::new(Kind::BadCsr, "KeyTooWeak", format!("RSA key of {bits} bits; template {} needs at least {min}", t.name)));
+                return Err(RaError::new(
+                    Kind::BadCsr,
+                    "KeyTooWeak",
+                    format!("RSA key of {bits} bits; template {} needs at least {min}", t.name),
+                ));
             }
         }
         KeyFacts::Ec { .. } => {}
@@ -221,10 +250,15 @@ fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
 }
 
 fn issue_request(csr: &CsrFacts, t: &TemplateRow, device: &str) -> Result<IssueRequest, RaError> {
-    let (dns_names, ip_addrs) = if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
+    let (dns_names, ip_addrs) =
+        if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
     let subject = if t.subject_from == "request" {
         if csr.subject.is_empty() && dns_names.is_empty() && ip_addrs.is_empty() {
-            return Err(RaError::new(Kind::BadCsr, "SubjectRequired", format!("template {} needs a subject or DNS names in the CSR", t.name)));
+            return Err(RaError::new(
+                Kind::BadCsr,
+                "SubjectRequired",
+                format!("template {} needs a subject or DNS names in the CSR", t.name),
+            ));
         }
         csr.subject.clone()
     } else {

@@ -33,6 +33,11 @@ pub struct RaSettings {
     pub next_update_hours: u32,
 }
 
+/// The embedded default: SQLite in the data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    Store::sqlite_url(&data_dir.join("autoenroll.db"))
+}
+
 /// Whether `data_dir` already holds a CA hierarchy.
 pub fn ca_exists(data_dir: &Path) -> bool {
     autoenroll_ca::exists(&data_dir.join("ca"))
@@ -107,7 +112,11 @@ impl Ra {
 
     /// A TLS identity for the listener, issued by our CA and kept under `<data>/tls`;
     /// re-issued when missing, unreadable or within 30 days of expiry.
-    pub async fn tls_identity(&self, hostnames: &[String], ips: &[std::net::IpAddr]) -> Result<(String, Vec<Vec<u8>>), RaError> {
+    pub async fn tls_identity(
+        &self,
+        hostnames: &[String],
+        ips: &[std::net::IpAddr],
+    ) -> Result<(String, Vec<Vec<u8>>), RaError> {
         templates::tls_identity(self, hostnames, ips).await
     }
 }

@@ -36,11 +36,9 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
     if *scheme != "pbkdf2-sha256" {
         return false;
     }
-    let (Some(iterations), Ok(salt), Ok(hash)) = (
-        iterations.parse::<u32>().ok().and_then(NonZeroU32::new),
-        B64.decode(salt),
-        B64.decode(hash),
-    ) else {
+    let (Some(iterations), Ok(salt), Ok(hash)) =
+        (iterations.parse::<u32>().ok().and_then(NonZeroU32::new), B64.decode(salt), B64.decode(hash))
+    else {
         return false;
     };
     // pbkdf2::verify compares in constant time.

@@ -84,7 +84,11 @@ pub(crate) fn profile_for(t: &TemplateRow) -> Profile {
         validity_secs: t.validity_secs,
         key_usage: split(&t.key_usage),
         extended_key_usage: split(&t.ext_key_usage),
-        template: Some(autoenroll_core::TemplateRef { oid: t.oid.clone(), major: t.major as u32, minor: t.minor as u32 }),
+        template: Some(autoenroll_core::TemplateRef {
+            oid: t.oid.clone(),
+            major: t.major as u32,
+            minor: t.minor as u32,
+        }),
         template_name: Some(t.name.clone()),
         is_ca: false,
     }
@@ -99,7 +103,11 @@ fn write_private(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Res
     std::fs::rename(&tmp, path)
 }
 
-pub(crate) async fn tls_identity(ra: &Ra, hostnames: &[String], ips: &[std::net::IpAddr]) -> Result<(String, Vec<Vec<u8>>), RaError> {
+pub(crate) async fn tls_identity(
+    ra: &Ra,
+    hostnames: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<(String, Vec<Vec<u8>>), RaError> {
     let dir = ra.settings.data_dir.join("tls");
     let key_path = dir.join("server.key");
     let cert_path = dir.join("server.pem");

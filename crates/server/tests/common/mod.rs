@@ -5,9 +5,9 @@ use autoenroll_agent::https::{Client, ClientIdentity, Response};
 use autoenroll_core::clock::Clock;
 use autoenroll_proto::soap::{self, Envelope, Fault, HeaderToken};
 use autoenroll_proto::xml::W;
+use autoenroll_server::app::Server;
 use autoenroll_server::config::RawConfig;
 use autoenroll_server::ra::{AccountSpec, Ra};
-use autoenroll_server::app::Server;
 use autoenroll_test_support::FakeClock;
 use std::sync::Arc;
 
@@ -68,9 +68,16 @@ impl TestServer {
     }
 
     /// Sends an envelope; returns the parsed response envelope and HTTP status.
-    pub async fn soap(&self, action: &str, token: &HeaderToken, body: W, identity: Option<&ClientIdentity>) -> (u16, Envelope) {
+    pub async fn soap(
+        &self,
+        action: &str,
+        token: &HeaderToken,
+        body: W,
+        identity: Option<&ClientIdentity>,
+    ) -> (u16, Envelope) {
         let xml = soap::request(action, &self.url("/wstep"), "urn:uuid:test", token, body);
-        let r = self.client(identity).post(&self.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
+        let r =
+            self.client(identity).post(&self.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
         assert!(r.content_length.is_some() && !r.chunked, "responses carry Content-Length, never chunked");
         (r.status, soap::parse_envelope(&r.body).unwrap())
     }
@@ -89,7 +96,10 @@ pub fn account() -> HeaderToken {
 }
 
 pub fn token_header(token: &str) -> HeaderToken {
-    HeaderToken::Binary { value_type: autoenroll_proto::ns::VALUE_TYPE_BOOTSTRAP_TOKEN.into(), value: token.as_bytes().to_vec() }
+    HeaderToken::Binary {
+        value_type: autoenroll_proto::ns::VALUE_TYPE_BOOTSTRAP_TOKEN.into(),
+        value: token.as_bytes().to_vec(),
+    }
 }
 
 /// The fault of a response, asserting HTTP 500.

@@ -1,0 +1,186 @@
+//! End to end as a user runs it: the `autoenroll` binary as server and as agent on loopback.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_autoenroll");
+
+struct ServerProcess {
+    child: Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+    base: String,
+    data: PathBuf,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &Path) -> ServerProcess {
+    let data = dir.join("data");
+    let mut child = Command::new(BIN)
+        .args(["server", "run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("https://127.0.0.1:"), "unexpected first line {line:?}");
+    ServerProcess { child, _stdout: stdout, base, data }
+}
+
+fn autoenroll(args: &[&str], data: &Path, stdin: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.args(args).arg("--data-dir").arg(data).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.stdin.take();
+    child.wait_with_output().unwrap()
+}
+
+fn agent(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(BIN).arg("agent").args(args).arg("--config").arg(config).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn write_agent_config(dir: &Path, server: &ServerProcess, credentials: &str) -> PathBuf {
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device = \"host1.example.test\"\nstate_dir = \"{}\"\ntrust_anchor = \"{}\"\n\n[[policy_server]]\nurl = \"{}/xcep\"\n\n[credentials]\n{credentials}\n",
+            dir.join("state").display(),
+            server.data.join("ca/root.pem").display(),
+            server.base
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn openssl_verify(data: &Path, cert: &Path) {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(data.join("ca/root.pem"))
+        .arg("-untrusted")
+        .arg(data.join("ca/issuing.pem"))
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl verify {}: {}", cert.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn agent_enrolls_both_default_templates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let out = autoenroll(&["server", "account", "create", "enroller"], &server.data, Some("correct horse battery\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = write_agent_config(dir.path(), &server, "username = \"enroller\"\npassword = \"correct horse battery\"");
+
+    let (code, out) = agent(&["run", "--once"], &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("enrolled Machine") && out.contains("enrolled WebServer"), "{out}");
+    for t in ["Machine", "WebServer"] {
+        let live = dir.path().join("state/live").join(t);
+        openssl_verify(&server.data, &live.join("cert.pem"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(live.join("key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "private keys are 0600");
+    }
+
+    // A second cycle has nothing to do.
+    let (code, out) = agent(&["run", "--once"], &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("enrolled"), "{out}");
+    assert!(out.contains("kept Machine") && out.contains("kept WebServer"), "{out}");
+
+    let (code, status) = agent(&["status"], &cfg);
+    assert_eq!(code, 0);
+    assert!(status.contains("Machine") && status.contains("valid"), "{status}");
+
+    // The server's inventory lists both, issued to the agent's device.
+    let out = autoenroll(&["server", "cert", "list", "--output", "json"], &server.data, None);
+    let certs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mine: Vec<_> = certs.as_array().unwrap().iter().filter(|c| c["device"] == "host1.example.test").collect();
+    assert_eq!(mine.len(), 2, "{certs}");
+}
+
+#[test]
+fn bootstrap_token_enrolls_everything_then_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let out = autoenroll(
+        &["server", "token", "create", "--device", "host1.example.test", "--ttl", "10m"],
+        &server.data,
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("aet_"));
+    let cfg = write_agent_config(dir.path(), &server, &format!("bootstrap_token = \"{token}\""));
+    // The token buys the client-auth certificate; that certificate authenticates the rest.
+    let (code, out) = agent(&["run", "--once"], &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("enrolled Machine") && out.contains("enrolled WebServer"), "{out}");
+
+    // A second agent with the same token is refused: single use.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let cfg2 = write_agent_config(&other, &server, &format!("bootstrap_token = \"{token}\""));
+    let (code, out) = agent(&["run", "--once"], &cfg2);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("TokenUsed"), "{out}");
+}
+
+#[test]
+fn template_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = autoenroll(&["server", "init", "--key-algorithm", "p384"], &data, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = autoenroll(&["server", "init"], &data, None);
+    assert!(!again.status.success(), "init refuses to overwrite a CA");
+    let out = autoenroll(
+        &["server", "template", "create", "Vpn", "--validity", "30d", "--renewal-period", "7d", "--eku", "clientAuth"],
+        &data,
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = autoenroll(&["server", "template", "update", "Vpn", "--renewal-period", "10d"], &data, None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("version:           1.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = autoenroll(&["server", "template", "update", "Vpn", "--major", "2"], &data, None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version:           2.0"));
+    let out = autoenroll(&["server", "template", "list", "--output", "json"], &data, None);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<_> = list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["Machine", "Vpn", "WebServer"]);
+    let bad = autoenroll(&["server", "template", "create", "Bad", "--eku", "notAnEku"], &data, None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown EKU"));
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(data.join("ca/issuing.pem"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NIST CURVE: P-384"));
+}
