@@ -40,7 +40,12 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The agent is a small daemon: one thread is plenty and keeps its footprint low.
+    let mut builder = match cli.command {
+        Command::Agent { .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Server { .. } => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

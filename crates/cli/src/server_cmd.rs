@@ -34,8 +34,15 @@ impl Common {
         }))
     }
 
+    /// Opens an existing data directory (administration never creates a CA by accident).
     async fn open(&self) -> Result<Ra> {
         let cfg = self.raw()?.validate()?;
+        if !autoenroll_server::ra::ca_exists(&cfg.ra.data_dir) {
+            bail!(
+                "{} holds no CA: run `autoenroll server init` or `autoenroll server run` first (or pass --data-dir)",
+                cfg.ra.data_dir.display()
+            );
+        }
         Ok(Ra::open(cfg.ra, Arc::new(SystemClock)).await?)
     }
 }

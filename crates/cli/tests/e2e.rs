@@ -154,6 +154,8 @@ fn template_admin_commands() {
     let data = dir.path().join("data");
     let out = autoenroll(&["server", "init", "--key-algorithm", "p384"], &data, None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let empty = autoenroll(&["server", "template", "list"], &dir.path().join("nothing-here"), None);
+    assert!(!empty.status.success() && String::from_utf8_lossy(&empty.stderr).contains("holds no CA"));
     let again = autoenroll(&["server", "init"], &data, None);
     assert!(!again.status.success(), "init refuses to overwrite a CA");
     let out = autoenroll(
