@@ -14,9 +14,16 @@
 //! password_file = "/etc/autoenroll/password"   # or password = "..."
 //! bootstrap_token = "aet_..."            # or bootstrap_token_file
 //!
+//! renewal_mode = "signed"                # or "tls" (client certificate = the one renewed)
+//! retry_min = "5m"                        # backoff: first retry, doubling...
+//! retry_max = "6h"                        # ...up to this (never past half the remaining life)
+//! archive_keep = 5
+//!
 //! [templates.WebServer]                  # optional per-template request details
 //! subject = "web01.example"
 //! dns_names = ["web01.example"]
+//! hooks = [["systemctl", "reload", "nginx"]]
+//! hook_timeout = "30s"
 //! ```
 use crate::AgentError;
 use serde::Deserialize;
@@ -38,6 +45,45 @@ pub struct AgentConfig {
     /// Old certificates kept per template in the archive.
     #[serde(default = "default_keep")]
     pub archive_keep: usize,
+    /// How renewals prove possession of the current certificate: `signed` (a CMS request signed
+    /// with it, the default) or `tls` (it is the TLS client certificate; needs clientAuth).
+    #[serde(default)]
+    pub renewal_mode: RenewalMode,
+    /// First retry delay after a failure, doubling up to `retry_max` (never past half the
+    /// remaining lifetime, floor `retry_min`).
+    #[serde(default = "default_retry_min", with = "humantime_serde_compat")]
+    pub retry_min: std::time::Duration,
+    #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
+    pub retry_max: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenewalMode {
+    #[default]
+    Signed,
+    Tls,
+}
+
+fn default_retry_min() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+fn default_retry_max() -> std::time::Duration {
+    std::time::Duration::from_secs(6 * 3600)
+}
+
+fn default_hook_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+/// Durations as humantime strings ("5m", "30s", "6h").
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_keep() -> usize {
@@ -62,13 +108,38 @@ pub struct Credentials {
     pub bootstrap_token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateOverrides {
     pub subject: Option<String>,
     #[serde(default)]
     pub dns_names: Vec<String>,
     pub key_algorithm: Option<String>,
+    pub renewal_mode: Option<RenewalMode>,
+    /// Renew with the current key (the template must allow same-key renewal).
+    #[serde(default)]
+    pub reuse_key: bool,
+    /// Commands run after a new certificate is installed: argv lists, no shell. They get
+    /// AUTOENROLL_TEMPLATE, _EVENT (enroll|renew), _SERIAL, _OLD_SERIAL, _CERT, _KEY, _CHAIN,
+    /// _FULLCHAIN in their environment.
+    #[serde(default)]
+    pub hooks: Vec<Vec<String>>,
+    #[serde(default = "default_hook_timeout", with = "humantime_serde_compat")]
+    pub hook_timeout: std::time::Duration,
+}
+
+impl Default for TemplateOverrides {
+    fn default() -> Self {
+        TemplateOverrides {
+            subject: None,
+            dns_names: vec![],
+            key_algorithm: None,
+            renewal_mode: None,
+            reuse_key: false,
+            hooks: vec![],
+            hook_timeout: default_hook_timeout(),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -95,6 +166,16 @@ impl AgentConfig {
             if !s.url.starts_with("https://") {
                 return Err(AgentError::Config(format!("policy server URL {} must start with https://", s.url)));
             }
+        }
+        for (name, t) in &self.templates {
+            for h in &t.hooks {
+                if h.is_empty() || h[0].is_empty() {
+                    return Err(AgentError::Config(format!("templates.{name}.hooks: empty command")));
+                }
+            }
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            return Err(AgentError::Config("retry_min must be positive and not above retry_max".into()));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! A small HTTPS client (hyper over tokio-rustls): one request per connection, response size
 //! and time limits, optional TLS client certificate. Enough for SOAP; nothing more to carry.
 use crate::AgentError;
+use autoenroll_core::clock::Clock;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -13,9 +14,26 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Response {
     pub status: u16,
+    /// The Location header of a redirect (never followed).
+    pub location: Option<String>,
     pub body: Vec<u8>,
     pub content_length: Option<u64>,
     pub chunked: bool,
+}
+
+struct ClockTime(Arc<dyn Clock>);
+
+impl std::fmt::Debug for ClockTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClockTime")
+    }
+}
+
+impl rustls::time_provider::TimeProvider for ClockTime {
+    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
+        let secs = u64::try_from(self.0.now().0).ok()?;
+        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
+    }
 }
 
 pub struct Client {
@@ -29,13 +47,21 @@ pub struct ClientIdentity {
 }
 
 impl Client {
-    pub fn new(roots_der: &[Vec<u8>], identity: Option<&ClientIdentity>) -> Result<Client, AgentError> {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    /// A client that trusts only `roots_der` and judges certificate validity with `clock`.
+    pub fn new(
+        roots_der: &[Vec<u8>],
+        identity: Option<&ClientIdentity>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Client, AgentError> {
         let mut roots = rustls::RootCertStore::empty();
         for r in roots_der {
             roots.add(CertificateDer::from(r.clone())).map_err(|e| AgentError::Config(format!("trust anchor: {e}")))?;
         }
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AgentError::Config(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
         let config = match identity {
             Some(id) => builder
                 .with_client_auth_cert(
@@ -79,6 +105,7 @@ impl Client {
             .map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
         let status = resp.status().as_u16();
+        let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         let content_length =
             resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         let chunked = resp
@@ -93,6 +120,6 @@ impl Client {
             .to_bytes()
             .to_vec();
         conn_task.abort();
-        Ok(Response { status, body, content_length, chunked })
+        Ok(Response { status, location, body, content_length, chunked })
     }
 }

@@ -4,12 +4,14 @@
 
 pub mod config;
 pub mod cycle;
+pub mod fault;
+pub mod hooks;
 pub mod https;
 pub mod localstore;
 pub mod policy;
 
 pub use config::AgentConfig;
-pub use cycle::{run_cycle, run_forever, CycleReport};
+pub use cycle::{run_cycle, run_forever, CycleReport, Force, Jitter, SystemJitter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

@@ -3,8 +3,11 @@
 //! ```text
 //! <state_dir>/certs/<Template>/<serial>/{key.pem, cert.pem, chain.pem, fullchain.pem}
 //! <state_dir>/live/<Template> -> ../certs/<Template>/<serial>     (symlink)
-//! <state_dir>/state.json
+//! <state_dir>/pending/<Template>/{key.pem, request.json, cert.pem, chain.pem}
+//! <state_dir>/state.json, agent.lock
 //! ```
+//! An attempt starts by saving its key under `pending/`; the answer (a certificate or a
+//! request id) is saved there too before anything goes live, so a crash at any point resumes.
 //! A new pair is written and fsynced in its own directory, checked (key matches certificate),
 //! and only then made live by renaming a symlink over the old one: a crash at any point leaves
 //! the previous working pair in place. Older directories are the archive (pruned to N).
@@ -46,6 +49,37 @@ pub struct TemplateStatus {
     pub last_attempt: Option<i64>,
     pub last_success: Option<i64>,
     pub last_error: Option<String>,
+    /// Consecutive failures and when to try again.
+    #[serde(default)]
+    pub failures: u32,
+    pub retry_at: Option<i64>,
+    pub last_hook: Option<HookOutcome>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HookOutcome {
+    pub at: i64,
+    pub command: String,
+    /// `exit 0`, `exit 3`, `timed out after 30s`, `failed to start: ...`
+    pub result: String,
+    pub ok: bool,
+}
+
+/// What an unfinished attempt left behind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingMeta {
+    pub created_at: i64,
+    /// `enroll` or `renew`.
+    pub kind: String,
+    /// Set when the server answered "pending".
+    pub request_id: Option<String>,
+}
+
+pub struct PendingAttempt {
+    pub key: KeyPair,
+    pub meta: PendingMeta,
+    /// The certificate and chain, once received (then it only needs installing).
+    pub received: Option<(Vec<u8>, Vec<Vec<u8>>)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -102,7 +136,7 @@ fn read_cert_pem(path: &Path) -> Result<Vec<Vec<u8>>, AgentError> {
 
 impl LocalStore {
     pub fn open(root: &Path, keep: usize) -> Result<LocalStore, AgentError> {
-        for d in [root.to_path_buf(), root.join("certs"), root.join("live")] {
+        for d in [root.to_path_buf(), root.join("certs"), root.join("live"), root.join("pending")] {
             std::fs::create_dir_all(&d).map_err(|e| store_err(&d, e))?;
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| store_err(root, e))?;
@@ -160,6 +194,7 @@ impl LocalStore {
         let dir = tdir.join(&facts.serial.0);
         std::fs::create_dir_all(&dir).map_err(|e| store_err(&dir, e))?;
         write_synced(&dir.join("key.pem"), key.to_pem()?.as_bytes(), 0o600)?;
+        crate::fault::point("mid-write");
         write_synced(&dir.join("cert.pem"), pem("CERTIFICATE", cert_der)?.as_bytes(), 0o644)?;
         let chain_pem = chain.iter().map(|c| pem("CERTIFICATE", c)).collect::<Result<String, _>>()?;
         write_synced(&dir.join("chain.pem"), chain_pem.as_bytes(), 0o644)?;
@@ -205,6 +240,11 @@ impl LocalStore {
         }
     }
 
+    /// The chain (issuing CA, root) of the live certificate.
+    pub fn live_chain(&self, template: &str) -> Result<Vec<Vec<u8>>, AgentError> {
+        read_cert_pem(&self.live_dir(template)?.join("chain.pem"))
+    }
+
     /// Archived (non-live) certificate directories for a template.
     pub fn archived(&self, template: &str) -> Result<Vec<PathBuf>, AgentError> {
         let tdir = self.root.join("certs").join(safe_component(template)?);
@@ -235,6 +275,90 @@ impl LocalStore {
             return Ok(Some(ClientIdentity { chain, key_pkcs8: key.to_pkcs8_der()? }));
         }
         Ok(None)
+    }
+
+    /// Exclusive use of the state directory for one cycle (a daemon and `renew --now` must not
+    /// interleave). Blocks until the other holder is done; released on drop.
+    pub fn lock(&self) -> Result<std::fs::File, AgentError> {
+        let p = self.root.join("agent.lock");
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| store_err(&p, e))?;
+        f.lock().map_err(|e| store_err(&p, e))?;
+        Ok(f)
+    }
+
+    fn pending_dir(&self, template: &str) -> Result<PathBuf, AgentError> {
+        Ok(self.root.join("pending").join(safe_component(template)?))
+    }
+
+    /// Starts an attempt: the key is on disk (0600) before anything is sent.
+    pub fn begin_attempt(&self, template: &str, key: &KeyPair, meta: &PendingMeta) -> Result<(), AgentError> {
+        let dir = self.pending_dir(template)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| store_err(&dir, e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| store_err(&dir, e))?;
+        write_synced(&dir.join("key.pem"), key.to_pem()?.as_bytes(), 0o600)?;
+        self.save_pending_meta(template, meta)?;
+        sync_dir(&dir)
+    }
+
+    pub fn save_pending_meta(&self, template: &str, meta: &PendingMeta) -> Result<(), AgentError> {
+        let dir = self.pending_dir(template)?;
+        let data = serde_json::to_vec_pretty(meta).map_err(|e| store_err(&dir, e))?;
+        write_synced(&dir.join(".request.json.tmp"), &data, 0o600)?;
+        std::fs::rename(dir.join(".request.json.tmp"), dir.join("request.json")).map_err(|e| store_err(&dir, e))
+    }
+
+    /// Keeps the answer before installing it.
+    pub fn save_received(&self, template: &str, cert_der: &[u8], chain: &[Vec<u8>]) -> Result<(), AgentError> {
+        let dir = self.pending_dir(template)?;
+        let chain_pem = chain.iter().map(|c| pem("CERTIFICATE", c)).collect::<Result<String, _>>()?;
+        write_synced(&dir.join("chain.pem"), chain_pem.as_bytes(), 0o644)?;
+        write_synced(&dir.join(".cert.pem.tmp"), pem("CERTIFICATE", cert_der)?.as_bytes(), 0o644)?;
+        // cert.pem appears last and whole: its presence means "received".
+        std::fs::rename(dir.join(".cert.pem.tmp"), dir.join("cert.pem")).map_err(|e| store_err(&dir, e))?;
+        sync_dir(&dir)
+    }
+
+    /// The unfinished attempt for `template`, if any.
+    pub fn pending(&self, template: &str) -> Result<Option<PendingAttempt>, AgentError> {
+        let dir = self.pending_dir(template)?;
+        let key_pem = match std::fs::read_to_string(dir.join("key.pem")) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(store_err(&dir, e)),
+        };
+        let key = KeyPair::from_pem(&key_pem)?;
+        let meta = match std::fs::read(dir.join("request.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| store_err(&dir, e))?,
+            Err(_) => PendingMeta::default(),
+        };
+        let received = if dir.join("cert.pem").exists() {
+            let cert = read_cert_pem(&dir.join("cert.pem"))?.into_iter().next();
+            let chain = read_cert_pem(&dir.join("chain.pem")).unwrap_or_default();
+            cert.map(|c| (c, chain))
+        } else {
+            None
+        };
+        Ok(Some(PendingAttempt { key, meta, received }))
+    }
+
+    pub fn clear_pending(&self, template: &str) -> Result<(), AgentError> {
+        let dir = self.pending_dir(template)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_err(&dir, e)),
+        }
+    }
+
+    /// Takes a template's certificate out of service (it stays in the archive).
+    pub fn retire(&self, template: &str) -> Result<(), AgentError> {
+        let live = self.live_dir(template)?;
+        match std::fs::remove_file(&live) {
+            Ok(()) => sync_dir(&self.root.join("live")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_err(&live, e)),
+        }
     }
 
     pub fn load_state(&self) -> Result<State, AgentError> {

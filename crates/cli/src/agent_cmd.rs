@@ -1,10 +1,12 @@
 use anyhow::Result;
 use autoenroll_agent::localstore::LocalStore;
-use autoenroll_agent::{AgentConfig, SystemClock};
+use autoenroll_agent::{AgentConfig, AgentError, CycleReport, Force, SystemClock, SystemJitter};
 use autoenroll_core::clock::Clock;
 use autoenroll_core::renewal::renew_at;
+use autoenroll_core::UnixTime;
 use clap::Subcommand;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum AgentCommand {
@@ -13,9 +15,20 @@ pub enum AgentCommand {
         #[arg(long, default_value = "agent.toml")]
         config: PathBuf,
         /// Run one cycle and exit: 0 all certificates held, 1 some template failed,
-        /// 2 configuration error, 3 no policy server answered.
+        /// 2 configuration error, 3 no policy server answered or the server refused.
         #[arg(long)]
         once: bool,
+    },
+    /// Renew held certificates now, regardless of their renewal time (one cycle, exit codes as
+    /// `run --once`). The server still decides whether it is inside the renewal window.
+    Renew {
+        #[arg(long, default_value = "agent.toml")]
+        config: PathBuf,
+        #[arg(long, required = true)]
+        now: bool,
+        /// Only these templates (repeatable; default all).
+        #[arg(long = "template")]
+        templates: Vec<String>,
     },
     /// Show the certificates held, their renewal times and the last errors.
     Status {
@@ -24,36 +37,59 @@ pub enum AgentCommand {
     },
 }
 
+fn print_report(r: &CycleReport) {
+    for (t, s) in &r.enrolled {
+        println!("enrolled {t} serial {s}");
+    }
+    for (t, old, new) in &r.renewed {
+        println!("renewed {t} {old} -> {new}");
+    }
+    for t in &r.kept {
+        println!("kept {t}");
+    }
+    for (t, until) in &r.waiting {
+        println!("waiting {t} until {until}");
+    }
+    for (t, e) in &r.failed {
+        println!("failed {t}: {e}");
+    }
+}
+
+async fn one_cycle(cfg: &AgentConfig, force: Force) -> i32 {
+    match autoenroll_agent::run_cycle(cfg, Arc::new(SystemClock), &SystemJitter, &force).await {
+        Ok(r) => {
+            print_report(&r);
+            r.exit_code()
+        }
+        Err(e @ AgentError::Config(_)) => {
+            eprintln!("error: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            3
+        }
+    }
+}
+
+fn time(t: Option<i64>) -> String {
+    t.map(|t| UnixTime(t).to_string()).unwrap_or_else(|| "-".into())
+}
+
 pub async fn run(cmd: AgentCommand) -> Result<i32> {
     match cmd {
         AgentCommand::Run { config, once } => {
             let cfg = AgentConfig::load(&config)?;
             if once {
-                return Ok(match autoenroll_agent::run_cycle(&cfg, &SystemClock).await {
-                    Ok(r) => {
-                        for (t, s) in &r.enrolled {
-                            println!("enrolled {t} serial {s}");
-                        }
-                        for t in &r.kept {
-                            println!("kept {t}");
-                        }
-                        for (t, e) in &r.failed {
-                            println!("failed {t}: {e}");
-                        }
-                        r.exit_code()
-                    }
-                    Err(e @ autoenroll_agent::AgentError::Config(_)) => {
-                        eprintln!("error: {e}");
-                        2
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        3
-                    }
-                });
+                return Ok(one_cycle(&cfg, Force::None).await);
             }
-            autoenroll_agent::run_forever(&cfg, &SystemClock, crate::shutdown_signal()).await;
+            autoenroll_agent::run_forever(&cfg, Arc::new(SystemClock), crate::shutdown_signal()).await;
             Ok(0)
+        }
+        AgentCommand::Renew { config, now: _, templates } => {
+            let cfg = AgentConfig::load(&config)?;
+            let force = if templates.is_empty() { Force::All } else { Force::Templates(templates) };
+            Ok(one_cycle(&cfg, force).await)
         }
         AgentCommand::Status { config } => {
             let cfg = AgentConfig::load(&config)?;
@@ -61,8 +97,8 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
             let state = store.load_state()?;
             let now = SystemClock.now();
             println!(
-                "{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} LAST ERROR",
-                "TEMPLATE", "SERIAL", "VERSION", "NOT AFTER", "RENEW AT", "STATE"
+                "{:<12} {:<34} {:<7} {:<20} {:<20} {:<8} {:<20} {:<20} {:<9} LAST ERROR",
+                "TEMPLATE", "SERIAL", "VERSION", "NOT AFTER", "RENEW AT", "STATE", "LAST ATTEMPT", "NEXT RETRY", "HOOK"
             );
             let mut names = store.live_templates()?;
             for t in state.templates.keys() {
@@ -73,35 +109,39 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
             for name in names {
                 let held = store.current(&name)?;
                 let policy = state.policy.iter().find(|p| p.name == name);
-                let error = state.templates.get(&name).and_then(|s| s.last_error.clone()).unwrap_or_default();
-                match held {
+                let st = state.templates.get(&name).cloned().unwrap_or_default();
+                let hook = st.last_hook.as_ref().map(|h| if h.ok { "ok".to_string() } else { h.result.clone() });
+                let pending = store.pending(&name)?.map(|p| match p.meta.request_id {
+                    Some(id) => format!("pending (request {id})"),
+                    None => "attempt in progress".to_string(),
+                });
+                let (serial, version, not_after, renew, state_word) = match &held {
                     Some(h) => {
                         let f = &h.facts;
-                        let renew = policy
-                            .map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string())
-                            .unwrap_or_else(|| "-".into());
-                        let version = f
-                            .template
-                            .as_ref()
-                            .map(|t| format!("{}.{}", t.major, t.minor))
-                            .unwrap_or_else(|| "-".into());
-                        let st = if now >= f.not_after { "expired" } else { "valid" };
-                        println!(
-                            "{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} {}",
-                            name,
-                            f.serial,
-                            version,
+                        (
+                            f.serial.0.clone(),
+                            f.template.as_ref().map(|t| format!("{}.{}", t.major, t.minor)).unwrap_or_else(|| "-".into()),
                             f.not_after.to_string(),
-                            renew,
-                            st,
-                            error
-                        );
+                            policy.map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string()).unwrap_or_else(|| "-".into()),
+                            if now >= f.not_after { "expired" } else { "valid" },
+                        )
                     }
-                    None => println!(
-                        "{:<14} {:<34} {:<8} {:<21} {:<21} {:<8} {}",
-                        name, "-", "-", "-", "-", "missing", error
-                    ),
-                }
+                    None => ("-".into(), "-".into(), "-".into(), "-".into(), "missing"),
+                };
+                let error = [pending, st.last_error.clone()].into_iter().flatten().collect::<Vec<_>>().join("; ");
+                println!(
+                    "{:<12} {:<34} {:<7} {:<20} {:<20} {:<8} {:<20} {:<20} {:<9} {}",
+                    name,
+                    serial,
+                    version,
+                    not_after,
+                    renew,
+                    state_word,
+                    time(st.last_attempt),
+                    time(st.retry_at),
+                    hook.unwrap_or_else(|| "-".into()),
+                    error
+                );
             }
             Ok(0)
         }

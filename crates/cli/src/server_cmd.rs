@@ -94,6 +94,49 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Devices in the inventory.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Requests held for approval.
+    Request {
+        #[command(subcommand)]
+        command: RequestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Refuse every enrollment and renewal of this device.
+    Block {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    Unblock {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RequestCommand {
+    /// Issue a pending request.
+    Approve {
+        #[command(flatten)]
+        common: Common,
+        id: i64,
+    },
+    /// Refuse a pending request.
+    Deny {
+        #[command(flatten)]
+        common: Common,
+        id: i64,
+        #[arg(long, default_value = "denied by an administrator")]
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, Default)]
@@ -179,6 +222,12 @@ pub struct TemplateFields {
     /// Major version (higher than the current one makes every holder re-enroll).
     #[arg(long)]
     major: Option<i64>,
+    /// Accept renewals this long before the renewal window opens (early manual renewal).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    renewal_grace: Option<Duration>,
+    /// Hold every new enrollment for approval (`server request approve ID`).
+    #[arg(long)]
+    pend_all: Option<bool>,
 }
 
 impl TemplateFields {
@@ -199,6 +248,8 @@ impl TemplateFields {
             same_key_renewal: self.same_key_renewal,
             superseded: self.supersedes.clone(),
             major: self.major,
+            renewal_grace_secs: self.renewal_grace.map(|d| d.as_secs() as i64),
+            pend_all: self.pend_all,
         }
     }
 }
@@ -236,6 +287,16 @@ pub enum TokenCommand {
 
 #[derive(Subcommand)]
 pub enum CertCommand {
+    /// Revoke a certificate (it can no longer renew or authenticate).
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        serial: String,
+        /// unspecified, keyCompromise, caCompromise, affiliationChanged, superseded,
+        /// cessationOfOperation, privilegeWithdrawn
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
     List {
         #[command(flatten)]
         common: Common,
@@ -320,6 +381,31 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             Ok(0)
         }
         ServerCommand::Template { command } => template(command).await,
+        ServerCommand::Cert { command: CertCommand::Revoke { common, serial, reason } } => {
+            common.open().await?.revoke(&serial, &reason).await?;
+            println!("revoked {serial} ({reason})");
+            Ok(0)
+        }
+        ServerCommand::Device { command: DeviceCommand::Block { common, name } } => {
+            common.open().await?.set_device_blocked(&name, true).await?;
+            println!("blocked {name}");
+            Ok(0)
+        }
+        ServerCommand::Device { command: DeviceCommand::Unblock { common, name } } => {
+            common.open().await?.set_device_blocked(&name, false).await?;
+            println!("unblocked {name}");
+            Ok(0)
+        }
+        ServerCommand::Request { command: RequestCommand::Approve { common, id } } => {
+            let issued = common.open().await?.approve(id).await?;
+            println!("request {id} approved: serial {}", issued.serial);
+            Ok(0)
+        }
+        ServerCommand::Request { command: RequestCommand::Deny { common, id, reason } } => {
+            common.open().await?.deny(id, &reason).await?;
+            println!("request {id} denied");
+            Ok(0)
+        }
         ServerCommand::Account { command: AccountCommand::Create { common, name, password_file, templates } } => {
             let password = match password_file {
                 Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,

@@ -7,6 +7,8 @@ pub const MS_CERTIFICATE_TEMPLATE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.21.7")
 pub const MS_ENROLL_CERTTYPE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.20.2");
 /// szOID_ENROLLMENT_NAME_VALUE_PAIR: SEQUENCE OF { BMPString name, BMPString value }.
 pub const MS_ENROLLMENT_NAME_VALUE_PAIR: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.13.2.1");
+/// szOID_RENEWAL_CERTIFICATE: the certificate a renewal request replaces (CSR attribute).
+pub const MS_RENEWAL_CERTIFICATE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.13.1");
 /// Legacy Microsoft extension-request attribute (certenroll on old systems).
 pub const MS_CERT_EXTENSIONS: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.2.1.14");
 /// Arc under which Windows names enterprise templates (ADCS puts forest-specific arcs here).
@@ -41,3 +43,9 @@ pub const SHA256_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
 pub const SHA384_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
 pub const SHA512_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
 pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");
+
+pub const CMS_CONTENT_TYPE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.3");
+pub const CMS_MESSAGE_DIGEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.4");
+pub const CMS_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
+pub const CMS_SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
+pub const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");

@@ -9,6 +9,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use der::asn1::{Any, BitString, Ia5String, OctetString, SetOfVec};
 use der::{Decode, Encode};
+
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use std::fmt;
 use std::str::FromStr;
@@ -250,16 +251,90 @@ pub fn san_extension(dns: &[String], ips: &[std::net::IpAddr]) -> Result<Extensi
 
 /// Builds and signs a PKCS#10 with the given extensions in an extensionRequest attribute.
 pub fn build_csr(key: &KeyPair, subject: Name, extensions: Vec<Extension>) -> Result<Vec<u8>, KeyError> {
+    build_csr_with(key, subject, extensions, vec![])
+}
+
+/// A renewal PKCS#10: the new key, and the certificate it replaces in szOID_RENEWAL_CERTIFICATE
+/// (1.3.6.1.4.1.311.13.1), as Windows writes it.
+pub fn build_renewal_csr(
+    new_key: &KeyPair,
+    subject: Name,
+    extensions: Vec<Extension>,
+    old_cert_der: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let mut values = SetOfVec::new();
+    values.insert(Any::from_der(old_cert_der)?)?;
+    build_csr_with(new_key, subject, extensions, vec![Attribute { oid: oids::MS_RENEWAL_CERTIFICATE, values }])
+}
+
+fn build_csr_with(key: &KeyPair, subject: Name, extensions: Vec<Extension>, extra: Vec<Attribute>) -> Result<Vec<u8>, KeyError> {
     let mut attributes = SetOfVec::new();
     if !extensions.is_empty() {
         let mut values = SetOfVec::new();
         values.insert(Any::encode_from(&extensions)?)?;
         attributes.insert(Attribute { oid: oids::EXTENSION_REQUEST, values })?;
     }
+    for a in extra {
+        attributes.insert(a)?;
+    }
     let info = CertReqInfo { version: Version::V1, subject, public_key: key.spki()?, attributes };
     let signature = key.sign(&info.to_der()?)?;
     let req = CertReq { info, algorithm: key.signature_algorithm(), signature: BitString::from_bytes(&signature)? };
     Ok(req.to_der()?)
+}
+
+/// A CMS SignedData over `content` (id-data), signed with `signer_key` and identified by the
+/// issuer and serial of `signer_cert_der`, which travels in `certificates`. With
+/// `signed_attributes` the signature covers contentType + messageDigest (RFC 5652); without,
+/// it covers the content itself (what Windows sends for renewals).
+pub fn sign_cms(content: &[u8], signer_cert_der: &[u8], signer_key: &KeyPair, signed_attributes: bool) -> Result<Vec<u8>, KeyError> {
+    use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+    use cms::content_info::{CmsVersion, ContentInfo};
+    use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos};
+    let cert = x509_cert::Certificate::from_der(signer_cert_der)?;
+    let (digest_oid, digest_alg) = match signer_key.algorithm() {
+        KeyAlgorithm::P384 => ("2.16.840.1.101.3.4.2.2", &aws_lc_rs::digest::SHA384),
+        KeyAlgorithm::P256 | KeyAlgorithm::Rsa(_) => ("2.16.840.1.101.3.4.2.1", &aws_lc_rs::digest::SHA256),
+    };
+    let digest_alg_id = AlgorithmIdentifierOwned { oid: const_oid::ObjectIdentifier::new_unwrap(digest_oid), parameters: None };
+    let (signed_attrs, signature) = if signed_attributes {
+        let mut attrs = SetOfVec::new();
+        let mut ct = SetOfVec::new();
+        ct.insert(Any::encode_from(&oids::CMS_DATA)?)?;
+        attrs.insert(Attribute { oid: oids::CMS_CONTENT_TYPE, values: ct })?;
+        let mut md = SetOfVec::new();
+        md.insert(Any::encode_from(&OctetString::new(aws_lc_rs::digest::digest(digest_alg, content).as_ref())?)?)?;
+        attrs.insert(Attribute { oid: oids::CMS_MESSAGE_DIGEST, values: md })?;
+        let sig = signer_key.sign(&attrs.to_der()?)?;
+        (Some(attrs), sig)
+    } else {
+        (None, signer_key.sign(content)?)
+    };
+    let signer = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: cert.tbs_certificate().issuer().clone(),
+            serial_number: cert.tbs_certificate().serial_number().clone(),
+        }),
+        digest_alg: digest_alg_id.clone(),
+        signed_attrs,
+        signature_algorithm: signer_key.signature_algorithm(),
+        signature: OctetString::new(signature)?,
+        unsigned_attrs: None,
+    };
+    let mut digests = SetOfVec::new();
+    digests.insert(digest_alg_id)?;
+    let mut signers = SetOfVec::new();
+    signers.insert(signer)?;
+    let sd = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: digests,
+        encap_content_info: EncapsulatedContentInfo { econtent_type: oids::CMS_DATA, econtent: Some(Any::encode_from(&OctetString::new(content)?)?) },
+        certificates: Some(CertificateSet::try_from(vec![CertificateChoices::Certificate(cert)])?),
+        crls: None,
+        signer_infos: SignerInfos(signers),
+    };
+    Ok(ContentInfo { content_type: oids::CMS_SIGNED_DATA, content: Any::encode_from(&sd)? }.to_der()?)
 }
 
 #[cfg(test)]

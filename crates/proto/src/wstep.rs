@@ -148,6 +148,64 @@ impl IssuedResponse {
     }
 }
 
+/// "Taken Under Submission": the request waits for approval; the client polls with
+/// QueryTokenStatus at `reference_uri` with `request_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingResponse {
+    pub request_id: u64,
+    pub reference_uri: String,
+}
+
+impl PendingResponse {
+    pub fn body(&self) -> W {
+        W::new("RequestSecurityTokenResponseCollection").attr("xmlns", ns::WST).child(
+            W::new("RequestSecurityTokenResponse")
+                .child(W::leaf("TokenType", ns::TOKEN_TYPE_X509V3))
+                .child(
+                    W::leaf("DispositionMessage", "Taken Under Submission")
+                        .attr("xmlns", ns::WSTEP)
+                        .attr("xml:lang", "en-US"),
+                )
+                .child(W::new("RequestedSecurityToken").child(
+                    W::new("SecurityTokenReference").attr("xmlns", ns::WSSE).child(
+                        W::new("Reference").attr("URI", self.reference_uri.as_str()),
+                    ),
+                ))
+                .child(W::leaf("RequestID", self.request_id.to_string()).attr("xmlns", ns::WSTEP)),
+        )
+    }
+
+    pub fn to_envelope(&self, relates_to: Option<&str>) -> String {
+        soap::response(ns::ACTION_WSTEP_RESPONSE, relates_to, self.body())
+    }
+}
+
+/// QueryTokenStatus for a pending request.
+pub fn query_request_body(request_id: &str) -> W {
+    W::new("wst:RequestSecurityToken")
+        .attr("xmlns:wst", ns::WST)
+        .attr("xmlns:wstep", ns::WSTEP)
+        .child(W::leaf("wst:TokenType", ns::TOKEN_TYPE_X509V3))
+        .child(W::leaf("wst:RequestType", ns::REQUEST_TYPE_QUERY))
+        .child(W::leaf("wstep:RequestID", request_id))
+}
+
+/// A request whose token is `der` with the given request type and value type (renewals send a
+/// CMS SignedData as `#PKCS7`; ROBO sends a PKCS#10 with RequestType Renew).
+pub fn token_request_body(request_type: &str, value_type: &str, der: &[u8]) -> W {
+    W::new("wst:RequestSecurityToken")
+        .attr("xmlns:wst", ns::WST)
+        .attr("xmlns:wstep", ns::WSTEP)
+        .child(W::leaf("wst:TokenType", ns::TOKEN_TYPE_X509V3))
+        .child(W::leaf("wst:RequestType", request_type))
+        .child(
+            W::leaf("wsse:BinarySecurityToken", b64::encode(der))
+                .attr("ValueType", value_type)
+                .attr("EncodingType", ns::ENCODING_BASE64),
+        )
+        .child(W::nil("wstep:RequestID"))
+}
+
 /// What a client reads from an RSTRC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedResponse {
@@ -155,6 +213,8 @@ pub struct ParsedResponse {
     pub chain_pkcs7_der: Option<Vec<u8>>,
     pub request_id: Option<String>,
     pub disposition: Option<String>,
+    /// Set when the request is pending (SecurityTokenReference/Reference@URI).
+    pub pending_reference: Option<String>,
 }
 
 pub fn parse_response(body: &Element) -> Result<ParsedResponse, ProtoError> {
@@ -175,5 +235,9 @@ pub fn parse_response(body: &Element) -> Result<ParsedResponse, ProtoError> {
         chain_pkcs7_der,
         request_id: r.child(ns::WSTEP, "RequestID").and_then(|e| e.value()).map(str::to_string),
         disposition: r.child(ns::WSTEP, "DispositionMessage").and_then(|e| e.value()).map(str::to_string),
+        pending_reference: r
+            .path(&[(ns::WST, "RequestedSecurityToken"), (ns::WSSE, "SecurityTokenReference"), (ns::WSSE, "Reference")])
+            .and_then(|e| e.attr(None, "URI"))
+            .map(str::to_string),
     })
 }

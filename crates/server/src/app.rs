@@ -25,6 +25,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// Certificate validity on the TLS layer is judged by the RA's clock, so the whole server
+/// agrees on what "now" is (and tests can move it).
+struct ClockTime(Arc<dyn autoenroll_core::clock::Clock>);
+
+impl std::fmt::Debug for ClockTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClockTime")
+    }
+}
+
+impl rustls::time_provider::TimeProvider for ClockTime {
+    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
+        let secs = u64::try_from(self.0.now().0).ok()?;
+        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
+    }
+}
+
 /// TLS for the listener: our CA's certificate, client certificates optional but, when sent,
 /// verified against our root.
 pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
@@ -37,7 +54,10 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
     roots.add(CertificateDer::from(ra.root_der().to_vec())).map_err(RaError::internal)?;
     let verifier =
         WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().map_err(RaError::internal)?;
-    let mut config = rustls::ServerConfig::builder()
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_details(provider, Arc::new(ClockTime(ra.clock())))
+        .with_safe_default_protocol_versions()
+        .map_err(RaError::internal)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(RaError::internal)?;

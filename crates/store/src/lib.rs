@@ -34,13 +34,14 @@ macro_rules! template_columns {
     () => {
         "name, oid, major, minor, description, validity_secs, renewal_secs, key_algorithm, min_key_bits, \
          key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, pend_all, same_key_renewal, \
-         superseded, created_at, updated_at"
+         superseded, created_at, updated_at, renewal_grace_secs"
     };
 }
 macro_rules! certificate_columns {
     () => {
         "c.serial, c.request_id, c.device_id, d.name, c.template, c.template_major, c.template_minor, \
-         c.subject, c.thumbprint, c.not_before, c.not_after, c.state, c.der, c.created_at"
+         c.subject, c.thumbprint, c.not_before, c.not_after, c.state, c.der, c.created_at, c.previous_serial, \
+         c.revoked_at, c.revocation_reason"
     };
 }
 
@@ -146,7 +147,7 @@ impl Store {
         let sql = concat!(
             "INSERT INTO templates (",
             template_columns!(),
-            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
         );
         t.bind_all(sqlx::query(sql)).execute(&self.pool).await.map_err(|e| {
             if is_unique_violation(&e) {
@@ -165,7 +166,8 @@ impl Store {
                 "UPDATE templates SET oid=$2, major=$3, minor=$4, description=$5, validity_secs=$6, \
                  renewal_secs=$7, key_algorithm=$8, min_key_bits=$9, key_usage=$10, ext_key_usage=$11, \
                  subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \
-                 same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20 WHERE name=$1",
+                 same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20, \
+                 renewal_grace_secs=$21 WHERE name=$1",
             ))
             .execute(&self.pool)
             .await?;
@@ -301,8 +303,8 @@ impl Store {
 
     pub async fn insert_request(&self, r: &NewRequest<'_>, now: i64) -> Result<i64> {
         let row = sqlx::query(
-            "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7) RETURNING id",
+            "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
+             updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7,$8) RETURNING id",
         )
         .bind(r.device_id)
         .bind(r.requester)
@@ -311,6 +313,7 @@ impl Store {
         .bind(r.status)
         .bind(r.csr_der)
         .bind(now)
+        .bind(r.previous_serial)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get(0)?)
@@ -333,8 +336,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
-             subject, thumbprint, not_before, not_after, state, der, created_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,'signing',NULL,$10)",
+             subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,'signing',NULL,$10,$11)",
         )
         .bind(c.serial)
         .bind(c.request_id)
@@ -346,6 +349,7 @@ impl Store {
         .bind(c.not_before)
         .bind(c.not_after)
         .bind(now)
+        .bind(c.previous_serial)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE requests SET serial = $2, status = 'signing', updated_at = $3 WHERE id = $1")
@@ -358,7 +362,8 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the signed certificate and marks it and its request issued, atomically.
+    /// Stores the signed certificate and marks it and its request issued, atomically; a renewal
+    /// (the intent named a previous serial) also marks the old certificate `renewed`.
     pub async fn complete_certificate(
         &self,
         serial: &str,
@@ -368,6 +373,13 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE certificates SET state = 'renewed' WHERE state = 'issued' AND serial = \
+             (SELECT previous_serial FROM certificates WHERE serial = $1)",
+        )
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE certificates SET state = 'issued', thumbprint = $2, der = $3 WHERE serial = $1")
             .bind(serial)
             .bind(thumbprint)
@@ -411,6 +423,68 @@ impl Store {
         );
         let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(CertificateRow::from_row).collect()
+    }
+
+    /// Revokes an unrevoked certificate. False when unknown or already revoked.
+    pub async fn revoke_certificate(&self, serial: &str, reason: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE certificates SET state = 'revoked', revoked_at = $2, revocation_reason = $3 \
+             WHERE serial = $1 AND state IN ('issued', 'renewed')",
+        )
+        .bind(serial)
+        .bind(now)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The certificate that renewed `serial`, if any.
+    pub async fn successor(&self, serial: &str) -> Result<Option<CertificateRow>> {
+        let sql = concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates c JOIN devices d ON d.id = c.device_id WHERE c.previous_serial = $1 \
+             ORDER BY c.created_at DESC LIMIT 1"
+        );
+        let row = sqlx::query(sql).bind(serial).fetch_optional(&self.pool).await?;
+        row.as_ref().map(CertificateRow::from_row).transpose()
+    }
+
+    pub async fn set_device_blocked(&self, name: &str, blocked: bool) -> Result<bool> {
+        let r = sqlx::query("UPDATE devices SET blocked = $2 WHERE name = $1")
+            .bind(name)
+            .bind(blocked as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn request(&self, id: i64) -> Result<Option<RequestRow>> {
+        let row = sqlx::query(
+            "SELECT r.id, r.device_id, d.name, r.requester, r.template, r.kind, r.status, r.csr_der, r.serial, \
+             r.detail, r.created_at, r.updated_at, r.previous_serial FROM requests r \
+             JOIN devices d ON d.id = r.device_id WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(RequestRow::from_row).transpose()
+    }
+
+    /// Moves a request from one status to another; false when it was not in `from`.
+    pub async fn transition_request(&self, id: i64, from: &str, to: &str, detail: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE requests SET status = $3, detail = $4, updated_at = $5 WHERE id = $1 AND status = $2",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(detail)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     // ---- audit

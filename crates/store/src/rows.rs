@@ -32,6 +32,8 @@ pub struct TemplateRow {
     pub superseded: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// How long before the renewal window a renewal is still accepted (manual early renewal).
+    pub renewal_grace_secs: i64,
 }
 
 impl TemplateRow {
@@ -57,6 +59,7 @@ impl TemplateRow {
             superseded: r.try_get(17)?,
             created_at: r.try_get(18)?,
             updated_at: r.try_get(19)?,
+            renewal_grace_secs: r.try_get(20)?,
         })
     }
 
@@ -81,6 +84,7 @@ impl TemplateRow {
             .bind(&self.superseded)
             .bind(self.created_at)
             .bind(self.updated_at)
+            .bind(self.renewal_grace_secs)
     }
 }
 
@@ -134,6 +138,46 @@ pub struct NewRequest<'a> {
     pub kind: &'a str,
     pub status: &'a str,
     pub csr_der: &'a [u8],
+    /// For renewals: the certificate being replaced.
+    pub previous_serial: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRow {
+    pub id: i64,
+    pub device_id: i64,
+    pub device: String,
+    pub requester: String,
+    pub template: String,
+    pub kind: String,
+    /// `received`, `pending`, `signing`, `issued`, `denied`.
+    pub status: String,
+    pub csr_der: Vec<u8>,
+    pub serial: Option<String>,
+    pub detail: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub previous_serial: Option<String>,
+}
+
+impl RequestRow {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<RequestRow> {
+        Ok(RequestRow {
+            id: r.try_get(0)?,
+            device_id: r.try_get(1)?,
+            device: r.try_get(2)?,
+            requester: r.try_get(3)?,
+            template: r.try_get(4)?,
+            kind: r.try_get(5)?,
+            status: r.try_get(6)?,
+            csr_der: r.try_get(7)?,
+            serial: r.try_get(8)?,
+            detail: r.try_get(9)?,
+            created_at: r.try_get(10)?,
+            updated_at: r.try_get(11)?,
+            previous_serial: r.try_get(12)?,
+        })
+    }
 }
 
 pub struct CertificateIntent<'a> {
@@ -146,6 +190,7 @@ pub struct CertificateIntent<'a> {
     pub subject: &'a str,
     pub not_before: i64,
     pub not_after: i64,
+    pub previous_serial: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -166,6 +211,10 @@ pub struct CertificateRow {
     #[serde(skip)]
     pub der: Option<Vec<u8>>,
     pub created_at: i64,
+    /// The certificate this one renewed.
+    pub previous_serial: Option<String>,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<String>,
 }
 
 impl CertificateRow {
@@ -185,6 +234,9 @@ impl CertificateRow {
             state: r.try_get(11)?,
             der: r.try_get(12)?,
             created_at: r.try_get(13)?,
+            previous_serial: r.try_get(14)?,
+            revoked_at: r.try_get(15)?,
+            revocation_reason: r.try_get(16)?,
         })
     }
 }

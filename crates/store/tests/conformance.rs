@@ -29,6 +29,7 @@ fn template(name: &str, oid: &str) -> TemplateRow {
         superseded: String::new(),
         created_at: 1,
         updated_at: 1,
+        renewal_grace_secs: 0,
     }
 }
 
@@ -100,6 +101,7 @@ async fn certificate_is_recorded_before_and_after_signing() {
                 kind: "enroll",
                 status: "received",
                 csr_der: b"csr",
+                previous_serial: None,
             },
             30,
         )
@@ -116,6 +118,7 @@ async fn certificate_is_recorded_before_and_after_signing() {
             subject: "CN=dev1",
             not_before: 30,
             not_after: 3630,
+            previous_serial: None,
         },
         30,
     )
@@ -146,4 +149,61 @@ async fn settings_and_audit() {
     };
     s.audit(&e).await.unwrap();
     assert_eq!(s.audit_events(5).await.unwrap(), vec![e]);
+}
+
+#[tokio::test]
+async fn renewal_chain_revocation_and_requests() {
+    let (_d, s) = open().await;
+    let dev = s.touch_device("dev1", 10).await.unwrap();
+    for (i, prev) in [(0, None), (1, Some("s0"))] {
+        let serial = format!("s{i}");
+        let req = s
+            .insert_request(
+                &NewRequest {
+                    device_id: dev.id,
+                    requester: "r",
+                    template: "A",
+                    kind: if prev.is_some() { "renew" } else { "enroll" },
+                    status: "received",
+                    csr_der: b"csr",
+                    previous_serial: prev,
+                },
+                20,
+            )
+            .await
+            .unwrap();
+        s.insert_certificate_intent(
+            &CertificateIntent {
+                serial: &serial,
+                request_id: req,
+                device_id: dev.id,
+                template: "A",
+                template_major: 1,
+                template_minor: 0,
+                subject: "CN=dev1",
+                not_before: 20,
+                not_after: 100,
+                previous_serial: prev,
+            },
+            20,
+        )
+        .await
+        .unwrap();
+        s.complete_certificate(&serial, req, &format!("T{i}"), b"der", 21).await.unwrap();
+        let r = s.request(req).await.unwrap().unwrap();
+        assert_eq!((r.status.as_str(), r.previous_serial.as_deref(), r.device.as_str()), ("issued", prev, "dev1"));
+    }
+    assert_eq!(s.certificate("s0").await.unwrap().unwrap().state, "renewed");
+    assert_eq!(s.certificate("s1").await.unwrap().unwrap().previous_serial.as_deref(), Some("s0"));
+    assert_eq!(s.successor("s0").await.unwrap().unwrap().serial, "s1");
+    assert!(s.successor("s1").await.unwrap().is_none());
+    assert!(s.revoke_certificate("s1", "keyCompromise", 30).await.unwrap());
+    assert!(!s.revoke_certificate("s1", "keyCompromise", 31).await.unwrap(), "only once");
+    let c = s.certificate("s1").await.unwrap().unwrap();
+    assert_eq!((c.state.as_str(), c.revoked_at, c.revocation_reason.as_deref()), ("revoked", Some(30), Some("keyCompromise")));
+    assert!(s.set_device_blocked("dev1", true).await.unwrap());
+    assert!(s.device("dev1").await.unwrap().unwrap().blocked);
+    assert!(!s.set_device_blocked("nobody", true).await.unwrap());
+    assert!(!s.transition_request(1, "pending", "issued", "", 40).await.unwrap(), "request 1 is not pending");
+    assert!(s.transition_request(1, "issued", "denied", "test", 40).await.unwrap());
 }

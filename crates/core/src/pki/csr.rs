@@ -59,6 +59,8 @@ pub struct CsrFacts {
     pub dns_names: Vec<String>,
     pub ip_addrs: Vec<std::net::IpAddr>,
     pub template_hint: Option<TemplateHint>,
+    /// szOID_RENEWAL_CERTIFICATE (1.3.6.1.4.1.311.13.1): the certificate being renewed.
+    pub renewal_cert_der: Option<Vec<u8>>,
 }
 
 impl CsrFacts {
@@ -81,12 +83,15 @@ impl CsrFacts {
         let mut extensions = Vec::new();
         let mut template_hint = None;
         let mut name_value_template = None;
+        let mut renewal_cert_der = None;
         for attr in req.info.attributes.iter() {
             if attr.oid == oids::EXTENSION_REQUEST || attr.oid == oids::MS_CERT_EXTENSIONS {
                 for v in attr.values.iter() {
                     let exts: Vec<Extension> = v.decode_as()?;
                     extensions.extend(exts);
                 }
+            } else if attr.oid == oids::MS_RENEWAL_CERTIFICATE {
+                renewal_cert_der = attr.values.iter().next().map(|v| v.to_der()).transpose()?;
             } else if attr.oid == oids::MS_ENROLLMENT_NAME_VALUE_PAIR {
                 for v in attr.values.iter() {
                     if let Some(t) = name_value_template_of(v.value()) {
@@ -140,6 +145,7 @@ impl CsrFacts {
             dns_names,
             ip_addrs,
             template_hint,
+            renewal_cert_der,
         })
     }
 }

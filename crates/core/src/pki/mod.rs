@@ -1,6 +1,7 @@
 //! Certificate and CSR facts: what the RA and the agent need to know about DER objects, parsed
 //! leniently where real clients are sloppy (Windows CSRs) and verified with aws-lc-rs.
 pub mod cert;
+pub mod cms;
 pub mod csr;
 pub mod sig;
 pub mod template_ext;
@@ -18,6 +19,8 @@ pub enum PkiError {
     UnsupportedAlgorithm(String),
     #[error("unsupported key: {0}")]
     UnsupportedKey(String),
+    #[error("{0}")]
+    Cms(String),
 }
 
 impl From<der::Error> for PkiError {

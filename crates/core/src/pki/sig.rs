@@ -45,6 +45,76 @@ pub fn verify(
     s::UnparsedPublicKey::new(verifier, key_bytes).verify(message, signature).map_err(|_| PkiError::BadSignature)
 }
 
+/// Digest algorithms CMS SignerInfos name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digest {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Digest {
+    pub fn from_oid(oid: &const_oid::ObjectIdentifier) -> Result<Digest, PkiError> {
+        match oid.to_string().as_str() {
+            "1.3.14.3.2.26" => Ok(Digest::Sha1),
+            "2.16.840.1.101.3.4.2.1" => Ok(Digest::Sha256),
+            "2.16.840.1.101.3.4.2.2" => Ok(Digest::Sha384),
+            "2.16.840.1.101.3.4.2.3" => Ok(Digest::Sha512),
+            other => Err(PkiError::UnsupportedAlgorithm(other.to_string())),
+        }
+    }
+
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        use aws_lc_rs::digest as d;
+        let alg = match self {
+            Digest::Sha1 => &d::SHA1_FOR_LEGACY_USE_ONLY,
+            Digest::Sha256 => &d::SHA256,
+            Digest::Sha384 => &d::SHA384,
+            Digest::Sha512 => &d::SHA512,
+        };
+        d::digest(alg, data).as_ref().to_vec()
+    }
+}
+
+/// Verifies a CMS SignerInfo signature: the hash comes from the digest algorithm, since
+/// signers write either a combined OID (sha256WithRSAEncryption, ecdsa-with-SHA256) or the bare
+/// key algorithm (rsaEncryption, as openssl does).
+pub fn verify_with_digest(
+    spki: &SubjectPublicKeyInfoOwned,
+    digest: Digest,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), PkiError> {
+    let key_alg = spki.algorithm.oid;
+    let verifier: &'static dyn s::VerificationAlgorithm = if key_alg == oids::RSA_ENCRYPTION {
+        match digest {
+            Digest::Sha1 => &s::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            Digest::Sha256 => &s::RSA_PKCS1_2048_8192_SHA256,
+            Digest::Sha384 => &s::RSA_PKCS1_2048_8192_SHA384,
+            Digest::Sha512 => &s::RSA_PKCS1_2048_8192_SHA512,
+        }
+    } else if key_alg == oids::EC_PUBLIC_KEY {
+        match (curve(spki)?, digest) {
+            (Curve::P256, Digest::Sha256) => &s::ECDSA_P256_SHA256_ASN1,
+            (Curve::P256, Digest::Sha384) => &s::ECDSA_P256_SHA384_ASN1,
+            (Curve::P256, Digest::Sha512) => &s::ECDSA_P256_SHA512_ASN1,
+            (Curve::P384, Digest::Sha256) => &s::ECDSA_P384_SHA256_ASN1,
+            (Curve::P384, Digest::Sha384) => &s::ECDSA_P384_SHA384_ASN1,
+            (Curve::P384, Digest::Sha512) => &s::ECDSA_P384_SHA512_ASN1,
+            (_, Digest::Sha1) => return Err(PkiError::UnsupportedAlgorithm("ECDSA with SHA-1".into())),
+        }
+    } else {
+        return Err(PkiError::UnsupportedKey(key_alg.to_string()));
+    };
+    let key_bytes = if key_alg == oids::RSA_ENCRYPTION {
+        spki.to_der()?
+    } else {
+        spki.subject_public_key.raw_bytes().to_vec()
+    };
+    s::UnparsedPublicKey::new(verifier, key_bytes).verify(message, signature).map_err(|_| PkiError::BadSignature)
+}
+
 pub enum Curve {
     P256,
     P384,

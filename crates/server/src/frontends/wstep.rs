@@ -1,50 +1,15 @@
-//! MS-WSTEP RequestSecurityToken: issuance of a PKCS#10.
+//! MS-WSTEP RequestSecurityToken: issuance, renewal (signed by the current certificate, or
+//! ROBO over client TLS) and QueryTokenStatus for pending requests.
 use super::soap::{credentials, FrontError};
 use super::{AppState, PeerCerts};
-use crate::ra::{EnrollInput, RaError};
+use crate::ra::{Credentials, EnrollInput, Issued, RaError, Retrieved};
+use autoenroll_core::pki::cms::is_signed_data;
 use autoenroll_core::Kind;
 use autoenroll_proto::soap::Envelope;
-use autoenroll_proto::wstep::{self, IssuedResponse, RequestType};
+use autoenroll_proto::wstep::{self, IssuedResponse, PendingResponse, RequestType};
 use autoenroll_proto::{pkcs7, ProtoError};
 
-/// `SEQUENCE { OID 1.2.840.113549.1.7.2 ...` — a CMS SignedData rather than a bare PKCS#10.
-fn is_cms_signed_data(der: &[u8]) -> bool {
-    const SIGNED_DATA_OID: [u8; 11] = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
-    der.windows(SIGNED_DATA_OID.len()).take(8).any(|w| w == SIGNED_DATA_OID)
-}
-
-pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
-    let rst = wstep::parse_request(&env.body)?;
-    match rst.request_type {
-        RequestType::Issue => {}
-        RequestType::Renew | RequestType::QueryTokenStatus | RequestType::Ket => {
-            return Err(RaError::new(
-                Kind::BadRequest,
-                "UnsupportedRequestType",
-                format!("request type {:?} is not supported by this server yet", rst.request_type),
-            )
-            .into());
-        }
-    }
-    let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
-    if is_cms_signed_data(&token.der) {
-        return Err(RaError::new(
-            Kind::BadRequest,
-            "UnsupportedRequestType",
-            "renewal requests signed with the current certificate are not supported by this server yet",
-        )
-        .into());
-    }
-    let device_hint = rst.context_value("DeviceName").or(rst.context_value("MachineName"));
-    let principal = state.ra.authenticate(&credentials(&env.token, peer), device_hint).await?;
-    let issued = state
-        .ra
-        .enroll(EnrollInput {
-            principal: &principal,
-            csr_der: &token.der,
-            template_name: rst.context_value("CertificateTemplate"),
-        })
-        .await?;
+fn issued_response(issued: Issued, relates_to: Option<&str>) -> Result<String, FrontError> {
     let mut chain: Vec<&[u8]> = vec![&issued.certificate_der];
     chain.extend(issued.chain.iter().map(Vec::as_slice));
     let chain_pkcs7_der = pkcs7::certs_only(&chain).map_err(RaError::internal)?;
@@ -53,5 +18,71 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
         chain_pkcs7_der,
         request_id: u64::try_from(issued.request_id).map_err(RaError::internal)?,
     };
-    Ok(response.to_envelope(env.message_id.as_deref()))
+    Ok(response.to_envelope(relates_to))
+}
+
+fn pending_response(state: &AppState, request_id: i64, relates_to: Option<&str>) -> Result<String, FrontError> {
+    let request_id = u64::try_from(request_id).map_err(RaError::internal)?;
+    Ok(PendingResponse { request_id, reference_uri: state.enrollment_url() }.to_envelope(relates_to))
+}
+
+pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
+    let rst = wstep::parse_request(&env.body)?;
+    let relates_to = env.message_id.as_deref();
+    let creds = credentials(&env.token, peer);
+    match rst.request_type {
+        RequestType::Issue | RequestType::Renew => {}
+        RequestType::QueryTokenStatus => {
+            let id = rst
+                .request_id
+                .as_deref()
+                .ok_or(ProtoError::Missing("wstep:RequestID"))?
+                .parse::<i64>()
+                .map_err(|_| ProtoError::Invalid("wstep:RequestID"))?;
+            return match state.ra.retrieve(id).await? {
+                Retrieved::Issued(i) => issued_response(i, relates_to),
+                Retrieved::Pending { request_id } => pending_response(state, request_id, relates_to),
+            };
+        }
+        RequestType::Ket => {
+            return Err(RaError::new(Kind::BadRequest, "UnsupportedRequestType", "key archival (KET) is not supported").into());
+        }
+    }
+    let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
+    let device_hint = rst.context_value("DeviceName").or(rst.context_value("MachineName"));
+
+    // Renewal signed with the current certificate: the signature is the authentication; any
+    // other credential on the request must belong to the same device.
+    if is_signed_data(&token.der) {
+        let caller = match creds {
+            Credentials::None => None,
+            other => Some(state.ra.authenticate(&other, device_hint).await?),
+        };
+        let issued = state.ra.renew_signed(&token.der, caller.as_ref()).await?;
+        return issued_response(issued, relates_to);
+    }
+    // ROBO: RequestType Renew with a plain PKCS#10, authenticated by the TLS client certificate
+    // being renewed.
+    if rst.request_type == RequestType::Renew {
+        let Some(leaf) = peer.0.as_ref().and_then(|c| c.first()) else {
+            return Err(RaError::new(
+                Kind::Unauthorized,
+                "MissingToken",
+                "a renewal needs the current certificate as TLS client certificate or a request signed with it",
+            )
+            .into());
+        };
+        let issued = state.ra.renew_over_tls(&token.der, leaf.as_ref()).await?;
+        return issued_response(issued, relates_to);
+    }
+    let principal = state.ra.authenticate(&creds, device_hint).await?;
+    let input = EnrollInput { principal: &principal, csr_der: &token.der, template_name: rst.context_value("CertificateTemplate") };
+    match state.ra.enroll(input).await {
+        Ok(issued) => issued_response(issued, relates_to),
+        Err(e) if e.kind == Kind::Pending => match e.request_id {
+            Some(id) => pending_response(state, id, relates_to),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }

@@ -126,7 +126,9 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
         cas: vec![Ca {
             uris: vec![
                 CaUri { client_authentication: 4, uri: url.clone(), priority: 1, renewal_only: false },
-                CaUri { client_authentication: 8, uri: url, priority: 2, renewal_only: false },
+                CaUri { client_authentication: 8, uri: url.clone(), priority: 2, renewal_only: false },
+                // Renewal requests signed with the current certificate need no other credential.
+                CaUri { client_authentication: 1, uri: url, priority: 3, renewal_only: true },
             ],
             certificate_der: view.issuing_ca_der,
             enroll_permission: true,

@@ -22,6 +22,8 @@ pub struct TemplateSpec {
     pub same_key_renewal: Option<bool>,
     pub superseded: Option<String>,
     pub major: Option<i64>,
+    pub renewal_grace_secs: Option<i64>,
+    pub pend_all: Option<bool>,
 }
 
 pub struct AccountSpec<'a> {
@@ -57,8 +59,13 @@ fn apply(t: &mut TemplateRow, s: &TemplateSpec) -> Result<(), RaError> {
         enroll,
         autoenroll,
         same_key_renewal,
-        superseded
+        superseded,
+        renewal_grace_secs,
+        pend_all
     );
+    if t.renewal_grace_secs < 0 {
+        return Err(invalid("renewal grace cannot be negative".into()));
+    }
     if t.validity_secs <= 0 {
         return Err(invalid("validity must be positive".into()));
     }
@@ -139,6 +146,7 @@ impl Ra {
             superseded: String::new(),
             created_at: now,
             updated_at: now,
+            renewal_grace_secs: 0,
         };
         apply(&mut t, spec)?;
         self.store.insert_template(&t).await.map_err(|e| match e {

@@ -25,6 +25,7 @@ pub struct Issued {
 }
 
 pub(crate) struct Recorded<'a> {
+    pub previous_serial: Option<&'a str>,
     pub device_id: i64,
     pub requester: &'a str,
     pub template_name: &'a str,
@@ -34,7 +35,7 @@ pub(crate) struct Recorded<'a> {
     pub profile: &'a Profile,
 }
 
-fn csr_error(e: PkiError) -> RaError {
+pub(crate) fn csr_error(e: PkiError) -> RaError {
     match e {
         PkiError::BadSignature => RaError::new(Kind::BadCsr, "BadCsrSignature", "the CSR signature does not verify"),
         PkiError::UnsupportedAlgorithm(a) => {
@@ -44,6 +45,7 @@ fn csr_error(e: PkiError) -> RaError {
             RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", format!("unsupported key type {k}"))
         }
         PkiError::Der(d) => RaError::new(Kind::BadCsr, "BadCsr", format!("malformed PKCS#10: {d}")),
+        PkiError::Cms(m) => RaError::new(Kind::BadRequest, "BadRenewalRequest", format!("renewal request: {m}")),
     }
 }
 
@@ -89,6 +91,7 @@ impl Ra {
                     kind: r.kind,
                     status: "received",
                     csr_der: r.csr_der,
+                    previous_serial: r.previous_serial,
                 },
                 now.0,
             )
@@ -119,6 +122,7 @@ impl Ra {
                     subject: &r.request.subject.to_string(),
                     not_before: prepared.not_before.0,
                     not_after: prepared.not_after.0,
+                    previous_serial: r.previous_serial,
                 },
                 now.0,
             )
@@ -139,19 +143,7 @@ impl Ra {
                 self.audit(&actor, "issue", &input.principal.device, "issued", &detail).await;
                 tracing::info!(device = %input.principal.device, template = %i.template, serial = %i.serial, "issued");
             }
-            Err(e) => {
-                if let Some(id) = e.request_id {
-                    let status = if e.kind == Kind::Pending { "pending" } else { "denied" };
-                    if let Err(err) = self.store.set_request_status(id, status, e.code, self.now().0).await {
-                        tracing::error!(%err, "could not update request status");
-                    }
-                }
-                if let Some(src) = &e.source {
-                    tracing::error!(code = e.code, source = %src, "enrollment failed");
-                }
-                self.audit(&actor, "issue", &input.principal.device, "refused", &format!("{}: {}", e.code, e.detail))
-                    .await;
-            }
+            Err(e) => self.record_failure(&actor, "issue", &input.principal.device, e).await,
         }
         result
     }
@@ -188,6 +180,7 @@ impl Ra {
                     kind: "enroll",
                     status: "received",
                     csr_der: &csr.der,
+                    previous_serial: None,
                 },
                 now.0,
             )
@@ -210,6 +203,7 @@ impl Ra {
         }
         let profile = profile_for(&template);
         let recorded = Recorded {
+            previous_serial: None,
             device_id: device.id,
             requester: &input.principal.actor(),
             template_name: &template.name,
@@ -227,9 +221,27 @@ impl Ra {
     }
 }
 
+impl Ra {
+    /// Marks the request (if one was recorded) and writes the audit event for a failure.
+    pub(crate) async fn record_failure(&self, actor: &str, action: &str, subject: &str, e: &RaError) {
+        let pending = e.kind == Kind::Pending;
+        if let Some(id) = e.request_id {
+            let status = if pending { "pending" } else { "denied" };
+            if let Err(err) = self.store.set_request_status(id, status, e.code, self.now().0).await {
+                tracing::error!(%err, "could not update request status");
+            }
+        }
+        if let Some(src) = &e.source {
+            tracing::error!(code = e.code, source = %src, action, "request failed");
+        }
+        let outcome = if pending { "pending" } else { "refused" };
+        self.audit(actor, action, subject, outcome, &format!("{}: {}", e.code, e.detail)).await;
+    }
+}
+
 /// Key policy: RSA keys need at least the template's minimum (never under 2048); EC keys must be
 /// P-256 or P-384. Ed25519 is not accepted for enrollment yet (Windows cannot use it).
-fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
+pub(crate) fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
     match key {
         KeyFacts::Rsa { bits } => {
             let min = t.min_key_bits.max(2048);
@@ -249,7 +261,7 @@ fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
     Ok(())
 }
 
-fn issue_request(csr: &CsrFacts, t: &TemplateRow, device: &str) -> Result<IssueRequest, RaError> {
+pub(crate) fn issue_request(csr: &CsrFacts, t: &TemplateRow, device: &str) -> Result<IssueRequest, RaError> {
     let (dns_names, ip_addrs) =
         if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
     let subject = if t.subject_from == "request" {

@@ -30,6 +30,17 @@ impl RaError {
         }
     }
 
+    /// A copy for the audit trail, tied to a request.
+    pub fn clone_for_audit(&self, request_id: i64) -> RaError {
+        RaError {
+            kind: self.kind,
+            code: self.code,
+            detail: self.detail.clone(),
+            source: self.source.clone(),
+            request_id: Some(request_id),
+        }
+    }
+
     pub fn with_request(mut self, id: i64) -> RaError {
         self.request_id = Some(id);
         self

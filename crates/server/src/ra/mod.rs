@@ -4,7 +4,9 @@ mod admin;
 mod auth;
 mod enroll;
 mod error;
+mod lifecycle;
 mod policy;
+mod renew;
 pub mod secrets;
 mod templates;
 
@@ -12,6 +14,7 @@ pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind};
 pub use enroll::{EnrollInput, Issued};
 pub use error::RaError;
+pub use lifecycle::Retrieved;
 pub use policy::{PolicyTemplate, PolicyView};
 
 use autoenroll_ca::Ca;
@@ -77,6 +80,11 @@ impl Ra {
 
     pub fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// The clock RA decisions use; the TLS layer checks certificate validity with it too.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn root_der(&self) -> &[u8] {

@@ -55,6 +55,7 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
         superseded: String::new(),
         created_at: now,
         updated_at: now,
+        renewal_grace_secs: 0,
     };
     let web = TemplateRow {
         name: "WebServer".into(),
@@ -147,6 +148,7 @@ pub(crate) async fn tls_identity(
     let device = ra.store.touch_device("autoenroll-server", now.0).await?;
     let (_, leaf) = ra
         .issue_recorded(super::enroll::Recorded {
+            previous_serial: None,
             device_id: device.id,
             requester: "server",
             template_name: "TLSListener",

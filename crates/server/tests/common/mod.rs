@@ -48,7 +48,7 @@ impl TestServer {
     }
 
     pub fn client(&self, identity: Option<&ClientIdentity>) -> Client {
-        Client::new(&[self.ra.root_der().to_vec()], identity).unwrap()
+        Client::new(&[self.ra.root_der().to_vec()], identity, self.ra.clock()).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,128 @@
+//! Pending requests, revocation and device blocking.
+use super::enroll::{issue_request, Issued};
+use super::templates::profile_for;
+use super::{Ra, RaError};
+use autoenroll_core::pki::{CertFacts, CsrFacts};
+use autoenroll_core::Kind;
+use autoenroll_store::CertificateIntent;
+
+/// RFC 5280 CRLReason names we accept.
+pub const REVOCATION_REASONS: [&str; 7] = [
+    "unspecified",
+    "keyCompromise",
+    "caCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+];
+
+#[derive(Debug, Clone)]
+pub enum Retrieved {
+    Issued(Issued),
+    Pending { request_id: i64 },
+}
+
+impl Ra {
+    /// The outcome of a request (MS-WSTEP QueryTokenStatus).
+    pub async fn retrieve(&self, request_id: i64) -> Result<Retrieved, RaError> {
+        let req = self
+            .store
+            .request(request_id)
+            .await?
+            .ok_or_else(|| RaError::new(Kind::NotFound, "UnknownRequest", format!("no request {request_id}")))?;
+        match req.status.as_str() {
+            "pending" => Ok(Retrieved::Pending { request_id }),
+            "issued" => {
+                let serial = req.serial.ok_or_else(|| RaError::internal("issued request without serial"))?;
+                let cert = self.store.certificate(&serial).await?.ok_or_else(|| RaError::internal("issued serial missing"))?;
+                let der = cert.der.ok_or_else(|| RaError::internal("issued certificate without DER"))?;
+                Ok(Retrieved::Issued(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: req.template }))
+            }
+            "denied" => Err(RaError::new(Kind::PolicyDenied, "RequestDenied", format!("request {request_id} was denied: {}", req.detail))
+                .with_request(request_id)),
+            other => Err(RaError::new(Kind::Unavailable, "RequestInProgress", format!("request {request_id} is {other}"))),
+        }
+    }
+
+    /// Issues a pending request.
+    pub async fn approve(&self, request_id: i64) -> Result<Issued, RaError> {
+        let now = self.now();
+        let req = self
+            .store
+            .request(request_id)
+            .await?
+            .ok_or_else(|| RaError::new(Kind::NotFound, "UnknownRequest", format!("no request {request_id}")))?;
+        if !self.store.transition_request(request_id, "pending", "received", "approved", now.0).await? {
+            return Err(RaError::new(Kind::Conflict, "NotPending", format!("request {request_id} is {}", req.status)));
+        }
+        let result: Result<Issued, RaError> = async {
+            let csr = CsrFacts::parse(&req.csr_der).map_err(RaError::internal)?;
+            let template = self.template(&req.template).await?;
+            let request = issue_request(&csr, &template, &req.device)?;
+            let profile = profile_for(&template);
+            let prepared = self.ca.prepare(&request, &profile, now)?;
+            let serial = autoenroll_core::Serial::from_bytes(&prepared.serial);
+            self.store
+                .insert_certificate_intent(
+                    &CertificateIntent {
+                        serial: serial.as_str(),
+                        request_id,
+                        device_id: req.device_id,
+                        template: &template.name,
+                        template_major: template.major,
+                        template_minor: template.minor,
+                        subject: &request.subject.to_string(),
+                        not_before: prepared.not_before.0,
+                        not_after: prepared.not_after.0,
+                        previous_serial: req.previous_serial.as_deref(),
+                    },
+                    now.0,
+                )
+                .await?;
+            let der = self.ca.sign(&prepared)?;
+            let thumb = autoenroll_core::Thumbprint::of_der(&der);
+            self.store.complete_certificate(serial.as_str(), request_id, thumb.as_str(), &der, self.now().0).await?;
+            let serial = CertFacts::parse(&der).map_err(RaError::internal)?.serial.0;
+            Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
+        }
+        .await;
+        match &result {
+            Ok(i) => self.audit("admin", "request.approve", &req.device, "issued", &format!("request {request_id} serial {}", i.serial)).await,
+            Err(e) => self.record_failure("admin", "request.approve", &req.device, &e.clone_for_audit(request_id)).await,
+        }
+        result
+    }
+
+    pub async fn deny(&self, request_id: i64, reason: &str) -> Result<(), RaError> {
+        if !self.store.transition_request(request_id, "pending", "denied", reason, self.now().0).await? {
+            return Err(RaError::new(Kind::Conflict, "NotPending", format!("request {request_id} is not pending")));
+        }
+        self.audit("admin", "request.deny", &request_id.to_string(), "ok", reason).await;
+        Ok(())
+    }
+
+    pub async fn revoke(&self, serial: &str, reason: &str) -> Result<(), RaError> {
+        if !REVOCATION_REASONS.contains(&reason) {
+            return Err(RaError::new(
+                Kind::BadRequest,
+                "InvalidReason",
+                format!("unknown revocation reason {reason} (use one of {})", REVOCATION_REASONS.join(", ")),
+            ));
+        }
+        if !self.store.revoke_certificate(serial, reason, self.now().0).await? {
+            return Err(RaError::new(Kind::NotFound, "UnknownCertificate", format!("no unrevoked certificate {serial}")));
+        }
+        self.audit("admin", "cert.revoke", serial, "ok", reason).await;
+        Ok(())
+    }
+
+    pub async fn set_device_blocked(&self, device: &str, blocked: bool) -> Result<(), RaError> {
+        if !self.store.set_device_blocked(device, blocked).await? {
+            return Err(RaError::new(Kind::NotFound, "UnknownDevice", format!("no device {device}")));
+        }
+        let action = if blocked { "device.block" } else { "device.unblock" };
+        self.audit("admin", action, device, "ok", "").await;
+        Ok(())
+    }
+}

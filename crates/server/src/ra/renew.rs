@@ -1,0 +1,153 @@
+//! Renewal: a new certificate for the holder of a current one, authenticated by possession of
+//! its key, either as the signer of a CMS SignedData around the new PKCS#10 or as the TLS client
+//! certificate of the connection (ROBO). Every check has its own reason code and audit event.
+use super::auth::Principal;
+use super::enroll::{check_key, csr_error, issue_request, Issued, Recorded};
+use super::templates::profile_for;
+use super::{Ra, RaError};
+use autoenroll_core::pki::cert::verify_issued_by;
+use autoenroll_core::pki::{cms, CertFacts, CsrFacts};
+use autoenroll_core::renewal::renew_at;
+use autoenroll_core::{Kind, Thumbprint};
+
+/// How the caller proved possession of the old certificate's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    SignedRequest,
+    ClientTls,
+}
+
+impl Ra {
+    /// A CMS SignedData (DER or BER) whose content is the new PKCS#10, signed by the old key.
+    /// `caller` is any other authentication on the request (it must be the same device).
+    pub async fn renew_signed(&self, cms_der: &[u8], caller: Option<&Principal>) -> Result<Issued, RaError> {
+        let req = match cms::verify_renewal(cms_der) {
+            Ok(r) => r,
+            Err(autoenroll_core::pki::PkiError::BadSignature) => {
+                let e = RaError::new(Kind::Unauthorized, "BadRenewalSignature", "the renewal request's signature does not verify with the old certificate's key");
+                self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
+                return Err(e);
+            }
+            Err(e) => {
+                let e = csr_error(e);
+                self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
+                return Err(e);
+            }
+        };
+        self.renew(req.csr, &req.signer_cert_der, Proof::SignedRequest, caller).await
+    }
+
+    /// ROBO: a plain PKCS#10 on a TLS connection authenticated by the certificate it renews.
+    pub async fn renew_over_tls(&self, csr_der: &[u8], client_cert_der: &[u8]) -> Result<Issued, RaError> {
+        let csr = match CsrFacts::parse(csr_der) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = csr_error(e);
+                self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
+                return Err(e);
+            }
+        };
+        self.renew(csr, client_cert_der, Proof::ClientTls, None).await
+    }
+
+    async fn renew(&self, csr: CsrFacts, old_der: &[u8], proof: Proof, caller: Option<&Principal>) -> Result<Issued, RaError> {
+        let old = CertFacts::parse(old_der).map_err(|e| RaError::new(Kind::BadRequest, "BadCertificate", e.to_string()))?;
+        let actor = format!("cert:{}", old.serial);
+        let result = self.renew_inner(&csr, old_der, &old, proof, caller).await;
+        match &result {
+            Ok(i) => {
+                let detail = format!("{} -> {} ({proof:?}) request {}", old.serial, i.serial, i.request_id);
+                self.audit(&actor, "renew", &old.serial.0, "issued", &detail).await;
+                tracing::info!(old = %old.serial, new = %i.serial, ?proof, "renewed");
+            }
+            Err(e) => self.record_failure(&actor, "renew", &old.serial.0, e).await,
+        }
+        result
+    }
+
+    async fn renew_inner(
+        &self,
+        csr: &CsrFacts,
+        old_der: &[u8],
+        old: &CertFacts,
+        proof: Proof,
+        caller: Option<&Principal>,
+    ) -> Result<Issued, RaError> {
+        let now = self.now();
+        let denied = |code: &'static str, detail: String| Err(RaError::new(Kind::PolicyDenied, code, detail));
+        // 1. Ours, and known.
+        if verify_issued_by(old_der, self.ca.issuing_der()).is_err() {
+            return Err(RaError::new(Kind::Unauthorized, "ForeignCertificate", "the certificate to renew was not issued by this CA"));
+        }
+        let row = self.store.certificate_by_thumbprint(Thumbprint::of_der(old_der).as_str()).await?.ok_or_else(|| {
+            RaError::new(Kind::Unauthorized, "UnknownCertificate", "the certificate to renew is not in the inventory")
+        })?;
+        // 2. Still good.
+        if row.state == "revoked" {
+            return denied("CertificateRevoked", format!("certificate {} is revoked", row.serial));
+        }
+        if now >= old.not_after {
+            return Err(RaError::new(
+                Kind::Unauthorized,
+                "CertificateExpired",
+                "the certificate has expired: re-enroll with fresh credentials",
+            ));
+        }
+        // 3. The same device, not blocked.
+        let device = self.store.device_by_id(row.device_id).await?.ok_or_else(|| RaError::internal("certificate without device"))?;
+        if device.blocked {
+            return denied("DeviceBlocked", format!("device {} is blocked", device.name));
+        }
+        if let Some(c) = caller {
+            if c.device != device.name {
+                return denied("DeviceMismatch", format!("{} may not renew a certificate of device {}", c.actor(), device.name));
+            }
+        }
+        if let Some(named) = &csr.renewal_cert_der {
+            if named.as_slice() != old_der {
+                return denied("DeviceMismatch", "the request names a different certificate than the one that signed it".into());
+            }
+        }
+        // 4. The template still allows it, and the window is open.
+        let template = match self.store.template(&row.template).await? {
+            Some(t) if t.enroll => t,
+            _ => return denied("TemplateNotAllowed", format!("template {} no longer allows enrollment", row.template)),
+        };
+        let bumped = row.template_major < template.major;
+        if !bumped {
+            let opens = renew_at(old.not_before, old.not_after, template.renewal_secs);
+            // Grace for early manual renewal, plus a little clock skew between agent and server.
+            let skew = (old.lifetime_secs() / 20).min(60);
+            if now < opens.minus_secs(template.renewal_grace_secs + skew) {
+                return denied("OutsideRenewalWindow", format!("renewal of {} opens at {opens}", row.serial));
+            }
+        }
+        // 5. Key policy.
+        if csr.spki_der == old.spki_der && !template.same_key_renewal {
+            return Err(RaError::new(Kind::BadCsr, "SameKeyNotAllowed", format!("template {} requires a new key on renewal", template.name)));
+        }
+        check_key(&csr.key, &template)?;
+
+        let request = issue_request(csr, &template, &device.name)?;
+        let profile = profile_for(&template);
+        let kind = match proof {
+            Proof::SignedRequest => "renew",
+            Proof::ClientTls => "renew-tls",
+        };
+        let requester = format!("cert:{}", row.serial);
+        let (request_id, der) = self
+            .issue_recorded(Recorded {
+                previous_serial: Some(&row.serial),
+                device_id: device.id,
+                requester: &requester,
+                template_name: &template.name,
+                kind,
+                csr_der: &csr.der,
+                request: &request,
+                profile: &profile,
+            })
+            .await?;
+        let serial = CertFacts::parse(&der).map_err(RaError::internal)?.serial.0;
+        Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
+    }
+}

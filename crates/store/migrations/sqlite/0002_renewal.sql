@@ -1,0 +1,7 @@
+-- Renewal chains, revocation state and per-template early-renewal grace.
+ALTER TABLE certificates ADD COLUMN previous_serial TEXT;
+ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
+ALTER TABLE certificates ADD COLUMN revocation_reason TEXT;
+CREATE INDEX certificates_previous ON certificates(previous_serial);
+ALTER TABLE requests ADD COLUMN previous_serial TEXT;
+ALTER TABLE templates ADD COLUMN renewal_grace_secs INTEGER NOT NULL DEFAULT 0;
