@@ -144,7 +144,9 @@ async fn get_policies_lists_templates_and_honours_last_update() {
     assert!(machine.auto_enroll && machine.enrollment_flags & 0x20 != 0);
     assert_eq!(p.cas.len(), 1);
     assert_eq!(p.cas[0].certificate_der, s.ra.chain_der()[0]);
-    assert!(p.cas[0].uris.iter().all(|u| u.uri == s.url("/wstep") && [4, 8].contains(&u.client_authentication)));
+    assert!(p.cas[0].uris.iter().all(|u| u.uri == s.url("/wstep")));
+    let auths: Vec<_> = p.cas[0].uris.iter().map(|u| (u.client_authentication, u.renewal_only)).collect();
+    assert_eq!(auths, [(4, false), (8, false), (1, true)], "anonymous only for signed renewals");
     let template_oid = p.oids.iter().find(|o| o.reference_id == machine.oid_reference).unwrap();
     assert_eq!(template_oid.group, 9);
     assert!(template_oid.value.starts_with("1.3.6.1.4.1.311.21.8."));
