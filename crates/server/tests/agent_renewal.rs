@@ -1,0 +1,337 @@
+//! The agent's renewal engine against a real server on loopback, driven by a fake clock shared
+//! by both (the TLS layers judge validity with it too): no real waiting.
+mod common;
+
+use autoenroll_agent::localstore::LocalStore;
+use autoenroll_agent::{AgentConfig, CycleReport, Force, Jitter};
+use autoenroll_core::pki::CertFacts;
+use autoenroll_core::UnixTime;
+use autoenroll_server::ra::{TemplateSpec, TokenSpec};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+struct FixedJitter;
+impl Jitter for FixedJitter {
+    fn next(&self) -> f64 {
+        0.5
+    }
+}
+
+struct Agent {
+    dir: tempfile::TempDir,
+    cfg: AgentConfig,
+}
+
+impl Agent {
+    fn new(s: &TestServer, credentials: &str, extra: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.pem");
+        std::fs::copy(s.root_pem(), &root).unwrap();
+        let hooks = dir.path().join("hooks.log");
+        let text = format!(
+            r#"device = "agent1"
+state_dir = "state"
+trust_anchor = "root.pem"
+retry_min = "30s"
+retry_max = "10m"
+archive_keep = 2
+
+[[policy_server]]
+url = "{base}/xcep"
+
+[credentials]
+{credentials}
+
+[templates.Signed]
+hooks = [["/bin/sh", "-c", "echo \"$AUTOENROLL_EVENT $AUTOENROLL_TEMPLATE $AUTOENROLL_SERIAL $AUTOENROLL_OLD_SERIAL\" >> {hooks}"]]
+
+[templates.Tls]
+renewal_mode = "tls"
+hooks = [["/bin/sh", "-c", "echo \"$AUTOENROLL_EVENT $AUTOENROLL_TEMPLATE $AUTOENROLL_SERIAL\" >> {hooks}; test -s \"$AUTOENROLL_KEY\""]]
+{extra}
+"#,
+            base = s.base,
+            hooks = hooks.display()
+        );
+        std::fs::write(dir.path().join("agent.toml"), text).unwrap();
+        let cfg = AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
+        Agent { dir, cfg }
+    }
+
+    async fn cycle(&self, s: &TestServer) -> CycleReport {
+        self.try_cycle(s, &Force::None).await.unwrap()
+    }
+
+    async fn try_cycle(&self, s: &TestServer, force: &Force) -> Result<CycleReport, autoenroll_agent::AgentError> {
+        autoenroll_agent::run_cycle(&self.cfg, Arc::new(s.clock.clone()), &FixedJitter, force).await
+    }
+
+    fn store(&self) -> LocalStore {
+        LocalStore::open(&self.state(), 2).unwrap()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn live(&self, t: &str) -> Option<CertFacts> {
+        self.store().current(t).unwrap().map(|h| h.facts)
+    }
+
+    fn hook_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("hooks.log")).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+}
+
+/// 10-minute certificates with a 3-minute renewal period: the 80 % mark (8 minutes) comes first.
+async fn short_templates(s: &TestServer) {
+    for t in ["Machine", "WebServer"] {
+        s.ra.update_template(t, &TemplateSpec { autoenroll: Some(false), ..Default::default() }).await.unwrap();
+    }
+    for t in ["Signed", "Tls"] {
+        let spec = TemplateSpec {
+            validity_secs: Some(600),
+            renewal_secs: Some(180),
+            ext_key_usage: Some("clientAuth".into()),
+            ..Default::default()
+        };
+        s.ra.create_template(t, &spec).await.unwrap();
+    }
+}
+
+fn openssl_verify(s: &TestServer, cert: &Path) {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    // openssl checks validity against the real clock; the fake clock stays within it here.
+    let out = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(s.root_pem())
+        .arg("-untrusted")
+        .arg(s.issuing_pem())
+        .arg("-attime")
+        .arg(s.now().to_string())
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn short_certificates_renew_at_the_computed_time_repeatedly_in_both_modes() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.enrolled.len(), 2, "{r:?}");
+    let start = s.now();
+    assert_eq!(r.next_wake, Some(UnixTime(start + 480)), "renew at not_after - min(3 min, 20 % of 10 min)");
+
+    let mut expected_renew_at = start + 480;
+    for generation in 1..=4 {
+        // One second early: nothing happens.
+        s.clock.set(expected_renew_at - 1);
+        let r = agent.cycle(&s).await;
+        assert!(r.renewed.is_empty() && r.kept.len() == 2, "generation {generation}: {r:?}");
+        assert_eq!(r.next_wake, Some(UnixTime(expected_renew_at)));
+
+        s.clock.set(expected_renew_at);
+        let before: Vec<_> = ["Signed", "Tls"].iter().map(|t| agent.live(t).unwrap().serial).collect();
+        let r = agent.cycle(&s).await;
+        assert_eq!(r.renewed.len(), 2, "generation {generation}: {r:?}");
+        for (i, t) in ["Signed", "Tls"].iter().enumerate() {
+            let f = agent.live(t).unwrap();
+            assert_ne!(f.serial, before[i]);
+            assert_eq!(f.not_before, UnixTime(expected_renew_at), "issued at the computed time");
+            openssl_verify(&s, &agent.store().live_dir(t).unwrap().join("cert.pem"));
+        }
+        expected_renew_at += 480;
+        assert_eq!(r.next_wake, Some(UnixTime(expected_renew_at)));
+    }
+    // Both proofs were used.
+    let details: Vec<String> = s.ra.audit_events(500).await.unwrap().into_iter().filter(|e| e.action == "renew").map(|e| e.detail).collect();
+    assert_eq!(details.iter().filter(|d| d.contains("SignedRequest")).count(), 4);
+    assert_eq!(details.iter().filter(|d| d.contains("ClientTls")).count(), 4);
+    // The archive keeps the last two old certificates per template.
+    for t in ["Signed", "Tls"] {
+        assert_eq!(agent.store().archived(t).unwrap().len(), 2, "{t}");
+    }
+    // Hooks ran after every install, with the serials.
+    let log = agent.hook_log();
+    assert_eq!(log.iter().filter(|l| l.starts_with("enroll ")).count(), 2, "{log:?}");
+    assert_eq!(log.iter().filter(|l| l.starts_with("renew ")).count(), 8, "{log:?}");
+    let state = agent.store().load_state().unwrap();
+    assert!(state.templates["Tls"].last_hook.as_ref().unwrap().ok);
+}
+
+#[tokio::test]
+async fn failures_back_off_within_the_remaining_lifetime_then_recover() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    let start = s.now();
+    s.ra.set_device_blocked("agent1", true).await.unwrap();
+    s.clock.set(start + 480);
+    let mut retry_times = Vec::new();
+    for _ in 0..4 {
+        let r = agent.cycle(&s).await;
+        assert_eq!(r.failed.len(), 2, "{r:?}");
+        assert!(r.failed[0].1.contains("DeviceBlocked"), "{r:?}");
+        let state = agent.store().load_state().unwrap();
+        let retry = state.templates["Signed"].retry_at.unwrap();
+        let remaining = start + 600 - s.now();
+        assert!(retry - s.now() <= (remaining / 2).max(30), "retry {retry} too late at {}", s.now());
+        assert_eq!(r.next_wake, Some(UnixTime(retry)));
+        // Not before the retry time.
+        s.clock.set(retry - 1);
+        let r = agent.cycle(&s).await;
+        assert_eq!(r.waiting.len(), 2, "{r:?}");
+        s.clock.set(retry);
+        retry_times.push(retry);
+    }
+    // Exponential from 30 s, but never past half the remaining lifetime (floor 30 s): at
+    // +510 s 90 s remain, so the second retry comes after 45 s instead of 60 s.
+    assert_eq!(retry_times[0] - (start + 480), 30);
+    assert_eq!(retry_times[1] - retry_times[0], 45);
+    assert!(retry_times[2] < start + 600, "several tries before expiry");
+    s.ra.set_device_blocked("agent1", false).await.unwrap();
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.renewed.len(), 2, "recovered at once: {r:?}");
+    let state = agent.store().load_state().unwrap();
+    assert_eq!((state.templates["Signed"].failures, state.templates["Signed"].retry_at), (0, None));
+}
+
+#[tokio::test]
+async fn template_bump_renews_at_once_and_supersedence_replaces() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    let old = agent.live("Signed").unwrap();
+    s.ra.update_template("Signed", &TemplateSpec { major: Some(2), ..Default::default() }).await.unwrap();
+    s.clock.advance(1);
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.renewed.len(), 1, "{r:?}");
+    let new = agent.live("Signed").unwrap();
+    assert_eq!(new.template.unwrap().major, 2);
+    assert_ne!(new.serial, old.serial);
+
+    let spec = TemplateSpec {
+        validity_secs: Some(600),
+        renewal_secs: Some(180),
+        ext_key_usage: Some("clientAuth".into()),
+        superseded: Some("Signed".into()),
+        ..Default::default()
+    };
+    s.ra.create_template("Signed2", &spec).await.unwrap();
+    s.clock.advance(1);
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.enrolled.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["Signed2"], "{r:?}");
+    assert!(agent.live("Signed").is_none(), "the superseded certificate left service");
+    assert!(!agent.store().archived("Signed").unwrap().is_empty(), "and stays in the archive");
+    let r = agent.cycle(&s).await;
+    assert!(r.enrolled.is_empty() && r.renewed.is_empty(), "{r:?}");
+}
+
+#[tokio::test]
+async fn pending_requests_survive_restarts_and_are_collected() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    s.ra.update_template("Signed", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.waiting.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["Signed"], "{r:?}");
+    let pending = agent.store().pending("Signed").unwrap().expect("key and request id kept");
+    let request_id = pending.meta.request_id.clone().unwrap();
+    // A new process (same state directory) still waits for the same request.
+    let again = Agent { dir: tempfile::tempdir().unwrap(), cfg: agent.cfg.clone() };
+    s.clock.advance(30);
+    let r = again.try_cycle(&s, &Force::None).await.unwrap();
+    assert_eq!(r.waiting.len(), 1, "{r:?}");
+    s.ra.approve(request_id.parse().unwrap()).await.unwrap();
+    s.clock.advance(30);
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.enrolled.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["Signed"], "{r:?}");
+    assert_eq!(agent.live("Signed").unwrap().spki_der, pending.key.spki_der(), "the pending key was kept");
+    assert!(agent.store().pending("Signed").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_expired_certificate_needs_fresh_credentials() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    s.ra.update_template("Tls", &TemplateSpec { autoenroll: Some(false), ..Default::default() }).await.unwrap();
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "agent1", template: None, ttl_secs: 3600 }).await.unwrap();
+    let agent = Agent::new(&s, &format!("bootstrap_token = \"{token}\""), "");
+    assert_eq!(agent.cycle(&s).await.enrolled.len(), 1);
+    // The agent was down past expiry: nothing can renew the certificate now.
+    s.clock.advance(700);
+    let err = agent.try_cycle(&s, &Force::None).await.unwrap_err().to_string();
+    assert!(err.contains("no usable credentials"), "{err}");
+    // With a new token it re-enrolls.
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "agent1", template: None, ttl_secs: 3600 }).await.unwrap();
+    let text = std::fs::read_to_string(agent.dir.path().join("agent.toml")).unwrap();
+    let fresh = Agent { cfg: toml_with_token(&agent, &text, &token), dir: agent.dir };
+    let mut state = fresh.store().load_state().unwrap();
+    state.bootstrap_token_used = false; // an operator handing out a new token resets this
+    fresh.store().save_state(&state).unwrap();
+    let r = fresh.cycle(&s).await;
+    assert_eq!(r.renewed.len() + r.enrolled.len(), 1, "{r:?}");
+    assert!(fresh.live("Signed").unwrap().not_after > UnixTime(s.now()));
+}
+
+fn toml_with_token(agent: &Agent, text: &str, token: &str) -> AgentConfig {
+    let start = text.find("bootstrap_token = \"").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let updated = format!("{}bootstrap_token = \"{token}\"{}", &text[..start], &text[end..]);
+    std::fs::write(agent.dir.path().join("agent.toml"), updated).unwrap();
+    AgentConfig::load(&agent.dir.path().join("agent.toml")).unwrap()
+}
+
+#[tokio::test]
+async fn renew_now_forces_renewal_inside_the_servers_grace() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    s.ra.update_template("Signed", &TemplateSpec { renewal_grace_secs: Some(600), ..Default::default() }).await.unwrap();
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    s.clock.advance(5);
+    let r = agent.try_cycle(&s, &Force::Templates(vec!["Signed".into()])).await.unwrap();
+    assert_eq!(r.renewed.iter().map(|(t, _, _)| t.as_str()).collect::<Vec<_>>(), ["Signed"], "{r:?}");
+    // Without grace the server refuses an early renewal, and the agent says why.
+    let r = agent.try_cycle(&s, &Force::Templates(vec!["Tls".into()])).await.unwrap();
+    assert!(r.failed[0].1.contains("OutsideRenewalWindow"), "{r:?}");
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    // A TLS server with a certificate our CA issued, answering every request with a redirect.
+    let tls_dir = s.dir.path().join("data/tls");
+    let chain = x509_cert::Certificate::load_pem_chain(&std::fs::read(tls_dir.join("server.pem")).unwrap()).unwrap();
+    let certs = chain.iter().map(|c| rustls_pki_types::CertificateDer::from(der::Encode::to_der(c).unwrap())).collect();
+    let (_, key) = der::pem::decode_vec(&std::fs::read(tls_dir.join("server.key")).unwrap()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, rustls_pki_types::PrivateKeyDer::try_from(key).unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let mut buf = vec![0u8; 65536];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls.write_all(b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/xcep\r\nContent-Length: 0\r\n\r\n").await;
+                let _ = tls.shutdown().await;
+            }
+        }
+    });
+    let mut agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cfg.policy_servers[0].url = format!("https://127.0.0.1:{}/xcep", addr.port());
+    let err = agent.try_cycle(&s, &Force::None).await.unwrap_err().to_string();
+    assert!(err.contains("redirects are never followed") && err.contains("elsewhere.example"), "{err}");
+}
