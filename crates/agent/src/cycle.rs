@@ -191,7 +191,10 @@ impl Ctx<'_> {
         servers.sort_by_key(|s| s.priority);
         let mut last = None;
         for s in &servers {
-            match self.call(&s.url, ns::ACTION_GET_POLICIES, &auth.header(), auth.identity(), xcep::request_body(None)).await {
+            match self
+                .call(&s.url, ns::ACTION_GET_POLICIES, &auth.header(), auth.identity(), xcep::request_body(None))
+                .await
+            {
                 Ok(env) => return policy::from_wire(&xcep::parse_response(&env.body)?),
                 // A refusal is an answer: another server of the same policy would say the same.
                 Err(e @ AgentError::Refused { .. }) => return Err(e),
@@ -269,7 +272,10 @@ impl Ctx<'_> {
     }
 
     /// Subject and extensions for a request for `t`.
-    fn request_parts(&self, t: &Template) -> Result<(x509_cert::name::Name, Vec<x509_cert::ext::Extension>), AgentError> {
+    fn request_parts(
+        &self,
+        t: &Template,
+    ) -> Result<(x509_cert::name::Name, Vec<x509_cert::ext::Extension>), AgentError> {
         let o = self.overrides(&t.name);
         let cn = o.subject.clone().filter(|_| t.supplies_subject).unwrap_or_else(|| self.device.clone());
         let mut exts = vec![template_extension(t)?];
@@ -306,7 +312,11 @@ impl Ctx<'_> {
                     .map_err(|e| AgentError::Protocol(format!("key generation task: {e}")))??
             }
         };
-        self.store.begin_attempt(&t.name, &key, &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: None })?;
+        self.store.begin_attempt(
+            &t.name,
+            &key,
+            &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: None },
+        )?;
         fault::point("after-keygen");
         Ok(key)
     }
@@ -351,7 +361,8 @@ impl Ctx<'_> {
     }
 
     async fn retrieve(&self, policy: &Policy, t: &Template, request_id: &str) -> Result<Option<Outcome>, AgentError> {
-        let pending = self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
+        let pending =
+            self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
         let body = wstep::query_request_body(request_id);
         match self.submit(policy, None, &HeaderToken::None, None, body).await {
             Ok(answer) => self.keep_answer(t, pending.key, answer, &pending.meta.kind),
@@ -365,7 +376,13 @@ impl Ctx<'_> {
     }
 
     /// Saves the answer under pending/ (so a crash after this point still installs it).
-    fn keep_answer(&self, t: &Template, key: KeyPair, answer: Answer, kind: &str) -> Result<Option<Outcome>, AgentError> {
+    fn keep_answer(
+        &self,
+        t: &Template,
+        key: KeyPair,
+        answer: Answer,
+        kind: &str,
+    ) -> Result<Option<Outcome>, AgentError> {
         match answer {
             Answer::Issued { cert, chain } => {
                 self.store.save_received(&t.name, &cert, &chain)?;
@@ -387,7 +404,8 @@ impl Ctx<'_> {
 fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 /// 1.3.6.1.4.1.311.21.7 in the request names the template (and version) unambiguously.
@@ -416,7 +434,8 @@ pub async fn run_cycle(
     let _lock = store.lock()?;
     let now = clock.now();
     let state = store.load_state()?;
-    let mut ctx = Ctx { cfg, clock: clock.clone(), roots: cfg.trust_anchor_der()?, store, state, now, device: cfg.device_name() };
+    let mut ctx =
+        Ctx { cfg, clock: clock.clone(), roots: cfg.trust_anchor_der()?, store, state, now, device: cfg.device_name() };
     let mut report = CycleReport::default();
 
     // Policy needs a credential: an account, our client certificate or an unspent token.
@@ -469,7 +488,8 @@ pub async fn run_cycle(
         let decision = if pending.as_ref().is_some_and(|p| p.received.is_some()) {
             None
         } else {
-            let replaces: Vec<String> = t.superseded.iter().filter(|s| ctx.store.current(s).ok().flatten().is_some()).cloned().collect();
+            let replaces: Vec<String> =
+                t.superseded.iter().filter(|s| ctx.store.current(s).ok().flatten().is_some()).cloned().collect();
             let d = renewal::decide(&renewal::Input {
                 now,
                 held: held.as_ref().map(|h| renewal::Held {
@@ -553,8 +573,8 @@ pub async fn run_cycle(
                 let old_serial = held.as_ref().map(|h| h.facts.serial.0.clone());
                 ctx.store.install(&t.name, &out.key, &out.cert, &out.chain)?;
                 ctx.store.clear_pending(&t.name)?;
-                let facts =
-                    autoenroll_core::pki::CertFacts::parse(&out.cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
+                let facts = autoenroll_core::pki::CertFacts::parse(&out.cert)
+                    .map_err(|e| AgentError::Protocol(e.to_string()))?;
                 let status = ctx.state.templates.entry(t.name.clone()).or_default();
                 status.last_success = Some(now.0);
                 status.last_error = None;

@@ -281,7 +281,12 @@ impl LocalStore {
     /// interleave). Blocks until the other holder is done; released on drop.
     pub fn lock(&self) -> Result<std::fs::File, AgentError> {
         let p = self.root.join("agent.lock");
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| store_err(&p, e))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| store_err(&p, e))?;
         f.lock().map_err(|e| store_err(&p, e))?;
         Ok(f)
     }

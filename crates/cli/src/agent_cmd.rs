@@ -120,9 +120,14 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
                         let f = &h.facts;
                         (
                             f.serial.0.clone(),
-                            f.template.as_ref().map(|t| format!("{}.{}", t.major, t.minor)).unwrap_or_else(|| "-".into()),
+                            f.template
+                                .as_ref()
+                                .map(|t| format!("{}.{}", t.major, t.minor))
+                                .unwrap_or_else(|| "-".into()),
                             f.not_after.to_string(),
-                            policy.map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string()).unwrap_or_else(|| "-".into()),
+                            policy
+                                .map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string())
+                                .unwrap_or_else(|| "-".into()),
                             if now >= f.not_after { "expired" } else { "valid" },
                         )
                     }

@@ -47,6 +47,8 @@ impl Common {
     }
 }
 
+// Parsed once per process; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ServerCommand {
     /// Create the CA hierarchy, database and default templates.

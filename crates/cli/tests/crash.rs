@@ -67,7 +67,18 @@ fn a_killed_agent_always_leaves_a_working_pair_and_finishes_the_renewal() {
     }
     // Renewal accepted at any time (grace), so each step can be forced at once.
     ok(&run(
-        &["server", "template", "create", "Crashy", "--validity", "1h", "--renewal-period", "10m", "--renewal-grace", "1h"],
+        &[
+            "server",
+            "template",
+            "create",
+            "Crashy",
+            "--validity",
+            "1h",
+            "--renewal-period",
+            "10m",
+            "--renewal-grace",
+            "1h",
+        ],
         Some(&data),
         None,
         None,
@@ -102,11 +113,24 @@ fn a_killed_agent_always_leaves_a_working_pair_and_finishes_the_renewal() {
     let mut serial = assert_valid_pair(&state, &data);
 
     for point in ["after-keygen", "after-submit", "after-receive", "mid-write"] {
-        let crashed = run(&["agent", "renew", "--now", "--template", "Crashy", "--config", cfg], None, Some(("AUTOENROLL_FAULT", point)), None);
+        let crashed = run(
+            &["agent", "renew", "--now", "--template", "Crashy", "--config", cfg],
+            None,
+            Some(("AUTOENROLL_FAULT", point)),
+            None,
+        );
         assert!(!crashed.status.success(), "{point}: the agent should have died");
-        assert!(String::from_utf8_lossy(&crashed.stderr).contains(&format!("aborting at {point}")), "{point}: {}", String::from_utf8_lossy(&crashed.stderr));
+        assert!(
+            String::from_utf8_lossy(&crashed.stderr).contains(&format!("aborting at {point}")),
+            "{point}: {}",
+            String::from_utf8_lossy(&crashed.stderr)
+        );
         // Whatever happened, a valid pair is live: still the old one.
-        assert_eq!(assert_valid_pair(&state, &data), serial, "{point}: the old pair stays live until the new one is complete");
+        assert_eq!(
+            assert_valid_pair(&state, &data),
+            serial,
+            "{point}: the old pair stays live until the new one is complete"
+        );
         // The next ordinary run finishes (install what was received) or retries the renewal.
         let out = ok(&run(&["agent", "run", "--once", "--config", cfg], None, None, None));
         assert!(out.contains("renewed Crashy"), "{point}: {out}");

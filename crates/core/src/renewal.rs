@@ -99,8 +99,12 @@ pub fn renew_at(not_before: UnixTime, not_after: UnixTime, renewal_period_secs: 
 impl RenewalRule {
     pub fn due_at(&self, held: &Held) -> UnixTime {
         match *self {
-            RenewalRule::Windows { renewal_period_secs } => renew_at(held.not_before, held.not_after, renewal_period_secs),
-            RenewalRule::Mdm { renew_period_secs, .. } => held.not_after.minus_secs(renew_period_secs.max(0)).max(held.not_before),
+            RenewalRule::Windows { renewal_period_secs } => {
+                renew_at(held.not_before, held.not_after, renewal_period_secs)
+            }
+            RenewalRule::Mdm { renew_period_secs, .. } => {
+                held.not_after.minus_secs(renew_period_secs.max(0)).max(held.not_before)
+            }
         }
     }
 }
@@ -110,7 +114,9 @@ pub fn decide(input: &Input) -> Decision {
         return Decision::Retrieve { request_id: request_id.clone() };
     }
     let backoff = |d: Decision| match input.failure {
-        Some(f) if !input.forced && input.now < f.retry_at => Decision::Wait { until: f.retry_at, why: WaitReason::Backoff },
+        Some(f) if !input.forced && input.now < f.retry_at => {
+            Decision::Wait { until: f.retry_at, why: WaitReason::Backoff }
+        }
         _ => d,
     };
     let Some(held) = &input.held else {
@@ -159,7 +165,14 @@ impl Default for Backoff {
 /// When to try again after the `failures`-th consecutive failure. `jitter` in [0, 1) spreads
 /// retries by ±10 %. The result is never later than half the remaining lifetime (floor
 /// `min_secs`), so a certificate gets several more tries before it expires.
-pub fn next_retry(now: UnixTime, failures: u32, not_after: Option<UnixTime>, rule: &RenewalRule, cfg: Backoff, jitter: f64) -> UnixTime {
+pub fn next_retry(
+    now: UnixTime,
+    failures: u32,
+    not_after: Option<UnixTime>,
+    rule: &RenewalRule,
+    cfg: Backoff,
+    jitter: f64,
+) -> UnixTime {
     let min = cfg.min_secs.max(1);
     let delay = match *rule {
         RenewalRule::Mdm { retry_interval_secs, .. } => retry_interval_secs.max(1),
@@ -191,8 +204,16 @@ mod tests {
     fn input(now_day: i64, lifetime_days: i64, period_days: i64) -> Input {
         Input {
             now: UnixTime(now_day * DAY),
-            held: Some(Held { not_before: UnixTime(0), not_after: UnixTime(lifetime_days * DAY), template: Some(tref(1)), revoked: false }),
-            policy: TemplatePolicy { template: tref(1), rule: RenewalRule::Windows { renewal_period_secs: period_days * DAY } },
+            held: Some(Held {
+                not_before: UnixTime(0),
+                not_after: UnixTime(lifetime_days * DAY),
+                template: Some(tref(1)),
+                revoked: false,
+            }),
+            policy: TemplatePolicy {
+                template: tref(1),
+                rule: RenewalRule::Windows { renewal_period_secs: period_days * DAY },
+            },
             pending: None,
             failure: None,
             forced: false,
@@ -252,7 +273,11 @@ mod tests {
             ("failure backs off", backing_off, Decision::Wait { until: UnixTime(331 * DAY), why: WaitReason::Backoff }),
             ("backoff over", backoff_over, Decision::Renew(Reason::NearingExpiry)),
             ("forced ignores backoff", forced_in_backoff, Decision::Renew(Reason::Requested)),
-            ("expired in backoff waits", expired_in_backoff, Decision::Wait { until: UnixTime(401 * DAY), why: WaitReason::Backoff }),
+            (
+                "expired in backoff waits",
+                expired_in_backoff,
+                Decision::Wait { until: UnixTime(401 * DAY), why: WaitReason::Backoff },
+            ),
             ("MDM keeps before RenewPeriod", mdm(322), Decision::Keep { recheck_at: UnixTime(323 * DAY) }),
             ("MDM renews at RenewPeriod", mdm(323), Decision::Renew(Reason::NearingExpiry)),
         ];

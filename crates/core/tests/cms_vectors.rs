@@ -6,7 +6,8 @@ use autoenroll_core::UnixTime;
 use base64::Engine;
 
 fn renewal_token() -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ms/wstep-spec-4.1.5.1-renewal-request.xml");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/ms/wstep-spec-4.1.5.1-renewal-request.xml");
     let xml = std::fs::read_to_string(p).unwrap();
     let start = xml.find("<BinarySecurityToken").or_else(|| xml.find("BinarySecurityToken ")).unwrap();
     let body_start = start + xml[start..].find('>').unwrap() + 1;

@@ -267,7 +267,12 @@ pub fn build_renewal_csr(
     build_csr_with(new_key, subject, extensions, vec![Attribute { oid: oids::MS_RENEWAL_CERTIFICATE, values }])
 }
 
-fn build_csr_with(key: &KeyPair, subject: Name, extensions: Vec<Extension>, extra: Vec<Attribute>) -> Result<Vec<u8>, KeyError> {
+fn build_csr_with(
+    key: &KeyPair,
+    subject: Name,
+    extensions: Vec<Extension>,
+    extra: Vec<Attribute>,
+) -> Result<Vec<u8>, KeyError> {
     let mut attributes = SetOfVec::new();
     if !extensions.is_empty() {
         let mut values = SetOfVec::new();
@@ -287,16 +292,24 @@ fn build_csr_with(key: &KeyPair, subject: Name, extensions: Vec<Extension>, extr
 /// issuer and serial of `signer_cert_der`, which travels in `certificates`. With
 /// `signed_attributes` the signature covers contentType + messageDigest (RFC 5652); without,
 /// it covers the content itself (what Windows sends for renewals).
-pub fn sign_cms(content: &[u8], signer_cert_der: &[u8], signer_key: &KeyPair, signed_attributes: bool) -> Result<Vec<u8>, KeyError> {
+pub fn sign_cms(
+    content: &[u8],
+    signer_cert_der: &[u8],
+    signer_key: &KeyPair,
+    signed_attributes: bool,
+) -> Result<Vec<u8>, KeyError> {
     use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
     use cms::content_info::{CmsVersion, ContentInfo};
-    use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos};
+    use cms::signed_data::{
+        CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+    };
     let cert = x509_cert::Certificate::from_der(signer_cert_der)?;
     let (digest_oid, digest_alg) = match signer_key.algorithm() {
         KeyAlgorithm::P384 => ("2.16.840.1.101.3.4.2.2", &aws_lc_rs::digest::SHA384),
         KeyAlgorithm::P256 | KeyAlgorithm::Rsa(_) => ("2.16.840.1.101.3.4.2.1", &aws_lc_rs::digest::SHA256),
     };
-    let digest_alg_id = AlgorithmIdentifierOwned { oid: const_oid::ObjectIdentifier::new_unwrap(digest_oid), parameters: None };
+    let digest_alg_id =
+        AlgorithmIdentifierOwned { oid: const_oid::ObjectIdentifier::new_unwrap(digest_oid), parameters: None };
     let (signed_attrs, signature) = if signed_attributes {
         let mut attrs = SetOfVec::new();
         let mut ct = SetOfVec::new();
@@ -329,7 +342,10 @@ pub fn sign_cms(content: &[u8], signer_cert_der: &[u8], signer_key: &KeyPair, si
     let sd = SignedData {
         version: CmsVersion::V1,
         digest_algorithms: digests,
-        encap_content_info: EncapsulatedContentInfo { econtent_type: oids::CMS_DATA, econtent: Some(Any::encode_from(&OctetString::new(content)?)?) },
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: oids::CMS_DATA,
+            econtent: Some(Any::encode_from(&OctetString::new(content)?)?),
+        },
         certificates: Some(CertificateSet::try_from(vec![CertificateChoices::Certificate(cert)])?),
         crls: None,
         signer_infos: SignerInfos(signers),

@@ -166,11 +166,13 @@ impl PendingResponse {
                         .attr("xmlns", ns::WSTEP)
                         .attr("xml:lang", "en-US"),
                 )
-                .child(W::new("RequestedSecurityToken").child(
-                    W::new("SecurityTokenReference").attr("xmlns", ns::WSSE).child(
-                        W::new("Reference").attr("URI", self.reference_uri.as_str()),
+                .child(
+                    W::new("RequestedSecurityToken").child(
+                        W::new("SecurityTokenReference")
+                            .attr("xmlns", ns::WSSE)
+                            .child(W::new("Reference").attr("URI", self.reference_uri.as_str())),
                     ),
-                ))
+                )
                 .child(W::leaf("RequestID", self.request_id.to_string()).attr("xmlns", ns::WSTEP)),
         )
     }

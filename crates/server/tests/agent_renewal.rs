@@ -80,7 +80,11 @@ hooks = [["/bin/sh", "-c", "echo \"$AUTOENROLL_EVENT $AUTOENROLL_TEMPLATE $AUTOE
     }
 
     fn hook_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("hooks.log")).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(self.dir.path().join("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -149,7 +153,8 @@ async fn short_certificates_renew_at_the_computed_time_repeatedly_in_both_modes(
         assert_eq!(r.next_wake, Some(UnixTime(expected_renew_at)));
     }
     // Both proofs were used.
-    let details: Vec<String> = s.ra.audit_events(500).await.unwrap().into_iter().filter(|e| e.action == "renew").map(|e| e.detail).collect();
+    let details: Vec<String> =
+        s.ra.audit_events(500).await.unwrap().into_iter().filter(|e| e.action == "renew").map(|e| e.detail).collect();
     assert_eq!(details.iter().filter(|d| d.contains("SignedRequest")).count(), 4);
     assert_eq!(details.iter().filter(|d| d.contains("ClientTls")).count(), 4);
     // The archive keeps the last two old certificates per template.
@@ -293,7 +298,9 @@ fn toml_with_token(agent: &Agent, text: &str, token: &str) -> AgentConfig {
 async fn renew_now_forces_renewal_inside_the_servers_grace() {
     let s = TestServer::start().await;
     short_templates(&s).await;
-    s.ra.update_template("Signed", &TemplateSpec { renewal_grace_secs: Some(600), ..Default::default() }).await.unwrap();
+    s.ra.update_template("Signed", &TemplateSpec { renewal_grace_secs: Some(600), ..Default::default() })
+        .await
+        .unwrap();
     let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
     agent.cycle(&s).await;
     s.clock.advance(5);
@@ -325,7 +332,11 @@ async fn redirects_are_never_followed() {
             if let Ok(mut tls) = acceptor.accept(tcp).await {
                 let mut buf = vec![0u8; 65536];
                 let _ = tls.read(&mut buf).await;
-                let _ = tls.write_all(b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/xcep\r\nContent-Length: 0\r\n\r\n").await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/xcep\r\nContent-Length: 0\r\n\r\n",
+                    )
+                    .await;
                 let _ = tls.shutdown().await;
             }
         }

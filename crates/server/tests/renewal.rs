@@ -32,15 +32,18 @@ fn template_ext(name: &str) -> x509_cert::ext::Extension {
     x509_cert::ext::Extension {
         extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
         critical: false,
-        extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name(name).unwrap())
-            .unwrap(),
+        extn_value: der::asn1::OctetString::new(
+            autoenroll_core::pki::template_ext::encode_template_name(name).unwrap(),
+        )
+        .unwrap(),
     }
 }
 
 async fn enroll(s: &TestServer, header: &HeaderToken, device: &str) -> Held {
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
     let csr = build_csr(&key, cn_name(device).unwrap(), vec![template_ext("Short")]).unwrap();
-    let (status, env) = s.soap(ns::ACTION_WSTEP, header, wstep::issue_request_body(&csr, &[("DeviceName", device)]), None).await;
+    let (status, env) =
+        s.soap(ns::ACTION_WSTEP, header, wstep::issue_request_body(&csr, &[("DeviceName", device)]), None).await;
     assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
     let cert = wstep::parse_response(&env.body).unwrap().certificate_der.unwrap();
     let facts = CertFacts::parse(&cert).unwrap();
@@ -48,7 +51,13 @@ async fn enroll(s: &TestServer, header: &HeaderToken, device: &str) -> Held {
 }
 
 /// Sends a signed renewal; Ok(new certificate) or Err(fault subcode).
-async fn renew_signed(s: &TestServer, signer_cert: &[u8], signer_key: &KeyPair, new_key: &KeyPair, attrs: bool) -> Result<Vec<u8>, String> {
+async fn renew_signed(
+    s: &TestServer,
+    signer_cert: &[u8],
+    signer_key: &KeyPair,
+    new_key: &KeyPair,
+    attrs: bool,
+) -> Result<Vec<u8>, String> {
     let csr = build_renewal_csr(new_key, cn_name("ignored").unwrap(), vec![], signer_cert).unwrap();
     let cms = sign_cms(&csr, signer_cert, signer_key, attrs).unwrap();
     let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
@@ -62,7 +71,10 @@ async fn renew_signed(s: &TestServer, signer_cert: &[u8], signer_key: &KeyPair, 
 
 async fn renew_tls(s: &TestServer, held: &Held, new_key: &KeyPair) -> Result<Vec<u8>, String> {
     let csr = build_csr(new_key, cn_name("ignored").unwrap(), vec![]).unwrap();
-    let identity = ClientIdentity { chain: vec![held.cert.clone(), s.ra.chain_der()[0].clone()], key_pkcs8: held.key.to_pkcs8_der().unwrap() };
+    let identity = ClientIdentity {
+        chain: vec![held.cert.clone(), s.ra.chain_der()[0].clone()],
+        key_pkcs8: held.key.to_pkcs8_der().unwrap(),
+    };
     let body = wstep::token_request_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS10, &csr);
     let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, Some(&identity)).await;
     if status == 200 {
@@ -110,7 +122,11 @@ async fn robo_renewal_over_client_tls() {
     let f = CertFacts::parse(&cert).unwrap();
     assert_eq!((f.subject_cn.as_deref(), f.spki_der.as_slice()), (Some("dev2"), k.spki_der()));
     // Without a client certificate a plain Renew has no proof.
-    let body = wstep::token_request_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS10, &build_csr(&k, cn_name("x").unwrap(), vec![]).unwrap());
+    let body = wstep::token_request_body(
+        ns::REQUEST_TYPE_RENEW,
+        ns::VALUE_TYPE_PKCS10,
+        &build_csr(&k, cn_name("x").unwrap(), vec![]).unwrap(),
+    );
     let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, None).await;
     assert_eq!(subcode(status, &env), "ae:MissingToken");
 }
@@ -134,11 +150,17 @@ async fn every_refusal_has_its_reason() {
 
     // A certificate from another CA.
     let other = tempfile::tempdir().unwrap();
-    let foreign_ca = autoenroll_ca::init(other.path(), KeyAlgorithm::P256, "Elsewhere", UnixTime(s.now() - 100)).unwrap();
+    let foreign_ca =
+        autoenroll_ca::init(other.path(), KeyAlgorithm::P256, "Elsewhere", UnixTime(s.now() - 100)).unwrap();
     let fk = new_key();
     let prepared = foreign_ca
         .prepare(
-            &autoenroll_ca::IssueRequest { subject: cn_name("dev-a").unwrap(), spki_der: fk.spki_der().to_vec(), dns_names: vec![], ip_addrs: vec![] },
+            &autoenroll_ca::IssueRequest {
+                subject: cn_name("dev-a").unwrap(),
+                spki_der: fk.spki_der().to_vec(),
+                dns_names: vec![],
+                ip_addrs: vec![],
+            },
             &autoenroll_ca::Profile {
                 validity_secs: 100,
                 key_usage: vec!["digitalSignature".into()],
@@ -175,7 +197,10 @@ async fn every_refusal_has_its_reason() {
     s.clock.advance(85);
     let csr = build_renewal_csr(&new_key(), cn_name("x").unwrap(), vec![], &d.cert).unwrap();
     let cms = sign_cms(&csr, &d.cert, &d.key, true).unwrap();
-    let identity = ClientIdentity { chain: vec![e.cert.clone(), s.ra.chain_der()[0].clone()], key_pkcs8: e.key.to_pkcs8_der().unwrap() };
+    let identity = ClientIdentity {
+        chain: vec![e.cert.clone(), s.ra.chain_der()[0].clone()],
+        key_pkcs8: e.key.to_pkcs8_der().unwrap(),
+    };
     let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
     let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, Some(&identity)).await;
     assert_eq!(subcode(status, &env), "ae:DeviceMismatch");
@@ -191,8 +216,24 @@ async fn every_refusal_has_its_reason() {
     s.clock.advance(100);
     assert_eq!(renew_signed(&s, &e.cert, &e.key, &new_key(), true).await.unwrap_err(), "ae:CertificateExpired");
 
-    let refusals: Vec<String> = s.ra.audit_events(200).await.unwrap().into_iter().filter(|e| e.action == "renew" && e.outcome == "refused").map(|e| e.detail).collect();
-    for code in ["OutsideRenewalWindow", "BadRenewalSignature", "SameKeyNotAllowed", "ForeignCertificate", "CertificateRevoked", "DeviceBlocked", "DeviceMismatch", "CertificateExpired"] {
+    let refusals: Vec<String> =
+        s.ra.audit_events(200)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "renew" && e.outcome == "refused")
+            .map(|e| e.detail)
+            .collect();
+    for code in [
+        "OutsideRenewalWindow",
+        "BadRenewalSignature",
+        "SameKeyNotAllowed",
+        "ForeignCertificate",
+        "CertificateRevoked",
+        "DeviceBlocked",
+        "DeviceMismatch",
+        "CertificateExpired",
+    ] {
         assert!(refusals.iter().any(|d| d.starts_with(code)), "no audit event for {code}: {refusals:?}");
     }
 }
@@ -200,7 +241,11 @@ async fn every_refusal_has_its_reason() {
 #[tokio::test]
 async fn same_key_renewal_when_the_template_allows_it_and_grace_for_early_renewal() {
     let s = TestServer::start().await;
-    short_template(&s, TemplateSpec { same_key_renewal: Some(true), renewal_grace_secs: Some(1000), ..Default::default() }).await;
+    short_template(
+        &s,
+        TemplateSpec { same_key_renewal: Some(true), renewal_grace_secs: Some(1000), ..Default::default() },
+    )
+    .await;
     let a = enroll(&s, &account(), "dev-s").await;
     // Grace: accepted right away; same key: allowed by this template.
     let cert = renew_signed(&s, &a.cert, &a.key, &a.key, true).await.unwrap();

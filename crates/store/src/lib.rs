@@ -474,16 +474,15 @@ impl Store {
 
     /// Moves a request from one status to another; false when it was not in `from`.
     pub async fn transition_request(&self, id: i64, from: &str, to: &str, detail: &str, now: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE requests SET status = $3, detail = $4, updated_at = $5 WHERE id = $1 AND status = $2",
-        )
-        .bind(id)
-        .bind(from)
-        .bind(to)
-        .bind(detail)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let r =
+            sqlx::query("UPDATE requests SET status = $3, detail = $4, updated_at = $5 WHERE id = $1 AND status = $2")
+                .bind(id)
+                .bind(from)
+                .bind(to)
+                .bind(detail)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -200,7 +200,10 @@ async fn renewal_chain_revocation_and_requests() {
     assert!(s.revoke_certificate("s1", "keyCompromise", 30).await.unwrap());
     assert!(!s.revoke_certificate("s1", "keyCompromise", 31).await.unwrap(), "only once");
     let c = s.certificate("s1").await.unwrap().unwrap();
-    assert_eq!((c.state.as_str(), c.revoked_at, c.revocation_reason.as_deref()), ("revoked", Some(30), Some("keyCompromise")));
+    assert_eq!(
+        (c.state.as_str(), c.revoked_at, c.revocation_reason.as_deref()),
+        ("revoked", Some(30), Some("keyCompromise"))
+    );
     assert!(s.set_device_blocked("dev1", true).await.unwrap());
     assert!(s.device("dev1").await.unwrap().unwrap().blocked);
     assert!(!s.set_device_blocked("nobody", true).await.unwrap());

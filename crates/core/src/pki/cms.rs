@@ -81,7 +81,10 @@ pub fn verify_renewal(der_bytes: &[u8]) -> Result<RenewalRequest, PkiError> {
     }
     let sd: SignedData = ci.content.decode_as_encoding(EncodingRules::Ber)?;
     if sd.encap_content_info.econtent_type != oids::CMS_DATA {
-        return Err(cms_err(format!("unsupported content type {} (CMC is not accepted)", sd.encap_content_info.econtent_type)));
+        return Err(cms_err(format!(
+            "unsupported content type {} (CMC is not accepted)",
+            sd.encap_content_info.econtent_type
+        )));
     }
     let content = econtent_bytes(sd.encap_content_info.econtent.as_ref().ok_or_else(|| cms_err("detached content"))?)?;
     if content.len() > MAX_CSR_LEN {

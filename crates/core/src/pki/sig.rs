@@ -107,11 +107,8 @@ pub fn verify_with_digest(
     } else {
         return Err(PkiError::UnsupportedKey(key_alg.to_string()));
     };
-    let key_bytes = if key_alg == oids::RSA_ENCRYPTION {
-        spki.to_der()?
-    } else {
-        spki.subject_public_key.raw_bytes().to_vec()
-    };
+    let key_bytes =
+        if key_alg == oids::RSA_ENCRYPTION { spki.to_der()? } else { spki.subject_public_key.raw_bytes().to_vec() };
     s::UnparsedPublicKey::new(verifier, key_bytes).verify(message, signature).map_err(|_| PkiError::BadSignature)
 }
 

@@ -45,7 +45,12 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
             };
         }
         RequestType::Ket => {
-            return Err(RaError::new(Kind::BadRequest, "UnsupportedRequestType", "key archival (KET) is not supported").into());
+            return Err(RaError::new(
+                Kind::BadRequest,
+                "UnsupportedRequestType",
+                "key archival (KET) is not supported",
+            )
+            .into());
         }
     }
     let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
@@ -76,7 +81,11 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
         return issued_response(issued, relates_to);
     }
     let principal = state.ra.authenticate(&creds, device_hint).await?;
-    let input = EnrollInput { principal: &principal, csr_der: &token.der, template_name: rst.context_value("CertificateTemplate") };
+    let input = EnrollInput {
+        principal: &principal,
+        csr_der: &token.der,
+        template_name: rst.context_value("CertificateTemplate"),
+    };
     match state.ra.enroll(input).await {
         Ok(issued) => issued_response(issued, relates_to),
         Err(e) if e.kind == Kind::Pending => match e.request_id {

@@ -35,13 +35,26 @@ impl Ra {
             "pending" => Ok(Retrieved::Pending { request_id }),
             "issued" => {
                 let serial = req.serial.ok_or_else(|| RaError::internal("issued request without serial"))?;
-                let cert = self.store.certificate(&serial).await?.ok_or_else(|| RaError::internal("issued serial missing"))?;
+                let cert =
+                    self.store.certificate(&serial).await?.ok_or_else(|| RaError::internal("issued serial missing"))?;
                 let der = cert.der.ok_or_else(|| RaError::internal("issued certificate without DER"))?;
-                Ok(Retrieved::Issued(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: req.template }))
+                Ok(Retrieved::Issued(Issued {
+                    certificate_der: der,
+                    chain: self.chain_der(),
+                    request_id,
+                    serial,
+                    template: req.template,
+                }))
             }
-            "denied" => Err(RaError::new(Kind::PolicyDenied, "RequestDenied", format!("request {request_id} was denied: {}", req.detail))
-                .with_request(request_id)),
-            other => Err(RaError::new(Kind::Unavailable, "RequestInProgress", format!("request {request_id} is {other}"))),
+            "denied" => Err(RaError::new(
+                Kind::PolicyDenied,
+                "RequestDenied",
+                format!("request {request_id} was denied: {}", req.detail),
+            )
+            .with_request(request_id)),
+            other => {
+                Err(RaError::new(Kind::Unavailable, "RequestInProgress", format!("request {request_id} is {other}")))
+            }
         }
     }
 
@@ -88,8 +101,19 @@ impl Ra {
         }
         .await;
         match &result {
-            Ok(i) => self.audit("admin", "request.approve", &req.device, "issued", &format!("request {request_id} serial {}", i.serial)).await,
-            Err(e) => self.record_failure("admin", "request.approve", &req.device, &e.clone_for_audit(request_id)).await,
+            Ok(i) => {
+                self.audit(
+                    "admin",
+                    "request.approve",
+                    &req.device,
+                    "issued",
+                    &format!("request {request_id} serial {}", i.serial),
+                )
+                .await
+            }
+            Err(e) => {
+                self.record_failure("admin", "request.approve", &req.device, &e.clone_for_audit(request_id)).await
+            }
         }
         result
     }
@@ -111,7 +135,11 @@ impl Ra {
             ));
         }
         if !self.store.revoke_certificate(serial, reason, self.now().0).await? {
-            return Err(RaError::new(Kind::NotFound, "UnknownCertificate", format!("no unrevoked certificate {serial}")));
+            return Err(RaError::new(
+                Kind::NotFound,
+                "UnknownCertificate",
+                format!("no unrevoked certificate {serial}"),
+            ));
         }
         self.audit("admin", "cert.revoke", serial, "ok", reason).await;
         Ok(())

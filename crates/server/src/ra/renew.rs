@@ -24,7 +24,11 @@ impl Ra {
         let req = match cms::verify_renewal(cms_der) {
             Ok(r) => r,
             Err(autoenroll_core::pki::PkiError::BadSignature) => {
-                let e = RaError::new(Kind::Unauthorized, "BadRenewalSignature", "the renewal request's signature does not verify with the old certificate's key");
+                let e = RaError::new(
+                    Kind::Unauthorized,
+                    "BadRenewalSignature",
+                    "the renewal request's signature does not verify with the old certificate's key",
+                );
                 self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
                 return Err(e);
             }
@@ -50,8 +54,15 @@ impl Ra {
         self.renew(csr, client_cert_der, Proof::ClientTls, None).await
     }
 
-    async fn renew(&self, csr: CsrFacts, old_der: &[u8], proof: Proof, caller: Option<&Principal>) -> Result<Issued, RaError> {
-        let old = CertFacts::parse(old_der).map_err(|e| RaError::new(Kind::BadRequest, "BadCertificate", e.to_string()))?;
+    async fn renew(
+        &self,
+        csr: CsrFacts,
+        old_der: &[u8],
+        proof: Proof,
+        caller: Option<&Principal>,
+    ) -> Result<Issued, RaError> {
+        let old =
+            CertFacts::parse(old_der).map_err(|e| RaError::new(Kind::BadRequest, "BadCertificate", e.to_string()))?;
         let actor = format!("cert:{}", old.serial);
         let result = self.renew_inner(&csr, old_der, &old, proof, caller).await;
         match &result {
@@ -77,11 +88,20 @@ impl Ra {
         let denied = |code: &'static str, detail: String| Err(RaError::new(Kind::PolicyDenied, code, detail));
         // 1. Ours, and known.
         if verify_issued_by(old_der, self.ca.issuing_der()).is_err() {
-            return Err(RaError::new(Kind::Unauthorized, "ForeignCertificate", "the certificate to renew was not issued by this CA"));
+            return Err(RaError::new(
+                Kind::Unauthorized,
+                "ForeignCertificate",
+                "the certificate to renew was not issued by this CA",
+            ));
         }
-        let row = self.store.certificate_by_thumbprint(Thumbprint::of_der(old_der).as_str()).await?.ok_or_else(|| {
-            RaError::new(Kind::Unauthorized, "UnknownCertificate", "the certificate to renew is not in the inventory")
-        })?;
+        let row =
+            self.store.certificate_by_thumbprint(Thumbprint::of_der(old_der).as_str()).await?.ok_or_else(|| {
+                RaError::new(
+                    Kind::Unauthorized,
+                    "UnknownCertificate",
+                    "the certificate to renew is not in the inventory",
+                )
+            })?;
         // 2. Still good.
         if row.state == "revoked" {
             return denied("CertificateRevoked", format!("certificate {} is revoked", row.serial));
@@ -94,18 +114,28 @@ impl Ra {
             ));
         }
         // 3. The same device, not blocked.
-        let device = self.store.device_by_id(row.device_id).await?.ok_or_else(|| RaError::internal("certificate without device"))?;
+        let device = self
+            .store
+            .device_by_id(row.device_id)
+            .await?
+            .ok_or_else(|| RaError::internal("certificate without device"))?;
         if device.blocked {
             return denied("DeviceBlocked", format!("device {} is blocked", device.name));
         }
         if let Some(c) = caller {
             if c.device != device.name {
-                return denied("DeviceMismatch", format!("{} may not renew a certificate of device {}", c.actor(), device.name));
+                return denied(
+                    "DeviceMismatch",
+                    format!("{} may not renew a certificate of device {}", c.actor(), device.name),
+                );
             }
         }
         if let Some(named) = &csr.renewal_cert_der {
             if named.as_slice() != old_der {
-                return denied("DeviceMismatch", "the request names a different certificate than the one that signed it".into());
+                return denied(
+                    "DeviceMismatch",
+                    "the request names a different certificate than the one that signed it".into(),
+                );
             }
         }
         // 4. The template still allows it, and the window is open.
@@ -124,7 +154,11 @@ impl Ra {
         }
         // 5. Key policy.
         if csr.spki_der == old.spki_der && !template.same_key_renewal {
-            return Err(RaError::new(Kind::BadCsr, "SameKeyNotAllowed", format!("template {} requires a new key on renewal", template.name)));
+            return Err(RaError::new(
+                Kind::BadCsr,
+                "SameKeyNotAllowed",
+                format!("template {} requires a new key on renewal", template.name),
+            ));
         }
         check_key(&csr.key, &template)?;
 
