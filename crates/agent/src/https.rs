@@ -76,14 +76,32 @@ impl Client {
     }
 
     pub async fn post(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<Response, AgentError> {
+        self.request(http::Method::POST, url, Some((content_type, body))).await
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Response, AgentError> {
+        self.request(http::Method::GET, url, None).await
+    }
+
+    async fn request(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Response, AgentError> {
         let err = |m: String| AgentError::Transport { url: url.to_string(), message: m };
-        tokio::time::timeout(TIMEOUT, self.post_inner(url, content_type, body))
+        tokio::time::timeout(TIMEOUT, self.request_inner(method, url, body))
             .await
             .map_err(|_| err("timed out".into()))?
             .map_err(err)
     }
 
-    async fn post_inner(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<Response, String> {
+    async fn request_inner(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Response, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         if uri.scheme_str() != Some("https") {
             return Err("only https:// URLs are supported".into());
@@ -98,11 +116,18 @@ impl Client {
             .map_err(|e| format!("HTTP: {e}"))?;
         let conn_task = tokio::spawn(conn);
         let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or(host);
-        let req = http::Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(http::header::HOST, authority)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("request: {e}"))?;
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(http::header::HOST, authority);
+        let payload = match body {
+            Some((content_type, b)) => {
+                builder = builder.header(http::header::CONTENT_TYPE, content_type);
+                b
+            }
+            None => Vec::new(),
+        };
+        let req = builder.body(Full::new(Bytes::from(payload))).map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
         let status = resp.status().as_u16();
         let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);

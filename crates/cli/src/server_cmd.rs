@@ -230,6 +230,9 @@ pub struct TemplateFields {
     /// Hold every new enrollment for approval (`server request approve ID`).
     #[arg(long)]
     pend_all: Option<bool>,
+    /// MDM RetryInterval: how often Windows devices retry a failed renewal (default 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retry_interval: Option<Duration>,
 }
 
 impl TemplateFields {
@@ -252,6 +255,7 @@ impl TemplateFields {
             major: self.major,
             renewal_grace_secs: self.renewal_grace.map(|d| d.as_secs() as i64),
             pend_all: self.pend_all,
+            retry_interval_secs: self.retry_interval.map(|d| d.as_secs() as i64),
         }
     }
 }

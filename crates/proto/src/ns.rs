@@ -38,3 +38,15 @@ pub const VALUE_TYPE_BOOTSTRAP_TOKEN: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
 /// Our fault subcodes (`ae:BadBase64`, ...): specific, stable reasons.
 pub const AUTOENROLL_FAULT: &str = "urn:autoenroll:fault";
+
+/// MS-MDE2 discovery (request samples sometimes add a trailing `/`: accept both).
+pub const DISCOVERY: &str = "http://schemas.microsoft.com/windows/management/2012/01/enrollment";
+pub const ACTION_DISCOVER: &str =
+    "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/Discover";
+pub const ACTION_DISCOVER_RESPONSE: &str =
+    "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/DiscoverResponse";
+pub const TOKEN_TYPE_DEVICE_ENROLLMENT: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
+pub const VALUE_TYPE_PROVISION_DOC: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
+pub const VALUE_TYPE_PKCS7_MDE: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS7";

@@ -88,6 +88,29 @@ pub fn response(action: &str, relates_to: Option<&str>, body: W) -> String {
     envelope_root().child(header).child(W::new("s:Body").child(body)).to_document()
 }
 
+/// A response with a `wsse:Security/u:Timestamp` header (MS-MDE2 responses carry one).
+pub fn response_with_timestamp(
+    action: &str,
+    relates_to: Option<&str>,
+    created: &str,
+    expires: &str,
+    body: W,
+) -> String {
+    let mut header = W::new("s:Header").child(W::leaf("a:Action", action).attr("s:mustUnderstand", "1"));
+    if let Some(id) = relates_to {
+        header = header.child(W::leaf("a:RelatesTo", id));
+    }
+    header = header.child(
+        W::new("wsse:Security").attr("s:mustUnderstand", "1").child(
+            W::new("u:Timestamp")
+                .attr("u:Id", "_0")
+                .child(W::leaf("u:Created", created))
+                .child(W::leaf("u:Expires", expires)),
+        ),
+    );
+    envelope_root().child(header).child(W::new("s:Body").child(body)).to_document()
+}
+
 /// A request envelope as a client sends it.
 pub fn request(action: &str, to: &str, message_id: &str, token: &HeaderToken, body: W) -> String {
     let mut header = W::new("s:Header")

@@ -82,7 +82,15 @@ impl Server {
             .map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
         let local_addr = listener.local_addr().map_err(RaError::internal)?;
         let base_url = cfg.base_url(local_addr);
-        let router = frontends::router(AppState { ra, base_url: base_url.clone() });
+        let router = frontends::router(AppState {
+            ra,
+            base_url: base_url.clone(),
+            mdm_provider_id: cfg.mdm_provider_id.clone(),
+            mdm_management_url: cfg
+                .mdm_management_url
+                .clone()
+                .unwrap_or_else(|| format!("{base_url}/ManagementServer/MDM.svc")),
+        });
         Ok(Server { listener, acceptor: TlsAcceptor::from(tls), router, local_addr, base_url })
     }
 

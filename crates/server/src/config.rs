@@ -17,6 +17,18 @@ pub struct RawConfig {
     pub next_update_hours: Option<u32>,
     pub key_algorithm: Option<String>,
     pub organization: Option<String>,
+    pub mdm: Option<RawMdm>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMdm {
+    /// Template MDM enrollment issues from (default Machine).
+    pub template: Option<String>,
+    /// DMClient provider id (PROVIDER-ID in the provisioning document).
+    pub provider_id: Option<String>,
+    /// OMA-DM management server URL handed to devices (APPLICATION ADDR).
+    pub management_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +39,8 @@ pub struct ServerConfig {
     /// Base URL clients are told to use; derived from the bound address when unset.
     pub public_url: Option<String>,
     pub ra: RaSettings,
+    pub mdm_provider_id: String,
+    pub mdm_management_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +75,7 @@ impl RawConfig {
             next_update_hours: other.next_update_hours.or(self.next_update_hours),
             key_algorithm: other.key_algorithm.or(self.key_algorithm),
             organization: other.organization.or(self.organization),
+            mdm: other.mdm.or(self.mdm),
         }
     }
 
@@ -85,7 +100,10 @@ impl RawConfig {
                 return Err(ConfigError::Invalid("public_url", "must start with https://".into()));
             }
         }
+        let mdm = self.mdm.unwrap_or_default();
         Ok(ServerConfig {
+            mdm_provider_id: mdm.provider_id.unwrap_or_else(|| "autoenroll".into()),
+            mdm_management_url: mdm.management_url,
             listen,
             hostnames: self.hostnames.unwrap_or_else(|| vec!["localhost".into()]),
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_string()),
@@ -96,6 +114,7 @@ impl RawConfig {
                 organization: self.organization.unwrap_or_else(|| "autoenroll".into()),
                 default_template: self.default_template.unwrap_or_else(|| "Machine".into()),
                 next_update_hours,
+                mdm_template: mdm.template.unwrap_or_else(|| "Machine".into()),
             },
         })
     }

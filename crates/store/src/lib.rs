@@ -34,7 +34,7 @@ macro_rules! template_columns {
     () => {
         "name, oid, major, minor, description, validity_secs, renewal_secs, key_algorithm, min_key_bits, \
          key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, pend_all, same_key_renewal, \
-         superseded, created_at, updated_at, renewal_grace_secs"
+         superseded, created_at, updated_at, renewal_grace_secs, retry_interval_secs"
     };
 }
 macro_rules! certificate_columns {
@@ -147,7 +147,7 @@ impl Store {
         let sql = concat!(
             "INSERT INTO templates (",
             template_columns!(),
-            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
         );
         t.bind_all(sqlx::query(sql)).execute(&self.pool).await.map_err(|e| {
             if is_unique_violation(&e) {
@@ -167,7 +167,7 @@ impl Store {
                  renewal_secs=$7, key_algorithm=$8, min_key_bits=$9, key_usage=$10, ext_key_usage=$11, \
                  subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \
                  same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20, \
-                 renewal_grace_secs=$21 WHERE name=$1",
+                 renewal_grace_secs=$21, retry_interval_secs=$22 WHERE name=$1",
             ))
             .execute(&self.pool)
             .await?;
@@ -484,6 +484,33 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Replaces what a device reported about itself (e.g. MS-MDE2 AdditionalContext items).
+    pub async fn set_device_attributes(&self, device_id: i64, items: &[(String, String)], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (name, value) in items {
+            sqlx::query(
+                "INSERT INTO device_attributes (device_id, name, value, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (device_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(device_id)
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn device_attributes(&self, device_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT name, value FROM device_attributes WHERE device_id = $1 ORDER BY name")
+            .bind(device_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     // ---- audit

@@ -34,6 +34,8 @@ pub struct TemplateRow {
     pub updated_at: i64,
     /// How long before the renewal window a renewal is still accepted (manual early renewal).
     pub renewal_grace_secs: i64,
+    /// MDM RetryInterval: how often a device retries a failed renewal.
+    pub retry_interval_secs: i64,
 }
 
 impl TemplateRow {
@@ -60,6 +62,7 @@ impl TemplateRow {
             created_at: r.try_get(18)?,
             updated_at: r.try_get(19)?,
             renewal_grace_secs: r.try_get(20)?,
+            retry_interval_secs: r.try_get(21)?,
         })
     }
 
@@ -85,6 +88,7 @@ impl TemplateRow {
             .bind(self.created_at)
             .bind(self.updated_at)
             .bind(self.renewal_grace_secs)
+            .bind(self.retry_interval_secs)
     }
 }
 

@@ -30,6 +30,7 @@ fn template(name: &str, oid: &str) -> TemplateRow {
         created_at: 1,
         updated_at: 1,
         renewal_grace_secs: 0,
+        retry_interval_secs: 604_800,
     }
 }
 
@@ -209,4 +210,11 @@ async fn renewal_chain_revocation_and_requests() {
     assert!(!s.set_device_blocked("nobody", true).await.unwrap());
     assert!(!s.transition_request(1, "pending", "issued", "", 40).await.unwrap(), "request 1 is not pending");
     assert!(s.transition_request(1, "issued", "denied", "test", 40).await.unwrap());
+    let items = vec![("DeviceType".to_string(), "CIMClient_Windows".to_string()), ("OSVersion".into(), "10.0".into())];
+    s.set_device_attributes(dev.id, &items, 50).await.unwrap();
+    s.set_device_attributes(dev.id, &[("OSVersion".into(), "11.0".into())], 51).await.unwrap();
+    assert_eq!(
+        s.device_attributes(dev.id).await.unwrap(),
+        vec![("DeviceType".to_string(), "CIMClient_Windows".to_string()), ("OSVersion".into(), "11.0".into())]
+    );
 }

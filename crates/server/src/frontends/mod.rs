@@ -1,4 +1,5 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
+mod mde2;
 pub mod soap;
 mod wstep;
 mod xcep;
@@ -16,6 +17,10 @@ pub struct AppState {
     pub ra: Arc<Ra>,
     /// e.g. `https://127.0.0.1:8443`
     pub base_url: String,
+    /// DMClient provider id in MDM provisioning documents.
+    pub mdm_provider_id: String,
+    /// The OMA-DM server devices are handed to.
+    pub mdm_management_url: String,
 }
 
 impl AppState {
@@ -33,5 +38,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/xcep", post(soap::handle))
         .route("/wstep", post(soap::handle))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(mde2::DISCOVERY_PATH, get(mde2::discovery_probe).post(mde2::discovery))
+        .route(mde2::POLICY_PATH, post(mde2::policy))
+        .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))
         .with_state(state)
 }

@@ -32,7 +32,7 @@ impl From<RaError> for FrontError {
     }
 }
 
-fn proto_code(e: &ProtoError) -> &'static str {
+pub fn proto_code(e: &ProtoError) -> &'static str {
     match e {
         ProtoError::Xml(_) | ProtoError::NotSoap => "BadXml",
         ProtoError::TooDeep | ProtoError::TooManyElements => "XmlTooComplex",
@@ -138,6 +138,16 @@ pub fn credentials(token: &HeaderToken, peer: &PeerCerts) -> Credentials {
     }
 }
 
+/// Reads a bounded body and parses it as a SOAP 1.2 envelope.
+pub async fn read_envelope(headers: &HeaderMap, body: Body) -> Result<soap::Envelope, FrontError> {
+    let bytes = read_body(headers, body).await?;
+    Ok(soap::parse_envelope(&bytes)?)
+}
+
+pub fn ok_response(body: String) -> Response {
+    soap_response(StatusCode::OK, body)
+}
+
 pub async fn handle(
     State(state): State<AppState>,
     peer: Option<Extension<PeerCerts>>,
@@ -145,17 +155,13 @@ pub async fn handle(
     body: Body,
 ) -> Response {
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
-    let bytes = match read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(e) => return fault_response(&e, None),
-    };
-    let env = match soap::parse_envelope(&bytes) {
+    let env = match read_envelope(&headers, body).await {
         Ok(env) => env,
-        Err(e) => return fault_response(&e.into(), None),
+        Err(e) => return fault_response(&e, None),
     };
     let relates_to = env.message_id.clone();
     let result = match env.action.as_str() {
-        ns::ACTION_GET_POLICIES => super::xcep::get_policies(&state, &env, &peer).await,
+        ns::ACTION_GET_POLICIES => super::xcep::get_policies(&state, &env, &peer, super::xcep::Flavour::Xcep).await,
         ns::ACTION_WSTEP => super::wstep::request_security_token(&state, &env, &peer).await,
         other => {
             Err(FrontError::Ra(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}"))))

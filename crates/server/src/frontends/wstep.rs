@@ -2,7 +2,7 @@
 //! ROBO over client TLS) and QueryTokenStatus for pending requests.
 use super::soap::{credentials, FrontError};
 use super::{AppState, PeerCerts};
-use crate::ra::{Credentials, EnrollInput, Issued, RaError, Retrieved};
+use crate::ra::{Credentials, EnrollInput, Issued, RaError, Retrieved, Window};
 use autoenroll_core::pki::cms::is_signed_data;
 use autoenroll_core::Kind;
 use autoenroll_proto::soap::Envelope;
@@ -63,7 +63,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
             Credentials::None => None,
             other => Some(state.ra.authenticate(&other, device_hint).await?),
         };
-        let issued = state.ra.renew_signed(&token.der, caller.as_ref()).await?;
+        let issued = state.ra.renew_signed(&token.der, caller.as_ref(), Window::Autoenrollment).await?;
         return issued_response(issued, relates_to);
     }
     // ROBO: RequestType Renew with a plain PKCS#10, authenticated by the TLS client certificate
@@ -77,7 +77,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
             )
             .into());
         };
-        let issued = state.ra.renew_over_tls(&token.der, leaf.as_ref()).await?;
+        let issued = state.ra.renew_over_tls(&token.der, leaf.as_ref(), Window::Autoenrollment).await?;
         return issued_response(issued, relates_to);
     }
     let principal = state.ra.authenticate(&creds, device_hint).await?;

@@ -18,14 +18,36 @@ const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT: u32 = 0x1;
 const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME: u32 = 0x10000;
 const CT_FLAG_ADD_TEMPLATE_NAME: u32 = 0x200;
 
-pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
+/// Plain MS-XCEP for autoenrollment clients, or the MS-MDE2 flavour for Windows MDM (schema 3,
+/// only the MDM template, a hash algorithm, no CA list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Xcep,
+    Mdm,
+}
+
+const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+const OID_GROUP_HASH: u32 = 1;
+
+pub async fn get_policies(
+    state: &AppState,
+    env: &Envelope,
+    peer: &PeerCerts,
+    flavour: Flavour,
+) -> Result<String, FrontError> {
     let request = xcep::parse_request(&env.body)?;
     let principal = state.ra.authenticate(&credentials(&env.token, peer), None).await?;
     let last_update = request.last_update.as_deref().and_then(xcep::parse_datetime);
-    let view = state.ra.policy(&principal, last_update).await?;
+    let mut view = state.ra.policy(&principal, last_update).await?;
+    let mdm = flavour == Flavour::Mdm;
+    if mdm {
+        let settings = state.ra.mdm_settings().await?;
+        view.templates.retain(|t| t.name == settings.template);
+    }
 
     let template_count = view.templates.len() as i32;
-    let (ec_ref, rsa_ref, eku_ref) = (template_count + 1, template_count + 2, template_count + 3);
+    let (ec_ref, rsa_ref, eku_ref, hash_ref) =
+        (template_count + 1, template_count + 2, template_count + 3, template_count + 4);
     let mut oids: Vec<Oid> = view
         .templates
         .iter()
@@ -37,6 +59,14 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
             default_name: t.name.clone(),
         })
         .collect();
+    if mdm {
+        oids.push(Oid {
+            value: SHA256.into(),
+            group: OID_GROUP_HASH,
+            reference_id: hash_ref,
+            default_name: "sha256".into(),
+        });
+    }
     oids.push(Oid {
         value: EC_PUBLIC_KEY.into(),
         group: OID_GROUP_PUBLIC_KEY,
@@ -83,9 +113,9 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
             }
             Ok(Policy {
                 oid_reference: i as i32 + 1,
-                ca_references: vec![0],
+                ca_references: if mdm { vec![] } else { vec![0] },
                 common_name: t.name.clone(),
-                policy_schema: 2,
+                policy_schema: if mdm { 3 } else { 2 },
                 validity_seconds: t.validity_secs as u64,
                 renewal_seconds: t.renewal_secs as u64,
                 enroll: t.enroll,
@@ -106,7 +136,7 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
                 subject_name_flags: subject_flags,
                 enrollment_flags,
                 general_flags: CT_FLAG_ADD_TEMPLATE_NAME | if t.autoenroll { CT_FLAG_AUTO_ENROLLMENT } else { 0 },
-                hash_algorithm_oid_reference: None,
+                hash_algorithm_oid_reference: mdm.then_some(hash_ref),
                 extensions: vec![PolicyExtension {
                     oid_reference: eku_ref,
                     critical: false,
@@ -123,17 +153,21 @@ pub async fn get_policies(state: &AppState, env: &Envelope, peer: &PeerCerts) ->
         next_update_hours: view.next_update_hours,
         policies_not_changed: view.not_changed,
         policies,
-        cas: vec![Ca {
-            uris: vec![
-                CaUri { client_authentication: 4, uri: url.clone(), priority: 1, renewal_only: false },
-                CaUri { client_authentication: 8, uri: url.clone(), priority: 2, renewal_only: false },
-                // Renewal requests signed with the current certificate need no other credential.
-                CaUri { client_authentication: 1, uri: url, priority: 3, renewal_only: true },
-            ],
-            certificate_der: view.issuing_ca_der,
-            enroll_permission: true,
-            reference_id: 0,
-        }],
+        cas: if mdm {
+            vec![]
+        } else {
+            vec![Ca {
+                uris: vec![
+                    CaUri { client_authentication: 4, uri: url.clone(), priority: 1, renewal_only: false },
+                    CaUri { client_authentication: 8, uri: url.clone(), priority: 2, renewal_only: false },
+                    // Renewal requests signed with the current certificate need no other credential.
+                    CaUri { client_authentication: 1, uri: url, priority: 3, renewal_only: true },
+                ],
+                certificate_der: view.issuing_ca_der,
+                enroll_permission: true,
+                reference_id: 0,
+            }]
+        },
         oids,
     };
     Ok(response.to_envelope(env.message_id.as_deref()))

@@ -24,6 +24,7 @@ pub struct TemplateSpec {
     pub major: Option<i64>,
     pub renewal_grace_secs: Option<i64>,
     pub pend_all: Option<bool>,
+    pub retry_interval_secs: Option<i64>,
 }
 
 pub struct AccountSpec<'a> {
@@ -61,8 +62,16 @@ fn apply(t: &mut TemplateRow, s: &TemplateSpec) -> Result<(), RaError> {
         same_key_renewal,
         superseded,
         renewal_grace_secs,
-        pend_all
+        pend_all,
+        retry_interval_secs
     );
+    if s.retry_interval_secs.is_none() && t.retry_interval_secs > t.renewal_secs {
+        // Short templates: the default week would exceed the renewal period.
+        t.retry_interval_secs = t.renewal_secs;
+    }
+    if t.retry_interval_secs <= 0 || t.retry_interval_secs > t.renewal_secs {
+        return Err(invalid("the retry interval must be positive and not above the renewal period".into()));
+    }
     if t.renewal_grace_secs < 0 {
         return Err(invalid("renewal grace cannot be negative".into()));
     }
@@ -147,6 +156,7 @@ impl Ra {
             created_at: now,
             updated_at: now,
             renewal_grace_secs: 0,
+            retry_interval_secs: 7 * DAY,
         };
         apply(&mut t, spec)?;
         self.store.insert_template(&t).await.map_err(|e| match e {

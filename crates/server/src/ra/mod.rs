@@ -5,6 +5,7 @@ mod auth;
 mod enroll;
 mod error;
 mod lifecycle;
+mod mdm;
 mod policy;
 mod renew;
 pub mod secrets;
@@ -15,7 +16,9 @@ pub use auth::{Credentials, Principal, PrincipalKind};
 pub use enroll::{EnrollInput, Issued};
 pub use error::RaError;
 pub use lifecycle::Retrieved;
+pub use mdm::MdmSettings;
 pub use policy::{PolicyTemplate, PolicyView};
+pub use renew::Window;
 
 use autoenroll_ca::Ca;
 use autoenroll_core::clock::Clock;
@@ -34,6 +37,8 @@ pub struct RaSettings {
     /// Template used when a request names none.
     pub default_template: String,
     pub next_update_hours: u32,
+    /// Template Windows MDM enrollment issues from.
+    pub mdm_template: String,
 }
 
 /// The embedded default: SQLite in the data directory.

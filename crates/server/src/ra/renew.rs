@@ -10,6 +10,14 @@ use autoenroll_core::pki::{cms, CertFacts, CsrFacts};
 use autoenroll_core::renewal::renew_at;
 use autoenroll_core::{Kind, Thumbprint};
 
+/// Which rule opens the renewal window: the Windows autoenrollment rule
+/// (`not_after - min(period, lifetime/5)`) or the MDM one (`not_after - RenewPeriod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Autoenrollment,
+    Mdm,
+}
+
 /// How the caller proved possession of the old certificate's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
@@ -20,7 +28,12 @@ pub enum Proof {
 impl Ra {
     /// A CMS SignedData (DER or BER) whose content is the new PKCS#10, signed by the old key.
     /// `caller` is any other authentication on the request (it must be the same device).
-    pub async fn renew_signed(&self, cms_der: &[u8], caller: Option<&Principal>) -> Result<Issued, RaError> {
+    pub async fn renew_signed(
+        &self,
+        cms_der: &[u8],
+        caller: Option<&Principal>,
+        window: Window,
+    ) -> Result<Issued, RaError> {
         let req = match cms::verify_renewal(cms_der) {
             Ok(r) => r,
             Err(autoenroll_core::pki::PkiError::BadSignature) => {
@@ -38,11 +51,16 @@ impl Ra {
                 return Err(e);
             }
         };
-        self.renew(req.csr, &req.signer_cert_der, Proof::SignedRequest, caller).await
+        self.renew(req.csr, &req.signer_cert_der, Proof::SignedRequest, caller, window).await
     }
 
     /// ROBO: a plain PKCS#10 on a TLS connection authenticated by the certificate it renews.
-    pub async fn renew_over_tls(&self, csr_der: &[u8], client_cert_der: &[u8]) -> Result<Issued, RaError> {
+    pub async fn renew_over_tls(
+        &self,
+        csr_der: &[u8],
+        client_cert_der: &[u8],
+        window: Window,
+    ) -> Result<Issued, RaError> {
         let csr = match CsrFacts::parse(csr_der) {
             Ok(c) => c,
             Err(e) => {
@@ -51,7 +69,7 @@ impl Ra {
                 return Err(e);
             }
         };
-        self.renew(csr, client_cert_der, Proof::ClientTls, None).await
+        self.renew(csr, client_cert_der, Proof::ClientTls, None, window).await
     }
 
     async fn renew(
@@ -60,11 +78,12 @@ impl Ra {
         old_der: &[u8],
         proof: Proof,
         caller: Option<&Principal>,
+        window: Window,
     ) -> Result<Issued, RaError> {
         let old =
             CertFacts::parse(old_der).map_err(|e| RaError::new(Kind::BadRequest, "BadCertificate", e.to_string()))?;
         let actor = format!("cert:{}", old.serial);
-        let result = self.renew_inner(&csr, old_der, &old, proof, caller).await;
+        let result = self.renew_inner(&csr, old_der, &old, proof, caller, window).await;
         match &result {
             Ok(i) => {
                 let detail = format!("{} -> {} ({proof:?}) request {}", old.serial, i.serial, i.request_id);
@@ -83,6 +102,7 @@ impl Ra {
         old: &CertFacts,
         proof: Proof,
         caller: Option<&Principal>,
+        window: Window,
     ) -> Result<Issued, RaError> {
         let now = self.now();
         let denied = |code: &'static str, detail: String| Err(RaError::new(Kind::PolicyDenied, code, detail));
@@ -123,7 +143,15 @@ impl Ra {
             return denied("DeviceBlocked", format!("device {} is blocked", device.name));
         }
         if let Some(c) = caller {
-            if c.device != device.name {
+            // The same device, or the account that requested the original certificate (manual
+            // MDM renewal re-sends the user's credentials).
+            let original_requester = match self.store.request(row.request_id).await? {
+                Some(r) => r.requester,
+                None => String::new(),
+            };
+            let same_account =
+                matches!(c.kind, super::auth::PrincipalKind::Account { .. }) && c.actor() == original_requester;
+            if c.device != device.name && !same_account {
                 return denied(
                     "DeviceMismatch",
                     format!("{} may not renew a certificate of device {}", c.actor(), device.name),
@@ -145,7 +173,10 @@ impl Ra {
         };
         let bumped = row.template_major < template.major;
         if !bumped {
-            let opens = renew_at(old.not_before, old.not_after, template.renewal_secs);
+            let opens = match window {
+                Window::Autoenrollment => renew_at(old.not_before, old.not_after, template.renewal_secs),
+                Window::Mdm => old.not_after.minus_secs(template.renewal_secs).max(old.not_before),
+            };
             // Grace for early manual renewal, plus a little clock skew between agent and server.
             let skew = (old.lifetime_secs() / 20).min(60);
             if now < opens.minus_secs(template.renewal_grace_secs + skew) {

@@ -56,6 +56,7 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
         created_at: now,
         updated_at: now,
         renewal_grace_secs: 0,
+        retry_interval_secs: 7 * DAY,
     };
     let web = TemplateRow {
         name: "WebServer".into(),

@@ -1,0 +1,247 @@
+//! Windows MDM enrollment (MS-MDE2): discovery, the MDM-flavoured policy, enrollment answered
+//! with a wap-provisioningdoc, ROBO renewal over client TLS, and MDM fault codes.
+use super::soap::{credentials, proto_code, read_envelope, FrontError};
+use super::xcep::{get_policies, Flavour};
+use super::{AppState, PeerCerts};
+use crate::ra::{Credentials, Issued, RaError, Window};
+use autoenroll_core::pki::cms::is_signed_data;
+use autoenroll_core::{Kind, Thumbprint, UnixTime};
+use autoenroll_proto::mde2::{self, DiscoverResponse, Management, MdmFault, ProvisioningDoc, RenewParams};
+use autoenroll_proto::soap::Envelope;
+use autoenroll_proto::wstep::{self, RequestType};
+use autoenroll_proto::{ns, ProtoError};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+pub const DISCOVERY_PATH: &str = "/EnrollmentServer/Discovery.svc";
+pub const POLICY_PATH: &str = "/EnrollmentServer/Policy.svc";
+pub const ENROLLMENT_PATH: &str = "/EnrollmentServer/Enrollment.svc";
+
+/// Windows probes the discovery URL with a GET before POSTing Discover.
+pub async fn discovery_probe() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], "").into_response()
+}
+
+/// The one mapping from errors to MS-MDE2 faults (subcode + errortype), exhaustive over Kind.
+pub fn to_mdm_fault(e: &FrontError) -> MdmFault {
+    let trace_id = hex::encode(crate::ra::secrets::random_bytes::<8>());
+    let (kind, code, reason) = match e {
+        FrontError::Proto(p) => (Kind::BadRequest, proto_code(p), p.to_string()),
+        FrontError::Ra(r) => {
+            let reason = if r.kind == Kind::Internal {
+                tracing::error!(trace_id, source = r.source.as_deref().unwrap_or(""), "internal error");
+                format!("internal error (trace {trace_id})")
+            } else {
+                r.detail.clone()
+            };
+            (r.kind, r.code, reason)
+        }
+    };
+    let not_eligible = matches!(
+        code,
+        "OutsideRenewalWindow"
+            | "CertificateExpired"
+            | "CertificateRevoked"
+            | "TemplateNotAllowed"
+            | "UnknownCertificate"
+    );
+    let (subcode, error_type) = match kind {
+        Kind::BadRequest => ("s:MessageFormat", "InvalidEnrollmentData"),
+        Kind::BadCsr => ("s:CertificateRequest", "InvalidEnrollmentData"),
+        Kind::Unauthorized if not_eligible => ("s:Authorization", "NotEligibleToRenew"),
+        Kind::Unauthorized if code == "MissingToken" => ("a:InvalidSecurity", "InvalidSecurityToken"),
+        Kind::Unauthorized => ("s:Authentication", "AuthenticationFailure"),
+        Kind::PolicyDenied if not_eligible => ("s:Authorization", "NotEligibleToRenew"),
+        Kind::PolicyDenied if code == "DeviceBlocked" => ("s:Authorization", "DeviceNotSupported"),
+        Kind::PolicyDenied => ("s:Authorization", "NotSupported"),
+        Kind::NotFound => ("s:Authorization", "NotSupported"),
+        Kind::Pending | Kind::Conflict => ("s:CertificateRequest", "CustomServerError"),
+        Kind::RateLimited | Kind::Unavailable => ("s:EnrollmentServer", "EnrollmentServerBusy"),
+        Kind::Internal => ("a:InternalServiceFault", "CustomServerError"),
+    };
+    MdmFault { subcode: subcode.into(), reason: format!("{reason} ({code})"), error_type: error_type.into(), trace_id }
+}
+
+fn mdm_fault_response(e: &FrontError, relates_to: Option<&str>) -> Response {
+    if let FrontError::Ra(r) = e {
+        tracing::info!(code = r.code, kind = r.kind.as_str(), "MDM request refused");
+    }
+    let body = mde2::fault(&to_mdm_fault(e), relates_to);
+    (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")], body)
+        .into_response()
+}
+
+fn respond(result: Result<String, FrontError>, relates_to: Option<&str>) -> Response {
+    match result {
+        Ok(body) => super::soap::ok_response(body),
+        Err(e) => mdm_fault_response(&e, relates_to),
+    }
+}
+
+pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let env = match read_envelope(&headers, body).await {
+        Ok(env) => env,
+        Err(e) => return mdm_fault_response(&e, None),
+    };
+    let relates_to = env.message_id.clone();
+    let result = (|| {
+        if env.action != ns::ACTION_DISCOVER {
+            return Err(
+                RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {}", env.action)).into()
+            );
+        }
+        let req = mde2::parse_discover(&env.body)?;
+        // OnPremise (UsernameToken) when the device offers it; Federated (a bearer token from
+        // `autoenroll server token create`) otherwise.
+        let federated =
+            !req.auth_policies.iter().any(|p| p == "OnPremise") && req.auth_policies.iter().any(|p| p == "Federated");
+        let version = match req.request_version.as_deref() {
+            Some(v @ ("3.0" | "4.0" | "5.0")) => v.to_string(),
+            _ => "4.0".to_string(),
+        };
+        Ok(DiscoverResponse {
+            auth_policy: if federated { "Federated" } else { "OnPremise" }.into(),
+            enrollment_version: version,
+            policy_url: format!("{}{POLICY_PATH}", state.base_url),
+            enrollment_url: format!("{}{ENROLLMENT_PATH}", state.base_url),
+            authentication_url: federated.then(|| format!("{}/EnrollmentServer/Authenticate", state.base_url)),
+        }
+        .to_envelope(relates_to.as_deref()))
+    })();
+    respond(result, relates_to.as_deref())
+}
+
+pub async fn policy(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCerts>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
+    let env = match read_envelope(&headers, body).await {
+        Ok(env) => env,
+        Err(e) => return mdm_fault_response(&e, None),
+    };
+    let result = match env.action.as_str() {
+        ns::ACTION_GET_POLICIES => get_policies(&state, &env, &peer, Flavour::Mdm).await,
+        other => Err(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}")).into()),
+    };
+    respond(result, env.message_id.as_deref())
+}
+
+pub async fn enrollment(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCerts>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
+    let env = match read_envelope(&headers, body).await {
+        Ok(env) => env,
+        Err(e) => return mdm_fault_response(&e, None),
+    };
+    let result = match env.action.as_str() {
+        ns::ACTION_WSTEP => enroll_or_renew(&state, &env, &peer).await,
+        other => Err(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}")).into()),
+    };
+    respond(result, env.message_id.as_deref())
+}
+
+/// The device identity: the MDM DeviceID, else the device name it reports.
+fn device_id(rst: &wstep::RequestSecurityToken) -> Option<&str> {
+    rst.context_value("DeviceID").or(rst.context_value("DeviceName")).filter(|v| !v.is_empty())
+}
+
+async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
+    let rst = wstep::parse_request(&env.body)?;
+    let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
+    let mdm = state.ra.mdm_settings().await?;
+    let client_cert = peer.0.as_ref().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+    let (issued, renewal) = match rst.request_type {
+        RequestType::Issue => {
+            let principal = state.ra.authenticate(&credentials(&env.token, peer), device_id(&rst)).await?;
+            (state.ra.mdm_enroll(&principal, &token.der, &rst.context).await?, false)
+        }
+        RequestType::Renew => {
+            // ROBO: the PKCS#7 (or a plain PKCS#10) travels on a TLS connection authenticated by
+            // the certificate it renews; the manual variant re-sends the user's credentials.
+            let caller = match credentials(&env.token, peer) {
+                Credentials::None => None,
+                // The TLS certificate is the one being renewed: the renewal checks judge it (a
+                // revoked or unknown one is "not eligible to renew", not a login failure).
+                c @ Credentials::ClientCertificate(_) => state.ra.authenticate(&c, None).await.ok(),
+                c => Some(state.ra.authenticate(&c, device_id(&rst)).await?),
+            };
+            let issued = if is_signed_data(&token.der) {
+                state.ra.renew_signed(&token.der, caller.as_ref(), Window::Mdm).await?
+            } else {
+                let leaf = client_cert.as_deref().ok_or_else(|| {
+                    RaError::new(
+                        Kind::Unauthorized,
+                        "MissingToken",
+                        "renewal needs the current certificate as TLS client certificate",
+                    )
+                })?;
+                state.ra.renew_over_tls(&token.der, leaf, Window::Mdm).await?
+            };
+            (issued, true)
+        }
+        RequestType::QueryTokenStatus | RequestType::Ket => {
+            return Err(
+                RaError::new(Kind::BadRequest, "UnsupportedRequestType", "not supported by MDM enrollment").into()
+            );
+        }
+    };
+    let enrollment_type_device = rst.context_value("EnrollmentType").is_some_and(|t| t.eq_ignore_ascii_case("Device"));
+    let device = device_id(&rst).map(str::to_string).unwrap_or_else(|| issued_device(&issued));
+    let doc = provisioning_doc(state, &issued, &mdm, enrollment_type_device, renewal, &device, &rst);
+    let now = state.ra.now();
+    let created = timestamp(now.minus_secs(300));
+    let expires = timestamp(now.plus_secs(300));
+    Ok(mde2::provisioning_response(&doc, &created, &expires, env.message_id.as_deref()))
+}
+
+fn issued_device(issued: &Issued) -> String {
+    autoenroll_core::pki::CertFacts::parse(&issued.certificate_der).ok().and_then(|f| f.subject_cn).unwrap_or_default()
+}
+
+/// `2006-01-02T15:04:05.000Z`, as Windows MDM servers write u:Timestamp.
+fn timestamp(t: UnixTime) -> String {
+    let s = t.to_string();
+    format!("{}.000Z", s.trim_end_matches('Z'))
+}
+
+fn provisioning_doc(
+    state: &AppState,
+    issued: &Issued,
+    mdm: &crate::ra::MdmSettings,
+    device_store: bool,
+    renewal: bool,
+    device: &str,
+    rst: &wstep::RequestSecurityToken,
+) -> ProvisioningDoc {
+    let root = issued.chain.last().cloned();
+    ProvisioningDoc {
+        // Enrollment installs the root; a renewal carries only the new certificate.
+        root_thumbprint: if renewal { None } else { root.as_ref().map(|r| Thumbprint::of_der(r).0) },
+        root_der: if renewal { None } else { root },
+        cert_thumbprint: Thumbprint::of_der(&issued.certificate_der).0,
+        cert_der: issued.certificate_der.clone(),
+        store: if device_store { "System" } else { "User" }.into(),
+        renew: (!renewal).then(|| RenewParams {
+            renew_period_days: mdm.renew_period_days,
+            retry_interval_days: mdm.retry_interval_days,
+            server_url: Some(format!("{}{DISCOVERY_PATH}", state.base_url)),
+        }),
+        management: (!renewal).then(|| Management {
+            provider_id: state.mdm_provider_id.clone(),
+            name: "autoenroll".into(),
+            address: state.mdm_management_url.clone(),
+            ent_dm_id: device.to_string(),
+            device_name: rst.context_value("DeviceName").unwrap_or(device).to_string(),
+        }),
+    }
+}

@@ -1,0 +1,57 @@
+//! Windows MDM enrollment (MS-MDE2) at the RA: the MDM template, the device identity from
+//! AdditionalContext, and what the device reported, recorded in the inventory.
+use super::auth::Principal;
+use super::enroll::{EnrollInput, Issued};
+use super::{Ra, RaError};
+
+/// What the provisioning document needs from the RA.
+#[derive(Debug, Clone)]
+pub struct MdmSettings {
+    pub template: String,
+    pub renew_period_days: u32,
+    pub retry_interval_days: u32,
+}
+
+/// AdditionalContext items kept per device: bounded, so a client cannot grow the inventory.
+const MAX_ITEMS: usize = 64;
+const MAX_VALUE: usize = 1024;
+
+impl Ra {
+    pub async fn mdm_settings(&self) -> Result<MdmSettings, RaError> {
+        let t = self.template(&self.settings.mdm_template).await?;
+        let days = |secs: i64| u32::try_from((secs + 86_399) / 86_400).unwrap_or(1).clamp(1, 1000);
+        Ok(MdmSettings {
+            template: t.name,
+            renew_period_days: days(t.renewal_secs),
+            retry_interval_days: days(t.retry_interval_secs),
+        })
+    }
+
+    /// Enrolls a Windows device from the MDM template and records its AdditionalContext.
+    pub async fn mdm_enroll(
+        &self,
+        principal: &Principal,
+        csr_der: &[u8],
+        context: &[(String, String)],
+    ) -> Result<Issued, RaError> {
+        let template = self.settings.mdm_template.clone();
+        let issued = self.enroll(EnrollInput { principal, csr_der, template_name: Some(&template) }).await?;
+        let items: Vec<(String, String)> = context
+            .iter()
+            .filter(|(n, _)| !n.is_empty())
+            .take(MAX_ITEMS)
+            .map(|(n, v)| (n.chars().take(128).collect(), v.chars().take(MAX_VALUE).collect()))
+            .collect();
+        if let Some(device) = self.store.device(&principal.device).await? {
+            self.store.set_device_attributes(device.id, &items, self.now().0).await?;
+        }
+        Ok(issued)
+    }
+
+    pub async fn device_attributes(&self, device: &str) -> Result<Vec<(String, String)>, RaError> {
+        match self.store.device(device).await? {
+            Some(d) => Ok(self.store.device_attributes(d.id).await?),
+            None => Ok(vec![]),
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Windows MDM enrollment and ROBO renewal (MS-MDE2) over real HTTPS on loopback: a test MDM
+//! client does discovery → policy → enrollment with a Windows-shaped CSR → installs → renews
+//! over client TLS, and the provisioning documents follow the spec's structure.
+mod common;
+
+use autoenroll_agent::https::ClientIdentity;
+use autoenroll_core::pki::CertFacts;
+use autoenroll_core::{Thumbprint, UnixTime};
+use autoenroll_keys::{build_csr, cn_name, sign_cms, KeyAlgorithm, KeyPair};
+use autoenroll_proto::mde2;
+use autoenroll_proto::soap::{self, HeaderToken};
+use autoenroll_proto::xml::{Element, W};
+use autoenroll_proto::{ns, xcep};
+use common::*;
+use std::collections::BTreeSet;
+
+const DEVICE_ID: &str = "0F3B8E6C-A271-4556-9B72-A26CBD8090C8";
+
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(autoenroll_test_support::testdata(&format!("ms/{name}"))).unwrap()
+}
+
+/// The skeleton of a provisioning document: characteristic paths and parm names, with
+/// thumbprints and the provider id normalised.
+fn skeleton(doc: &Element) -> BTreeSet<String> {
+    fn walk(e: &Element, path: &str, out: &mut BTreeSet<String>, provider: &str) {
+        for c in &e.children {
+            match c.local.as_str() {
+                "characteristic" => {
+                    let t = c.attr(None, "type").unwrap_or_default().trim();
+                    let t = if t.len() == 40 && t.chars().all(|x| x.is_ascii_hexdigit()) || t.contains("InsertedHere") {
+                        "<thumbprint>"
+                    } else if t == provider {
+                        "<provider>"
+                    } else {
+                        t
+                    };
+                    let p = format!("{path}/{t}");
+                    out.insert(p.clone());
+                    walk(c, &p, out, provider);
+                }
+                "parm" => {
+                    out.insert(format!("{path}@{}", c.attr(None, "name").unwrap_or_default()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let provider = find_parm(doc, "PROVIDER-ID").unwrap_or_default();
+    let mut out = BTreeSet::new();
+    walk(doc, "", &mut out, &provider);
+    out
+}
+
+fn find_parm(e: &Element, name: &str) -> Option<String> {
+    for c in &e.children {
+        if c.local == "parm" && c.attr(None, "name") == Some(name) {
+            return c.attr(None, "value").map(str::to_string);
+        }
+        if let Some(v) = find_parm(c, name) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn find_char<'a>(e: &'a Element, path: &[&str]) -> Option<&'a Element> {
+    let mut cur = e;
+    for p in path {
+        cur = cur.children.iter().find(|c| c.local == "characteristic" && c.attr(None, "type") == Some(p))?;
+    }
+    Some(cur)
+}
+
+/// A CSR shaped like the real Windows one in fleet's capture: RSA-2048, CN "<DeviceID>!<hex>",
+/// EKU clientAuth, and extension 1.3.6.1.4.1.311.66.1.0 whose value is raw ASCII, not DER.
+fn windows_csr(key: &KeyPair) -> Vec<u8> {
+    let eku = x509_cert::ext::Extension {
+        extn_id: autoenroll_core::oids::CE_EXT_KEY_USAGE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(
+            der::Encode::to_der(&x509_cert::ext::pkix::ExtendedKeyUsage(vec![autoenroll_core::oids::KP_CLIENT_AUTH]))
+                .unwrap(),
+        )
+        .unwrap(),
+    };
+    let mut raw = b"8090C8B484A0E24EB5C56E806CB4EE5B".to_vec();
+    raw.push(0);
+    let device_ext = x509_cert::ext::Extension {
+        extn_id: const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.66.1.0"),
+        critical: false,
+        extn_value: der::asn1::OctetString::new(raw).unwrap(),
+    };
+    build_csr(key, cn_name(&format!("{DEVICE_ID}!8090C8B484A0E24EB5C56E806CB4EE5B")).unwrap(), vec![eku, device_ext])
+        .unwrap()
+}
+
+fn rst_body(request_type: &str, value_type: &str, token_b64: String, enrollment_type: &str) -> W {
+    let context = [
+        ("DeviceID", DEVICE_ID),
+        ("HWDevID", "A4E3E1D5C1B2F7E8"),
+        ("EnrollmentType", enrollment_type),
+        ("DeviceType", "CIMClient_Windows"),
+        ("ApplicationVersion", "10.0.22631.2428"),
+        ("OSVersion", "10.0.22631.2428"),
+        ("DeviceName", "DESKTOP-TEST"),
+    ];
+    W::new("wst:RequestSecurityToken")
+        .attr("xmlns:wst", ns::WST)
+        .attr("xmlns:ac", ns::AUTH)
+        .child(W::leaf("wst:TokenType", ns::TOKEN_TYPE_DEVICE_ENROLLMENT))
+        .child(W::leaf("wst:RequestType", request_type))
+        .child(
+            W::leaf("wsse:BinarySecurityToken", token_b64)
+                .attr("ValueType", value_type)
+                .attr("EncodingType", ns::ENCODING_BASE64),
+        )
+        .child(W::new("ac:AdditionalContext").children(
+            context.iter().map(|(n, v)| W::new("ac:ContextItem").attr("Name", *n).child(W::leaf("ac:Value", *v))),
+        ))
+}
+
+struct Mdm<'a> {
+    s: &'a TestServer,
+}
+
+impl Mdm<'_> {
+    async fn post(
+        &self,
+        path: &str,
+        action: &str,
+        token: &HeaderToken,
+        body: W,
+        identity: Option<&ClientIdentity>,
+    ) -> (u16, soap::Envelope) {
+        let url = self.s.url(path);
+        let xml = soap::request(action, &url, "urn:uuid:mdm-test", token, body);
+        let r =
+            self.s.client(identity).post(&url, "application/soap+xml; charset=utf-8", xml.into_bytes()).await.unwrap();
+        assert!(r.content_length.is_some() && !r.chunked, "MDM responses must not be chunked");
+        (r.status, soap::parse_envelope(&r.body).unwrap())
+    }
+
+    async fn renew(&self, cert: &[u8], key: &KeyPair, new_key: &KeyPair, twice: bool) -> (u16, soap::Envelope) {
+        let csr = build_csr(new_key, cn_name("renew").unwrap(), vec![]).unwrap();
+        let pkcs7 = sign_cms(&csr, cert, key, false).unwrap();
+        let b64 = autoenroll_proto::b64::encode(&pkcs7);
+        let token = if twice { autoenroll_proto::b64::encode(b64.as_bytes()) } else { b64 };
+        let identity = ClientIdentity {
+            chain: vec![cert.to_vec(), self.s.ra.chain_der()[0].clone()],
+            key_pkcs8: key.to_pkcs8_der().unwrap(),
+        };
+        let body = rst_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS7, token, "Device");
+        self.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &HeaderToken::None, body, Some(&identity)).await
+    }
+}
+
+fn installed_cert(doc: &Element, store: &str) -> (String, Vec<u8>) {
+    let my = find_char(doc, &["CertificateStore"]).is_some();
+    assert!(my);
+    let store_el = doc
+        .children
+        .iter()
+        .filter_map(|c| {
+            find_char(c, &["My", store]).or_else(|| {
+                if c.attr(None, "type") == Some("CertificateStore") {
+                    find_char(c, &["My", store])
+                } else {
+                    None
+                }
+            })
+        })
+        .next()
+        .or_else(|| {
+            doc.children.iter().find_map(|c| {
+                (c.attr(None, "type") == Some("CertificateStore")).then(|| find_char(c, &["My", store])).flatten()
+            })
+        })
+        .expect("My/<store>");
+    let thumb_el = store_el
+        .children
+        .iter()
+        .find(|c| c.attr(None, "type").is_some_and(|t| t.len() == 40))
+        .expect("thumbprint characteristic");
+    let thumb = thumb_el.attr(None, "type").unwrap().to_string();
+    let cert = autoenroll_proto::b64::decode(&find_parm(thumb_el, "EncodedCertificate").unwrap(), "cert").unwrap();
+    assert!(
+        store_el.children.iter().any(|c| c.attr(None, "type") == Some("PrivateKeyContainer")),
+        "PrivateKeyContainer must be present"
+    );
+    (thumb, cert)
+}
+
+#[tokio::test]
+async fn discovery_policy_enrollment_and_robo_renewal() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    // 90-day device certificates (RenewPeriod 42 days): two renewals stay within the lifetime
+    // of the listener's own TLS certificate under the fake clock.
+    let spec = autoenroll_server::ra::TemplateSpec { validity_secs: Some(90 * 86_400), ..Default::default() };
+    s.ra.update_template("Machine", &spec).await.unwrap();
+
+    // Discovery: the GET probe, then Discover (fleet's request shape).
+    let r = s.client(None).get(&s.url("/EnrollmentServer/Discovery.svc")).await.unwrap();
+    assert_eq!((r.status, r.content_length), (200, Some(0)));
+    let discover = String::from_utf8(vector("fleet-mdmtest-discover-request.xml")).unwrap();
+    let r = s
+        .client(None)
+        .post(&s.url("/EnrollmentServer/Discovery.svc"), "application/soap+xml", discover.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let env = soap::parse_envelope(&r.body).unwrap();
+    assert_eq!(env.action, ns::ACTION_DISCOVER_RESPONSE);
+    let d = mde2::parse_discover_response(&env.body).unwrap();
+    assert_eq!(d.auth_policy, "OnPremise");
+    assert_eq!(d.enrollment_url, s.url("/EnrollmentServer/Enrollment.svc"));
+
+    // Policy: MDM flavour.
+    let (status, env) = mdm
+        .post("/EnrollmentServer/Policy.svc", ns::ACTION_GET_POLICIES, &account(), xcep::request_body(None), None)
+        .await;
+    assert_eq!(status, 200);
+    let p = xcep::parse_response(&env.body).unwrap();
+    assert_eq!(p.policies.len(), 1);
+    assert_eq!((p.policies[0].common_name.as_str(), p.policies[0].policy_schema), ("Machine", 3));
+    let hash = p.oids.iter().find(|o| Some(o.reference_id) == p.policies[0].hash_algorithm_oid_reference).unwrap();
+    assert_eq!(hash.value, "2.16.840.1.101.3.4.2.1");
+
+    // Enrollment.
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let body = rst_body(
+        ns::REQUEST_TYPE_ISSUE,
+        ns::VALUE_TYPE_PKCS10,
+        autoenroll_proto::b64::encode(&windows_csr(&key)),
+        "Device",
+    );
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let doc = mde2::parse_provisioning_response(&env.body).unwrap();
+    let (thumb, cert) = installed_cert(&doc, "System");
+    assert_eq!(thumb, Thumbprint::of_der(&cert).0, "upper-case SHA-1 thumbprint");
+    let facts = CertFacts::parse(&cert).unwrap();
+    assert_eq!(facts.subject_cn.as_deref(), Some(DEVICE_ID));
+    assert_eq!(facts.not_before, UnixTime(s.now()), "never backdated");
+    assert_eq!(find_parm(&doc, "RenewPeriod").as_deref(), Some("42"));
+    assert_eq!(find_parm(&doc, "RetryInterval").as_deref(), Some("7"));
+    assert_eq!(find_parm(&doc, "ROBOSupport").as_deref(), Some("true"));
+    assert_eq!(find_parm(&doc, "EntDMID").as_deref(), Some(DEVICE_ID));
+    let provider = find_parm(&doc, "PROVIDER-ID").unwrap();
+    assert!(
+        find_char(
+            &doc.children.iter().find(|c| c.attr(None, "type") == Some("DMClient")).unwrap(),
+            &["Provider", &provider]
+        )
+        .is_some(),
+        "PROVIDER-ID matches the DMClient provider"
+    );
+    let root_thumb = Thumbprint::of_der(&s.ra.chain_der()[1]).0;
+    assert!(skeleton(&doc).contains("/CertificateStore/Root/System/<thumbprint>@EncodedCertificate"));
+    assert!(find_char(&doc, &["CertificateStore", "Root", "System", &root_thumb]).is_some());
+    // The device's AdditionalContext is in the inventory.
+    let attrs = s.ra.device_attributes(DEVICE_ID).await.unwrap();
+    assert!(attrs.contains(&("DeviceType".into(), "CIMClient_Windows".into())), "{attrs:?}");
+    assert!(attrs.contains(&("HWDevID".into(), "A4E3E1D5C1B2F7E8".into())));
+
+    // Renewal before RenewPeriod is refused (the window opens 42 days before expiry).
+    let (status, env) = mdm.renew(&cert, &key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), false).await;
+    let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authorization", "NotEligibleToRenew"), "{f:?}");
+
+    // ROBO renewal once RenewPeriod is reached.
+    s.clock.set(facts.not_after.0 - 42 * 86_400 + 1);
+    let new_key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let (status, env) = mdm.renew(&cert, &key, &new_key, false).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let doc = mde2::parse_provisioning_response(&env.body).unwrap();
+    let (_, cert2) = installed_cert(&doc, "System");
+    let f2 = CertFacts::parse(&cert2).unwrap();
+    assert_eq!(f2.spki_der, new_key.spki_der());
+    assert_eq!(f2.subject_cn.as_deref(), Some(DEVICE_ID));
+    assert!(
+        find_char(&doc, &["CertificateStore", "Root"]).is_none() && find_parm(&doc, "PROVIDER-ID").is_none(),
+        "a renewal carries only the new certificate"
+    );
+
+    // The manual variant: PKCS#7 base64-encoded twice.
+    let (status, env) = mdm.renew(&cert, &key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), true).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+
+    // A blocked device cannot renew.
+    s.clock.set(f2.not_after.0 - 42 * 86_400 + 1);
+    s.ra.set_device_blocked(DEVICE_ID, true).await.unwrap();
+    let (status, env) = mdm.renew(&cert2, &new_key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), false).await;
+    let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authorization", "DeviceNotSupported"), "{f:?}");
+}
+
+fn soap_fault_env(status: u16, env: soap::Envelope) -> soap::Envelope {
+    assert_eq!(status, 500, "MDM faults travel with HTTP 500");
+    env
+}
+
+#[tokio::test]
+async fn mdm_faults_carry_the_spec_codes() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let body = || {
+        rst_body(
+            ns::REQUEST_TYPE_ISSUE,
+            ns::VALUE_TYPE_PKCS10,
+            autoenroll_proto::b64::encode(&windows_csr(&key)),
+            "Full",
+        )
+    };
+    let wrong = HeaderToken::UsernameToken { username: "enroller".into(), password: "wrong-password".into() };
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &wrong, body(), None).await;
+    let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authentication", "AuthenticationFailure"));
+    let (status, env) =
+        mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &HeaderToken::None, body(), None).await;
+    let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("a:InvalidSecurity", "InvalidSecurityToken"));
+    let (status, env) = mdm
+        .post(
+            "/EnrollmentServer/Enrollment.svc",
+            ns::ACTION_WSTEP,
+            &account(),
+            rst_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS10, "!!".into(), "Full"),
+            None,
+        )
+        .await;
+    let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:MessageFormat", "InvalidEnrollmentData"));
+    assert!(!f.trace_id.is_empty());
+    // A user enrollment (EnrollmentType Full) lands in My/User.
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body(), None).await;
+    assert_eq!(status, 200);
+    let doc = mde2::parse_provisioning_response(&env.body).unwrap();
+    installed_cert(&doc, "User");
+}
+
+#[tokio::test]
+async fn provisioning_documents_follow_the_spec_structure() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    for (store, enrollment_type, spec_file) in [
+        ("System", "Device", "mde2-spec-2.2.9.1-provisioningdoc-device.xml"),
+        ("User", "Full", "mde2-spec-2.2.9.1-provisioningdoc-user.xml"),
+    ] {
+        let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+        let body = rst_body(
+            ns::REQUEST_TYPE_ISSUE,
+            ns::VALUE_TYPE_PKCS10,
+            autoenroll_proto::b64::encode(&windows_csr(&key)),
+            enrollment_type,
+        );
+        let (status, env) =
+            mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+        assert_eq!(status, 200);
+        let ours = skeleton(&mde2::parse_provisioning_response(&env.body).unwrap());
+        let spec = skeleton(&autoenroll_proto::xml::parse(&vector(spec_file)).unwrap());
+        // Element by element: everything the spec example has, we have, except the OMA-DM
+        // server's own authentication (APPAUTH, UPN), which belongs to the DM server we hand over to.
+        let missing: Vec<_> =
+            spec.iter().filter(|p| !ours.contains(*p) && !p.contains("APPAUTH") && !p.ends_with("@UPN")).collect();
+        assert!(missing.is_empty(), "{store}: missing {missing:?}\nours: {ours:#?}");
+        assert!(ours.contains(&format!("/CertificateStore/My/{store}/PrivateKeyContainer")));
+    }
+    // The renewal document of Microsoft's "Certificate Renewal" page: My/User/<thumbprint> with
+    // its certificate (it nests PrivateKeyContainer in the thumbprint; MS-MDE2 puts it beside).
+    let spec =
+        skeleton(&autoenroll_proto::xml::parse(&vector("mdm-certrenewal-doc-renew-provisioningdoc.xml")).unwrap());
+    assert!(spec.contains("/CertificateStore/My/User/<thumbprint>@EncodedCertificate"));
+}
