@@ -219,7 +219,9 @@ fn mde2_policy_response_and_faults_parse() {
     let p = xcep::parse_response(&env.body).unwrap();
     assert_eq!(p.policies[0].policy_schema, 3);
     assert!(p.cas.is_empty());
-    for (file, error_type) in [("mde2-spec-2.2.10-fault-devicecap.xml", "devicecapreached")] {
+    for (file, error_type) in
+        [("mde2-spec-2.2.10-fault-devicecap.xml", "devicecapreached"), ("mde2-spec-2.2.10-fault-authorization.xml", "")]
+    {
         let xml = String::from_utf8(vector(file)).unwrap();
         // The published sample lower-cases the SOAP element names; match leniently.
         let fixed = xml

@@ -66,9 +66,38 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
 }
 
 /// A bound, ready-to-serve server.
+/// Keeps the listener's TLS identity fresh: `tls_identity` re-issues it within 30 days of
+/// expiry, and new connections pick up the new configuration.
+#[derive(Clone)]
+pub struct TlsReloader {
+    ra: Arc<Ra>,
+    cfg: ServerConfig,
+    acceptor: Arc<std::sync::RwLock<TlsAcceptor>>,
+}
+
+const TLS_RELOAD_EVERY: Duration = Duration::from_secs(12 * 3600);
+
+impl TlsReloader {
+    pub async fn reload(&self) -> Result<(), RaError> {
+        let tls = tls_config(&self.ra, &self.cfg).await?;
+        match self.acceptor.write() {
+            Ok(mut a) => *a = TlsAcceptor::from(tls),
+            Err(p) => *p.into_inner() = TlsAcceptor::from(tls),
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> TlsAcceptor {
+        match self.acceptor.read() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
 pub struct Server {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: TlsReloader,
     router: axum::Router,
     pub local_addr: SocketAddr,
     pub base_url: String,
@@ -82,6 +111,11 @@ impl Server {
             .map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
         let local_addr = listener.local_addr().map_err(RaError::internal)?;
         let base_url = cfg.base_url(local_addr);
+        let reloader = TlsReloader {
+            ra: ra.clone(),
+            cfg: cfg.clone(),
+            acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
+        };
         let router = frontends::router(AppState {
             ra,
             base_url: base_url.clone(),
@@ -91,12 +125,26 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("{base_url}/ManagementServer/MDM.svc")),
         });
-        Ok(Server { listener, acceptor: TlsAcceptor::from(tls), router, local_addr, base_url })
+        Ok(Server { listener, tls: reloader, router, local_addr, base_url })
+    }
+
+    /// A handle that re-issues and swaps the listener certificate (also done every 12 hours).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls.clone()
     }
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let reloader = self.tls.clone();
+        let refresh = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TLS_RELOAD_EVERY).await;
+                if let Err(e) = reloader.reload().await {
+                    tracing::error!(%e, "could not refresh the listener certificate");
+                }
+            }
+        });
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -115,7 +163,7 @@ impl Server {
                 tracing::warn!(%remote, "connection limit reached, dropping connection");
                 continue;
             };
-            let acceptor = self.acceptor.clone();
+            let acceptor = self.tls.current();
             let router = self.router.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -147,5 +195,6 @@ impl Server {
                 }
             });
         }
+        refresh.abort();
     }
 }

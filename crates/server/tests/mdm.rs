@@ -155,34 +155,20 @@ impl Mdm<'_> {
     }
 }
 
+/// The device certificate the document installs in `My/<store>`, with its thumbprint.
 fn installed_cert(doc: &Element, store: &str) -> (String, Vec<u8>) {
-    let my = find_char(doc, &["CertificateStore"]).is_some();
-    assert!(my);
     let store_el = doc
         .children
         .iter()
-        .filter_map(|c| {
-            find_char(c, &["My", store]).or_else(|| {
-                if c.attr(None, "type") == Some("CertificateStore") {
-                    find_char(c, &["My", store])
-                } else {
-                    None
-                }
-            })
-        })
-        .next()
-        .or_else(|| {
-            doc.children.iter().find_map(|c| {
-                (c.attr(None, "type") == Some("CertificateStore")).then(|| find_char(c, &["My", store])).flatten()
-            })
-        })
+        .filter(|c| c.attr(None, "type") == Some("CertificateStore"))
+        .find_map(|c| find_char(c, &["My", store]))
         .expect("My/<store>");
     let thumb_el = store_el
         .children
         .iter()
         .find(|c| c.attr(None, "type").is_some_and(|t| t.len() == 40))
         .expect("thumbprint characteristic");
-    let thumb = thumb_el.attr(None, "type").unwrap().to_string();
+    let thumb = thumb_el.attr(None, "type").unwrap_or_default().to_string();
     let cert = autoenroll_proto::b64::decode(&find_parm(thumb_el, "EncodedCertificate").unwrap(), "cert").unwrap();
     assert!(
         store_el.children.iter().any(|c| c.attr(None, "type") == Some("PrivateKeyContainer")),
@@ -250,7 +236,7 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
     let provider = find_parm(&doc, "PROVIDER-ID").unwrap();
     assert!(
         find_char(
-            &doc.children.iter().find(|c| c.attr(None, "type") == Some("DMClient")).unwrap(),
+            doc.children.iter().find(|c| c.attr(None, "type") == Some("DMClient")).unwrap(),
             &["Provider", &provider]
         )
         .is_some(),

@@ -373,3 +373,23 @@ async fn client_certificate_authenticates_later_requests() {
     );
     let _ = PathBuf::new();
 }
+
+#[tokio::test]
+async fn the_listener_certificate_is_renewed_before_it_expires() {
+    let s = TestServer::start().await;
+    let first = std::fs::read(s.dir.path().join("data/tls/server.pem")).unwrap();
+    // 340 days on: within 30 days of the listener certificate's expiry.
+    s.clock.advance(340 * 86_400);
+    s.tls.reload().await.unwrap();
+    let second = std::fs::read(s.dir.path().join("data/tls/server.pem")).unwrap();
+    assert_ne!(first, second, "re-issued");
+    // 30 more days: the first certificate has expired, the server still answers.
+    s.clock.advance(30 * 86_400);
+    issue(&s, &account(), &csr("late")).await.unwrap();
+    let rows = s.ra.certificates(50).await.unwrap();
+    assert_eq!(
+        rows.iter().filter(|c| c.template == "TLSListener").count(),
+        2,
+        "both listener certificates are in the inventory"
+    );
+}

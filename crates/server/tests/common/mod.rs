@@ -18,6 +18,7 @@ pub struct TestServer {
     pub ra: Arc<Ra>,
     pub base: String,
     pub clock: FakeClock,
+    pub tls: autoenroll_server::app::TlsReloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -36,11 +37,12 @@ impl TestServer {
         ra.create_account(&AccountSpec { name: "enroller", password: PASSWORD, templates: vec![] }).await.unwrap();
         let server = Server::bind(ra.clone(), &cfg).await.unwrap();
         let base = server.base_url.clone();
+        let tls = server.tls_reloader();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        TestServer { dir, ra, base, clock, stop: Some(tx) }
+        TestServer { dir, ra, base, clock, tls, stop: Some(tx) }
     }
 
     pub fn now(&self) -> i64 {
