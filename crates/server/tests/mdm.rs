@@ -324,7 +324,59 @@ async fn mdm_faults_carry_the_spec_codes() {
     let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body(), None).await;
     assert_eq!(status, 200);
     let doc = mde2::parse_provisioning_response(&env.body).unwrap();
-    installed_cert(&doc, "User");
+    let (_, cert) = installed_cert(&doc, "User");
+
+    // Manual renewal: the user's credentials again, PKCS#7 base64-encoded twice, no client TLS.
+    let facts = CertFacts::parse(&cert).unwrap();
+    s.clock.set(facts.not_after.0 - 42 * 86_400 + 1);
+    let csr = build_csr(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), cn_name("r").unwrap(), vec![]).unwrap();
+    let twice = autoenroll_proto::b64::encode(
+        autoenroll_proto::b64::encode(&sign_cms(&csr, &cert, &key, true).unwrap()).as_bytes(),
+    );
+    let renew = rst_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS7, twice.clone(), "Full");
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), renew, None).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    // ...but not with another account's credentials.
+    s.ra.create_account(&autoenroll_server::ra::AccountSpec { name: "mallory", password: PASSWORD, templates: vec![] })
+        .await
+        .unwrap();
+    let mallory = HeaderToken::UsernameToken { username: "mallory".into(), password: PASSWORD.into() };
+    let renew = rst_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS7, twice, "Full");
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &mallory, renew, None).await;
+    let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
+    assert!(f.reason.contains("DeviceMismatch"), "{f:?}");
+}
+
+#[tokio::test]
+async fn federated_enrollment_with_a_bearer_token() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let discover =
+        String::from_utf8(vector("fleet-mdmtest-discover-request.xml")).unwrap().replace("OnPremise", "Federated");
+    let r = s
+        .client(None)
+        .post(&s.url("/EnrollmentServer/Discovery.svc"), "application/soap+xml", discover.into_bytes())
+        .await
+        .unwrap();
+    let d = mde2::parse_discover_response(&soap::parse_envelope(&r.body).unwrap().body).unwrap();
+    assert_eq!(d.auth_policy, "Federated");
+    assert!(d.authentication_url.is_some());
+    let (token, _) =
+        s.ra.create_token(&autoenroll_server::ra::TokenSpec { device: DEVICE_ID, template: None, ttl_secs: 600 })
+            .await
+            .unwrap();
+    let bearer = token_header(&token);
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let body = rst_body(
+        ns::REQUEST_TYPE_ISSUE,
+        ns::VALUE_TYPE_PKCS10,
+        autoenroll_proto::b64::encode(&windows_csr(&key)),
+        "Device",
+    );
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &bearer, body, None).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let (_, cert) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");
+    assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some(DEVICE_ID));
 }
 
 #[tokio::test]

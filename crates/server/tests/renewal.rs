@@ -290,3 +290,44 @@ async fn pending_requests_are_collected_after_approval() {
     let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::query_request_body(&id2), None).await;
     assert_eq!(subcode(status, &env), "ae:RequestDenied");
 }
+
+#[tokio::test]
+async fn openssl_streamed_ber_renewal_request_is_accepted() {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let s = TestServer::start().await;
+    short_template(&s, TemplateSpec::default()).await;
+    let held = enroll(&s, &account(), "dev-ber").await;
+    s.clock.advance(85);
+    // openssl as an independent CMS producer: -stream writes indefinite-length BER and a
+    // constructed eContent OCTET STRING; signed attributes present.
+    let dir = s.dir.path();
+    std::fs::write(
+        dir.join("old.pem"),
+        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &held.cert).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("old.key"), held.key.to_pem().unwrap()).unwrap();
+    let k = new_key();
+    std::fs::write(dir.join("new.csr"), build_renewal_csr(&k, cn_name("x").unwrap(), vec![], &held.cert).unwrap())
+        .unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["cms", "-sign", "-binary", "-nodetach", "-stream", "-md", "sha256", "-outform", "DER"])
+        .arg("-signer")
+        .arg(dir.join("old.pem"))
+        .arg("-inkey")
+        .arg(dir.join("old.key"))
+        .arg("-in")
+        .arg(dir.join("new.csr"))
+        .arg("-out")
+        .arg(dir.join("renew.p7"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cms = std::fs::read(dir.join("renew.p7")).unwrap();
+    assert_eq!(&cms[..2], &[0x30, 0x80], "indefinite-length BER");
+    let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, None).await;
+    assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
+    let cert = wstep::parse_response(&env.body).unwrap().certificate_der.unwrap();
+    assert_eq!(CertFacts::parse(&cert).unwrap().spki_der, k.spki_der());
+}

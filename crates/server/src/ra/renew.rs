@@ -143,15 +143,17 @@ impl Ra {
             return denied("DeviceBlocked", format!("device {} is blocked", device.name));
         }
         if let Some(c) = caller {
-            // The same device, or the account that requested the original certificate (manual
-            // MDM renewal re-sends the user's credentials).
-            let original_requester = match self.store.request(row.request_id).await? {
-                Some(r) => r.requester,
-                None => String::new(),
+            // An account names its device itself, so for accounts only the one that requested
+            // the original certificate counts (manual MDM renewal re-sends the user's
+            // credentials); tokens and certificates are bound to their device.
+            let allowed = match &c.kind {
+                super::auth::PrincipalKind::Account { .. } => {
+                    let original = self.store.request(row.request_id).await?.map(|r| r.requester);
+                    original.as_deref() == Some(c.actor().as_str())
+                }
+                _ => c.device == device.name,
             };
-            let same_account =
-                matches!(c.kind, super::auth::PrincipalKind::Account { .. }) && c.actor() == original_requester;
-            if c.device != device.name && !same_account {
+            if !allowed {
                 return denied(
                     "DeviceMismatch",
                     format!("{} may not renew a certificate of device {}", c.actor(), device.name),
