@@ -1,5 +1,5 @@
 //! Administrative operations behind the CLI: templates, accounts, bootstrap tokens.
-use super::templates::{next_template_oid, DAY};
+use super::templates::{client_auth_template, next_template_oid};
 use super::{secrets, Ra, RaError};
 use autoenroll_core::Kind;
 use autoenroll_store::{AccountRow, StoreError, TemplateRow, TokenRow};
@@ -128,36 +128,14 @@ impl Ra {
             return Err(invalid("template names must be non-empty without commas".into()));
         }
         let now = self.now().0;
-        let mut t = TemplateRow {
-            name: name.to_string(),
-            oid: match &spec.oid {
-                Some(o) => {
-                    const_oid_check(o).map_err(|_| invalid(format!("bad OID {o}")))?;
-                    o.clone()
-                }
-                None => next_template_oid(self).await?,
-            },
-            major: spec.major.unwrap_or(1),
-            minor: 0,
-            description: String::new(),
-            validity_secs: 365 * DAY,
-            renewal_secs: 42 * DAY,
-            key_algorithm: "p256".into(),
-            min_key_bits: 2048,
-            key_usage: "digitalSignature".into(),
-            ext_key_usage: "clientAuth".into(),
-            subject_from: "identity".into(),
-            allow_san: false,
-            enroll: true,
-            autoenroll: true,
-            pend_all: false,
-            same_key_renewal: false,
-            superseded: String::new(),
-            created_at: now,
-            updated_at: now,
-            renewal_grace_secs: 0,
-            retry_interval_secs: 7 * DAY,
+        let oid = match &spec.oid {
+            Some(o) => {
+                const_oid_check(o).map_err(|_| invalid(format!("bad OID {o}")))?;
+                o.clone()
+            }
+            None => next_template_oid(self).await?,
         };
+        let mut t = TemplateRow { major: spec.major.unwrap_or(1), ..client_auth_template(name, oid, now) };
         apply(&mut t, spec)?;
         self.store.insert_template(&t).await.map_err(|e| match e {
             StoreError::Duplicate(d) => RaError::new(Kind::Conflict, "Duplicate", format!("{d} already exists")),

@@ -29,17 +29,15 @@ pub(crate) async fn next_template_oid(ra: &Ra) -> Result<String, RaError> {
     Ok(format!("{arc}.{next}"))
 }
 
-pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
-    if ra.store.setting("defaults_created").await?.is_some() {
-        return Ok(());
-    }
-    let now = ra.now().0;
-    let machine = TemplateRow {
-        name: "Machine".into(),
-        oid: next_template_oid(ra).await?,
+/// A client-authentication template with the product defaults: 1 year, renewal period 6
+/// weeks, P-256, subject from the device identity, autoenrolled.
+pub(crate) fn client_auth_template(name: &str, oid: String, now: i64) -> TemplateRow {
+    TemplateRow {
+        name: name.to_string(),
+        oid,
         major: 1,
         minor: 0,
-        description: "Device client authentication; subject built from the device identity".into(),
+        description: String::new(),
         validity_secs: 365 * DAY,
         renewal_secs: 42 * DAY,
         key_algorithm: "p256".into(),
@@ -57,6 +55,17 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
         updated_at: now,
         renewal_grace_secs: 0,
         retry_interval_secs: 7 * DAY,
+    }
+}
+
+pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
+    if ra.store.setting("defaults_created").await?.is_some() {
+        return Ok(());
+    }
+    let now = ra.now().0;
+    let machine = TemplateRow {
+        description: "Device client authentication; subject built from the device identity".into(),
+        ..client_auth_template("Machine", next_template_oid(ra).await?, now)
     };
     let web = TemplateRow {
         name: "WebServer".into(),
