@@ -1,11 +1,40 @@
-//! Store conformance: the behaviour every backend must show. Runs on SQLite here.
+//! Store conformance: the behaviour every backend must show, run on SQLite and on a private
+//! PostgreSQL cluster started by the test (Debian's `postgresql` package).
 use autoenroll_store::*;
 
-async fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&Store::sqlite_url(&dir.path().join("t.db"))).await.unwrap();
-    (dir, store)
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::Store::open(&super::Store::sqlite_url(&dir.path().join("t.db"))).await.unwrap();
+                    super::$name(store).await;
+                }
+            }
+        )*
+
+        /// One cluster for the whole suite; a fresh database per case.
+        #[tokio::test]
+        async fn postgres_conformance() {
+            let pg = autoenroll_test_support::pg::PgCluster::start();
+            $(
+                let store = Store::open(&pg.database(stringify!($name))).await.unwrap();
+                assert_eq!(store.backend(), Backend::Postgres);
+                $name(store).await;
+            )*
+        }
+    };
 }
+
+conformance!(
+    templates_round_trip_and_unique,
+    tokens_are_consumed_once_and_expire,
+    certificate_is_recorded_before_and_after_signing,
+    settings_and_audit,
+    renewal_chain_revocation_and_requests,
+);
 
 fn template(name: &str, oid: &str) -> TemplateRow {
     TemplateRow {
@@ -34,9 +63,7 @@ fn template(name: &str, oid: &str) -> TemplateRow {
     }
 }
 
-#[tokio::test]
-async fn templates_round_trip_and_unique() {
-    let (_d, s) = open().await;
+async fn templates_round_trip_and_unique(s: Store) {
     let t = template("A", "1.2.3");
     s.insert_template(&t).await.unwrap();
     assert_eq!(s.template("A").await.unwrap(), Some(t.clone()));
@@ -51,9 +78,7 @@ async fn templates_round_trip_and_unique() {
     assert!(!s.update_template(&template("nope", "9.9")).await.unwrap());
 }
 
-#[tokio::test]
-async fn tokens_are_consumed_once_and_expire() {
-    let (_d, s) = open().await;
+async fn tokens_are_consumed_once_and_expire(s: Store) {
     let t = TokenRow {
         id: "tok1".into(),
         secret_hash: vec![1, 2, 3],
@@ -87,9 +112,7 @@ async fn futures_join(s: &Store, id: &str, now: i64) -> Vec<bool> {
     out
 }
 
-#[tokio::test]
-async fn certificate_is_recorded_before_and_after_signing() {
-    let (_d, s) = open().await;
+async fn certificate_is_recorded_before_and_after_signing(s: Store) {
     let dev = s.touch_device("dev1", 10).await.unwrap();
     assert_eq!(s.touch_device("dev1", 20).await.unwrap().id, dev.id);
     assert_eq!(s.device("dev1").await.unwrap().unwrap().last_seen, 20);
@@ -133,9 +156,7 @@ async fn certificate_is_recorded_before_and_after_signing() {
     assert_eq!(s.certificates(10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn settings_and_audit() {
-    let (_d, s) = open().await;
+async fn settings_and_audit(s: Store) {
     assert_eq!(s.setting("k").await.unwrap(), None);
     s.set_setting("k", "v1").await.unwrap();
     s.set_setting("k", "v2").await.unwrap();
@@ -152,9 +173,7 @@ async fn settings_and_audit() {
     assert_eq!(s.audit_events(5).await.unwrap(), vec![e]);
 }
 
-#[tokio::test]
-async fn renewal_chain_revocation_and_requests() {
-    let (_d, s) = open().await;
+async fn renewal_chain_revocation_and_requests(s: Store) {
     let dev = s.touch_device("dev1", 10).await.unwrap();
     for (i, prev) in [(0, None), (1, Some("s0"))] {
         let serial = format!("s{i}");

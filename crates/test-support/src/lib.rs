@@ -2,6 +2,8 @@
 //! with instructions instead of skipping.
 #![forbid(unsafe_code)]
 
+pub mod pg;
+
 use autoenroll_core::clock::Clock;
 use autoenroll_core::UnixTime;
 use std::path::PathBuf;
