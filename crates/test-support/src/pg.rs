@@ -13,7 +13,9 @@ pub struct PgCluster {
 
 fn bin_dir() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions.pop().unwrap_or_else(|| {
@@ -47,12 +49,14 @@ fn run(bin: &Path, args: &[&str]) {
 impl PgCluster {
     pub fn start() -> PgCluster {
         let bin = bin_dir();
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
         let dir = std::env::temp_dir().join(format!("autoenroll-pg-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("cluster directory");
         if is_root() {
-            let ok = Command::new("chown").arg("postgres:postgres").arg(&dir).status().map(|s| s.success()).unwrap_or(false);
+            let ok =
+                Command::new("chown").arg("postgres:postgres").arg(&dir).status().map(|s| s.success()).unwrap_or(false);
             assert!(ok, "chown postgres {}", dir.display());
         }
         let data = dir.join("data");

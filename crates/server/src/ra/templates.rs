@@ -106,7 +106,8 @@ pub(crate) fn profile_for(t: &TemplateRow) -> Profile {
 }
 
 fn write_private(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // Unique per process: replicas sharing a data directory may refresh at the same time.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
     f.write_all(data)?;
