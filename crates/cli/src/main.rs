@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod agent_cmd;
+mod bench;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,17 @@ enum Command {
         #[command(subcommand)]
         command: agent_cmd::AgentCommand,
     },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// WSTEP issuance throughput and latency at several concurrency levels.
+    Issue(bench::IssueBench),
 }
 
 fn main() {
@@ -43,7 +55,7 @@ fn main() {
     // The agent is a small daemon: one thread is plenty and keeps its footprint low.
     let mut builder = match cli.command {
         Command::Agent { .. } => tokio::runtime::Builder::new_current_thread(),
-        Command::Server { .. } => tokio::runtime::Builder::new_multi_thread(),
+        Command::Server { .. } | Command::Bench { .. } => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
@@ -56,6 +68,7 @@ fn main() {
         let result = match cli.command {
             Command::Server { command } => server_cmd::run(command).await,
             Command::Agent { command } => agent_cmd::run(command).await,
+            Command::Bench { command: BenchCommand::Issue(b) } => bench::issue(b).await,
         };
         match result {
             Ok(code) => code,

@@ -1,0 +1,164 @@
+//! `autoenroll bench issue`: a load generator that drives a server over real HTTPS with
+//! pre-generated CSRs and prints requests/s and latency percentiles per concurrency level.
+//! Without `--url` it starts its own server on loopback (SQLite, fresh data directory).
+use anyhow::{bail, Context, Result};
+use autoenroll_agent::https::{Client, ClientIdentity};
+use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
+use autoenroll_proto::soap::{self, HeaderToken};
+use autoenroll_proto::{ns, wstep};
+use clap::Args;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct IssueBench {
+    /// Server base URL (default: start a server on loopback for the run).
+    #[arg(long)]
+    url: Option<String>,
+    /// Root CA PEM of that server (required with --url).
+    #[arg(long)]
+    root: Option<std::path::PathBuf>,
+    /// Account used once to obtain the client certificate that authenticates the load.
+    #[arg(long, default_value = "bench")]
+    username: String,
+    #[arg(long, default_value = "correct horse battery")]
+    password: String,
+    /// Concurrency levels, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// Duration of each level.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn post(client: &Client, url: &str, header: &HeaderToken, csr: &[u8]) -> Result<Vec<u8>> {
+    let xml = soap::request(ns::ACTION_WSTEP, url, "urn:uuid:bench", header, wstep::issue_request_body(csr, &[]));
+    let r = client.post(url, "application/soap+xml; charset=utf-8", xml.into_bytes()).await?;
+    let env = soap::parse_envelope(&r.body)?;
+    if let Some(f) = soap::parse_fault(&env) {
+        bail!("fault {}: {}", f.subcode.unwrap_or_default(), f.reason);
+    }
+    wstep::parse_response(&env.body)?.certificate_der.context("no certificate")
+}
+
+pub async fn issue(b: IssueBench) -> Result<i32> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let (base, root_der, _server) = match &b.url {
+        Some(u) => {
+            let root = b.root.as_ref().context("--root is required with --url")?;
+            let pem = std::fs::read(root)?;
+            let der = der::Encode::to_der(&x509_cert::Certificate::load_pem_chain(&pem)?[0])?;
+            (u.trim_end_matches('/').to_string(), der, None)
+        }
+        None => {
+            let cfg = autoenroll_server::config::RawConfig {
+                data_dir: Some(dir.path().join("data")),
+                listen: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            }
+            .validate()?;
+            let ra =
+                Arc::new(autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?);
+            ra.create_account(&autoenroll_server::ra::AccountSpec {
+                name: &b.username,
+                password: &b.password,
+                templates: vec![],
+            })
+            .await?;
+            let root = ra.root_der().to_vec();
+            let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
+            let base = server.base_url.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(server.serve(async move {
+                let _ = rx.await;
+            }));
+            (base, root, Some(tx))
+        }
+    };
+    let url = format!("{base}/wstep");
+    let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(autoenroll_agent::SystemClock);
+    // One password enrollment buys the client certificate; the load then authenticates by TLS
+    // client certificate, as enrolled devices do (a password check is a deliberate 100k-round
+    // PBKDF2 and would measure only that).
+    let key = KeyPair::generate(KeyAlgorithm::P256)?;
+    let account = HeaderToken::UsernameToken { username: b.username.clone(), password: b.password.clone() };
+    let plain = Client::new(std::slice::from_ref(&root_der), None, clock.clone())?;
+    let csr = build_csr(&key, cn_name("bench")?, vec![])?;
+    let xml = soap::request(ns::ACTION_WSTEP, &url, "urn:uuid:bench", &account, wstep::issue_request_body(&csr, &[]));
+    let r = plain.post(&url, "application/soap+xml; charset=utf-8", xml.into_bytes()).await?;
+    let resp = wstep::parse_response(&soap::parse_envelope(&r.body)?.body)?;
+    let cert = resp.certificate_der.context("could not enroll the bench client certificate")?;
+    // The issuing CA travels with the client certificate; the server holds only the root.
+    let mut chain = vec![cert.clone()];
+    let pkcs7 = resp.chain_pkcs7_der.context("no chain in the response")?;
+    chain.extend(autoenroll_proto::pkcs7::certificates(&pkcs7)?.into_iter().filter(|c| *c != cert && *c != root_der));
+    let identity = ClientIdentity { chain, key_pkcs8: key.to_pkcs8_der()? };
+    let client = Arc::new(Client::new(std::slice::from_ref(&root_der), Some(&identity), clock)?);
+
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..256)
+            .map(|i| {
+                let k = KeyPair::generate(KeyAlgorithm::P256)?;
+                Ok(build_csr(&k, cn_name(&format!("bench-{i}"))?, vec![])?)
+            })
+            .collect::<Result<_>>()?,
+    );
+    println!("WSTEP issuance against {base} (P-256 CA, new TLS connection per request, client-certificate auth)");
+    println!(
+        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+    );
+    for &c in &b.concurrency {
+        let deadline = Instant::now() + b.duration;
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        let started = Instant::now();
+        for _ in 0..c.max(1) {
+            let (client, csrs, next, url) = (client.clone(), csrs.clone(), next.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed) % csrs.len();
+                    let t = Instant::now();
+                    match post(&client, &url, &HeaderToken::None, &csrs[i]).await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await?;
+            all.extend(l);
+            errors += e;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        all.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{:>11} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            c,
+            all.len(),
+            all.len() as f64 / elapsed,
+            ms(percentile(&all, 0.50)),
+            ms(percentile(&all, 0.90)),
+            ms(percentile(&all, 0.99)),
+            errors
+        );
+    }
+    Ok(0)
+}
