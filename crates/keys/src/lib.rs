@@ -206,6 +206,8 @@ impl KeyPair {
     }
 }
 
+pub mod envelope;
+
 /// Random bytes from the system generator (message ids, nonces).
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
     let mut b = vec![0u8; n];

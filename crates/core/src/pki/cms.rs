@@ -36,7 +36,7 @@ pub fn is_signed_data(der_bytes: &[u8]) -> bool {
 
 /// The eContent octets. der 0.8 hands a BER constructed OCTET STRING over as its raw inner
 /// segments (tag dropped), so re-assemble those.
-fn econtent_bytes(any: &der::Any) -> Result<Vec<u8>, PkiError> {
+pub(crate) fn econtent_bytes(any: &der::Any) -> Result<Vec<u8>, PkiError> {
     let v = any.value();
     if any.tag() == der::Tag::OctetString && v.first() == Some(&0x04) {
         // Our content is a PKCS#10 (a SEQUENCE, 0x30); a leading OCTET STRING tag means segments.

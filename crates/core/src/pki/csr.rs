@@ -61,6 +61,8 @@ pub struct CsrFacts {
     pub template_hint: Option<TemplateHint>,
     /// szOID_RENEWAL_CERTIFICATE (1.3.6.1.4.1.311.13.1): the certificate being renewed.
     pub renewal_cert_der: Option<Vec<u8>>,
+    /// PKCS#9 challengePassword (SCEP), any DirectoryString type.
+    pub challenge_password: Option<String>,
 }
 
 impl CsrFacts {
@@ -84,12 +86,15 @@ impl CsrFacts {
         let mut template_hint = None;
         let mut name_value_template = None;
         let mut renewal_cert_der = None;
+        let mut challenge_password = None;
         for attr in req.info.attributes.iter() {
             if attr.oid == oids::EXTENSION_REQUEST || attr.oid == oids::MS_CERT_EXTENSIONS {
                 for v in attr.values.iter() {
                     let exts: Vec<Extension> = v.decode_as()?;
                     extensions.extend(exts);
                 }
+            } else if attr.oid == oids::CHALLENGE_PASSWORD {
+                challenge_password = attr.values.iter().next().map(|v| lenient_string(v.value()));
             } else if attr.oid == oids::MS_RENEWAL_CERTIFICATE {
                 renewal_cert_der = attr.values.iter().next().map(|v| v.to_der()).transpose()?;
             } else if attr.oid == oids::MS_ENROLLMENT_NAME_VALUE_PAIR {
@@ -146,6 +151,7 @@ impl CsrFacts {
             ip_addrs,
             template_hint,
             renewal_cert_der,
+            challenge_password,
         })
     }
 }

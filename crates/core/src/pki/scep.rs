@@ -1,0 +1,199 @@
+//! SCEP (RFC 8894) pkiMessage: the outer SignedData with its SCEP attributes, verified against
+//! the signer certificate it carries (self-signed on first enrollment, ours on renewal). The
+//! inner pkcsPKIEnvelope stays opaque here: only the RA can decrypt it.
+use super::cms::econtent_bytes;
+use super::sig::{self, Digest};
+use super::PkiError;
+use crate::oids;
+use cms::content_info::ContentInfo;
+use const_oid::ObjectIdentifier as Oid;
+use der::asn1::{OctetString, PrintableStringRef, Utf8StringRef};
+use der::{Decode, Encode, EncodingRules, Reader, SliceReader};
+
+pub const MAX_PKI_MESSAGE: usize = 256 * 1024;
+
+pub const MESSAGE_TYPE: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.2");
+pub const PKI_STATUS: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.3");
+pub const FAIL_INFO: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.4");
+pub const SENDER_NONCE: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.5");
+pub const RECIPIENT_NONCE: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.6");
+pub const TRANSACTION_ID: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.7");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    CertRep,
+    RenewalReq,
+    PkcsReq,
+    CertPoll,
+    GetCert,
+    GetCrl,
+}
+
+impl MessageType {
+    pub fn from_number(n: u32) -> Option<MessageType> {
+        Some(match n {
+            3 => MessageType::CertRep,
+            17 => MessageType::RenewalReq,
+            19 => MessageType::PkcsReq,
+            20 => MessageType::CertPoll,
+            21 => MessageType::GetCert,
+            22 => MessageType::GetCrl,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PkiMessage {
+    pub message_type: MessageType,
+    /// Opaque (hex, decimal or base64 depending on the client).
+    pub transaction_id: String,
+    pub sender_nonce: Vec<u8>,
+    pub signer_cert_der: Vec<u8>,
+    pub digest: Digest,
+    /// The DER pkcsPKIEnvelope (empty for CertRep PENDING/FAILURE).
+    pub envelope: Vec<u8>,
+}
+
+fn err(m: impl Into<String>) -> PkiError {
+    PkiError::Cms(m.into())
+}
+
+fn text_attr(attrs: &x509_cert::attr::Attributes, oid: Oid) -> Option<String> {
+    let v = attrs.iter().find(|a| a.oid == oid)?.values.iter().next()?;
+    v.decode_as::<PrintableStringRef<'_>>()
+        .map(|s| s.as_str().to_string())
+        .or_else(|_| v.decode_as::<Utf8StringRef<'_>>().map(|s| s.as_str().to_string()))
+        .ok()
+}
+
+// SCEP clients make their first signer certificate themselves, and sscep gives it a 32-byte
+// serial number, which RFC 5280 forbids and strict CMS types refuse. So the SignedData is read
+// with the `Raw` certificate profile: lenient where the client's own certificate is concerned,
+// while the signature over the signed attributes is still checked.
+type RawCertificate = x509_cert::certificate::CertificateInner<x509_cert::certificate::Raw>;
+
+#[derive(der::Sequence)]
+struct IssuerAndSerialRaw {
+    issuer: x509_cert::name::Name,
+    serial_number: x509_cert::serial_number::SerialNumber<x509_cert::certificate::Raw>,
+}
+
+#[derive(der::Choice)]
+enum SignerIdRaw {
+    IssuerAndSerialNumber(IssuerAndSerialRaw),
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT")]
+    SubjectKeyIdentifier(OctetString),
+}
+
+#[derive(der::Sequence)]
+struct SignerInfoRaw {
+    version: der::Any,
+    sid: SignerIdRaw,
+    digest_alg: spki::AlgorithmIdentifierOwned,
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT", constructed = "true", optional = "true")]
+    signed_attrs: Option<x509_cert::attr::Attributes>,
+    signature_algorithm: spki::AlgorithmIdentifierOwned,
+    signature: OctetString,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", constructed = "true", optional = "true")]
+    unsigned_attrs: Option<x509_cert::attr::Attributes>,
+}
+
+fn ber(bytes: &[u8]) -> Result<SliceReader<'_>, PkiError> {
+    Ok(SliceReader::new_with_encoding_rules(bytes, EncodingRules::Ber)?)
+}
+
+fn signer_matches(cert: &RawCertificate, sid: &SignerIdRaw) -> bool {
+    let tbs = cert.tbs_certificate();
+    match sid {
+        SignerIdRaw::IssuerAndSerialNumber(i) => {
+            i.issuer == *tbs.issuer() && i.serial_number.as_bytes() == tbs.serial_number().as_bytes()
+        }
+        SignerIdRaw::SubjectKeyIdentifier(ski) => tbs
+            .extensions()
+            .into_iter()
+            .flatten()
+            .find(|e| e.extn_id == oids::CE_SUBJECT_KEY_IDENTIFIER)
+            .and_then(|e| OctetString::from_der(e.extn_value.as_bytes()).ok())
+            .is_some_and(|k| k.as_bytes() == ski.as_bytes()),
+    }
+}
+
+/// Parses a pkiMessage (DER or BER) and verifies its signature with the signer certificate it
+/// carries. Signed attributes are mandatory in SCEP.
+pub fn parse_pki_message(der_bytes: &[u8]) -> Result<PkiMessage, PkiError> {
+    if der_bytes.len() > MAX_PKI_MESSAGE {
+        return Err(err("pkiMessage too large"));
+    }
+    let ci = ContentInfo::from_ber(der_bytes)?;
+    if ci.content_type != oids::CMS_SIGNED_DATA {
+        return Err(err("not a CMS SignedData"));
+    }
+    // SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
+    //   [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos }
+    let mut r = ber(ci.content.value())?;
+    let _version: der::Any = r.decode()?;
+    let _digests: der::Any = r.decode()?;
+    let encap: cms::signed_data::EncapsulatedContentInfo = r.decode()?;
+    let mut certificates = Vec::new();
+    while let Some(b) = r.peek_byte() {
+        if b & 0xdf == 0x80 {
+            // [0] certificates / [1] crls (constructed, context-specific)
+            let number = b & 0x1f;
+            let block: der::Any = r.decode()?;
+            if number == 0 {
+                let mut cr = ber(block.value())?;
+                while !cr.is_finished() {
+                    let tlv = cr.tlv_bytes()?;
+                    // Certificates that do not even parse leniently are skipped, not fatal.
+                    if let Ok(c) = RawCertificate::from_der(tlv) {
+                        certificates.push((c, tlv.to_vec()));
+                    }
+                }
+            }
+        } else {
+            break;
+        }
+    }
+    let signer_set: der::Any = r.decode()?;
+    let mut sr = ber(signer_set.value())?;
+    let signer: SignerInfoRaw = sr.decode()?;
+    if !sr.is_finished() {
+        return Err(err("a pkiMessage has exactly one signer"));
+    }
+    let (signer_cert, signer_cert_der) = certificates
+        .into_iter()
+        .find(|(c, _)| signer_matches(c, &signer.sid))
+        .ok_or_else(|| err("the signer certificate is not in the message"))?;
+    let attrs = signer.signed_attrs.as_ref().ok_or_else(|| err("SCEP messages need signed attributes"))?;
+    let content = match &encap.econtent {
+        Some(e) => econtent_bytes(e)?,
+        None => Vec::new(),
+    };
+    let digest = Digest::from_oid(&signer.digest_alg.oid)?;
+    let md = attrs
+        .iter()
+        .find(|a| a.oid == oids::CMS_MESSAGE_DIGEST)
+        .and_then(|a| a.values.iter().next())
+        .ok_or_else(|| err("no messageDigest"))?
+        .decode_as::<OctetString>()?;
+    if md.as_bytes() != digest.digest(&content).as_slice() {
+        return Err(PkiError::BadSignature);
+    }
+    let spki =
+        spki::SubjectPublicKeyInfoOwned::from_der(&signer_cert.tbs_certificate().subject_public_key_info().to_der()?)?;
+    sig::verify_with_digest(&spki, digest, &attrs.to_der()?, signer.signature.as_bytes())?;
+    let message_type = text_attr(attrs, MESSAGE_TYPE)
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .and_then(MessageType::from_number)
+        .ok_or_else(|| err("missing or unknown messageType"))?;
+    let transaction_id = text_attr(attrs, TRANSACTION_ID).ok_or_else(|| err("missing transactionID"))?;
+    let sender_nonce = attrs
+        .iter()
+        .find(|a| a.oid == SENDER_NONCE)
+        .and_then(|a| a.values.iter().next())
+        .and_then(|v| v.decode_as::<OctetString>().ok())
+        .map(|o| o.as_bytes().to_vec())
+        .unwrap_or_default();
+    Ok(PkiMessage { message_type, transaction_id, sender_nonce, signer_cert_der, digest, envelope: content })
+}
