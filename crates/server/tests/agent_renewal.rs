@@ -346,3 +346,32 @@ async fn redirects_are_never_followed() {
     let err = agent.try_cycle(&s, &Force::None).await.unwrap_err().to_string();
     assert!(err.contains("redirects are never followed") && err.contains("elsewhere.example"), "{err}");
 }
+
+#[tokio::test]
+async fn a_certificate_replaced_by_someone_else_is_noticed() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    // An operator drops in a pair with a later expiry by hand (same template).
+    let spec = TemplateSpec { validity_secs: Some(1200), ..Default::default() };
+    s.ra.update_template("Signed", &spec).await.unwrap();
+    let other = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    s.clock.advance(10);
+    other.cycle(&s).await;
+    let theirs = other.store().live_dir("Signed").unwrap();
+    let ours = agent.store().live_dir("Signed").unwrap();
+    for f in ["cert.pem", "key.pem", "chain.pem"] {
+        std::fs::copy(theirs.join(f), ours.join(f)).unwrap();
+    }
+    let replaced = agent.live("Signed").unwrap();
+    assert_eq!(replaced.serial, other.live("Signed").unwrap().serial);
+    // The next cycle reads the store afresh and schedules by the replacement's lifetime.
+    let r = agent.cycle(&s).await;
+    assert!(r.kept.contains(&"Signed".to_string()), "{r:?}");
+    let due = autoenroll_core::renewal::renew_at(replaced.not_before, replaced.not_after, 180);
+    assert!(r.next_wake.unwrap() <= due);
+    s.clock.set(due.0);
+    let r = agent.cycle(&s).await;
+    assert!(r.renewed.iter().any(|(t, old, _)| t == "Signed" && *old == replaced.serial.0), "{r:?}");
+}

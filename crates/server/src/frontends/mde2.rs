@@ -82,17 +82,7 @@ fn respond(result: Result<String, FrontError>, relates_to: Option<&str>) -> Resp
 }
 
 pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let env = match read_envelope(&headers, body).await {
-        Ok(env) => env,
-        Err(e) => return mdm_fault_response(&e, None),
-    };
-    let relates_to = env.message_id.clone();
-    let result = (|| {
-        if env.action != ns::ACTION_DISCOVER {
-            return Err(
-                RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {}", env.action)).into()
-            );
-        }
+    mdm_soap(headers, body, ns::ACTION_DISCOVER, |env| async move {
         let req = mde2::parse_discover(&env.body)?;
         // OnPremise (UsernameToken) when the device offers it; Federated (a bearer token from
         // `autoenroll server token create`) otherwise.
@@ -109,8 +99,27 @@ pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: 
             enrollment_url: format!("{}{ENROLLMENT_PATH}", state.base_url),
             authentication_url: federated.then(|| format!("{}/EnrollmentServer/Authenticate", state.base_url)),
         }
-        .to_envelope(relates_to.as_deref()))
-    })();
+        .to_envelope(env.message_id.as_deref()))
+    })
+    .await
+}
+
+/// Reads the envelope, checks the action, runs `f`, and answers with the result or an MDM fault.
+async fn mdm_soap<F, Fut>(headers: HeaderMap, body: Body, action: &str, f: F) -> Response
+where
+    F: FnOnce(Envelope) -> Fut,
+    Fut: std::future::Future<Output = Result<String, FrontError>>,
+{
+    let env = match read_envelope(&headers, body).await {
+        Ok(env) => env,
+        Err(e) => return mdm_fault_response(&e, None),
+    };
+    let relates_to = env.message_id.clone();
+    let result = if env.action == action {
+        f(env).await
+    } else {
+        Err(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {}", env.action)).into())
+    };
     respond(result, relates_to.as_deref())
 }
 
@@ -121,15 +130,10 @@ pub async fn policy(
     body: Body,
 ) -> Response {
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
-    let env = match read_envelope(&headers, body).await {
-        Ok(env) => env,
-        Err(e) => return mdm_fault_response(&e, None),
-    };
-    let result = match env.action.as_str() {
-        ns::ACTION_GET_POLICIES => get_policies(&state, &env, &peer, Flavour::Mdm).await,
-        other => Err(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}")).into()),
-    };
-    respond(result, env.message_id.as_deref())
+    mdm_soap(headers, body, ns::ACTION_GET_POLICIES, |env| async move {
+        get_policies(&state, &env, &peer, Flavour::Mdm).await
+    })
+    .await
 }
 
 pub async fn enrollment(
@@ -139,15 +143,7 @@ pub async fn enrollment(
     body: Body,
 ) -> Response {
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
-    let env = match read_envelope(&headers, body).await {
-        Ok(env) => env,
-        Err(e) => return mdm_fault_response(&e, None),
-    };
-    let result = match env.action.as_str() {
-        ns::ACTION_WSTEP => enroll_or_renew(&state, &env, &peer).await,
-        other => Err(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}")).into()),
-    };
-    respond(result, env.message_id.as_deref())
+    mdm_soap(headers, body, ns::ACTION_WSTEP, |env| async move { enroll_or_renew(&state, &env, &peer).await }).await
 }
 
 /// The device identity: the MDM DeviceID, else the device name it reports.
