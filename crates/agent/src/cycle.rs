@@ -146,7 +146,7 @@ impl Ctx<'_> {
         if let Some((u, p)) = self.cfg.password()? {
             return Ok(Some(Auth::Password(u, p)));
         }
-        if let Some(id) = self.store.client_identity(self.now)? {
+        if let Some(id) = self.store.client_identity(self.clock.now())? {
             return Ok(Some(Auth::Certificate(id)));
         }
         if !self.state.bootstrap_token_used {

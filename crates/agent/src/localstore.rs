@@ -262,7 +262,12 @@ impl LocalStore {
     pub fn client_identity(&self, now: UnixTime) -> Result<Option<ClientIdentity>, AgentError> {
         for t in self.live_templates()? {
             let Some(held) = self.current(&t)? else { continue };
-            if !held.facts.has_client_auth() || now >= held.facts.not_after || now < held.facts.not_before {
+            // A certificate the server issued a moment ago may start a second (or, with clock
+            // skew, a few minutes) after our `now`: the server judges validity by its own clock.
+            if !held.facts.has_client_auth()
+                || now >= held.facts.not_after
+                || now.plus_secs(300) < held.facts.not_before
+            {
                 continue;
             }
             let key_pem = std::fs::read_to_string(held.dir.join("key.pem")).map_err(|e| store_err(&held.dir, e))?;
