@@ -79,7 +79,8 @@ impl Ra {
     }
 
     /// Records the intent, signs, records the certificate; returns (request id, DER).
-    pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<(i64, Vec<u8>), RaError> {
+    /// Records the request, then signs it (see `sign_request`): (request id, serial, DER).
+    pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<(i64, Serial, Vec<u8>), RaError> {
         let now = self.now();
         let request_id = self
             .store
@@ -97,16 +98,18 @@ impl Ra {
             )
             .await?;
         let (major, minor) = r.profile.template.as_ref().map(|t| (t.major as i64, t.minor as i64)).unwrap_or((0, 0));
-        self.sign_request(request_id, &r, major, minor).await.map(|der| (request_id, der))
+        let (serial, der) = self.sign_request(request_id, &r, major, minor).await?;
+        Ok((request_id, serial, der))
     }
 
-    async fn sign_request(
+    /// For a recorded request: records the certificate intent, signs, records the certificate.
+    pub(crate) async fn sign_request(
         &self,
         request_id: i64,
         r: &Recorded<'_>,
         major: i64,
         minor: i64,
-    ) -> Result<Vec<u8>, RaError> {
+    ) -> Result<(Serial, Vec<u8>), RaError> {
         let now = self.now();
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
@@ -131,7 +134,7 @@ impl Ra {
         self.store
             .complete_certificate(serial.as_str(), request_id, Thumbprint::of_der(&der).as_str(), &der, self.now().0)
             .await?;
-        Ok(der)
+        Ok((serial, der))
     }
 
     pub async fn enroll(&self, input: EnrollInput<'_>) -> Result<Issued, RaError> {
@@ -212,12 +215,11 @@ impl Ra {
             request: &request,
             profile: &profile,
         };
-        let der = self
+        let (serial, der) = self
             .sign_request(request_id, &recorded, template.major, template.minor)
             .await
             .map_err(|e| e.with_request(request_id))?;
-        let serial = autoenroll_core::pki::CertFacts::parse(&der).map_err(RaError::internal)?.serial.0;
-        Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
+        Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial: serial.0, template: template.name })
     }
 }
 

@@ -1,10 +1,9 @@
 //! Pending requests, revocation and device blocking.
-use super::enroll::{issue_request, Issued};
+use super::enroll::{issue_request, Issued, Recorded};
 use super::templates::profile_for;
 use super::{Ra, RaError};
-use autoenroll_core::pki::{CertFacts, CsrFacts};
+use autoenroll_core::pki::CsrFacts;
 use autoenroll_core::Kind;
-use autoenroll_store::CertificateIntent;
 
 /// RFC 5280 CRLReason names we accept.
 pub const REVOCATION_REASONS: [&str; 7] = [
@@ -74,29 +73,18 @@ impl Ra {
             let template = self.template(&req.template).await?;
             let request = issue_request(&csr, &template, &req.device)?;
             let profile = profile_for(&template);
-            let prepared = self.ca.prepare(&request, &profile, now)?;
-            let serial = autoenroll_core::Serial::from_bytes(&prepared.serial);
-            self.store
-                .insert_certificate_intent(
-                    &CertificateIntent {
-                        serial: serial.as_str(),
-                        request_id,
-                        device_id: req.device_id,
-                        template: &template.name,
-                        template_major: template.major,
-                        template_minor: template.minor,
-                        subject: &request.subject.to_string(),
-                        not_before: prepared.not_before.0,
-                        not_after: prepared.not_after.0,
-                        previous_serial: req.previous_serial.as_deref(),
-                    },
-                    now.0,
-                )
-                .await?;
-            let der = self.ca.sign(&prepared)?;
-            let thumb = autoenroll_core::Thumbprint::of_der(&der);
-            self.store.complete_certificate(serial.as_str(), request_id, thumb.as_str(), &der, self.now().0).await?;
-            let serial = CertFacts::parse(&der).map_err(RaError::internal)?.serial.0;
+            let recorded = Recorded {
+                previous_serial: req.previous_serial.as_deref(),
+                device_id: req.device_id,
+                requester: &req.requester,
+                template_name: &template.name,
+                kind: &req.kind,
+                csr_der: &req.csr_der,
+                request: &request,
+                profile: &profile,
+            };
+            let (serial, der) = self.sign_request(request_id, &recorded, template.major, template.minor).await?;
+            let serial = serial.0;
             Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
         }
         .await;

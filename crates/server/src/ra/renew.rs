@@ -7,7 +7,7 @@ use super::templates::profile_for;
 use super::{Ra, RaError};
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::{cms, CertFacts, CsrFacts};
-use autoenroll_core::renewal::renew_at;
+use autoenroll_core::renewal::{Held, RenewalRule};
 use autoenroll_core::{Kind, Thumbprint};
 
 /// Which rule opens the renewal window: the Windows autoenrollment rule
@@ -175,10 +175,20 @@ impl Ra {
         };
         let bumped = row.template_major < template.major;
         if !bumped {
-            let opens = match window {
-                Window::Autoenrollment => renew_at(old.not_before, old.not_after, template.renewal_secs),
-                Window::Mdm => old.not_after.minus_secs(template.renewal_secs).max(old.not_before),
+            // The same rule the agent decides with (core::renewal), server-side.
+            let rule = match window {
+                Window::Autoenrollment => RenewalRule::Windows { renewal_period_secs: template.renewal_secs },
+                Window::Mdm => RenewalRule::Mdm {
+                    renew_period_secs: template.renewal_secs,
+                    retry_interval_secs: template.retry_interval_secs,
+                },
             };
+            let opens = rule.due_at(&Held {
+                not_before: old.not_before,
+                not_after: old.not_after,
+                template: old.template.clone(),
+                revoked: false,
+            });
             // Grace for early manual renewal, plus a little clock skew between agent and server.
             let skew = (old.lifetime_secs() / 20).min(60);
             if now < opens.minus_secs(template.renewal_grace_secs + skew) {
@@ -202,7 +212,7 @@ impl Ra {
             Proof::ClientTls => "renew-tls",
         };
         let requester = format!("cert:{}", row.serial);
-        let (request_id, der) = self
+        let (request_id, serial, der) = self
             .issue_recorded(Recorded {
                 previous_serial: Some(&row.serial),
                 device_id: device.id,
@@ -214,7 +224,7 @@ impl Ra {
                 profile: &profile,
             })
             .await?;
-        let serial = CertFacts::parse(&der).map_err(RaError::internal)?.serial.0;
+        let serial = serial.0;
         Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
     }
 }

@@ -157,7 +157,7 @@ pub(crate) async fn tls_identity(
     };
     // Recorded like any other issuance: nothing we sign is missing from the store.
     let device = ra.store.touch_device("autoenroll-server", now.0).await?;
-    let (_, leaf) = ra
+    let (_, _, leaf) = ra
         .issue_recorded(super::enroll::Recorded {
             previous_serial: None,
             device_id: device.id,
