@@ -149,8 +149,8 @@ impl Ctx<'_> {
         if let Some(id) = self.store.client_identity(self.clock.now())? {
             return Ok(Some(Auth::Certificate(id)));
         }
-        if !self.state.bootstrap_token_used {
-            if let Some(t) = self.cfg.bootstrap_token()? {
+        if let Some(t) = self.cfg.bootstrap_token()? {
+            if !self.state.spent_tokens.contains(&autoenroll_keys::sha256_hex(t.as_bytes())) {
                 return Ok(Some(Auth::Token(t)));
             }
         }
@@ -543,8 +543,8 @@ pub async fn run_cycle(
                 tracing::info!(template = %t.name, ?reason, "enrolling");
                 match ctx.auth()? {
                     Some(auth) => ctx.enroll(&policy, t, &auth).await.inspect(|_| {
-                        if matches!(auth, Auth::Token(_)) {
-                            ctx.state.bootstrap_token_used = true;
+                        if let Auth::Token(t) = &auth {
+                            ctx.state.spent_tokens.push(autoenroll_keys::sha256_hex(t.as_bytes()));
                         }
                     }),
                     None => Err(AgentError::Config(match reason {

@@ -84,7 +84,10 @@ pub struct PendingAttempt {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
-    pub bootstrap_token_used: bool,
+    /// SHA-256 of bootstrap tokens already spent (never the tokens): a new token placed in the
+    /// configuration is used, a spent one is not sent again.
+    #[serde(default)]
+    pub spent_tokens: Vec<String>,
     pub policy_fetched_at: Option<i64>,
     pub next_update_hours: Option<u32>,
     pub policy: Vec<PolicyTemplateState>,

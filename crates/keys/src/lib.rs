@@ -215,6 +215,11 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
     Ok(b)
 }
 
+/// Lower-case hex SHA-256 (fingerprints of secrets that must not be stored in clear).
+pub fn sha256_hex(data: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Escapes a value for an RFC 4514 string so `Name::from_str` takes it literally.
 pub fn escape_rdn_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());

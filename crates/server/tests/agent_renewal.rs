@@ -278,9 +278,6 @@ async fn an_expired_certificate_needs_fresh_credentials() {
     let (token, _) = s.ra.create_token(&TokenSpec { device: "agent1", template: None, ttl_secs: 3600 }).await.unwrap();
     let text = std::fs::read_to_string(agent.dir.path().join("agent.toml")).unwrap();
     let fresh = Agent { cfg: toml_with_token(&agent, &text, &token), dir: agent.dir };
-    let mut state = fresh.store().load_state().unwrap();
-    state.bootstrap_token_used = false; // an operator handing out a new token resets this
-    fresh.store().save_state(&state).unwrap();
     let r = fresh.cycle(&s).await;
     assert_eq!(r.renewed.len() + r.enrolled.len(), 1, "{r:?}");
     assert!(fresh.live("Signed").unwrap().not_after > UnixTime(s.now()));

@@ -8,7 +8,6 @@ use autoenroll_proto::soap::HeaderToken;
 use autoenroll_proto::{ns, pkcs7, wstep, xcep};
 use autoenroll_server::ra::{AccountSpec, TemplateSpec, TokenSpec};
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
 
 fn vector(name: &str) -> Vec<u8> {
@@ -371,7 +370,6 @@ async fn client_certificate_authenticates_later_requests() {
         Some("enroller"),
         "same device as the authenticating certificate"
     );
-    let _ = PathBuf::new();
 }
 
 #[tokio::test]
