@@ -1,33 +1,18 @@
 //! Crash safety with real processes: the agent is killed (abort, like a power cut) at each step
 //! of a renewal; a valid working pair is always on disk and the next run finishes the job.
+use autoenroll_test_support::bin::{self, ok};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoenroll");
 
 fn run(args: &[&str], data: Option<&Path>, env: Option<(&str, &str)>, stdin: Option<&str>) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    if let Some(d) = data {
-        c.arg("--data-dir").arg(d);
+    let mut all = args.to_vec();
+    let data = data.map(|d| d.to_str().unwrap().to_string());
+    if let Some(d) = &data {
+        all.extend(["--data-dir", d.as_str()]);
     }
-    if let Some((k, v)) = env {
-        c.env(k, v);
-    }
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    child.stdin.take();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{text}");
-    text
+    bin::run(BIN, &all, env.as_slice(), stdin)
 }
 
 fn openssl(args: &[&str], file: &Path) -> String {
@@ -84,17 +69,8 @@ fn a_killed_agent_always_leaves_a_working_pair_and_finishes_the_renewal() {
         None,
     ));
     ok(&run(&["server", "account", "create", "enroller"], Some(&data), None, Some("correct horse battery\n")));
-    let mut server = Command::new(BIN)
-        .args(["server", "run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    let server = bin::Server::start(BIN, &data, &[]);
+    let base = server.base.clone();
 
     let state = dir.path().join("state");
     let cfg = dir.path().join("agent.toml");
@@ -141,6 +117,5 @@ fn a_killed_agent_always_leaves_a_working_pair_and_finishes_the_renewal() {
     }
     let status = ok(&run(&["agent", "status", "--config", cfg], None, None, None));
     assert!(status.contains("Crashy") && status.contains("valid") && !status.contains("in progress"), "{status}");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -1,51 +1,28 @@
 //! End to end as a user runs it: the `autoenroll` binary as server and as agent on loopback.
-use std::io::{BufRead, BufReader};
+use autoenroll_test_support::bin;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoenroll");
 
 struct ServerProcess {
-    child: Child,
-    _stdout: BufReader<std::process::ChildStdout>,
+    /// Dropping it stops the server.
+    _server: bin::Server,
     base: String,
     data: PathBuf,
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server(dir: &Path) -> ServerProcess {
     let data = dir.join("data");
-    let mut child = Command::new(BIN)
-        .args(["server", "run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(base.starts_with("https://127.0.0.1:"), "unexpected first line {line:?}");
-    ServerProcess { child, _stdout: stdout, base, data }
+    let server = bin::Server::start(BIN, &data, &[]);
+    ServerProcess { base: server.base.clone(), _server: server, data }
 }
 
 fn autoenroll(args: &[&str], data: &Path, stdin: Option<&str>) -> std::process::Output {
-    let mut c = Command::new(BIN);
-    c.args(args).arg("--data-dir").arg(data).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    child.stdin.take();
-    child.wait_with_output().unwrap()
+    let data = data.to_str().unwrap();
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", data]);
+    bin::run(BIN, &all, &[], stdin)
 }
 
 fn agent(args: &[&str], config: &Path) -> (i32, String) {

@@ -5,57 +5,22 @@ use autoenroll_agent::https::Client;
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
 use autoenroll_proto::soap::{self, HeaderToken};
 use autoenroll_proto::{ns, wstep};
-use std::io::BufRead;
+use autoenroll_test_support::bin;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoenroll");
 
-struct Replica {
-    child: Child,
-    base: String,
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn cli(args: &[&str], data: &Path, db: &str, stdin: Option<&str>) -> String {
-    let mut c = Command::new(BIN);
-    c.args(args).arg("--data-dir").arg(data).arg("--database").arg(db);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    child.stdin.take();
-    let out = child.wait_with_output().unwrap();
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", data.to_str().unwrap(), "--database", db]);
+    let out = bin::run(BIN, &all, &[], stdin);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn replica(data: &Path, db: &str) -> Replica {
-    let mut child = Command::new(BIN)
-        .args(["server", "run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--database")
-        .arg(db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(base.starts_with("https://127.0.0.1:"), "{line}");
-    Replica { child, base, _stdout: stdout }
+fn replica(data: &Path, db: &str) -> bin::Server {
+    bin::Server::start(BIN, data, &["--database", db])
 }
 
 async fn issue(client: &Client, base: &str, token: &HeaderToken, cn: &str) -> Result<Vec<u8>, String> {

@@ -2,6 +2,7 @@
 //! with instructions instead of skipping.
 #![forbid(unsafe_code)]
 
+pub mod bin;
 pub mod pg;
 
 use autoenroll_core::clock::Clock;

@@ -219,7 +219,13 @@ impl Ra {
             .sign_request(request_id, &recorded, template.major, template.minor)
             .await
             .map_err(|e| e.with_request(request_id))?;
-        Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial: serial.0, template: template.name })
+        Ok(Issued {
+            certificate_der: der,
+            chain: self.chain_der(),
+            request_id,
+            serial: serial.0,
+            template: template.name,
+        })
     }
 }
 

@@ -1,0 +1,63 @@
+//! Running the real `autoenroll` binary from tests: a server on a random loopback port (its
+//! first stdout line names the URL) and one-shot commands.
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+pub struct Server {
+    child: Child,
+    // Kept open: the server must be able to write to stdout.
+    _stdout: BufReader<ChildStdout>,
+    pub base: String,
+}
+
+impl Server {
+    /// `autoenroll server run --listen 127.0.0.1:0 --data-dir DATA EXTRA...`
+    pub fn start(bin: &str, data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(bin)
+            .args(["server", "run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        let mut stdout = BufReader::new(child.stdout.take().expect("server stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the server's first line");
+        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        assert!(base.starts_with("https://127.0.0.1:"), "unexpected first line {line:?}");
+        Server { child, _stdout: stdout, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `bin ARGS` with extra environment and optional standard input.
+pub fn run(bin: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run autoenroll");
+    if let Some(s) = stdin {
+        child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait for autoenroll")
+}
+
+/// stdout + stderr, asserting success.
+pub fn ok(o: &Output) -> String {
+    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}");
+    text
+}
