@@ -16,8 +16,11 @@ pub struct HookEnv<'a> {
 
 pub async fn run(argv: &[String], env: &HookEnv<'_>, timeout: Duration, now: i64) -> HookOutcome {
     let command = argv.join(" ");
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
+    let Some((program, args)) = argv.split_first() else {
+        return HookOutcome { at: now, command, result: "empty command".into(), ok: false };
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .env("AUTOENROLL_TEMPLATE", env.template)
         .env("AUTOENROLL_EVENT", env.event)
         .env("AUTOENROLL_SERIAL", env.serial)
