@@ -35,23 +35,23 @@ pub fn exists(dir: &Path) -> bool {
     p.issuing_cert.exists() && p.issuing_key.exists()
 }
 
-fn io(path: &Path, e: std::io::Error) -> CaError {
+pub(crate) fn io(path: &Path, e: std::io::Error) -> CaError {
     CaError::Io(format!("{}: {e}", path.display()))
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| io(path, e))?;
     f.write_all(contents).map_err(|e| io(path, e))?;
     f.sync_all().map_err(|e| io(path, e))
 }
 
-fn pem_cert(der_bytes: &[u8]) -> Result<String, CaError> {
+pub(crate) fn pem_cert(der_bytes: &[u8]) -> Result<String, CaError> {
     der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes)
         .map_err(|e| CaError::Encoding(e.to_string()))
 }
 
-fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CaError> {
+pub(crate) fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CaError> {
     let text = std::fs::read(path).map_err(|e| io(path, e))?;
     let (l, der_bytes) = der::pem::decode_vec(&text).map_err(|e| CaError::Io(format!("{}: {e}", path.display())))?;
     if l != label {

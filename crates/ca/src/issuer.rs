@@ -257,6 +257,18 @@ impl Ca {
         &self.issuing_der
     }
 
+    pub(crate) fn issuing_subject(&self) -> &Name {
+        &self.issuing_subject
+    }
+
+    pub(crate) fn issuing_key_id(&self) -> &[u8] {
+        &self.issuing_key_id
+    }
+
+    pub(crate) fn issuing_not_after(&self) -> UnixTime {
+        self.issuing_not_after
+    }
+
     /// Picks serial and validity and builds the TBS. NotBefore is `now`, never backdated;
     /// NotAfter never passes the issuing CA's own expiry.
     pub fn prepare(&self, req: &IssueRequest, profile: &Profile, now: UnixTime) -> Result<Prepared, CaError> {

@@ -4,10 +4,13 @@
 
 mod files;
 mod issuer;
+mod scep_ra;
 
+pub use autoenroll_keys::envelope::ContentCipher;
 pub use autoenroll_keys::KeyAlgorithm;
 pub use files::{exists, init, load, CaPaths};
 pub use issuer::{Ca, IssueRequest, Prepared, Profile, SigningKey};
+pub use scep_ra::{scep_ra, ScepRa};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {

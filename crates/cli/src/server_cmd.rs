@@ -75,6 +75,17 @@ pub enum ServerCommand {
         /// Base URL advertised to clients, e.g. https://ca.example.com:8443
         #[arg(long)]
         public_url: Option<String>,
+        /// Also serve SCEP over plain HTTP on this address, e.g. 0.0.0.0:8080 (port 0 picks one).
+        #[arg(long)]
+        scep_http_listen: Option<String>,
+        /// Accept DES/3DES SCEP envelopes and SHA-1 signatures from old clients.
+        #[arg(long)]
+        scep_legacy_ciphers: bool,
+    },
+    /// SCEP challenges: one-time dynamic ones, and static per-template ones.
+    Challenge {
+        #[command(subcommand)]
+        command: ChallengeCommand,
     },
     /// Certificate templates.
     Template {
@@ -105,6 +116,46 @@ pub enum ServerCommand {
     Request {
         #[command(subcommand)]
         command: RequestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ChallengeCommand {
+    /// Create a one-time challenge bound to a device, a template and the expected request;
+    /// prints the challenge.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        template: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        ttl: Duration,
+        /// Expected subject (default CN=<device>).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Expected DNS names, comma-separated (default: none).
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// Expected IP addresses, comma-separated (default: none).
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<std::net::IpAddr>,
+        /// Minimum RSA key size (default: the template's, at least 2048).
+        #[arg(long)]
+        min_key_bits: Option<i64>,
+        /// EKUs the request may ask for, comma-separated (default: the template's).
+        #[arg(long, value_delimiter = ',')]
+        eku: Option<Vec<String>>,
+    },
+    /// Set a template's static challenge (read from standard input), or clear it.
+    Static {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        template: String,
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -361,9 +412,17 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             );
             Ok(0)
         }
-        ServerCommand::Run { common, listen, hostnames, public_url } => {
+        ServerCommand::Run { common, listen, hostnames, public_url, scep_http_listen, scep_legacy_ciphers } => {
             let mut raw = common.raw()?;
             raw.listen = listen.or(raw.listen);
+            if scep_http_listen.is_some() || scep_legacy_ciphers {
+                let mut scep = raw.scep.take().unwrap_or_default();
+                scep.http_listen = scep_http_listen.or(scep.http_listen);
+                if scep_legacy_ciphers {
+                    scep.legacy_ciphers = Some(true);
+                }
+                raw.scep = Some(scep);
+            }
             if !hostnames.is_empty() {
                 raw.hostnames = Some(hostnames);
             }
@@ -375,11 +434,14 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             // stdout must not stop the server, so write errors are ignored.
             {
                 use std::io::Write;
-                let banner = format!(
-                    "autoenroll server listening on {base}\npolicy (MS-XCEP):      {base}/xcep\nenrollment (MS-WSTEP): {base}/wstep\nroot CA certificate:   {}\n",
+                let mut banner = format!(
+                    "autoenroll server listening on {base}\npolicy (MS-XCEP):      {base}/xcep\nenrollment (MS-WSTEP): {base}/wstep\nSCEP:                  {base}/scep\nroot CA certificate:   {}\n",
                     cfg.ra.data_dir.join("ca/root.pem").display(),
                     base = server.base_url
                 );
+                if let Some(u) = &server.scep_http_url {
+                    banner.push_str(&format!("SCEP over HTTP:        {u}\n"));
+                }
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
             }
@@ -387,6 +449,38 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             Ok(0)
         }
         ServerCommand::Template { command } => template(command).await,
+        ServerCommand::Challenge {
+            command: ChallengeCommand::Create { common, device, template, ttl, subject, dns, ip, min_key_bits, eku },
+        } => {
+            let ra = common.open().await?;
+            let spec = autoenroll_server::ra::ChallengeSpec {
+                device: device.clone(),
+                template,
+                ttl_secs: ttl.as_secs() as i64,
+                subject,
+                dns_names: dns,
+                ip_addrs: ip,
+                min_key_bits,
+                ext_key_usage: eku,
+            };
+            let (challenge, expires) = ra.create_challenge(&spec).await?;
+            eprintln!("one-time SCEP challenge for {device}, expires {}", autoenroll_core::UnixTime(expires));
+            println!("{challenge}");
+            Ok(0)
+        }
+        ServerCommand::Challenge { command: ChallengeCommand::Static { common, template, clear } } => {
+            let ra = common.open().await?;
+            if clear {
+                ra.set_static_challenge(&template, None).await?;
+                println!("static challenge of {template} cleared");
+            } else {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).context("reading the challenge from standard input")?;
+                ra.set_static_challenge(&template, Some(s.trim_end_matches(['\r', '\n']))).await?;
+                println!("static challenge of {template} set");
+            }
+            Ok(0)
+        }
         ServerCommand::Cert { command: CertCommand::Revoke { common, serial, reason } } => {
             common.open().await?.revoke(&serial, &reason).await?;
             println!("revoked {serial} ({reason})");

@@ -207,6 +207,7 @@ impl KeyPair {
 }
 
 pub mod envelope;
+pub mod scep_client;
 
 /// Random bytes from the system generator (message ids, nonces).
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
@@ -261,6 +262,23 @@ pub fn build_csr(key: &KeyPair, subject: Name, extensions: Vec<Extension>) -> Re
     build_csr_with(key, subject, extensions, vec![])
 }
 
+/// A PKCS#10 carrying a challengePassword attribute (PrintableString when it fits, else
+/// UTF8String), as SCEP clients send it.
+pub fn build_csr_with_challenge(
+    key: &KeyPair,
+    subject: Name,
+    extensions: Vec<Extension>,
+    challenge: &str,
+) -> Result<Vec<u8>, KeyError> {
+    let value = match der::asn1::PrintableStringRef::new(challenge) {
+        Ok(p) => Any::encode_from(&p)?,
+        Err(_) => Any::encode_from(&der::asn1::Utf8StringRef::new(challenge)?)?,
+    };
+    let mut values = SetOfVec::new();
+    values.insert(value)?;
+    build_csr_with(key, subject, extensions, vec![Attribute { oid: oids::CHALLENGE_PASSWORD, values }])
+}
+
 /// A renewal PKCS#10: the new key, and the certificate it replaces in szOID_RENEWAL_CERTIFICATE
 /// (1.3.6.1.4.1.311.13.1), as Windows writes it.
 pub fn build_renewal_csr(
@@ -305,6 +323,29 @@ pub fn sign_cms(
     signer_key: &KeyPair,
     signed_attributes: bool,
 ) -> Result<Vec<u8>, KeyError> {
+    let attrs = if signed_attributes { Some(vec![]) } else { None };
+    sign_cms_with(content, signer_cert_der, signer_key, attrs, &[])
+}
+
+/// `sign_cms` with signed attributes `extra` beside contentType and messageDigest (SCEP puts
+/// its message type, nonces and status there) and `more_certs` after the signer's.
+pub fn sign_cms_attributes(
+    content: &[u8],
+    signer_cert_der: &[u8],
+    signer_key: &KeyPair,
+    extra: Vec<Attribute>,
+    more_certs: &[Vec<u8>],
+) -> Result<Vec<u8>, KeyError> {
+    sign_cms_with(content, signer_cert_der, signer_key, Some(extra), more_certs)
+}
+
+fn sign_cms_with(
+    content: &[u8],
+    signer_cert_der: &[u8],
+    signer_key: &KeyPair,
+    signed_attributes: Option<Vec<Attribute>>,
+    more_certs: &[Vec<u8>],
+) -> Result<Vec<u8>, KeyError> {
     use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
     use cms::content_info::{CmsVersion, ContentInfo};
     use cms::signed_data::{
@@ -317,18 +358,22 @@ pub fn sign_cms(
     };
     let digest_alg_id =
         AlgorithmIdentifierOwned { oid: const_oid::ObjectIdentifier::new_unwrap(digest_oid), parameters: None };
-    let (signed_attrs, signature) = if signed_attributes {
-        let mut attrs = SetOfVec::new();
-        let mut ct = SetOfVec::new();
-        ct.insert(Any::encode_from(&oids::CMS_DATA)?)?;
-        attrs.insert(Attribute { oid: oids::CMS_CONTENT_TYPE, values: ct })?;
-        let mut md = SetOfVec::new();
-        md.insert(Any::encode_from(&OctetString::new(aws_lc_rs::digest::digest(digest_alg, content).as_ref())?)?)?;
-        attrs.insert(Attribute { oid: oids::CMS_MESSAGE_DIGEST, values: md })?;
-        let sig = signer_key.sign(&attrs.to_der()?)?;
-        (Some(attrs), sig)
-    } else {
-        (None, signer_key.sign(content)?)
+    let (signed_attrs, signature) = match signed_attributes {
+        Some(extra) => {
+            let mut attrs = SetOfVec::new();
+            let mut ct = SetOfVec::new();
+            ct.insert(Any::encode_from(&oids::CMS_DATA)?)?;
+            attrs.insert(Attribute { oid: oids::CMS_CONTENT_TYPE, values: ct })?;
+            let mut md = SetOfVec::new();
+            md.insert(Any::encode_from(&OctetString::new(aws_lc_rs::digest::digest(digest_alg, content).as_ref())?)?)?;
+            attrs.insert(Attribute { oid: oids::CMS_MESSAGE_DIGEST, values: md })?;
+            for a in extra {
+                attrs.insert(a)?;
+            }
+            let sig = signer_key.sign(&attrs.to_der()?)?;
+            (Some(attrs), sig)
+        }
+        None => (None, signer_key.sign(content)?),
     };
     let signer = SignerInfo {
         version: CmsVersion::V1,
@@ -346,6 +391,10 @@ pub fn sign_cms(
     digests.insert(digest_alg_id)?;
     let mut signers = SetOfVec::new();
     signers.insert(signer)?;
+    let mut certs = vec![CertificateChoices::Certificate(cert)];
+    for c in more_certs {
+        certs.push(CertificateChoices::Certificate(x509_cert::Certificate::from_der(c)?));
+    }
     let sd = SignedData {
         version: CmsVersion::V1,
         digest_algorithms: digests,
@@ -353,11 +402,62 @@ pub fn sign_cms(
             econtent_type: oids::CMS_DATA,
             econtent: Some(Any::encode_from(&OctetString::new(content)?)?),
         },
-        certificates: Some(CertificateSet::try_from(vec![CertificateChoices::Certificate(cert)])?),
+        certificates: Some(CertificateSet::try_from(certs)?),
         crls: None,
         signer_infos: SignerInfos(signers),
     };
     Ok(ContentInfo { content_type: oids::CMS_SIGNED_DATA, content: Any::encode_from(&sd)? }.to_der()?)
+}
+
+#[derive(der::Sequence)]
+struct SelfSignedValidity {
+    not_before: x509_cert::time::Time,
+    not_after: x509_cert::time::Time,
+}
+
+#[derive(der::Sequence)]
+struct SelfSignedTbs {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    version: x509_cert::certificate::Version,
+    serial_number: x509_cert::serial_number::SerialNumber,
+    signature: AlgorithmIdentifierOwned,
+    issuer: Name,
+    validity: SelfSignedValidity,
+    subject: Name,
+    subject_public_key_info: SubjectPublicKeyInfoOwned,
+}
+
+#[derive(der::Sequence)]
+struct SignedCertificate {
+    tbs: Any,
+    signature_algorithm: AlgorithmIdentifierOwned,
+    signature: BitString,
+}
+
+/// A self-signed certificate for `key` (what a SCEP client signs its first request with).
+pub fn self_signed_cert(key: &KeyPair, subject: Name, not_before: u64, not_after: u64) -> Result<Vec<u8>, KeyError> {
+    let time = |secs: u64| -> Result<x509_cert::time::Time, KeyError> {
+        Ok(x509_cert::time::Time::from(der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs))?))
+    };
+    let mut serial = random_bytes(16)?;
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    let tbs = SelfSignedTbs {
+        version: x509_cert::certificate::Version::V3,
+        serial_number: x509_cert::serial_number::SerialNumber::new(&serial)?,
+        signature: key.signature_algorithm(),
+        issuer: subject.clone(),
+        validity: SelfSignedValidity { not_before: time(not_before)?, not_after: time(not_after)? },
+        subject,
+        subject_public_key_info: key.spki()?,
+    };
+    let tbs_der = tbs.to_der()?;
+    let signature = key.sign(&tbs_der)?;
+    let cert = SignedCertificate {
+        tbs: Any::from_der(&tbs_der)?,
+        signature_algorithm: key.signature_algorithm(),
+        signature: BitString::from_bytes(&signature)?,
+    };
+    Ok(cert.to_der()?)
 }
 
 #[cfg(test)]

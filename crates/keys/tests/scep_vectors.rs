@@ -3,7 +3,7 @@
 //! included throwaway CA key, and the CSR inside parses with its challenge password.
 use autoenroll_core::pki::scep::{parse_pki_message, MessageType};
 use autoenroll_core::pki::CsrFacts;
-use autoenroll_keys::envelope::decrypt_enveloped;
+use autoenroll_keys::envelope::{decrypt_enveloped, encrypt_enveloped, ContentCipher};
 
 fn data(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scep").join(name);
@@ -26,7 +26,9 @@ fn captured_requests_verify_decrypt_and_parse() {
         let m = parse_pki_message(&data(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(m.message_type, MessageType::PkcsReq, "{file}");
         assert!(!m.transaction_id.is_empty() && m.sender_nonce.len() == 16, "{file}");
-        let csr_der = decrypt_enveloped(&m.envelope, &ca_key()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (csr_der, cipher) =
+            decrypt_enveloped(&m.envelope, &ca_key(), false).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!cipher.is_legacy(), "{file}");
         let csr = CsrFacts::parse(&csr_der).unwrap_or_else(|e| panic!("{file}: {e}"));
         if let Some(c) = challenge {
             assert_eq!(csr.challenge_password.as_deref(), Some(c), "{file}");
@@ -40,10 +42,56 @@ fn captured_requests_verify_decrypt_and_parse() {
 }
 
 #[test]
-fn single_des_from_micromdm_scepclient_is_refused_clearly() {
+fn single_des_from_micromdm_scepclient_needs_legacy() {
     let m = parse_pki_message(&data("scepclient-pkcsreq.req.der")).unwrap();
-    let e = decrypt_enveloped(&m.envelope, &ca_key()).unwrap_err().to_string();
-    assert!(e.contains("single DES"), "{e}");
+    let e = decrypt_enveloped(&m.envelope, &ca_key(), false).unwrap_err().to_string();
+    assert!(e.contains("single DES") && e.contains("legacy"), "{e}");
+    let (csr_der, cipher) = decrypt_enveloped(&m.envelope, &ca_key(), true).unwrap();
+    assert_eq!(cipher, ContentCipher::DesCbc);
+    let csr = CsrFacts::parse(&csr_der).unwrap();
+    assert_eq!(csr.challenge_password.as_deref(), Some("secret"));
+}
+
+fn pem_key(name: &str) -> Vec<u8> {
+    der::pem::decode_vec(&data(name)).unwrap().1
+}
+
+/// Our envelopes decrypt with our own reader and with openssl, for every cipher, to a client
+/// certificate whose serial is 32 bytes long (sscep's self-signed signer).
+#[test]
+fn envelopes_we_write_decrypt_here_and_in_openssl() {
+    let cert = pem_key("sscep1-selfsigned.crt");
+    let key = pem_key("sscep1.key");
+    let dir = tempfile::tempdir().unwrap();
+    for cipher in [ContentCipher::Aes128Cbc, ContentCipher::Aes256Cbc, ContentCipher::Des3Cbc] {
+        let plain = format!("certificate bytes for {cipher:?}").repeat(7);
+        let env = encrypt_enveloped(plain.as_bytes(), &cert, cipher).unwrap();
+        let (back, c) = decrypt_enveloped(&env, &key, true).unwrap();
+        assert_eq!((back.as_slice(), c), (plain.as_bytes(), cipher));
+        if cipher.is_legacy() {
+            assert!(decrypt_enveloped(&env, &key, false).is_err());
+        }
+        autoenroll_test_support::require_tool("openssl", "openssl");
+        let env_path = dir.path().join("env.der");
+        std::fs::write(&env_path, &env).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["cms", "-decrypt", "-inform", "DER", "-binary", "-in"])
+            .arg(&env_path)
+            .arg("-recip")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scep/sscep1-selfsigned.crt"))
+            .arg("-inkey")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scep/sscep1.key"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cipher:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, plain.as_bytes(), "{cipher:?}");
+    }
+    // A certificate with an EC key cannot receive an RSA key-transport envelope.
+    let ec = autoenroll_keys::KeyPair::generate(autoenroll_keys::KeyAlgorithm::P256).unwrap();
+    let ec_cert =
+        autoenroll_keys::self_signed_cert(&ec, autoenroll_keys::cn_name("ec").unwrap(), 0, 4_000_000_000).unwrap();
+    let e = encrypt_enveloped(b"x", &ec_cert, ContentCipher::Aes256Cbc).unwrap_err().to_string();
+    assert!(e.contains("RSA"), "{e}");
 }
 
 #[test]
@@ -62,5 +110,5 @@ fn hostile_pki_messages_are_refused_without_panics() {
     let mut env = m.envelope.clone();
     let n = env.len();
     env[n - 3] ^= 1;
-    assert!(decrypt_enveloped(&env, &ca_key()).is_err());
+    assert!(decrypt_enveloped(&env, &ca_key(), true).is_err());
 }

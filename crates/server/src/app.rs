@@ -101,6 +101,10 @@ pub struct Server {
     router: axum::Router,
     pub local_addr: SocketAddr,
     pub base_url: String,
+    /// The plain-HTTP SCEP listener (`[scep] http_listen`), when configured.
+    scep_http: Option<(TcpListener, axum::Router)>,
+    /// e.g. `http://127.0.0.1:8080/scep`
+    pub scep_http_url: Option<String>,
 }
 
 impl Server {
@@ -116,7 +120,7 @@ impl Server {
             cfg: cfg.clone(),
             acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
         };
-        let router = frontends::router(AppState {
+        let state = AppState {
             ra,
             base_url: base_url.clone(),
             mdm_provider_id: cfg.mdm_provider_id.clone(),
@@ -124,8 +128,21 @@ impl Server {
                 .mdm_management_url
                 .clone()
                 .unwrap_or_else(|| format!("{base_url}/ManagementServer/MDM.svc")),
-        });
-        Ok(Server { listener, tls: reloader, router, local_addr, base_url })
+        };
+        let (scep_http, scep_http_url) = match cfg.scep_http_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| RaError::internal(format!("binding {addr} (SCEP over HTTP): {e}")))?;
+                let bound = l.local_addr().map_err(RaError::internal)?;
+                let router =
+                    frontends::scep::router(state.clone()).route("/healthz", axum::routing::get(|| async { "ok\n" }));
+                (Some((l, router)), Some(format!("http://{bound}{}", frontends::scep::PATH)))
+            }
+            None => (None, None),
+        };
+        let router = frontends::router(state);
+        Ok(Server { listener, tls: reloader, router, local_addr, base_url, scep_http, scep_http_url })
     }
 
     /// A handle that re-issues and swaps the listener certificate (also done every 12 hours).
@@ -145,6 +162,8 @@ impl Server {
                 }
             }
         });
+        let plain =
+            self.scep_http.map(|(listener, router)| tokio::spawn(serve_plain(listener, router, permits.clone())));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -196,5 +215,39 @@ impl Server {
             });
         }
         refresh.abort();
+        if let Some(p) = plain {
+            p.abort();
+        }
+    }
+}
+
+/// Plain HTTP for SCEP only: its messages carry their own signatures and encryption.
+async fn serve_plain(listener: TcpListener, router: axum::Router, permits: Arc<tokio::sync::Semaphore>) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%e, "accept failed (SCEP over HTTP)");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached, dropping connection");
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = router.map_request(|mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerCerts(None));
+                req
+            });
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc)).await {
+                tracing::debug!(%remote, %e, "connection ended with an error");
+            }
+        });
     }
 }

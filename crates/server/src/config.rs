@@ -18,6 +18,19 @@ pub struct RawConfig {
     pub key_algorithm: Option<String>,
     pub organization: Option<String>,
     pub mdm: Option<RawMdm>,
+    pub scep: Option<RawScep>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawScep {
+    /// Template `/scep` issues from (default Machine).
+    pub template: Option<String>,
+    /// Accept DES/3DES envelopes from old clients (default false).
+    pub legacy_ciphers: Option<bool>,
+    /// Also serve SCEP (and only SCEP) over plain HTTP here, e.g. "0.0.0.0:8080": most
+    /// SCEP clients expect http://; the messages are signed and encrypted themselves.
+    pub http_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -41,6 +54,8 @@ pub struct ServerConfig {
     pub ra: RaSettings,
     pub mdm_provider_id: String,
     pub mdm_management_url: Option<String>,
+    /// The optional plain-HTTP listener serving only SCEP.
+    pub scep_http_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +91,7 @@ impl RawConfig {
             key_algorithm: other.key_algorithm.or(self.key_algorithm),
             organization: other.organization.or(self.organization),
             mdm: other.mdm.or(self.mdm),
+            scep: other.scep.or(self.scep),
         }
     }
 
@@ -101,9 +117,16 @@ impl RawConfig {
             }
         }
         let mdm = self.mdm.unwrap_or_default();
+        let scep = self.scep.unwrap_or_default();
+        let scep_http_listen = scep
+            .http_listen
+            .as_deref()
+            .map(|l| l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid("scep.http_listen", format!("{e}"))))
+            .transpose()?;
         Ok(ServerConfig {
             mdm_provider_id: mdm.provider_id.unwrap_or_else(|| "autoenroll".into()),
             mdm_management_url: mdm.management_url,
+            scep_http_listen,
             listen,
             hostnames: self.hostnames.unwrap_or_else(|| vec!["localhost".into()]),
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_string()),
@@ -115,6 +138,8 @@ impl RawConfig {
                 default_template: self.default_template.unwrap_or_else(|| "Machine".into()),
                 next_update_hours,
                 mdm_template: mdm.template.unwrap_or_else(|| "Machine".into()),
+                scep_template: scep.template.unwrap_or_else(|| "Machine".into()),
+                scep_legacy_ciphers: scep.legacy_ciphers.unwrap_or(false),
             },
         })
     }

@@ -292,6 +292,116 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    // ---- SCEP challenges and transactions
+
+    pub async fn insert_challenge(&self, c: &ChallengeRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO challenges (id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, \
+             ext_key_usage, created_at, expires_at, used_at, used_transaction, used_key) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_hash)
+        .bind(&c.device)
+        .bind(&c.template)
+        .bind(&c.subject)
+        .bind(&c.dns_names)
+        .bind(&c.ip_addrs)
+        .bind(c.min_key_bits)
+        .bind(&c.ext_key_usage)
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .bind(c.used_at)
+        .bind(&c.used_transaction)
+        .bind(&c.used_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn challenge(&self, id: &str) -> Result<Option<ChallengeRow>> {
+        let row = sqlx::query(
+            "SELECT id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, ext_key_usage, \
+             created_at, expires_at, used_at, used_transaction, used_key FROM challenges WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ChallengeRow {
+                id: r.try_get(0)?,
+                secret_hash: r.try_get(1)?,
+                device: r.try_get(2)?,
+                template: r.try_get(3)?,
+                subject: r.try_get(4)?,
+                dns_names: r.try_get(5)?,
+                ip_addrs: r.try_get(6)?,
+                min_key_bits: r.try_get(7)?,
+                ext_key_usage: r.try_get(8)?,
+                created_at: r.try_get(9)?,
+                expires_at: r.try_get(10)?,
+                used_at: r.try_get(11)?,
+                used_transaction: r.try_get(12)?,
+                used_key: r.try_get(13)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Spends a challenge for one transaction and key. The first caller wins, across replicas
+    /// (condition and write are one statement); the same transaction with the same key may
+    /// spend it again until it expires, so a client that lost the answer can retry.
+    pub async fn use_challenge(&self, id: &str, transaction: &str, key: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE challenges SET used_at = COALESCE(used_at, $4), used_transaction = $2, used_key = $3 \
+             WHERE id = $1 AND expires_at > $4 \
+             AND (used_at IS NULL OR (used_transaction = $2 AND used_key = $3))",
+        )
+        .bind(id)
+        .bind(transaction)
+        .bind(key)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Remembers which request a SCEP transaction (ID + signer key) produced.
+    pub async fn insert_scep_transaction(&self, transaction: &str, key: &str, request_id: i64, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4) \
+             ON CONFLICT (transaction_id, signer_key) DO UPDATE SET request_id = excluded.request_id",
+        )
+        .bind(transaction)
+        .bind(key)
+        .bind(request_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn scep_transaction(&self, transaction: &str, key: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT request_id FROM scep_transactions WHERE transaction_id = $1 AND signer_key = $2")
+            .bind(transaction)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?)
+    }
+
+    /// Removes a device that holds no certificates and no requests (a retired device).
+    pub async fn delete_device(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM devices WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM requests WHERE requests.device_id = devices.id)",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     // ---- devices
 
     /// The device's id, creating the device on first sight; updates `last_seen`.

@@ -254,3 +254,23 @@ pub struct AuditEvent {
     pub outcome: String,
     pub detail: String,
 }
+
+/// A one-time SCEP challenge and the request it was made for. Name lists are comma-separated,
+/// lower-case and sorted; an empty list expects none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRow {
+    pub id: String,
+    pub secret_hash: Vec<u8>,
+    pub device: String,
+    pub template: String,
+    pub subject: String,
+    pub dns_names: String,
+    pub ip_addrs: String,
+    pub min_key_bits: i64,
+    pub ext_key_usage: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub used_transaction: Option<String>,
+    pub used_key: Option<String>,
+}

@@ -34,6 +34,7 @@ conformance!(
     certificate_is_recorded_before_and_after_signing,
     settings_and_audit,
     renewal_chain_revocation_and_requests,
+    challenges_are_spent_once_per_transaction,
 );
 
 fn template(name: &str, oid: &str) -> TemplateRow {
@@ -236,4 +237,75 @@ async fn renewal_chain_revocation_and_requests(s: Store) {
         s.device_attributes(dev.id).await.unwrap(),
         vec![("DeviceType".to_string(), "CIMClient_Windows".to_string()), ("OSVersion".into(), "11.0".into())]
     );
+}
+
+async fn challenges_are_spent_once_per_transaction(s: Store) {
+    let c = ChallengeRow {
+        id: "ch1".into(),
+        secret_hash: vec![9; 32],
+        device: "dev".into(),
+        template: "Machine".into(),
+        subject: "CN=dev".into(),
+        dns_names: "a.example,b.example".into(),
+        ip_addrs: String::new(),
+        min_key_bits: 2048,
+        ext_key_usage: "clientAuth".into(),
+        created_at: 1,
+        expires_at: 100,
+        used_at: None,
+        used_transaction: None,
+        used_key: None,
+    };
+    s.insert_challenge(&c).await.unwrap();
+    assert_eq!(s.challenge("ch1").await.unwrap(), Some(c.clone()));
+    // Eight concurrent transactions with different keys: exactly one spends it.
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move { s.use_challenge("ch1", &format!("t{i}"), &format!("k{i}"), 10).await }));
+    }
+    let mut winners = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.await.unwrap().unwrap() {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let w = winners[0];
+    // The winner may retry (same transaction and key); nobody else, not even with its key.
+    assert!(s.use_challenge("ch1", &format!("t{w}"), &format!("k{w}"), 20).await.unwrap());
+    assert!(!s.use_challenge("ch1", &format!("t{w}"), "other-key", 20).await.unwrap());
+    assert!(!s.use_challenge("ch1", "other", &format!("k{w}"), 20).await.unwrap());
+    let used = s.challenge("ch1").await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(10), "the first use is kept");
+    // Expired: refused even for the winner.
+    assert!(!s.use_challenge("ch1", &format!("t{w}"), &format!("k{w}"), 100).await.unwrap());
+    s.insert_challenge(&ChallengeRow { id: "ch2".into(), ..c }).await.unwrap();
+    assert!(!s.use_challenge("ch2", "t", "k", 100).await.unwrap(), "expired at 100");
+    // Transactions remember their request.
+    let dev = s.touch_device("dev", 1).await.unwrap();
+    let req = s
+        .insert_request(
+            &NewRequest {
+                device_id: dev.id,
+                requester: "scep",
+                template: "Machine",
+                kind: "enroll",
+                status: "pending",
+                csr_der: b"csr",
+                previous_serial: None,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.scep_transaction("tx", "key").await.unwrap(), None);
+    s.insert_scep_transaction("tx", "key", req, 2).await.unwrap();
+    assert_eq!(s.scep_transaction("tx", "key").await.unwrap(), Some(req));
+    assert_eq!(s.scep_transaction("tx", "other").await.unwrap(), None);
+    // A device with requests cannot be deleted; one without can.
+    assert!(!s.delete_device("dev").await.unwrap());
+    s.touch_device("spare", 1).await.unwrap();
+    assert!(s.delete_device("spare").await.unwrap());
+    assert_eq!(s.device("spare").await.unwrap(), None);
 }

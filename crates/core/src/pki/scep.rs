@@ -53,6 +53,11 @@ pub struct PkiMessage {
     pub digest: Digest,
     /// The DER pkcsPKIEnvelope (empty for CertRep PENDING/FAILURE).
     pub envelope: Vec<u8>,
+    /// CertRep only.
+    pub recipient_nonce: Option<Vec<u8>>,
+    pub pki_status: Option<PkiStatus>,
+    pub fail_info: Option<u32>,
+    pub fail_info_text: Option<String>,
 }
 
 fn err(m: impl Into<String>) -> PkiError {
@@ -188,12 +193,132 @@ pub fn parse_pki_message(der_bytes: &[u8]) -> Result<PkiMessage, PkiError> {
         .and_then(MessageType::from_number)
         .ok_or_else(|| err("missing or unknown messageType"))?;
     let transaction_id = text_attr(attrs, TRANSACTION_ID).ok_or_else(|| err("missing transactionID"))?;
-    let sender_nonce = attrs
-        .iter()
-        .find(|a| a.oid == SENDER_NONCE)
-        .and_then(|a| a.values.iter().next())
-        .and_then(|v| v.decode_as::<OctetString>().ok())
-        .map(|o| o.as_bytes().to_vec())
-        .unwrap_or_default();
-    Ok(PkiMessage { message_type, transaction_id, sender_nonce, signer_cert_der, digest, envelope: content })
+    let octets = |oid: Oid| {
+        attrs
+            .iter()
+            .find(|a| a.oid == oid)
+            .and_then(|a| a.values.iter().next())
+            .and_then(|v| v.decode_as::<OctetString>().ok())
+            .map(|o| o.as_bytes().to_vec())
+    };
+    let number = |oid: Oid| text_attr(attrs, oid).and_then(|t| t.trim().parse::<u32>().ok());
+    Ok(PkiMessage {
+        message_type,
+        transaction_id,
+        sender_nonce: octets(SENDER_NONCE).unwrap_or_default(),
+        signer_cert_der,
+        digest,
+        envelope: content,
+        recipient_nonce: octets(RECIPIENT_NONCE),
+        pki_status: number(PKI_STATUS).and_then(|n| match n {
+            0 => Some(PkiStatus::Success),
+            2 => Some(PkiStatus::Failure),
+            3 => Some(PkiStatus::Pending),
+            _ => None,
+        }),
+        fail_info: number(FAIL_INFO),
+        fail_info_text: text_attr(attrs, FAIL_INFO_TEXT),
+    })
+}
+
+/// pkiStatus of a CertRep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PkiStatus {
+    Success,
+    Failure,
+    Pending,
+}
+
+/// failInfo of a FAILURE CertRep (RFC 8894 §3.2.1.4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailInfo {
+    BadAlg,
+    BadMessageCheck,
+    BadRequest,
+    BadTime,
+    BadCertId,
+}
+
+impl FailInfo {
+    pub fn number(self) -> u8 {
+        match self {
+            FailInfo::BadAlg => 0,
+            FailInfo::BadMessageCheck => 1,
+            FailInfo::BadRequest => 2,
+            FailInfo::BadTime => 3,
+            FailInfo::BadCertId => 4,
+        }
+    }
+}
+
+/// id-scep-failInfoText (RFC 8894): a human-readable reason beside failInfo.
+pub const FAIL_INFO_TEXT: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.24.1");
+
+fn attribute(oid: Oid, value: der::Any) -> Result<x509_cert::attr::Attribute, PkiError> {
+    let mut values = der::asn1::SetOfVec::new();
+    values.insert(value)?;
+    Ok(x509_cert::attr::Attribute { oid, values })
+}
+
+fn printable(s: &str) -> Result<der::Any, PkiError> {
+    Ok(der::Any::encode_from(&der::asn1::PrintableStringRef::new(s)?)?)
+}
+
+/// The SCEP signed attributes of a message (contentType and messageDigest are the signer's).
+pub struct ScepAttributes<'a> {
+    pub message_type: u32,
+    pub transaction_id: &'a str,
+    pub sender_nonce: &'a [u8],
+    pub recipient_nonce: Option<&'a [u8]>,
+    pub status: Option<PkiStatus>,
+    pub fail_info: Option<(FailInfo, &'a str)>,
+}
+
+impl ScepAttributes<'_> {
+    pub fn encode(&self) -> Result<Vec<x509_cert::attr::Attribute>, PkiError> {
+        let mut out = vec![
+            attribute(MESSAGE_TYPE, printable(&self.message_type.to_string())?)?,
+            // The transaction ID is echoed exactly; clients write a PrintableString.
+            attribute(
+                TRANSACTION_ID,
+                printable(self.transaction_id).or_else(|_| {
+                    Ok::<_, PkiError>(der::Any::encode_from(&der::asn1::Utf8StringRef::new(self.transaction_id)?)?)
+                })?,
+            )?,
+            attribute(SENDER_NONCE, der::Any::encode_from(&OctetString::new(self.sender_nonce)?)?)?,
+        ];
+        if let Some(n) = self.recipient_nonce {
+            out.push(attribute(RECIPIENT_NONCE, der::Any::encode_from(&OctetString::new(n)?)?)?);
+        }
+        if let Some(s) = self.status {
+            let n = match s {
+                PkiStatus::Success => "0",
+                PkiStatus::Failure => "2",
+                PkiStatus::Pending => "3",
+            };
+            out.push(attribute(PKI_STATUS, printable(n)?)?);
+        }
+        if let Some((info, text)) = self.fail_info {
+            out.push(attribute(FAIL_INFO, printable(&info.number().to_string())?)?);
+            out.push(attribute(FAIL_INFO_TEXT, der::Any::encode_from(&der::asn1::Utf8StringRef::new(text)?)?)?);
+        }
+        Ok(out)
+    }
+}
+
+/// CertPoll's content: IssuerAndSubject ::= SEQUENCE { issuer Name, subject Name }.
+#[derive(der::Sequence)]
+pub struct IssuerAndSubject {
+    pub issuer: x509_cert::name::Name,
+    pub subject: x509_cert::name::Name,
+}
+
+/// GetCert's content: IssuerAndSerialNumber; the serial is returned as its bytes.
+pub fn parse_issuer_and_serial(der_bytes: &[u8]) -> Result<(x509_cert::name::Name, Vec<u8>), PkiError> {
+    let i = IssuerAndSerialRaw::from_ber(der_bytes)?;
+    Ok((i.issuer, i.serial_number.as_bytes().to_vec()))
+}
+
+pub fn parse_issuer_and_subject(der_bytes: &[u8]) -> Result<IssuerAndSubject, PkiError> {
+    Ok(IssuerAndSubject::from_ber(der_bytes)?)
 }

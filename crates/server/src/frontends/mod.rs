@@ -1,5 +1,6 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
 mod mde2;
+pub mod scep;
 pub mod soap;
 mod wstep;
 mod xcep;
@@ -41,5 +42,6 @@ pub fn router(state: AppState) -> axum::Router {
         .route(mde2::DISCOVERY_PATH, get(mde2::discovery_probe).post(mde2::discovery))
         .route(mde2::POLICY_PATH, post(mde2::policy))
         .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(scep::router(state))
 }

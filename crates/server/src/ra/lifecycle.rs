@@ -141,4 +141,21 @@ impl Ra {
         self.audit("admin", action, device, "ok", "").await;
         Ok(())
     }
+
+    /// Removes a device that never requested anything (e.g. one registered for a challenge
+    /// that was never used); devices with history are blocked instead.
+    pub async fn remove_device(&self, device: &str) -> Result<(), RaError> {
+        if self.store.device(device).await?.is_none() {
+            return Err(RaError::new(Kind::NotFound, "UnknownDevice", format!("no device {device}")));
+        }
+        if !self.store.delete_device(device).await? {
+            return Err(RaError::new(
+                Kind::Conflict,
+                "DeviceHasHistory",
+                format!("device {device} has requests or certificates: block it instead"),
+            ));
+        }
+        self.audit("admin", "device.remove", device, "ok", "").await;
+        Ok(())
+    }
 }

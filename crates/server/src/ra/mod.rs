@@ -8,6 +8,7 @@ mod lifecycle;
 mod mdm;
 mod policy;
 mod renew;
+mod scep;
 pub mod secrets;
 mod templates;
 
@@ -19,6 +20,7 @@ pub use lifecycle::Retrieved;
 pub use mdm::MdmSettings;
 pub use policy::{PolicyTemplate, PolicyView};
 pub use renew::Window;
+pub use scep::{ChallengeSpec, ScepRequest};
 
 use autoenroll_ca::Ca;
 use autoenroll_core::clock::Clock;
@@ -39,6 +41,10 @@ pub struct RaSettings {
     pub next_update_hours: u32,
     /// Template Windows MDM enrollment issues from.
     pub mdm_template: String,
+    /// Template `/scep` issues from (`/scep/<template>` names another).
+    pub scep_template: String,
+    /// Accept DES and 3DES request envelopes (old devices; micromdm's scepclient).
+    pub scep_legacy_ciphers: bool,
 }
 
 /// The embedded default: SQLite in the data directory.
@@ -54,6 +60,7 @@ pub fn ca_exists(data_dir: &Path) -> bool {
 pub struct Ra {
     store: Store,
     ca: Ca,
+    scep: autoenroll_ca::ScepRa,
     clock: Arc<dyn Clock>,
     settings: RaSettings,
 }
@@ -71,8 +78,9 @@ impl Ra {
             tracing::info!(dir = %ca_dir.display(), alg = %settings.key_algorithm, "creating CA hierarchy");
             autoenroll_ca::init(&ca_dir, settings.key_algorithm, &settings.organization, now)?
         };
+        let scep = autoenroll_ca::scep_ra(&ca_dir, &ca, &settings.organization, now)?;
         let store = Store::open(&settings.database_url).await?;
-        let ra = Ra { store, ca, clock, settings };
+        let ra = Ra { store, ca, scep, clock, settings };
         ra.store.upsert_ca("root", ra.ca.root_der(), now.0).await?;
         ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now.0).await?;
         templates::ensure_defaults(&ra).await?;

@@ -23,6 +23,8 @@ pub enum Window {
 pub enum Proof {
     SignedRequest,
     ClientTls,
+    /// A SCEP request signed with the old certificate.
+    ScepSigned,
 }
 
 impl Ra {
@@ -72,7 +74,7 @@ impl Ra {
         self.renew(csr, client_cert_der, Proof::ClientTls, None, window).await
     }
 
-    async fn renew(
+    pub(crate) async fn renew(
         &self,
         csr: CsrFacts,
         old_der: &[u8],
@@ -210,6 +212,7 @@ impl Ra {
         let kind = match proof {
             Proof::SignedRequest => "renew",
             Proof::ClientTls => "renew-tls",
+            Proof::ScepSigned => "renew-scep",
         };
         let requester = format!("cert:{}", row.serial);
         let (request_id, serial, der) = self

@@ -24,14 +24,19 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with configuration changes on top of the defaults.
+    pub async fn start_with(configure: impl FnOnce(&mut RawConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = RawConfig {
+        let mut raw = RawConfig {
             data_dir: Some(dir.path().join("data")),
             listen: Some("127.0.0.1:0".into()),
             ..Default::default()
-        }
-        .validate()
-        .unwrap();
+        };
+        configure(&mut raw);
+        let cfg = raw.validate().unwrap();
         let clock = FakeClock::now_real();
         let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(clock.clone())).await.unwrap());
         ra.create_account(&AccountSpec { name: "enroller", password: PASSWORD, templates: vec![] }).await.unwrap();

@@ -1,0 +1,277 @@
+//! SCEP (RFC 8894) over HTTP: GetCACaps, GetCACert and PKIOperation (GET with a base64
+//! `message`, or POST with any content type). Requests the RA can answer get a CertRep signed
+//! by the RA certificate; RA errors become a FAILURE CertRep here, and only here.
+use super::AppState;
+use crate::ra::{Issued, RaError, Retrieved, ScepRequest};
+use autoenroll_ca::ContentCipher;
+use autoenroll_core::pki::scep::{
+    parse_issuer_and_serial, parse_pki_message, FailInfo, MessageType, PkiMessage, PkiStatus, ScepAttributes,
+    MAX_PKI_MESSAGE,
+};
+use autoenroll_core::pki::sig::Digest;
+use autoenroll_core::Kind;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub const PATH: &str = "/scep";
+pub const TEMPLATE_PATH: &str = "/scep/{*rest}";
+const CERTREP: u32 = 3;
+
+pub fn router(state: AppState) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(PATH, get(root).post(root))
+        .route(TEMPLATE_PATH, get(with_template).post(with_template))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_PKI_MESSAGE))
+        .with_state(state)
+}
+
+async fn root(State(st): State<AppState>, method: Method, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    handle(st, None, method, q, body).await
+}
+
+async fn with_template(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    // `/scep/<template>`, tolerating the `pkiclient.exe` suffix some devices append.
+    let template = rest.split('/').find(|s| !s.is_empty() && !s.eq_ignore_ascii_case("pkiclient.exe"));
+    handle(st, template.map(str::to_string), method, q, body).await
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut text = text.into();
+    text.push('\n');
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// Query parameters, percent-decoded; `+` stays `+` (raw base64 in a GET is common).
+fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k.eq_ignore_ascii_case(name)).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+async fn handle(
+    st: AppState,
+    template: Option<String>,
+    method: Method,
+    query: Option<String>,
+    body: Bytes,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let operation = query_param(&query, "operation").map(|o| String::from_utf8_lossy(&o).into_owned());
+    match operation.as_deref() {
+        Some("GetCACaps") => {
+            let mut caps = vec!["POSTPKIOperation", "Renewal", "SHA-256", "SHA-512", "AES", "SCEPStandard"];
+            if st.ra.scep_legacy_ciphers() {
+                caps.push("DES3");
+            }
+            plain(StatusCode::OK, caps.join("\n"))
+        }
+        Some("GetCACert") => {
+            let certs = st.ra.scep_certificates();
+            let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+            match autoenroll_proto::pkcs7::certs_only(&refs) {
+                Ok(p7) => ([(header::CONTENT_TYPE, "application/x-x509-ca-ra-cert")], p7).into_response(),
+                Err(e) => {
+                    tracing::error!(%e, "GetCACert");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+            }
+        }
+        Some("GetNextCACert") => plain(StatusCode::NOT_FOUND, "no CA rollover is pending"),
+        Some("PKIOperation") => {
+            let message = if method == Method::POST {
+                body.to_vec()
+            } else {
+                let Some(text) = query_param(&query, "message") else {
+                    return plain(StatusCode::BAD_REQUEST, "PKIOperation needs a message parameter");
+                };
+                if text.len() > MAX_PKI_MESSAGE * 2 {
+                    return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
+                }
+                let text: Vec<u8> = text.into_iter().filter(|c| !c.is_ascii_whitespace()).collect();
+                match base64_decode(&text) {
+                    Some(m) => m,
+                    None => return plain(StatusCode::BAD_REQUEST, "the message parameter is not base64"),
+                }
+            };
+            pki_operation(&st, template.as_deref(), &message).await
+        }
+        Some(other) => plain(StatusCode::BAD_REQUEST, format!("unknown SCEP operation {other:?}")),
+        None => plain(StatusCode::BAD_REQUEST, "SCEP requests need an operation parameter"),
+    }
+}
+
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let cfg = base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent);
+    let std = base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, cfg);
+    let url = base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, cfg);
+    std.decode(text).or_else(|_| url.decode(text)).ok()
+}
+
+async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) -> Response {
+    // Without a verified signer there is nobody to answer to: plain HTTP errors.
+    let msg = match parse_pki_message(message) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::info!(%e, "refused a SCEP message");
+            return plain(StatusCode::BAD_REQUEST, format!("not a valid SCEP pkiMessage: {e}"));
+        }
+    };
+    let outcome = answer(st, template, &msg).await;
+    let reply = match outcome {
+        Ok(Answer::Certs(certs, cipher)) => {
+            let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+            let sealed = autoenroll_proto::pkcs7::certs_only(&refs).map_err(RaError::internal).and_then(|p7| {
+                autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher).map_err(|e| {
+                    RaError::new(Kind::BadRequest, "SignerKeyNotRsa", format!("cannot encrypt the reply: {e}"))
+                })
+            });
+            match sealed {
+                Ok(env) => cert_rep(st, &msg, PkiStatus::Success, None, &env),
+                Err(e) => failure(st, &msg, &e),
+            }
+        }
+        Ok(Answer::Pending) => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
+        Err(e) if e.kind == Kind::Pending => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
+        Err(e) => failure(st, &msg, &e),
+    };
+    match reply {
+        Ok(der) => ([(header::CONTENT_TYPE, "application/x-pki-message")], der).into_response(),
+        Err(e) => {
+            tracing::error!(%e, "could not sign a CertRep");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+enum Answer {
+    Certs(Vec<Vec<u8>>, ContentCipher),
+    Pending,
+}
+
+fn reply_cipher(request: ContentCipher) -> ContentCipher {
+    match request {
+        ContentCipher::Aes128Cbc => ContentCipher::Aes128Cbc,
+        ContentCipher::Aes256Cbc => ContentCipher::Aes256Cbc,
+        // Legacy clients get 3DES back: never single DES.
+        ContentCipher::Des3Cbc | ContentCipher::DesCbc => ContentCipher::Des3Cbc,
+    }
+}
+
+fn issued(r: Retrieved, cipher: ContentCipher) -> Answer {
+    match r {
+        Retrieved::Issued(Issued { certificate_der, .. }) => Answer::Certs(vec![certificate_der], reply_cipher(cipher)),
+        Retrieved::Pending { .. } => Answer::Pending,
+    }
+}
+
+async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Result<Answer, RaError> {
+    if msg.digest == Digest::Sha1 && !st.ra.scep_legacy_ciphers() {
+        return Err(RaError::new(
+            Kind::BadRequest,
+            "UnsupportedDigest",
+            "SHA-1 signatures are refused (legacy ciphers are disabled); use SHA-256",
+        ));
+    }
+    match msg.message_type {
+        MessageType::PkcsReq | MessageType::RenewalReq => {
+            let (csr, cipher) = st.ra.scep_open_envelope(&msg.envelope)?;
+            let r = st
+                .ra
+                .scep_request(&ScepRequest {
+                    renewal_req: msg.message_type == MessageType::RenewalReq,
+                    transaction_id: &msg.transaction_id,
+                    signer_cert_der: &msg.signer_cert_der,
+                    csr_der: &csr,
+                    path_template: template,
+                })
+                .await?;
+            Ok(issued(r, cipher))
+        }
+        MessageType::CertPoll => {
+            let (_issuer_and_subject, cipher) = st.ra.scep_open_envelope(&msg.envelope)?;
+            Ok(issued(st.ra.scep_poll(&msg.transaction_id, &msg.signer_cert_der).await?, cipher))
+        }
+        MessageType::GetCert => {
+            let (content, cipher) = st.ra.scep_open_envelope(&msg.envelope)?;
+            let (_issuer, serial) = parse_issuer_and_serial(&content)
+                .map_err(|e| RaError::new(Kind::BadRequest, "BadMessageCheck", format!("GetCert: {e}")))?;
+            Ok(Answer::Certs(vec![st.ra.scep_get_cert(&serial).await?], reply_cipher(cipher)))
+        }
+        MessageType::GetCrl => Err(RaError::new(
+            Kind::BadRequest,
+            "NotSupported",
+            "GetCRL is not offered yet: fetch the CRL from the distribution point",
+        )),
+        MessageType::CertRep => Err(RaError::new(Kind::BadRequest, "NotARequest", "a CertRep is not a request")),
+    }
+}
+
+/// The one place RA error codes become SCEP failInfo values.
+fn fail_info(e: &RaError) -> FailInfo {
+    match e.code {
+        "BadMessageCheck" => FailInfo::BadMessageCheck,
+        "UnsupportedCipher" | "UnsupportedDigest" | "SignerKeyNotRsa" => FailInfo::BadAlg,
+        "UnknownTransaction" | "UnknownCertificate" => FailInfo::BadCertId,
+        "CertificateExpired" => FailInfo::BadTime,
+        _ => FailInfo::BadRequest,
+    }
+}
+
+fn failure(st: &AppState, msg: &PkiMessage, e: &RaError) -> Result<Vec<u8>, RaError> {
+    let info = fail_info(e);
+    tracing::info!(code = e.code, transaction = %msg.transaction_id, ?info, "SCEP request refused");
+    let text = format!("{}: {}", e.code, e.detail);
+    cert_rep(st, msg, PkiStatus::Failure, Some((info, &text)), &[])
+}
+
+fn cert_rep(
+    st: &AppState,
+    msg: &PkiMessage,
+    status: PkiStatus,
+    fail: Option<(FailInfo, &str)>,
+    content: &[u8],
+) -> Result<Vec<u8>, RaError> {
+    let nonce = autoenroll_keys::random_bytes(16).map_err(RaError::internal)?;
+    let attrs = ScepAttributes {
+        message_type: CERTREP,
+        transaction_id: &msg.transaction_id,
+        sender_nonce: &nonce,
+        recipient_nonce: Some(&msg.sender_nonce),
+        status: Some(status),
+        fail_info: fail,
+    }
+    .encode()
+    .map_err(RaError::internal)?;
+    st.ra.scep_sign(content, attrs)
+}

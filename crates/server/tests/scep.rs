@@ -1,0 +1,455 @@
+//! SCEP on loopback (HTTPS, the real server, a fake clock): dynamic and static challenges with
+//! every refusal in its documented order, renewal signed by our certificate, pending requests
+//! with CertPoll, GetCert, and hostile messages that leave the server serving.
+mod common;
+
+use autoenroll_core::pki::cert::verify_issued_by;
+use autoenroll_core::pki::scep::{MessageType, PkiStatus};
+use autoenroll_core::pki::CertFacts;
+use autoenroll_keys::envelope::ContentCipher;
+use autoenroll_keys::scep_client::{build_request, read_reply, Reply, Request};
+use autoenroll_keys::{KeyAlgorithm, KeyPair};
+use autoenroll_server::ra::{ChallengeSpec, TemplateSpec};
+use common::TestServer;
+
+const BAD_REQUEST: u32 = 2;
+
+struct Client {
+    key: KeyPair,
+    /// What the client signs with: self-signed at first, then its certificate.
+    signer: Vec<u8>,
+}
+
+impl Client {
+    fn new() -> Client {
+        Self::with_key(KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap())
+    }
+
+    fn with_key(key: KeyPair) -> Client {
+        let signer =
+            autoenroll_keys::self_signed_cert(&key, autoenroll_keys::cn_name("SCEP SIGNER").unwrap(), 0, 4_000_000_000)
+                .unwrap();
+        Client { key, signer }
+    }
+
+    fn csr(&self, subject: &str, dns: &[&str], challenge: Option<&str>) -> Vec<u8> {
+        use std::str::FromStr;
+        let name = x509_cert::name::Name::from_str(subject).unwrap();
+        let mut exts = vec![];
+        if !dns.is_empty() {
+            let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
+            exts.push(autoenroll_keys::san_extension(&dns, &[]).unwrap());
+        }
+        match challenge {
+            Some(c) => autoenroll_keys::build_csr_with_challenge(&self.key, name, exts, c).unwrap(),
+            None => autoenroll_keys::build_csr(&self.key, name, exts).unwrap(),
+        }
+    }
+}
+
+fn ra_cert(ts: &TestServer) -> Vec<u8> {
+    ts.ra.scep_certificates()[0].clone()
+}
+
+async fn post(ts: &TestServer, path: &str, body: Vec<u8>) -> autoenroll_agent::https::Response {
+    let url = ts.url(&format!("{path}?operation=PKIOperation"));
+    ts.client(None).post(&url, "application/x-pki-message", body).await.unwrap()
+}
+
+async fn send_as(
+    ts: &TestServer,
+    path: &str,
+    c: &Client,
+    t: MessageType,
+    txid: &str,
+    content: &[u8],
+    cipher: ContentCipher,
+) -> Reply {
+    let (msg, nonce) = build_request(&Request {
+        message_type: t,
+        transaction_id: txid,
+        content,
+        signer_cert_der: &c.signer,
+        signer_key: &c.key,
+        ra_cert_der: &ra_cert(ts),
+        cipher,
+    })
+    .unwrap();
+    let r = post(ts, path, msg).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let reply = read_reply(&r.body, &c.key).unwrap();
+    assert_eq!(reply.signer_cert_der, ra_cert(ts), "CertReps are signed by the RA certificate");
+    assert_eq!(reply.recipient_nonce.as_deref(), Some(nonce.as_slice()), "recipientNonce = senderNonce");
+    assert_eq!(reply.transaction_id, txid);
+    reply
+}
+
+async fn send(ts: &TestServer, c: &Client, txid: &str, csr: &[u8]) -> Reply {
+    send_as(ts, "/scep", c, MessageType::PkcsReq, txid, csr, ContentCipher::Aes256Cbc).await
+}
+
+async fn challenge(ts: &TestServer, device: &str, dns: &[&str]) -> String {
+    ts.ra
+        .create_challenge(&ChallengeSpec {
+            device: device.into(),
+            template: "Machine".into(),
+            ttl_secs: 3600,
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .0
+}
+
+fn refused(r: &Reply, code: &str) {
+    assert_eq!(r.status, PkiStatus::Failure, "{r:?}");
+    assert_eq!(r.fail_info, Some(BAD_REQUEST), "{r:?}");
+    let text = r.fail_info_text.clone().unwrap_or_default();
+    assert!(text.starts_with(&format!("{code}:")), "expected {code}, got {text:?}");
+}
+
+async fn last_audit(ts: &TestServer) -> String {
+    let e = ts.ra.audit_events(1).await.unwrap();
+    format!("{} {} {}", e[0].action, e[0].outcome, e[0].detail)
+}
+
+#[tokio::test]
+async fn caps_and_ca_certificates() {
+    let ts = TestServer::start().await;
+    let r = ts.client(None).get(&ts.url("/scep?operation=GetCACaps")).await.unwrap();
+    let caps = String::from_utf8(r.body).unwrap();
+    for c in ["POSTPKIOperation", "Renewal", "SHA-256", "AES", "SCEPStandard"] {
+        assert!(caps.lines().any(|l| l == c), "{caps}");
+    }
+    assert!(!caps.contains("DES"), "no legacy ciphers unless enabled: {caps}");
+    let r = ts.client(None).get(&ts.url("/scep/Machine/pkiclient.exe?operation=GetCACert")).await.unwrap();
+    assert_eq!(r.status, 200);
+    let certs = autoenroll_proto::pkcs7::certificates(&r.body).unwrap();
+    assert_eq!(certs.len(), 3);
+    let ra = ra_cert(&ts);
+    assert!(certs.contains(&ra));
+    verify_issued_by(&ra, &std::fs::read(ts.issuing_pem()).map(|p| der::pem::decode_vec(&p).unwrap().1).unwrap())
+        .unwrap();
+    let ra_cert = <x509_cert::Certificate as der::Decode>::from_der(&ra).unwrap();
+    let ku = ra_cert
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == autoenroll_core::oids::CE_KEY_USAGE)
+        .map(|e| <x509_cert::ext::pkix::KeyUsage as der::Decode>::from_der(e.extn_value.as_bytes()).unwrap())
+        .unwrap();
+    assert!(ku.digital_signature() && ku.key_encipherment(), "the RA signs CertReps and receives envelopes");
+    let legacy = TestServer::start_with(|c| {
+        c.scep = Some(autoenroll_server::config::RawScep { legacy_ciphers: Some(true), ..Default::default() })
+    })
+    .await;
+    let caps = legacy.client(None).get(&legacy.url("/scep?operation=GetCACaps")).await.unwrap().body;
+    assert!(String::from_utf8(caps).unwrap().lines().any(|l| l == "DES3"));
+}
+
+#[tokio::test]
+async fn dynamic_challenge_enrolls_once_and_retries_get_the_same_answer() {
+    let ts = TestServer::start().await;
+    let ch = challenge(&ts, "dev1", &["dev1.example.test"]).await;
+    assert!(ch.len() < 64 && ch.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{ch}");
+    let c = Client::new();
+    let csr = c.csr("CN=dev1", &["dev1.example.test"], Some(&ch));
+    let r = send(&ts, &c, "tx-1", &csr).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    assert_eq!(r.cipher, Some(ContentCipher::Aes256Cbc), "the reply uses the client's cipher");
+    let cert = &r.certificates[0];
+    let f = CertFacts::parse(cert).unwrap();
+    assert_eq!(f.subject_cn.as_deref(), Some("dev1"));
+    assert_eq!(f.spki_der, c.key.spki_der());
+    // The client lost the answer and sends the same transaction again: the same certificate.
+    let again = send(&ts, &c, "tx-1", &csr).await;
+    assert_eq!(again.certificates, r.certificates);
+    // AES-128 asks get AES-128 back; a different transaction and key cannot reuse the challenge.
+    let other = Client::new();
+    let r = send_as(
+        &ts,
+        "/scep",
+        &other,
+        MessageType::PkcsReq,
+        "tx-2",
+        &other.csr("CN=dev1", &["dev1.example.test"], Some(&ch)),
+        ContentCipher::Aes128Cbc,
+    )
+    .await;
+    refused(&r, "ChallengeUsed");
+    assert!(last_audit(&ts).await.contains("ChallengeUsed"));
+    // Same key, new transaction: still used.
+    refused(&send(&ts, &c, "tx-3", &csr).await, "ChallengeUsed");
+}
+
+#[tokio::test]
+async fn challenge_refusals_in_their_documented_order() {
+    let ts = TestServer::start().await;
+    let c = Client::new();
+    // 1. No challenge.
+    refused(&send(&ts, &c, "a", &c.csr("CN=dev2", &[], None)).await, "ChallengeMissing");
+    // 3. Wrong secret for a real id, and an unknown id.
+    let ch = challenge(&ts, "dev2", &[]).await;
+    let (id, _) = ch.split_once('-').unwrap();
+    refused(
+        &send(&ts, &c, "b", &c.csr("CN=dev2", &[], Some(&format!("{id}-{}", "0".repeat(32))))).await,
+        "ChallengeInvalid",
+    );
+    refused(&send(&ts, &c, "c", &c.csr("CN=dev2", &[], Some("nonsense"))).await, "ChallengeInvalid");
+    // 4. Expired.
+    ts.clock.advance(3601);
+    refused(&send(&ts, &c, "d", &c.csr("CN=dev2", &[], Some(&ch))).await, "ChallengeExpired");
+    // 6. The device left the inventory.
+    let ch = challenge(&ts, "gone", &[]).await;
+    ts.ra.remove_device("gone").await.unwrap();
+    refused(&send(&ts, &c, "e", &c.csr("CN=gone", &[], Some(&ch))).await, "DeviceNotEnrolled");
+    // 7. Asked on another template's path.
+    let ch = challenge(&ts, "dev2", &[]).await;
+    let r = send_as(
+        &ts,
+        "/scep/WebServer",
+        &c,
+        MessageType::PkcsReq,
+        "f",
+        &c.csr("CN=dev2", &[], Some(&ch)),
+        ContentCipher::Aes256Cbc,
+    )
+    .await;
+    refused(&r, "TemplateNotAssigned");
+    // 8. Subject, 9. SANs, 10. key size, 11. EKU — the challenge is still unspent after each.
+    refused(&send(&ts, &c, "g", &c.csr("CN=someone-else", &[], Some(&ch))).await, "SubjectMismatch");
+    refused(&send(&ts, &c, "h", &c.csr("CN=dev2", &["extra.example"], Some(&ch))).await, "SubjectAltNameMismatch");
+    let strict = ts
+        .ra
+        .create_challenge(&ChallengeSpec {
+            device: "dev2".into(),
+            template: "Machine".into(),
+            ttl_secs: 60,
+            min_key_bits: Some(3072),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .0;
+    refused(&send(&ts, &c, "i", &c.csr("CN=dev2", &[], Some(&strict))).await, "KeyLengthMismatch");
+    let eku = x509_cert::ext::pkix::ExtendedKeyUsage(vec![autoenroll_core::oids::KP_SERVER_AUTH]);
+    let ext = x509_cert::ext::Extension {
+        extn_id: autoenroll_core::oids::CE_EXT_KEY_USAGE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(der::Encode::to_der(&eku).unwrap()).unwrap(),
+    };
+    let csr =
+        autoenroll_keys::build_csr_with_challenge(&c.key, autoenroll_keys::cn_name("dev2").unwrap(), vec![ext], &ch)
+            .unwrap();
+    refused(&send(&ts, &c, "j", &csr).await, "EkuMismatch");
+    // Every refusal is in the audit log with its reason.
+    let events = ts.ra.audit_events(100).await.unwrap();
+    for code in [
+        "ChallengeMissing",
+        "ChallengeInvalid",
+        "ChallengeExpired",
+        "DeviceNotEnrolled",
+        "TemplateNotAssigned",
+        "SubjectMismatch",
+        "SubjectAltNameMismatch",
+        "KeyLengthMismatch",
+        "EkuMismatch",
+    ] {
+        assert!(events.iter().any(|e| e.action == "scep.issue" && e.detail.starts_with(code)), "{code} not audited");
+    }
+    // The right request still succeeds with the unspent challenge.
+    assert_eq!(send(&ts, &c, "k", &c.csr("CN=dev2", &[], Some(&ch))).await.status, PkiStatus::Success);
+}
+
+#[tokio::test]
+async fn renewal_is_signed_by_our_certificate_and_needs_no_challenge() {
+    let ts = TestServer::start().await;
+    let ch = challenge(&ts, "dev3", &[]).await;
+    let mut c = Client::new();
+    let r = send(&ts, &c, "t1", &c.csr("CN=dev3", &[], Some(&ch))).await;
+    let first = r.certificates[0].clone();
+    let first_serial = CertFacts::parse(&first).unwrap().serial;
+    c.signer = first.clone();
+    // Too early: the Machine template renews in the last 6 weeks of a year.
+    let new_key = Client::new();
+    let csr = autoenroll_keys::build_csr(&new_key.key, autoenroll_keys::cn_name("dev3").unwrap(), vec![]).unwrap();
+    refused(&send(&ts, &c, "t2", &csr).await, "OutsideRenewalWindow");
+    ts.clock.advance(330 * 86_400);
+    // RenewalReq and PKCSReq alike; the reply is encrypted to the signer (the old certificate's key).
+    let r = send_as(&ts, "/scep", &c, MessageType::RenewalReq, "t3", &csr, ContentCipher::Aes256Cbc).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    let renewed_der = r.certificates[0].clone();
+    let renewed = CertFacts::parse(&renewed_der).unwrap();
+    assert_eq!(renewed.spki_der, new_key.key.spki_der());
+    let row = ts.ra.certificates(10).await.unwrap().into_iter().find(|x| x.serial == renewed.serial.0).unwrap();
+    assert_eq!(row.previous_serial.as_deref(), Some(first_serial.0.as_str()));
+    // Signed by a certificate of another CA, without a challenge: refused.
+    let foreign_ca = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let foreign =
+        autoenroll_keys::self_signed_cert(&foreign_ca, autoenroll_keys::cn_name("Other CA").unwrap(), 0, 4_000_000_000)
+            .unwrap();
+    let mut stranger = Client::new();
+    stranger.signer = foreign;
+    stranger.key = foreign_ca;
+    let csr = stranger.csr("CN=dev3", &[], None);
+    let r = send_as(&ts, "/scep", &stranger, MessageType::RenewalReq, "t4", &csr, ContentCipher::Aes256Cbc).await;
+    refused(&r, "ForeignCertificate");
+    // A revoked certificate cannot renew.
+    ts.ra.revoke(&renewed.serial.0, "keyCompromise").await.unwrap();
+    let holder = Client { key: new_key.key, signer: renewed_der };
+    refused(&send(&ts, &holder, "t5", &Client::new().csr("CN=dev3", &[], None)).await, "CertificateRevoked");
+}
+
+#[tokio::test]
+async fn pending_requests_are_collected_with_certpoll_and_getcert() {
+    let ts = TestServer::start().await;
+    ts.ra.create_template("Held", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
+    let ch = ts
+        .ra
+        .create_challenge(&ChallengeSpec {
+            device: "dev4".into(),
+            template: "Held".into(),
+            ttl_secs: 600,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .0;
+    let c = Client::new();
+    let r = send_as(
+        &ts,
+        "/scep/Held",
+        &c,
+        MessageType::PkcsReq,
+        "p1",
+        &c.csr("CN=dev4", &[], Some(&ch)),
+        ContentCipher::Aes256Cbc,
+    )
+    .await;
+    assert_eq!(r.status, PkiStatus::Pending, "{r:?}");
+    // IssuerAndSubject for the poll.
+    let poll = der::Encode::to_der(&autoenroll_core::pki::scep::IssuerAndSubject {
+        issuer: autoenroll_keys::cn_name("issuer").unwrap(),
+        subject: autoenroll_keys::cn_name("dev4").unwrap(),
+    })
+    .unwrap();
+    let r = send_as(&ts, "/scep/Held", &c, MessageType::CertPoll, "p1", &poll, ContentCipher::Aes256Cbc).await;
+    assert_eq!(r.status, PkiStatus::Pending);
+    let pending = ts.ra.audit_events(5).await.unwrap();
+    let id: i64 = pending
+        .iter()
+        .find_map(|e| {
+            e.detail.strip_prefix("Pending: request ").and_then(|d| d.split(' ').next()).and_then(|n| n.parse().ok())
+        })
+        .expect("the pending request is audited with its id");
+    let issued = ts.ra.approve(id).await.unwrap();
+    let r = send_as(&ts, "/scep/Held", &c, MessageType::CertPoll, "p1", &poll, ContentCipher::Aes256Cbc).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    assert_eq!(r.certificates[0], issued.certificate_der);
+    // An unknown transaction is badCertId.
+    let r = send_as(&ts, "/scep/Held", &c, MessageType::CertPoll, "nope", &poll, ContentCipher::Aes256Cbc).await;
+    assert_eq!((r.status, r.fail_info), (PkiStatus::Failure, Some(4)));
+    // GetCert by issuer and serial.
+    let f = CertFacts::parse(&issued.certificate_der).unwrap();
+    let x = <x509_cert::Certificate as der::Decode>::from_der(&issued.certificate_der).unwrap();
+    let ias = der::Encode::to_der(&cms::cert::IssuerAndSerialNumber {
+        issuer: x.tbs_certificate().issuer().clone(),
+        serial_number: x.tbs_certificate().serial_number().clone(),
+    })
+    .unwrap();
+    let r = send_as(&ts, "/scep", &c, MessageType::GetCert, "g1", &ias, ContentCipher::Aes256Cbc).await;
+    assert_eq!(r.status, PkiStatus::Success);
+    assert_eq!(CertFacts::parse(&r.certificates[0]).unwrap().serial, f.serial);
+}
+
+#[tokio::test]
+async fn static_challenge_is_reusable_and_compared_by_hash() {
+    let ts = TestServer::start().await;
+    ts.ra.set_static_challenge("Machine", Some("s3cret-static")).await.unwrap();
+    for (i, dev) in ["printer1", "printer2"].iter().enumerate() {
+        let c = Client::new();
+        let r = send(&ts, &c, &format!("s{i}"), &c.csr(&format!("CN={dev}"), &[], Some("s3cret-static"))).await;
+        assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+        assert_eq!(CertFacts::parse(&r.certificates[0]).unwrap().subject_cn.as_deref(), Some(*dev));
+    }
+    let c = Client::new();
+    refused(&send(&ts, &c, "s9", &c.csr("CN=printer3", &[], Some("s3cret-Static"))).await, "ChallengeInvalid");
+    ts.ra.set_static_challenge("Machine", None).await.unwrap();
+    refused(&send(&ts, &c, "s10", &c.csr("CN=printer3", &[], Some("s3cret-static"))).await, "ChallengeInvalid");
+    assert!(ts.ra.set_static_challenge("Machine", Some("short")).await.is_err());
+}
+
+#[tokio::test]
+async fn hostile_messages_are_refused_and_the_server_keeps_serving() {
+    let ts = TestServer::start().await;
+    let ch = challenge(&ts, "dev5", &[]).await;
+    let c = Client::new();
+    let (good, _) = build_request(&Request {
+        message_type: MessageType::PkcsReq,
+        transaction_id: "h1",
+        content: &c.csr("CN=dev5", &[], Some(&ch)),
+        signer_cert_der: &c.signer,
+        signer_key: &c.key,
+        ra_cert_der: &ra_cert(&ts),
+        cipher: ContentCipher::Aes256Cbc,
+    })
+    .unwrap();
+    for cut in [0, 1, 10, good.len() / 2, good.len() - 1] {
+        let r = post(&ts, "/scep", good[..cut].to_vec()).await;
+        assert_eq!(r.status, 400, "truncated at {cut}");
+        assert!(String::from_utf8_lossy(&r.body).contains("pkiMessage"));
+    }
+    assert_eq!(post(&ts, "/scep", b"garbage".repeat(100)).await.status, 400);
+    assert_eq!(post(&ts, "/scep", vec![0x30; 300 * 1024]).await.status, 413, "oversized bodies are refused");
+    for q in ["operation=PKIOperation&message=%%%", "operation=PKIOperation", "operation=Nope", ""] {
+        let r = ts.client(None).get(&ts.url(&format!("/scep?{q}"))).await.unwrap();
+        assert_eq!(r.status, 400, "{q}");
+    }
+    // A signed message whose envelope is not for us: one uniform failInfo (badMessageCheck).
+    let stranger_ra = Client::new();
+    let (msg, _) = build_request(&Request {
+        message_type: MessageType::PkcsReq,
+        transaction_id: "h2",
+        content: &c.csr("CN=dev5", &[], Some(&ch)),
+        signer_cert_der: &c.signer,
+        signer_key: &c.key,
+        ra_cert_der: &stranger_ra.signer,
+        cipher: ContentCipher::Aes256Cbc,
+    })
+    .unwrap();
+    let r = read_reply(&post(&ts, "/scep", msg).await.body, &c.key).unwrap();
+    assert_eq!((r.status, r.fail_info), (PkiStatus::Failure, Some(1)), "{r:?}");
+    // Legacy ciphers are refused by default with a reason (badAlg).
+    let r = send_as(
+        &ts,
+        "/scep",
+        &c,
+        MessageType::PkcsReq,
+        "h3",
+        &c.csr("CN=dev5", &[], Some(&ch)),
+        ContentCipher::Des3Cbc,
+    )
+    .await;
+    assert_eq!((r.status, r.fail_info), (PkiStatus::Failure, Some(0)), "{r:?}");
+    assert!(r.fail_info_text.unwrap_or_default().contains("legacy"));
+    // Still serving: GET with a percent-encoded message enrolls.
+    let (msg, _) = build_request(&Request {
+        message_type: MessageType::PkcsReq,
+        transaction_id: "h4",
+        content: &c.csr("CN=dev5", &[], Some(&ch)),
+        signer_cert_der: &c.signer,
+        signer_key: &c.key,
+        ra_cert_der: &ra_cert(&ts),
+        cipher: ContentCipher::Aes128Cbc,
+    })
+    .unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&msg);
+    let enc = b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let r = ts.client(None).get(&ts.url(&format!("/scep?operation=PKIOperation&message={enc}"))).await.unwrap();
+    let reply = read_reply(&r.body, &c.key).unwrap();
+    assert_eq!(reply.status, PkiStatus::Success, "{reply:?}");
+    assert_eq!(reply.cipher, Some(ContentCipher::Aes128Cbc));
+}
