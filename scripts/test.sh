@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v certmonger >/dev/null 2>&1 || need+=(certmonger)
+command -v scepclient >/dev/null 2>&1 || need+=(scep)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing missing test tools: ${need[*]}"
   sudo=""

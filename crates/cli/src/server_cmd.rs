@@ -117,6 +117,15 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: RequestCommand,
     },
+    /// The audit log, newest first: issuances, renewals, refusals with their reason, admin actions.
+    Audit {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -435,13 +444,19 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             {
                 use std::io::Write;
                 let mut banner = format!(
-                    "autoenroll server listening on {base}\npolicy (MS-XCEP):      {base}/xcep\nenrollment (MS-WSTEP): {base}/wstep\nSCEP:                  {base}/scep\nroot CA certificate:   {}\n",
-                    cfg.ra.data_dir.join("ca/root.pem").display(),
+                    "autoenroll server listening on {base}\npolicy (MS-XCEP):      {base}/xcep\nenrollment (MS-WSTEP): {base}/wstep\nSCEP:                  {base}/scep\n",
                     base = server.base_url
                 );
                 if let Some(u) = &server.scep_http_url {
                     banner.push_str(&format!("SCEP over HTTP:        {u}\n"));
                 }
+                banner.push_str(&format!(
+                    "SCEP RA certificate:   {} (SHA-256 {})\n",
+                    cfg.ra.data_dir.join("ca/scep-ra.pem").display(),
+                    server.scep_ra_fingerprint
+                ));
+                // Last line: scripts and tests read the banner up to here.
+                banner.push_str(&format!("root CA certificate:   {}\n", cfg.ra.data_dir.join("ca/root.pem").display()));
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
             }
@@ -449,6 +464,27 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             Ok(0)
         }
         ServerCommand::Template { command } => template(command).await,
+        ServerCommand::Audit { common, limit, output } => {
+            let events = common.open().await?.audit_events(limit).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+                Output::Table => {
+                    println!("{:<21} {:<28} {:<18} {:<9} DETAIL", "TIME", "ACTOR", "ACTION", "OUTCOME");
+                    for e in events {
+                        println!(
+                            "{:<21} {:<28} {:<18} {:<9} {} {}",
+                            autoenroll_core::UnixTime(e.at).to_string(),
+                            e.actor,
+                            e.action,
+                            e.outcome,
+                            e.subject,
+                            e.detail
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
         ServerCommand::Challenge {
             command: ChallengeCommand::Create { common, device, template, ttl, subject, dns, ip, min_key_bits, eku },
         } => {

@@ -105,6 +105,8 @@ pub struct Server {
     scep_http: Option<(TcpListener, axum::Router)>,
     /// e.g. `http://127.0.0.1:8080/scep`
     pub scep_http_url: Option<String>,
+    /// SHA-256 of the SCEP RA certificate (what micromdm's `scepclient -ca-fingerprint` takes).
+    pub scep_ra_fingerprint: String,
 }
 
 impl Server {
@@ -141,8 +143,9 @@ impl Server {
             }
             None => (None, None),
         };
+        let scep_ra_fingerprint = autoenroll_keys::sha256_hex(&state.ra.scep_certificates()[0]);
         let router = frontends::router(state);
-        Ok(Server { listener, tls: reloader, router, local_addr, base_url, scep_http, scep_http_url })
+        Ok(Server { listener, tls: reloader, router, local_addr, base_url, scep_http, scep_http_url, scep_ra_fingerprint })
     }
 
     /// A handle that re-issues and swaps the listener certificate (also done every 12 hours).

@@ -9,6 +9,8 @@ pub struct Server {
     // Kept open: the server must be able to write to stdout.
     _stdout: BufReader<ChildStdout>,
     pub base: String,
+    /// The startup banner, one entry per line.
+    pub banner: Vec<String>,
 }
 
 impl Server {
@@ -27,7 +29,21 @@ impl Server {
         stdout.read_line(&mut line).expect("the server's first line");
         let base = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
         assert!(base.starts_with("https://127.0.0.1:"), "unexpected first line {line:?}");
-        Server { child, _stdout: stdout, base }
+        let mut banner = vec![line.trim().to_string()];
+        // The banner ends with the root CA line.
+        while !banner.last().is_some_and(|l| l.starts_with("root CA certificate")) {
+            let mut l = String::new();
+            if stdout.read_line(&mut l).unwrap_or(0) == 0 {
+                break;
+            }
+            banner.push(l.trim().to_string());
+        }
+        Server { child, _stdout: stdout, base, banner }
+    }
+
+    /// The value of a banner line `label: value`.
+    pub fn banner_value(&self, label: &str) -> Option<String> {
+        self.banner.iter().find_map(|l| l.strip_prefix(label).map(|v| v.trim_start_matches(':').trim().to_string()))
     }
 }
 

@@ -124,6 +124,21 @@ fn signer_matches(cert: &RawCertificate, sid: &SignerIdRaw) -> bool {
     }
 }
 
+/// The signed attributes of a SignerInfo as sent, re-tagged from `[0] IMPLICIT` to SET.
+fn raw_signed_attrs(signer_info: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let outer = der::Any::from_ber(signer_info)?;
+    let mut r = ber(outer.value())?;
+    for _ in 0..3 {
+        r.tlv_bytes()?; // version, sid, digestAlgorithm
+    }
+    if r.peek_byte() != Some(0xa0) {
+        return Err(err("SCEP messages need signed attributes"));
+    }
+    let mut raw = r.tlv_bytes()?.to_vec();
+    raw[0] = 0x31;
+    Ok(raw)
+}
+
 /// Parses a pkiMessage (DER or BER) and verifies its signature with the signer certificate it
 /// carries. Signed attributes are mandatory in SCEP.
 pub fn parse_pki_message(der_bytes: &[u8]) -> Result<PkiMessage, PkiError> {
@@ -162,10 +177,14 @@ pub fn parse_pki_message(der_bytes: &[u8]) -> Result<PkiMessage, PkiError> {
     }
     let signer_set: der::Any = r.decode()?;
     let mut sr = ber(signer_set.value())?;
-    let signer: SignerInfoRaw = sr.decode()?;
+    let signer_tlv = sr.tlv_bytes()?;
     if !sr.is_finished() {
         return Err(err("a pkiMessage has exactly one signer"));
     }
+    let signer = SignerInfoRaw::from_ber(signer_tlv)?;
+    // The signature covers the attributes exactly as the client encoded them (some clients do
+    // not sort the SET), so the original bytes are verified, not a re-encoding.
+    let signed_attrs_der = raw_signed_attrs(signer_tlv)?;
     let (signer_cert, signer_cert_der) = certificates
         .into_iter()
         .find(|(c, _)| signer_matches(c, &signer.sid))
@@ -187,7 +206,7 @@ pub fn parse_pki_message(der_bytes: &[u8]) -> Result<PkiMessage, PkiError> {
     }
     let spki =
         spki::SubjectPublicKeyInfoOwned::from_der(&signer_cert.tbs_certificate().subject_public_key_info().to_der()?)?;
-    sig::verify_with_digest(&spki, digest, &attrs.to_der()?, signer.signature.as_bytes())?;
+    sig::verify_with_digest(&spki, digest, &signed_attrs_der, signer.signature.as_bytes())?;
     let message_type = text_attr(attrs, MESSAGE_TYPE)
         .and_then(|t| t.trim().parse::<u32>().ok())
         .and_then(MessageType::from_number)

@@ -195,17 +195,27 @@ fn issued(r: Retrieved, cipher: ContentCipher) -> Answer {
     }
 }
 
-async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Result<Answer, RaError> {
-    if msg.digest == Digest::Sha1 && !st.ra.scep_legacy_ciphers() {
-        return Err(RaError::new(
+/// The digest check and the envelope; refusals here are audited (the RA audits the rest).
+async fn open(st: &AppState, msg: &PkiMessage) -> Result<(Vec<u8>, ContentCipher), RaError> {
+    let opened = if msg.digest == Digest::Sha1 && !st.ra.scep_legacy_ciphers() {
+        Err(RaError::new(
             Kind::BadRequest,
             "UnsupportedDigest",
-            "SHA-1 signatures are refused (legacy ciphers are disabled); use SHA-256",
-        ));
+            "SHA-1 signatures are refused (legacy ciphers are disabled on this server); use SHA-256",
+        ))
+    } else {
+        st.ra.scep_open_envelope(&msg.envelope)
+    };
+    if let Err(e) = &opened {
+        st.ra.audit_scep_refusal(&msg.transaction_id, e).await;
     }
+    opened
+}
+
+async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Result<Answer, RaError> {
     match msg.message_type {
         MessageType::PkcsReq | MessageType::RenewalReq => {
-            let (csr, cipher) = st.ra.scep_open_envelope(&msg.envelope)?;
+            let (csr, cipher) = open(st, msg).await?;
             let r = st
                 .ra
                 .scep_request(&ScepRequest {
@@ -219,11 +229,11 @@ async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Resu
             Ok(issued(r, cipher))
         }
         MessageType::CertPoll => {
-            let (_issuer_and_subject, cipher) = st.ra.scep_open_envelope(&msg.envelope)?;
+            let (_issuer_and_subject, cipher) = open(st, msg).await?;
             Ok(issued(st.ra.scep_poll(&msg.transaction_id, &msg.signer_cert_der).await?, cipher))
         }
         MessageType::GetCert => {
-            let (content, cipher) = st.ra.scep_open_envelope(&msg.envelope)?;
+            let (content, cipher) = open(st, msg).await?;
             let (_issuer, serial) = parse_issuer_and_serial(&content)
                 .map_err(|e| RaError::new(Kind::BadRequest, "BadMessageCheck", format!("GetCert: {e}")))?;
             Ok(Answer::Certs(vec![st.ra.scep_get_cert(&serial).await?], reply_cipher(cipher)))

@@ -111,6 +111,11 @@ impl Ra {
         })
     }
 
+    /// Audits a refusal decided before the RA saw the request (cipher, digest, envelope).
+    pub async fn audit_scep_refusal(&self, transaction_id: &str, e: &RaError) {
+        self.record_failure(&format!("scep:{transaction_id}"), "scep.message", "-", e).await;
+    }
+
     /// Signs a CertRep with the RA key.
     pub fn scep_sign(&self, content: &[u8], attributes: Vec<x509_cert::attr::Attribute>) -> Result<Vec<u8>, RaError> {
         Ok(self.scep.sign(content, attributes, &[self.ca.issuing_der().to_vec()])?)
