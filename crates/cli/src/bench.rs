@@ -148,17 +148,22 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         all.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!(
-            "{:>11} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7}",
-            c,
-            all.len(),
-            all.len() as f64 / elapsed,
-            ms(percentile(&all, 0.50)),
-            ms(percentile(&all, 0.90)),
-            ms(percentile(&all, 0.99)),
-            errors
-        );
+        print_row(c, &all, elapsed, errors);
     }
     Ok(0)
+}
+
+/// One line of a latency table; `sorted` holds the successful requests' latencies.
+pub fn print_row(concurrency: usize, sorted: &[Duration], elapsed_secs: f64, errors: usize) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:>11} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+        concurrency,
+        sorted.len(),
+        sorted.len() as f64 / elapsed_secs,
+        ms(percentile(sorted, 0.50)),
+        ms(percentile(sorted, 0.90)),
+        ms(percentile(sorted, 0.99)),
+        errors
+    );
 }

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_scep;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Command {
 enum BenchCommand {
     /// WSTEP issuance throughput and latency at several concurrency levels.
     Issue(bench::IssueBench),
+    /// SCEP PKCSReq issuance throughput and latency (ours, or any SCEP server with --url).
+    Scep(bench_scep::ScepBench),
 }
 
 fn main() {
@@ -69,6 +72,7 @@ fn main() {
             Command::Server { command } => server_cmd::run(command).await,
             Command::Agent { command } => agent_cmd::run(command).await,
             Command::Bench { command: BenchCommand::Issue(b) } => bench::issue(b).await,
+            Command::Bench { command: BenchCommand::Scep(b) } => bench_scep::scep(b).await,
         };
         match result {
             Ok(code) => code,

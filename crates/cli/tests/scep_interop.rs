@@ -105,7 +105,11 @@ impl Certmonger {
     }
 
     fn getcert(&self, args: &[&str]) -> Output {
-        Command::new("getcert").args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap()
+        Command::new("getcert")
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
     }
 
     fn list(&self, id: &str) -> String {
@@ -176,7 +180,8 @@ fn certmonger_enrolls_renews_and_rekeys() {
     );
     let cm = Certmonger::start(dir.path());
     let root = data.join("ca/root.pem");
-    let out = cm.getcert(&["add-scep-ca", "-c", "AE", "-u", &format!("{url}/ScepDevice"), "-N", root.to_str().unwrap()]);
+    let out =
+        cm.getcert(&["add-scep-ca", "-c", "AE", "-u", &format!("{url}/ScepDevice"), "-N", root.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = dir.path().join("cm1.key");
     let cert = dir.path().join("cm1.crt");
@@ -253,7 +258,8 @@ fn micromdm_scepclient_needs_legacy_ciphers() {
     {
         let (server, data, url) = start(&dir.path().join("strict"), &[]);
         let subject = "CN=mm1,OU=MDM,O=scep-client,C=US";
-        let ch = admin(&data, &["challenge", "create", "--device", "mm1", "--template", "Machine", "--subject", subject]);
+        let ch =
+            admin(&data, &["challenge", "create", "--device", "mm1", "--template", "Machine", "--subject", subject]);
         let (ok, text, _) = scepclient(dir.path(), &url, &ch, "mm1", &ra_fingerprint(&server));
         assert!(!ok && text.contains("badAlg"), "{text}");
         let audit = admin(&data, &["audit", "--limit", "5"]);

@@ -145,7 +145,16 @@ impl Server {
         };
         let scep_ra_fingerprint = autoenroll_keys::sha256_hex(&state.ra.scep_certificates()[0]);
         let router = frontends::router(state);
-        Ok(Server { listener, tls: reloader, router, local_addr, base_url, scep_http, scep_http_url, scep_ra_fingerprint })
+        Ok(Server {
+            listener,
+            tls: reloader,
+            router,
+            local_addr,
+            base_url,
+            scep_http,
+            scep_http_url,
+            scep_ra_fingerprint,
+        })
     }
 
     /// A handle that re-issues and swaps the listener certificate (also done every 12 hours).

@@ -3,13 +3,13 @@
 //! by the RA certificate; RA errors become a FAILURE CertRep here, and only here.
 use super::AppState;
 use crate::ra::{Issued, RaError, Retrieved, ScepRequest};
-use autoenroll_ca::ContentCipher;
 use autoenroll_core::pki::scep::{
     parse_issuer_and_serial, parse_pki_message, FailInfo, MessageType, PkiMessage, PkiStatus, ScepAttributes,
     MAX_PKI_MESSAGE,
 };
 use autoenroll_core::pki::sig::Digest;
 use autoenroll_core::Kind;
+use autoenroll_keys::envelope::ContentCipher;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode};

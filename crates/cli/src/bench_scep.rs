@@ -1,0 +1,206 @@
+//! `autoenroll bench scep`: SCEP PKCSReq issuance over plain HTTP with pre-built messages
+//! (RSA-2048 keys, AES-256, SHA-256, a static challenge), so the figures measure the server.
+//! Without `--url` it starts its own server on loopback; with `--url` it drives any SCEP
+//! server (e.g. micromdm's scepserver) the same way.
+use anyhow::{bail, Context, Result};
+use autoenroll_core::pki::scep::{parse_pki_message, MessageType, PkiStatus};
+use autoenroll_keys::envelope::ContentCipher;
+use autoenroll_keys::scep_client::{build_request, Request};
+use autoenroll_keys::{cn_name, KeyAlgorithm, KeyPair};
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct ScepBench {
+    /// SCEP URL, e.g. http://127.0.0.1:8080/scep (default: start a server on loopback).
+    #[arg(long)]
+    url: Option<String>,
+    /// Challenge password the server accepts (a static one).
+    #[arg(long, default_value = "bench-static-challenge")]
+    challenge: String,
+    /// Concurrency levels, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// Duration of each level.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// CA key algorithm of the server this run starts (p256, rsa2048, ...), to match a peer.
+    #[arg(long, default_value = "p256")]
+    key_algorithm: String,
+    /// Pre-built messages per level (each is used once: a new transaction every time).
+    #[arg(long, default_value_t = 3000)]
+    messages: usize,
+}
+
+/// One HTTP/1.1 request on a new connection.
+async fn http(method: hyper::Method, url: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    let uri: hyper::Uri = url.parse()?;
+    let host = uri.host().context("URL without host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "application/x-pki-message")
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((status, body))
+}
+
+/// The certificate requests are encrypted to: the RSA one that is not a CA when there are
+/// several (our RA), else the only RSA one (a CA that is its own RA, like scepserver's).
+fn recipient(certs: &[Vec<u8>]) -> Result<Vec<u8>> {
+    use der::Decode;
+    let rsa: Vec<&Vec<u8>> = certs
+        .iter()
+        .filter(|c| {
+            autoenroll_core::pki::CertFacts::parse(c)
+                .ok()
+                .and_then(|f| spki::SubjectPublicKeyInfoOwned::from_der(&f.spki_der).ok())
+                .and_then(|s| autoenroll_core::pki::csr::key_facts(&s).ok())
+                .is_some_and(|k| matches!(k, autoenroll_core::pki::KeyFacts::Rsa { .. }))
+        })
+        .collect();
+    let is_ca = |c: &Vec<u8>| {
+        x509_cert::Certificate::from_der(c).ok().is_some_and(|x| {
+            x.tbs_certificate().extensions().into_iter().flatten().any(|e| {
+                e.extn_id == autoenroll_core::oids::CE_BASIC_CONSTRAINTS
+                    && x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca)
+            })
+        })
+    };
+    rsa.iter()
+        .find(|c| !is_ca(c))
+        .or(rsa.first())
+        .map(|c| (*c).clone())
+        .context("GetCACert returned no RSA certificate")
+}
+
+pub async fn scep(b: ScepBench) -> Result<i32> {
+    let dir = tempfile::tempdir()?;
+    let (url, _stop) = match &b.url {
+        Some(u) => (u.trim_end_matches('/').to_string(), None),
+        None => {
+            let cfg = autoenroll_server::config::RawConfig {
+                data_dir: Some(dir.path().join("data")),
+                listen: Some("127.0.0.1:0".into()),
+                key_algorithm: Some(b.key_algorithm.clone()),
+                scep: Some(autoenroll_server::config::RawScep {
+                    http_listen: Some("127.0.0.1:0".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .validate()?;
+            let ra =
+                Arc::new(autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?);
+            ra.set_static_challenge("Machine", Some(&b.challenge)).await?;
+            let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
+            let url = server.scep_http_url.clone().context("no SCEP HTTP listener")?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(server.serve(async move {
+                let _ = rx.await;
+            }));
+            (url, Some(tx))
+        }
+    };
+    let (status, body) = http(hyper::Method::GET, &format!("{url}?operation=GetCACert"), vec![]).await?;
+    if status != 200 {
+        bail!("GetCACert answered {status}");
+    }
+    let certs = autoenroll_proto::pkcs7::certificates(&body).or_else(|_| Ok::<_, anyhow::Error>(vec![body.clone()]))?;
+    let ra = recipient(&certs)?;
+
+    // Keys and self-signed signers are few; every message has its own transaction.
+    eprintln!("building {} SCEP messages per level ...", b.messages);
+    let signers: Vec<(KeyPair, Vec<u8>, Vec<u8>)> = (0..8)
+        .map(|i| {
+            let key = KeyPair::generate(KeyAlgorithm::Rsa(2048))?;
+            let cert = autoenroll_keys::self_signed_cert(&key, cn_name(&format!("bench-{i}"))?, 0, 4_000_000_000)?;
+            let csr =
+                autoenroll_keys::build_csr_with_challenge(&key, cn_name(&format!("bench-{i}"))?, vec![], &b.challenge)?;
+            Ok((key, cert, csr))
+        })
+        .collect::<Result<_>>()?;
+    let build = |level: usize| -> Result<Arc<Vec<Vec<u8>>>> {
+        Ok(Arc::new(
+            (0..b.messages)
+                .map(|i| {
+                    let (key, cert, csr) = &signers[i % signers.len()];
+                    let txid = format!("bench-{level}-{i}-{}", std::process::id());
+                    let (msg, _) = build_request(&Request {
+                        message_type: MessageType::PkcsReq,
+                        transaction_id: &txid,
+                        content: csr,
+                        signer_cert_der: cert,
+                        signer_key: key,
+                        ra_cert_der: &ra,
+                        cipher: ContentCipher::Aes256Cbc,
+                    })?;
+                    Ok(msg)
+                })
+                .collect::<Result<_>>()?,
+        ))
+    };
+    let pki = format!("{url}?operation=PKIOperation");
+    println!("SCEP PKCSReq issuance against {url} (RSA-2048 requesters, AES-256, SHA-256, new connection per request)");
+    println!(
+        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+    );
+    for (level, &c) in b.concurrency.iter().enumerate() {
+        let messages = build(level)?;
+        let deadline = Instant::now() + b.duration;
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..c.max(1) {
+            let (messages, next, pki) = (messages.clone(), next.clone(), pki.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(msg) = messages.get(i) else { break };
+                    let t = Instant::now();
+                    let ok = match http(hyper::Method::POST, &pki, msg.clone()).await {
+                        Ok((200, body)) => {
+                            parse_pki_message(&body).map(|m| m.pki_status == Some(PkiStatus::Success)).unwrap_or(false)
+                        }
+                        _ => false,
+                    };
+                    if ok {
+                        lat.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await?;
+            all.extend(l);
+            errors += e;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        all.sort();
+        crate::bench::print_row(c, &all, elapsed, errors);
+        if next.load(Ordering::Relaxed) >= messages.len() {
+            eprintln!("(level {c} used all {} messages before the time was up: raise --messages)", messages.len());
+        }
+    }
+    Ok(0)
+}
