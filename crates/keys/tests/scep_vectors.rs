@@ -112,3 +112,25 @@ fn hostile_pki_messages_are_refused_without_panics() {
     env[n - 3] ^= 1;
     assert!(decrypt_enveloped(&env, &ca_key(), true).is_err());
 }
+
+/// RSA-OAEP key transport (what some clients choose) decrypts too; openssl writes the envelope.
+#[test]
+fn oaep_envelopes_from_openssl_decrypt() {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let td = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scep");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"a CSR would be here").unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["cms", "-encrypt", "-binary", "-outform", "DER", "-aes256", "-in"])
+        .arg(&plain)
+        .arg("-recip")
+        .arg(td.join("sscep1-selfsigned.crt"))
+        .args(["-keyopt", "rsa_padding_mode:oaep"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (back, cipher) = decrypt_enveloped(&out.stdout, &pem_key("sscep1.key"), false).unwrap();
+    assert_eq!(back, b"a CSR would be here");
+    assert_eq!(cipher, ContentCipher::Aes256Cbc);
+}
