@@ -167,3 +167,92 @@ pub fn print_row(concurrency: usize, sorted: &[Duration], elapsed_secs: f64, err
         errors
     );
 }
+
+#[derive(Args)]
+pub struct CfsslBench {
+    /// cfssl base URL, e.g. https://127.0.0.1:8888
+    #[arg(long)]
+    url: String,
+    /// CA certificate (PEM) that issued cfssl's TLS certificate (for https URLs).
+    #[arg(long)]
+    root: Option<std::path::PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+}
+
+/// The same load against cfssl's `/api/v1/cfssl/sign` (the peer in bench/peers.sh): P-256 CSRs,
+/// a new connection per request.
+pub async fn cfssl(b: CfsslBench) -> Result<i32> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let url = format!("{}/api/v1/cfssl/sign", b.url.trim_end_matches('/'));
+    let client = match &b.root {
+        Some(root) => {
+            let pem = std::fs::read(root)?;
+            let der = der::Encode::to_der(&x509_cert::Certificate::load_pem_chain(&pem)?[0])?;
+            let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(autoenroll_agent::SystemClock);
+            Some(Arc::new(Client::new(std::slice::from_ref(&der), None, clock)?))
+        }
+        None => None,
+    };
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..256)
+            .map(|i| {
+                let k = KeyPair::generate(KeyAlgorithm::P256)?;
+                let csr = build_csr(&k, cn_name(&format!("bench-{i}"))?, vec![])?;
+                let pem = der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &csr)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(serde_json::to_vec(&serde_json::json!({ "certificate_request": pem }))?)
+            })
+            .collect::<Result<_>>()?,
+    );
+    println!("cfssl sign against {url} (new connection per request)");
+    println!(
+        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+    );
+    for &c in &b.concurrency {
+        let deadline = Instant::now() + b.duration;
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..c.max(1) {
+            let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                while Instant::now() < deadline {
+                    let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
+                    let t = Instant::now();
+                    let answer = match &client {
+                        Some(cl) => cl.post(&url, "application/json", body).await.map(|r| (r.status, r.body)).ok(),
+                        None => crate::bench_scep::http(hyper::Method::POST, &url, body).await.ok(),
+                    };
+                    let ok = answer.is_some_and(|(status, body)| {
+                        status == 200
+                            && serde_json::from_slice::<serde_json::Value>(&body)
+                                .is_ok_and(|v| v["success"] == true && v["result"]["certificate"].is_string())
+                    });
+                    if ok {
+                        lat.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await?;
+            all.extend(l);
+            errors += e;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        all.sort();
+        print_row(c, &all, elapsed, errors);
+    }
+    Ok(0)
+}

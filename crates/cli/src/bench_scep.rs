@@ -37,7 +37,7 @@ pub struct ScepBench {
 }
 
 /// One HTTP/1.1 request on a new connection.
-async fn http(method: hyper::Method, url: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+pub async fn http(method: hyper::Method, url: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
     let uri: hyper::Uri = url.parse()?;
     let host = uri.host().context("URL without host")?.to_string();
     let port = uri.port_u16().unwrap_or(80);

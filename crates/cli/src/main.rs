@@ -43,18 +43,23 @@ enum BenchCommand {
     Issue(bench::IssueBench),
     /// SCEP PKCSReq issuance throughput and latency (ours, or any SCEP server with --url).
     Scep(bench_scep::ScepBench),
+    /// The WSTEP issuance load against a cfssl server's sign endpoint (the peer comparison).
+    Cfssl(bench::CfsslBench),
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // Benchmarks run a server in-process: a log line per issuance would be measured too.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+
     // The agent is a small daemon: one thread is plenty and keeps its footprint low.
     let mut builder = match cli.command {
         Command::Agent { .. } => tokio::runtime::Builder::new_current_thread(),
@@ -73,6 +78,7 @@ fn main() {
             Command::Agent { command } => agent_cmd::run(command).await,
             Command::Bench { command: BenchCommand::Issue(b) } => bench::issue(b).await,
             Command::Bench { command: BenchCommand::Scep(b) } => bench_scep::scep(b).await,
+            Command::Bench { command: BenchCommand::Cfssl(b) } => bench::cfssl(b).await,
         };
         match result {
             Ok(code) => code,

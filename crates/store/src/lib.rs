@@ -45,6 +45,8 @@ macro_rules! certificate_columns {
     };
 }
 
+mod bench;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -55,6 +57,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time; connections that find the database locked poll with
+    /// growing sleeps (up to 100 ms), which made the latency tail. Writers queue here instead,
+    /// in order. PostgreSQL needs no such lock.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -98,11 +104,19 @@ impl Store {
             // Several replicas may start at once: the migrator takes an advisory lock.
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, write_lock: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Held for the duration of a write on SQLite.
+    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// `sqlite://<path>?mode=rwc` for a database file.
@@ -121,6 +135,7 @@ impl Store {
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -135,6 +150,7 @@ impl Store {
     // ---- CA certificates
 
     pub async fn upsert_ca(&self, name: &str, cert_der: &[u8], now: i64) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO cas (name, cert_der, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET cert_der = excluded.cert_der",
@@ -168,6 +184,7 @@ impl Store {
     }
 
     pub async fn insert_template(&self, t: &TemplateRow) -> Result<()> {
+        let _writer = self.writer().await;
         let sql = concat!(
             "INSERT INTO templates (",
             template_columns!(),
@@ -185,6 +202,7 @@ impl Store {
 
     /// Replaces a template's row (matched by name). Returns false when it does not exist.
     pub async fn update_template(&self, t: &TemplateRow) -> Result<bool> {
+        let _writer = self.writer().await;
         let r = t
             .bind_all(sqlx::query(
                 "UPDATE templates SET oid=$2, major=$3, minor=$4, description=$5, validity_secs=$6, \
@@ -201,6 +219,7 @@ impl Store {
     // ---- accounts
 
     pub async fn insert_account(&self, a: &AccountRow) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO accounts (name, password_hash, templates, disabled, created_at) VALUES ($1,$2,$3,$4,$5)",
         )
@@ -242,6 +261,7 @@ impl Store {
     // ---- bootstrap tokens
 
     pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO bootstrap_tokens (id, secret_hash, device, template, expires_at, used_at, created_at) \
              VALUES ($1,$2,$3,$4,$5,$6,$7)",
@@ -282,6 +302,7 @@ impl Store {
     /// Marks a token used if it is still unused and unexpired. Exactly one caller wins, even
     /// across server replicas: the condition and the write are one statement.
     pub async fn consume_token(&self, id: &str, now: i64) -> Result<bool> {
+        let _writer = self.writer().await;
         let r = sqlx::query(
             "UPDATE bootstrap_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND expires_at > $2",
         )
@@ -295,6 +316,7 @@ impl Store {
     // ---- SCEP challenges and transactions
 
     pub async fn insert_challenge(&self, c: &ChallengeRow) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO challenges (id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, \
              ext_key_usage, created_at, expires_at, used_at, used_transaction, used_key) \
@@ -352,6 +374,7 @@ impl Store {
     /// (condition and write are one statement); the same transaction with the same key may
     /// spend it again until it expires, so a client that lost the answer can retry.
     pub async fn use_challenge(&self, id: &str, transaction: &str, key: &str, now: i64) -> Result<bool> {
+        let _writer = self.writer().await;
         let r = sqlx::query(
             "UPDATE challenges SET used_at = COALESCE(used_at, $4), used_transaction = $2, used_key = $3 \
              WHERE id = $1 AND expires_at > $4 \
@@ -368,6 +391,7 @@ impl Store {
 
     /// Remembers which request a SCEP transaction (ID + signer key) produced.
     pub async fn insert_scep_transaction(&self, transaction: &str, key: &str, request_id: i64, now: i64) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4) \
              ON CONFLICT (transaction_id, signer_key) DO UPDATE SET request_id = excluded.request_id",
@@ -393,6 +417,7 @@ impl Store {
 
     /// Removes a device that holds no certificates and no requests (a retired device).
     pub async fn delete_device(&self, name: &str) -> Result<bool> {
+        let _writer = self.writer().await;
         let r = sqlx::query(
             "DELETE FROM devices WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM requests WHERE requests.device_id = devices.id)",
         )
@@ -405,7 +430,16 @@ impl Store {
     // ---- devices
 
     /// The device's id, creating the device on first sight; updates `last_seen`.
+    /// Within `LAST_SEEN_PRECISION` of the previous sighting nothing is written: a write
+    /// (and its fsync) per request would cost more than the inventory gains.
     pub async fn touch_device(&self, name: &str, now: i64) -> Result<DeviceRow> {
+        const LAST_SEEN_PRECISION: i64 = 300;
+        if let Some(d) = self.device(name).await? {
+            if (now - d.last_seen).abs() < LAST_SEEN_PRECISION {
+                return Ok(d);
+            }
+        }
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO devices (name, blocked, created_at, last_seen) VALUES ($1, 0, $2, $2) \
              ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
@@ -436,6 +470,7 @@ impl Store {
     // ---- requests and certificates
 
     pub async fn insert_request(&self, r: &NewRequest<'_>, now: i64) -> Result<i64> {
+        let _writer = self.writer().await;
         let row = sqlx::query(
             "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
              updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7,$8) RETURNING id",
@@ -454,6 +489,7 @@ impl Store {
     }
 
     pub async fn set_request_status(&self, id: i64, status: &str, detail: &str, now: i64) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query("UPDATE requests SET status = $2, detail = $3, updated_at = $4 WHERE id = $1")
             .bind(id)
             .bind(status)
@@ -466,32 +502,52 @@ impl Store {
 
     /// Records a certificate about to be signed (state `signing`, no DER yet) and links it to
     /// its request.
-    pub async fn insert_certificate_intent(&self, c: &CertificateIntent<'_>, now: i64) -> Result<()> {
+    /// Records a request and its certificate intent in one transaction (one commit before
+    /// signing); `c.request_id` is ignored. Returns the request id.
+    pub async fn insert_request_with_intent(
+        &self,
+        r: &NewRequest<'_>,
+        c: &CertificateIntent<'_>,
+        scep_transaction: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<i64> {
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
-             subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,'signing',NULL,$10,$11)",
+        let request_id: i64 = sqlx::query(
+            "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
+             updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7,$8) RETURNING id",
         )
-        .bind(c.serial)
-        .bind(c.request_id)
-        .bind(c.device_id)
-        .bind(c.template)
-        .bind(c.template_major)
-        .bind(c.template_minor)
-        .bind(c.subject)
-        .bind(c.not_before)
-        .bind(c.not_after)
+        .bind(r.device_id)
+        .bind(r.requester)
+        .bind(r.template)
+        .bind(r.kind)
+        .bind(r.status)
+        .bind(r.csr_der)
         .bind(now)
-        .bind(c.previous_serial)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE requests SET serial = $2, status = 'signing', updated_at = $3 WHERE id = $1")
-            .bind(c.request_id)
-            .bind(c.serial)
+        .bind(r.previous_serial)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        intent_in(&mut tx, &CertificateIntent { request_id, ..*c }, now).await?;
+        if let Some((transaction, key)) = scep_transaction {
+            sqlx::query(
+                "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4)",
+            )
+            .bind(transaction)
+            .bind(key)
+            .bind(request_id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
+        Ok(request_id)
+    }
+
+    pub async fn insert_certificate_intent(&self, c: &CertificateIntent<'_>, now: i64) -> Result<()> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        intent_in(&mut tx, c, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -505,8 +561,13 @@ impl Store {
         thumbprint: &str,
         der: &[u8],
         now: i64,
+        audit: Option<&AuditEvent>,
     ) -> Result<()> {
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
+        if let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
         sqlx::query(
             "UPDATE certificates SET state = 'renewed' WHERE state = 'issued' AND serial = \
              (SELECT previous_serial FROM certificates WHERE serial = $1)",
@@ -549,6 +610,32 @@ impl Store {
         row.as_ref().map(CertificateRow::from_row).transpose()
     }
 
+    /// The next `limit` issued certificates whose renewal window opened before `until`,
+    /// earliest first: one range scan over `certificates_due`.
+    pub async fn due_for_renewal(&self, until: i64, limit: i64) -> Result<Vec<DueCertificate>> {
+        let rows = sqlx::query(
+            "SELECT serial, device_id, template, template_major, thumbprint, not_after, renew_after \
+             FROM certificates WHERE state = 'issued' AND renew_after <= $1 ORDER BY renew_after LIMIT $2",
+        )
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueCertificate {
+                    serial: r.try_get(0)?,
+                    device_id: r.try_get(1)?,
+                    template: r.try_get(2)?,
+                    template_major: r.try_get(3)?,
+                    thumbprint: r.try_get(4)?,
+                    not_after: r.try_get(5)?,
+                    renew_after: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn certificates(&self, limit: i64) -> Result<Vec<CertificateRow>> {
         let sql = concat!(
             "SELECT ",
@@ -561,6 +648,7 @@ impl Store {
 
     /// Revokes an unrevoked certificate. False when unknown or already revoked.
     pub async fn revoke_certificate(&self, serial: &str, reason: &str, now: i64) -> Result<bool> {
+        let _writer = self.writer().await;
         let r = sqlx::query(
             "UPDATE certificates SET state = 'revoked', revoked_at = $2, revocation_reason = $3 \
              WHERE serial = $1 AND state IN ('issued', 'renewed')",
@@ -586,6 +674,7 @@ impl Store {
     }
 
     pub async fn set_device_blocked(&self, name: &str, blocked: bool) -> Result<bool> {
+        let _writer = self.writer().await;
         let r = sqlx::query("UPDATE devices SET blocked = $2 WHERE name = $1")
             .bind(name)
             .bind(blocked as i64)
@@ -608,6 +697,7 @@ impl Store {
 
     /// Moves a request from one status to another; false when it was not in `from`.
     pub async fn transition_request(&self, id: i64, from: &str, to: &str, detail: &str, now: i64) -> Result<bool> {
+        let _writer = self.writer().await;
         let r =
             sqlx::query("UPDATE requests SET status = $3, detail = $4, updated_at = $5 WHERE id = $1 AND status = $2")
                 .bind(id)
@@ -622,6 +712,7 @@ impl Store {
 
     /// Replaces what a device reported about itself (e.g. MS-MDE2 AdditionalContext items).
     pub async fn set_device_attributes(&self, device_id: i64, items: &[(String, String)], now: i64) -> Result<()> {
+        let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         for (name, value) in items {
             sqlx::query(
@@ -650,17 +741,10 @@ impl Store {
     // ---- audit
 
     pub async fn audit(&self, e: &AuditEvent) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)",
-        )
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.subject)
-        .bind(&e.outcome)
-        .bind(&e.detail)
-        .execute(&self.pool)
-        .await?;
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        insert_audit(&mut tx, e).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -684,4 +768,46 @@ impl Store {
             })
             .collect()
     }
+}
+
+async fn insert_audit(tx: &mut sqlx::Transaction<'_, sqlx::Any>, e: &AuditEvent) -> Result<()> {
+    sqlx::query("INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)")
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.subject)
+        .bind(&e.outcome)
+        .bind(&e.detail)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn intent_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &CertificateIntent<'_>, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
+             subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial, renew_after) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,'signing',NULL,$10,$11,$12)",
+    )
+    .bind(c.serial)
+    .bind(c.request_id)
+    .bind(c.device_id)
+    .bind(c.template)
+    .bind(c.template_major)
+    .bind(c.template_minor)
+    .bind(c.subject)
+    .bind(c.not_before)
+    .bind(c.not_after)
+    .bind(now)
+    .bind(c.previous_serial)
+    .bind(c.renew_after)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE requests SET serial = $2, status = 'signing', updated_at = $3 WHERE id = $1")
+        .bind(c.request_id)
+        .bind(c.serial)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -184,6 +184,7 @@ impl RequestRow {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct CertificateIntent<'a> {
     pub serial: &'a str,
     pub request_id: i64,
@@ -195,6 +196,8 @@ pub struct CertificateIntent<'a> {
     pub not_before: i64,
     pub not_after: i64,
     pub previous_serial: Option<&'a str>,
+    /// When the renewal window opens (server's view).
+    pub renew_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -273,4 +276,16 @@ pub struct ChallengeRow {
     pub used_at: Option<i64>,
     pub used_transaction: Option<String>,
     pub used_key: Option<String>,
+}
+
+/// A certificate as the renewal scan sees it (no DER: the scan decides, it does not serve).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DueCertificate {
+    pub serial: String,
+    pub device_id: i64,
+    pub template: String,
+    pub template_major: i64,
+    pub thumbprint: Option<String>,
+    pub not_after: i64,
+    pub renew_after: i64,
 }

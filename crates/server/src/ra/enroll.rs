@@ -4,8 +4,9 @@ use super::templates::profile_for;
 use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
 use autoenroll_core::pki::{CsrFacts, KeyFacts, PkiError, TemplateHint};
+use autoenroll_core::renewal::{Held, RenewalRule};
 use autoenroll_core::{Kind, Serial, Thumbprint};
-use autoenroll_store::{CertificateIntent, NewRequest, TemplateRow};
+use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, TemplateRow};
 
 pub struct EnrollInput<'a> {
     pub principal: &'a Principal,
@@ -33,6 +34,21 @@ pub(crate) struct Recorded<'a> {
     pub csr_der: &'a [u8],
     pub request: &'a IssueRequest,
     pub profile: &'a Profile,
+    /// The template's renewal period (the renewal window the store records).
+    pub renewal_secs: i64,
+    /// The audit event written with the certificate (same transaction).
+    pub audit: Audit<'a>,
+    /// SCEP: the (transaction ID, signer) this request answers, recorded with it.
+    pub scep_transaction: Option<(&'a str, &'a str)>,
+}
+
+/// Who did what, for the issuance's audit event; its detail names serial and request.
+pub(crate) struct Audit<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub subject: &'a str,
+    /// Appended to the detail, e.g. what a renewal replaced.
+    pub note: String,
 }
 
 pub(crate) fn csr_error(e: PkiError) -> RaError {
@@ -78,31 +94,36 @@ impl Ra {
         Ok(self.store.template_by_oid(name).await?)
     }
 
-    /// Records the intent, signs, records the certificate; returns (request id, DER).
-    /// Records the request, then signs it (see `sign_request`): (request id, serial, DER).
+    /// A new request, issued at once: request and certificate intent in one commit, then the
+    /// signature, then certificate and audit event in a second commit (rule R4 with two fsyncs).
     pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<(i64, Serial, Vec<u8>), RaError> {
         let now = self.now();
+        let (major, minor) = r.profile.template.as_ref().map(|t| (t.major as i64, t.minor as i64)).unwrap_or((0, 0));
+        let prepared = self.ca.prepare(r.request, r.profile, now)?;
+        let serial = Serial::from_bytes(&prepared.serial);
+        let subject = r.request.subject.to_string();
         let request_id = self
             .store
-            .insert_request(
+            .insert_request_with_intent(
                 &NewRequest {
                     device_id: r.device_id,
                     requester: r.requester,
                     template: r.template_name,
                     kind: r.kind,
-                    status: "received",
+                    status: "signing",
                     csr_der: r.csr_der,
                     previous_serial: r.previous_serial,
                 },
+                &intent(&r, &prepared, serial.as_str(), &subject, 0, major, minor),
+                r.scep_transaction,
                 now.0,
             )
             .await?;
-        let (major, minor) = r.profile.template.as_ref().map(|t| (t.major as i64, t.minor as i64)).unwrap_or((0, 0));
-        let (serial, der) = self.sign_request(request_id, &r, major, minor).await?;
+        let der = self.sign_and_complete(&r, &prepared, &serial, request_id).await?;
         Ok((request_id, serial, der))
     }
 
-    /// For a recorded request: records the certificate intent, signs, records the certificate.
+    /// For a request already recorded (pending, then approved; SCEP): intent, sign, complete.
     pub(crate) async fn sign_request(
         &self,
         request_id: i64,
@@ -113,40 +134,53 @@ impl Ra {
         let now = self.now();
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
+        let subject = r.request.subject.to_string();
         self.store
             .insert_certificate_intent(
-                &CertificateIntent {
-                    serial: serial.as_str(),
-                    request_id,
-                    device_id: r.device_id,
-                    template: r.template_name,
-                    template_major: major,
-                    template_minor: minor,
-                    subject: &r.request.subject.to_string(),
-                    not_before: prepared.not_before.0,
-                    not_after: prepared.not_after.0,
-                    previous_serial: r.previous_serial,
-                },
+                &intent(r, &prepared, serial.as_str(), &subject, request_id, major, minor),
                 now.0,
             )
             .await?;
-        let der = self.ca.sign(&prepared)?;
-        self.store
-            .complete_certificate(serial.as_str(), request_id, Thumbprint::of_der(&der).as_str(), &der, self.now().0)
-            .await?;
+        let der = self.sign_and_complete(r, &prepared, &serial, request_id).await?;
         Ok((serial, der))
     }
 
+    async fn sign_and_complete(
+        &self,
+        r: &Recorded<'_>,
+        prepared: &autoenroll_ca::Prepared,
+        serial: &Serial,
+        request_id: i64,
+    ) -> Result<Vec<u8>, RaError> {
+        let der = self.ca.sign(prepared).map_err(|e| RaError::from(e).with_request(request_id))?;
+        let event = AuditEvent {
+            at: self.now().0,
+            actor: r.audit.actor.to_string(),
+            action: r.audit.action.to_string(),
+            subject: r.audit.subject.to_string(),
+            outcome: "issued".into(),
+            detail: format!("serial {serial} request {request_id}{}", r.audit.note),
+        };
+        self.store
+            .complete_certificate(
+                serial.as_str(),
+                request_id,
+                Thumbprint::of_der(&der).as_str(),
+                &der,
+                self.now().0,
+                Some(&event),
+            )
+            .await
+            .map_err(|e| RaError::from(e).with_request(request_id))?;
+        tracing::info!(actor = r.audit.actor, action = r.audit.action, %serial, "issued");
+        Ok(der)
+    }
+
     pub async fn enroll(&self, input: EnrollInput<'_>) -> Result<Issued, RaError> {
-        let actor = input.principal.actor();
         let result = self.enroll_inner(&input).await;
-        match &result {
-            Ok(i) => {
-                let detail = format!("serial {} request {}", i.serial, i.request_id);
-                self.audit(&actor, "issue", &input.principal.device, "issued", &detail).await;
-                tracing::info!(device = %input.principal.device, template = %i.template, serial = %i.serial, "issued");
-            }
-            Err(e) => self.record_failure(&actor, "issue", &input.principal.device, e).await,
+        // Success is audited with the certificate, in the same transaction.
+        if let Err(e) = &result {
+            self.record_failure(&input.principal.actor(), "issue", &input.principal.device, e).await;
         }
         result
     }
@@ -173,22 +207,23 @@ impl Ra {
         check_key(&csr.key, &template)?;
         let request = issue_request(&csr, &template, &input.principal.device)?;
 
-        let request_id = self
-            .store
-            .insert_request(
-                &NewRequest {
-                    device_id: device.id,
-                    requester: &input.principal.actor(),
-                    template: &template.name,
-                    kind: "enroll",
-                    status: "received",
-                    csr_der: &csr.der,
-                    previous_serial: None,
-                },
-                now.0,
-            )
-            .await?;
+        let actor = input.principal.actor();
         if template.pend_all {
+            let request_id = self
+                .store
+                .insert_request(
+                    &NewRequest {
+                        device_id: device.id,
+                        requester: &actor,
+                        template: &template.name,
+                        kind: "enroll",
+                        status: "received",
+                        csr_der: &csr.der,
+                        previous_serial: None,
+                    },
+                    now.0,
+                )
+                .await?;
             return Err(RaError::new(Kind::Pending, "Pending", format!("request {request_id} awaits approval"))
                 .with_request(request_id));
         }
@@ -200,25 +235,25 @@ impl Ra {
                     Kind::Unauthorized,
                     "TokenUsed",
                     "bootstrap token was already used or has expired",
-                )
-                .with_request(request_id));
+                ));
             }
         }
         let profile = profile_for(&template);
-        let recorded = Recorded {
-            previous_serial: None,
-            device_id: device.id,
-            requester: &input.principal.actor(),
-            template_name: &template.name,
-            kind: "enroll",
-            csr_der: &csr.der,
-            request: &request,
-            profile: &profile,
-        };
-        let (serial, der) = self
-            .sign_request(request_id, &recorded, template.major, template.minor)
-            .await
-            .map_err(|e| e.with_request(request_id))?;
+        let (request_id, serial, der) = self
+            .issue_recorded(Recorded {
+                previous_serial: None,
+                device_id: device.id,
+                requester: &actor,
+                template_name: &template.name,
+                kind: "enroll",
+                csr_der: &csr.der,
+                request: &request,
+                profile: &profile,
+                renewal_secs: template.renewal_secs,
+                scep_transaction: None,
+                audit: Audit { actor: &actor, action: "issue", subject: &input.principal.device, note: String::new() },
+            })
+            .await?;
         Ok(Issued {
             certificate_der: der,
             chain: self.chain_der(),
@@ -285,4 +320,36 @@ pub(crate) fn issue_request(csr: &CsrFacts, t: &TemplateRow, device: &str) -> Re
         autoenroll_keys::cn_name(device).map_err(|e| RaError::new(Kind::BadRequest, "BadDeviceName", e.to_string()))?
     };
     Ok(IssueRequest { subject, spki_der: csr.spki_der.clone(), dns_names, ip_addrs })
+}
+
+fn intent<'a>(
+    r: &'a Recorded<'_>,
+    prepared: &autoenroll_ca::Prepared,
+    serial: &'a str,
+    subject: &'a str,
+    request_id: i64,
+    major: i64,
+    minor: i64,
+) -> CertificateIntent<'a> {
+    CertificateIntent {
+        serial,
+        request_id,
+        device_id: r.device_id,
+        template: r.template_name,
+        template_major: major,
+        template_minor: minor,
+        subject,
+        not_before: prepared.not_before.0,
+        not_after: prepared.not_after.0,
+        previous_serial: r.previous_serial,
+        // The server's view of when renewal opens (the Windows rule, as the agent applies it).
+        renew_after: RenewalRule::Windows { renewal_period_secs: r.renewal_secs }
+            .due_at(&Held {
+                not_before: prepared.not_before,
+                not_after: prepared.not_after,
+                template: None,
+                revoked: false,
+            })
+            .0,
+    }
 }

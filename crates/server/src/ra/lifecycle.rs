@@ -74,6 +74,12 @@ impl Ra {
             let request = issue_request(&csr, &template, &req.device)?;
             let profile = profile_for(&template);
             let recorded = Recorded {
+                audit: super::enroll::Audit {
+                    actor: "admin",
+                    action: "request.approve",
+                    subject: &req.device,
+                    note: String::new(),
+                },
                 previous_serial: req.previous_serial.as_deref(),
                 device_id: req.device_id,
                 requester: &req.requester,
@@ -82,26 +88,17 @@ impl Ra {
                 csr_der: &req.csr_der,
                 request: &request,
                 profile: &profile,
+                renewal_secs: template.renewal_secs,
+                scep_transaction: None,
             };
             let (serial, der) = self.sign_request(request_id, &recorded, template.major, template.minor).await?;
             let serial = serial.0;
             Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
         }
         .await;
-        match &result {
-            Ok(i) => {
-                self.audit(
-                    "admin",
-                    "request.approve",
-                    &req.device,
-                    "issued",
-                    &format!("request {request_id} serial {}", i.serial),
-                )
-                .await
-            }
-            Err(e) => {
-                self.record_failure("admin", "request.approve", &req.device, &e.clone_for_audit(request_id)).await
-            }
+        // Success is audited with the certificate, in the same transaction.
+        if let Err(e) = &result {
+            self.record_failure("admin", "request.approve", &req.device, &e.clone_for_audit(request_id)).await;
         }
         result
     }

@@ -86,13 +86,9 @@ impl Ra {
             CertFacts::parse(old_der).map_err(|e| RaError::new(Kind::BadRequest, "BadCertificate", e.to_string()))?;
         let actor = format!("cert:{}", old.serial);
         let result = self.renew_inner(&csr, old_der, &old, proof, caller, window).await;
-        match &result {
-            Ok(i) => {
-                let detail = format!("{} -> {} ({proof:?}) request {}", old.serial, i.serial, i.request_id);
-                self.audit(&actor, "renew", &old.serial.0, "issued", &detail).await;
-                tracing::info!(old = %old.serial, new = %i.serial, ?proof, "renewed");
-            }
-            Err(e) => self.record_failure(&actor, "renew", &old.serial.0, e).await,
+        // Success is audited with the certificate, in the same transaction.
+        if let Err(e) = &result {
+            self.record_failure(&actor, "renew", &old.serial.0, e).await;
         }
         result
     }
@@ -217,6 +213,12 @@ impl Ra {
         let requester = format!("cert:{}", row.serial);
         let (request_id, serial, der) = self
             .issue_recorded(Recorded {
+                audit: super::enroll::Audit {
+                    actor: &requester,
+                    action: "renew",
+                    subject: &row.serial,
+                    note: format!(" renews {} ({proof:?})", row.serial),
+                },
                 previous_serial: Some(&row.serial),
                 device_id: device.id,
                 requester: &requester,
@@ -225,6 +227,8 @@ impl Ra {
                 csr_der: &csr.der,
                 request: &request,
                 profile: &profile,
+                renewal_secs: template.renewal_secs,
+                scep_transaction: None,
             })
             .await?;
         let serial = serial.0;

@@ -222,10 +222,8 @@ impl Ra {
         let actor = format!("scep:{}", req.transaction_id);
         let result = self.scep_enroll(req, &signer_key).await;
         match &result {
-            Ok(Retrieved::Issued(i)) => {
-                let detail = format!("serial {} request {}", i.serial, i.request_id);
-                self.audit(&actor, "scep.issue", &i.template, "issued", &detail).await;
-            }
+            // Audited with the certificate, in the same transaction.
+            Ok(Retrieved::Issued(_)) => {}
             Ok(Retrieved::Pending { request_id }) => {
                 self.audit(&actor, "scep.issue", "-", "pending", &format!("request {request_id}")).await;
             }
@@ -259,41 +257,48 @@ impl Ra {
             }
         }
         let requester = format!("scep:{}", challenge_id.as_deref().unwrap_or("static"));
-        let request_id = self
-            .store
-            .insert_request(
-                &NewRequest {
-                    device_id: device_row.id,
-                    requester: &requester,
-                    template: &template.name,
-                    kind: "scep",
-                    status: "received",
-                    csr_der: &csr.der,
-                    previous_serial: None,
-                },
-                now.0,
-            )
-            .await?;
-        self.store.insert_scep_transaction(req.transaction_id, signer_key, request_id, now.0).await?;
         if template.pend_all {
+            let request_id = self
+                .store
+                .insert_request(
+                    &NewRequest {
+                        device_id: device_row.id,
+                        requester: &requester,
+                        template: &template.name,
+                        kind: "scep",
+                        status: "received",
+                        csr_der: &csr.der,
+                        previous_serial: None,
+                    },
+                    now.0,
+                )
+                .await?;
+            self.store.insert_scep_transaction(req.transaction_id, signer_key, request_id, now.0).await?;
             return Err(RaError::new(Kind::Pending, "Pending", format!("request {request_id} awaits approval"))
                 .with_request(request_id));
         }
         let profile = profile_for(&template);
-        let recorded = Recorded {
-            previous_serial: None,
-            device_id: device_row.id,
-            requester: &requester,
-            template_name: &template.name,
-            kind: "scep",
-            csr_der: &csr.der,
-            request: &request,
-            profile: &profile,
-        };
-        let (serial, der) = self
-            .sign_request(request_id, &recorded, template.major, template.minor)
-            .await
-            .map_err(|e| e.with_request(request_id))?;
+        let actor = format!("scep:{}", req.transaction_id);
+        let (request_id, serial, der) = self
+            .issue_recorded(Recorded {
+                audit: super::enroll::Audit {
+                    actor: &actor,
+                    action: "scep.issue",
+                    subject: &template.name,
+                    note: String::new(),
+                },
+                previous_serial: None,
+                device_id: device_row.id,
+                requester: &requester,
+                template_name: &template.name,
+                kind: "scep",
+                csr_der: &csr.der,
+                request: &request,
+                profile: &profile,
+                renewal_secs: template.renewal_secs,
+                scep_transaction: Some((req.transaction_id, signer_key)),
+            })
+            .await?;
         Ok(Retrieved::Issued(Issued {
             certificate_der: der,
             chain: self.chain_der(),

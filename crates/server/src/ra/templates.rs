@@ -159,6 +159,12 @@ pub(crate) async fn tls_identity(
     let device = ra.store.touch_device("autoenroll-server", now.0).await?;
     let (_, _, leaf) = ra
         .issue_recorded(super::enroll::Recorded {
+            audit: super::enroll::Audit {
+                actor: "server",
+                action: "issue",
+                subject: "TLSListener",
+                note: String::new(),
+            },
             previous_serial: None,
             device_id: device.id,
             requester: "server",
@@ -167,6 +173,8 @@ pub(crate) async fn tls_identity(
             csr_der: &[],
             request: &req,
             profile: &profile,
+            renewal_secs: 30 * DAY,
+            scep_transaction: None,
         })
         .await?;
     let chain = vec![leaf, ra.ca.issuing_der().to_vec()];
