@@ -3,6 +3,8 @@
 
 mod agent_cmd;
 mod bench;
+mod signals;
+pub use signals::shutdown_signal;
 mod bench_scep;
 mod server_cmd;
 
@@ -89,24 +91,4 @@ fn main() {
         }
     });
     std::process::exit(code);
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Agent footprint: one agent daemon holding 100 certificates (the Machine template plus 99
+# more autoenroll templates), then idle for 60 s. Prints resident memory (VmRSS, VmHWM),
+# threads and the CPU time the process used while idle (from /proc).
+# Usage: bench/agent-footprint.sh [IDLE_SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+idle=${1:-60}
+cargo build --release --quiet -p autoenroll-cli
+bin=$PWD/target/release/autoenroll
+agent_bin=$PWD/target/release/autoenroll-agent
+work=$(mktemp -d)
+agent_pid=""
+trap 'kill $server_pid $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+"$bin" server run --listen 127.0.0.1:0 --data-dir "$work/data" > "$work/server.out" 2> "$work/server.err" &
+server_pid=$!
+for _ in $(seq 1 100); do grep -q "root CA" "$work/server.out" 2>/dev/null && break; sleep 0.1; done
+base=$(head -1 "$work/server.out" | awk '{print $NF}')
+echo 'correct horse battery' | "$bin" server account create bench --data-dir "$work/data" > /dev/null
+# The WebServer default template is not autoenrolled by agents; Machine is. 99 more:
+for i in $(seq -w 1 99); do
+  "$bin" server template create "Dev$i" --validity 30d --renewal-period 7d --data-dir "$work/data" > /dev/null
+done
+cat > "$work/agent.toml" <<TOML
+device = "footprint.example.test"
+state_dir = "$work/state"
+trust_anchor = "$work/data/ca/root.pem"
+[[policy_server]]
+url = "$base/xcep"
+[credentials]
+username = "bench"
+password = "correct horse battery"
+TOML
+AUTOENROLL_LOG=warn "$agent_bin" run --config "$work/agent.toml" > "$work/agent.out" 2>&1 &
+agent_pid=$!
+for _ in $(seq 1 600); do
+  n=$(ls "$work/state/live" 2>/dev/null | wc -l)
+  [ "$n" -ge 100 ] && break
+  sleep 0.2
+done
+n=$(ls "$work/state/live" | wc -l)
+echo "agent holds $n live certificates"
+sleep 2
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+before=$(cpu)
+sleep "$idle"
+after=$(cpu)
+grep -E "VmRSS|VmHWM|RssAnon|RssFile|Threads" "/proc/$agent_pid/status"
+awk -v b="$before" -v a="$after" -v t="$ticks" -v s="$idle" \
+  'BEGIN { printf "CPU while idle for %d s: %.2f s (%d ticks)\n", s, (a - b) / t, a - b }'
