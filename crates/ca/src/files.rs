@@ -93,6 +93,7 @@ pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<C
         dns_names: &[],
         ip_addrs: &[],
         path_len: None,
+        distribution: None,
     })?;
     let root_der = sign_tbs(&root_tbs, &root_key)?;
 
@@ -110,6 +111,7 @@ pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<C
         dns_names: &[],
         ip_addrs: &[],
         path_len: Some(0),
+        distribution: None,
     })?;
     let issuing_der = sign_tbs(&issuing_tbs, &root_key)?;
 

@@ -98,6 +98,8 @@ pub struct Ca {
     issuing_subject: Name,
     issuing_key_id: Vec<u8>,
     issuing_not_after: UnixTime,
+    /// Set once the public URLs are known (after the listeners bind).
+    distribution: std::sync::OnceLock<Distribution>,
 }
 
 pub(crate) fn to_time(t: UnixTime) -> Result<Time, CaError> {
@@ -157,6 +159,21 @@ pub(crate) struct TbsInput<'a> {
     pub dns_names: &'a [String],
     pub ip_addrs: &'a [std::net::IpAddr],
     pub path_len: Option<u8>,
+    /// CRL distribution point and CA-issuers URLs (end-entity certificates only).
+    pub distribution: Option<&'a Distribution>,
+}
+
+/// Where relying parties find revocation data and the issuing CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distribution {
+    pub crl_url: String,
+    pub ca_issuers_url: String,
+}
+
+fn uri(u: &str) -> Result<x509_cert::ext::pkix::name::GeneralName, CaError> {
+    Ok(x509_cert::ext::pkix::name::GeneralName::UniformResourceIdentifier(
+        der::asn1::Ia5String::new(u).map_err(|e| CaError::Profile(format!("URL {u}: {e}")))?,
+    ))
 }
 
 pub(crate) fn build_tbs(i: TbsInput<'_>) -> Result<Vec<u8>, CaError> {
@@ -191,6 +208,22 @@ pub(crate) fn build_tbs(i: TbsInput<'_>) -> Result<Vec<u8>, CaError> {
         }
         .to_der()?,
     )?);
+    if let Some(d) = i.distribution {
+        use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+        use x509_cert::ext::pkix::name::DistributionPointName;
+        use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax, CrlDistributionPoints};
+        let cdp = CrlDistributionPoints(vec![DistributionPoint {
+            distribution_point: Some(DistributionPointName::FullName(vec![uri(&d.crl_url)?])),
+            reasons: None,
+            crl_issuer: None,
+        }]);
+        exts.push(ext(oids::CE_CRL_DISTRIBUTION_POINTS, false, cdp.to_der()?)?);
+        let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+            access_method: oids::AD_CA_ISSUERS,
+            access_location: uri(&d.ca_issuers_url)?,
+        }]);
+        exts.push(ext(oids::PE_AUTHORITY_INFO_ACCESS, false, aia.to_der()?)?);
+    }
     if let Some(t) = &p.template {
         exts.push(ext(oids::MS_CERTIFICATE_TEMPLATE, false, template_ext::encode_template(t)?)?);
     }
@@ -246,6 +279,7 @@ impl Ca {
             root_der,
             issuing_der,
             issuing_key,
+            distribution: std::sync::OnceLock::new(),
         })
     }
 
@@ -255,6 +289,12 @@ impl Ca {
 
     pub fn issuing_der(&self) -> &[u8] {
         &self.issuing_der
+    }
+
+    /// Names the CRL and CA-issuers URLs in every end-entity certificate from now on (first
+    /// call wins: the URLs do not change while the process runs).
+    pub fn set_distribution(&self, d: Distribution) {
+        let _ = self.distribution.set(d);
     }
 
     pub(crate) fn issuing_subject(&self) -> &Name {
@@ -296,6 +336,7 @@ impl Ca {
             dns_names: &req.dns_names,
             ip_addrs: &req.ip_addrs,
             path_len: None,
+            distribution: self.distribution.get(),
         })?;
         Ok(Prepared { serial, not_before: now, not_after, tbs_der })
     }

@@ -2,14 +2,16 @@
 //! signing from validated requests, with serial and validity chosen here (rule R4).
 #![forbid(unsafe_code)]
 
+mod crl;
 mod files;
 mod issuer;
 mod scep_ra;
 
 pub use autoenroll_keys::envelope::ContentCipher;
 pub use autoenroll_keys::KeyAlgorithm;
+pub use crl::RevokedEntry;
 pub use files::{exists, init, load, CaPaths};
-pub use issuer::{Ca, IssueRequest, Prepared, Profile, SigningKey};
+pub use issuer::{Ca, Distribution, IssueRequest, Prepared, Profile, SigningKey};
 pub use scep_ra::{scep_ra, ScepRa};
 
 #[derive(Debug, thiserror::Error)]

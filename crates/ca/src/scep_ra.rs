@@ -84,6 +84,7 @@ pub fn scep_ra(dir: &Path, ca: &Ca, organization: &str, now: UnixTime) -> Result
         dns_names: &[],
         ip_addrs: &[],
         path_len: None,
+        distribution: None,
     })?;
     let cert_der = sign_tbs(&tbs, ca.issuing_key.as_ref())?;
     write_file(&key_path, key.to_pem()?.as_bytes(), 0o600)?;

@@ -76,6 +76,7 @@ pub struct TlsReloader {
 }
 
 const TLS_RELOAD_EVERY: Duration = Duration::from_secs(12 * 3600);
+const CRL_CHECK_EVERY: Duration = Duration::from_secs(1800);
 
 impl TlsReloader {
     pub async fn reload(&self) -> Result<(), RaError> {
@@ -144,6 +145,9 @@ impl Server {
             None => (None, None),
         };
         let scep_ra_fingerprint = autoenroll_keys::sha256_hex(&state.ra.scep_certificates()[0]);
+        // Certificates name the CRL and the issuing CA at the plain-HTTP base when there is one.
+        state.ra.set_public_base(scep_http_url.as_deref().unwrap_or(&base_url));
+        let scep_http_url = scep_http_url.map(|b| format!("{b}{}", frontends::scep::PATH));
         let router = frontends::router(state);
         Ok(Server {
             listener,
@@ -172,6 +176,16 @@ impl Server {
                 if let Err(e) = reloader.reload().await {
                     tracing::error!(%e, "could not refresh the listener certificate");
                 }
+            }
+        });
+        let ra = self.tls.ra.clone();
+        let crl_refresh = tokio::spawn(async move {
+            loop {
+                // `crl()` re-signs when half the CRL's validity has passed.
+                if let Err(e) = ra.crl().await {
+                    tracing::error!(%e, "could not refresh the CRL");
+                }
+                tokio::time::sleep(CRL_CHECK_EVERY).await;
             }
         });
         let plain =
@@ -227,6 +241,7 @@ impl Server {
             });
         }
         refresh.abort();
+        crl_refresh.abort();
         if let Some(p) = plain {
             p.abort();
         }

@@ -313,6 +313,83 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    // ---- CRLs
+
+    /// The next CRL number for `issuer`: one atomic increment, unique across replicas.
+    pub async fn next_crl_number(&self, issuer: &str) -> Result<i64> {
+        let _writer = self.writer().await;
+        let row = sqlx::query(
+            "INSERT INTO crl_numbers (issuer, last) VALUES ($1, 1) \
+             ON CONFLICT (issuer) DO UPDATE SET last = crl_numbers.last + 1 RETURNING last",
+        )
+        .bind(issuer)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Stores a CRL unless a higher-numbered one is already there.
+    pub async fn save_crl(&self, issuer: &str, c: &CrlRow) -> Result<()> {
+        let _writer = self.writer().await;
+        sqlx::query(
+            "INSERT INTO crls (issuer, number, this_update, next_update, der) VALUES ($1,$2,$3,$4,$5) \
+             ON CONFLICT (issuer) DO UPDATE SET number = excluded.number, this_update = excluded.this_update, \
+             next_update = excluded.next_update, der = excluded.der WHERE crls.number < excluded.number",
+        )
+        .bind(issuer)
+        .bind(c.number)
+        .bind(c.this_update)
+        .bind(c.next_update)
+        .bind(&c.der)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn crl(&self, issuer: &str) -> Result<Option<CrlRow>> {
+        let row = sqlx::query("SELECT number, this_update, next_update, der FROM crls WHERE issuer = $1")
+            .bind(issuer)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(CrlRow {
+                number: r.try_get(0)?,
+                this_update: r.try_get(1)?,
+                next_update: r.try_get(2)?,
+                der: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Revoked certificates that have not expired at `now` (expired ones may leave the CRL).
+    pub async fn revoked_certificates(&self, now: i64) -> Result<Vec<RevokedRow>> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE state = 'revoked' AND not_after > $1 ORDER BY revoked_at",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevokedRow {
+                    serial: r.try_get(0)?,
+                    revoked_at: r.try_get::<Option<i64>, _>(1)?.unwrap_or_default(),
+                    reason: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// When the last revocation happened (a CRL older than that is stale).
+    pub async fn last_revocation_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT MAX(revoked_at) FROM certificates WHERE state = 'revoked'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<Option<i64>, _>(0)?)
+    }
+
     // ---- SCEP challenges and transactions
 
     pub async fn insert_challenge(&self, c: &ChallengeRow) -> Result<()> {

@@ -289,3 +289,20 @@ pub struct DueCertificate {
     pub not_after: i64,
     pub renew_after: i64,
 }
+
+/// A stored CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlRow {
+    pub number: i64,
+    pub this_update: i64,
+    pub next_update: i64,
+    pub der: Vec<u8>,
+}
+
+/// A revoked certificate as a CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedRow {
+    pub serial: String,
+    pub revoked_at: i64,
+    pub reason: String,
+}

@@ -1,5 +1,6 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
 mod mde2;
+pub mod revocation;
 pub mod scep;
 pub mod soap;
 mod wstep;
@@ -43,5 +44,6 @@ pub fn router(state: AppState) -> axum::Router {
         .route(mde2::POLICY_PATH, post(mde2::policy))
         .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))
         .with_state(state.clone())
-        .merge(scep::router(state))
+        .merge(scep::router(state.clone()))
+        .merge(revocation::router(state))
 }

@@ -127,6 +127,10 @@ impl Ra {
             ));
         }
         self.audit("admin", "cert.revoke", serial, "ok", reason).await;
+        // The CRL says so at once (a failure here is logged; the next fetch retries).
+        if let Err(e) = self.publish_crl().await {
+            tracing::error!(%e, "could not publish the CRL after a revocation");
+        }
         Ok(())
     }
 

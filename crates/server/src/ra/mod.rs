@@ -2,6 +2,7 @@
 //! that uses the store and the CA (rule R3); front ends call it with wire-free inputs.
 mod admin;
 mod auth;
+mod crl;
 mod enroll;
 mod error;
 mod lifecycle;

@@ -1,0 +1,112 @@
+//! Revocation on loopback: issued certificates name the CRL and the issuing CA; a revoked
+//! certificate is in the CRL at once (verified and read by openssl, which then refuses the
+//! certificate and accepts a good one); two RA instances on one database never publish the same
+//! CRL number and the newest CRL wins.
+mod common;
+
+use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
+use autoenroll_server::ra::{Credentials, EnrollInput, Ra, TokenSpec};
+use common::TestServer;
+use std::path::Path;
+use std::process::Command;
+
+async fn issue(ra: &Ra, device: &str) -> Vec<u8> {
+    let (token, _) = ra.create_token(&TokenSpec { device, template: None, ttl_secs: 600 }).await.unwrap();
+    let principal = ra.authenticate(&Credentials::BootstrapToken(token), None).await.unwrap();
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = build_csr(&key, cn_name(device).unwrap(), vec![]).unwrap();
+    ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap().certificate_der
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
+}
+
+fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn crl_number(der_bytes: &[u8]) -> u64 {
+    use der::Decode;
+    let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der_bytes).unwrap();
+    let ext = crl
+        .tbs_cert_list
+        .crl_extensions
+        .unwrap()
+        .into_iter()
+        .find(|e| e.extn_id == autoenroll_core::oids::CE_CRL_NUMBER)
+        .unwrap();
+    let n = der::asn1::Uint::from_der(ext.extn_value.as_bytes()).unwrap();
+    n.as_bytes().iter().fold(0u64, |a, b| (a << 8) | u64::from(*b))
+}
+
+#[tokio::test]
+async fn revoked_certificates_are_in_the_crl_and_openssl_refuses_them() {
+    let ts = TestServer::start().await;
+    let good = issue(&ts.ra, "good-device").await;
+    let bad = issue(&ts.ra, "lost-device").await;
+    let dir = ts.dir.path();
+    std::fs::write(dir.join("good.pem"), pem("CERTIFICATE", &good)).unwrap();
+    std::fs::write(dir.join("bad.pem"), pem("CERTIFICATE", &bad)).unwrap();
+    // The certificate points at the CRL and the issuing CA, and both are served there.
+    let (_, text) = openssl(&["x509", "-in", "good.pem", "-noout", "-text"], dir);
+    let crl_url = format!("{}/crl", ts.base);
+    assert!(text.contains(&format!("URI:{crl_url}")), "{text}");
+    assert!(text.contains(&format!("CA Issuers - URI:{}/ca/issuing.crt", ts.base)), "{text}");
+    let issuing = ts.client(None).get(&format!("{}/ca/issuing.crt", ts.base)).await.unwrap();
+    assert_eq!(issuing.body, ts.ra.issuing_der());
+
+    let serial = autoenroll_core::pki::CertFacts::parse(&bad).unwrap().serial.0;
+    ts.ra.revoke(&serial, "keyCompromise").await.unwrap();
+    let r = ts.client(None).get(&crl_url).await.unwrap();
+    assert_eq!(r.status, 200);
+    std::fs::write(dir.join("crl.der"), &r.body).unwrap();
+    std::fs::copy(ts.issuing_pem(), dir.join("issuing.pem")).unwrap();
+    std::fs::copy(ts.root_pem(), dir.join("root.pem")).unwrap();
+    let chain = std::fs::read_to_string(dir.join("issuing.pem")).unwrap()
+        + &std::fs::read_to_string(dir.join("root.pem")).unwrap();
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+    let (ok, text) =
+        openssl(&["crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "chain.pem", "-noout", "-text"], dir);
+    assert!(ok && text.contains("verify OK"), "openssl crl -verify: {text}");
+    assert!(text.to_ascii_lowercase().contains(&serial.to_ascii_lowercase()), "{serial} not listed: {text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+    let (_, pem_crl) = openssl(&["crl", "-inform", "DER", "-in", "crl.der"], dir);
+    std::fs::write(dir.join("crl.pem"), pem_crl).unwrap();
+    for (cert, expect_ok) in [("good.pem", true), ("bad.pem", false)] {
+        let (ok, text) = openssl(
+            &["verify", "-crl_check", "-CRLfile", "crl.pem", "-CAfile", "root.pem", "-untrusted", "issuing.pem", cert],
+            dir,
+        );
+        assert_eq!(ok, expect_ok, "{cert}: {text}");
+        if !expect_ok {
+            assert!(text.contains("certificate revoked"), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn replicas_never_share_a_crl_number_and_the_newest_wins() {
+    let ts = TestServer::start().await;
+    // A second RA on the same data directory and database: another replica.
+    let cfg = autoenroll_server::config::RawConfig {
+        data_dir: Some(ts.dir.path().join("data")),
+        listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let other = Ra::open(cfg.ra, ts.ra.clock()).await.unwrap();
+    let mut numbers = Vec::new();
+    for _ in 0..5 {
+        let (a, b) = tokio::join!(ts.ra.publish_crl(), other.publish_crl());
+        numbers.push(crl_number(&a.unwrap()));
+        numbers.push(crl_number(&b.unwrap()));
+    }
+    let newest = crl_number(&ts.ra.crl().await.unwrap());
+    assert_eq!(newest, *numbers.iter().max().unwrap(), "the stored CRL is the newest: {numbers:?}");
+    // Ten publications took ten numbers from the shared counter.
+    assert!(newest >= 10, "ten publications, ten numbers: newest {newest}");
+}

@@ -1,0 +1,14 @@
+-- CRLs: numbers come from one counter row (replicas never reuse a number); the newest CRL is
+-- kept, and an older one never overwrites it.
+CREATE TABLE crl_numbers (
+    issuer TEXT PRIMARY KEY,
+    last   BIGINT NOT NULL
+);
+CREATE TABLE crls (
+    issuer      TEXT PRIMARY KEY,
+    number      BIGINT NOT NULL,
+    this_update BIGINT NOT NULL,
+    next_update BIGINT NOT NULL,
+    der         BYTEA NOT NULL
+);
+CREATE INDEX certificates_revoked ON certificates(state, revoked_at);
