@@ -138,9 +138,16 @@ impl Server {
                     .await
                     .map_err(|e| RaError::internal(format!("binding {addr} (SCEP over HTTP): {e}")))?;
                 let bound = l.local_addr().map_err(RaError::internal)?;
-                let router =
-                    frontends::scep::router(state.clone()).route("/healthz", axum::routing::get(|| async { "ok\n" }));
-                (Some((l, router)), Some(format!("http://{bound}{}", frontends::scep::PATH)))
+                // SCEP, the CRL and the issuing CA certificate: nothing that needs TLS.
+                let router = frontends::scep::router(state.clone())
+                    .merge(frontends::revocation::router(state.clone()))
+                    .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+                let host = if bound.ip().is_unspecified() {
+                    cfg.hostnames.first().cloned().unwrap_or_else(|| "localhost".into())
+                } else {
+                    bound.ip().to_string()
+                };
+                (Some((l, router)), Some(format!("http://{host}:{}", bound.port())))
             }
             None => (None, None),
         };
