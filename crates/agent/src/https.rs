@@ -109,6 +109,9 @@ impl Client {
         let host = uri.host().ok_or("URL without host")?.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(443);
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
+        // Request head and body go out as separate writes: without this, Nagle holds the body
+        // until the server's delayed ACK (40 ms) on servers that do not answer the head first.
+        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.clone()).map_err(|e| format!("server name: {e}"))?;
         let tls = self.connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))

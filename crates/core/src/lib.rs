@@ -8,6 +8,7 @@ pub mod model;
 pub mod oids;
 pub mod pki;
 pub mod renewal;
+pub mod spread;
 
 pub use error::Kind;
 pub use model::{DeviceId, Serial, TemplateRef, Thumbprint, UnixTime};
