@@ -215,6 +215,9 @@ impl Server {
                 tracing::warn!(%remote, "connection limit reached, dropping connection");
                 continue;
             };
+            // Responses leave as several small TLS records; without this the second one waits
+            // for the client's delayed ACK (40 ms).
+            let _ = tcp.set_nodelay(true);
             let acceptor = self.tls.current();
             let router = self.router.clone();
             tokio::spawn(async move {
@@ -270,6 +273,7 @@ async fn serve_plain(listener: TcpListener, router: axum::Router, permits: Arc<t
             tracing::warn!(%remote, "connection limit reached, dropping connection");
             continue;
         };
+        let _ = tcp.set_nodelay(true);
         let router = router.clone();
         tokio::spawn(async move {
             let _permit = permit;
