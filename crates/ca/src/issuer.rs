@@ -168,6 +168,7 @@ pub(crate) struct TbsInput<'a> {
 pub struct Distribution {
     pub crl_url: String,
     pub ca_issuers_url: String,
+    pub ocsp_url: String,
 }
 
 fn uri(u: &str) -> Result<x509_cert::ext::pkix::name::GeneralName, CaError> {
@@ -218,10 +219,10 @@ pub(crate) fn build_tbs(i: TbsInput<'_>) -> Result<Vec<u8>, CaError> {
             crl_issuer: None,
         }]);
         exts.push(ext(oids::CE_CRL_DISTRIBUTION_POINTS, false, cdp.to_der()?)?);
-        let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
-            access_method: oids::AD_CA_ISSUERS,
-            access_location: uri(&d.ca_issuers_url)?,
-        }]);
+        let aia = AuthorityInfoAccessSyntax(vec![
+            AccessDescription { access_method: oids::AD_OCSP, access_location: uri(&d.ocsp_url)? },
+            AccessDescription { access_method: oids::AD_CA_ISSUERS, access_location: uri(&d.ca_issuers_url)? },
+        ]);
         exts.push(ext(oids::PE_AUTHORITY_INFO_ACCESS, false, aia.to_der()?)?);
     }
     if let Some(t) = &p.template {

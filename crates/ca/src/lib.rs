@@ -5,6 +5,7 @@
 mod crl;
 mod files;
 mod issuer;
+mod ocsp;
 mod scep_ra;
 
 pub use autoenroll_keys::envelope::ContentCipher;

@@ -85,6 +85,51 @@ async fn revoked_certificates_are_in_the_crl_and_openssl_refuses_them() {
             assert!(text.contains("certificate revoked"), "{text}");
         }
     }
+
+    // OCSP: openssl writes the requests (with a nonce), we answer over POST and GET, openssl
+    // verifies the responses against the chain and reads the status.
+    let (_, text) = openssl(&["x509", "-in", "good.pem", "-noout", "-text"], dir);
+    assert!(text.contains(&format!("OCSP - URI:{}/ocsp", ts.base)), "{text}");
+    for (cert, expect, method) in [("good.pem", "good", "POST"), ("bad.pem", "revoked", "GET")] {
+        let (ok, text) = openssl(&["ocsp", "-issuer", "issuing.pem", "-cert", cert, "-reqout", "req.der"], dir);
+        assert!(ok, "{text}");
+        let req = std::fs::read(dir.join("req.der")).unwrap();
+        let r = if method == "POST" {
+            ts.client(None).post(&format!("{}/ocsp", ts.base), "application/ocsp-request", req).await.unwrap()
+        } else {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&req);
+            let enc = b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+            ts.client(None).get(&format!("{}/ocsp/{enc}", ts.base)).await.unwrap()
+        };
+        assert_eq!(r.status, 200);
+        std::fs::write(dir.join("resp.der"), &r.body).unwrap();
+        // The signature verifies and the nonce of openssl's request comes back...
+        let (ok, text) = openssl(&["ocsp", "-reqin", "req.der", "-respin", "resp.der", "-CAfile", "chain.pem"], dir);
+        assert!(ok && text.contains("Response verify OK") && !text.contains("WARNING"), "{cert}: {text}");
+        // ...and the status for the certificate is the inventory's.
+        let (ok, text) = openssl(
+            &[
+                "ocsp",
+                "-respin",
+                "resp.der",
+                "-issuer",
+                "issuing.pem",
+                "-cert",
+                cert,
+                "-CAfile",
+                "chain.pem",
+                "-no_nonce",
+            ],
+            dir,
+        );
+        assert!(ok && text.contains(&format!("{cert}: {expect}")), "{cert}: {text}");
+    }
+    // Garbage gets an unsigned malformedRequest, and the server keeps serving.
+    let r =
+        ts.client(None).post(&format!("{}/ocsp", ts.base), "application/ocsp-request", b"junk".to_vec()).await.unwrap();
+    assert_eq!(r.body, vec![0x30, 0x03, 0x0a, 0x01, 0x01]);
+    assert_eq!(ts.client(None).get(&crl_url).await.unwrap().status, 200);
 }
 
 #[tokio::test]

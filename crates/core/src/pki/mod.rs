@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod cms;
 pub mod csr;
+pub mod ocsp;
 pub mod scep;
 pub mod sig;
 pub mod template_ext;

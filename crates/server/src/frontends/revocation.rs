@@ -7,10 +7,39 @@ use axum::response::{IntoResponse, Response};
 
 pub const CRL_PATH: &str = "/crl";
 pub const ISSUING_PATH: &str = "/ca/issuing.crt";
+pub const OCSP_PATH: &str = "/ocsp";
 
 pub fn router(state: AppState) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new().route(CRL_PATH, get(crl)).route(ISSUING_PATH, get(issuing)).with_state(state)
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(CRL_PATH, get(crl))
+        .route(ISSUING_PATH, get(issuing))
+        .route(OCSP_PATH, post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
+        .layer(axum::extract::DefaultBodyLimit::max(autoenroll_core::pki::ocsp::MAX_OCSP_REQUEST))
+        .with_state(state)
+}
+
+fn ocsp_response(der: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/ocsp-response")], der).into_response()
+}
+
+/// RFC 6960 A.1: POST with the DER request as the body.
+async fn ocsp_post(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
+    ocsp_response(st.ra.ocsp(&body).await)
+}
+
+/// RFC 6960 A.1: GET with the base64 of the DER request, URL-encoded, as the last path part.
+async fn ocsp_get(State(st): State<AppState>, axum::extract::Path(request): axum::extract::Path<String>) -> Response {
+    use base64::Engine;
+    let text: String = request.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    match base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) {
+        Ok(der) => ocsp_response(st.ra.ocsp(&der).await),
+        Err(_) => ocsp_response(
+            autoenroll_core::pki::ocsp::error_response(autoenroll_core::pki::ocsp::ResponseStatus::MalformedRequest)
+                .unwrap_or_default(),
+        ),
+    }
 }
 
 async fn crl(State(st): State<AppState>) -> Response {

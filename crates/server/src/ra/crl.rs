@@ -23,7 +23,7 @@ fn reason_code(name: &str) -> u8 {
 }
 
 impl Ra {
-    /// Tells the CA where certificates point relying parties: `<base>/crl` and
+    /// Tells the CA where certificates point relying parties: `<base>/crl`, `<base>/ocsp` and
     /// `<base>/ca/issuing.crt`. Called once the listeners know their public address; a plain
     /// HTTP base is preferred (CRL fetchers rarely speak TLS to a CA they are validating).
     pub fn set_public_base(&self, base: &str) {
@@ -31,6 +31,7 @@ impl Ra {
         self.ca.set_distribution(Distribution {
             crl_url: format!("{base}/crl"),
             ca_issuers_url: format!("{base}/ca/issuing.crt"),
+            ocsp_url: format!("{base}/ocsp"),
         });
     }
 

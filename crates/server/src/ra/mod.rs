@@ -7,6 +7,7 @@ mod enroll;
 mod error;
 mod lifecycle;
 mod mdm;
+mod ocsp;
 mod policy;
 mod renew;
 mod scep;
