@@ -117,6 +117,11 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: RequestCommand,
     },
+    /// Fleet reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The audit log, newest first: issuances, renewals, refusals with their reason, admin actions.
     Audit {
         #[command(flatten)]
@@ -175,6 +180,28 @@ pub enum DeviceCommand {
         #[command(flatten)]
         common: Common,
         name: String,
+        /// Also revoke every certificate the device holds.
+        #[arg(long)]
+        revoke: bool,
+        #[arg(long, default_value = "privilegeWithdrawn")]
+        reason: String,
+    },
+    /// Devices with their current certificates and next renewal.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// One device and its certificates.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     Unblock {
         #[command(flatten)]
@@ -363,10 +390,75 @@ pub enum CertCommand {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
+    /// Certificates, soonest expiry first, optionally filtered.
     List {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value_t = 100)]
+        #[command(flatten)]
+        filter: CertFilterArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// "Renew now" for a cohort: their renewals are accepted from now on (moves the server's
+    /// renewal time of the matching issued certificates to now).
+    RenewNow {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        filter: CertFilterArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct CertFilterArgs {
+    /// Only certificates expiring within this time from now (e.g. 30d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expiring_within: Option<Duration>,
+    #[arg(long)]
+    template: Option<String>,
+    /// Template major version.
+    #[arg(long)]
+    major: Option<i64>,
+    /// issued, renewed, revoked, signing.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    device: Option<String>,
+    /// Only certificates issued before this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    issued_before: Option<std::time::SystemTime>,
+    #[arg(long, default_value_t = 1000)]
+    limit: i64,
+}
+
+impl CertFilterArgs {
+    fn filter(&self) -> autoenroll_server::ra::CertificateFilter {
+        let now = autoenroll_core::clock::Clock::now(&SystemClock).0;
+        autoenroll_server::ra::CertificateFilter {
+            expiring_before: self.expiring_within.map(|d| now + d.as_secs() as i64),
+            template: self.template.clone(),
+            template_major: self.major,
+            state: self.state.clone(),
+            device: self.device.clone(),
+            issued_before: self
+                .issued_before
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64),
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Certificates whose renewal is overdue, with the device's last refusal: what is stuck and why.
+    Stuck {
+        #[command(flatten)]
+        common: Common,
+        /// How long past its renewal time a certificate counts as stuck.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1d")]
+        overdue: Duration,
+        #[arg(long, default_value_t = 1000)]
         limit: i64,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -522,9 +614,88 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             println!("revoked {serial} ({reason})");
             Ok(0)
         }
-        ServerCommand::Device { command: DeviceCommand::Block { common, name } } => {
-            common.open().await?.set_device_blocked(&name, true).await?;
-            println!("blocked {name}");
+        ServerCommand::Device { command: DeviceCommand::Block { common, name, revoke, reason } } => {
+            let ra = common.open().await?;
+            if revoke {
+                let n = ra.block_and_revoke(&name, &reason).await?;
+                println!("blocked {name}, revoked {n} certificates ({reason})");
+            } else {
+                ra.set_device_blocked(&name, true).await?;
+                println!("blocked {name}");
+            }
+            Ok(0)
+        }
+        ServerCommand::Device { command: DeviceCommand::List { common, limit, output } } => {
+            let devices = common.open().await?.devices(limit).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&devices)?),
+                Output::Table => {
+                    println!("{:<32} {:<8} {:>5} {:<21} LAST SEEN", "DEVICE", "BLOCKED", "CERTS", "NEXT RENEWAL");
+                    for d in devices {
+                        println!(
+                            "{:<32} {:<8} {:>5} {:<21} {}",
+                            d.name,
+                            if d.blocked { "yes" } else { "no" },
+                            d.certificates,
+                            d.next_renewal
+                                .map(|t| autoenroll_core::UnixTime(t).to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            autoenroll_core::UnixTime(d.last_seen)
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        ServerCommand::Device { command: DeviceCommand::Show { common, name, output } } => {
+            let ra = common.open().await?;
+            let device = ra.devices(i64::MAX).await?.into_iter().find(|d| d.name == name);
+            let Some(device) = device else { bail!("no device {name}") };
+            let filter = autoenroll_server::ra::CertificateFilter {
+                device: Some(name.clone()),
+                limit: 1000,
+                ..Default::default()
+            };
+            let certs = ra.certificates_matching(&filter).await?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "device": device, "certificates": certs }))?
+                ),
+                Output::Table => {
+                    println!("device:       {}", device.name);
+                    println!("blocked:      {}", device.blocked);
+                    println!("first seen:   {}", autoenroll_core::UnixTime(device.created_at));
+                    println!("last seen:    {}", autoenroll_core::UnixTime(device.last_seen));
+                    print_certs(&certs);
+                }
+            }
+            Ok(0)
+        }
+        ServerCommand::Report { command: ReportCommand::Stuck { common, overdue, limit, output } } => {
+            let rows = common.open().await?.stuck(overdue.as_secs() as i64, limit).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Table => {
+                    println!("{:<28} {:<14} {:<34} {:<21} LAST ERROR", "DEVICE", "TEMPLATE", "SERIAL", "DUE SINCE");
+                    for r in rows {
+                        let device = if r.blocked { format!("{} (blocked)", r.device) } else { r.device };
+                        println!(
+                            "{:<28} {:<14} {:<34} {:<21} {}",
+                            device,
+                            r.template,
+                            r.serial,
+                            autoenroll_core::UnixTime(r.renew_after).to_string(),
+                            r.last_error.unwrap_or_else(|| "-".into())
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        ServerCommand::Cert { command: CertCommand::RenewNow { common, filter } } => {
+            let n = common.open().await?.renew_now(&filter.filter()).await?;
+            println!("{n} certificates may renew now");
             Ok(0)
         }
         ServerCommand::Device { command: DeviceCommand::Unblock { common, name } } => {
@@ -570,28 +741,11 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             println!("{token}");
             Ok(0)
         }
-        ServerCommand::Cert { command: CertCommand::List { common, limit, output } } => {
-            let ra = common.open().await?;
-            let certs = ra.certificates(limit).await?;
+        ServerCommand::Cert { command: CertCommand::List { common, filter, output } } => {
+            let certs = common.open().await?.certificates_matching(&filter.filter()).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&certs)?),
-                Output::Table => {
-                    println!(
-                        "{:<34} {:<20} {:<14} {:<8} {:<21} STATE",
-                        "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER"
-                    );
-                    for c in certs {
-                        println!(
-                            "{:<34} {:<20} {:<14} {:<8} {:<21} {}",
-                            c.serial,
-                            c.device,
-                            c.template,
-                            format!("{}.{}", c.template_major, c.template_minor),
-                            autoenroll_core::UnixTime(c.not_after).to_string(),
-                            c.state
-                        );
-                    }
-                }
+                Output::Table => print_certs(&certs),
             }
             Ok(0)
         }
@@ -637,4 +791,23 @@ async fn template(cmd: TemplateCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn print_certs(certs: &[autoenroll_server::ra::CertificateRow]) {
+    println!(
+        "{:<34} {:<24} {:<14} {:<8} {:<21} {:<21} STATE",
+        "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER", "RENEWS"
+    );
+    for c in certs {
+        println!(
+            "{:<34} {:<24} {:<14} {:<8} {:<21} {:<21} {}",
+            c.serial,
+            c.device,
+            c.template,
+            format!("{}.{}", c.template_major, c.template_minor),
+            autoenroll_core::UnixTime(c.not_after).to_string(),
+            c.renew_after.map(|t| autoenroll_core::UnixTime(t).to_string()).unwrap_or_else(|| "-".into()),
+            c.state
+        );
+    }
 }

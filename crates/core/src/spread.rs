@@ -5,6 +5,18 @@
 //! addressing), so certificates issued in the same hour do not all renew in the same minutes.
 use crate::model::UnixTime;
 
+/// The minutes a certificate may renew in, in the order to try them: the hashed preferred
+/// minute first, then the following ones, wrapping inside the first half of the window.
+pub fn candidates(window_opens: UnixTime, not_after: UnixTime, key: &[u8]) -> impl Iterator<Item = UnixTime> {
+    let span_minutes = ((not_after.0 - window_opens.0) / 2 / 60).max(1);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&digest.as_ref()[..8]);
+    let preferred = (u64::from_be_bytes(h) % span_minutes as u64) as i64;
+    let base = window_opens.0 - window_opens.0.rem_euclid(60);
+    (0..span_minutes).map(move |probe| UnixTime(base + ((preferred + probe) % span_minutes) * 60).max(window_opens))
+}
+
 /// The minute-aligned slot a certificate renews in. `load(minute_start)` says how many
 /// renewals that minute already holds.
 pub fn place_renewal(
@@ -14,19 +26,12 @@ pub fn place_renewal(
     capacity: u32,
     load: impl Fn(UnixTime) -> u32,
 ) -> UnixTime {
-    let span_minutes = ((not_after.0 - window_opens.0) / 2 / 60).max(1);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
-    let mut h = [0u8; 8];
-    h.copy_from_slice(&digest.as_ref()[..8]);
-    let preferred = (u64::from_be_bytes(h) % span_minutes as u64) as i64;
-    let base = window_opens.0 - window_opens.0.rem_euclid(60);
-    for probe in 0..span_minutes {
-        let minute = UnixTime(base + ((preferred + probe) % span_minutes) * 60);
-        if load(minute) < capacity.max(1) {
-            return minute.max(window_opens);
-        }
+    let mut all = candidates(window_opens, not_after, key);
+    let first = all.next().unwrap_or(window_opens);
+    if load(first) < capacity.max(1) {
+        return first;
     }
-    UnixTime(base + preferred * 60).max(window_opens)
+    all.find(|m| load(*m) < capacity.max(1)).unwrap_or(first)
 }
 
 /// The per-minute capacity that spreads `population` renewals over `span_minutes` with at most

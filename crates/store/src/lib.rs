@@ -41,7 +41,7 @@ macro_rules! certificate_columns {
     () => {
         "c.serial, c.request_id, c.device_id, d.name, c.template, c.template_major, c.template_minor, \
          c.subject, c.thumbprint, c.not_before, c.not_after, c.state, c.der, c.created_at, c.previous_serial, \
-         c.revoked_at, c.revocation_reason"
+         c.revoked_at, c.revocation_reason, c.renew_after"
     };
 }
 
@@ -711,6 +711,123 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Certificates by the administrator's filters (sentinel values keep the SQL literal).
+    pub async fn certificates_matching(&self, f: &CertificateFilter) -> Result<Vec<CertificateRow>> {
+        let sql = concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates c JOIN devices d ON d.id = c.device_id \
+             WHERE c.not_after <= $1 AND ($2 = '' OR c.template = $2) AND ($3 < 0 OR c.template_major = $3) \
+             AND ($4 = '' OR c.state = $4) AND ($5 = '' OR d.name = $5) AND c.created_at <= $6 \
+             ORDER BY c.not_after, c.serial LIMIT $7"
+        );
+        let rows = sqlx::query(sql)
+            .bind(f.expiring_before.unwrap_or(i64::MAX))
+            .bind(f.template.clone().unwrap_or_default())
+            .bind(f.template_major.unwrap_or(-1))
+            .bind(f.state.clone().unwrap_or_default())
+            .bind(f.device.clone().unwrap_or_default())
+            .bind(f.issued_before.unwrap_or(i64::MAX))
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(CertificateRow::from_row).collect()
+    }
+
+    /// Moves the renewal time of matching issued certificates to `now` ("renew now" for a
+    /// cohort); returns how many moved.
+    pub async fn renew_now(&self, f: &CertificateFilter, now: i64) -> Result<u64> {
+        let _writer = self.writer().await;
+        let r = sqlx::query(
+            "UPDATE certificates SET renew_after = $7 WHERE state = 'issued' AND renew_after > $7 \
+             AND not_after <= $1 AND ($2 = '' OR template = $2) AND ($3 < 0 OR template_major = $3) \
+             AND ($5 = '' OR device_id IN (SELECT id FROM devices WHERE name = $5)) AND created_at <= $6 \
+             AND ($4 = '' OR state = $4)",
+        )
+        .bind(f.expiring_before.unwrap_or(i64::MAX))
+        .bind(f.template.clone().unwrap_or_default())
+        .bind(f.template_major.unwrap_or(-1))
+        .bind(f.state.clone().unwrap_or_default())
+        .bind(f.device.clone().unwrap_or_default())
+        .bind(f.issued_before.unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn devices(&self, now: i64, limit: i64) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query(
+            "SELECT d.name, d.blocked, d.created_at, d.last_seen, \
+             (SELECT COUNT(*) FROM certificates c WHERE c.device_id = d.id AND c.state = 'issued' AND c.not_after > $1), \
+             (SELECT MIN(c.renew_after) FROM certificates c WHERE c.device_id = d.id AND c.state = 'issued' AND c.not_after > $1) \
+             FROM devices d ORDER BY d.name LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceSummary {
+                    name: r.try_get(0)?,
+                    blocked: r.try_get::<i64, _>(1)? != 0,
+                    created_at: r.try_get(2)?,
+                    last_seen: r.try_get(3)?,
+                    certificates: r.try_get(4)?,
+                    next_renewal: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Issued certificates whose renewal time passed before `overdue_before` (still not
+    /// renewed), with the latest refusal about them or their device (from the audit log).
+    pub async fn stuck(&self, now: i64, overdue_before: i64, limit: i64) -> Result<Vec<StuckRow>> {
+        let rows = sqlx::query(
+            "SELECT d.name, d.blocked, c.serial, c.template, c.renew_after, c.not_after, \
+             (SELECT a.detail FROM audit_events a WHERE a.subject IN (c.serial, d.name) AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1), \
+             (SELECT a.at FROM audit_events a WHERE a.subject IN (c.serial, d.name) AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1) \
+             FROM certificates c JOIN devices d ON d.id = c.device_id \
+             WHERE c.state = 'issued' AND c.renew_after < $2 AND c.not_after > $1 - 2592000 \
+             ORDER BY c.renew_after LIMIT $3",
+        )
+        .bind(now)
+        .bind(overdue_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StuckRow {
+                    device: r.try_get(0)?,
+                    blocked: r.try_get::<i64, _>(1)? != 0,
+                    serial: r.try_get(2)?,
+                    template: r.try_get(3)?,
+                    renew_after: r.try_get(4)?,
+                    not_after: r.try_get(5)?,
+                    last_error: r.try_get(6)?,
+                    last_error_at: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many issued (or being signed) certificates renew in `[from, to)`.
+    pub async fn renewals_between(&self, from: i64, to: i64) -> Result<i64> {
+        Ok(sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates WHERE state = 'issued' AND renew_after >= $1 AND renew_after < $2) \
+             + (SELECT COUNT(*) FROM certificates WHERE state = 'signing' AND renew_after >= $1 AND renew_after < $2)",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?)
     }
 
     pub async fn certificates(&self, limit: i64) -> Result<Vec<CertificateRow>> {

@@ -222,6 +222,8 @@ pub struct CertificateRow {
     pub previous_serial: Option<String>,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
+    /// When the server considers it due for renewal.
+    pub renew_after: Option<i64>,
 }
 
 impl CertificateRow {
@@ -244,6 +246,7 @@ impl CertificateRow {
             previous_serial: r.try_get(14)?,
             revoked_at: r.try_get(15)?,
             revocation_reason: r.try_get(16)?,
+            renew_after: r.try_get(17)?,
         })
     }
 }
@@ -305,4 +308,42 @@ pub struct RevokedRow {
     pub serial: String,
     pub revoked_at: i64,
     pub reason: String,
+}
+
+/// Which certificates `certificates_matching` returns; empty / None fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateFilter {
+    pub expiring_before: Option<i64>,
+    pub template: Option<String>,
+    pub template_major: Option<i64>,
+    pub state: Option<String>,
+    pub device: Option<String>,
+    pub issued_before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A device with what the inventory knows about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceSummary {
+    pub name: String,
+    pub blocked: bool,
+    pub created_at: i64,
+    pub last_seen: i64,
+    /// Certificates currently issued (not renewed, revoked or expired).
+    pub certificates: i64,
+    /// The earliest renewal time among them.
+    pub next_renewal: Option<i64>,
+}
+
+/// A certificate whose renewal is overdue, with the device's latest refusal if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StuckRow {
+    pub device: String,
+    pub blocked: bool,
+    pub serial: String,
+    pub template: String,
+    pub renew_after: i64,
+    pub not_after: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
 }

@@ -227,3 +227,31 @@ impl Ra {
         Ok((t.token, expires_at))
     }
 }
+
+impl Ra {
+    pub async fn devices(&self, limit: i64) -> Result<Vec<autoenroll_store::DeviceSummary>, RaError> {
+        Ok(self.store.devices(self.now().0, limit).await?)
+    }
+
+    pub async fn certificates_matching(
+        &self,
+        filter: &autoenroll_store::CertificateFilter,
+    ) -> Result<Vec<autoenroll_store::CertificateRow>, RaError> {
+        Ok(self.store.certificates_matching(filter).await?)
+    }
+
+    /// Moves the renewal time of a cohort to now: those certificates' renewals are accepted
+    /// from now on, whatever the template's window says.
+    pub async fn renew_now(&self, filter: &autoenroll_store::CertificateFilter) -> Result<u64, RaError> {
+        let n = self.store.renew_now(filter, self.now().0).await?;
+        self.audit("admin", "cert.renew-now", "-", "ok", &format!("{n} certificates: {filter:?}")).await;
+        Ok(n)
+    }
+
+    /// Certificates whose renewal is overdue by more than `overdue_secs`, with the device's
+    /// latest refusal: "what is stuck, and why".
+    pub async fn stuck(&self, overdue_secs: i64, limit: i64) -> Result<Vec<autoenroll_store::StuckRow>, RaError> {
+        let now = self.now().0;
+        Ok(self.store.stuck(now, now - overdue_secs, limit).await?)
+    }
+}

@@ -5,6 +5,7 @@ use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
 use autoenroll_core::pki::{CsrFacts, KeyFacts, PkiError, TemplateHint};
 use autoenroll_core::renewal::{Held, RenewalRule};
+use autoenroll_core::{spread, UnixTime};
 use autoenroll_core::{Kind, Serial, Thumbprint};
 use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, TemplateRow};
 
@@ -102,6 +103,7 @@ impl Ra {
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
         let subject = r.request.subject.to_string();
+        let renew_after = self.spread_renewal(&r, &prepared, &serial).await?;
         let request_id = self
             .store
             .insert_request_with_intent(
@@ -114,7 +116,7 @@ impl Ra {
                     csr_der: r.csr_der,
                     previous_serial: r.previous_serial,
                 },
-                &intent(&r, &prepared, serial.as_str(), &subject, 0, major, minor),
+                &intent(&r, &prepared, serial.as_str(), &subject, 0, (major, minor), renew_after),
                 r.scep_transaction,
                 now.0,
             )
@@ -135,14 +137,46 @@ impl Ra {
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
         let subject = r.request.subject.to_string();
+        let renew_after = self.spread_renewal(r, &prepared, &serial).await?;
         self.store
             .insert_certificate_intent(
-                &intent(r, &prepared, serial.as_str(), &subject, request_id, major, minor),
+                &intent(r, &prepared, serial.as_str(), &subject, request_id, (major, minor), renew_after),
                 now.0,
             )
             .await?;
         let der = self.sign_and_complete(r, &prepared, &serial, request_id).await?;
         Ok((serial, der))
+    }
+
+    /// The server's renewal time for a new certificate: a minute in the first half of its
+    /// renewal window (the Windows rule, as the agent applies it), picked by a hash of device
+    /// and serial and moved on from minutes already holding 1.5x the window's mean
+    /// (core::spread), so certificates issued together do not renew together.
+    async fn spread_renewal(
+        &self,
+        r: &Recorded<'_>,
+        prepared: &autoenroll_ca::Prepared,
+        serial: &Serial,
+    ) -> Result<UnixTime, RaError> {
+        let opens = RenewalRule::Windows { renewal_period_secs: r.renewal_secs }.due_at(&Held {
+            not_before: prepared.not_before,
+            not_after: prepared.not_after,
+            template: None,
+            revoked: false,
+        });
+        let span_secs = ((prepared.not_after.0 - opens.0) / 2).max(60);
+        let placed = self.store.renewals_between(opens.0, opens.0 + span_secs).await?;
+        let capacity = spread::capacity(placed as u64 + 1, (span_secs / 60) as u64, 1.5);
+        let key = format!("{}/{}", r.device_id, serial);
+        // A handful of probes: past that the window is crowded everywhere and any minute does.
+        let mut first = None;
+        for minute in spread::candidates(opens, prepared.not_after, key.as_bytes()).take(16) {
+            first.get_or_insert(minute);
+            if self.store.renewals_between(minute.0, minute.0 + 60).await? < i64::from(capacity) {
+                return Ok(minute);
+            }
+        }
+        Ok(first.unwrap_or(opens))
     }
 
     async fn sign_and_complete(
@@ -328,8 +362,8 @@ fn intent<'a>(
     serial: &'a str,
     subject: &'a str,
     request_id: i64,
-    major: i64,
-    minor: i64,
+    (major, minor): (i64, i64),
+    renew_after: UnixTime,
 ) -> CertificateIntent<'a> {
     CertificateIntent {
         serial,
@@ -342,14 +376,6 @@ fn intent<'a>(
         not_before: prepared.not_before.0,
         not_after: prepared.not_after.0,
         previous_serial: r.previous_serial,
-        // The server's view of when renewal opens (the Windows rule, as the agent applies it).
-        renew_after: RenewalRule::Windows { renewal_period_secs: r.renewal_secs }
-            .due_at(&Held {
-                not_before: prepared.not_before,
-                not_after: prepared.not_after,
-                template: None,
-                revoked: false,
-            })
-            .0,
+        renew_after: renew_after.0,
     }
 }

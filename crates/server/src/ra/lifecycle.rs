@@ -134,6 +134,32 @@ impl Ra {
         Ok(())
     }
 
+    /// Blocks a device and revokes every certificate it still holds (one CRL for all).
+    pub async fn block_and_revoke(&self, device: &str, reason: &str) -> Result<u64, RaError> {
+        self.set_device_blocked(device, true).await?;
+        let filter = autoenroll_store::CertificateFilter {
+            device: Some(device.to_string()),
+            state: Some("issued".into()),
+            limit: i64::MAX,
+            ..Default::default()
+        };
+        let mut n = 0;
+        let now = self.now().0;
+        for c in self.store.certificates_matching(&filter).await? {
+            if self.store.revoke_certificate(&c.serial, reason, now).await? {
+                self.audit("admin", "cert.revoke", &c.serial, "ok", &format!("{reason} (device {device} blocked)"))
+                    .await;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            if let Err(e) = self.publish_crl().await {
+                tracing::error!(%e, "could not publish the CRL after blocking a device");
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn set_device_blocked(&self, device: &str, blocked: bool) -> Result<(), RaError> {
         if !self.store.set_device_blocked(device, blocked).await? {
             return Err(RaError::new(Kind::NotFound, "UnknownDevice", format!("no device {device}")));

@@ -16,6 +16,7 @@ mod templates;
 
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind};
+pub use autoenroll_store::{CertificateFilter, CertificateRow, DeviceSummary, StuckRow};
 pub use enroll::{EnrollInput, Issued};
 pub use error::RaError;
 pub use lifecycle::Retrieved;

@@ -189,7 +189,10 @@ impl Ra {
             });
             // Grace for early manual renewal, plus a little clock skew between agent and server.
             let skew = (old.lifetime_secs() / 20).min(60);
-            if now < opens.minus_secs(template.renewal_grace_secs + skew) {
+            // The server's own renewal time counts too: an administrator may have moved it to
+            // now for a cohort ("renew now").
+            let server_says_due = row.renew_after.is_some_and(|t| now.0 >= t);
+            if now < opens.minus_secs(template.renewal_grace_secs + skew) && !server_says_due {
                 return denied("OutsideRenewalWindow", format!("renewal of {} opens at {opens}", row.serial));
             }
         }
