@@ -76,11 +76,22 @@ impl Client {
     }
 
     pub async fn post(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<Response, AgentError> {
-        self.request(http::Method::POST, url, Some((content_type, body))).await
+        self.request(http::Method::POST, url, Some((content_type, body)), None).await
+    }
+
+    /// A POST with `Authorization: Bearer <token>`.
+    pub async fn post_bearer(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        token: &str,
+    ) -> Result<Response, AgentError> {
+        self.request(http::Method::POST, url, Some((content_type, body)), Some(token)).await
     }
 
     pub async fn get(&self, url: &str) -> Result<Response, AgentError> {
-        self.request(http::Method::GET, url, None).await
+        self.request(http::Method::GET, url, None, None).await
     }
 
     async fn request(
@@ -88,9 +99,10 @@ impl Client {
         method: http::Method,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
+        bearer: Option<&str>,
     ) -> Result<Response, AgentError> {
         let err = |m: String| AgentError::Transport { url: url.to_string(), message: m };
-        tokio::time::timeout(TIMEOUT, self.request_inner(method, url, body))
+        tokio::time::timeout(TIMEOUT, self.request_inner(method, url, body, bearer))
             .await
             .map_err(|_| err("timed out".into()))?
             .map_err(err)
@@ -101,6 +113,7 @@ impl Client {
         method: http::Method,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
+        bearer: Option<&str>,
     ) -> Result<Response, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         if uri.scheme_str() != Some("https") {
@@ -123,6 +136,9 @@ impl Client {
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(http::header::HOST, authority);
+        if let Some(token) = bearer {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         let payload = match body {
             Some((content_type, b)) => {
                 builder = builder.header(http::header::CONTENT_TYPE, content_type);

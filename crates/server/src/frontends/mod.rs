@@ -1,4 +1,5 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
+pub mod checkin;
 mod mde2;
 pub mod revocation;
 pub mod scep;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/xcep", post(soap::handle))
         .route("/wstep", post(soap::handle))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(checkin::PATH, post(checkin::handle).layer(axum::extract::DefaultBodyLimit::max(checkin::MAX_BODY)))
         .route(mde2::DISCOVERY_PATH, get(mde2::discovery_probe).post(mde2::discovery))
         .route(mde2::POLICY_PATH, post(mde2::policy))
         .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))

@@ -2,6 +2,7 @@
 //! that uses the store and the CA (rule R3); front ends call it with wire-free inputs.
 mod admin;
 mod auth;
+mod checkin;
 mod crl;
 mod enroll;
 mod error;
@@ -17,6 +18,7 @@ mod templates;
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind};
 pub use autoenroll_store::{CertificateFilter, CertificateRow, DeviceSummary, StuckRow};
+pub use checkin::{thumbprint_of, Action, CheckinAnswer, CheckinReport, Directive, HeldCertificate};
 pub use enroll::{EnrollInput, Issued};
 pub use error::RaError;
 pub use lifecycle::Retrieved;

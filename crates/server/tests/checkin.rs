@@ -1,0 +1,125 @@
+//! Check-in over HTTPS: the device reports what it holds and gets directives computed on the
+//! server's view — enroll, current (with its window), renew (cohort moved to now), re-enroll
+//! (template bump, lost certificate), remove (superseded), blocked — with token or certificate
+//! authentication and clean errors for bad input.
+mod common;
+
+use autoenroll_agent::https::ClientIdentity;
+use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
+use autoenroll_server::ra::{
+    thumbprint_of, Action, CertificateFilter, CheckinAnswer, Credentials, EnrollInput, TemplateSpec, TokenSpec,
+};
+use common::TestServer;
+
+async fn checkin(
+    ts: &TestServer,
+    identity: Option<&ClientIdentity>,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let client = ts.client(identity);
+    let url = ts.url("/checkin");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let r = match token {
+        Some(t) => client.post_bearer(&url, "application/json", bytes, t).await.unwrap(),
+        None => client.post(&url, "application/json", bytes).await.unwrap(),
+    };
+    (r.status, serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+}
+
+fn action(answer: &serde_json::Value, template: &str) -> Action {
+    let a: CheckinAnswer = serde_json::from_value(answer.clone()).unwrap();
+    a.directives
+        .into_iter()
+        .find(|d| d.template == template)
+        .unwrap_or_else(|| panic!("no {template}: {answer}"))
+        .action
+}
+
+#[tokio::test]
+async fn directives_follow_the_servers_view() {
+    let ts = TestServer::start().await;
+    // A new device with its bootstrap token: it holds nothing, so enroll (token not spent).
+    let (token, _) = ts.ra.create_token(&TokenSpec { device: "dev1", template: None, ttl_secs: 3600 }).await.unwrap();
+    let (status, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "certificates": [] })).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["device"], "dev1");
+    assert_eq!(action(&a, "Machine"), Action::Enroll);
+
+    // It enrolls (spending the token) and checks in with its certificate: current, with a window.
+    let principal = ts.ra.authenticate(&Credentials::BootstrapToken(token.clone()), None).await.unwrap();
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = build_csr(&key, cn_name("dev1").unwrap(), vec![]).unwrap();
+    let cert = ts.ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap();
+    let identity = ClientIdentity {
+        chain: vec![cert.certificate_der.clone(), ts.ra.chain_der()[0].clone()],
+        key_pkcs8: key.to_pkcs8_der().unwrap(),
+    };
+    let holding = serde_json::json!({
+        "certificates": [{ "template": "Machine", "thumbprint": thumbprint_of(&cert.certificate_der) }],
+        "errors": {}
+    });
+    let (status, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
+    assert_eq!(status, 200, "{a}");
+    let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
+    let m = d.directives.iter().find(|d| d.template == "Machine").unwrap();
+    assert_eq!(m.action, Action::Ok);
+    assert!(m.window_start.unwrap() < m.window_end.unwrap());
+    assert_eq!(m.serial.as_deref(), Some(cert.serial.as_str()));
+
+    // The device lost its certificate (reinstalled): it is told to enroll again.
+    let (_, a) = checkin(&ts, Some(&identity), None, serde_json::json!({ "certificates": [] })).await;
+    assert_eq!(action(&a, "Machine"), Action::Reenroll, "{a}");
+
+    // "Renew now" for its cohort: renew.
+    ts.ra.renew_now(&CertificateFilter { device: Some("dev1".into()), limit: 10, ..Default::default() }).await.unwrap();
+    let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
+    assert_eq!(action(&a, "Machine"), Action::Renew, "{a}");
+
+    // A major bump: re-enroll.
+    ts.ra.update_template("Machine", &TemplateSpec { major: Some(5), ..Default::default() }).await.unwrap();
+    let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
+    assert_eq!(action(&a, "Machine"), Action::Reenroll, "{a}");
+
+    // A new template supersedes Machine: remove Machine, enroll the new one.
+    ts.ra
+        .create_template("Machine2", &TemplateSpec { superseded: Some("Machine".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
+    assert_eq!(action(&a, "Machine"), Action::Remove, "{a}");
+    assert_eq!(action(&a, "Machine2"), Action::Enroll, "{a}");
+
+    // Reported errors are kept; a blocked device is told so and gets nothing to do.
+    ts.ra.set_device_blocked("dev1", true).await.unwrap();
+    let (_, a) =
+        checkin(&ts, Some(&identity), None, serde_json::json!({ "errors": { "Machine2": "disk full" } })).await;
+    assert_eq!(a["blocked"], true);
+    assert!(a["directives"].as_array().unwrap().is_empty());
+    let events = ts.ra.audit_events(5).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "checkin" && e.outcome == "refused" && e.detail == "DeviceBlocked"));
+}
+
+#[tokio::test]
+async fn bad_check_ins_are_refused_cleanly() {
+    let ts = TestServer::start().await;
+    let (status, a) = checkin(&ts, None, None, serde_json::json!({})).await;
+    assert_eq!((status, a["code"].as_str()), (401, Some("MissingToken")));
+    let (status, a) = checkin(&ts, None, Some("aet_nope.nope"), serde_json::json!({})).await;
+    assert_eq!((status, a["code"].as_str()), (401, Some("WrongCredentials")));
+    let (token, _) = ts.ra.create_token(&TokenSpec { device: "dev2", template: None, ttl_secs: 3600 }).await.unwrap();
+    let r = ts
+        .client(None)
+        .post_bearer(&ts.url("/checkin"), "application/json", b"{not json".to_vec(), &token)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("BadJson"));
+    let huge = vec![b' '; 300 * 1024];
+    let r = ts.client(None).post_bearer(&ts.url("/checkin"), "application/json", huge, &token).await.unwrap();
+    assert_eq!(r.status, 413);
+    let many: Vec<serde_json::Value> =
+        (0..1001).map(|i| serde_json::json!({ "template": "Machine", "thumbprint": format!("{i:040x}") })).collect();
+    let (status, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "certificates": many })).await;
+    assert_eq!((status, a["code"].as_str()), (400, Some("TooLarge")));
+}
