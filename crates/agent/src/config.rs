@@ -55,6 +55,10 @@ pub struct AgentConfig {
     pub retry_min: std::time::Duration,
     #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
     pub retry_max: std::time::Duration,
+    /// Check in with the policy server's host (`/checkin`) each cycle and follow its
+    /// directives (renew now, re-enroll). Local rules still apply when it does not answer.
+    #[serde(default = "default_true")]
+    pub checkin: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -84,6 +88,10 @@ mod humantime_serde_compat {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_keep() -> usize {

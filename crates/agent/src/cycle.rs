@@ -14,6 +14,7 @@ use autoenroll_core::{TemplateRef, UnixTime};
 use autoenroll_keys::KeyPair;
 use autoenroll_proto::soap::{self, HeaderToken};
 use autoenroll_proto::{ns, pkcs7, wstep, xcep};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 const SOAP_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
@@ -44,6 +45,32 @@ impl CycleReport {
             1
         }
     }
+}
+
+/// What the agent tells the server at check-in.
+#[derive(Debug, Default, Serialize)]
+struct CheckinReport {
+    certificates: Vec<HeldCertificate>,
+    errors: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+struct HeldCertificate {
+    template: String,
+    thumbprint: String,
+}
+
+/// The server's answer; unknown actions are ignored (newer servers may say more).
+#[derive(Debug, Deserialize)]
+struct CheckinAnswer {
+    blocked: bool,
+    directives: Vec<CheckinDirective>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckinDirective {
+    template: String,
+    action: String,
 }
 
 /// Which templates `renew --now` forces.
@@ -184,6 +211,62 @@ impl Ctx<'_> {
             return Err(AgentError::Refused { code: f.subcode.unwrap_or(f.code), reason: f.reason });
         }
         Ok(env)
+    }
+
+    /// Reports what this device holds to the policy server's host and returns its directives;
+    /// None when check-in is off, there is no certificate or token to authenticate with, or no
+    /// server answered (local rules then decide alone).
+    async fn checkin(&self, policy: &Policy) -> Option<CheckinAnswer> {
+        if !self.cfg.checkin {
+            return None;
+        }
+        let identity = self.store.client_identity(self.clock.now()).ok().flatten();
+        let token = match &identity {
+            Some(_) => None,
+            None => self
+                .cfg
+                .bootstrap_token()
+                .ok()
+                .flatten()
+                .filter(|t| !self.state.spent_tokens.contains(&autoenroll_keys::sha256_hex(t.as_bytes()))),
+        };
+        if identity.is_none() && token.is_none() {
+            return None;
+        }
+        let mut report = CheckinReport::default();
+        for t in &policy.templates {
+            if let Ok(Some(h)) = self.store.current(&t.name) {
+                report.certificates.push(HeldCertificate {
+                    template: t.name.clone(),
+                    thumbprint: autoenroll_core::Thumbprint::of_der(&h.cert_der).as_str().to_string(),
+                });
+            }
+            if let Some(e) = self.state.templates.get(&t.name).and_then(|s| s.last_error.clone()) {
+                report.errors.insert(t.name.clone(), e);
+            }
+        }
+        let body = serde_json::to_vec(&report).ok()?;
+        let client = Client::new(&self.roots, identity.as_ref(), self.clock.clone()).ok()?;
+        let mut servers = self.cfg.policy_servers.clone();
+        servers.sort_by_key(|s| s.priority);
+        for s in &servers {
+            let Ok(uri) = s.url.parse::<http::Uri>() else { continue };
+            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { continue };
+            let url = format!("{scheme}://{authority}/checkin");
+            let resp = match &token {
+                Some(t) => client.post_bearer(&url, "application/json", body.clone(), t).await,
+                None => client.post(&url, "application/json", body.clone()).await,
+            };
+            match resp {
+                Ok(r) if r.status == 200 => match serde_json::from_slice::<CheckinAnswer>(&r.body) {
+                    Ok(a) => return Some(a),
+                    Err(e) => tracing::warn!(%url, %e, "unreadable check-in answer"),
+                },
+                Ok(r) => tracing::warn!(%url, status = r.status, "check-in refused"),
+                Err(e) => tracing::warn!(%url, %e, "check-in failed"),
+            }
+        }
+        None
     }
 
     async fn fetch_policy(&self, auth: &Auth) -> Result<Policy, AgentError> {
@@ -460,6 +543,24 @@ pub async fn run_cycle(
             renewal_secs: t.renewal_secs,
         })
         .collect();
+    // The server's view: renew now, re-enroll (major bump, revoked, lost), blocked.
+    let checkin = ctx.checkin(&policy).await;
+    let mut server_renew: Vec<String> = Vec::new();
+    let mut server_reenroll: Vec<String> = Vec::new();
+    if let Some(a) = &checkin {
+        ctx.state.blocked = a.blocked;
+        ctx.state.checked_in_at = Some(now.0);
+        if a.blocked {
+            tracing::warn!("the server has blocked this device: enrollment and renewal will be refused");
+        }
+        for d in &a.directives {
+            match d.action.as_str() {
+                "renew" => server_renew.push(d.template.clone()),
+                "reenroll" => server_reenroll.push(d.template.clone()),
+                _ => {}
+            }
+        }
+    }
     let mut next_wake = now.plus_secs(i64::from(policy.next_update_hours) * 3600);
     let backoff = Backoff { min_secs: cfg.retry_min.as_secs() as i64, max_secs: cfg.retry_max.as_secs() as i64 };
 
@@ -496,7 +597,8 @@ pub async fn run_cycle(
                     not_before: h.facts.not_before,
                     not_after: h.facts.not_after,
                     template: h.facts.template.clone(),
-                    revoked: false,
+                    // The server no longer counts it (revoked, or re-enrollment required).
+                    revoked: server_reenroll.contains(&t.name),
                 }),
                 policy: renewal::TemplatePolicy {
                     template: TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor },
@@ -507,7 +609,7 @@ pub async fn run_cycle(
                     None => renewal::Pending::Interrupted,
                 }),
                 failure,
-                forced: force.covers(&t.name) && held.is_some(),
+                forced: (force.covers(&t.name) || server_renew.contains(&t.name)) && held.is_some(),
                 supersedes_held: !replaces.is_empty(),
             });
             Some(d)

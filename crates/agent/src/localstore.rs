@@ -92,6 +92,11 @@ pub struct State {
     pub next_update_hours: Option<u32>,
     pub policy: Vec<PolicyTemplateState>,
     pub templates: BTreeMap<String, TemplateStatus>,
+    /// What the last check-in said: the server has blocked this device.
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub checked_in_at: Option<i64>,
 }
 
 fn store_err(path: &Path, e: impl std::fmt::Display) -> AgentError {

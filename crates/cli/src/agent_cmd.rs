@@ -96,6 +96,10 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
             let store = LocalStore::open(&cfg.state_dir, cfg.archive_keep)?;
             let state = store.load_state()?;
             let now = SystemClock.now();
+            if let Some(at) = state.checked_in_at {
+                let verdict = if state.blocked { "BLOCKED by the server" } else { "ok" };
+                println!("last check-in: {} ({verdict})", UnixTime(at));
+            }
             println!(
                 "{:<12} {:<34} {:<7} {:<20} {:<20} {:<8} {:<20} {:<20} {:<9} LAST ERROR",
                 "TEMPLATE", "SERIAL", "VERSION", "NOT AFTER", "RENEW AT", "STATE", "LAST ATTEMPT", "NEXT RETRY", "HOOK"
