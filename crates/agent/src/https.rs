@@ -94,6 +94,11 @@ impl Client {
         self.request(http::Method::GET, url, None, None).await
     }
 
+    /// A GET with `Authorization: Bearer <token>`.
+    pub async fn get_bearer(&self, url: &str, token: &str) -> Result<Response, AgentError> {
+        self.request(http::Method::GET, url, None, Some(token)).await
+    }
+
     async fn request(
         &self,
         method: http::Method,

@@ -117,6 +117,11 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: RequestCommand,
     },
+    /// Tokens for the admin REST API (/admin/v1).
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
     /// Fleet reports.
     Report {
         #[command(subcommand)]
@@ -450,6 +455,24 @@ impl CertFilterArgs {
 }
 
 #[derive(Subcommand)]
+pub enum AdminTokenCommand {
+    /// Create a token (printed once; only its hash is stored).
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke every token of that name.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ReportCommand {
     /// Certificates whose renewal is overdue, with the device's last refusal: what is stuck and why.
     Stuck {
@@ -556,6 +579,17 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             Ok(0)
         }
         ServerCommand::Template { command } => template(command).await,
+        ServerCommand::AdminToken { command: AdminTokenCommand::Create { common, name } } => {
+            let token = common.open().await?.create_admin_token(&name).await?;
+            eprintln!("admin API token for {name} (send it as Authorization: Bearer ...)");
+            println!("{token}");
+            Ok(0)
+        }
+        ServerCommand::AdminToken { command: AdminTokenCommand::Revoke { common, name } } => {
+            let n = common.open().await?.revoke_admin_token(&name).await?;
+            println!("revoked {n} admin tokens named {name}");
+            Ok(0)
+        }
         ServerCommand::Audit { common, limit, output } => {
             let events = common.open().await?.audit_events(limit).await?;
             match output {

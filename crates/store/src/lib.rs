@@ -313,6 +313,41 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    // ---- admin API tokens
+
+    pub async fn insert_admin_token(&self, id: &str, name: &str, secret_hash: &[u8], now: i64) -> Result<()> {
+        let _writer = self.writer().await;
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, name, secret_hash, created_at, revoked_at) VALUES ($1,$2,$3,$4,NULL)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// (name, secret hash) of an unrevoked admin token.
+    pub async fn admin_token(&self, id: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT name, secret_hash FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    pub async fn revoke_admin_token(&self, name: &str, now: i64) -> Result<u64> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE admin_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     // ---- CRLs
 
     /// The next CRL number for `issuer`: one atomic increment, unique across replicas.

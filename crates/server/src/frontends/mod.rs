@@ -1,4 +1,5 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
+mod admin_api;
 pub mod checkin;
 mod mde2;
 pub mod revocation;
@@ -47,5 +48,6 @@ pub fn router(state: AppState) -> axum::Router {
         .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))
         .with_state(state.clone())
         .merge(scep::router(state.clone()))
-        .merge(revocation::router(state))
+        .merge(revocation::router(state.clone()))
+        .merge(admin_api::router(state))
 }

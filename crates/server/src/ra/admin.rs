@@ -255,3 +255,35 @@ impl Ra {
         Ok(self.store.stuck(now, now - overdue_secs, limit).await?)
     }
 }
+
+impl Ra {
+    /// A token for the admin REST API (`aea_<id>.<secret>`), shown once; only its hash is kept.
+    pub async fn create_admin_token(&self, name: &str) -> Result<String, RaError> {
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid("an admin token needs a name".into()));
+        }
+        let id = super::secrets::random_token_part(9);
+        let secret = super::secrets::random_token_part(24);
+        self.store.insert_admin_token(&id, name, &super::secrets::sha256(secret.as_bytes()), self.now().0).await?;
+        self.audit("admin", "admin-token.create", name, "ok", &format!("token {id}")).await;
+        Ok(format!("aea_{id}.{secret}"))
+    }
+
+    pub async fn revoke_admin_token(&self, name: &str) -> Result<u64, RaError> {
+        let n = self.store.revoke_admin_token(name, self.now().0).await?;
+        self.audit("admin", "admin-token.revoke", name, "ok", &format!("{n} tokens")).await;
+        Ok(n)
+    }
+
+    /// The name of the administrator a bearer token belongs to (constant-time comparison).
+    pub async fn authenticate_admin(&self, token: &str) -> Result<String, RaError> {
+        let bad = || RaError::new(Kind::Unauthorized, "WrongCredentials", "unknown or revoked admin token");
+        let (id, secret) = token.trim().strip_prefix("aea_").and_then(|t| t.split_once('.')).ok_or_else(bad)?;
+        let (name, hash) = self.store.admin_token(id).await?.ok_or_else(bad)?;
+        if !super::secrets::ct_eq(&super::secrets::sha256(secret.as_bytes()), &hash) {
+            self.audit("anonymous", "admin.authenticate", id, "refused", "WrongCredentials").await;
+            return Err(bad());
+        }
+        Ok(name)
+    }
+}
