@@ -46,6 +46,14 @@ async fn directives_follow_the_servers_view() {
     assert_eq!(a["device"], "dev1");
     assert_eq!(action(&a, "Machine"), Action::Enroll);
 
+    // A SCEP device is handed a one-time challenge for the enrollment, fresh each time.
+    let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "scep": true })).await;
+    let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
+    let first = d.directives.iter().find(|d| d.template == "Machine").unwrap().challenge.clone().expect("a challenge");
+    assert!(first.len() == 41 && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-'), "{first}");
+    let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "scep": true })).await;
+    assert_ne!(a["directives"][0]["challenge"].as_str(), Some(first.as_str()));
+
     // It enrolls (spending the token) and checks in with its certificate: current, with a window.
     let principal = ts.ra.authenticate(&Credentials::BootstrapToken(token.clone()), None).await.unwrap();
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();

@@ -16,6 +16,9 @@ pub struct CheckinReport {
     /// The last error per template, as the agent saw it.
     #[serde(default)]
     pub errors: std::collections::BTreeMap<String, String>,
+    /// The device enrolls over SCEP: enroll directives then carry a fresh one-time challenge.
+    #[serde(default)]
+    pub scep: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -49,6 +52,9 @@ pub struct Directive {
     pub window_start: Option<i64>,
     pub window_end: Option<i64>,
     pub reason: String,
+    /// For SCEP devices told to enroll: a one-time challenge bound to this device and template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +145,7 @@ impl Ra {
                         window_start: Some(start),
                         window_end: Some(c.not_after),
                         reason: if action == Action::Renew { "renewal window open".into() } else { "current".into() },
+                        challenge: None,
                     }
                 }
                 None if ours_unseen => directive(
@@ -155,6 +162,17 @@ impl Ra {
                 ),
                 None => directive(&t.name, Action::Enroll, None, "no certificate".into()),
             };
+            let mut d = d;
+            if report.scep && matches!(d.action, Action::Enroll | Action::Reenroll) {
+                // Handed out just in time: bound to this device and template, one hour.
+                let spec = super::scep::ChallengeSpec {
+                    device: device.name.clone(),
+                    template: t.name.clone(),
+                    ttl_secs: 3600,
+                    ..Default::default()
+                };
+                d.challenge = Some(self.create_challenge(&spec).await?.0);
+            }
             directives.push(d);
         }
         let summary: Vec<String> = directives.iter().map(|d| format!("{}={:?}", d.template, d.action)).collect();
@@ -164,7 +182,15 @@ impl Ra {
 }
 
 fn directive(template: &str, action: Action, serial: Option<String>, reason: String) -> Directive {
-    Directive { template: template.to_string(), action, serial, window_start: None, window_end: None, reason }
+    Directive {
+        template: template.to_string(),
+        action,
+        serial,
+        window_start: None,
+        window_end: None,
+        reason,
+        challenge: None,
+    }
 }
 
 /// The thumbprint a device reports for a certificate (what the inventory stores).
