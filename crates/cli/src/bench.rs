@@ -119,36 +119,13 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
     );
     for &c in &b.concurrency {
-        let deadline = Instant::now() + b.duration;
-        let next = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        let started = Instant::now();
-        for _ in 0..c.max(1) {
-            let (client, csrs, next, url) = (client.clone(), csrs.clone(), next.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut errors = 0usize;
-                while Instant::now() < deadline {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % csrs.len();
-                    let t = Instant::now();
-                    match post(&client, &url, &HeaderToken::None, &csrs[i]).await {
-                        Ok(_) => lat.push(t.elapsed()),
-                        Err(_) => errors += 1,
-                    }
-                }
-                (lat, errors)
-            }));
-        }
-        let mut all = Vec::new();
-        let mut errors = 0;
-        for t in tasks {
-            let (l, e) = t.await?;
-            all.extend(l);
-            errors += e;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        all.sort();
-        print_row(c, &all, elapsed, errors);
+        let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+        let (lat, errors, elapsed) = drive(c, b.duration, move |i| {
+            let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+            async move { Some(post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await.is_ok()) }
+        })
+        .await?;
+        print_row(c, &lat, elapsed, errors);
     }
     Ok(0)
 }
@@ -213,46 +190,64 @@ pub async fn cfssl(b: CfsslBench) -> Result<i32> {
         "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
     );
     for &c in &b.concurrency {
-        let deadline = Instant::now() + b.duration;
-        let next = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..c.max(1) {
-            let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut errors = 0usize;
-                while Instant::now() < deadline {
-                    let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
-                    let t = Instant::now();
-                    let answer = match &client {
-                        Some(cl) => cl.post(&url, "application/json", body).await.map(|r| (r.status, r.body)).ok(),
-                        None => crate::bench_scep::http(hyper::Method::POST, &url, body).await.ok(),
-                    };
-                    let ok = answer.is_some_and(|(status, body)| {
-                        status == 200
-                            && serde_json::from_slice::<serde_json::Value>(&body)
-                                .is_ok_and(|v| v["success"] == true && v["result"]["certificate"].is_string())
-                    });
-                    if ok {
-                        lat.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (lat, errors)
-            }));
-        }
-        let mut all = Vec::new();
-        let mut errors = 0;
-        for t in tasks {
-            let (l, e) = t.await?;
-            all.extend(l);
-            errors += e;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        all.sort();
-        print_row(c, &all, elapsed, errors);
+        let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
+        let (lat, errors, elapsed) = drive(c, b.duration, move |i| {
+            let (client, url) = (client.clone(), url.clone());
+            let body = bodies[i % bodies.len()].clone();
+            async move {
+                let answer = match &client {
+                    Some(cl) => cl.post(&url, "application/json", body).await.map(|r| (r.status, r.body)).ok(),
+                    None => crate::bench_scep::http(hyper::Method::POST, &url, body).await.ok(),
+                };
+                Some(answer.is_some_and(|(status, body)| {
+                    status == 200
+                        && serde_json::from_slice::<serde_json::Value>(&body)
+                            .is_ok_and(|v| v["success"] == true && v["result"]["certificate"].is_string())
+                }))
+            }
+        })
+        .await?;
+        print_row(c, &lat, elapsed, errors);
     }
     Ok(0)
+}
+
+/// Runs `concurrency` workers for `duration`; worker requests are numbered by one shared
+/// counter and `request(i)` answers Some(success), or None when there is no request `i`.
+/// Returns the successful latencies (sorted), the errors and the elapsed seconds.
+pub async fn drive<F, Fut>(concurrency: usize, duration: Duration, request: F) -> Result<(Vec<Duration>, usize, f64)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<bool>> + Send,
+{
+    let request = Arc::new(request);
+    let deadline = Instant::now() + duration;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (request, next) = (request.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match request(next.fetch_add(1, Ordering::Relaxed)).await {
+                    None => break,
+                    Some(true) => lat.push(t.elapsed()),
+                    Some(false) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort();
+    Ok((all, errors, started.elapsed().as_secs_f64()))
 }

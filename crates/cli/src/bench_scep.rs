@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct ScepBench {
@@ -161,46 +161,26 @@ pub async fn scep(b: ScepBench) -> Result<i32> {
     );
     for (level, &c) in b.concurrency.iter().enumerate() {
         let messages = build(level)?;
-        let deadline = Instant::now() + b.duration;
-        let next = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..c.max(1) {
-            let (messages, next, pki) = (messages.clone(), next.clone(), pki.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut errors = 0usize;
-                while Instant::now() < deadline {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(msg) = messages.get(i) else { break };
-                    let t = Instant::now();
-                    let ok = match http(hyper::Method::POST, &pki, msg.clone()).await {
-                        Ok((200, body)) => {
-                            parse_pki_message(&body).map(|m| m.pki_status == Some(PkiStatus::Success)).unwrap_or(false)
-                        }
-                        _ => false,
-                    };
-                    if ok {
-                        lat.push(t.elapsed());
-                    } else {
-                        errors += 1;
+        let total = messages.len();
+        let used = Arc::new(AtomicUsize::new(0));
+        let (pki, used_by) = (pki.clone(), used.clone());
+        let (lat, errors, elapsed) = crate::bench::drive(c, b.duration, move |i| {
+            let (messages, pki) = (messages.clone(), pki.clone());
+            used_by.fetch_max(i + 1, Ordering::Relaxed);
+            async move {
+                let msg = messages.get(i)?.clone();
+                Some(match http(hyper::Method::POST, &pki, msg).await {
+                    Ok((200, body)) => {
+                        parse_pki_message(&body).map(|m| m.pki_status == Some(PkiStatus::Success)).unwrap_or(false)
                     }
-                }
-                (lat, errors)
-            }));
-        }
-        let mut all = Vec::new();
-        let mut errors = 0;
-        for t in tasks {
-            let (l, e) = t.await?;
-            all.extend(l);
-            errors += e;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        all.sort();
-        crate::bench::print_row(c, &all, elapsed, errors);
-        if next.load(Ordering::Relaxed) >= messages.len() {
-            eprintln!("(level {c} used all {} messages before the time was up: raise --messages)", messages.len());
+                    _ => false,
+                })
+            }
+        })
+        .await?;
+        crate::bench::print_row(c, &lat, elapsed, errors);
+        if used.load(Ordering::Relaxed) > total {
+            eprintln!("(level {c} used all {total} messages before the time was up: raise --messages)");
         }
     }
     Ok(0)

@@ -2,9 +2,7 @@
 //! the fleet operations with JSON in and out.
 mod common;
 
-use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
-use autoenroll_server::ra::{Credentials, EnrollInput, TokenSpec};
-use common::TestServer;
+use common::{issue, TestServer};
 
 async fn call(
     ts: &TestServer,
@@ -28,11 +26,7 @@ async fn admin_api_answers_the_fleet_questions() {
     let ts = TestServer::start().await;
     let token = ts.ra.create_admin_token("ops").await.unwrap();
     for d in ["web1", "web2"] {
-        let (t, _) = ts.ra.create_token(&TokenSpec { device: d, template: None, ttl_secs: 600 }).await.unwrap();
-        let p = ts.ra.authenticate(&Credentials::BootstrapToken(t), None).await.unwrap();
-        let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
-        let csr = build_csr(&key, cn_name(d).unwrap(), vec![]).unwrap();
-        ts.ra.enroll(EnrollInput { principal: &p, csr_der: &csr, template_name: None }).await.unwrap();
+        issue(&ts.ra, d).await;
     }
     // Authentication.
     let (status, a) = call(&ts, "GET", "/admin/v1/devices", "", serde_json::Value::Null).await;

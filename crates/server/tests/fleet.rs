@@ -5,17 +5,9 @@ mod common;
 
 use autoenroll_core::pki::CertFacts;
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
-use autoenroll_server::ra::{CertificateFilter, Credentials, EnrollInput, Ra, TokenSpec, Window};
-use common::TestServer;
+use autoenroll_server::ra::{CertificateFilter, Window};
+use common::{issue, TestServer};
 use std::collections::HashMap;
-
-async fn issue(ra: &Ra, device: &str) -> Vec<u8> {
-    let (token, _) = ra.create_token(&TokenSpec { device, template: None, ttl_secs: 600 }).await.unwrap();
-    let principal = ra.authenticate(&Credentials::BootstrapToken(token), None).await.unwrap();
-    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
-    let csr = build_csr(&key, cn_name(device).unwrap(), vec![]).unwrap();
-    ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap().certificate_der
-}
 
 fn new_csr(device: &str) -> Vec<u8> {
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();

@@ -4,19 +4,10 @@
 //! CRL number and the newest CRL wins.
 mod common;
 
-use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
-use autoenroll_server::ra::{Credentials, EnrollInput, Ra, TokenSpec};
-use common::TestServer;
+use autoenroll_server::ra::Ra;
+use common::{issue, TestServer};
 use std::path::Path;
 use std::process::Command;
-
-async fn issue(ra: &Ra, device: &str) -> Vec<u8> {
-    let (token, _) = ra.create_token(&TokenSpec { device, template: None, ttl_secs: 600 }).await.unwrap();
-    let principal = ra.authenticate(&Credentials::BootstrapToken(token), None).await.unwrap();
-    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
-    let csr = build_csr(&key, cn_name(device).unwrap(), vec![]).unwrap();
-    ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap().certificate_der
-}
 
 fn pem(label: &str, der: &[u8]) -> String {
     der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()

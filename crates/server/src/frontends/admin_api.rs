@@ -6,7 +6,7 @@ use crate::ra::{CertificateFilter, RaError, TemplateSpec};
 use autoenroll_core::Kind;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -30,19 +30,7 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-fn error(e: &RaError) -> Response {
-    let status = match e.kind {
-        Kind::BadRequest | Kind::BadCsr => StatusCode::BAD_REQUEST,
-        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
-        Kind::PolicyDenied => StatusCode::FORBIDDEN,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Kind::Pending | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (status, Json(serde_json::json!({ "code": e.code, "detail": e.detail }))).into_response()
-}
+use super::json_error as error;
 
 fn bad(detail: impl Into<String>) -> RaError {
     RaError::new(Kind::BadRequest, "BadRequest", detail)

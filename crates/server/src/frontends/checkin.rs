@@ -6,26 +6,14 @@ use crate::ra::{CheckinReport, Credentials, RaError};
 use autoenroll_core::Kind;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 pub const PATH: &str = "/checkin";
 pub const MAX_BODY: usize = 256 * 1024;
 
-fn error(e: &RaError) -> Response {
-    let status = match e.kind {
-        Kind::BadRequest | Kind::BadCsr => StatusCode::BAD_REQUEST,
-        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
-        Kind::PolicyDenied => StatusCode::FORBIDDEN,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Kind::Pending | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (status, Json(serde_json::json!({ "code": e.code, "detail": e.detail }))).into_response()
-}
+use super::json_error as error;
 
 pub async fn handle(
     State(st): State<AppState>,

@@ -36,6 +36,25 @@ impl AppState {
     }
 }
 
+/// The JSON APIs' error (check-in, admin): `{"code", "detail"}` with the status for the kind.
+/// The one place RA errors become JSON responses.
+pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
+    use autoenroll_core::Kind;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let status = match e.kind {
+        Kind::BadRequest | Kind::BadCsr => StatusCode::BAD_REQUEST,
+        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+        Kind::PolicyDenied => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Pending | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, axum::Json(serde_json::json!({ "code": e.code, "detail": e.detail }))).into_response()
+}
+
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
     axum::Router::new()

@@ -118,3 +118,14 @@ pub fn fault(status: u16, env: &Envelope) -> Fault {
 pub fn subcode(status: u16, env: &Envelope) -> String {
     fault(status, env).subcode.unwrap_or_default()
 }
+
+/// Enrolls `device` for the default template with a fresh bootstrap token; returns the DER.
+pub async fn issue(ra: &Ra, device: &str) -> Vec<u8> {
+    use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
+    use autoenroll_server::ra::{Credentials, EnrollInput, TokenSpec};
+    let (token, _) = ra.create_token(&TokenSpec { device, template: None, ttl_secs: 600 }).await.unwrap();
+    let principal = ra.authenticate(&Credentials::BootstrapToken(token), None).await.unwrap();
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = build_csr(&key, cn_name(device).unwrap(), vec![]).unwrap();
+    ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap().certificate_der
+}
