@@ -191,6 +191,12 @@ pub enum DeviceCommand {
         #[arg(long, default_value = "privilegeWithdrawn")]
         reason: String,
     },
+    /// Remove a device that never requested anything (devices with history are blocked instead).
+    Remove {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
     /// Devices with their current certificates and next renewal.
     List {
         #[command(flatten)]
@@ -657,6 +663,11 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
                 ra.set_device_blocked(&name, true).await?;
                 println!("blocked {name}");
             }
+            Ok(0)
+        }
+        ServerCommand::Device { command: DeviceCommand::Remove { common, name } } => {
+            common.open().await?.remove_device(&name).await?;
+            println!("removed {name}");
             Ok(0)
         }
         ServerCommand::Device { command: DeviceCommand::List { common, limit, output } } => {
