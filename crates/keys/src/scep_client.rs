@@ -56,6 +56,8 @@ pub struct Reply {
     pub signer_cert_der: Vec<u8>,
     /// The certificates in the envelope (SUCCESS only).
     pub certificates: Vec<Vec<u8>>,
+    /// The CRLs in the envelope (GetCRL).
+    pub crls: Vec<Vec<u8>>,
     pub cipher: Option<ContentCipher>,
 }
 
@@ -66,11 +68,11 @@ pub fn read_reply(der_bytes: &[u8], recipient_key: &KeyPair) -> Result<Reply, Ke
         return Err(KeyError::Encoding("not a CertRep".into()));
     }
     let status = m.pki_status.ok_or_else(|| KeyError::Encoding("CertRep without pkiStatus".into()))?;
-    let (certificates, cipher) = if status == PkiStatus::Success {
+    let ((certificates, crls), cipher) = if status == PkiStatus::Success {
         let (p7, cipher) = decrypt_enveloped(&m.envelope, &recipient_key.to_pkcs8_der()?, true)?;
-        (certs_of(&p7)?, Some(cipher))
+        (contents_of(&p7)?, Some(cipher))
     } else {
-        (vec![], None)
+        ((vec![], vec![]), None)
     };
     Ok(Reply {
         status,
@@ -80,11 +82,13 @@ pub fn read_reply(der_bytes: &[u8], recipient_key: &KeyPair) -> Result<Reply, Ke
         recipient_nonce: m.recipient_nonce,
         signer_cert_der: m.signer_cert_der,
         certificates,
+        crls,
         cipher,
     })
 }
 
-fn certs_of(p7: &[u8]) -> Result<Vec<Vec<u8>>, KeyError> {
+/// The certificates and CRLs of a degenerate SignedData.
+fn contents_of(p7: &[u8]) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), KeyError> {
     use cms::cert::CertificateChoices;
     use cms::content_info::ContentInfo;
     use cms::signed_data::SignedData;
@@ -97,5 +101,11 @@ fn certs_of(p7: &[u8]) -> Result<Vec<Vec<u8>>, KeyError> {
             out.push(c.to_der()?);
         }
     }
-    Ok(out)
+    let mut crls = Vec::new();
+    for r in sd.crls.map(|s| s.0.into_vec()).unwrap_or_default() {
+        if let cms::revocation::RevocationInfoChoice::Crl(c) = r {
+            crls.push(c.to_der()?);
+        }
+    }
+    Ok((out, crls))
 }

@@ -26,6 +26,23 @@ pub fn certs_only(certs_der: &[&[u8]]) -> Result<Vec<u8>, der::Error> {
     ContentInfo { content_type: ID_SIGNED_DATA, content: Any::encode_from(&sd)? }.to_der()
 }
 
+/// A degenerate SignedData carrying one CRL (SCEP GetCRL's answer).
+pub fn crl_only(crl_der: &[u8]) -> Result<Vec<u8>, der::Error> {
+    use cms::revocation::{RevocationInfoChoice, RevocationInfoChoices};
+    let crl = x509_cert::crl::CertificateList::from_der(crl_der)?;
+    let mut crls = SetOfVec::new();
+    crls.insert(RevocationInfoChoice::Crl(crl))?;
+    let sd = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::new(),
+        encap_content_info: EncapsulatedContentInfo { econtent_type: ID_DATA, econtent: None },
+        certificates: None,
+        crls: Some(RevocationInfoChoices(crls)),
+        signer_infos: SignerInfos(SetOfVec::new()),
+    };
+    ContentInfo { content_type: ID_SIGNED_DATA, content: Any::encode_from(&sd)? }.to_der()
+}
+
 /// The certificates of a SignedData (DER or BER), in the order they appear.
 pub fn certificates(der_bytes: &[u8]) -> Result<Vec<Vec<u8>>, crate::ProtoError> {
     let bad = |_| crate::ProtoError::Invalid("PKCS#7");

@@ -362,6 +362,17 @@ async fn pending_requests_are_collected_with_certpoll_and_getcert() {
     let r = send_as(&ts, "/scep", &c, MessageType::GetCert, "g1", &ias, ContentCipher::Aes256Cbc).await;
     assert_eq!(r.status, PkiStatus::Success);
     assert_eq!(CertFacts::parse(&r.certificates[0]).unwrap().serial, f.serial);
+    // GetCRL: the issuing CA's current CRL, listing a revoked certificate.
+    ts.ra.revoke(&f.serial.0, "superseded").await.unwrap();
+    let r = send_as(&ts, "/scep", &c, MessageType::GetCrl, "c1", &ias, ContentCipher::Aes256Cbc).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    assert_eq!(r.crls.len(), 1);
+    let crl = <x509_cert::crl::CertificateList as der::Decode>::from_der(&r.crls[0]).unwrap();
+    let listed = crl.tbs_cert_list.revoked_certificates.unwrap_or_default();
+    assert!(
+        listed.iter().any(|e| hex::encode(e.serial_number.as_bytes()) == f.serial.0),
+        "the CRL lists the revoked certificate"
+    );
 }
 
 #[tokio::test]

@@ -161,6 +161,17 @@ async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) ->
                 Err(e) => failure(st, &msg, &e),
             }
         }
+        Ok(Answer::Crl(crl, cipher)) => {
+            let sealed = autoenroll_proto::pkcs7::crl_only(&crl).map_err(RaError::internal).and_then(|p7| {
+                autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher).map_err(|e| {
+                    RaError::new(Kind::BadRequest, "SignerKeyNotRsa", format!("cannot encrypt the reply: {e}"))
+                })
+            });
+            match sealed {
+                Ok(env) => cert_rep(st, &msg, PkiStatus::Success, None, &env),
+                Err(e) => failure(st, &msg, &e),
+            }
+        }
         Ok(Answer::Pending) => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
         Err(e) if e.kind == Kind::Pending => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
         Err(e) => failure(st, &msg, &e),
@@ -176,6 +187,7 @@ async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) ->
 
 enum Answer {
     Certs(Vec<Vec<u8>>, ContentCipher),
+    Crl(Vec<u8>, ContentCipher),
     Pending,
 }
 
@@ -238,11 +250,12 @@ async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Resu
                 .map_err(|e| RaError::new(Kind::BadRequest, "BadMessageCheck", format!("GetCert: {e}")))?;
             Ok(Answer::Certs(vec![st.ra.scep_get_cert(&serial).await?], reply_cipher(cipher)))
         }
-        MessageType::GetCrl => Err(RaError::new(
-            Kind::BadRequest,
-            "NotSupported",
-            "GetCRL is not offered yet: fetch the CRL from the distribution point",
-        )),
+        MessageType::GetCrl => {
+            // The content names a certificate of ours (issuer and serial); the answer is the
+            // issuing CA's current CRL.
+            let (_content, cipher) = open(st, msg).await?;
+            Ok(Answer::Crl(st.ra.crl().await?, reply_cipher(cipher)))
+        }
         MessageType::CertRep => Err(RaError::new(Kind::BadRequest, "NotARequest", "a CertRep is not a request")),
     }
 }
