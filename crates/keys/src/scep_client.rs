@@ -87,8 +87,11 @@ pub fn read_reply(der_bytes: &[u8], recipient_key: &KeyPair) -> Result<Reply, Ke
     })
 }
 
+/// DER objects, in order.
+type Ders = Vec<Vec<u8>>;
+
 /// The certificates and CRLs of a degenerate SignedData.
-fn contents_of(p7: &[u8]) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), KeyError> {
+fn contents_of(p7: &[u8]) -> Result<(Ders, Ders), KeyError> {
     use cms::cert::CertificateChoices;
     use cms::content_info::ContentInfo;
     use cms::signed_data::SignedData;
