@@ -5,44 +5,19 @@ use crate::CaError;
 use autoenroll_core::model::UnixTime;
 use autoenroll_core::oids;
 use der::asn1::{BitString, OctetString};
-use der::{Encode, Enumerated};
+use der::Encode;
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
-use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlReason};
 use x509_cert::ext::Extension;
 use x509_cert::serial_number::SerialNumber;
 
-/// One revoked certificate: serial bytes, when, and the RFC 5280 CRLReason code.
+/// One revoked certificate: serial bytes, when, and why (None: unspecified, left out as
+/// RFC 5280 §5.3.1 recommends).
 #[derive(Debug, Clone)]
 pub struct RevokedEntry {
     pub serial: Vec<u8>,
     pub revoked_at: UnixTime,
-    pub reason: u8,
-}
-
-#[derive(Clone, Copy, Debug, Eq, PartialEq, Enumerated)]
-#[repr(u8)]
-enum ReasonCode {
-    Unspecified = 0,
-    KeyCompromise = 1,
-    CaCompromise = 2,
-    AffiliationChanged = 3,
-    Superseded = 4,
-    CessationOfOperation = 5,
-    CertificateHold = 6,
-    PrivilegeWithdrawn = 9,
-}
-
-fn reason(code: u8) -> Option<ReasonCode> {
-    Some(match code {
-        1 => ReasonCode::KeyCompromise,
-        2 => ReasonCode::CaCompromise,
-        3 => ReasonCode::AffiliationChanged,
-        4 => ReasonCode::Superseded,
-        5 => ReasonCode::CessationOfOperation,
-        6 => ReasonCode::CertificateHold,
-        9 => ReasonCode::PrivilegeWithdrawn,
-        _ => return None,
-    })
+    pub reason: Option<CrlReason>,
 }
 
 impl Ca {
@@ -56,8 +31,7 @@ impl Ca {
     ) -> Result<Vec<u8>, CaError> {
         let mut revoked: Vec<RevokedCert> = Vec::with_capacity(entries.len());
         for e in entries {
-            // Unspecified is expressed by leaving the reason out (RFC 5280 §5.3.1).
-            let exts = match reason(e.reason).filter(|r| *r != ReasonCode::Unspecified) {
+            let exts = match e.reason {
                 Some(r) => Some(vec![Extension {
                     extn_id: oids::CE_CRL_REASON,
                     critical: false,

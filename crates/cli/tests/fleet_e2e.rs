@@ -112,9 +112,8 @@ fn three_agents_blocking_bump_and_revocation() {
         + &std::fs::read_to_string(data.join("ca/root.pem")).unwrap();
     std::fs::write(w.join("chain.pem"), chain).unwrap();
     let crl_url = format!("{http}/crl");
-    let (ok, text) = openssl(&["crl", "-in", "crl.der", "-inform", "DER", "-noout"], w);
-    assert!(!ok, "no CRL downloaded yet: {text}");
-    let crl = http_get(&crl_url);
+    let (status, crl) = bin::http_get(&crl_url);
+    assert!(status.contains(" 200 "), "{status}");
     std::fs::write(w.join("crl.der"), crl).unwrap();
     let (ok, text) =
         openssl(&["crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "chain.pem", "-noout", "-text"], w);
@@ -141,16 +140,4 @@ fn three_agents_blocking_bump_and_revocation() {
     }
     // What is stuck and why: nothing is overdue yet, but the report answers.
     admin(&data, &["report", "stuck"], None);
-}
-
-fn http_get(url: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    buf[split + 4..].to_vec()
 }

@@ -45,24 +45,6 @@ fn x509(cert: &Path, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A plain HTTP/1.0 GET (the body), enough for a CRL on loopback.
-fn http_get(url: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(
-        buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..split])
-    );
-    buf[split + 4..].to_vec()
-}
-
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
@@ -228,7 +210,8 @@ fn certmonger_enrolls_renews_and_rekeys() {
     // The certificate names the CRL on the plain-HTTP listener, and a CRL is served there.
     let base = url.trim_end_matches("/scep");
     assert!(x509(&cert, "-text").contains(&format!("URI:{base}/crl")), "{}", x509(&cert, "-text"));
-    let crl = http_get(&format!("{base}/crl"));
+    let (status, crl) = bin::http_get(&format!("{base}/crl"));
+    assert!(status.contains(" 200 "), "{status}");
     std::fs::write(dir.path().join("crl.der"), &crl).unwrap();
     let out = Command::new("openssl")
         .args(["crl", "-inform", "DER", "-noout", "-in"])

@@ -66,6 +66,21 @@ async fn admin_api_answers_the_fleet_questions() {
     assert!(
         audit.as_array().unwrap().iter().all(|e| e["action"] == "cert.revoke") && !audit.as_array().unwrap().is_empty()
     );
+    let r = ts
+        .client(None)
+        .post_bearer(
+            &ts.url("/admin/v1/certificates/renew-now"),
+            "application/json",
+            b"{\"devise\": 1".to_vec(),
+            &token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("BadJson"));
+    let (status, e) =
+        call(&ts, "POST", "/admin/v1/certificates/renew-now", &token, serde_json::json!({ "devise": "web1" })).await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("BadJson")), "unknown fields are refused: {e}");
     let (status, e) = call(&ts, "POST", "/admin/v1/devices/nobody/block", &token, serde_json::json!({})).await;
     assert_eq!((status, e["code"].as_str()), (404, Some("UnknownDevice")));
 

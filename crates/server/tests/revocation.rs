@@ -120,6 +120,8 @@ async fn revoked_certificates_are_in_the_crl_and_openssl_refuses_them() {
     let r =
         ts.client(None).post(&format!("{}/ocsp", ts.base), "application/ocsp-request", b"junk".to_vec()).await.unwrap();
     assert_eq!(r.body, vec![0x30, 0x03, 0x0a, 0x01, 0x01]);
+    let r = ts.client(None).get(&format!("{}/ocsp/%%%not-base64", ts.base)).await.unwrap();
+    assert_eq!(r.body, vec![0x30, 0x03, 0x0a, 0x01, 0x01], "bad base64 in a GET is malformedRequest too");
     assert_eq!(ts.client(None).get(&crl_url).await.unwrap().status, 200);
 }
 

@@ -758,16 +758,7 @@ impl Store {
              AND ($4 = '' OR c.state = $4) AND ($5 = '' OR d.name = $5) AND c.created_at <= $6 \
              ORDER BY c.not_after, c.serial LIMIT $7"
         );
-        let rows = sqlx::query(sql)
-            .bind(f.expiring_before.unwrap_or(i64::MAX))
-            .bind(f.template.clone().unwrap_or_default())
-            .bind(f.template_major.unwrap_or(-1))
-            .bind(f.state.clone().unwrap_or_default())
-            .bind(f.device.clone().unwrap_or_default())
-            .bind(f.issued_before.unwrap_or(i64::MAX))
-            .bind(f.limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = f.bind(sqlx::query(sql)).bind(f.limit).fetch_all(&self.pool).await?;
         rows.iter().map(CertificateRow::from_row).collect()
     }
 
@@ -775,21 +766,16 @@ impl Store {
     /// cohort); returns how many moved.
     pub async fn renew_now(&self, f: &CertificateFilter, now: i64) -> Result<u64> {
         let _writer = self.writer().await;
-        let r = sqlx::query(
-            "UPDATE certificates SET renew_after = $7 WHERE state = 'issued' AND renew_after > $7 \
+        let r = f
+            .bind(sqlx::query(
+                "UPDATE certificates SET renew_after = $7 WHERE state = 'issued' AND renew_after > $7 \
              AND not_after <= $1 AND ($2 = '' OR template = $2) AND ($3 < 0 OR template_major = $3) \
              AND ($5 = '' OR device_id IN (SELECT id FROM devices WHERE name = $5)) AND created_at <= $6 \
              AND ($4 = '' OR state = $4)",
-        )
-        .bind(f.expiring_before.unwrap_or(i64::MAX))
-        .bind(f.template.clone().unwrap_or_default())
-        .bind(f.template_major.unwrap_or(-1))
-        .bind(f.state.clone().unwrap_or_default())
-        .bind(f.device.clone().unwrap_or_default())
-        .bind(f.issued_before.unwrap_or(i64::MAX))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+            ))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -852,17 +838,18 @@ impl Store {
             .collect()
     }
 
-    /// How many issued (or being signed) certificates renew in `[from, to)`.
-    pub async fn renewals_between(&self, from: i64, to: i64) -> Result<i64> {
-        Ok(sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM certificates WHERE state = 'issued' AND renew_after >= $1 AND renew_after < $2) \
-             + (SELECT COUNT(*) FROM certificates WHERE state = 'signing' AND renew_after >= $1 AND renew_after < $2)",
+    /// Renewals already placed per minute in `[from, to)` (issued or being signed), keyed by
+    /// the minute's start: one range scan over `certificates_due`.
+    pub async fn renewals_per_minute(&self, from: i64, to: i64) -> Result<std::collections::HashMap<i64, i64>> {
+        let rows = sqlx::query(
+            "SELECT (renew_after / 60) * 60, COUNT(*) FROM certificates \
+             WHERE state IN ('issued', 'signing') AND renew_after >= $1 AND renew_after < $2 GROUP BY 1",
         )
         .bind(from)
         .bind(to)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
     }
 
     pub async fn certificates(&self, limit: i64) -> Result<Vec<CertificateRow>> {

@@ -322,6 +322,19 @@ pub struct CertificateFilter {
     pub limit: i64,
 }
 
+impl CertificateFilter {
+    /// Binds `$1`..`$6` of a filtered query; absent fields bind values that match everything
+    /// (so the SQL stays one literal for both backends).
+    pub(crate) fn bind<'q>(&'q self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        q.bind(self.expiring_before.unwrap_or(i64::MAX))
+            .bind(self.template.as_deref().unwrap_or_default())
+            .bind(self.template_major.unwrap_or(-1))
+            .bind(self.state.as_deref().unwrap_or_default())
+            .bind(self.device.as_deref().unwrap_or_default())
+            .bind(self.issued_before.unwrap_or(i64::MAX))
+    }
+}
+
 /// A device with what the inventory knows about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceSummary {

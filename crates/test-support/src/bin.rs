@@ -77,3 +77,17 @@ pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{text}");
     text
 }
+
+/// A plain HTTP/1.0 GET on loopback; returns (status line, body). Enough for a CRL.
+pub fn http_get(url: &str) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read");
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let status = String::from_utf8_lossy(&buf[..head_end]).lines().next().unwrap_or_default().to_string();
+    (status, buf[head_end + 4..].to_vec())
+}

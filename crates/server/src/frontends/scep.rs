@@ -149,27 +149,14 @@ async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) ->
     };
     let outcome = answer(st, template, &msg).await;
     let reply = match outcome {
-        Ok(Answer::Certs(certs, cipher)) => {
-            let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
-            let sealed = autoenroll_proto::pkcs7::certs_only(&refs).map_err(RaError::internal).and_then(|p7| {
-                autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher).map_err(|e| {
-                    RaError::new(Kind::BadRequest, "SignerKeyNotRsa", format!("cannot encrypt the reply: {e}"))
-                })
-            });
-            match sealed {
+        Ok(Answer::Sealed(p7, cipher)) => {
+            match autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher) {
                 Ok(env) => cert_rep(st, &msg, PkiStatus::Success, None, &env),
-                Err(e) => failure(st, &msg, &e),
-            }
-        }
-        Ok(Answer::Crl(crl, cipher)) => {
-            let sealed = autoenroll_proto::pkcs7::crl_only(&crl).map_err(RaError::internal).and_then(|p7| {
-                autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher).map_err(|e| {
-                    RaError::new(Kind::BadRequest, "SignerKeyNotRsa", format!("cannot encrypt the reply: {e}"))
-                })
-            });
-            match sealed {
-                Ok(env) => cert_rep(st, &msg, PkiStatus::Success, None, &env),
-                Err(e) => failure(st, &msg, &e),
+                Err(e) => failure(
+                    st,
+                    &msg,
+                    &RaError::new(Kind::BadRequest, "SignerKeyNotRsa", format!("cannot encrypt the reply: {e}")),
+                ),
             }
         }
         Ok(Answer::Pending) => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
@@ -185,10 +172,16 @@ async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) ->
     }
 }
 
+/// What a request is answered with: a degenerate SignedData (certificates or a CRL) to seal
+/// for the requester with its cipher, or PENDING.
 enum Answer {
-    Certs(Vec<Vec<u8>>, ContentCipher),
-    Crl(Vec<u8>, ContentCipher),
+    Sealed(Vec<u8>, ContentCipher),
     Pending,
+}
+
+fn certs(certs: &[&[u8]], cipher: ContentCipher) -> Result<Answer, RaError> {
+    let p7 = autoenroll_proto::pkcs7::certs_only(certs).map_err(RaError::internal)?;
+    Ok(Answer::Sealed(p7, reply_cipher(cipher)))
 }
 
 fn reply_cipher(request: ContentCipher) -> ContentCipher {
@@ -200,10 +193,10 @@ fn reply_cipher(request: ContentCipher) -> ContentCipher {
     }
 }
 
-fn issued(r: Retrieved, cipher: ContentCipher) -> Answer {
+fn issued(r: Retrieved, cipher: ContentCipher) -> Result<Answer, RaError> {
     match r {
-        Retrieved::Issued(Issued { certificate_der, .. }) => Answer::Certs(vec![certificate_der], reply_cipher(cipher)),
-        Retrieved::Pending { .. } => Answer::Pending,
+        Retrieved::Issued(Issued { certificate_der, .. }) => certs(&[&certificate_der], cipher),
+        Retrieved::Pending { .. } => Ok(Answer::Pending),
     }
 }
 
@@ -238,23 +231,24 @@ async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Resu
                     path_template: template,
                 })
                 .await?;
-            Ok(issued(r, cipher))
+            issued(r, cipher)
         }
         MessageType::CertPoll => {
             let (_issuer_and_subject, cipher) = open(st, msg).await?;
-            Ok(issued(st.ra.scep_poll(&msg.transaction_id, &msg.signer_cert_der).await?, cipher))
+            issued(st.ra.scep_poll(&msg.transaction_id, &msg.signer_cert_der).await?, cipher)
         }
         MessageType::GetCert => {
             let (content, cipher) = open(st, msg).await?;
             let (_issuer, serial) = parse_issuer_and_serial(&content)
                 .map_err(|e| RaError::new(Kind::BadRequest, "BadMessageCheck", format!("GetCert: {e}")))?;
-            Ok(Answer::Certs(vec![st.ra.scep_get_cert(&serial).await?], reply_cipher(cipher)))
+            certs(&[&st.ra.scep_get_cert(&serial).await?], cipher)
         }
         MessageType::GetCrl => {
             // The content names a certificate of ours (issuer and serial); the answer is the
             // issuing CA's current CRL.
             let (_content, cipher) = open(st, msg).await?;
-            Ok(Answer::Crl(st.ra.crl().await?, reply_cipher(cipher)))
+            let p7 = autoenroll_proto::pkcs7::crl_only(&st.ra.crl().await?).map_err(RaError::internal)?;
+            Ok(Answer::Sealed(p7, reply_cipher(cipher)))
         }
         MessageType::CertRep => Err(RaError::new(Kind::BadRequest, "NotARequest", "a CertRep is not a request")),
     }

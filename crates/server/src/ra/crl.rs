@@ -10,18 +10,6 @@ const ISSUER: &str = "issuing";
 /// A CRL is valid for a day and re-signed when half of that has passed.
 pub const CRL_VALIDITY_SECS: i64 = 86_400;
 
-fn reason_code(name: &str) -> u8 {
-    match name {
-        "keyCompromise" => 1,
-        "caCompromise" => 2,
-        "affiliationChanged" => 3,
-        "superseded" => 4,
-        "cessationOfOperation" => 5,
-        "privilegeWithdrawn" => 9,
-        _ => 0,
-    }
-}
-
 impl Ra {
     /// Tells the CA where certificates point relying parties: `<base>/crl`, `<base>/ocsp` and
     /// `<base>/ca/issuing.crt`. Called once the listeners know their public address; a plain
@@ -64,7 +52,11 @@ impl Ra {
         for r in self.store.revoked_certificates(now.0).await? {
             let serial =
                 hex::decode(&r.serial).map_err(|_| RaError::internal(format!("serial {} is not hex", r.serial)))?;
-            entries.push(RevokedEntry { serial, revoked_at: UnixTime(r.revoked_at), reason: reason_code(&r.reason) });
+            entries.push(RevokedEntry {
+                serial,
+                revoked_at: UnixTime(r.revoked_at),
+                reason: super::lifecycle::crl_reason(&r.reason),
+            });
         }
         let next = now.plus_secs(CRL_VALIDITY_SECS);
         let der = self.ca.sign_crl(&entries, number as u64, now, next)?;

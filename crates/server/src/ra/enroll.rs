@@ -164,19 +164,22 @@ impl Ra {
             template: None,
             revoked: false,
         });
-        let span_secs = ((prepared.not_after.0 - opens.0) / 2).max(60);
-        let placed = self.store.renewals_between(opens.0, opens.0 + span_secs).await?;
-        let capacity = spread::capacity(placed as u64 + 1, (span_secs / 60) as u64, 1.5);
         let key = format!("{}/{}", r.device_id, serial);
-        // A handful of probes: past that the window is crowded everywhere and any minute does.
-        let mut first = None;
-        for minute in spread::candidates(opens, prepared.not_after, key.as_bytes()).take(16) {
-            first.get_or_insert(minute);
-            if self.store.renewals_between(minute.0, minute.0 + 60).await? < i64::from(capacity) {
-                return Ok(minute);
+        // The hour of candidates after the hashed minute is both the sample the capacity comes
+        // from and where the certificate may land: a bounded read (at most two range scans,
+        // when the candidates wrap around the window) however large the fleet.
+        let candidates: Vec<UnixTime> =
+            spread::candidates(opens, prepared.not_after, key.as_bytes()).take(60).collect();
+        let mut load = std::collections::HashMap::new();
+        for run in candidates.chunk_by(|a, b| b.0 == a.0 + 60) {
+            if let (Some(first), Some(last)) = (run.first(), run.last()) {
+                load.extend(self.store.renewals_per_minute(first.0 - first.0.rem_euclid(60), last.0 + 60).await?);
             }
         }
-        Ok(first.unwrap_or(opens))
+        let placed: i64 = load.values().sum();
+        let capacity = i64::from(spread::capacity(placed as u64 + 1, candidates.len() as u64, 1.5));
+        let at = |m: &UnixTime| load.get(&(m.0 - m.0.rem_euclid(60))).copied().unwrap_or(0);
+        Ok(candidates.iter().find(|m| at(m) < capacity).or(candidates.first()).copied().unwrap_or(opens))
     }
 
     async fn sign_and_complete(

@@ -5,6 +5,21 @@ use super::{Ra, RaError};
 use autoenroll_core::pki::CsrFacts;
 use autoenroll_core::Kind;
 
+/// The RFC 5280 CRLReason for a reason name we accept (`unspecified` is None: CRLs and OCSP
+/// leave it out).
+pub(crate) fn crl_reason(name: &str) -> Option<x509_cert::ext::pkix::CrlReason> {
+    use x509_cert::ext::pkix::CrlReason;
+    Some(match name {
+        "keyCompromise" => CrlReason::KeyCompromise,
+        "caCompromise" => CrlReason::CaCompromise,
+        "affiliationChanged" => CrlReason::AffiliationChanged,
+        "superseded" => CrlReason::Superseded,
+        "cessationOfOperation" => CrlReason::CessationOfOperation,
+        "privilegeWithdrawn" => CrlReason::PrivilegeWithdrawn,
+        _ => return None,
+    })
+}
+
 /// RFC 5280 CRLReason names we accept.
 pub const REVOCATION_REASONS: [&str; 7] = [
     "unspecified",

@@ -5,25 +5,12 @@ use autoenroll_core::pki::ocsp::{
 };
 use autoenroll_core::{Serial, UnixTime};
 use der::asn1::{GeneralizedTime, Null};
-use x509_cert::ext::pkix::CrlReason;
 
 /// How long a response may be cached.
 const OCSP_VALIDITY_SECS: i64 = 3600;
 
 fn time(t: UnixTime) -> Option<GeneralizedTime> {
     GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(u64::try_from(t.0).ok()?)).ok()
-}
-
-fn reason(name: &str) -> Option<CrlReason> {
-    Some(match name {
-        "keyCompromise" => CrlReason::KeyCompromise,
-        "caCompromise" => CrlReason::CaCompromise,
-        "affiliationChanged" => CrlReason::AffiliationChanged,
-        "superseded" => CrlReason::Superseded,
-        "cessationOfOperation" => CrlReason::CessationOfOperation,
-        "privilegeWithdrawn" => CrlReason::PrivilegeWithdrawn,
-        _ => return None,
-    })
 }
 
 impl Ra {
@@ -61,7 +48,7 @@ impl Ra {
                     Some(c) if c.state == "revoked" => CertStatus::Revoked(RevokedInfo {
                         revocation_time: time(UnixTime(c.revoked_at.unwrap_or_default()))
                             .ok_or_else(|| super::RaError::internal("revocation time"))?,
-                        revocation_reason: c.revocation_reason.as_deref().and_then(reason),
+                        revocation_reason: c.revocation_reason.as_deref().and_then(super::lifecycle::crl_reason),
                     }),
                     Some(c) if c.state == "issued" || c.state == "renewed" => CertStatus::Good(Null),
                     _ => CertStatus::Unknown(Null),

@@ -239,7 +239,7 @@ impl Ra {
         if req.renewal_req || (!self_signed && csr.challenge_password.is_none()) {
             return Err(refuse("ForeignCertificate", "the request is signed by a certificate this CA did not issue"));
         }
-        let (device, template, challenge_id) = self.check_challenge(&csr, req).await?;
+        let (device, template, challenge_id) = self.check_challenge(&csr, req, signer_key).await?;
         let device_row = self.store.device(&device).await?;
         let device_row = match device_row {
             Some(d) => d,
@@ -314,6 +314,7 @@ impl Ra {
         &self,
         csr: &CsrFacts,
         req: &ScepRequest<'_>,
+        signer_key: &str,
     ) -> Result<(String, TemplateRow, Option<String>), RaError> {
         let now = self.now().0;
         let path_template = req.path_template.unwrap_or(&self.settings.scep_template);
@@ -340,13 +341,10 @@ impl Ra {
         if now >= row.expires_at {
             return Err(refuse("ChallengeExpired", format!("challenge {id} expired")));
         }
-        if row.used_at.is_some() {
-            let signer_key = signer_key_id(req.signer_cert_der)?;
-            if row.used_transaction.as_deref() != Some(req.transaction_id)
-                || row.used_key.as_deref() != Some(&signer_key)
-            {
-                return Err(refuse("ChallengeUsed", format!("challenge {id} was already used")));
-            }
+        let retry =
+            row.used_transaction.as_deref() == Some(req.transaction_id) && row.used_key.as_deref() == Some(signer_key);
+        if row.used_at.is_some() && !retry {
+            return Err(refuse("ChallengeUsed", format!("challenge {id} was already used")));
         }
         // 6. The device is still in the inventory.
         if self.store.device(&row.device).await?.is_none() {
