@@ -433,8 +433,9 @@ pub struct CertFilterArgs {
     /// issued, renewed, revoked, signing.
     #[arg(long)]
     state: Option<String>,
-    #[arg(long)]
-    device: Option<String>,
+    /// One device or several (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    device: Vec<String>,
     /// Only certificates issued before this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     issued_before: Option<std::time::SystemTime>,
@@ -450,7 +451,7 @@ impl CertFilterArgs {
             template: self.template.clone(),
             template_major: self.major,
             state: self.state.clone(),
-            device: self.device.clone(),
+            device: (!self.device.is_empty()).then(|| self.device.join(",")),
             issued_before: self
                 .issued_before
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

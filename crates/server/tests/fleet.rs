@@ -40,6 +40,23 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
     let only_beta =
         ts.ra.certificates_matching(&CertificateFilter { device: Some("beta".into()), ..filter() }).await.unwrap();
     assert_eq!(only_beta.len(), 1);
+    // A device list selects exactly those devices (and "alpha" does not match "alphabet").
+    let mut two: Vec<String> = ts
+        .ra
+        .certificates_matching(&CertificateFilter { device: Some("alpha,gamma".into()), ..filter() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.device)
+        .collect();
+    two.sort();
+    assert_eq!(two, ["alpha", "gamma"]);
+    assert!(ts
+        .ra
+        .certificates_matching(&CertificateFilter { device: Some("alph".into()), ..filter() })
+        .await
+        .unwrap()
+        .is_empty());
     let machine =
         ts.ra.certificates_matching(&CertificateFilter { template: Some("Machine".into()), ..filter() }).await.unwrap();
     assert_eq!(machine.len(), 3);

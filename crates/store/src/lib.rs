@@ -755,7 +755,7 @@ impl Store {
             certificate_columns!(),
             " FROM certificates c JOIN devices d ON d.id = c.device_id \
              WHERE c.not_after <= $1 AND ($2 = '' OR c.template = $2) AND ($3 < 0 OR c.template_major = $3) \
-             AND ($4 = '' OR c.state = $4) AND ($5 = '' OR d.name = $5) AND c.created_at <= $6 \
+             AND ($4 = '' OR c.state = $4) AND ($5 = '' OR ',' || $5 || ',' LIKE '%,' || d.name || ',%') AND c.created_at <= $6 \
              ORDER BY c.not_after, c.serial LIMIT $7"
         );
         let rows = f.bind(sqlx::query(sql)).bind(f.limit).fetch_all(&self.pool).await?;
@@ -770,7 +770,7 @@ impl Store {
             .bind(sqlx::query(
                 "UPDATE certificates SET renew_after = $7 WHERE state = 'issued' AND renew_after > $7 \
              AND not_after <= $1 AND ($2 = '' OR template = $2) AND ($3 < 0 OR template_major = $3) \
-             AND ($5 = '' OR device_id IN (SELECT id FROM devices WHERE name = $5)) AND created_at <= $6 \
+             AND ($5 = '' OR device_id IN (SELECT id FROM devices WHERE ',' || $5 || ',' LIKE '%,' || name || ',%')) AND created_at <= $6 \
              AND ($4 = '' OR state = $4)",
             ))
             .bind(now)

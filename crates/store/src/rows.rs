@@ -317,6 +317,7 @@ pub struct CertificateFilter {
     pub template: Option<String>,
     pub template_major: Option<i64>,
     pub state: Option<String>,
+    /// One device, or several comma-separated.
     pub device: Option<String>,
     pub issued_before: Option<i64>,
     pub limit: i64,

@@ -222,6 +222,14 @@ async fn renewal_chain_revocation_and_requests(s: Store) {
     assert_eq!(s.certificate("s0").await.unwrap().unwrap().state, "renewed");
     assert_eq!(s.certificate("s1").await.unwrap().unwrap().previous_serial.as_deref(), Some("s0"));
     assert_eq!(s.successor("s0").await.unwrap().unwrap().serial, "s1");
+    // Filters and "renew now" behave the same on both backends, device lists included.
+    let f = |device: &str| CertificateFilter { device: Some(device.into()), limit: 10, ..Default::default() };
+    assert_eq!(s.certificates_matching(&f("dev1")).await.unwrap().len(), 2);
+    assert_eq!(s.certificates_matching(&f("other,dev1")).await.unwrap().len(), 2);
+    assert!(s.certificates_matching(&f("dev")).await.unwrap().is_empty());
+    let issued = CertificateFilter { state: Some("issued".into()), ..f("dev1") };
+    assert_eq!(s.certificates_matching(&issued).await.unwrap().len(), 1);
+    assert_eq!(s.renew_now(&f("other,dev1"), 25).await.unwrap(), 0, "renew_after 0 is already due");
     assert!(s.successor("s1").await.unwrap().is_none());
     assert!(s.revoke_certificate("s1", "keyCompromise", 30).await.unwrap());
     assert!(!s.revoke_certificate("s1", "keyCompromise", 31).await.unwrap(), "only once");
