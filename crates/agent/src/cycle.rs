@@ -1,32 +1,33 @@
-//! One enrollment cycle (policy → per-template decision → enroll, renew or retrieve → atomic
-//! install → hooks) and the daemon loop that sleeps until the next decision time.
-use crate::config::{AgentConfig, RenewalMode, TemplateOverrides};
-use crate::fault;
+//! One enrollment cycle, in four steps per template:
+//! - gather: the local facts (held certificate, unfinished attempt, failures) and the server's
+//!   view from check-in (its renewal time for the certificate, revoked, lost);
+//! - decide: `core::renewal::decide` on those facts (`renewal_input` builds its input; pure);
+//! - act: enroll, renew or collect (`attempt`), install atomically, run hooks;
+//! - record: success or failure with backoff, and the next wake-up time (pure).
+use crate::attempt::{Attempt, Outcome};
+use crate::config::AgentConfig;
+use crate::credentials::{self, Auth};
 use crate::hooks::{self, HookEnv};
-use crate::https::{Client, ClientIdentity};
-use crate::localstore::{Held, LocalStore, PendingMeta, PolicyTemplateState, State};
-use crate::policy::{self, Policy, Template};
+use crate::localstore::{Held, LocalStore, PendingAttempt, PolicyTemplateState, ServerView, State, TemplateStatus};
+use crate::policy::Template;
+use crate::transport::Transport;
 use crate::AgentError;
 use autoenroll_core::clock::Clock;
-use autoenroll_core::pki::cert::verify_issued_by;
-use autoenroll_core::renewal::{self, Backoff, Decision, Reason, RenewalRule};
-use autoenroll_core::{TemplateRef, UnixTime};
-use autoenroll_keys::KeyPair;
-use autoenroll_proto::soap::{self, HeaderToken};
-use autoenroll_proto::{ns, pkcs7, wstep, xcep};
-use serde::{Deserialize, Serialize};
+use autoenroll_core::pki::CertFacts;
+use autoenroll_core::renewal::{self, Backoff, Decision, Reason};
+use autoenroll_core::{spread, TemplateRef, UnixTime};
+use autoenroll_proto::checkin::{self as wire, CheckinAnswer, CheckinReport, HeldCertificate};
 use std::sync::Arc;
-
-const SOAP_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
-/// How soon a failed cycle (no policy) is retried by the daemon.
-const CYCLE_RETRY_SECS: i64 = 60;
 
 #[derive(Debug, Default)]
 pub struct CycleReport {
-    /// (template, serial) newly enrolled.
+    /// (template, serial) newly enrolled (nothing was held).
     pub enrolled: Vec<(String, String)>,
-    /// (template, old serial, new serial).
+    /// (template, old serial, new serial): renewed by proving possession of the old one.
     pub renewed: Vec<(String, String, String)>,
+    /// (template, old serial, new serial): replaced by a new enrollment (the old one was
+    /// expired, revoked or lost, or a superseding template was enrolled).
+    pub reenrolled: Vec<(String, String, String)>,
     /// Templates whose certificate is valid and not yet due.
     pub kept: Vec<String>,
     /// Templates waiting: backoff after a failure, or a pending request.
@@ -45,32 +46,6 @@ impl CycleReport {
             1
         }
     }
-}
-
-/// What the agent tells the server at check-in.
-#[derive(Debug, Default, Serialize)]
-struct CheckinReport {
-    certificates: Vec<HeldCertificate>,
-    errors: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Debug, Serialize)]
-struct HeldCertificate {
-    template: String,
-    thumbprint: String,
-}
-
-/// The server's answer; unknown actions are ignored (newer servers may say more).
-#[derive(Debug, Deserialize)]
-struct CheckinAnswer {
-    blocked: bool,
-    directives: Vec<CheckinDirective>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckinDirective {
-    template: String,
-    action: String,
 }
 
 /// Which templates `renew --now` forces.
@@ -97,413 +72,185 @@ pub trait Jitter: Send + Sync {
     fn next(&self) -> f64;
 }
 
-pub struct SystemJitter;
+/// Where a renewal time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// The server's slot (from check-in), with this agent's second inside it.
+    Server,
+    /// The template's rule alone (no server view for this certificate).
+    Local,
+}
 
-impl Jitter for SystemJitter {
-    fn next(&self) -> f64 {
-        let b = autoenroll_keys::random_bytes(8).unwrap_or_else(|_| vec![0; 8]);
-        let n = u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
-        (n >> 11) as f64 / (1u64 << 53) as f64
+/// When a held certificate renews, and by whose word: the server's slot (plus a stable second
+/// inside it, from device and serial) when the server gave one for this certificate, else the
+/// template's window. Shown by `agent status`; the same value `renewal_input` schedules with.
+pub fn renewal_time(
+    held: &CertFacts,
+    renewal_secs: i64,
+    server: Option<&ServerView>,
+    device: &str,
+) -> (UnixTime, Schedule) {
+    let opens = renewal::renew_at(held.not_before, held.not_after, renewal_secs);
+    match scheduled(held, server, device) {
+        Some(at) => (renewal::renewal_time(opens, held.not_after, Some(at)), Schedule::Server),
+        None => (opens, Schedule::Local),
     }
 }
 
-/// How this agent authenticates a request that needs credentials.
-enum Auth {
-    Password(String, String),
-    Certificate(ClientIdentity),
-    Token(String),
+/// The server view, if it is about `serial` (the certificate held now, or none).
+fn view_for<'a>(server: Option<&'a ServerView>, serial: Option<&str>) -> Option<&'a ServerView> {
+    server.filter(|v| v.serial.as_deref() == serial)
 }
 
-impl Auth {
-    fn header(&self) -> HeaderToken {
-        match self {
-            Auth::Password(u, p) => HeaderToken::UsernameToken { username: u.clone(), password: p.clone() },
-            Auth::Token(t) => {
-                HeaderToken::Binary { value_type: ns::VALUE_TYPE_BOOTSTRAP_TOKEN.into(), value: t.as_bytes().to_vec() }
-            }
-            Auth::Certificate(_) => HeaderToken::None,
-        }
-    }
-    fn identity(&self) -> Option<&ClientIdentity> {
-        match self {
-            Auth::Certificate(id) => Some(id),
-            _ => None,
-        }
-    }
-    /// The XCEP clientAuthentication value of endpoints this credential fits.
-    fn endpoint_auth(&self) -> Option<u32> {
-        match self {
-            Auth::Password(..) => Some(4),
-            Auth::Certificate(_) => Some(8),
-            Auth::Token(_) => None,
-        }
+/// The server's renewal time for `held` with this agent's second inside the slot.
+fn scheduled(held: &CertFacts, server: Option<&ServerView>, device: &str) -> Option<UnixTime> {
+    let at = view_for(server, Some(&held.serial.0))?.renew_at?;
+    Some(spread::within_slot(UnixTime(at), format!("{device}/{}", held.serial).as_bytes()))
+}
+
+/// What the agent knows locally about one template (the server's view is in `status`).
+pub struct Local<'a> {
+    pub held: Option<&'a CertFacts>,
+    pub pending: Option<&'a PendingAttempt>,
+    pub status: &'a TemplateStatus,
+    /// `renew --now` names it.
+    pub forced: bool,
+    /// It supersedes a template the agent holds a certificate of.
+    pub supersedes_held: bool,
+}
+
+/// The decision's input for one template: local facts and the server's view.
+pub fn renewal_input(t: &Template, local: &Local<'_>, device: &str, now: UnixTime) -> renewal::Input {
+    let Local { held, pending, status, forced, supersedes_held } = *local;
+    let server = view_for(status.server.as_ref(), held.map(|h| h.serial.0.as_str()));
+    renewal::Input {
+        now,
+        held: held.map(|h| renewal::Held {
+            not_before: h.not_before,
+            not_after: h.not_after,
+            template: h.template.clone(),
+            revoked: server.is_some_and(|s| s.revoked),
+        }),
+        policy: renewal::TemplatePolicy {
+            template: TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor },
+            rule: t.renewal_rule(),
+        },
+        pending: pending.map(|p| match &p.meta.request_id {
+            Some(id) => renewal::Pending::Submitted { request_id: id.clone() },
+            None => renewal::Pending::Interrupted,
+        }),
+        failure: status.retry_at.map(|r| renewal::Failure { count: status.failures, retry_at: UnixTime(r) }),
+        forced: forced && held.is_some(),
+        supersedes_held,
+        scheduled: held.and_then(|h| scheduled(h, status.server.as_ref(), device)),
+        lost: server.is_some_and(|s| s.lost),
     }
 }
 
-struct Ctx<'a> {
-    cfg: &'a AgentConfig,
-    clock: Arc<dyn Clock>,
-    roots: Vec<Vec<u8>>,
-    store: LocalStore,
-    state: State,
+/// What the check-in answer says, kept per template (and the blocked flag).
+pub fn apply_checkin(state: &mut State, answer: &CheckinAnswer, now: UnixTime) {
+    state.blocked = answer.blocked;
+    state.checked_in_at = Some(now.0);
+    for d in &answer.directives {
+        if matches!(d.action, wire::Action::Remove | wire::Action::Unknown) {
+            continue;
+        }
+        state.templates.entry(d.template.clone()).or_default().server = Some(ServerView {
+            serial: d.serial.clone(),
+            renew_at: d.renew_at,
+            revoked: d.reason == wire::Reason::Revoked,
+            lost: d.reason == wire::Reason::Lost,
+            at: now.0,
+        });
+    }
+}
+
+/// Records a failed attempt; returns when to try again.
+pub fn record_failure(
+    status: &mut TemplateStatus,
+    error: &str,
     now: UnixTime,
-    device: String,
+    not_after: Option<UnixTime>,
+    rule: &renewal::RenewalRule,
+    backoff: Backoff,
+    jitter: f64,
+) -> UnixTime {
+    status.failures = status.failures.saturating_add(1);
+    let retry = renewal::next_retry(now, status.failures, not_after, rule, backoff, jitter);
+    status.retry_at = Some(retry.0);
+    status.last_error = Some(error.to_string());
+    retry
 }
 
-/// An issued certificate with the key it was issued for.
-struct Outcome {
-    key: KeyPair,
-    cert: Vec<u8>,
-    chain: Vec<Vec<u8>>,
+/// Records a successful install: failures and the server view of the old certificate go.
+pub fn record_success(status: &mut TemplateStatus, now: UnixTime) {
+    status.last_success = Some(now.0);
+    status.last_error = None;
+    status.failures = 0;
+    status.retry_at = None;
+    status.server = None;
 }
 
-enum Answer {
-    Issued { cert: Vec<u8>, chain: Vec<Vec<u8>> },
-    Pending { request_id: String },
-}
-
-impl Ctx<'_> {
-    fn overrides(&self, t: &str) -> TemplateOverrides {
-        self.cfg.templates.get(t).cloned().unwrap_or_default()
+/// Reports what this device holds and learns the server's view; false when check-in is off or
+/// nobody answered (the view learned last time still counts then).
+async fn checkin(
+    cfg: &AgentConfig,
+    transport: &Transport<'_>,
+    store: &LocalStore,
+    state: &mut State,
+    templates: &[Template],
+    now: UnixTime,
+) -> bool {
+    if !cfg.checkin {
+        return false;
     }
-
-    /// Accounts first (they can enroll again and again), then our own client certificate,
-    /// then a bootstrap token that has not been spent.
-    fn auth(&self) -> Result<Option<Auth>, AgentError> {
-        if let Some((u, p)) = self.cfg.password()? {
-            return Ok(Some(Auth::Password(u, p)));
-        }
-        if let Some(id) = self.store.client_identity(self.clock.now())? {
-            return Ok(Some(Auth::Certificate(id)));
-        }
-        if let Some(t) = self.cfg.bootstrap_token()? {
-            if !self.state.spent_tokens.contains(&autoenroll_keys::sha256_hex(t.as_bytes())) {
-                return Ok(Some(Auth::Token(t)));
-            }
-        }
-        Ok(None)
+    let identity = store.client_identity(now).ok().flatten();
+    let token = match &identity {
+        Some(_) => None,
+        None => credentials::unspent_token(cfg, state).ok().flatten(),
+    };
+    if identity.is_none() && token.is_none() {
+        return false;
     }
-
-    async fn call(
-        &self,
-        url: &str,
-        action: &str,
-        header: &HeaderToken,
-        identity: Option<&ClientIdentity>,
-        body: autoenroll_proto::xml::W,
-    ) -> Result<soap::Envelope, AgentError> {
-        let client = Client::new(&self.roots, identity, self.clock.clone())?;
-        let message_id = format!("urn:uuid:{}", hex::encode(autoenroll_keys::random_bytes(16)?));
-        let envelope = soap::request(action, url, &message_id, header, body);
-        let resp = client.post(url, SOAP_CONTENT_TYPE, envelope.into_bytes()).await?;
-        let transport = |m: String| AgentError::Transport { url: url.to_string(), message: m };
-        let env = match resp.status {
-            200 | 500 => {
-                soap::parse_envelope(&resp.body).map_err(|e| transport(format!("HTTP {}: {e}", resp.status)))?
-            }
-            s @ 300..=399 => {
-                let to = resp.location.unwrap_or_else(|| "?".into());
-                return Err(transport(format!("HTTP {s}: the server redirects to {to}; redirects are never followed")));
-            }
-            s => return Err(transport(format!("HTTP status {s}"))),
-        };
-        if let Some(f) = soap::parse_fault(&env) {
-            return Err(AgentError::Refused { code: f.subcode.unwrap_or(f.code), reason: f.reason });
+    let mut report = CheckinReport::default();
+    for t in templates {
+        if let Ok(Some(h)) = store.current(&t.name) {
+            report.certificates.push(HeldCertificate {
+                template: t.name.clone(),
+                thumbprint: autoenroll_core::Thumbprint::of_der(&h.cert_der).0,
+            });
         }
-        Ok(env)
-    }
-
-    /// Reports what this device holds to the policy server's host and returns its directives;
-    /// None when check-in is off, there is no certificate or token to authenticate with, or no
-    /// server answered (local rules then decide alone).
-    async fn checkin(&self, policy: &Policy) -> Option<CheckinAnswer> {
-        if !self.cfg.checkin {
-            return None;
-        }
-        let identity = self.store.client_identity(self.clock.now()).ok().flatten();
-        let token = match &identity {
-            Some(_) => None,
-            None => self
-                .cfg
-                .bootstrap_token()
-                .ok()
-                .flatten()
-                .filter(|t| !self.state.spent_tokens.contains(&autoenroll_keys::sha256_hex(t.as_bytes()))),
-        };
-        if identity.is_none() && token.is_none() {
-            return None;
-        }
-        let mut report = CheckinReport::default();
-        for t in &policy.templates {
-            if let Ok(Some(h)) = self.store.current(&t.name) {
-                report.certificates.push(HeldCertificate {
-                    template: t.name.clone(),
-                    thumbprint: autoenroll_core::Thumbprint::of_der(&h.cert_der).as_str().to_string(),
-                });
-            }
-            if let Some(e) = self.state.templates.get(&t.name).and_then(|s| s.last_error.clone()) {
-                report.errors.insert(t.name.clone(), e);
-            }
-        }
-        let body = serde_json::to_vec(&report).ok()?;
-        let client = Client::new(&self.roots, identity.as_ref(), self.clock.clone()).ok()?;
-        let mut servers = self.cfg.policy_servers.clone();
-        servers.sort_by_key(|s| s.priority);
-        for s in &servers {
-            let Ok(uri) = s.url.parse::<http::Uri>() else { continue };
-            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { continue };
-            let url = format!("{scheme}://{authority}/checkin");
-            let resp = match &token {
-                Some(t) => client.post_bearer(&url, "application/json", body.clone(), t).await,
-                None => client.post(&url, "application/json", body.clone()).await,
-            };
-            match resp {
-                Ok(r) if r.status == 200 => match serde_json::from_slice::<CheckinAnswer>(&r.body) {
-                    Ok(a) => return Some(a),
-                    Err(e) => tracing::warn!(%url, %e, "unreadable check-in answer"),
-                },
-                Ok(r) => tracing::warn!(%url, status = r.status, "check-in refused"),
-                Err(e) => tracing::warn!(%url, %e, "check-in failed"),
-            }
-        }
-        None
-    }
-
-    async fn fetch_policy(&self, auth: &Auth) -> Result<Policy, AgentError> {
-        let mut servers = self.cfg.policy_servers.clone();
-        servers.sort_by_key(|s| s.priority);
-        let mut last = None;
-        for s in &servers {
-            match self
-                .call(&s.url, ns::ACTION_GET_POLICIES, &auth.header(), auth.identity(), xcep::request_body(None))
-                .await
-            {
-                Ok(env) => return policy::from_wire(&xcep::parse_response(&env.body)?),
-                // A refusal is an answer: another server of the same policy would say the same.
-                Err(e @ AgentError::Refused { .. }) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(url = %s.url, %e, "policy server unreachable, trying the next");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| AgentError::Config("no policy server".into())))
-    }
-
-    /// Sends `body` to the policy's enrollment endpoints whose authentication fits, in priority
-    /// order, failing over on transport errors only.
-    async fn submit(
-        &self,
-        policy: &Policy,
-        wanted_auth: Option<u32>,
-        header: &HeaderToken,
-        identity: Option<&ClientIdentity>,
-        body: autoenroll_proto::xml::W,
-    ) -> Result<Answer, AgentError> {
-        let endpoints: Vec<_> = policy.endpoints.iter().filter(|e| wanted_auth.is_none_or(|w| w == e.auth)).collect();
-        let endpoints = if endpoints.is_empty() { policy.endpoints.iter().collect() } else { endpoints };
-        let mut last = None;
-        for e in endpoints {
-            match self.call(&e.url, ns::ACTION_WSTEP, header, identity, body.clone()).await {
-                Ok(env) => {
-                    fault::point("after-submit");
-                    let r = wstep::parse_response(&env.body)?;
-                    return match (r.certificate_der, r.request_id) {
-                        (Some(cert), _) => {
-                            let chain = self.chain_for(&cert, r.chain_pkcs7_der.as_deref(), policy)?;
-                            Ok(Answer::Issued { cert, chain })
-                        }
-                        (None, Some(request_id)) if r.pending_reference.is_some() => Ok(Answer::Pending { request_id }),
-                        _ => Err(AgentError::Protocol(format!(
-                            "neither a certificate nor a pending request in the response ({:?})",
-                            r.disposition
-                        ))),
-                    };
-                }
-                Err(e @ AgentError::Refused { .. }) => return Err(e),
-                Err(err) => {
-                    tracing::warn!(url = %e.url, %err, "enrollment endpoint failed, trying the next");
-                    last = Some(err);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| AgentError::Protocol("the policy lists no enrollment endpoint".into())))
-    }
-
-    /// The chain above `cert` (issuing CA, then root), checked against our trust anchor. A
-    /// PKCS#7 SET OF certificates carries no order, so the chain is rebuilt by signature.
-    fn chain_for(&self, cert: &[u8], pkcs7_der: Option<&[u8]>, policy: &Policy) -> Result<Vec<Vec<u8>>, AgentError> {
-        let mut candidates: Vec<Vec<u8>> = match pkcs7_der {
-            Some(p) => pkcs7::certificates(p)?.into_iter().filter(|c| c.as_slice() != cert).collect(),
-            None => Vec::new(),
-        };
-        candidates.extend(policy.issuing_ca_der.clone());
-        let bad = |m: &str| AgentError::Protocol(format!("issued certificate rejected: {m}"));
-        let issuing = candidates
-            .into_iter()
-            .find(|c| verify_issued_by(cert, c).is_ok())
-            .ok_or_else(|| bad("no CA certificate in the response signed it"))?;
-        if self.roots.contains(&issuing) {
-            return Ok(vec![issuing]);
-        }
-        let root = self
-            .roots
-            .iter()
-            .find(|r| verify_issued_by(&issuing, r).is_ok())
-            .ok_or_else(|| bad("the issuing CA does not chain to our trust anchor"))?;
-        Ok(vec![issuing, root.clone()])
-    }
-
-    /// Subject and extensions for a request for `t`.
-    fn request_parts(
-        &self,
-        t: &Template,
-    ) -> Result<(x509_cert::name::Name, Vec<x509_cert::ext::Extension>), AgentError> {
-        let o = self.overrides(&t.name);
-        let cn = o.subject.clone().filter(|_| t.supplies_subject).unwrap_or_else(|| self.device.clone());
-        let mut exts = vec![template_extension(t)?];
-        if t.supplies_san {
-            let mut dns = o.dns_names.clone();
-            if dns.is_empty() && is_dns_name(&cn) {
-                dns.push(cn.clone());
-            }
-            if !dns.is_empty() {
-                exts.push(autoenroll_keys::san_extension(&dns, &[])?);
-            }
-        }
-        Ok((autoenroll_keys::cn_name(&cn)?, exts))
-    }
-
-    /// The key for a new attempt: a pending one (a retry keeps its key), the current one when
-    /// configured and possible, or a fresh one. Saved under pending/ before anything is sent.
-    async fn attempt_key(&self, t: &Template, held_key: Option<&KeyPair>, kind: &str) -> Result<KeyPair, AgentError> {
-        if let Some(p) = self.store.pending(&t.name)? {
-            if p.received.is_none() && p.meta.request_id.is_none() {
-                return Ok(p.key);
-            }
-        }
-        let o = self.overrides(&t.name);
-        let key = match (o.reuse_key, held_key) {
-            (true, Some(k)) => KeyPair::from_pkcs8_der(&k.to_pkcs8_der()?)?,
-            _ => {
-                let alg = match o.key_algorithm.as_deref() {
-                    Some(a) => a.parse()?,
-                    None => t.key_algorithm,
-                };
-                tokio::task::spawn_blocking(move || KeyPair::generate(alg))
-                    .await
-                    .map_err(|e| AgentError::Protocol(format!("key generation task: {e}")))??
-            }
-        };
-        self.store.begin_attempt(
-            &t.name,
-            &key,
-            &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: None },
-        )?;
-        fault::point("after-keygen");
-        Ok(key)
-    }
-
-    async fn enroll(&self, policy: &Policy, t: &Template, auth: &Auth) -> Result<Option<Outcome>, AgentError> {
-        let key = self.attempt_key(t, None, "enroll").await?;
-        let (subject, exts) = self.request_parts(t)?;
-        let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
-        let body = wstep::issue_request_body(&csr, &[("DeviceName", self.device.as_str())]);
-        let answer = self.submit(policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await?;
-        self.keep_answer(t, key, answer, "enroll")
-    }
-
-    async fn renew(&self, policy: &Policy, t: &Template, held: &Held) -> Result<Option<Outcome>, AgentError> {
-        let old_key = KeyPair::from_pem(
-            &std::fs::read_to_string(held.dir.join("key.pem"))
-                .map_err(|e| AgentError::Store { path: held.dir.display().to_string(), message: e.to_string() })?,
-        )?;
-        let key = self.attempt_key(t, Some(&old_key), "renew").await?;
-        let (subject, exts) = self.request_parts(t)?;
-        let o = self.overrides(&t.name);
-        let mode = o.renewal_mode.unwrap_or(self.cfg.renewal_mode);
-        let answer = if mode == RenewalMode::Tls && held.facts.has_client_auth() {
-            // ROBO: the current certificate is the TLS client certificate.
-            let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
-            let mut chain = vec![held.cert_der.clone()];
-            chain.extend(self.store.live_chain(&t.name)?.into_iter().take(1));
-            let identity = ClientIdentity { chain, key_pkcs8: old_key.to_pkcs8_der()? };
-            let body = wstep::token_request_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS10, &csr);
-            self.submit(policy, Some(8), &HeaderToken::None, Some(&identity), body).await?
-        } else {
-            if mode == RenewalMode::Tls {
-                tracing::info!(template = %t.name, "no clientAuth usage: renewing with a signed request instead of TLS");
-            }
-            // A PKCS#10 naming the old certificate, inside a SignedData made with the old key.
-            let csr = autoenroll_keys::build_renewal_csr(&key, subject, exts, &held.cert_der)?;
-            let signed = autoenroll_keys::sign_cms(&csr, &held.cert_der, &old_key, true)?;
-            let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &signed);
-            self.submit(policy, Some(1), &HeaderToken::None, None, body).await?
-        };
-        self.keep_answer(t, key, answer, "renew")
-    }
-
-    async fn retrieve(&self, policy: &Policy, t: &Template, request_id: &str) -> Result<Option<Outcome>, AgentError> {
-        let pending =
-            self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
-        let body = wstep::query_request_body(request_id);
-        match self.submit(policy, None, &HeaderToken::None, None, body).await {
-            Ok(answer) => self.keep_answer(t, pending.key, answer, &pending.meta.kind),
-            Err(e @ AgentError::Refused { .. }) => {
-                // Denied (or unknown): this attempt is over; the next one starts afresh.
-                self.store.clear_pending(&t.name)?;
-                Err(e)
-            }
-            Err(e) => Err(e),
+        if let Some(e) = state.templates.get(&t.name).and_then(|s| s.last_error.clone()) {
+            report.errors.insert(t.name.clone(), e);
         }
     }
-
-    /// Saves the answer under pending/ (so a crash after this point still installs it).
-    fn keep_answer(
-        &self,
-        t: &Template,
-        key: KeyPair,
-        answer: Answer,
-        kind: &str,
-    ) -> Result<Option<Outcome>, AgentError> {
-        match answer {
-            Answer::Issued { cert, chain } => {
-                self.store.save_received(&t.name, &cert, &chain)?;
-                fault::point("after-receive");
-                Ok(Some(Outcome { key, cert, chain }))
+    match transport.checkin(&report, identity.as_ref(), token.as_deref()).await {
+        Some(answer) => {
+            if answer.blocked {
+                tracing::warn!("the server has blocked this device: enrollment and renewal will be refused");
             }
-            Answer::Pending { request_id } => {
-                tracing::info!(template = %t.name, %request_id, "request pending approval");
-                self.store.save_pending_meta(
-                    &t.name,
-                    &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: Some(request_id) },
-                )?;
-                Ok(None)
-            }
+            apply_checkin(state, &answer, now);
+            true
         }
+        None => false,
     }
 }
 
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-}
-
-/// 1.3.6.1.4.1.311.21.7 in the request names the template (and version) unambiguously.
-fn template_extension(t: &Template) -> Result<x509_cert::ext::Extension, AgentError> {
-    let value = autoenroll_core::pki::template_ext::encode_template(&TemplateRef {
-        oid: t.oid.clone(),
-        major: t.major,
-        minor: t.minor,
-    })
-    .map_err(|e| AgentError::Protocol(e.to_string()))?;
-    Ok(x509_cert::ext::Extension {
-        extn_id: autoenroll_core::oids::MS_CERTIFICATE_TEMPLATE,
-        critical: false,
-        extn_value: der::asn1::OctetString::new(value).map_err(|e| AgentError::Protocol(e.to_string()))?,
-    })
+/// Runs the template's hooks after an install; the outcome goes into the state file.
+async fn run_hooks(
+    cfg: &AgentConfig,
+    store: &LocalStore,
+    status: &mut TemplateStatus,
+    clock: &dyn Clock,
+    t: &Template,
+    (event, serial, old_serial): (&str, &str, Option<&str>),
+) -> Result<(), AgentError> {
+    let overrides = cfg.templates.get(&t.name).cloned().unwrap_or_default();
+    for argv in &overrides.hooks {
+        let env = HookEnv { template: &t.name, event, serial, old_serial, live_dir: &store.live_dir(&t.name)? };
+        status.last_hook = Some(hooks::run(argv, &env, overrides.hook_timeout, clock.now().0).await);
+    }
+    Ok(())
 }
 
 /// Reads policy and brings every autoenroll template up to date.
@@ -516,23 +263,24 @@ pub async fn run_cycle(
     let store = LocalStore::open(&cfg.state_dir, cfg.archive_keep)?;
     let _lock = store.lock()?;
     let now = clock.now();
-    let state = store.load_state()?;
-    let mut ctx =
-        Ctx { cfg, clock: clock.clone(), roots: cfg.trust_anchor_der()?, store, state, now, device: cfg.device_name() };
+    let mut state = store.load_state()?;
+    let transport =
+        Transport { policy_servers: &cfg.policy_servers, roots: cfg.trust_anchor_der()?, clock: clock.clone() };
+    let device = cfg.device_name();
     let mut report = CycleReport::default();
 
     // Policy needs a credential: an account, our client certificate or an unspent token.
-    let auth = ctx.auth()?.ok_or_else(|| {
+    let auth = credentials::select(cfg, &store, &state, now)?.ok_or_else(|| {
         AgentError::Config(
             "no usable credentials: configure credentials.username/password or a bootstrap token \
              (the token is spent and no valid client certificate is held)"
                 .into(),
         )
     })?;
-    let policy = ctx.fetch_policy(&auth).await?;
-    ctx.state.policy_fetched_at = Some(now.0);
-    ctx.state.next_update_hours = Some(policy.next_update_hours);
-    ctx.state.policy = policy
+    let policy = transport.fetch_policy(&auth).await?;
+    state.policy_fetched_at = Some(now.0);
+    state.next_update_hours = Some(policy.next_update_hours);
+    state.policy = policy
         .templates
         .iter()
         .map(|t| PolicyTemplateState {
@@ -543,112 +291,91 @@ pub async fn run_cycle(
             renewal_secs: t.renewal_secs,
         })
         .collect();
-    // The server's view: renew now, re-enroll (major bump, revoked, lost), blocked.
-    let checkin = ctx.checkin(&policy).await;
-    let mut server_renew: Vec<String> = Vec::new();
-    let mut server_reenroll: Vec<String> = Vec::new();
-    if let Some(a) = &checkin {
-        ctx.state.blocked = a.blocked;
-        ctx.state.checked_in_at = Some(now.0);
-        if a.blocked {
-            tracing::warn!("the server has blocked this device: enrollment and renewal will be refused");
-        }
-        for d in &a.directives {
-            match d.action.as_str() {
-                "renew" => server_renew.push(d.template.clone()),
-                "reenroll" => server_reenroll.push(d.template.clone()),
-                _ => {}
-            }
-        }
-    }
-    let mut next_wake = now.plus_secs(i64::from(policy.next_update_hours) * 3600);
-    let backoff = Backoff { min_secs: cfg.retry_min.as_secs() as i64, max_secs: cfg.retry_max.as_secs() as i64 };
-
     // Templates another policy template supersedes are not enrolled; their holders move over.
     let superseded: Vec<&str> = policy.templates.iter().flat_map(|t| t.superseded.iter().map(String::as_str)).collect();
     // Client-auth templates first: with a one-time token, the first certificate becomes the
     // credential for the rest.
-    let mut templates: Vec<&Template> = policy
+    let mut templates: Vec<Template> = policy
         .templates
         .iter()
         .filter(|t| t.enroll && t.auto_enroll && !superseded.contains(&t.name.as_str()))
+        .cloned()
         .collect();
     templates.sort_by_key(|t| (!t.client_auth, t.name.clone()));
 
-    for t in templates {
-        let rule = RenewalRule::Windows { renewal_period_secs: t.renewal_secs };
-        let held = ctx.store.current(&t.name).unwrap_or_else(|e| {
+    // The server's view: its renewal times, revoked or lost certificates, blocked.
+    checkin(cfg, &transport, &store, &mut state, &policy.templates, now).await;
+    let mut next_wake = now.plus_secs(i64::from(policy.next_update_hours) * 3600);
+    let backoff = Backoff { min_secs: cfg.retry_min.as_secs() as i64, max_secs: cfg.retry_max.as_secs() as i64 };
+    let attempt = Attempt { cfg, transport: &transport, store: &store, policy: &policy, now, device: &device };
+    // Certificates installed this cycle: their renewal time comes from the server once it has
+    // seen them (a second check-in below), else from the template's rule.
+    let mut installed: Vec<(&Template, CertFacts)> = Vec::new();
+
+    for t in &templates {
+        // 1. Gather.
+        let held: Option<Held> = store.current(&t.name).unwrap_or_else(|e| {
             tracing::warn!(template = %t.name, %e, "live certificate unreadable; treating it as missing");
             None
         });
-        let pending = ctx.store.pending(&t.name)?;
-        let status = ctx.state.templates.entry(t.name.clone()).or_default();
-        let failure = status.retry_at.map(|r| renewal::Failure { count: status.failures, retry_at: UnixTime(r) });
+        let pending = store.pending(&t.name)?;
+        let status = state.templates.get(&t.name).cloned().unwrap_or_default();
+        let supersedes_held = t.superseded.iter().any(|s| store.current(s).ok().flatten().is_some());
 
-        // A certificate received before a crash only needs installing (decision None).
-        let decision = if pending.as_ref().is_some_and(|p| p.received.is_some()) {
-            None
-        } else {
-            let replaces: Vec<String> =
-                t.superseded.iter().filter(|s| ctx.store.current(s).ok().flatten().is_some()).cloned().collect();
-            let d = renewal::decide(&renewal::Input {
-                now,
-                held: held.as_ref().map(|h| renewal::Held {
-                    not_before: h.facts.not_before,
-                    not_after: h.facts.not_after,
-                    template: h.facts.template.clone(),
-                    // The server no longer counts it (revoked, or re-enrollment required).
-                    revoked: server_reenroll.contains(&t.name),
-                }),
-                policy: renewal::TemplatePolicy {
-                    template: TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor },
-                    rule,
-                },
-                pending: pending.as_ref().map(|p| match &p.meta.request_id {
-                    Some(id) => renewal::Pending::Submitted { request_id: id.clone() },
-                    None => renewal::Pending::Interrupted,
-                }),
-                failure,
-                forced: (force.covers(&t.name) || server_renew.contains(&t.name)) && held.is_some(),
-                supersedes_held: !replaces.is_empty(),
-            });
-            Some(d)
-        };
-        let result = match &decision {
+        // 2. Decide. A certificate received before a crash only needs installing.
+        let decision = match pending.as_ref().and_then(|p| p.received.clone()) {
+            Some(received) => Err(received),
             None => {
-                let p = pending.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
-                let (cert, chain) = p.received.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
-                Ok(Some(Outcome { key: p.key, cert, chain }))
+                let local = Local {
+                    held: held.as_ref().map(|h| &h.facts),
+                    pending: pending.as_ref(),
+                    status: &status,
+                    forced: force.covers(&t.name),
+                    supersedes_held,
+                };
+                Ok(renewal::decide(&renewal_input(t, &local, &device, now)))
             }
-            Some(Decision::Keep { recheck_at }) => {
-                next_wake = next_wake.min(*recheck_at);
+        };
+        let renewal = matches!(decision, Ok(Decision::Renew(_)))
+            || pending.as_ref().is_some_and(|p| p.received.is_some() && p.meta.kind == "renew");
+
+        // 3. Act.
+        let result = match decision {
+            Err((cert, chain)) => match pending {
+                Some(p) => Ok(Some(Outcome { key: p.key, cert, chain })),
+                None => Err(AgentError::Protocol("pending state vanished".into())),
+            },
+            Ok(Decision::Keep { recheck_at }) => {
+                next_wake = next_wake.min(recheck_at);
                 report.kept.push(t.name.clone());
                 continue;
             }
-            Some(Decision::Wait { until, .. }) => {
-                next_wake = next_wake.min(*until);
-                report.waiting.push((t.name.clone(), *until));
+            Ok(Decision::Wait { until, .. }) => {
+                next_wake = next_wake.min(until);
+                report.waiting.push((t.name.clone(), until));
                 continue;
             }
-            Some(Decision::Retrieve { request_id }) => {
+            Ok(Decision::Retrieve { request_id }) => {
                 tracing::info!(template = %t.name, %request_id, "collecting pending request");
-                ctx.retrieve(&policy, t, request_id).await
+                attempt.retrieve(t, &request_id).await
             }
-            Some(Decision::Renew(reason)) => {
+            Ok(Decision::Renew(reason)) => {
                 tracing::info!(template = %t.name, ?reason, "renewing");
                 match &held {
-                    Some(h) => ctx.renew(&policy, t, h).await,
+                    Some(h) => attempt.renew(t, h).await,
                     None => Err(AgentError::Protocol("nothing to renew".into())),
                 }
             }
-            Some(Decision::Enroll(reason)) => {
+            Ok(Decision::Enroll(reason)) => {
                 tracing::info!(template = %t.name, ?reason, "enrolling");
-                match ctx.auth()? {
-                    Some(auth) => ctx.enroll(&policy, t, &auth).await.inspect(|_| {
-                        if let Auth::Token(t) = &auth {
-                            ctx.state.spent_tokens.push(autoenroll_keys::sha256_hex(t.as_bytes()));
+                match credentials::select(cfg, &store, &state, now)? {
+                    Some(auth) => {
+                        let r = attempt.enroll(t, &auth).await;
+                        if let (Ok(_), Auth::Token(token)) = (&r, &auth) {
+                            state.spent_tokens.push(credentials::token_hash(token));
                         }
-                    }),
+                        r
+                    }
                     None => Err(AgentError::Config(match reason {
                         Reason::Expired => format!(
                             "the {} certificate has expired and cannot renew itself: re-enrollment needs credentials \
@@ -660,7 +387,9 @@ pub async fn run_cycle(
                 }
             }
         };
-        let status = ctx.state.templates.entry(t.name.clone()).or_default();
+
+        // 4. Record.
+        let status = state.templates.entry(t.name.clone()).or_default();
         status.last_attempt = Some(now.0);
         match result {
             Ok(None) => {
@@ -670,101 +399,214 @@ pub async fn run_cycle(
                 report.waiting.push((t.name.clone(), at));
             }
             Ok(Some(out)) => {
-                // Replacing a held certificate (due, bumped, expired) is a renewal for hooks.
-                let renewing = held.is_some();
                 let old_serial = held.as_ref().map(|h| h.facts.serial.0.clone());
-                ctx.store.install(&t.name, &out.key, &out.cert, &out.chain)?;
-                ctx.store.clear_pending(&t.name)?;
-                let facts = autoenroll_core::pki::CertFacts::parse(&out.cert)
-                    .map_err(|e| AgentError::Protocol(e.to_string()))?;
-                let status = ctx.state.templates.entry(t.name.clone()).or_default();
-                status.last_success = Some(now.0);
-                status.last_error = None;
-                status.failures = 0;
-                status.retry_at = None;
-                next_wake = next_wake.min(rule.due_at(&renewal::Held {
-                    not_before: facts.not_before,
-                    not_after: facts.not_after,
-                    template: None,
-                    revoked: false,
-                }));
+                store.install(&t.name, &out.key, &out.cert, &out.chain)?;
+                store.clear_pending(&t.name)?;
+                let facts = CertFacts::parse(&out.cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
+                record_success(status, now);
                 // Superseded certificates leave service once their replacement is live.
                 for s in &t.superseded {
-                    if ctx.store.current(s)?.is_some() {
+                    if store.current(s)?.is_some() {
                         tracing::info!(superseded = %s, by = %t.name, "archiving superseded certificate");
-                        ctx.store.retire(s)?;
+                        store.retire(s)?;
                     }
                 }
-                let event = if renewing { "renew" } else { "enroll" };
+                let event = if old_serial.is_some() { "renew" } else { "enroll" };
                 tracing::info!(template = %t.name, serial = %facts.serial, event, "certificate installed");
-                let overrides = ctx.overrides(&t.name);
-                for argv in &overrides.hooks {
-                    let env = HookEnv {
-                        template: &t.name,
-                        event,
-                        serial: &facts.serial.0,
-                        old_serial: old_serial.as_deref(),
-                        live_dir: &ctx.store.live_dir(&t.name)?,
-                    };
-                    let outcome = hooks::run(argv, &env, overrides.hook_timeout, ctx.clock.now().0).await;
-                    ctx.state.templates.entry(t.name.clone()).or_default().last_hook = Some(outcome);
-                }
-                match (renewing, old_serial) {
-                    (true, Some(old)) => report.renewed.push((t.name.clone(), old, facts.serial.0)),
-                    _ => report.enrolled.push((t.name.clone(), facts.serial.0)),
+                run_hooks(cfg, &store, status, clock.as_ref(), t, (event, &facts.serial.0, old_serial.as_deref()))
+                    .await?;
+                let new_serial = facts.serial.0.clone();
+                installed.push((t, facts));
+                match old_serial {
+                    Some(old) if renewal => report.renewed.push((t.name.clone(), old, new_serial)),
+                    Some(old) => report.reenrolled.push((t.name.clone(), old, new_serial)),
+                    None => report.enrolled.push((t.name.clone(), new_serial)),
                 }
             }
             Err(e) => {
-                let status = ctx.state.templates.entry(t.name.clone()).or_default();
-                status.failures = status.failures.saturating_add(1);
-                let retry = renewal::next_retry(
-                    now,
-                    status.failures,
-                    held.as_ref().map(|h| h.facts.not_after),
-                    &rule,
-                    backoff,
-                    jitter.next(),
-                );
-                status.retry_at = Some(retry.0);
-                status.last_error = Some(e.to_string());
+                let not_after = held.as_ref().map(|h| h.facts.not_after);
+                let retry =
+                    record_failure(status, &e.to_string(), now, not_after, &t.renewal_rule(), backoff, jitter.next());
                 tracing::warn!(template = %t.name, %e, failures = status.failures, retry = %retry, "attempt failed");
                 next_wake = next_wake.min(retry);
                 report.failed.push((t.name.clone(), e.to_string()));
             }
         }
     }
-    ctx.store.save_state(&ctx.state)?;
+    if !installed.is_empty() {
+        // Tell the server what is held now, and learn when the new certificates renew.
+        checkin(cfg, &transport, &store, &mut state, &policy.templates, now).await;
+        for (t, facts) in &installed {
+            let view = state.templates.get(&t.name).and_then(|s| s.server.as_ref());
+            next_wake = next_wake.min(renewal_time(facts, t.renewal_secs, view, &device).0);
+        }
+    }
+    store.save_state(&state)?;
     report.next_wake = Some(next_wake.max(now.plus_secs(1)));
     Ok(report)
 }
 
-/// Runs cycles until `stop`, sleeping until the next decision time (no polling).
-pub async fn run_forever(cfg: &AgentConfig, clock: Arc<dyn Clock>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    loop {
-        let now = clock.now();
-        let wake = match run_cycle(cfg, clock.clone(), &SystemJitter, &Force::None).await {
-            Ok(r) => {
-                tracing::info!(
-                    enrolled = r.enrolled.len(),
-                    renewed = r.renewed.len(),
-                    kept = r.kept.len(),
-                    waiting = r.waiting.len(),
-                    failed = r.failed.len(),
-                    "cycle done"
-                );
-                r.next_wake.unwrap_or(now.plus_secs(3600))
-            }
-            Err(e) => {
-                tracing::warn!(%e, "cycle failed");
-                now.plus_secs(CYCLE_RETRY_SECS)
-            }
-        };
-        let secs = (wake.0 - clock.now().0).clamp(1, 24 * 3600) as u64;
-        tracing::info!(next = %wake, "sleeping");
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
-            _ = &mut stop => return,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autoenroll_core::{Serial, Thumbprint};
+
+    const DAY: i64 = 86_400;
+
+    fn template() -> Template {
+        Template {
+            name: "Machine".into(),
+            oid: "1.3.6.1.4.1.311.21.8.1.1".into(),
+            major: 1,
+            minor: 0,
+            validity_secs: 365 * DAY,
+            renewal_secs: 42 * DAY,
+            enroll: true,
+            auto_enroll: true,
+            key_algorithm: autoenroll_keys::KeyAlgorithm::P256,
+            supplies_subject: false,
+            supplies_san: false,
+            superseded: vec![],
+            client_auth: true,
         }
+    }
+
+    fn held(serial: &str) -> CertFacts {
+        CertFacts {
+            serial: Serial(serial.into()),
+            thumbprint: Thumbprint("AB".into()),
+            subject: "CN=dev1".into(),
+            subject_cn: Some("dev1".into()),
+            issuer: "CN=CA".into(),
+            not_before: UnixTime(0),
+            not_after: UnixTime(365 * DAY),
+            template: Some(TemplateRef { oid: "1.3.6.1.4.1.311.21.8.1.1".into(), major: 1, minor: 0 }),
+            template_name: Some("Machine".into()),
+            spki_der: vec![],
+            ext_key_usage: vec![],
+        }
+    }
+
+    fn answer(directive: wire::Directive) -> CheckinAnswer {
+        CheckinAnswer { device: "dev1".into(), blocked: false, directives: vec![directive] }
+    }
+
+    fn directive(
+        action: wire::Action,
+        reason: wire::Reason,
+        serial: Option<&str>,
+        renew_at: Option<i64>,
+    ) -> wire::Directive {
+        wire::Directive {
+            template: "Machine".into(),
+            action,
+            reason,
+            detail: String::new(),
+            serial: serial.map(str::to_string),
+            renew_at,
+            window_start: None,
+            window_end: None,
+            challenge: None,
+        }
+    }
+
+    fn decide_at(state: &State, held: &CertFacts, now_day: f64) -> Decision {
+        let status = state.templates.get("Machine").cloned().unwrap_or_default();
+        let now = UnixTime((now_day * DAY as f64) as i64);
+        let local = Local { held: Some(held), pending: None, status: &status, forced: false, supersedes_held: false };
+        renewal::decide(&renewal_input(&template(), &local, "dev1", now))
+    }
+
+    #[test]
+    fn the_servers_slot_decides_when_it_is_about_the_held_certificate() {
+        let h = held("0a");
+        let mut state = State::default();
+        // No server view: the window opens on day 323.
+        assert_eq!(decide_at(&state, &h, 1.0), Decision::Keep { recheck_at: UnixTime(323 * DAY) });
+        // The server places it on day 330: the agent sleeps until then, plus its second.
+        let slot = 330 * DAY;
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Ok, wire::Reason::Current, Some("0a"), Some(slot))),
+            UnixTime(DAY),
+        );
+        let Decision::Keep { recheck_at } = decide_at(&state, &h, 1.0) else { panic!() };
+        assert!((slot..slot + 60).contains(&recheck_at.0), "{recheck_at}");
+        assert_eq!(recheck_at, spread::within_slot(UnixTime(slot), b"dev1/0a"));
+        assert_eq!(
+            renewal_time(&h, 42 * DAY, state.templates["Machine"].server.as_ref(), "dev1"),
+            (recheck_at, Schedule::Server)
+        );
+        // Inside the window but before the slot it still waits; at the slot it renews.
+        assert!(matches!(decide_at(&state, &h, 325.0), Decision::Keep { .. }));
+        assert_eq!(decide_at(&state, &h, 331.0), Decision::Renew(Reason::NearingExpiry));
+        // A view about another certificate (the agent holds a different one) does not count.
+        let other = held("0b");
+        assert_eq!(decide_at(&state, &other, 1.0), Decision::Keep { recheck_at: UnixTime(323 * DAY) });
+        assert_eq!(
+            renewal_time(&other, 42 * DAY, state.templates["Machine"].server.as_ref(), "dev1").1,
+            Schedule::Local
+        );
+    }
+
+    #[test]
+    fn server_facts_become_decisions() {
+        let h = held("0a");
+        let mut state = State::default();
+        // "Renew now" for a cohort: the server time moved to now.
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Renew, wire::Reason::ServerRequested, Some("0a"), Some(DAY))),
+            UnixTime(DAY),
+        );
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Renew(Reason::ServerRequested));
+        // Revoked: a new enrollment with fresh credentials.
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Enroll, wire::Reason::Revoked, Some("0a"), None)),
+            UnixTime(DAY),
+        );
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Enroll(Reason::Revoked));
+        // Lost: the server issued a newer one this device does not hold.
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Enroll, wire::Reason::Lost, Some("0a"), None)),
+            UnixTime(DAY),
+        );
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Enroll(Reason::Lost));
+        // A removal or an unknown action leaves the view as it was.
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Remove, wire::Reason::NotAssigned, None, None)),
+            UnixTime(DAY),
+        );
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Enroll(Reason::Lost));
+        // A success clears the view of the old certificate.
+        record_success(state.templates.get_mut("Machine").unwrap(), UnixTime(DAY));
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Keep { recheck_at: UnixTime(323 * DAY) });
+    }
+
+    #[test]
+    fn a_template_bump_is_a_renewal_with_the_current_certificate() {
+        let mut t = template();
+        t.major = 2;
+        let h = held("0a");
+        let status = TemplateStatus::default();
+        let local = Local { held: Some(&h), pending: None, status: &status, forced: false, supersedes_held: false };
+        let i = renewal_input(&t, &local, "dev1", UnixTime(DAY));
+        assert_eq!(renewal::decide(&i), Decision::Renew(Reason::TemplateBumped));
+    }
+
+    #[test]
+    fn failures_back_off_and_success_resets() {
+        let mut s = TemplateStatus::default();
+        let rule = template().renewal_rule();
+        let cfg = Backoff { min_secs: 60, max_secs: 3600 };
+        let r1 = record_failure(&mut s, "boom", UnixTime(1000), Some(UnixTime(100_000)), &rule, cfg, 0.5);
+        let r2 = record_failure(&mut s, "boom", r1, Some(UnixTime(100_000)), &rule, cfg, 0.5);
+        assert_eq!((r1.0 - 1000, r2.0 - r1.0, s.failures), (60, 120, 2));
+        assert_eq!(s.last_error.as_deref(), Some("boom"));
+        record_success(&mut s, UnixTime(5000));
+        assert_eq!((s.failures, s.retry_at, s.last_error, s.last_success), (0, None, None, Some(5000)));
     }
 }

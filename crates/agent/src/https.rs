@@ -21,21 +21,6 @@ pub struct Response {
     pub chunked: bool,
 }
 
-struct ClockTime(Arc<dyn Clock>);
-
-impl std::fmt::Debug for ClockTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClockTime")
-    }
-}
-
-impl rustls::time_provider::TimeProvider for ClockTime {
-    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
-        let secs = u64::try_from(self.0.now().0).ok()?;
-        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
-    }
-}
-
 pub struct Client {
     connector: TlsConnector,
 }
@@ -58,10 +43,11 @@ impl Client {
             roots.add(CertificateDer::from(r.clone())).map_err(|e| AgentError::Config(format!("trust anchor: {e}")))?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AgentError::Config(format!("TLS: {e}")))?
-            .with_root_certificates(roots);
+        let builder =
+            rustls::ClientConfig::builder_with_details(provider, Arc::new(autoenroll_keys::time::TlsTime(clock)))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| AgentError::Config(format!("TLS: {e}")))?
+                .with_root_certificates(roots);
         let config = match identity {
             Some(id) => builder
                 .with_client_auth_cert(

@@ -2,16 +2,22 @@
 //! certificates in a local store with atomic swaps. It never links the CA or the store.
 #![forbid(unsafe_code)]
 
+pub mod attempt;
 pub mod config;
+pub mod credentials;
 pub mod cycle;
+pub mod daemon;
 pub mod fault;
 pub mod hooks;
 pub mod https;
 pub mod localstore;
 pub mod policy;
+pub mod transport;
 
+pub use autoenroll_keys::time::SystemClock;
 pub use config::AgentConfig;
-pub use cycle::{run_cycle, run_forever, CycleReport, Force, Jitter, SystemJitter};
+pub use cycle::{run_cycle, CycleReport, Force, Jitter};
+pub use daemon::{run_forever, SystemJitter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -32,16 +38,5 @@ pub enum AgentError {
 impl From<autoenroll_proto::ProtoError> for AgentError {
     fn from(e: autoenroll_proto::ProtoError) -> Self {
         AgentError::Protocol(e.to_string())
-    }
-}
-
-/// The wall clock, truncated to whole seconds.
-pub struct SystemClock;
-
-impl autoenroll_core::clock::Clock for SystemClock {
-    fn now(&self) -> autoenroll_core::UnixTime {
-        let secs =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        autoenroll_core::UnixTime(secs)
     }
 }

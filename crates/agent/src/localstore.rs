@@ -54,6 +54,24 @@ pub struct TemplateStatus {
     pub failures: u32,
     pub retry_at: Option<i64>,
     pub last_hook: Option<HookOutcome>,
+    /// What the server said about this template at the last check-in that answered.
+    #[serde(default)]
+    pub server: Option<ServerView>,
+}
+
+/// The server's view of a template's certificate, from check-in: the facts the agent feeds into
+/// its own renewal decision (and keeps for when the server does not answer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerView {
+    /// The certificate the view is about (None: the device reported none).
+    pub serial: Option<String>,
+    /// The server's renewal time (its load-spread slot).
+    pub renew_at: Option<i64>,
+    pub revoked: bool,
+    /// The server issued a newer certificate the device does not hold.
+    pub lost: bool,
+    /// When the server said so.
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -248,6 +266,13 @@ impl LocalStore {
         }
     }
 
+    /// The private key of the live certificate.
+    pub fn live_key(&self, template: &str) -> Result<KeyPair, AgentError> {
+        let path = self.live_dir(template)?.join("key.pem");
+        let pem = std::fs::read_to_string(&path).map_err(|e| store_err(&path, e))?;
+        Ok(KeyPair::from_pem(&pem)?)
+    }
+
     /// The chain (issuing CA, root) of the live certificate.
     pub fn live_chain(&self, template: &str) -> Result<Vec<Vec<u8>>, AgentError> {
         read_cert_pem(&self.live_dir(template)?.join("chain.pem"))
@@ -278,8 +303,7 @@ impl LocalStore {
             {
                 continue;
             }
-            let key_pem = std::fs::read_to_string(held.dir.join("key.pem")).map_err(|e| store_err(&held.dir, e))?;
-            let key = KeyPair::from_pem(&key_pem)?;
+            let key = self.live_key(&t)?;
             let mut chain = vec![held.cert_der.clone()];
             // The issuing CA helps the server build the path; the root it has.
             if let Ok(c) = read_cert_pem(&held.dir.join("chain.pem")) {

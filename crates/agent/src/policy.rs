@@ -1,7 +1,7 @@
 //! Enrollment policy as the agent uses it, converted from the MS-XCEP response.
 use crate::AgentError;
 use autoenroll_keys::KeyAlgorithm;
-use autoenroll_proto::xcep::GetPoliciesResponse;
+use autoenroll_proto::xcep::{ClientAuthentication, GetPoliciesResponse};
 use der::Decode;
 
 const ENROLLEE_SUPPLIES_SUBJECT: u32 = 0x1;
@@ -26,10 +26,16 @@ pub struct Template {
     pub client_auth: bool,
 }
 
+impl Template {
+    /// The Windows autoenrollment rule with this template's renewal period.
+    pub fn renewal_rule(&self) -> autoenroll_core::renewal::RenewalRule {
+        autoenroll_core::renewal::RenewalRule::Windows { renewal_period_secs: self.renewal_secs }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// 1 anonymous, 2 Kerberos, 4 username/password, 8 certificate.
-    pub auth: u32,
+    pub auth: ClientAuthentication,
     pub url: String,
     pub priority: u32,
 }

@@ -2,7 +2,7 @@
 //! Keys are PKCS#8 PEM with mode 0600, created with `create_new` so nothing is overwritten.
 use crate::issuer::{build_tbs, key_id, random_serial, sign_tbs, Ca, Profile, TbsInput};
 use crate::CaError;
-use autoenroll_core::model::UnixTime;
+use autoenroll_core::model::{KeyUsage, UnixTime};
 use autoenroll_keys::{KeyAlgorithm, KeyPair};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -60,10 +60,10 @@ pub(crate) fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CaError> {
     Ok(der_bytes)
 }
 
-fn ca_profile(key_usage: &[&str]) -> Profile {
+fn ca_profile(key_usage: &[KeyUsage]) -> Profile {
     Profile {
         validity_secs: 0,
-        key_usage: key_usage.iter().map(|s| s.to_string()).collect(),
+        key_usage: key_usage.to_vec(),
         extended_key_usage: vec![],
         template: None,
         template_name: None,
@@ -89,7 +89,7 @@ pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<C
         issuer: root_name.clone(),
         issuer_key_id: key_id(root_key.spki_der())?,
         signature_algorithm: root_key.signature_algorithm(),
-        profile: &ca_profile(&["keyCertSign", "cRLSign"]),
+        profile: &ca_profile(&[KeyUsage::KeyCertSign, KeyUsage::CrlSign]),
         dns_names: &[],
         ip_addrs: &[],
         path_len: None,
@@ -107,7 +107,7 @@ pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<C
         issuer: root_name,
         issuer_key_id: key_id(root_key.spki_der())?,
         signature_algorithm: root_key.signature_algorithm(),
-        profile: &ca_profile(&["digitalSignature", "keyCertSign", "cRLSign"]),
+        profile: &ca_profile(&[KeyUsage::DigitalSignature, KeyUsage::KeyCertSign, KeyUsage::CrlSign]),
         dns_names: &[],
         ip_addrs: &[],
         path_len: Some(0),
@@ -153,8 +153,8 @@ mod tests {
             let leaf_key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
             let profile = Profile {
                 validity_secs: 86_400,
-                key_usage: vec!["digitalSignature".into()],
-                extended_key_usage: vec!["clientAuth".into()],
+                key_usage: vec![KeyUsage::DigitalSignature],
+                extended_key_usage: vec![autoenroll_core::model::Eku::CLIENT_AUTH],
                 template: Some(autoenroll_core::TemplateRef {
                     oid: "1.3.6.1.4.1.311.21.8.1.2".into(),
                     major: 3,

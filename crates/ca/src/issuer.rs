@@ -38,9 +38,8 @@ impl SigningKey for KeyPair {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     pub validity_secs: i64,
-    /// Key usage names as in RFC 5280 (`digitalSignature`, `keyEncipherment`, ...).
-    pub key_usage: Vec<String>,
-    pub extended_key_usage: Vec<String>,
+    pub key_usage: Vec<autoenroll_core::model::KeyUsage>,
+    pub extended_key_usage: Vec<autoenroll_core::model::Eku>,
     pub template: Option<TemplateRef>,
     pub template_name: Option<String>,
     pub is_ca: bool,
@@ -120,29 +119,21 @@ fn ext(oid: const_oid::ObjectIdentifier, critical: bool, value: Vec<u8>) -> Resu
     Ok(Extension { extn_id: oid, critical, extn_value: OctetString::new(value)? })
 }
 
-fn key_usage(names: &[String]) -> Result<KeyUsage, CaError> {
+fn key_usage(usages: &[autoenroll_core::model::KeyUsage]) -> KeyUsage {
+    use autoenroll_core::model::KeyUsage as K;
     let mut set = FlagSet::<KeyUsages>::default();
-    for n in names {
-        set |= match n.as_str() {
-            "digitalSignature" => KeyUsages::DigitalSignature,
-            "nonRepudiation" => KeyUsages::NonRepudiation,
-            "keyEncipherment" => KeyUsages::KeyEncipherment,
-            "dataEncipherment" => KeyUsages::DataEncipherment,
-            "keyAgreement" => KeyUsages::KeyAgreement,
-            "keyCertSign" => KeyUsages::KeyCertSign,
-            "cRLSign" => KeyUsages::CRLSign,
-            other => return Err(CaError::Profile(format!("unknown key usage {other}"))),
+    for k in usages {
+        set |= match k {
+            K::DigitalSignature => KeyUsages::DigitalSignature,
+            K::NonRepudiation => KeyUsages::NonRepudiation,
+            K::KeyEncipherment => KeyUsages::KeyEncipherment,
+            K::DataEncipherment => KeyUsages::DataEncipherment,
+            K::KeyAgreement => KeyUsages::KeyAgreement,
+            K::KeyCertSign => KeyUsages::KeyCertSign,
+            K::CrlSign => KeyUsages::CRLSign,
         };
     }
-    Ok(KeyUsage(set))
-}
-
-fn eku_oid(name: &str) -> Result<const_oid::ObjectIdentifier, CaError> {
-    match name {
-        "serverAuth" => Ok(oids::KP_SERVER_AUTH),
-        "clientAuth" => Ok(oids::KP_CLIENT_AUTH),
-        other => const_oid::ObjectIdentifier::new(other).map_err(|_| CaError::Profile(format!("unknown EKU {other}"))),
-    }
+    KeyUsage(set)
 }
 
 /// Builds the TBS for any certificate this crate makes; `issuer` None means self-signed.
@@ -188,10 +179,10 @@ pub(crate) fn build_tbs(i: TbsInput<'_>) -> Result<Vec<u8>, CaError> {
         )?);
     }
     if !p.key_usage.is_empty() {
-        exts.push(ext(oids::CE_KEY_USAGE, true, key_usage(&p.key_usage)?.to_der()?)?);
+        exts.push(ext(oids::CE_KEY_USAGE, true, key_usage(&p.key_usage).to_der()?)?);
     }
     if !p.extended_key_usage.is_empty() {
-        let ekus = p.extended_key_usage.iter().map(|n| eku_oid(n)).collect::<Result<Vec<_>, _>>()?;
+        let ekus = p.extended_key_usage.iter().map(|e| e.oid()).collect();
         exts.push(ext(oids::CE_EXT_KEY_USAGE, false, ExtendedKeyUsage(ekus).to_der()?)?);
     }
     if !i.dns_names.is_empty() || !i.ip_addrs.is_empty() {
@@ -256,10 +247,7 @@ pub(crate) fn sign_tbs(tbs_der: &[u8], key: &dyn SigningKey) -> Result<Vec<u8>, 
 
 /// 16 random bytes, positive, never starting with a zero byte (so the length is fixed).
 pub(crate) fn random_serial() -> Result<Vec<u8>, CaError> {
-    let mut s = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut s).map_err(|_| CaError::Encoding("rng".into()))?;
-    s[0] = (s[0] & 0x7f) | 0x40;
-    Ok(s.to_vec())
+    Ok(autoenroll_keys::random_serial()?)
 }
 
 impl Ca {

@@ -5,7 +5,7 @@
 use crate::files::{io, pem_cert, read_pem, write_file};
 use crate::issuer::{build_tbs, random_serial, sign_tbs, Ca, Profile, TbsInput};
 use crate::CaError;
-use autoenroll_core::model::UnixTime;
+use autoenroll_core::model::{KeyUsage, UnixTime};
 use autoenroll_keys::envelope::{self, ContentCipher};
 use autoenroll_keys::{KeyAlgorithm, KeyPair};
 use std::path::Path;
@@ -65,7 +65,7 @@ pub fn scep_ra(dir: &Path, ca: &Ca, organization: &str, now: UnixTime) -> Result
     let subject = Name::from_str(&format!("CN={org} SCEP RA,O={org}"))?;
     let profile = Profile {
         validity_secs: 0,
-        key_usage: vec!["digitalSignature".into(), "keyEncipherment".into()],
+        key_usage: vec![KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment],
         extended_key_usage: vec![],
         template: None,
         template_name: None,

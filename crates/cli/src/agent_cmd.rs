@@ -1,8 +1,8 @@
 use anyhow::Result;
+use autoenroll_agent::cycle::{renewal_time, Schedule};
 use autoenroll_agent::localstore::LocalStore;
 use autoenroll_agent::{AgentConfig, AgentError, CycleReport, Force, SystemClock, SystemJitter};
 use autoenroll_core::clock::Clock;
-use autoenroll_core::renewal::renew_at;
 use autoenroll_core::UnixTime;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -43,6 +43,9 @@ fn print_report(r: &CycleReport) {
     }
     for (t, old, new) in &r.renewed {
         println!("renewed {t} {old} -> {new}");
+    }
+    for (t, old, new) in &r.reenrolled {
+        println!("re-enrolled {t} {old} -> {new}");
     }
     for t in &r.kept {
         println!("kept {t}");
@@ -100,8 +103,9 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
                 let verdict = if state.blocked { "BLOCKED by the server" } else { "ok" };
                 println!("last check-in: {} ({verdict})", UnixTime(at));
             }
+            let device = cfg.device_name();
             println!(
-                "{:<12} {:<34} {:<7} {:<20} {:<20} {:<8} {:<20} {:<20} {:<9} LAST ERROR",
+                "{:<12} {:<34} {:<7} {:<20} {:<29} {:<8} {:<20} {:<20} {:<9} LAST ERROR",
                 "TEMPLATE", "SERIAL", "VERSION", "NOT AFTER", "RENEW AT", "STATE", "LAST ATTEMPT", "NEXT RETRY", "HOOK"
             );
             let mut names = store.live_templates()?;
@@ -130,7 +134,14 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
                                 .unwrap_or_else(|| "-".into()),
                             f.not_after.to_string(),
                             policy
-                                .map(|p| renew_at(f.not_before, f.not_after, p.renewal_secs).to_string())
+                                .map(|p| {
+                                    let (at, source) = renewal_time(f, p.renewal_secs, st.server.as_ref(), &device);
+                                    let by = match source {
+                                        Schedule::Server => "server",
+                                        Schedule::Local => "local",
+                                    };
+                                    format!("{at} ({by})")
+                                })
                                 .unwrap_or_else(|| "-".into()),
                             if now >= f.not_after { "expired" } else { "valid" },
                         )
@@ -139,7 +150,7 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
                 };
                 let error = [pending, st.last_error.clone()].into_iter().flatten().collect::<Vec<_>>().join("; ");
                 println!(
-                    "{:<12} {:<34} {:<7} {:<20} {:<20} {:<8} {:<20} {:<20} {:<9} {}",
+                    "{:<12} {:<34} {:<7} {:<20} {:<29} {:<8} {:<20} {:<20} {:<9} {}",
                     name,
                     serial,
                     version,

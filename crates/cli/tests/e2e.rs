@@ -155,7 +155,19 @@ fn template_admin_commands() {
     assert_eq!(names, ["Machine", "Vpn", "WebServer"]);
     let bad = autoenroll(&["server", "template", "create", "Bad", "--eku", "notAnEku"], &data, None);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown EKU"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("InvalidTemplate"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("eku: unknown extended key usage"));
+    // A name that cannot be a file name on the agents is refused where it is made.
+    let bad = autoenroll(&["server", "template", "create", "../evil"], &data, None);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid template: name"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let out = Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
         .arg(data.join("ca/issuing.pem"))

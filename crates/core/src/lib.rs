@@ -7,8 +7,10 @@ pub mod error;
 pub mod model;
 pub mod oids;
 pub mod pki;
+pub mod refusal;
 pub mod renewal;
 pub mod spread;
 
 pub use error::Kind;
-pub use model::{DeviceId, Serial, TemplateRef, Thumbprint, UnixTime};
+pub use model::{Serial, TemplateRef, Thumbprint, UnixTime};
+pub use refusal::{Refusal, RefusalCode};

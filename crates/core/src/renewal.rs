@@ -1,5 +1,6 @@
-//! The renewal decision, one implementation for the agent and the server's inventory.
-//! Pure: `now`, jitter and everything else come in as arguments. See docs/renewal-decision.md.
+//! The renewal decision, one implementation for the agent and the server's inventory (check-in).
+//! Pure: `now` and everything else come in as arguments; jitter stays in the scheduler. See
+//! docs/renewal-decision.md.
 use crate::model::{TemplateRef, UnixTime};
 
 /// What the holder has now for one template.
@@ -52,22 +53,38 @@ pub struct Input {
     pub policy: TemplatePolicy,
     pub pending: Option<Pending>,
     pub failure: Option<Failure>,
-    /// `renew --now` or a server directive: renew regardless of the window and backoff.
+    /// `renew --now`: renew regardless of the window and backoff.
     pub forced: bool,
     /// This template supersedes one the holder has: enrolling it replaces that certificate.
     pub supersedes_held: bool,
+    /// The server's renewal time for the held certificate (its load-spread slot, or earlier
+    /// when an administrator asked a cohort to renew now). None: the local rule alone.
+    pub scheduled: Option<UnixTime>,
+    /// The server issued this holder a newer certificate for the template that the holder does
+    /// not have (lost in a reinstall or restore): the held one cannot be renewed into it.
+    pub lost: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// Nothing held.
     Missing,
+    /// This template replaces one the holder has.
     Superseded,
+    /// The template's major version went up.
     TemplateBumped,
+    /// The renewal time came (the rule's window, or the server's slot inside it).
     NearingExpiry,
     Expired,
     Revoked,
+    /// A previous attempt left a key but no answer.
     Interrupted,
+    /// `renew --now` on the holder.
     Requested,
+    /// The server moved the renewal time before the window ("renew now" for a cohort).
+    ServerRequested,
+    /// The server issued a newer certificate the holder does not have.
+    Lost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +136,11 @@ pub fn decide(input: &Input) -> Decision {
         }
         _ => d,
     };
+    if input.lost {
+        // What the holder has (if anything) is not what the server issued last: renewing it
+        // would not bring the lost one back.
+        return backoff(Decision::Enroll(Reason::Lost));
+    }
     let Some(held) = &input.held else {
         let reason = if input.supersedes_held { Reason::Superseded } else { Reason::Missing };
         return backoff(Decision::Enroll(reason));
@@ -140,11 +162,24 @@ pub fn decide(input: &Input) -> Decision {
     if input.pending == Some(Pending::Interrupted) {
         return backoff(Decision::Renew(Reason::Interrupted));
     }
-    let due = input.policy.rule.due_at(held);
-    if input.now >= due {
-        backoff(Decision::Renew(Reason::NearingExpiry))
-    } else {
+    let window_opens = input.policy.rule.due_at(held);
+    let due = renewal_time(window_opens, held.not_after, input.scheduled);
+    if input.now < due {
         Decision::Keep { recheck_at: due }
+    } else if due < window_opens {
+        backoff(Decision::Renew(Reason::ServerRequested))
+    } else {
+        backoff(Decision::Renew(Reason::NearingExpiry))
+    }
+}
+
+/// When a held certificate renews: the server's time when it gave one, else the moment the
+/// window opens. A server time later than the middle of the window is not followed past it (the
+/// second half is left for retries, whatever a server says).
+pub fn renewal_time(window_opens: UnixTime, not_after: UnixTime, scheduled: Option<UnixTime>) -> UnixTime {
+    match scheduled {
+        Some(at) => at.min(window_opens.plus_secs((not_after.0 - window_opens.0).max(0) / 2)),
+        None => window_opens,
     }
 }
 
@@ -218,6 +253,8 @@ mod tests {
             failure: None,
             forced: false,
             supersedes_held: false,
+            scheduled: None,
+            lost: false,
         }
     }
 
@@ -247,6 +284,17 @@ mod tests {
         forced_in_backoff.forced = true;
         let mut expired_in_backoff = input(400, 365, 42);
         expired_in_backoff.failure = Some(Failure { count: 1, retry_at: UnixTime(401 * DAY) });
+        let scheduled = |now_day: i64, at_day: i64| {
+            let mut i = input(now_day, 365, 42);
+            i.scheduled = Some(UnixTime(at_day * DAY));
+            i
+        };
+        let mut lost = input(1, 365, 42);
+        lost.lost = true;
+        let mut lost_and_nothing_held = lost.clone();
+        lost_and_nothing_held.held = None;
+        let mut bumped_and_lost = lost.clone();
+        bumped_and_lost.policy.template.major = 2;
         let mdm = |now_day| {
             let mut i = input(now_day, 365, 0);
             i.policy.rule = RenewalRule::Mdm { renew_period_secs: 42 * DAY, retry_interval_secs: 7 * DAY };
@@ -278,6 +326,15 @@ mod tests {
                 expired_in_backoff,
                 Decision::Wait { until: UnixTime(401 * DAY), why: WaitReason::Backoff },
             ),
+            // The server's slot inside the window is followed; before the window it is a request.
+            ("server slot keeps", scheduled(330, 331), Decision::Keep { recheck_at: UnixTime(331 * DAY) }),
+            ("server slot renews", scheduled(331, 331), Decision::Renew(Reason::NearingExpiry)),
+            ("server moved it to now", scheduled(100, 100), Decision::Renew(Reason::ServerRequested)),
+            // A slot past the window's middle (day 344) is not followed past it.
+            ("late slot is capped", scheduled(300, 360), Decision::Keep { recheck_at: UnixTime(344 * DAY) }),
+            ("lost certificate enrolls", lost, Decision::Enroll(Reason::Lost)),
+            ("lost beats a bump", bumped_and_lost, Decision::Enroll(Reason::Lost)),
+            ("lost with nothing held", lost_and_nothing_held, Decision::Enroll(Reason::Lost)),
             ("MDM keeps before RenewPeriod", mdm(322), Decision::Keep { recheck_at: UnixTime(323 * DAY) }),
             ("MDM renews at RenewPeriod", mdm(323), Decision::Renew(Reason::NearingExpiry)),
         ];
@@ -315,9 +372,34 @@ mod tests {
             // Never due before the certificate is valid.
             let due = renew_at(UnixTime(nb), UnixTime(nb + life), period);
             prop_assert!(due >= UnixTime(nb) && due <= UnixTime(nb + life));
-            // Whole seconds: a storage round trip (i64) decides the same.
-            let again = i.clone();
-            prop_assert_eq!(decide(&i), decide(&again));
+            // Once due, it stays due: a later look (nothing else changed) never keeps it again.
+            if let Decision::Renew(_) = decide(&i) {
+                let mut later = i.clone();
+                later.now = UnixTime(now + 1 + (life / 7));
+                if later.now < UnixTime(nb + life) {
+                    prop_assert!(matches!(decide(&later), Decision::Renew(_)), "{:?}", decide(&later));
+                }
+            }
+        }
+
+        #[test]
+        fn the_server_time_is_followed_but_never_past_the_windows_middle(
+            now in 0i64..2_000_000, life in 10i64..1_000_000, period in 1i64..1_000_000, at in 0i64..3_000_000
+        ) {
+            let mut i = input(0, 1, 1);
+            i.now = UnixTime(now);
+            i.held = Some(Held { not_before: UnixTime(0), not_after: UnixTime(life), template: Some(tref(1)), revoked: false });
+            i.policy.rule = RenewalRule::Windows { renewal_period_secs: period };
+            i.scheduled = Some(UnixTime(at));
+            let opens = renew_at(UnixTime(0), UnixTime(life), period);
+            let latest = opens.0 + (life - opens.0) / 2;
+            match decide(&i) {
+                Decision::Keep { recheck_at } => prop_assert_eq!(recheck_at, UnixTime(at.min(latest))),
+                Decision::Renew(Reason::ServerRequested) => prop_assert!(at < opens.0 && now >= at),
+                Decision::Renew(Reason::NearingExpiry) => prop_assert!(now >= at.min(latest) && at >= opens.0),
+                Decision::Enroll(Reason::Expired) => prop_assert!(now >= life),
+                d => prop_assert!(false, "unexpected {:?}", d),
+            }
         }
 
         #[test]

@@ -34,6 +34,14 @@ pub fn place_renewal(
     all.find(|m| load(*m) < capacity.max(1)).unwrap_or(first)
 }
 
+/// A second inside a renewal slot (the minute the server placed a renewal in), picked by a
+/// hash of `key` (device and serial): agents sharing a slot do not all call at its first second,
+/// and the same agent always picks the same second (it can sleep until it, restart, and agree).
+pub fn within_slot(slot: UnixTime, key: &[u8]) -> UnixTime {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+    slot.plus_secs(i64::from(digest.as_ref()[0]) % 60)
+}
+
 /// The per-minute capacity that spreads `population` renewals over `span_minutes` with at most
 /// `peak_over_mean` times the mean in any minute.
 pub fn capacity(population: u64, span_minutes: u64, peak_over_mean: f64) -> u32 {
@@ -88,6 +96,16 @@ mod tests {
         );
         assert!(ratio <= 1.5, "busiest minute {busiest} is {ratio:.2}x the mean {mean:.2}");
         assert!(unspread_peak as f64 > 10.0 * busiest, "spreading must matter: {unspread_peak} vs {busiest}");
+    }
+
+    #[test]
+    fn seconds_within_a_slot_are_stable_and_spread() {
+        let slot = UnixTime(1_800_000_000);
+        assert_eq!(within_slot(slot, b"dev/1"), within_slot(slot, b"dev/1"));
+        let seconds: std::collections::BTreeSet<i64> =
+            (0..200).map(|i| within_slot(slot, format!("dev{i}/serial").as_bytes()).0 - slot.0).collect();
+        assert!(seconds.iter().all(|s| (0..60).contains(s)));
+        assert!(seconds.len() > 40, "{} distinct seconds", seconds.len());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! does no I/O.
 #![forbid(unsafe_code)]
 
+pub mod time;
+
 use autoenroll_core::oids;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -40,46 +42,8 @@ impl From<der::Error> for KeyError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyAlgorithm {
-    P256,
-    P384,
-    Rsa(u32),
-}
-
-impl FromStr for KeyAlgorithm {
-    type Err = KeyError;
-    fn from_str(s: &str) -> Result<Self, KeyError> {
-        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
-            "p256" | "ecp256" | "ecdsap256" => Ok(KeyAlgorithm::P256),
-            "p384" | "ecp384" | "ecdsap384" => Ok(KeyAlgorithm::P384),
-            "rsa2048" => Ok(KeyAlgorithm::Rsa(2048)),
-            "rsa3072" => Ok(KeyAlgorithm::Rsa(3072)),
-            "rsa4096" => Ok(KeyAlgorithm::Rsa(4096)),
-            other => Err(KeyError::Unsupported(other.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for KeyAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyAlgorithm::P256 => f.write_str("p256"),
-            KeyAlgorithm::P384 => f.write_str("p384"),
-            KeyAlgorithm::Rsa(bits) => write!(f, "rsa{bits}"),
-        }
-    }
-}
-
-impl KeyAlgorithm {
-    pub fn bits(self) -> u32 {
-        match self {
-            KeyAlgorithm::P256 => 256,
-            KeyAlgorithm::P384 => 384,
-            KeyAlgorithm::Rsa(b) => b,
-        }
-    }
-}
+/// The key algorithms are domain types (templates name them); key pairs are made here.
+pub use autoenroll_core::model::KeyAlgorithm;
 
 enum Inner {
     Ec(sig::EcdsaKeyPair),
@@ -210,6 +174,14 @@ pub mod envelope;
 pub mod scep_client;
 
 /// Random bytes from the system generator (message ids, nonces).
+/// A certificate serial: 16 random bytes (RFC 5280 allows 20; CA/B asks for 64 random bits),
+/// positive and without a leading zero byte, so its DER length is always 16.
+pub fn random_serial() -> Result<Vec<u8>, KeyError> {
+    let mut serial = random_bytes(16)?;
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    Ok(serial)
+}
+
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
     let mut b = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| KeyError::Generate)?;
@@ -439,8 +411,7 @@ pub fn self_signed_cert(key: &KeyPair, subject: Name, not_before: u64, not_after
     let time = |secs: u64| -> Result<x509_cert::time::Time, KeyError> {
         Ok(x509_cert::time::Time::from(der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs))?))
     };
-    let mut serial = random_bytes(16)?;
-    serial[0] = (serial[0] & 0x7f) | 0x40;
+    let serial = random_serial()?;
     let tbs = SelfSignedTbs {
         version: x509_cert::certificate::Version::V3,
         serial_number: x509_cert::serial_number::SerialNumber::new(&serial)?,

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
+pub mod checkin;
 pub mod mde2;
 pub mod ns;
 pub mod pkcs7;

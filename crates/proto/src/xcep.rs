@@ -64,10 +64,46 @@ fn looks_like_datetime(v: &str) -> bool {
         && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&i| b[i].is_ascii_digit())
 }
 
+/// How an enrollment endpoint authenticates its clients (MS-XCEP 3.1.4.1.3.3 `clientAuthentication`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientAuthentication {
+    /// 1: no credentials; for renewals signed with the current certificate.
+    Anonymous,
+    /// 2: Kerberos over the transport.
+    Kerberos,
+    /// 4: WS-Security UsernameToken.
+    UsernamePassword,
+    /// 8: an X.509 client certificate.
+    Certificate,
+    /// A value this version does not know.
+    Other(u32),
+}
+
+impl ClientAuthentication {
+    pub fn value(self) -> u32 {
+        match self {
+            ClientAuthentication::Anonymous => 1,
+            ClientAuthentication::Kerberos => 2,
+            ClientAuthentication::UsernamePassword => 4,
+            ClientAuthentication::Certificate => 8,
+            ClientAuthentication::Other(v) => v,
+        }
+    }
+
+    pub fn from_value(v: u32) -> ClientAuthentication {
+        match v {
+            1 => ClientAuthentication::Anonymous,
+            2 => ClientAuthentication::Kerberos,
+            4 => ClientAuthentication::UsernamePassword,
+            8 => ClientAuthentication::Certificate,
+            other => ClientAuthentication::Other(other),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaUri {
-    /// 1 anonymous, 2 Kerberos, 4 username/password, 8 certificate.
-    pub client_authentication: u32,
+    pub client_authentication: ClientAuthentication,
     pub uri: String,
     pub priority: u32,
     pub renewal_only: bool,
@@ -217,7 +253,7 @@ impl GetPoliciesResponse {
                     W::new("cA")
                         .child(W::new("uris").children(ca.uris.iter().map(|u| {
                             W::new("cAURI")
-                                .child(W::leaf("clientAuthentication", u.client_authentication.to_string()))
+                                .child(W::leaf("clientAuthentication", u.client_authentication.value().to_string()))
                                 .child(W::leaf("uri", u.uri.as_str()))
                                 .child(W::leaf("priority", u.priority.to_string()))
                                 .child(W::leaf("renewalOnly", u.renewal_only.to_string()))
@@ -356,7 +392,10 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
                     u.children_named(ns::XCEP, "cAURI")
                         .map(|c| {
                             Ok(CaUri {
-                                client_authentication: num(c, "clientAuthentication")?,
+                                client_authentication: ClientAuthentication::from_value(num(
+                                    c,
+                                    "clientAuthentication",
+                                )?),
                                 uri: text(c, "uri").ok_or(ProtoError::Missing("uri"))?.to_string(),
                                 priority: opt_num(c, "priority")?.unwrap_or(u32::MAX),
                                 renewal_only: boolean(c, "renewalOnly")?,

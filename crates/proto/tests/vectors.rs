@@ -35,6 +35,23 @@ fn xcep_spec_not_changed_response_parses() {
     assert!(r.policies.is_empty() && r.cas.is_empty() && r.oids.is_empty());
 }
 
+/// MS-XCEP 4.1.1.2: the spec's CA lists its endpoints with Kerberos (2), username/password (4)
+/// and certificate (8) authentication.
+#[test]
+fn xcep_spec_response_names_its_endpoint_authentication() {
+    use xcep::ClientAuthentication as A;
+    // The published sample elides the middle of its base64 values ("…"): make them whole.
+    let xml = String::from_utf8(vector("xcep-spec-4.1.1.2-getpolicies-response.xml")).unwrap();
+    let xml: String =
+        xml.lines().map(|l| if l.contains('…') { "AAAA\n".to_string() } else { format!("{l}\n") }).collect();
+    let env = soap::parse_envelope(xml.as_bytes()).unwrap();
+    let r = xcep::parse_response(&env.body).unwrap();
+    let mut auths: Vec<A> = r.cas.iter().flat_map(|c| c.uris.iter().map(|u| u.client_authentication)).collect();
+    auths.sort_by_key(|a| a.value());
+    assert_eq!(auths, [A::Kerberos, A::UsernamePassword, A::Certificate]);
+    assert_eq!(A::from_value(16), A::Other(16), "an unknown value is kept, not an error");
+}
+
 #[test]
 fn wstep_issue_request_parses() {
     let env = soap::parse_envelope(&vector("wstep-spec-4.1.1.1-issue-request.xml")).unwrap();
@@ -143,7 +160,7 @@ fn our_responses_parse_back() {
         }],
         cas: vec![xcep::Ca {
             uris: vec![xcep::CaUri {
-                client_authentication: 4,
+                client_authentication: autoenroll_proto::xcep::ClientAuthentication::UsernamePassword,
                 uri: "https://x/wstep".into(),
                 priority: 1,
                 renewal_only: false,

@@ -25,23 +25,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// Certificate validity on the TLS layer is judged by the RA's clock, so the whole server
-/// agrees on what "now" is (and tests can move it).
-struct ClockTime(Arc<dyn autoenroll_core::clock::Clock>);
-
-impl std::fmt::Debug for ClockTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClockTime")
-    }
-}
-
-impl rustls::time_provider::TimeProvider for ClockTime {
-    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
-        let secs = u64::try_from(self.0.now().0).ok()?;
-        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
-    }
-}
-
 /// TLS for the listener: our CA's certificate, client certificates optional but, when sent,
 /// verified against our root.
 pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
@@ -55,12 +38,13 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
     let verifier =
         WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().map_err(RaError::internal)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_details(provider, Arc::new(ClockTime(ra.clock())))
-        .with_safe_default_protocol_versions()
-        .map_err(RaError::internal)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(RaError::internal)?;
+    let mut config =
+        rustls::ServerConfig::builder_with_details(provider, Arc::new(autoenroll_keys::time::TlsTime(ra.clock())))
+            .with_safe_default_protocol_versions()
+            .map_err(RaError::internal)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(RaError::internal)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -47,7 +47,13 @@ async fn admin_api_answers_the_fleet_questions() {
     .await;
     assert_eq!(certs.as_array().unwrap().len(), 2, "{certs}");
     let (status, e) = call(&ts, "GET", "/admin/v1/certificates?nonsense=1", &token, serde_json::Value::Null).await;
-    assert_eq!((status, e["code"].as_str()), (400, Some("BadRequest")));
+    assert_eq!((status, e["code"].as_str()), (400, Some("BadParameter")));
+    // A duration ending in a multi-byte character used to panic the old hand-written parser.
+    let (status, e) =
+        call(&ts, "GET", "/admin/v1/certificates?expiring_within=3%E2%82%AC", &token, serde_json::Value::Null).await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("BadParameter")), "{e}");
+    let (status, e) = call(&ts, "GET", "/admin/v1/certificates?state=bogus", &token, serde_json::Value::Null).await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("BadParameter")), "{e}");
 
     let (_, moved) =
         call(&ts, "POST", "/admin/v1/certificates/renew-now", &token, serde_json::json!({ "device": "web1" })).await;

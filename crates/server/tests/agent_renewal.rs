@@ -25,12 +25,18 @@ struct Agent {
 
 impl Agent {
     fn new(s: &TestServer, credentials: &str, extra: &str) -> Agent {
+        Self::with("", s, credentials, extra)
+    }
+
+    /// `top` goes before the first table (settings such as `checkin = false`).
+    fn with(top: &str, s: &TestServer, credentials: &str, extra: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root.pem");
         std::fs::copy(s.root_pem(), &root).unwrap();
         let hooks = dir.path().join("hooks.log");
         let text = format!(
-            r#"device = "agent1"
+            r#"{top}
+device = "agent1"
 state_dir = "state"
 trust_anchor = "root.pem"
 retry_min = "30s"
@@ -88,6 +94,14 @@ hooks = [["/bin/sh", "-c", "echo \"$AUTOENROLL_EVENT $AUTOENROLL_TEMPLATE $AUTOE
     }
 }
 
+/// When the agent renews `t`: the server's renewal time for the certificate it holds (read from
+/// the inventory), plus the agent's own second inside that minute (core::spread::within_slot).
+async fn server_time(s: &TestServer, agent: &Agent, t: &str) -> i64 {
+    let f = agent.live(t).unwrap();
+    let c = s.ra.certificates(1000).await.unwrap().into_iter().find(|c| c.serial == f.serial.0).unwrap();
+    autoenroll_core::spread::within_slot(c.renew_after.unwrap(), format!("agent1/{}", f.serial).as_bytes()).0
+}
+
 /// 10-minute certificates with a 3-minute renewal period: the 80 % mark (8 minutes) comes first.
 async fn short_templates(s: &TestServer) {
     for t in ["Machine", "WebServer"] {
@@ -122,39 +136,52 @@ fn openssl_verify(s: &TestServer, cert: &Path) {
 }
 
 #[tokio::test]
-async fn short_certificates_renew_at_the_computed_time_repeatedly_in_both_modes() {
+async fn short_certificates_renew_at_the_servers_time_repeatedly_in_both_modes() {
     let s = TestServer::start().await;
     short_templates(&s).await;
     let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
-    let r = agent.cycle(&s).await;
+    let mut r = agent.cycle(&s).await;
     assert_eq!(r.enrolled.len(), 2, "{r:?}");
-    let start = s.now();
-    assert_eq!(r.next_wake, Some(UnixTime(start + 480)), "renew at not_after - min(3 min, 20 % of 10 min)");
-
-    let mut expected_renew_at = start + 480;
     for generation in 1..=4 {
-        // One second early: nothing happens.
-        s.clock.set(expected_renew_at - 1);
-        let r = agent.cycle(&s).await;
-        assert!(r.renewed.is_empty() && r.kept.len() == 2, "generation {generation}: {r:?}");
-        assert_eq!(r.next_wake, Some(UnixTime(expected_renew_at)));
-
-        s.clock.set(expected_renew_at);
-        let before: Vec<_> = ["Signed", "Tls"].iter().map(|t| agent.live(t).unwrap().serial).collect();
-        let r = agent.cycle(&s).await;
-        assert_eq!(r.renewed.len(), 2, "generation {generation}: {r:?}");
-        for (i, t) in ["Signed", "Tls"].iter().enumerate() {
+        // Each certificate renews at the server's time for it: inside the template's window
+        // (opens at not_after - min(3 min, 20 % of 10 min), the agent never goes past its middle).
+        let mut due = Vec::new();
+        for t in ["Signed", "Tls"] {
             let f = agent.live(t).unwrap();
-            assert_ne!(f.serial, before[i]);
-            assert_eq!(f.not_before, UnixTime(expected_renew_at), "issued at the computed time");
-            openssl_verify(&s, &agent.store().live_dir(t).unwrap().join("cert.pem"));
+            let at = server_time(&s, &agent, t).await;
+            let opens = f.not_after.0 - 120;
+            assert!(at >= opens && at <= opens + 60, "generation {generation}: {t} at {at}, window opens {opens}");
+            due.push((at, t));
         }
-        expected_renew_at += 480;
-        assert_eq!(r.next_wake, Some(UnixTime(expected_renew_at)));
+        due.sort();
+        assert_eq!(r.next_wake, Some(UnixTime(due[0].0)), "generation {generation}: sleeps until the first");
+        for at in due.iter().map(|(at, _)| *at).collect::<std::collections::BTreeSet<_>>() {
+            let now_due: Vec<&str> = due.iter().filter(|(a, _)| *a == at).map(|(_, t)| *t).collect();
+            // One second early: nothing happens.
+            s.clock.set(at - 1);
+            let early = agent.cycle(&s).await;
+            assert!(early.renewed.iter().all(|(t, _, _)| !now_due.contains(&t.as_str())), "{early:?}");
+            s.clock.set(at);
+            let before: Vec<_> = now_due.iter().map(|t| agent.live(t).unwrap().serial).collect();
+            r = agent.cycle(&s).await;
+            assert_eq!(r.renewed.len(), now_due.len(), "generation {generation}: {r:?}");
+            for (i, t) in now_due.iter().enumerate() {
+                let f = agent.live(t).unwrap();
+                assert_ne!(f.serial, before[i]);
+                assert_eq!(f.not_before, UnixTime(at), "issued at the server's time");
+                openssl_verify(&s, &agent.store().live_dir(t).unwrap().join("cert.pem"));
+            }
+        }
     }
     // Both proofs were used.
     let details: Vec<String> =
-        s.ra.audit_events(500).await.unwrap().into_iter().filter(|e| e.action == "renew").map(|e| e.detail).collect();
+        s.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 500, ..Default::default() })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "renew")
+            .map(|e| e.detail)
+            .collect();
     assert_eq!(details.iter().filter(|d| d.contains("SignedRequest")).count(), 4);
     assert_eq!(details.iter().filter(|d| d.contains("ClientTls")).count(), 4);
     // The archive keeps the last two old certificates per template.
@@ -173,13 +200,15 @@ async fn short_certificates_renew_at_the_computed_time_repeatedly_in_both_modes(
 async fn failures_back_off_within_the_remaining_lifetime_then_recover() {
     let s = TestServer::start().await;
     short_templates(&s).await;
-    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    // The template's rule alone (no check-in): renewal due exactly when the window opens.
+    let credentials = "username = \"enroller\"\npassword = \"correct horse battery\"";
+    let agent = Agent::with("checkin = false", &s, credentials, "");
     agent.cycle(&s).await;
     let start = s.now();
-    s.ra.set_device_blocked("agent1", true).await.unwrap();
+    s.ra.set_device_state("agent1", autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
     s.clock.set(start + 480);
     let mut retry_times = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         let r = agent.cycle(&s).await;
         assert_eq!(r.failed.len(), 2, "{r:?}");
         assert!(r.failed[0].1.contains("DeviceBlocked"), "{r:?}");
@@ -200,9 +229,9 @@ async fn failures_back_off_within_the_remaining_lifetime_then_recover() {
     assert_eq!(retry_times[0] - (start + 480), 30);
     assert_eq!(retry_times[1] - retry_times[0], 45);
     assert!(retry_times[2] < start + 600, "several tries before expiry");
-    s.ra.set_device_blocked("agent1", false).await.unwrap();
+    s.ra.set_device_state("agent1", autoenroll_server::ra::DeviceState::Active).await.unwrap();
     let r = agent.cycle(&s).await;
-    assert_eq!(r.renewed.len(), 2, "recovered at once: {r:?}");
+    assert_eq!(r.renewed.len(), 2, "recovered at once, renewing (not re-enrolling): {r:?}");
     let state = agent.store().load_state().unwrap();
     assert_eq!((state.templates["Signed"].failures, state.templates["Signed"].retry_at), (0, None));
 }
@@ -217,10 +246,23 @@ async fn template_bump_renews_at_once_and_supersedence_replaces() {
     s.ra.update_template("Signed", &TemplateSpec { major: Some(2), ..Default::default() }).await.unwrap();
     s.clock.advance(1);
     let r = agent.cycle(&s).await;
-    assert_eq!(r.renewed.len(), 1, "{r:?}");
     let new = agent.live("Signed").unwrap();
-    assert_eq!(new.template.unwrap().major, 2);
+    assert_eq!(new.template.clone().unwrap().major, 2);
     assert_ne!(new.serial, old.serial);
+    // A renewal with the current certificate, not a new enrollment: the agent says so, and the
+    // server's audit log shows a renewal of the old serial into the new one.
+    assert_eq!(r.renewed, [("Signed".to_string(), old.serial.0.clone(), new.serial.0.clone())], "{r:?}");
+    assert!(r.enrolled.is_empty() && r.reenrolled.is_empty(), "{r:?}");
+    let filter =
+        autoenroll_server::ra::AuditFilter { subject: Some(old.serial.0.clone()), limit: 10, ..Default::default() };
+    let events = s.ra.audit_events(&filter).await.unwrap();
+    let renewal = events
+        .iter()
+        .find(|e| e.action == "renew")
+        .unwrap_or_else(|| panic!("no renewal of the old serial: {events:?}"));
+    assert!(renewal.actor == format!("cert:{}", old.serial) && renewal.detail.contains(&new.serial.0), "{renewal:?}");
+    let certificate = s.ra.certificates(100).await.unwrap().into_iter().find(|c| c.serial == new.serial.0).unwrap();
+    assert_eq!(certificate.previous_serial.as_deref(), Some(old.serial.0.as_str()), "the inventory chains them");
 
     let spec = TemplateSpec {
         validity_secs: Some(600),
@@ -279,7 +321,7 @@ async fn an_expired_certificate_needs_fresh_credentials() {
     let text = std::fs::read_to_string(agent.dir.path().join("agent.toml")).unwrap();
     let fresh = Agent { cfg: toml_with_token(&agent, &text, &token), dir: agent.dir };
     let r = fresh.cycle(&s).await;
-    assert_eq!(r.renewed.len() + r.enrolled.len(), 1, "{r:?}");
+    assert_eq!(r.reenrolled.iter().map(|(t, _, _)| t.as_str()).collect::<Vec<_>>(), ["Signed"], "{r:?}");
     assert!(fresh.live("Signed").unwrap().not_after > UnixTime(s.now()));
 }
 
@@ -348,12 +390,14 @@ async fn redirects_are_never_followed() {
 async fn a_certificate_replaced_by_someone_else_is_noticed() {
     let s = TestServer::start().await;
     short_templates(&s).await;
-    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    // Local rules only: the point is that the store is read afresh each cycle.
+    let credentials = "username = \"enroller\"\npassword = \"correct horse battery\"";
+    let agent = Agent::with("checkin = false", &s, credentials, "");
     agent.cycle(&s).await;
     // An operator drops in a pair with a later expiry by hand (same template).
     let spec = TemplateSpec { validity_secs: Some(1200), ..Default::default() };
     s.ra.update_template("Signed", &spec).await.unwrap();
-    let other = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    let other = Agent::with("checkin = false", &s, credentials, "");
     s.clock.advance(10);
     other.cycle(&s).await;
     let theirs = other.store().live_dir("Signed").unwrap();

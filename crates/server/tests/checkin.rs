@@ -6,10 +6,11 @@ mod common;
 
 use autoenroll_agent::https::ClientIdentity;
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
+use autoenroll_proto::checkin::{Action, CheckinAnswer, Reason};
 use autoenroll_server::ra::{
-    thumbprint_of, Action, CertificateFilter, CheckinAnswer, Credentials, EnrollInput, TemplateSpec, TokenSpec,
+    thumbprint_of, CertificateFilter, Credentials, DeviceState, EnrollInput, TemplateSpec, TokenSpec,
 };
-use common::TestServer;
+use common::{issued, TestServer};
 
 async fn checkin(
     ts: &TestServer,
@@ -27,13 +28,11 @@ async fn checkin(
     (r.status, serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
 }
 
-fn action(answer: &serde_json::Value, template: &str) -> Action {
+fn action(answer: &serde_json::Value, template: &str) -> (Action, Reason) {
     let a: CheckinAnswer = serde_json::from_value(answer.clone()).unwrap();
-    a.directives
-        .into_iter()
-        .find(|d| d.template == template)
-        .unwrap_or_else(|| panic!("no {template}: {answer}"))
-        .action
+    let d =
+        a.directives.into_iter().find(|d| d.template == template).unwrap_or_else(|| panic!("no {template}: {answer}"));
+    (d.action, d.reason)
 }
 
 #[tokio::test]
@@ -44,7 +43,7 @@ async fn directives_follow_the_servers_view() {
     let (status, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "certificates": [] })).await;
     assert_eq!(status, 200, "{a}");
     assert_eq!(a["device"], "dev1");
-    assert_eq!(action(&a, "Machine"), Action::Enroll);
+    assert_eq!(action(&a, "Machine"), (Action::Enroll, Reason::Missing));
 
     // A SCEP device is handed a one-time challenge for the enrollment, fresh each time.
     let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "scep": true })).await;
@@ -58,7 +57,8 @@ async fn directives_follow_the_servers_view() {
     let principal = ts.ra.authenticate(&Credentials::BootstrapToken(token.clone()), None).await.unwrap();
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
     let csr = build_csr(&key, cn_name("dev1").unwrap(), vec![]).unwrap();
-    let cert = ts.ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap();
+    let cert =
+        issued(ts.ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap());
     let identity = ClientIdentity {
         chain: vec![cert.certificate_der.clone(), ts.ra.chain_der()[0].clone()],
         key_pkcs8: key.to_pkcs8_der().unwrap(),
@@ -71,41 +71,62 @@ async fn directives_follow_the_servers_view() {
     assert_eq!(status, 200, "{a}");
     let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
     let m = d.directives.iter().find(|d| d.template == "Machine").unwrap();
-    assert_eq!(m.action, Action::Ok);
+    assert_eq!((m.action, m.reason), (Action::Ok, Reason::Current));
     assert!(m.window_start.unwrap() < m.window_end.unwrap());
     assert_eq!(m.serial.as_deref(), Some(cert.serial.as_str()));
+    // The server's renewal time (its spread slot) rides along: inside the first half of the window.
+    let (start, end, at) = (m.window_start.unwrap(), m.window_end.unwrap(), m.renew_at.unwrap());
+    assert!(at >= start && at <= start + (end - start) / 2, "{at} not in the first half of [{start}, {end}]");
 
     // The device lost its certificate (reinstalled): it is told to enroll again.
     let (_, a) = checkin(&ts, Some(&identity), None, serde_json::json!({ "certificates": [] })).await;
-    assert_eq!(action(&a, "Machine"), Action::Reenroll, "{a}");
+    assert_eq!(action(&a, "Machine"), (Action::Enroll, Reason::Lost), "{a}");
 
-    // "Renew now" for its cohort: renew.
-    ts.ra.renew_now(&CertificateFilter { device: Some("dev1".into()), limit: 10, ..Default::default() }).await.unwrap();
+    // "Renew now" for its cohort: renew, and the renewal time says now.
+    ts.ra
+        .renew_now(&CertificateFilter { devices: vec!["dev1".into()], limit: 10, ..Default::default() })
+        .await
+        .unwrap();
     let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
-    assert_eq!(action(&a, "Machine"), Action::Renew, "{a}");
+    assert_eq!(action(&a, "Machine"), (Action::Renew, Reason::ServerRequested), "{a}");
+    assert_eq!(a["directives"][0]["renew_at"].as_i64(), Some(ts.now()), "{a}");
 
-    // A major bump: re-enroll.
+    // A major bump: renew with the current certificate (not a fresh enrollment).
     ts.ra.update_template("Machine", &TemplateSpec { major: Some(5), ..Default::default() }).await.unwrap();
     let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
-    assert_eq!(action(&a, "Machine"), Action::Reenroll, "{a}");
+    assert_eq!(action(&a, "Machine"), (Action::Renew, Reason::TemplateBumped), "{a}");
+
+    // Revoked: enroll anew.
+    ts.ra.revoke(&cert.serial, autoenroll_server::ra::RevocationReason::KeyCompromise).await.unwrap();
+    let (status, a) = checkin(&ts, None, Some(&fresh_token(&ts).await), holding.clone()).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(action(&a, "Machine"), (Action::Enroll, Reason::Revoked), "{a}");
 
     // A new template supersedes Machine: remove Machine, enroll the new one.
     ts.ra
         .create_template("Machine2", &TemplateSpec { superseded: Some("Machine".into()), ..Default::default() })
         .await
         .unwrap();
-    let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
-    assert_eq!(action(&a, "Machine"), Action::Remove, "{a}");
-    assert_eq!(action(&a, "Machine2"), Action::Enroll, "{a}");
+    let token = fresh_token(&ts).await;
+    let (_, a) = checkin(&ts, None, Some(&token), holding.clone()).await;
+    assert_eq!(action(&a, "Machine"), (Action::Remove, Reason::SupersededBy), "{a}");
+    assert_eq!(action(&a, "Machine2"), (Action::Enroll, Reason::Superseded), "{a}");
 
     // Reported errors are kept; a blocked device is told so and gets nothing to do.
-    ts.ra.set_device_blocked("dev1", true).await.unwrap();
-    let (_, a) =
-        checkin(&ts, Some(&identity), None, serde_json::json!({ "errors": { "Machine2": "disk full" } })).await;
+    ts.ra.set_device_state("dev1", DeviceState::Blocked).await.unwrap();
+    let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "errors": { "Machine2": "disk full" } })).await;
     assert_eq!(a["blocked"], true);
     assert!(a["directives"].as_array().unwrap().is_empty());
-    let events = ts.ra.audit_events(5).await.unwrap();
-    assert!(events.iter().any(|e| e.action == "checkin" && e.outcome == "refused" && e.detail == "DeviceBlocked"));
+    let events =
+        ts.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 5, ..Default::default() }).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "checkin"
+        && e.outcome == autoenroll_core::model::AuditOutcome::Refused
+        && e.detail == "DeviceBlocked"));
+}
+
+/// A new bootstrap token for dev1 (a revoked device certificate no longer authenticates).
+async fn fresh_token(ts: &TestServer) -> String {
+    ts.ra.create_token(&TokenSpec { device: "dev1", template: None, ttl_secs: 3600 }).await.unwrap().0
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 mod common;
 
 use autoenroll_core::pki::CertFacts;
+use autoenroll_core::UnixTime;
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
-use autoenroll_server::ra::{CertificateFilter, Window};
+use autoenroll_server::ra::{CertState, CertificateFilter, DeviceState, RevocationReason, Window};
 use common::{issue, TestServer};
 use std::collections::HashMap;
 
@@ -32,18 +33,18 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
         let f = CertFacts::parse(&certs[d]).unwrap();
         // The Machine template: one year, renewal in the last 6 weeks; the server's renewal time
         // lies in the first half of that window.
-        let next = s.next_renewal.unwrap();
+        let next = s.next_renewal.unwrap().0;
         let opens = f.not_after.0 - 42 * 86_400;
         assert!(next >= opens - 60 && next <= opens + 21 * 86_400, "{next} vs window opening {opens}");
     }
     // Filters: device, template, expiring within, state.
     let only_beta =
-        ts.ra.certificates_matching(&CertificateFilter { device: Some("beta".into()), ..filter() }).await.unwrap();
+        ts.ra.certificates_matching(&CertificateFilter { devices: vec!["beta".into()], ..filter() }).await.unwrap();
     assert_eq!(only_beta.len(), 1);
     // A device list selects exactly those devices (and "alpha" does not match "alphabet").
     let mut two: Vec<String> = ts
         .ra
-        .certificates_matching(&CertificateFilter { device: Some("alpha,gamma".into()), ..filter() })
+        .certificates_matching(&CertificateFilter { devices: vec!["alpha".into(), "gamma".into()], ..filter() })
         .await
         .unwrap()
         .into_iter()
@@ -53,7 +54,7 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
     assert_eq!(two, ["alpha", "gamma"]);
     assert!(ts
         .ra
-        .certificates_matching(&CertificateFilter { device: Some("alph".into()), ..filter() })
+        .certificates_matching(&CertificateFilter { devices: vec!["alph".into()], ..filter() })
         .await
         .unwrap()
         .is_empty());
@@ -62,7 +63,10 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
     assert_eq!(machine.len(), 3);
     let soon = ts
         .ra
-        .certificates_matching(&CertificateFilter { expiring_before: Some(ts.now() + 30 * 86_400), ..filter() })
+        .certificates_matching(&CertificateFilter {
+            expiring_before: Some(UnixTime(ts.now() + 30 * 86_400)),
+            ..filter()
+        })
         .await
         .unwrap();
     assert!(soon.iter().all(|c| c.template != "Machine"), "no Machine certificate expires this month");
@@ -73,30 +77,33 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
         let cert = certs[d].clone();
         async move { ra.renew_over_tls(&new_csr(d), &cert, Window::Autoenrollment).await }
     };
-    assert_eq!(renew("alpha").await.unwrap_err().code, "OutsideRenewalWindow");
-    let moved = ts.ra.renew_now(&CertificateFilter { device: Some("beta".into()), ..filter() }).await.unwrap();
+    assert_eq!(renew("alpha").await.unwrap_err().code(), "OutsideRenewalWindow");
+    let moved = ts.ra.renew_now(&CertificateFilter { devices: vec!["beta".into()], ..filter() }).await.unwrap();
     assert_eq!(moved, 1);
     renew("beta").await.unwrap();
-    assert_eq!(renew("gamma").await.unwrap_err().code, "OutsideRenewalWindow");
+    assert_eq!(renew("gamma").await.unwrap_err().code(), "OutsideRenewalWindow");
 
     // Past the renewal time by more than a day and still not renewed: stuck, with the reason.
     ts.clock.advance(360 * 86_400);
-    ts.ra.set_device_blocked("gamma", true).await.unwrap();
-    assert_eq!(renew("gamma").await.unwrap_err().code, "DeviceBlocked");
+    ts.ra.set_device_state("gamma", DeviceState::Blocked).await.unwrap();
+    assert_eq!(renew("gamma").await.unwrap_err().code(), "DeviceBlocked");
     let stuck = ts.ra.stuck(86_400, 100).await.unwrap();
     let gamma = stuck.iter().find(|s| s.device == "gamma").expect("gamma is stuck");
-    assert!(gamma.blocked && gamma.last_error.as_deref().unwrap_or("").starts_with("DeviceBlocked"), "{gamma:?}");
+    assert!(
+        gamma.device_blocked && gamma.last_error.as_deref().unwrap_or("").starts_with("DeviceBlocked"),
+        "{gamma:?}"
+    );
     assert!(stuck.iter().any(|s| s.device == "alpha"), "alpha never renewed: {stuck:?}");
     assert!(stuck.iter().all(|s| s.serial != CertFacts::parse(&certs["beta"]).unwrap().serial.0), "beta renewed");
 
     // Blocking with revocation revokes what the device holds, and the CRL lists it.
-    let n = ts.ra.block_and_revoke("alpha", "privilegeWithdrawn").await.unwrap();
+    let n = ts.ra.block_and_revoke("alpha", RevocationReason::PrivilegeWithdrawn).await.unwrap();
     assert_eq!(n, 1);
     let revoked = ts
         .ra
         .certificates_matching(&CertificateFilter {
-            device: Some("alpha".into()),
-            state: Some("revoked".into()),
+            devices: vec!["alpha".into()],
+            state: Some(CertState::Revoked),
             ..filter()
         })
         .await
@@ -119,7 +126,7 @@ async fn renewal_times_are_spread() {
     for c in
         ts.ra.certificates_matching(&CertificateFilter { template: Some("Machine".into()), ..filter() }).await.unwrap()
     {
-        *minutes.entry(c.renew_after.unwrap() / 60).or_default() += 1;
+        *minutes.entry(c.renew_after.unwrap().0 / 60).or_default() += 1;
     }
     let busiest = *minutes.values().max().unwrap();
     assert!(minutes.len() >= 55 && busiest <= 2, "60 certificates over {} minutes, busiest {busiest}", minutes.len());

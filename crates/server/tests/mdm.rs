@@ -276,7 +276,7 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
 
     // A blocked device cannot renew.
     s.clock.set(f2.not_after.0 - 42 * 86_400 + 1);
-    s.ra.set_device_blocked(DEVICE_ID, true).await.unwrap();
+    s.ra.set_device_state(DEVICE_ID, autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
     let (status, env) = mdm.renew(&cert2, &new_key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), false).await;
     let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
     assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authorization", "DeviceNotSupported"), "{f:?}");
@@ -285,6 +285,35 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
 fn soap_fault_env(status: u16, env: soap::Envelope) -> soap::Envelope {
     assert_eq!(status, 500, "MDM faults travel with HTTP 500");
     env
+}
+
+/// MS-MDE2 2.2.10: every fault we can send uses a subcode and an error type from the
+/// specification's lists (the table in ../shared/reference/protocols-ms.md 3.7).
+#[test]
+fn every_refusal_maps_to_a_spec_subcode_and_error_type() {
+    const SUBCODES: [&str; 7] = [
+        "s:MessageFormat",
+        "s:Authentication",
+        "s:Authorization",
+        "s:CertificateRequest",
+        "s:EnrollmentServer",
+        "a:InternalServiceFault",
+        "a:InvalidSecurity",
+    ];
+    const ERROR_TYPES: [&str; 8] = [
+        "DeviceCapReached",
+        "DeviceNotSupported",
+        "NotSupported",
+        "NotEligibleToRenew",
+        "InMaintenance",
+        "UserLicense",
+        "InvalidEnrollmentData",
+        "CustomServerError",
+    ];
+    for &code in autoenroll_core::RefusalCode::ALL {
+        let (subcode, error_type) = autoenroll_server::frontends::mde2::mdm_error(code);
+        assert!(SUBCODES.contains(&subcode) && ERROR_TYPES.contains(&error_type), "{code}: {subcode} {error_type}");
+    }
 }
 
 #[tokio::test]
@@ -303,11 +332,11 @@ async fn mdm_faults_carry_the_spec_codes() {
     let wrong = HeaderToken::UsernameToken { username: "enroller".into(), password: "wrong-password".into() };
     let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &wrong, body(), None).await;
     let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
-    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authentication", "AuthenticationFailure"));
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authentication", "CustomServerError"));
     let (status, env) =
         mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &HeaderToken::None, body(), None).await;
     let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
-    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("a:InvalidSecurity", "InvalidSecurityToken"));
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("a:InvalidSecurity", "CustomServerError"));
     let (status, env) = mdm
         .post(
             "/EnrollmentServer/Enrollment.svc",

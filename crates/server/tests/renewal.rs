@@ -106,9 +106,12 @@ async fn signed_renewal_with_and_without_signed_attributes_and_the_chain_is_reco
         assert_eq!(row.device, "dev1");
     }
     let old = s.ra.certificates(50).await.unwrap().into_iter().find(|c| c.serial == held.facts.serial.0).unwrap();
-    assert_eq!(old.state, "renewed");
-    let audit = s.ra.audit_events(50).await.unwrap();
-    assert!(audit.iter().any(|e| e.action == "renew" && e.outcome == "issued" && e.detail.contains("SignedRequest")));
+    assert_eq!(old.state.as_str(), "renewed");
+    let audit =
+        s.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 50, ..Default::default() }).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "renew" && e.outcome.as_str() == "issued" && e.detail.contains("SignedRequest")));
 }
 
 #[tokio::test]
@@ -163,8 +166,8 @@ async fn every_refusal_has_its_reason() {
             },
             &autoenroll_ca::Profile {
                 validity_secs: 100,
-                key_usage: vec!["digitalSignature".into()],
-                extended_key_usage: vec!["clientAuth".into()],
+                key_usage: vec![autoenroll_core::model::KeyUsage::DigitalSignature],
+                extended_key_usage: vec![autoenroll_core::model::Eku::CLIENT_AUTH],
                 template: None,
                 template_name: None,
                 is_ca: false,
@@ -178,16 +181,16 @@ async fn every_refusal_has_its_reason() {
     // Revoked.
     let b = enroll(&s, &account(), "dev-b").await;
     s.clock.advance(85);
-    s.ra.revoke(&b.facts.serial.0, "keyCompromise").await.unwrap();
+    s.ra.revoke(&b.facts.serial.0, "keyCompromise".parse().unwrap()).await.unwrap();
     assert_eq!(renew_signed(&s, &b.cert, &b.key, &new_key(), true).await.unwrap_err(), "ae:CertificateRevoked");
 
     // Blocked device (and unblocking lets it through).
     let c = enroll(&s, &account(), "dev-c").await;
     s.clock.advance(85);
-    s.ra.set_device_blocked("dev-c", true).await.unwrap();
+    s.ra.set_device_state("dev-c", autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
     assert_eq!(renew_signed(&s, &c.cert, &c.key, &new_key(), true).await.unwrap_err(), "ae:DeviceBlocked");
     assert_eq!(renew_tls(&s, &c, &new_key()).await.unwrap_err(), "ae:DeviceBlocked");
-    s.ra.set_device_blocked("dev-c", false).await.unwrap();
+    s.ra.set_device_state("dev-c", autoenroll_server::ra::DeviceState::Active).await.unwrap();
     renew_signed(&s, &c.cert, &c.key, &new_key(), true).await.unwrap();
 
     // Another device's certificate: device E (authenticated by its TLS certificate) sends a
@@ -210,18 +213,18 @@ async fn every_refusal_has_its_reason() {
     let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
     let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, None).await;
     // The signature is E's and verifies; the CSR names D's certificate.
-    assert_eq!(subcode(status, &env), "ae:DeviceMismatch");
+    assert_eq!(subcode(status, &env), "ae:RenewalCertificateMismatch");
 
     // Expired: re-enrollment needs fresh credentials.
     s.clock.advance(100);
     assert_eq!(renew_signed(&s, &e.cert, &e.key, &new_key(), true).await.unwrap_err(), "ae:CertificateExpired");
 
     let refusals: Vec<String> =
-        s.ra.audit_events(200)
+        s.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 200, ..Default::default() })
             .await
             .unwrap()
             .into_iter()
-            .filter(|e| e.action == "renew" && e.outcome == "refused")
+            .filter(|e| e.action == "renew" && e.outcome.as_str() == "refused")
             .map(|e| e.detail)
             .collect();
     for code in [

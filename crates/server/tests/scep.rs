@@ -110,7 +110,7 @@ fn refused(r: &Reply, code: &str) {
 }
 
 async fn last_audit(ts: &TestServer) -> String {
-    let e = ts.ra.audit_events(1).await.unwrap();
+    let e = ts.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 1, ..Default::default() }).await.unwrap();
     format!("{} {} {}", e[0].action, e[0].outcome, e[0].detail)
 }
 
@@ -245,7 +245,8 @@ async fn challenge_refusals_in_their_documented_order() {
             .unwrap();
     refused(&send(&ts, &c, "j", &csr).await, "EkuMismatch");
     // Every refusal is in the audit log with its reason.
-    let events = ts.ra.audit_events(100).await.unwrap();
+    let events =
+        ts.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
     for code in [
         "ChallengeMissing",
         "ChallengeInvalid",
@@ -297,7 +298,7 @@ async fn renewal_is_signed_by_our_certificate_and_needs_no_challenge() {
     let r = send_as(&ts, "/scep", &stranger, MessageType::RenewalReq, "t4", &csr, ContentCipher::Aes256Cbc).await;
     refused(&r, "ForeignCertificate");
     // A revoked certificate cannot renew.
-    ts.ra.revoke(&renewed.serial.0, "keyCompromise").await.unwrap();
+    ts.ra.revoke(&renewed.serial.0, "keyCompromise".parse().unwrap()).await.unwrap();
     let holder = Client { key: new_key.key, signer: renewed_der };
     refused(&send(&ts, &holder, "t5", &Client::new().csr("CN=dev3", &[], None)).await, "CertificateRevoked");
 }
@@ -337,11 +338,16 @@ async fn pending_requests_are_collected_with_certpoll_and_getcert() {
     .unwrap();
     let r = send_as(&ts, "/scep/Held", &c, MessageType::CertPoll, "p1", &poll, ContentCipher::Aes256Cbc).await;
     assert_eq!(r.status, PkiStatus::Pending);
-    let pending = ts.ra.audit_events(5).await.unwrap();
+    let pending =
+        ts.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 5, ..Default::default() }).await.unwrap();
     let id: i64 = pending
         .iter()
         .find_map(|e| {
-            e.detail.strip_prefix("Pending: request ").and_then(|d| d.split(' ').next()).and_then(|n| n.parse().ok())
+            (e.outcome.as_str() == "pending")
+                .then(|| {
+                    e.detail.strip_prefix("request ").and_then(|d| d.split(' ').next()).and_then(|n| n.parse().ok())
+                })
+                .flatten()
         })
         .expect("the pending request is audited with its id");
     let issued = ts.ra.approve(id).await.unwrap();
@@ -363,7 +369,7 @@ async fn pending_requests_are_collected_with_certpoll_and_getcert() {
     assert_eq!(r.status, PkiStatus::Success);
     assert_eq!(CertFacts::parse(&r.certificates[0]).unwrap().serial, f.serial);
     // GetCRL: the issuing CA's current CRL, listing a revoked certificate.
-    ts.ra.revoke(&f.serial.0, "superseded").await.unwrap();
+    ts.ra.revoke(&f.serial.0, "superseded".parse().unwrap()).await.unwrap();
     let r = send_as(&ts, "/scep", &c, MessageType::GetCrl, "c1", &ias, ContentCipher::Aes256Cbc).await;
     assert_eq!(r.status, PkiStatus::Success, "{r:?}");
     assert_eq!(r.crls.len(), 1);

@@ -98,7 +98,7 @@ async fn openssl_csr_is_issued_and_verifies_with_openssl() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
     // The store has it, with its thumbprint, before the client saw it.
     let row = s.ra.certificates(10).await.unwrap().into_iter().find(|c| c.serial == facts.serial.0).unwrap();
-    assert_eq!(row.state, "issued");
+    assert_eq!(row.state.as_str(), "issued");
     assert_eq!(row.thumbprint.as_deref(), Some(facts.thumbprint.as_str()));
 }
 
@@ -144,7 +144,8 @@ async fn get_policies_lists_templates_and_honours_last_update() {
     assert_eq!(p.cas.len(), 1);
     assert_eq!(p.cas[0].certificate_der, s.ra.chain_der()[0]);
     assert!(p.cas[0].uris.iter().all(|u| u.uri == s.url("/wstep")));
-    let auths: Vec<_> = p.cas[0].uris.iter().map(|u| (u.client_authentication, u.renewal_only)).collect();
+    // MS-XCEP 3.1.4.1.3.3: 4 username/password, 8 certificate, 1 anonymous.
+    let auths: Vec<_> = p.cas[0].uris.iter().map(|u| (u.client_authentication.value(), u.renewal_only)).collect();
     assert_eq!(auths, [(4, false), (8, false), (1, true)], "anonymous only for signed renewals");
     let template_oid = p.oids.iter().find(|o| o.reference_id == machine.oid_reference).unwrap();
     assert_eq!(template_oid.group, 9);
@@ -248,8 +249,9 @@ async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving()
     let r = s.post("/wstep", envelope(ns::ACTION_WSTEP, &account(), &rst(&wrapped))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // Refusals are audited with their reason.
-    let audit = s.ra.audit_events(100).await.unwrap();
-    assert!(audit.iter().any(|e| e.outcome == "refused" && e.detail.starts_with("BadCsrSignature")));
+    let audit =
+        s.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert!(audit.iter().any(|e| e.outcome.as_str() == "refused" && e.detail.starts_with("BadCsrSignature")));
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ async fn scan(b: ScanBench) -> Result<()> {
     let mut raw = Vec::new();
     for _ in 0..b.rounds {
         let t = Instant::now();
-        let n = store.due_for_renewal(now, 1000).await?.len();
+        let n = store.due_for_renewal(autoenroll_core::UnixTime(now), 1000).await?.len();
         api.push(t.elapsed());
         let t = Instant::now();
         let m = store.bench_raw_due(now, 1000).await?;

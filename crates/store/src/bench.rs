@@ -2,6 +2,8 @@
 //! the store's own queries run raw (no row mapping), to compare the Store API against plain SQL
 //! on the same data. Not used by the server.
 use crate::{Backend, Result, Store};
+use autoenroll_core::model::{RequestKind, RequestStatus};
+use autoenroll_core::UnixTime;
 use sqlx::Row;
 
 /// Synthetic certificates: lifetimes of one year starting at `base`, spread over a year, with a
@@ -12,19 +14,19 @@ const SIX_WEEKS: i64 = 42 * 86_400;
 impl Store {
     /// Creates the device and request the synthetic certificates point at; returns their ids.
     pub async fn bench_prepare(&self, now: i64) -> Result<(i64, i64)> {
-        let device = self.touch_device("bench-device", now).await?;
+        let device = self.touch_device("bench-device", UnixTime(now)).await?;
         let request = self
             .insert_request(
                 &crate::NewRequest {
                     device_id: device.id,
                     requester: "bench",
                     template: "Machine",
-                    kind: "enroll",
-                    status: "issued",
+                    kind: RequestKind::Enroll,
+                    status: RequestStatus::Issued,
                     csr_der: b"",
                     previous_serial: None,
                 },
-                now,
+                UnixTime(now),
             )
             .await?;
         Ok((device.id, request))
@@ -81,11 +83,7 @@ impl Store {
 
     /// `certificate_by_thumbprint`'s SQL, the row not mapped.
     pub async fn bench_raw_thumbprint(&self, thumbprint: &str) -> Result<bool> {
-        let sql = concat!(
-            "SELECT ",
-            certificate_columns!(),
-            " FROM certificates c JOIN devices d ON d.id = c.device_id WHERE c.thumbprint = $1"
-        );
+        let sql = concat!(certificate_select!(), "WHERE c.thumbprint = $1");
         let row = sqlx::query(sql).bind(thumbprint).fetch_optional(&self.pool).await?;
         Ok(row.is_some_and(|r| r.len() > 0))
     }

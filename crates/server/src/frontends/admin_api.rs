@@ -1,9 +1,10 @@
 //! The admin REST API under `/admin/v1`: JSON in and out, authenticated by an admin token
 //! (`Authorization: Bearer aea_...`, created with `server admin-token create`). The same RA
 //! operations as the CLI; errors are `{"code", "detail"}` with a 4xx/5xx status.
+use super::views::{self, AuditJson, CertificateJson, DeviceJson, StuckJson, TemplateJson};
 use super::AppState;
-use crate::ra::{CertificateFilter, RaError, TemplateSpec};
-use autoenroll_core::Kind;
+use crate::ra::{AuditFilter, CertificateFilter, DeviceState, RaError, TemplateSpec};
+use autoenroll_core::{Refusal, UnixTime};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
@@ -33,7 +34,7 @@ pub fn router(state: AppState) -> axum::Router {
 use super::json_error as error;
 
 fn bad(detail: impl Into<String>) -> RaError {
-    RaError::new(Kind::BadRequest, "BadRequest", detail)
+    Refusal::BadParameter { detail: detail.into() }.into()
 }
 
 async fn admin(st: &AppState, headers: &HeaderMap) -> Result<String, RaError> {
@@ -41,7 +42,7 @@ async fn admin(st: &AppState, headers: &HeaderMap) -> Result<String, RaError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| RaError::new(Kind::Unauthorized, "MissingToken", "send Authorization: Bearer <admin token>"))?;
+        .ok_or_else(|| RaError::from(Refusal::MissingToken))?;
     st.ra.authenticate_admin(token).await
 }
 
@@ -52,52 +53,25 @@ fn json<T: serde::Serialize>(r: Result<T, RaError>) -> Response {
     }
 }
 
-/// `key=value` pairs of a query string (values percent-decoded).
+/// `key=value` pairs of a query string (form encoding: `+` is a space, `%XX` decoded).
 fn params(q: &Option<String>) -> Vec<(String, String)> {
     let Some(q) = q else { return vec![] };
+    let decode = |v: &str| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let v = v.replace('+', " ");
-            let mut out = Vec::new();
-            let b = v.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                let hex = |c: u8| (c as char).to_digit(16);
-                if b[i] == b'%' {
-                    if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
-                    {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                }
-                out.push(b[i]);
-                i += 1;
-            }
-            (k.to_string(), String::from_utf8_lossy(&out).into_owned())
+            (decode(k), decode(v))
         })
         .collect()
 }
 
+/// A duration such as `30d`, `12h` or `90m` (humantime).
 fn duration(v: &str) -> Result<i64, RaError> {
-    humantime_like(v).ok_or_else(|| bad(format!("bad duration {v:?} (e.g. 30d, 12h, 90m)")))
-}
-
-/// `<n>s|m|h|d` durations.
-fn humantime_like(v: &str) -> Option<i64> {
-    let (n, unit) = v.trim().split_at(v.trim().len().checked_sub(1)?);
-    let n: i64 = n.parse().ok()?;
-    Some(
-        n * match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return None,
-        },
-    )
+    humantime::parse_duration(v.trim())
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .ok_or_else(|| bad(format!("bad duration {v:?} (e.g. 30d, 12h, 90m)")))
 }
 
 /// Filters from the query string or a JSON body: expiring_within, template, major, state,
@@ -107,7 +81,7 @@ fn humantime_like(v: &str) -> Option<i64> {
 struct FilterSpec {
     expiring_within: Option<String>,
     template: Option<String>,
-    major: Option<i64>,
+    major: Option<u32>,
     state: Option<String>,
     device: Option<String>,
     issued_before: Option<i64>,
@@ -132,14 +106,17 @@ impl FilterSpec {
         Ok(f)
     }
 
-    fn filter(self, now: i64) -> Result<CertificateFilter, RaError> {
+    fn filter(self, now: UnixTime) -> Result<CertificateFilter, RaError> {
         Ok(CertificateFilter {
-            expiring_before: self.expiring_within.as_deref().map(duration).transpose()?.map(|d| now + d),
+            expiring_before: self.expiring_within.as_deref().map(duration).transpose()?.map(|d| now.plus_secs(d)),
             template: self.template,
             template_major: self.major,
-            state: self.state,
-            device: self.device,
-            issued_before: self.issued_before,
+            state: self.state.as_deref().map(|s| s.parse()).transpose().map_err(|e| bad(format!("state: {e}")))?,
+            devices: self
+                .device
+                .map(|d| d.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
+            issued_before: self.issued_before.map(UnixTime),
             limit: self.limit.unwrap_or(1000).clamp(1, 100_000),
         })
     }
@@ -149,7 +126,7 @@ async fn devices(State(st): State<AppState>, headers: HeaderMap) -> Response {
     json(
         async {
             admin(&st, &headers).await?;
-            st.ra.devices(100_000).await
+            Ok(views::list::<_, DeviceJson>(&st.ra.devices(100_000).await?))
         }
         .await,
     )
@@ -165,10 +142,13 @@ async fn device(State(st): State<AppState>, headers: HeaderMap, Path(name): Path
                 .await?
                 .into_iter()
                 .find(|d| d.name == name)
-                .ok_or_else(|| RaError::new(Kind::NotFound, "UnknownDevice", format!("no device {name}")))?;
-            let filter = CertificateFilter { device: Some(name.clone()), limit: 1000, ..Default::default() };
+                .ok_or_else(|| RaError::from(Refusal::UnknownDevice { name: name.clone() }))?;
+            let filter = CertificateFilter { devices: vec![name.clone()], limit: 1000, ..Default::default() };
             let certs = st.ra.certificates_matching(&filter).await?;
-            Ok(serde_json::json!({ "device": d, "certificates": certs }))
+            Ok(serde_json::json!({
+                "device": DeviceJson::from(&d),
+                "certificates": views::list::<_, CertificateJson>(&certs),
+            }))
         }
         .await,
     )
@@ -186,7 +166,7 @@ fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, RaError>
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(b).map_err(|e| RaError::new(Kind::BadRequest, "BadJson", e.to_string()))
+    serde_json::from_slice(b).map_err(|e| Refusal::BadJson { detail: e.to_string() }.into())
 }
 
 async fn block(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>, b: Bytes) -> Response {
@@ -195,11 +175,11 @@ async fn block(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<
             admin(&st, &headers).await?;
             let spec: BlockSpec = body(&b)?;
             if spec.revoke {
-                let reason = spec.reason.as_deref().unwrap_or("privilegeWithdrawn");
+                let reason = crate::ra::revocation_reason(spec.reason.as_deref().unwrap_or("privilegeWithdrawn"))?;
                 let n = st.ra.block_and_revoke(&name, reason).await?;
                 Ok(serde_json::json!({ "device": name, "blocked": true, "revoked": n }))
             } else {
-                st.ra.set_device_blocked(&name, true).await?;
+                st.ra.set_device_state(&name, DeviceState::Blocked).await?;
                 Ok(serde_json::json!({ "device": name, "blocked": true, "revoked": 0 }))
             }
         }
@@ -211,7 +191,7 @@ async fn unblock(State(st): State<AppState>, headers: HeaderMap, Path(name): Pat
     json(
         async {
             admin(&st, &headers).await?;
-            st.ra.set_device_blocked(&name, false).await?;
+            st.ra.set_device_state(&name, DeviceState::Active).await?;
             Ok(serde_json::json!({ "device": name, "blocked": false }))
         }
         .await,
@@ -222,8 +202,8 @@ async fn certificates(State(st): State<AppState>, headers: HeaderMap, RawQuery(q
     json(
         async {
             admin(&st, &headers).await?;
-            let f = FilterSpec::from_query(&q)?.filter(st.ra.now().0)?;
-            st.ra.certificates_matching(&f).await
+            let f = FilterSpec::from_query(&q)?.filter(st.ra.now())?;
+            Ok(views::list::<_, CertificateJson>(&st.ra.certificates_matching(&f).await?))
         }
         .await,
     )
@@ -234,7 +214,7 @@ async fn renew_now(State(st): State<AppState>, headers: HeaderMap, b: Bytes) -> 
         async {
             admin(&st, &headers).await?;
             let spec: FilterSpec = body(&b)?;
-            let f = spec.filter(st.ra.now().0)?;
+            let f = spec.filter(st.ra.now())?;
             let n = st.ra.renew_now(&f).await?;
             Ok(serde_json::json!({ "moved": n }))
         }
@@ -253,9 +233,9 @@ async fn revoke(State(st): State<AppState>, headers: HeaderMap, Path(serial): Pa
         async {
             admin(&st, &headers).await?;
             let spec: ReasonSpec = body(&b)?;
-            let reason = spec.reason.unwrap_or_else(|| "unspecified".into());
-            st.ra.revoke(&serial, &reason).await?;
-            Ok(serde_json::json!({ "serial": serial, "revoked": true, "reason": reason }))
+            let reason = crate::ra::revocation_reason(spec.reason.as_deref().unwrap_or("unspecified"))?;
+            st.ra.revoke(&serial, reason).await?;
+            Ok(serde_json::json!({ "serial": serial, "revoked": true, "reason": reason.as_str() }))
         }
         .await,
     )
@@ -267,7 +247,7 @@ async fn bump_major(State(st): State<AppState>, headers: HeaderMap, Path(name): 
             admin(&st, &headers).await?;
             let t = st.ra.template(&name).await?;
             let spec = TemplateSpec { major: Some(t.major + 1), ..Default::default() };
-            st.ra.update_template(&name, &spec).await
+            Ok(TemplateJson::from(&st.ra.update_template(&name, &spec).await?))
         }
         .await,
     )
@@ -307,7 +287,7 @@ async fn stuck(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
                     other => return Err(bad(format!("unknown parameter {other}"))),
                 }
             }
-            st.ra.stuck(overdue, 10_000).await
+            Ok(views::list::<_, StuckJson>(&st.ra.stuck(overdue, 10_000).await?))
         }
         .await,
     )
@@ -317,22 +297,18 @@ async fn audit(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
     json(
         async {
             admin(&st, &headers).await?;
-            let mut limit = 100;
-            let (mut action, mut subject) = (None, None);
+            let mut filter = AuditFilter { limit: 100, ..Default::default() };
             for (k, v) in params(&q) {
                 match k.as_str() {
-                    "limit" => limit = v.parse::<i64>().map_err(|_| bad("limit must be a number"))?.clamp(1, 10_000),
-                    "action" => action = Some(v),
-                    "subject" => subject = Some(v),
+                    "limit" => {
+                        filter.limit = v.parse::<i64>().map_err(|_| bad("limit must be a number"))?.clamp(1, 10_000)
+                    }
+                    "action" => filter.action = Some(v),
+                    "subject" => filter.subject = Some(v),
                     other => return Err(bad(format!("unknown parameter {other}"))),
                 }
             }
-            let events = st.ra.audit_events(limit).await?;
-            Ok(events
-                .into_iter()
-                .filter(|e| action.as_deref().is_none_or(|a| e.action == a))
-                .filter(|e| subject.as_deref().is_none_or(|s| e.subject == s))
-                .collect::<Vec<_>>())
+            Ok(views::list::<_, AuditJson>(&st.ra.audit_events(&filter).await?))
         }
         .await,
     )

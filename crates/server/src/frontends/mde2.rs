@@ -3,9 +3,9 @@
 use super::soap::{credentials, proto_code, read_envelope, FrontError};
 use super::xcep::{get_policies, Flavour};
 use super::{AppState, PeerCerts};
-use crate::ra::{Credentials, Issued, RaError, Window};
+use crate::ra::{Credentials, Issued, Outcome, RaError, Window};
 use autoenroll_core::pki::cms::is_signed_data;
-use autoenroll_core::{Kind, Thumbprint, UnixTime};
+use autoenroll_core::{Refusal, RefusalCode, Thumbprint, UnixTime};
 use autoenroll_proto::mde2::{self, DiscoverResponse, Management, MdmFault, ProvisioningDoc, RenewParams};
 use autoenroll_proto::soap::Envelope;
 use autoenroll_proto::wstep::{self, RequestType};
@@ -25,49 +25,115 @@ pub async fn discovery_probe() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], "").into_response()
 }
 
-/// The one mapping from errors to MS-MDE2 faults (subcode + errortype), exhaustive over Kind.
+/// MS-MDE2 fault subcodes (2.2.10) and DeviceEnrollmentServiceError error types, exactly the
+/// specification's values.
+const MESSAGE_FORMAT: &str = "s:MessageFormat";
+const AUTHENTICATION: &str = "s:Authentication";
+const AUTHORIZATION: &str = "s:Authorization";
+const CERTIFICATE_REQUEST: &str = "s:CertificateRequest";
+const ENROLLMENT_SERVER: &str = "s:EnrollmentServer";
+const INTERNAL_SERVICE_FAULT: &str = "a:InternalServiceFault";
+const INVALID_SECURITY: &str = "a:InvalidSecurity";
+const NOT_SUPPORTED: &str = "NotSupported";
+const DEVICE_NOT_SUPPORTED: &str = "DeviceNotSupported";
+const NOT_ELIGIBLE_TO_RENEW: &str = "NotEligibleToRenew";
+const INVALID_ENROLLMENT_DATA: &str = "InvalidEnrollmentData";
+const CUSTOM_SERVER_ERROR: &str = "CustomServerError";
+
+/// (subcode, error type) for each refusal; one exhaustive match.
+pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
+    use RefusalCode as C;
+    match code {
+        C::MissingToken => (INVALID_SECURITY, CUSTOM_SERVER_ERROR),
+        C::WrongCredentials
+        | C::TokenUsed
+        | C::TokenExpired
+        | C::BadClientCertificate
+        | C::UnknownClientCertificate
+        | C::ClientCertificateNotValid
+        | C::ClientCertificateExpired
+        | C::ChallengeMissing
+        | C::ChallengeInvalid
+        | C::ChallengeExpired
+        | C::ChallengeUsed => (AUTHENTICATION, CUSTOM_SERVER_ERROR),
+        // A renewal the device cannot make with what it holds: Windows stops retrying ROBO.
+        C::BadRenewalSignature
+        | C::ForeignCertificate
+        | C::UnknownCertificate
+        | C::CertificateExpired
+        | C::CertificateRevoked
+        | C::DeviceMismatch
+        | C::RenewalCertificateMismatch
+        | C::TemplateNotAllowed
+        | C::OutsideRenewalWindow => (AUTHORIZATION, NOT_ELIGIBLE_TO_RENEW),
+        C::DeviceBlocked | C::DeviceNotEnrolled => (AUTHORIZATION, DEVICE_NOT_SUPPORTED),
+        C::NotPermitted
+        | C::UnknownTemplate
+        | C::TemplateMisconfigured
+        | C::TemplateNotAssigned
+        | C::RequestDenied
+        | C::UnknownRequest
+        | C::UnknownTransaction
+        | C::NoSuchCertificate
+        | C::UnknownDevice => (AUTHORIZATION, NOT_SUPPORTED),
+        C::SameKeyNotAllowed
+        | C::BadCsr
+        | C::BadCsrSignature
+        | C::UnsupportedAlgorithm
+        | C::KeyTypeNotAllowed
+        | C::KeyTooWeak
+        | C::SubjectRequired
+        | C::BadDeviceName
+        | C::SubjectMismatch
+        | C::SubjectAltNameMismatch
+        | C::KeyLengthMismatch
+        | C::EkuMismatch => (CERTIFICATE_REQUEST, INVALID_ENROLLMENT_DATA),
+        C::BadRenewalRequest
+        | C::BadCertificate
+        | C::BadMessageCheck
+        | C::UnsupportedCipher
+        | C::UnsupportedDigest
+        | C::SignerKeyNotRsa
+        | C::BadSignerCertificate
+        | C::NotARequest
+        | C::BadMessageContent
+        | C::UnknownAction
+        | C::UnsupportedRequestType
+        | C::BadJson
+        | C::BadParameter
+        | C::TooLarge
+        | C::InvalidTemplate
+        | C::InvalidAccount
+        | C::InvalidToken
+        | C::InvalidChallenge
+        | C::WeakChallenge
+        | C::InvalidReason
+        | C::BadSubject => (MESSAGE_FORMAT, INVALID_ENROLLMENT_DATA),
+        C::RequestInProgress | C::NotPending | C::Duplicate | C::DeviceHasHistory => {
+            (ENROLLMENT_SERVER, CUSTOM_SERVER_ERROR)
+        }
+    }
+}
+
+/// The one mapping from errors to MS-MDE2 faults.
 pub fn to_mdm_fault(e: &FrontError) -> MdmFault {
     let trace_id = hex::encode(crate::ra::secrets::random_bytes::<8>());
-    let (kind, code, reason) = match e {
-        FrontError::Proto(p) => (Kind::BadRequest, proto_code(p), p.to_string()),
-        FrontError::Ra(r) => {
-            let reason = if r.kind == Kind::Internal {
-                tracing::error!(trace_id, source = r.source.as_deref().unwrap_or(""), "internal error");
-                format!("internal error (trace {trace_id})")
-            } else {
-                r.detail.clone()
-            };
-            (r.kind, r.code, reason)
+    let ((subcode, error_type), code, reason) = match e {
+        FrontError::Proto(p) => ((MESSAGE_FORMAT, INVALID_ENROLLMENT_DATA), proto_code(p), p.to_string()),
+        FrontError::Pending(id) => {
+            ((CERTIFICATE_REQUEST, CUSTOM_SERVER_ERROR), "Pending", format!("request {id} awaits approval"))
         }
-    };
-    let not_eligible = matches!(
-        code,
-        "OutsideRenewalWindow"
-            | "CertificateExpired"
-            | "CertificateRevoked"
-            | "TemplateNotAllowed"
-            | "UnknownCertificate"
-    );
-    let (subcode, error_type) = match kind {
-        Kind::BadRequest => ("s:MessageFormat", "InvalidEnrollmentData"),
-        Kind::BadCsr => ("s:CertificateRequest", "InvalidEnrollmentData"),
-        Kind::Unauthorized if not_eligible => ("s:Authorization", "NotEligibleToRenew"),
-        Kind::Unauthorized if code == "MissingToken" => ("a:InvalidSecurity", "InvalidSecurityToken"),
-        Kind::Unauthorized => ("s:Authentication", "AuthenticationFailure"),
-        Kind::PolicyDenied if not_eligible => ("s:Authorization", "NotEligibleToRenew"),
-        Kind::PolicyDenied if code == "DeviceBlocked" => ("s:Authorization", "DeviceNotSupported"),
-        Kind::PolicyDenied => ("s:Authorization", "NotSupported"),
-        Kind::NotFound => ("s:Authorization", "NotSupported"),
-        Kind::Pending | Kind::Conflict => ("s:CertificateRequest", "CustomServerError"),
-        Kind::RateLimited | Kind::Unavailable => ("s:EnrollmentServer", "EnrollmentServerBusy"),
-        Kind::Internal => ("a:InternalServiceFault", "CustomServerError"),
+        FrontError::Ra(r) => {
+            let mapped = r.refusal_code().map_or((INTERNAL_SERVICE_FAULT, CUSTOM_SERVER_ERROR), mdm_error);
+            (mapped, r.code(), r.detail())
+        }
     };
     MdmFault { subcode: subcode.into(), reason: format!("{reason} ({code})"), error_type: error_type.into(), trace_id }
 }
 
 fn mdm_fault_response(e: &FrontError, relates_to: Option<&str>) -> Response {
     if let FrontError::Ra(r) = e {
-        tracing::info!(code = r.code, kind = r.kind.as_str(), "MDM request refused");
+        tracing::info!(code = r.code(), kind = r.kind().as_str(), "MDM request refused");
     }
     let body = mde2::fault(&to_mdm_fault(e), relates_to);
     (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")], body)
@@ -118,7 +184,7 @@ where
     let result = if env.action == action {
         f(env).await
     } else {
-        Err(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {}", env.action)).into())
+        Err(RaError::from(Refusal::UnknownAction { action: env.action.clone() }).into())
     };
     respond(result, relates_to.as_deref())
 }
@@ -159,7 +225,13 @@ async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> 
     let (issued, renewal) = match rst.request_type {
         RequestType::Issue => {
             let principal = state.ra.authenticate(&credentials(&env.token, peer), device_id(&rst)).await?;
-            (state.ra.mdm_enroll(&principal, &token.der, &rst.context).await?, false)
+            match state.ra.mdm_enroll(&principal, &token.der, &rst.context).await? {
+                Outcome::Issued(issued) => (issued, false),
+                // MS-MDE2 has no "pending": the device is told the request is waiting and retries.
+                Outcome::Pending { request_id } => {
+                    return Err(FrontError::Pending(request_id));
+                }
+            }
         }
         RequestType::Renew => {
             // ROBO: the PKCS#7 (or a plain PKCS#10) travels on a TLS connection authenticated by
@@ -174,21 +246,14 @@ async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> 
             let issued = if is_signed_data(&token.der) {
                 state.ra.renew_signed(&token.der, caller.as_ref(), Window::Mdm).await?
             } else {
-                let leaf = client_cert.as_deref().ok_or_else(|| {
-                    RaError::new(
-                        Kind::Unauthorized,
-                        "MissingToken",
-                        "renewal needs the current certificate as TLS client certificate",
-                    )
-                })?;
+                let leaf = client_cert.as_deref().ok_or_else(|| RaError::from(Refusal::MissingToken))?;
                 state.ra.renew_over_tls(&token.der, leaf, Window::Mdm).await?
             };
             (issued, true)
         }
         RequestType::QueryTokenStatus | RequestType::Ket => {
-            return Err(
-                RaError::new(Kind::BadRequest, "UnsupportedRequestType", "not supported by MDM enrollment").into()
-            );
+            let what = "QueryTokenStatus or KET on the MDM enrollment endpoint";
+            return Err(RaError::from(Refusal::UnsupportedRequestType { what }).into());
         }
     };
     let enrollment_type_device = rst.context_value("EnrollmentType").is_some_and(|t| t.eq_ignore_ascii_case("Device"));

@@ -1,10 +1,11 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
 mod admin_api;
 pub mod checkin;
-mod mde2;
+pub mod mde2;
 pub mod revocation;
 pub mod scep;
 pub mod soap;
+pub mod views;
 mod wstep;
 mod xcep;
 
@@ -36,13 +37,11 @@ impl AppState {
     }
 }
 
-/// The JSON APIs' error (check-in, admin): `{"code", "detail"}` with the status for the kind.
-/// The one place RA errors become JSON responses.
-pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
+/// The HTTP status of an error class for the JSON APIs (check-in, admin); exhaustive.
+pub fn http_status(kind: autoenroll_core::Kind) -> axum::http::StatusCode {
     use autoenroll_core::Kind;
     use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    let status = match e.kind {
+    match kind {
         Kind::BadRequest | Kind::BadCsr => StatusCode::BAD_REQUEST,
         Kind::Unauthorized => StatusCode::UNAUTHORIZED,
         Kind::PolicyDenied => StatusCode::FORBIDDEN,
@@ -51,8 +50,39 @@ pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
         Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Kind::Pending | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (status, axum::Json(serde_json::json!({ "code": e.code, "detail": e.detail }))).into_response()
+    }
+}
+
+/// The JSON APIs' error (check-in, admin): `{"code", "detail"}` with the status for the kind.
+/// The one place RA errors become JSON responses (internal errors were logged with their
+/// reference where they were made; the detail shows the reference).
+pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    tracing::info!(code = e.code(), kind = e.kind().as_str(), "JSON request refused");
+    (http_status(e.kind()), axum::Json(serde_json::json!({ "code": e.code(), "detail": e.detail() }))).into_response()
+}
+
+/// The error-mapping table of `docs/error-mapping.md`: every refusal with its kind and what
+/// each protocol answers, generated from the enum and the front ends' mappings.
+pub fn error_mapping_table() -> String {
+    use autoenroll_core::RefusalCode;
+    let mut out = String::from(
+        "| code | kind | JSON (HTTP) | WSTEP/XCEP fault (HRESULT) | MDM fault (subcode, ErrorType) | SCEP failInfo | when |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for &c in RefusalCode::ALL {
+        let (subcode, error_type) = mde2::mdm_error(c);
+        out.push_str(&format!(
+            "| `{c}` | {} | {} | `{}` 0x{:08X} | `{subcode}` {error_type} | {:?} | {} |\n",
+            c.kind().as_str(),
+            http_status(c.kind()).as_u16(),
+            soap::sender_or_receiver(c.kind()),
+            soap::hresult(c),
+            scep::fail_info(c),
+            c.when().replace('|', "\\|"),
+        ));
+    }
+    out
 }
 
 pub fn router(state: AppState) -> axum::Router {

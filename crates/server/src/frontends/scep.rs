@@ -2,13 +2,13 @@
 //! `message`, or POST with any content type). Requests the RA can answer get a CertRep signed
 //! by the RA certificate; RA errors become a FAILURE CertRep here, and only here.
 use super::AppState;
-use crate::ra::{Issued, RaError, Retrieved, ScepRequest};
+use crate::ra::{Issued, Outcome, RaError, ScepRequest};
 use autoenroll_core::pki::scep::{
     parse_issuer_and_serial, parse_pki_message, FailInfo, MessageType, PkiMessage, PkiStatus, ScepAttributes,
     MAX_PKI_MESSAGE,
 };
 use autoenroll_core::pki::sig::Digest;
-use autoenroll_core::Kind;
+use autoenroll_core::{Refusal, RefusalCode};
 use autoenroll_keys::envelope::ContentCipher;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -54,27 +54,8 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response {
 fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k.eq_ignore_ascii_case(name)).then(|| percent_decode(v))
+        (k.eq_ignore_ascii_case(name)).then(|| percent_encoding::percent_decode_str(v).collect())
     })
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 async fn handle(
@@ -152,15 +133,10 @@ async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) ->
         Ok(Answer::Sealed(p7, cipher)) => {
             match autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher) {
                 Ok(env) => cert_rep(st, &msg, PkiStatus::Success, None, &env),
-                Err(e) => failure(
-                    st,
-                    &msg,
-                    &RaError::new(Kind::BadRequest, "SignerKeyNotRsa", format!("cannot encrypt the reply: {e}")),
-                ),
+                Err(e) => failure(st, &msg, &Refusal::SignerKeyNotRsa { detail: e.to_string() }.into()),
             }
         }
         Ok(Answer::Pending) => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
-        Err(e) if e.kind == Kind::Pending => cert_rep(st, &msg, PkiStatus::Pending, None, &[]),
         Err(e) => failure(st, &msg, &e),
     };
     match reply {
@@ -193,21 +169,17 @@ fn reply_cipher(request: ContentCipher) -> ContentCipher {
     }
 }
 
-fn issued(r: Retrieved, cipher: ContentCipher) -> Result<Answer, RaError> {
+fn issued(r: Outcome, cipher: ContentCipher) -> Result<Answer, RaError> {
     match r {
-        Retrieved::Issued(Issued { certificate_der, .. }) => certs(&[&certificate_der], cipher),
-        Retrieved::Pending { .. } => Ok(Answer::Pending),
+        Outcome::Issued(Issued { certificate_der, .. }) => certs(&[&certificate_der], cipher),
+        Outcome::Pending { .. } => Ok(Answer::Pending),
     }
 }
 
 /// The digest check and the envelope; refusals here are audited (the RA audits the rest).
 async fn open(st: &AppState, msg: &PkiMessage) -> Result<(Vec<u8>, ContentCipher), RaError> {
     let opened = if msg.digest == Digest::Sha1 && !st.ra.scep_legacy_ciphers() {
-        Err(RaError::new(
-            Kind::BadRequest,
-            "UnsupportedDigest",
-            "SHA-1 signatures are refused (legacy ciphers are disabled on this server); use SHA-256",
-        ))
+        Err(Refusal::UnsupportedDigest.into())
     } else {
         st.ra.scep_open_envelope(&msg.envelope)
     };
@@ -240,7 +212,7 @@ async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Resu
         MessageType::GetCert => {
             let (content, cipher) = open(st, msg).await?;
             let (_issuer, serial) = parse_issuer_and_serial(&content)
-                .map_err(|e| RaError::new(Kind::BadRequest, "BadMessageCheck", format!("GetCert: {e}")))?;
+                .map_err(|e| Refusal::BadMessageContent { detail: format!("GetCert: {e}") })?;
             certs(&[&st.ra.scep_get_cert(&serial).await?], cipher)
         }
         MessageType::GetCrl => {
@@ -250,25 +222,84 @@ async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Resu
             let p7 = autoenroll_proto::pkcs7::crl_only(&st.ra.crl().await?).map_err(RaError::internal)?;
             Ok(Answer::Sealed(p7, reply_cipher(cipher)))
         }
-        MessageType::CertRep => Err(RaError::new(Kind::BadRequest, "NotARequest", "a CertRep is not a request")),
+        MessageType::CertRep => Err(Refusal::NotARequest.into()),
     }
 }
 
-/// The one place RA error codes become SCEP failInfo values.
-fn fail_info(e: &RaError) -> FailInfo {
-    match e.code {
-        "BadMessageCheck" => FailInfo::BadMessageCheck,
-        "UnsupportedCipher" | "UnsupportedDigest" | "SignerKeyNotRsa" => FailInfo::BadAlg,
-        "UnknownTransaction" | "UnknownCertificate" => FailInfo::BadCertId,
-        "CertificateExpired" => FailInfo::BadTime,
-        _ => FailInfo::BadRequest,
+/// The one place refusals become SCEP failInfo values (RFC 8894 3.2.1.4.5); exhaustive.
+pub fn fail_info(code: RefusalCode) -> FailInfo {
+    use RefusalCode as C;
+    match code {
+        C::BadMessageCheck | C::BadRenewalSignature => FailInfo::BadMessageCheck,
+        C::UnsupportedCipher | C::UnsupportedDigest | C::SignerKeyNotRsa | C::UnsupportedAlgorithm => FailInfo::BadAlg,
+        C::UnknownTransaction | C::NoSuchCertificate | C::UnknownCertificate | C::UnknownRequest => FailInfo::BadCertId,
+        C::CertificateExpired => FailInfo::BadTime,
+        C::MissingToken
+        | C::WrongCredentials
+        | C::TokenUsed
+        | C::TokenExpired
+        | C::BadClientCertificate
+        | C::UnknownClientCertificate
+        | C::ClientCertificateNotValid
+        | C::ClientCertificateExpired
+        | C::BadRenewalRequest
+        | C::BadCertificate
+        | C::ForeignCertificate
+        | C::CertificateRevoked
+        | C::DeviceMismatch
+        | C::RenewalCertificateMismatch
+        | C::TemplateNotAllowed
+        | C::OutsideRenewalWindow
+        | C::SameKeyNotAllowed
+        | C::BadCsr
+        | C::BadCsrSignature
+        | C::KeyTypeNotAllowed
+        | C::KeyTooWeak
+        | C::SubjectRequired
+        | C::BadDeviceName
+        | C::UnknownTemplate
+        | C::TemplateMisconfigured
+        | C::NotPermitted
+        | C::DeviceBlocked
+        | C::ChallengeMissing
+        | C::ChallengeInvalid
+        | C::ChallengeExpired
+        | C::ChallengeUsed
+        | C::DeviceNotEnrolled
+        | C::TemplateNotAssigned
+        | C::SubjectMismatch
+        | C::SubjectAltNameMismatch
+        | C::KeyLengthMismatch
+        | C::EkuMismatch
+        | C::BadSignerCertificate
+        | C::NotARequest
+        | C::BadMessageContent
+        | C::RequestDenied
+        | C::RequestInProgress
+        | C::NotPending
+        | C::UnknownAction
+        | C::UnsupportedRequestType
+        | C::BadJson
+        | C::BadParameter
+        | C::TooLarge
+        | C::InvalidTemplate
+        | C::InvalidAccount
+        | C::InvalidToken
+        | C::InvalidChallenge
+        | C::WeakChallenge
+        | C::InvalidReason
+        | C::BadSubject
+        | C::UnknownDevice
+        | C::Duplicate
+        | C::DeviceHasHistory => FailInfo::BadRequest,
     }
 }
 
 fn failure(st: &AppState, msg: &PkiMessage, e: &RaError) -> Result<Vec<u8>, RaError> {
-    let info = fail_info(e);
-    tracing::info!(code = e.code, transaction = %msg.transaction_id, ?info, "SCEP request refused");
-    let text = format!("{}: {}", e.code, e.detail);
+    // An internal failure is the server's, not the request's: badRequest is the closest SCEP has.
+    let info = e.refusal_code().map_or(FailInfo::BadRequest, fail_info);
+    tracing::info!(code = e.code(), transaction = %msg.transaction_id, ?info, "SCEP request refused");
+    let text = format!("{}: {}", e.code(), e.detail());
     cert_rep(st, msg, PkiStatus::Failure, Some((info, &text)), &[])
 }
 

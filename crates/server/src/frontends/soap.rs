@@ -2,7 +2,7 @@
 //! `a:Action`, credentials, and the one mapping from errors to SOAP faults (HTTP 500).
 use super::{AppState, PeerCerts};
 use crate::ra::{Credentials, RaError};
-use autoenroll_core::Kind;
+use autoenroll_core::{Kind, Refusal, RefusalCode};
 use autoenroll_proto::soap::{self, EnrollmentDetail, Fault, HeaderToken};
 use autoenroll_proto::{ns, ProtoError};
 use axum::body::Body;
@@ -18,6 +18,8 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub enum FrontError {
     Proto(ProtoError),
     Ra(RaError),
+    /// A request held for approval where the protocol has no way to say so (MS-MDE2).
+    Pending(i64),
 }
 
 impl From<ProtoError> for FrontError {
@@ -43,24 +45,91 @@ pub fn proto_code(e: &ProtoError) -> &'static str {
     }
 }
 
-/// HRESULTs Windows clients know (signed, as the schema's xs:int).
-fn hresult(kind: Kind, code: &str) -> i32 {
-    let h: u32 = match kind {
-        Kind::BadRequest => 0x8007_0057,                          // E_INVALIDARG
-        Kind::BadCsr if code == "BadCsrSignature" => 0x8009_0006, // NTE_BAD_SIGNATURE
-        Kind::BadCsr => 0x8009_4001,                              // CERTSRV_E_BAD_REQUESTSUBJECT
-        Kind::Unauthorized => 0x8007_0005,                        // E_ACCESSDENIED
-        Kind::NotFound => 0x8009_4800,                            // CERTSRV_E_UNSUPPORTED_CERT_TYPE
-        Kind::PolicyDenied => 0x8009_4012,                        // CERTSRV_E_TEMPLATE_DENIED
-        Kind::Pending => 0x8009_4003,                             // CERTSRV_E_BAD_REQUESTSTATUS
-        Kind::RateLimited | Kind::Unavailable => 0x8007_00AA,     // ERROR_BUSY
-        Kind::Conflict => 0x8007_00B7,                            // ERROR_ALREADY_EXISTS
-        Kind::Internal => 0x8000_4005,                            // E_FAIL
-    };
-    h as i32
+/// The HRESULT Windows clients know for each refusal (winerror.h values, signed as the schema's
+/// xs:int). One exhaustive match: a new refusal does not compile until it has one.
+pub fn hresult(code: RefusalCode) -> u32 {
+    use RefusalCode as C;
+    match code {
+        C::MissingToken
+        | C::WrongCredentials
+        | C::TokenUsed
+        | C::TokenExpired
+        | C::BadClientCertificate
+        | C::UnknownClientCertificate
+        | C::ClientCertificateNotValid
+        | C::ClientCertificateExpired
+        | C::UnknownCertificate
+        | C::ChallengeMissing
+        | C::ChallengeInvalid
+        | C::ChallengeUsed => E_ACCESSDENIED,
+        C::BadRenewalSignature | C::BadCsrSignature => NTE_BAD_SIGNATURE,
+        C::UnsupportedAlgorithm | C::UnsupportedCipher | C::UnsupportedDigest | C::SignerKeyNotRsa => NTE_BAD_ALGID,
+        C::ForeignCertificate => CERT_E_UNTRUSTEDROOT,
+        C::CertificateExpired => CERT_E_EXPIRED,
+        C::ChallengeExpired => CERTSRV_E_EXPIRED_CHALLENGE,
+        C::CertificateRevoked => CRYPT_E_REVOKED,
+        C::DeviceMismatch | C::DeviceBlocked | C::DeviceNotEnrolled => CERTSRV_E_ENROLL_DENIED,
+        C::RenewalCertificateMismatch => CERTSRV_E_BAD_RENEWAL_CERT_ATTRIBUTE,
+        C::TemplateNotAllowed | C::OutsideRenewalWindow | C::NotPermitted | C::TemplateNotAssigned => {
+            CERTSRV_E_TEMPLATE_DENIED
+        }
+        C::SameKeyNotAllowed => CERTSRV_E_RENEWAL_BAD_PUBLIC_KEY,
+        C::KeyTypeNotAllowed | C::KeyTooWeak | C::KeyLengthMismatch => CERTSRV_E_KEY_LENGTH,
+        C::BadCsr | C::SubjectRequired | C::BadDeviceName | C::SubjectMismatch => CERTSRV_E_BAD_REQUESTSUBJECT,
+        C::SubjectAltNameMismatch => CERTSRV_E_SUBJECT_ALT_NAME_REQUIRED,
+        C::EkuMismatch => CERTSRV_E_TEMPLATE_CONFLICT,
+        C::UnknownTemplate | C::TemplateMisconfigured => CERTSRV_E_UNSUPPORTED_CERT_TYPE,
+        C::UnknownRequest | C::UnknownTransaction => CERTSRV_E_NO_REQUEST,
+        C::RequestDenied => CERTSRV_E_ADMIN_DENIED_REQUEST,
+        C::RequestInProgress | C::NotPending => CERTSRV_E_BAD_REQUESTSTATUS,
+        C::NoSuchCertificate | C::UnknownDevice => ERROR_NOT_FOUND,
+        C::Duplicate | C::DeviceHasHistory => ERROR_ALREADY_EXISTS,
+        C::BadRenewalRequest
+        | C::BadCertificate
+        | C::BadMessageCheck
+        | C::BadSignerCertificate
+        | C::NotARequest
+        | C::BadMessageContent
+        | C::UnknownAction
+        | C::UnsupportedRequestType
+        | C::BadJson
+        | C::BadParameter
+        | C::TooLarge
+        | C::InvalidTemplate
+        | C::InvalidAccount
+        | C::InvalidToken
+        | C::InvalidChallenge
+        | C::WeakChallenge
+        | C::InvalidReason
+        | C::BadSubject => E_INVALIDARG,
+    }
 }
 
-fn sender_or_receiver(kind: Kind) -> &'static str {
+const E_ACCESSDENIED: u32 = 0x8007_0005;
+const E_INVALIDARG: u32 = 0x8007_0057;
+const E_FAIL: u32 = 0x8000_4005;
+const ERROR_NOT_FOUND: u32 = 0x8007_0490;
+const ERROR_ALREADY_EXISTS: u32 = 0x8007_00B7;
+const NTE_BAD_SIGNATURE: u32 = 0x8009_0006;
+const NTE_BAD_ALGID: u32 = 0x8009_0008;
+const CRYPT_E_REVOKED: u32 = 0x8009_2010;
+const CERT_E_EXPIRED: u32 = 0x800B_0101;
+const CERT_E_UNTRUSTEDROOT: u32 = 0x800B_0109;
+const CERTSRV_E_BAD_REQUESTSUBJECT: u32 = 0x8009_4001;
+const CERTSRV_E_NO_REQUEST: u32 = 0x8009_4002;
+const CERTSRV_E_BAD_REQUESTSTATUS: u32 = 0x8009_4003;
+const CERTSRV_E_BAD_RENEWAL_CERT_ATTRIBUTE: u32 = 0x8009_400E;
+const CERTSRV_E_ENROLL_DENIED: u32 = 0x8009_4011;
+const CERTSRV_E_TEMPLATE_DENIED: u32 = 0x8009_4012;
+const CERTSRV_E_ADMIN_DENIED_REQUEST: u32 = 0x8009_4014;
+const CERTSRV_E_UNSUPPORTED_CERT_TYPE: u32 = 0x8009_4800;
+const CERTSRV_E_TEMPLATE_CONFLICT: u32 = 0x8009_4802;
+const CERTSRV_E_SUBJECT_ALT_NAME_REQUIRED: u32 = 0x8009_4803;
+const CERTSRV_E_KEY_LENGTH: u32 = 0x8009_4811;
+const CERTSRV_E_RENEWAL_BAD_PUBLIC_KEY: u32 = 0x8009_4816;
+const CERTSRV_E_EXPIRED_CHALLENGE: u32 = 0x8009_481C;
+
+pub fn sender_or_receiver(kind: Kind) -> &'static str {
     match kind {
         Kind::BadRequest | Kind::BadCsr | Kind::Unauthorized | Kind::NotFound | Kind::PolicyDenied | Kind::Conflict => {
             "s:Sender"
@@ -69,18 +138,16 @@ fn sender_or_receiver(kind: Kind) -> &'static str {
     }
 }
 
+/// The one mapping from errors to MS-WSTEP/XCEP SOAP faults.
 pub fn to_fault(e: &FrontError) -> Fault {
-    let (kind, code, reason, request_id) = match e {
-        FrontError::Proto(p) => (Kind::BadRequest, proto_code(p), p.to_string(), None),
+    let (kind, code, reason, request_id, error_code) = match e {
+        FrontError::Proto(p) => (Kind::BadRequest, proto_code(p), p.to_string(), None, E_INVALIDARG),
+        FrontError::Pending(id) => {
+            (Kind::Pending, "Pending", format!("request {id} awaits approval"), Some(*id), CERTSRV_E_BAD_REQUESTSTATUS)
+        }
         FrontError::Ra(r) => {
-            let reason = if r.kind == Kind::Internal {
-                let reference = hex::encode(crate::ra::secrets::random_bytes::<4>());
-                tracing::error!(reference, source = r.source.as_deref().unwrap_or(""), "internal error");
-                format!("internal error (reference {reference})")
-            } else {
-                r.detail.clone()
-            };
-            (r.kind, r.code, reason, r.request_id)
+            let error_code = r.refusal().map_or(E_FAIL, |f: &Refusal| hresult(f.code()));
+            (r.kind(), r.code(), r.detail(), r.request_id(), error_code)
         }
     };
     Fault {
@@ -88,7 +155,7 @@ pub fn to_fault(e: &FrontError) -> Fault {
         subcode: Some(format!("ae:{code}")),
         reason,
         detail: Some(EnrollmentDetail {
-            error_code: hresult(kind, code),
+            error_code: error_code as i32,
             invalid_request: matches!(kind, Kind::BadCsr | Kind::PolicyDenied | Kind::NotFound),
             request_id: request_id.and_then(|i| u64::try_from(i).ok()),
         }),
@@ -102,7 +169,7 @@ fn soap_response(status: StatusCode, body: String) -> Response {
 
 pub fn fault_response(e: &FrontError, relates_to: Option<&str>) -> Response {
     if let FrontError::Ra(r) = e {
-        tracing::info!(code = r.code, kind = r.kind.as_str(), "request refused");
+        tracing::info!(code = r.code(), kind = r.kind().as_str(), "request refused");
     }
     soap_response(StatusCode::INTERNAL_SERVER_ERROR, soap::fault(&to_fault(e), relates_to))
 }
@@ -163,9 +230,7 @@ pub async fn handle(
     let result = match env.action.as_str() {
         ns::ACTION_GET_POLICIES => super::xcep::get_policies(&state, &env, &peer, super::xcep::Flavour::Xcep).await,
         ns::ACTION_WSTEP => super::wstep::request_security_token(&state, &env, &peer).await,
-        other => {
-            Err(FrontError::Ra(RaError::new(Kind::BadRequest, "UnknownAction", format!("unknown SOAP action {other}"))))
-        }
+        other => Err(FrontError::Ra(Refusal::UnknownAction { action: other.to_string() }.into())),
     };
     match result {
         Ok(body) => soap_response(StatusCode::OK, body),

@@ -2,9 +2,9 @@
 //! ROBO over client TLS) and QueryTokenStatus for pending requests.
 use super::soap::{credentials, FrontError};
 use super::{AppState, PeerCerts};
-use crate::ra::{Credentials, EnrollInput, Issued, RaError, Retrieved, Window};
+use crate::ra::{Credentials, EnrollInput, Issued, Outcome, RaError, Window};
 use autoenroll_core::pki::cms::is_signed_data;
-use autoenroll_core::Kind;
+use autoenroll_core::Refusal;
 use autoenroll_proto::soap::Envelope;
 use autoenroll_proto::wstep::{self, IssuedResponse, PendingResponse, RequestType};
 use autoenroll_proto::{pkcs7, ProtoError};
@@ -39,18 +39,10 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
                 .ok_or(ProtoError::Missing("wstep:RequestID"))?
                 .parse::<i64>()
                 .map_err(|_| ProtoError::Invalid("wstep:RequestID"))?;
-            return match state.ra.retrieve(id).await? {
-                Retrieved::Issued(i) => issued_response(i, relates_to),
-                Retrieved::Pending { request_id } => pending_response(state, request_id, relates_to),
-            };
+            return outcome_response(state, state.ra.retrieve(id).await?, relates_to);
         }
         RequestType::Ket => {
-            return Err(RaError::new(
-                Kind::BadRequest,
-                "UnsupportedRequestType",
-                "key archival (KET) is not supported",
-            )
-            .into());
+            return Err(RaError::from(Refusal::UnsupportedRequestType { what: "key archival (KET)" }).into());
         }
     }
     let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
@@ -70,12 +62,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
     // being renewed.
     if rst.request_type == RequestType::Renew {
         let Some(leaf) = peer.0.as_ref().and_then(|c| c.first()) else {
-            return Err(RaError::new(
-                Kind::Unauthorized,
-                "MissingToken",
-                "a renewal needs the current certificate as TLS client certificate or a request signed with it",
-            )
-            .into());
+            return Err(RaError::from(Refusal::MissingToken).into());
         };
         let issued = state.ra.renew_over_tls(&token.der, leaf.as_ref(), Window::Autoenrollment).await?;
         return issued_response(issued, relates_to);
@@ -86,12 +73,12 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
         csr_der: &token.der,
         template_name: rst.context_value("CertificateTemplate"),
     };
-    match state.ra.enroll(input).await {
-        Ok(issued) => issued_response(issued, relates_to),
-        Err(e) if e.kind == Kind::Pending => match e.request_id {
-            Some(id) => pending_response(state, id, relates_to),
-            None => Err(e.into()),
-        },
-        Err(e) => Err(e.into()),
+    outcome_response(state, state.ra.enroll(input).await?, relates_to)
+}
+
+fn outcome_response(state: &AppState, outcome: Outcome, relates_to: Option<&str>) -> Result<String, FrontError> {
+    match outcome {
+        Outcome::Issued(i) => issued_response(i, relates_to),
+        Outcome::Pending { request_id } => pending_response(state, request_id, relates_to),
     }
 }

@@ -1,8 +1,12 @@
 //! MS-XCEP GetPolicies: the RA's policy view in XCEP's schema.
 use super::soap::{credentials, FrontError};
 use super::{AppState, PeerCerts};
+use crate::ra::RaError;
+use autoenroll_core::model::{KeyAlgorithm, SubjectFrom, Template};
 use autoenroll_proto::soap::Envelope;
-use autoenroll_proto::xcep::{self, Ca, CaUri, GetPoliciesResponse, Oid, Policy, PolicyExtension};
+use autoenroll_proto::xcep::{
+    self, Ca, CaUri, ClientAuthentication, GetPoliciesResponse, Oid, Policy, PolicyExtension,
+};
 
 const OID_GROUP_PUBLIC_KEY: u32 = 3;
 const OID_GROUP_EXTENSION: u32 = 6;
@@ -53,7 +57,7 @@ pub async fn get_policies(
         .iter()
         .enumerate()
         .map(|(i, t)| Oid {
-            value: t.oid.clone(),
+            value: t.oid.to_string(),
             group: OID_GROUP_TEMPLATE,
             reference_id: i as i32 + 1,
             default_name: t.name.clone(),
@@ -91,14 +95,12 @@ pub async fn get_policies(
         .iter()
         .enumerate()
         .map(|(i, t)| -> Result<Policy, FrontError> {
-            let alg: autoenroll_keys::KeyAlgorithm =
-                t.key_algorithm.parse().unwrap_or(autoenroll_keys::KeyAlgorithm::P256);
-            let (min_len, alg_ref) = match alg {
-                autoenroll_keys::KeyAlgorithm::Rsa(bits) => ((bits as i64).max(t.min_key_bits) as u32, rsa_ref),
+            let (min_len, alg_ref) = match t.key.algorithm {
+                KeyAlgorithm::Rsa(bits) => (bits.max(t.min_rsa_bits()), rsa_ref),
                 other => (other.bits(), ec_ref),
             };
             let mut subject_flags = 0;
-            if t.subject_from == "request" {
+            if t.subject_from == SubjectFrom::Request {
                 subject_flags |= CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT;
             }
             if t.allow_san {
@@ -123,15 +125,9 @@ pub async fn get_policies(
                 minimal_key_length: min_len,
                 key_spec: None,
                 algorithm_oid_reference: Some(alg_ref),
-                major_revision: t.major as u32,
-                minor_revision: t.minor as u32,
-                superseded: t
-                    .superseded
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                major_revision: t.major,
+                minor_revision: t.minor,
+                superseded: t.supersedes.clone(),
                 private_key_flags: 0,
                 subject_name_flags: subject_flags,
                 enrollment_flags,
@@ -140,7 +136,7 @@ pub async fn get_policies(
                 extensions: vec![PolicyExtension {
                     oid_reference: eku_ref,
                     critical: false,
-                    value_der: state.ra.ext_key_usage_der(t).map_err(FrontError::Ra)?,
+                    value_der: ext_key_usage_der(t)?,
                 }],
             })
         })
@@ -158,10 +154,25 @@ pub async fn get_policies(
         } else {
             vec![Ca {
                 uris: vec![
-                    CaUri { client_authentication: 4, uri: url.clone(), priority: 1, renewal_only: false },
-                    CaUri { client_authentication: 8, uri: url.clone(), priority: 2, renewal_only: false },
+                    CaUri {
+                        client_authentication: ClientAuthentication::UsernamePassword,
+                        uri: url.clone(),
+                        priority: 1,
+                        renewal_only: false,
+                    },
+                    CaUri {
+                        client_authentication: ClientAuthentication::Certificate,
+                        uri: url.clone(),
+                        priority: 2,
+                        renewal_only: false,
+                    },
                     // Renewal requests signed with the current certificate need no other credential.
-                    CaUri { client_authentication: 1, uri: url, priority: 3, renewal_only: true },
+                    CaUri {
+                        client_authentication: ClientAuthentication::Anonymous,
+                        uri: url,
+                        priority: 3,
+                        renewal_only: true,
+                    },
                 ],
                 certificate_der: view.issuing_ca_der,
                 enroll_permission: true,
@@ -171,4 +182,12 @@ pub async fn get_policies(
         oids,
     };
     Ok(response.to_envelope(env.message_id.as_deref()))
+}
+
+/// The DER of the EKU extension value certificates of `t` will carry.
+fn ext_key_usage_der(t: &Template) -> Result<Vec<u8>, FrontError> {
+    use der::Encode;
+    Ok(x509_cert::ext::pkix::ExtendedKeyUsage(t.ekus.iter().map(|e| e.oid()).collect())
+        .to_der()
+        .map_err(RaError::internal)?)
 }

@@ -1,8 +1,9 @@
 //! Who is asking: accounts (WS-Security UsernameToken), one-time bootstrap tokens, or a client
 //! certificate this CA issued (TLS).
 use super::{secrets, Ra, RaError};
+use autoenroll_core::model::{AuditOutcome, CertState};
 use autoenroll_core::pki::CertFacts;
-use autoenroll_core::{Kind, Thumbprint};
+use autoenroll_core::{Refusal, Thumbprint};
 
 pub enum Credentials {
     None,
@@ -54,42 +55,32 @@ impl Ra {
     /// the issuance it pays for). `device_hint` names the device for account requests.
     pub async fn authenticate(&self, creds: &Credentials, device_hint: Option<&str>) -> Result<Principal, RaError> {
         let now = self.now();
-        let result = match creds {
-            Credentials::None => Err(RaError::new(
-                Kind::Unauthorized,
-                "MissingToken",
-                "no credentials: send a WS-Security UsernameToken, a bootstrap token or a client certificate",
-            )),
-            Credentials::Password { username, password } => match self.store.account(username).await? {
-                Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => Ok(Principal {
-                    device: device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string(),
-                    kind: PrincipalKind::Account {
-                        templates: a
-                            .templates
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|t| !t.is_empty())
-                            .map(str::to_string)
-                            .collect(),
-                        name: a.name,
-                    },
-                }),
-                Some(_) => Err(RaError::new(Kind::Unauthorized, "WrongCredentials", "wrong username or password")),
-                None => {
-                    secrets::burn_password_time(password);
-                    Err(RaError::new(Kind::Unauthorized, "WrongCredentials", "wrong username or password"))
+        let result: Result<Principal, RaError> = match creds {
+            Credentials::None => Err(Refusal::MissingToken.into()),
+            Credentials::Password { username, password } => {
+                let wrong = || Refusal::WrongCredentials { what: "wrong username or password" }.into();
+                match self.store.account(username).await? {
+                    Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => Ok(Principal {
+                        device: device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string(),
+                        kind: PrincipalKind::Account { templates: a.templates, name: a.name },
+                    }),
+                    Some(_) => Err(wrong()),
+                    None => {
+                        secrets::burn_password_time(password);
+                        Err(wrong())
+                    }
                 }
-            },
+            }
             Credentials::BootstrapToken(token) => {
-                let bad = || RaError::new(Kind::Unauthorized, "WrongCredentials", "unknown bootstrap token");
+                let bad = || RaError::from(Refusal::WrongCredentials { what: "unknown bootstrap token" });
                 let (id, secret) = secrets::split_token(token).ok_or_else(bad)?;
                 let row = self.store.token(id).await?.ok_or_else(bad)?;
                 if !secrets::ct_eq(&secrets::sha256(secret.as_bytes()), &row.secret_hash) {
                     Err(bad())
                 } else if row.used_at.is_some() {
-                    Err(RaError::new(Kind::Unauthorized, "TokenUsed", "bootstrap token was already used"))
-                } else if now.0 >= row.expires_at {
-                    Err(RaError::new(Kind::Unauthorized, "TokenExpired", "bootstrap token has expired"))
+                    Err(Refusal::TokenUsed.into())
+                } else if now >= row.expires_at {
+                    Err(Refusal::TokenExpired.into())
                 } else {
                     Ok(Principal {
                         device: row.device,
@@ -100,24 +91,17 @@ impl Ra {
             Credentials::ClientCertificate(der) => {
                 // rustls already verified the chain to our root and the validity period; the
                 // store says whether we still consider the certificate good.
-                let facts = CertFacts::parse(der)
-                    .map_err(|e| RaError::new(Kind::Unauthorized, "BadClientCertificate", e.to_string()))?;
-                let row =
-                    self.store.certificate_by_thumbprint(Thumbprint::of_der(der).as_str()).await?.ok_or_else(|| {
-                        RaError::new(
-                            Kind::Unauthorized,
-                            "UnknownClientCertificate",
-                            "client certificate is not in the inventory",
-                        )
-                    })?;
-                if row.state != "issued" {
-                    Err(RaError::new(
-                        Kind::Unauthorized,
-                        "ClientCertificateNotValid",
-                        format!("client certificate is {}", row.state),
-                    ))
+                let facts =
+                    CertFacts::parse(der).map_err(|e| Refusal::BadClientCertificate { detail: e.to_string() })?;
+                let row = self
+                    .store
+                    .certificate_by_thumbprint(Thumbprint::of_der(der).as_str())
+                    .await?
+                    .ok_or(Refusal::UnknownClientCertificate)?;
+                if row.state != CertState::Issued {
+                    Err(Refusal::ClientCertificateNotValid { state: row.state }.into())
                 } else if now >= facts.not_after {
-                    Err(RaError::new(Kind::Unauthorized, "ClientCertificateExpired", "client certificate has expired"))
+                    Err(Refusal::ClientCertificateExpired.into())
                 } else {
                     Ok(Principal { device: row.device, kind: PrincipalKind::Certificate { serial: row.serial } })
                 }
@@ -132,7 +116,7 @@ impl Ra {
                 Credentials::ClientCertificate(_) => "client-certificate".into(),
                 Credentials::None => "anonymous".into(),
             };
-            self.audit(&subject, "authenticate", &subject, "refused", e.code).await;
+            self.audit(&subject, "authenticate", &subject, AuditOutcome::Refused, e.code()).await;
         }
         result
     }

@@ -1,195 +1,195 @@
-//! Check-in: a device reports what it holds, and the server answers with what it must do,
-//! decided on the server's view (its inventory, renewal times, template versions). A
-//! certificate the server issued to the device but the device cannot show is issued again
-//! (NodeCache behaviour); a certificate of a superseded or withdrawn template is removed.
+//! Check-in: a device reports what it holds; the server gathers its own view of each template
+//! (the certificate it issued, its state, its renewal time, the template's version) into a
+//! `renewal::Input` and answers with `renewal::decide` — the same rule the agent applies, on the
+//! server's facts. The answer carries those facts too (renewal time, window), so the agent
+//! renews at the server's load-spread time. A certificate the server issued that the device
+//! cannot show makes the decision "enroll (lost)"; certificates of superseded or withdrawn
+//! templates are to be removed.
 use super::auth::Principal;
 use super::{Ra, RaError};
-use autoenroll_core::Thumbprint;
-use autoenroll_store::CertificateFilter;
-use serde::{Deserialize, Serialize};
+use autoenroll_core::model::{AuditOutcome, CertState, Template};
+use autoenroll_core::renewal::{self, Decision, Held, Input, TemplatePolicy};
+use autoenroll_core::{Refusal, Thumbprint, UnixTime};
+use autoenroll_store::{Certificate, CertificateFilter};
 
 /// What the device says it holds.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct CheckinReport {
-    #[serde(default)]
-    pub certificates: Vec<HeldCertificate>,
-    /// The last error per template, as the agent saw it.
-    #[serde(default)]
-    pub errors: std::collections::BTreeMap<String, String>,
+    /// (template, SHA-1 thumbprint in hex) of each certificate held.
+    pub certificates: Vec<(String, String)>,
+    /// The last error per template, as the device saw it.
+    pub errors: Vec<(String, String)>,
     /// The device enrolls over SCEP: enroll directives then carry a fresh one-time challenge.
-    #[serde(default)]
     pub scep: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct HeldCertificate {
-    pub template: String,
-    /// SHA-1 thumbprint (hex) of the DER certificate.
-    pub thumbprint: String,
+/// The most entries of each list in a report the server reads.
+pub const MAX_REPORTED: usize = 1000;
+
+/// What the server decided for one template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// `renewal::decide` on the server's view.
+    Decided(Decision),
+    /// Take the certificate out of service: superseded by that template, or (None) no longer
+    /// assigned.
+    Remove { superseded_by: Option<String> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Nothing to do until `window_start`.
-    Ok,
-    /// Enroll for the template (nothing held).
-    Enroll,
-    /// Renew the held certificate within the window.
-    Renew,
-    /// Enroll anew: the template's major version changed, the certificate was revoked, or the
-    /// device lost the certificate the server issued.
-    Reenroll,
-    /// Remove the certificate: its template is superseded or no longer assigned.
-    Remove,
+/// The certificate a decision is about, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldView {
+    pub serial: String,
+    /// The server's renewal time (load-spread slot, or earlier when an administrator asked).
+    pub renew_at: Option<UnixTime>,
+    /// When the template's renewal window opens, and when the certificate expires.
+    pub window_opens: UnixTime,
+    pub not_after: UnixTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directive {
     pub template: String,
-    pub action: Action,
-    pub serial: Option<String>,
-    pub window_start: Option<i64>,
-    pub window_end: Option<i64>,
-    pub reason: String,
+    pub verdict: Verdict,
+    pub certificate: Option<HeldView>,
     /// For SCEP devices told to enroll: a one-time challenge bound to this device and template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct CheckinAnswer {
     pub device: String,
     pub blocked: bool,
     pub directives: Vec<Directive>,
 }
 
-const MAX_REPORTED: usize = 1000;
+/// The server's view of one assigned template for one device.
+fn view(
+    t: &Template,
+    held: &[Certificate],
+    reported: &[&str],
+    supersedes_held: bool,
+    now: UnixTime,
+) -> (Input, Option<HeldView>) {
+    let ours: Vec<&Certificate> = held.iter().filter(|c| c.template == t.name).collect();
+    let shown = ours
+        .iter()
+        .copied()
+        .find(|c| c.thumbprint.as_deref().is_some_and(|tp| reported.iter().any(|r| r.eq_ignore_ascii_case(tp))));
+    // A current certificate was issued for the template but the device shows none (it shows
+    // nothing, one we do not know, or one already renewed away): it has lost it (reinstalled,
+    // restored from an old backup). A current one shown is what counts, whatever else was
+    // issued (an answer a crashed client never received is not "lost" once it renewed again).
+    let current = |c: &Certificate| c.state == CertState::Issued && c.not_after > now;
+    let lost = !shown.is_some_and(current) && ours.iter().any(|c| current(c));
+    let rule = t.renewal_rule();
+    let held_fact = shown.map(|c| Held {
+        not_before: c.not_before,
+        not_after: c.not_after,
+        template: Some(autoenroll_core::TemplateRef {
+            oid: t.oid.to_string(),
+            major: c.template_major,
+            minor: c.template_minor,
+        }),
+        revoked: c.state == CertState::Revoked,
+    });
+    let input = Input {
+        now,
+        held: held_fact.clone(),
+        policy: TemplatePolicy { template: t.template_ref(), rule },
+        pending: None,
+        failure: None,
+        forced: false,
+        supersedes_held,
+        scheduled: shown.filter(|c| c.state == CertState::Issued).and_then(|c| c.renew_after),
+        lost,
+    };
+    let held_view = shown.zip(held_fact).map(|(c, h)| HeldView {
+        serial: c.serial.clone(),
+        renew_at: input.scheduled,
+        window_opens: rule.due_at(&h),
+        not_after: c.not_after,
+    });
+    (input, held_view)
+}
 
 impl Ra {
     pub async fn checkin(&self, principal: &Principal, report: &CheckinReport) -> Result<CheckinAnswer, RaError> {
         if report.certificates.len() > MAX_REPORTED || report.errors.len() > MAX_REPORTED {
-            return Err(RaError::new(autoenroll_core::Kind::BadRequest, "TooLarge", "too many entries in the report"));
+            return Err(Refusal::TooLarge { what: "check-in report" }.into());
         }
         let now = self.now();
-        let device = self.store.touch_device(&principal.device, now.0).await?;
+        let device = self.store.touch_device(&principal.device, now).await?;
         let errors: Vec<(String, String)> = report
             .errors
             .iter()
             .map(|(t, e)| (format!("error:{t}"), e.chars().take(500).collect::<String>()))
             .collect();
         if !errors.is_empty() {
-            self.store.set_device_attributes(device.id, &errors, now.0).await?;
+            self.store.set_device_attributes(device.id, &errors, now).await?;
         }
-        if device.blocked {
-            self.audit(&principal.actor(), "checkin", &device.name, "refused", "DeviceBlocked").await;
+        if device.is_blocked() {
+            self.audit(&principal.actor(), "checkin", &device.name, AuditOutcome::Refused, "DeviceBlocked").await;
             return Ok(CheckinAnswer { device: device.name, blocked: true, directives: vec![] });
         }
-        let templates = self.store.templates().await?;
-        let held: Vec<autoenroll_store::CertificateRow> = self
+        let templates = self.store.templates().await?.valid;
+        let held = self
             .store
             .certificates_matching(&CertificateFilter {
-                device: Some(device.name.clone()),
+                devices: vec![device.name.clone()],
                 limit: 10_000,
                 ..Default::default()
             })
             .await?;
+        let assigned = |t: &Template| t.autoenroll && t.enroll && principal.may_use_template(&t.name);
+        let superseded_by =
+            |name: &str| templates.iter().find(|t| assigned(t) && t.supersedes.iter().any(|s| s == name));
         let mut directives = Vec::new();
-        let superseded_by = |name: &str| {
-            templates.iter().find(|t| t.superseded.split(',').map(str::trim).any(|s| s == name)).map(|t| t.name.clone())
-        };
         // Certificates the device reports for templates it should no longer hold.
-        for r in &report.certificates {
-            let assigned = templates
-                .iter()
-                .any(|t| t.name == r.template && t.autoenroll && t.enroll && principal.may_use_template(&t.name));
-            if let Some(by) = superseded_by(&r.template) {
-                directives.push(directive(&r.template, Action::Remove, None, format!("superseded by {by}")));
-            } else if !assigned {
-                directives.push(directive(&r.template, Action::Remove, None, "template no longer assigned".into()));
-            }
-        }
-        for t in templates.iter().filter(|t| t.autoenroll && t.enroll && principal.may_use_template(&t.name)) {
-            if superseded_by(&t.name).is_some() {
-                continue;
-            }
-            let reported: Vec<&HeldCertificate> = report.certificates.iter().filter(|c| c.template == t.name).collect();
-            let current = held.iter().find(|c| {
-                c.template == t.name
-                    && c.state == "issued"
-                    && c.not_after > now.0
-                    && reported
-                        .iter()
-                        .any(|r| c.thumbprint.as_deref().is_some_and(|tp| tp.eq_ignore_ascii_case(&r.thumbprint)))
-            });
-            let ours_unseen = held
-                .iter()
-                .any(|c| c.template == t.name && c.state == "issued" && c.not_after > now.0 && current.is_none());
-            let d = match current {
-                Some(c) if c.template_major < t.major => Directive {
-                    serial: Some(c.serial.clone()),
-                    ..directive(
-                        &t.name,
-                        Action::Reenroll,
-                        None,
-                        format!("template {} is now version {}", t.name, t.major),
-                    )
-                },
-                Some(c) => {
-                    let start = c.renew_after.unwrap_or(c.not_after);
-                    let action = if now.0 >= start { Action::Renew } else { Action::Ok };
-                    Directive {
-                        template: t.name.clone(),
-                        action,
-                        serial: Some(c.serial.clone()),
-                        window_start: Some(start),
-                        window_end: Some(c.not_after),
-                        reason: if action == Action::Renew { "renewal window open".into() } else { "current".into() },
-                        challenge: None,
-                    }
-                }
-                None if ours_unseen => directive(
-                    &t.name,
-                    Action::Reenroll,
-                    None,
-                    "the device does not hold the certificate issued to it".into(),
-                ),
-                None if !reported.is_empty() => directive(
-                    &t.name,
-                    Action::Reenroll,
-                    None,
-                    "the certificate held is not current (revoked, replaced or unknown)".into(),
-                ),
-                None => directive(&t.name, Action::Enroll, None, "no certificate".into()),
+        for (template, _) in &report.certificates {
+            let remove = match superseded_by(template) {
+                Some(by) => Some(Some(by.name.clone())),
+                None if !templates.iter().any(|t| t.name == *template && assigned(t)) => Some(None),
+                None => None,
             };
-            let mut d = d;
-            if report.scep && matches!(d.action, Action::Enroll | Action::Reenroll) {
-                // Handed out just in time: bound to this device and template, one hour.
-                let spec = super::scep::ChallengeSpec {
-                    device: device.name.clone(),
-                    template: t.name.clone(),
-                    ttl_secs: 3600,
-                    ..Default::default()
-                };
-                d.challenge = Some(self.create_challenge(&spec).await?.0);
+            if let Some(superseded_by) = remove {
+                directives.push(Directive {
+                    template: template.clone(),
+                    verdict: Verdict::Remove { superseded_by },
+                    certificate: None,
+                    challenge: None,
+                });
             }
-            directives.push(d);
         }
-        let summary: Vec<String> = directives.iter().map(|d| format!("{}={:?}", d.template, d.action)).collect();
-        self.audit(&principal.actor(), "checkin", &device.name, "ok", &summary.join(" ")).await;
+        for t in templates.iter().filter(|t| assigned(t) && superseded_by(&t.name).is_none()) {
+            let reported: Vec<&str> =
+                report.certificates.iter().filter(|(n, _)| *n == t.name).map(|(_, tp)| tp.as_str()).collect();
+            let supersedes_held = report.certificates.iter().any(|(n, _)| t.supersedes.contains(n));
+            let (input, certificate) = view(t, &held, &reported, supersedes_held, now);
+            let decision = renewal::decide(&input);
+            let challenge = match decision {
+                Decision::Enroll(_) if report.scep => {
+                    // Handed out just in time: bound to this device and template, one hour.
+                    let spec = super::scep::ChallengeSpec {
+                        device: device.name.clone(),
+                        template: t.name.clone(),
+                        ttl_secs: 3600,
+                        ..Default::default()
+                    };
+                    Some(self.create_challenge(&spec).await?.0)
+                }
+                _ => None,
+            };
+            directives.push(Directive {
+                template: t.name.clone(),
+                verdict: Verdict::Decided(decision),
+                certificate,
+                challenge,
+            });
+        }
+        let summary: Vec<String> = directives.iter().map(|d| format!("{}={:?}", d.template, d.verdict)).collect();
+        self.audit(&principal.actor(), "checkin", &device.name, AuditOutcome::Ok, &summary.join(" ")).await;
         Ok(CheckinAnswer { device: device.name, blocked: false, directives })
-    }
-}
-
-fn directive(template: &str, action: Action, serial: Option<String>, reason: String) -> Directive {
-    Directive {
-        template: template.to_string(),
-        action,
-        serial,
-        window_start: None,
-        window_end: None,
-        reason,
-        challenge: None,
     }
 }
 

@@ -3,8 +3,7 @@
 //! CRL is only replaced by a higher-numbered one.
 use super::{Ra, RaError};
 use autoenroll_ca::{Distribution, RevokedEntry};
-use autoenroll_core::{Kind, UnixTime};
-use autoenroll_store::CrlRow;
+use autoenroll_store::Crl;
 
 const ISSUER: &str = "issuing";
 /// A CRL is valid for a day and re-signed when half of that has passed.
@@ -30,12 +29,13 @@ impl Ra {
     /// The current CRL (DER), re-signed first when it is missing, older than the last
     /// revocation, or past half its validity.
     pub async fn crl(&self) -> Result<Vec<u8>, RaError> {
-        let now = self.now().0;
+        let now = self.now();
         let stored = self.store.crl(ISSUER).await?;
-        let last_revocation = self.store.last_revocation_at().await?.unwrap_or(0);
+        let last_revocation = self.store.last_revocation_at().await?.unwrap_or_default();
         match stored {
             Some(c)
-                if c.this_update >= last_revocation && now < c.this_update + (c.next_update - c.this_update) / 2 =>
+                if c.this_update >= last_revocation
+                    && now.0 < c.this_update.0 + (c.next_update.0 - c.this_update.0) / 2 =>
             {
                 Ok(c.der)
             }
@@ -49,24 +49,18 @@ impl Ra {
         let now = self.now();
         let number = self.store.next_crl_number(ISSUER).await?;
         let mut entries = Vec::new();
-        for r in self.store.revoked_certificates(now.0).await? {
+        for r in self.store.revoked_certificates(now).await? {
             let serial =
                 hex::decode(&r.serial).map_err(|_| RaError::internal(format!("serial {} is not hex", r.serial)))?;
-            entries.push(RevokedEntry {
-                serial,
-                revoked_at: UnixTime(r.revoked_at),
-                reason: super::lifecycle::crl_reason(&r.reason),
-            });
+            entries.push(RevokedEntry { serial, revoked_at: r.revoked_at, reason: r.reason.crl_reason() });
         }
         let next = now.plus_secs(CRL_VALIDITY_SECS);
         let der = self.ca.sign_crl(&entries, number as u64, now, next)?;
-        self.store
-            .save_crl(ISSUER, &CrlRow { number, this_update: now.0, next_update: next.0, der: der.clone() })
-            .await?;
+        self.store.save_crl(ISSUER, &Crl { number, this_update: now, next_update: next, der: der.clone() }).await?;
         tracing::info!(number, entries = entries.len(), "published CRL");
         match self.store.crl(ISSUER).await? {
             Some(c) => Ok(c.der),
-            None => Err(RaError::new(Kind::Internal, "Internal", "CRL vanished")),
+            None => Err(RaError::internal("the CRL vanished after it was saved")),
         }
     }
 }

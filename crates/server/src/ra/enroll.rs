@@ -1,13 +1,13 @@
-//! Enrollment: one validated request in, one recorded certificate out.
+//! Enrollment: one validated request in, one recorded certificate (or a pending request) out.
 use super::auth::{Principal, PrincipalKind};
 use super::templates::profile_for;
 use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
+use autoenroll_core::model::{AuditOutcome, RequestKind, RequestStatus, SubjectFrom, Template};
 use autoenroll_core::pki::{CsrFacts, KeyFacts, PkiError, TemplateHint};
-use autoenroll_core::renewal::{Held, RenewalRule};
-use autoenroll_core::{spread, UnixTime};
-use autoenroll_core::{Kind, Serial, Thumbprint};
-use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, TemplateRow};
+use autoenroll_core::renewal::Held;
+use autoenroll_core::{spread, Refusal, Serial, Thumbprint, UnixTime};
+use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, StoreError};
 
 pub struct EnrollInput<'a> {
     pub principal: &'a Principal,
@@ -26,12 +26,20 @@ pub struct Issued {
     pub template: String,
 }
 
+/// What a request came to: a certificate, or a request held for an administrator's approval
+/// (an outcome, not an error: every protocol has its own way to say "come back later").
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Issued(Issued),
+    Pending { request_id: i64 },
+}
+
 pub(crate) struct Recorded<'a> {
     pub previous_serial: Option<&'a str>,
     pub device_id: i64,
     pub requester: &'a str,
     pub template_name: &'a str,
-    pub kind: &'a str,
+    pub kind: RequestKind,
     pub csr_der: &'a [u8],
     pub request: &'a IssueRequest,
     pub profile: &'a Profile,
@@ -52,54 +60,66 @@ pub(crate) struct Audit<'a> {
     pub note: String,
 }
 
-pub(crate) fn csr_error(e: PkiError) -> RaError {
+pub(crate) fn csr_error(e: PkiError) -> Refusal {
     match e {
-        PkiError::BadSignature => RaError::new(Kind::BadCsr, "BadCsrSignature", "the CSR signature does not verify"),
-        PkiError::UnsupportedAlgorithm(a) => {
-            RaError::new(Kind::BadCsr, "UnsupportedAlgorithm", format!("unsupported CSR signature algorithm {a}"))
-        }
-        PkiError::UnsupportedKey(k) => {
-            RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", format!("unsupported key type {k}"))
-        }
-        PkiError::Der(d) => RaError::new(Kind::BadCsr, "BadCsr", format!("malformed PKCS#10: {d}")),
-        PkiError::Cms(m) => RaError::new(Kind::BadRequest, "BadRenewalRequest", format!("renewal request: {m}")),
+        PkiError::BadSignature => Refusal::BadCsrSignature,
+        PkiError::UnsupportedAlgorithm(algorithm) => Refusal::UnsupportedAlgorithm { algorithm },
+        PkiError::UnsupportedKey(key) => Refusal::KeyTypeNotAllowed { key },
+        PkiError::Der(detail) => Refusal::BadCsr { detail },
+        PkiError::Cms(detail) => Refusal::BadRenewalRequest { detail },
     }
 }
 
 impl Ra {
-    async fn resolve_template(&self, csr: &CsrFacts, input: &EnrollInput<'_>) -> Result<TemplateRow, RaError> {
-        let unknown = |what: &str| RaError::new(Kind::NotFound, "UnknownTemplate", format!("unknown template {what}"));
+    /// A template by name; a stored one that no longer validates is refused with its reason.
+    pub(crate) async fn find_template(&self, name: &str) -> Result<Option<Template>, RaError> {
+        match self.store.template(name).await {
+            Err(StoreError::Invalid { key, reason, .. }) => {
+                Err(Refusal::TemplateMisconfigured { name: key, reason }.into())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// A template by name, or the refusal that names it unknown.
+    pub async fn template(&self, name: &str) -> Result<Template, RaError> {
+        self.find_template(name).await?.ok_or_else(|| Refusal::UnknownTemplate { name: name.to_string() }.into())
+    }
+
+    pub(crate) async fn template_by_name_or_oid(&self, name: &str) -> Result<Template, RaError> {
+        if let Some(t) = self.find_template(name).await? {
+            return Ok(t);
+        }
+        match self.store.template_by_oid(name).await {
+            Err(StoreError::Invalid { key, reason, .. }) => {
+                Err(Refusal::TemplateMisconfigured { name: key, reason }.into())
+            }
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(Refusal::UnknownTemplate { name: name.to_string() }.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn resolve_template(&self, csr: &CsrFacts, input: &EnrollInput<'_>) -> Result<Template, RaError> {
         match &csr.template_hint {
-            Some(TemplateHint::Oid { oid, .. }) => {
-                return self.store.template_by_oid(oid).await?.ok_or_else(|| unknown(oid))
-            }
-            Some(TemplateHint::Name(name)) => {
-                return self.template_by_name_or_oid(name).await?.ok_or_else(|| unknown(name))
-            }
+            Some(TemplateHint::Oid { oid, .. }) => return self.template_by_name_or_oid(oid).await,
+            Some(TemplateHint::Name(name)) => return self.template_by_name_or_oid(name).await,
             None => {}
         }
         if let Some(name) = input.template_name {
-            return self.template_by_name_or_oid(name).await?.ok_or_else(|| unknown(name));
+            return self.template_by_name_or_oid(name).await;
         }
         if let PrincipalKind::Token { template: Some(t), .. } = &input.principal.kind {
-            return self.store.template(t).await?.ok_or_else(|| unknown(t));
+            return self.template(t).await;
         }
-        let d = &self.settings.default_template;
-        self.store.template(d).await?.ok_or_else(|| unknown(d))
-    }
-
-    pub(crate) async fn template_by_name_or_oid(&self, name: &str) -> Result<Option<TemplateRow>, RaError> {
-        if let Some(t) = self.store.template(name).await? {
-            return Ok(Some(t));
-        }
-        Ok(self.store.template_by_oid(name).await?)
+        self.template(&self.settings.default_template).await
     }
 
     /// A new request, issued at once: request and certificate intent in one commit, then the
     /// signature, then certificate and audit event in a second commit (rule R4 with two fsyncs).
     pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<(i64, Serial, Vec<u8>), RaError> {
         let now = self.now();
-        let (major, minor) = r.profile.template.as_ref().map(|t| (t.major as i64, t.minor as i64)).unwrap_or((0, 0));
+        let (major, minor) = r.profile.template.as_ref().map(|t| (t.major, t.minor)).unwrap_or((0, 0));
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
         let subject = r.request.subject.to_string();
@@ -112,13 +132,13 @@ impl Ra {
                     requester: r.requester,
                     template: r.template_name,
                     kind: r.kind,
-                    status: "signing",
+                    status: RequestStatus::Signing,
                     csr_der: r.csr_der,
                     previous_serial: r.previous_serial,
                 },
                 &intent(&r, &prepared, serial.as_str(), &subject, 0, (major, minor), renew_after),
                 r.scep_transaction,
-                now.0,
+                now,
             )
             .await?;
         let der = self.sign_and_complete(&r, &prepared, &serial, request_id).await?;
@@ -130,8 +150,7 @@ impl Ra {
         &self,
         request_id: i64,
         r: &Recorded<'_>,
-        major: i64,
-        minor: i64,
+        (major, minor): (u32, u32),
     ) -> Result<(Serial, Vec<u8>), RaError> {
         let now = self.now();
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
@@ -141,7 +160,7 @@ impl Ra {
         self.store
             .insert_certificate_intent(
                 &intent(r, &prepared, serial.as_str(), &subject, request_id, (major, minor), renew_after),
-                now.0,
+                now,
             )
             .await?;
         let der = self.sign_and_complete(r, &prepared, &serial, request_id).await?;
@@ -151,14 +170,16 @@ impl Ra {
     /// The server's renewal time for a new certificate: a minute in the first half of its
     /// renewal window (the Windows rule, as the agent applies it), picked by a hash of device
     /// and serial and moved on from minutes already holding 1.5x the window's mean
-    /// (core::spread), so certificates issued together do not renew together.
+    /// (core::spread), so certificates issued together do not renew together. Agents learn it
+    /// at check-in and renew then.
     async fn spread_renewal(
         &self,
         r: &Recorded<'_>,
         prepared: &autoenroll_ca::Prepared,
         serial: &Serial,
     ) -> Result<UnixTime, RaError> {
-        let opens = RenewalRule::Windows { renewal_period_secs: r.renewal_secs }.due_at(&Held {
+        let rule = autoenroll_core::renewal::RenewalRule::Windows { renewal_period_secs: r.renewal_secs };
+        let opens = rule.due_at(&Held {
             not_before: prepared.not_before,
             not_after: prepared.not_after,
             template: None,
@@ -173,7 +194,8 @@ impl Ra {
         let mut load = std::collections::HashMap::new();
         for run in candidates.chunk_by(|a, b| b.0 == a.0 + 60) {
             if let (Some(first), Some(last)) = (run.first(), run.last()) {
-                load.extend(self.store.renewals_per_minute(first.0 - first.0.rem_euclid(60), last.0 + 60).await?);
+                let from = UnixTime(first.0 - first.0.rem_euclid(60));
+                load.extend(self.store.renewals_per_minute(from, last.plus_secs(60)).await?);
             }
         }
         let placed: i64 = load.values().sum();
@@ -191,11 +213,11 @@ impl Ra {
     ) -> Result<Vec<u8>, RaError> {
         let der = self.ca.sign(prepared).map_err(|e| RaError::from(e).with_request(request_id))?;
         let event = AuditEvent {
-            at: self.now().0,
+            at: self.now(),
             actor: r.audit.actor.to_string(),
             action: r.audit.action.to_string(),
             subject: r.audit.subject.to_string(),
-            outcome: "issued".into(),
+            outcome: AuditOutcome::Issued,
             detail: format!("serial {serial} request {request_id}{}", r.audit.note),
         };
         self.store
@@ -204,7 +226,7 @@ impl Ra {
                 request_id,
                 Thumbprint::of_der(&der).as_str(),
                 &der,
-                self.now().0,
+                self.now(),
                 Some(&event),
             )
             .await
@@ -213,66 +235,63 @@ impl Ra {
         Ok(der)
     }
 
-    pub async fn enroll(&self, input: EnrollInput<'_>) -> Result<Issued, RaError> {
+    /// Records a request held for approval and audits it as pending.
+    pub(crate) async fn hold_for_approval(
+        &self,
+        r: &NewRequest<'_>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+    ) -> Result<i64, RaError> {
+        let request_id =
+            self.store.insert_request(&NewRequest { status: RequestStatus::Pending, ..*r }, self.now()).await?;
+        self.audit(actor, action, subject, AuditOutcome::Pending, &format!("request {request_id} awaits approval"))
+            .await;
+        Ok(request_id)
+    }
+
+    pub async fn enroll(&self, input: EnrollInput<'_>) -> Result<Outcome, RaError> {
         let result = self.enroll_inner(&input).await;
-        // Success is audited with the certificate, in the same transaction.
+        // Success is audited with the certificate (same transaction), pending where it is held.
         if let Err(e) = &result {
             self.record_failure(&input.principal.actor(), "issue", &input.principal.device, e).await;
         }
         result
     }
 
-    async fn enroll_inner(&self, input: &EnrollInput<'_>) -> Result<Issued, RaError> {
+    async fn enroll_inner(&self, input: &EnrollInput<'_>) -> Result<Outcome, RaError> {
         let now = self.now();
         let csr = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
         let template = self.resolve_template(&csr, input).await?;
         if !template.enroll || !input.principal.may_use_template(&template.name) {
-            return Err(RaError::new(
-                Kind::PolicyDenied,
-                "NotPermitted",
-                format!("{} may not enroll for template {}", input.principal.actor(), template.name),
-            ));
+            return Err(Refusal::NotPermitted { actor: input.principal.actor(), template: template.name }.into());
         }
-        let device = self.store.touch_device(&input.principal.device, now.0).await?;
-        if device.blocked {
-            return Err(RaError::new(
-                Kind::PolicyDenied,
-                "DeviceBlocked",
-                format!("device {} is blocked", device.name),
-            ));
+        let device = self.store.touch_device(&input.principal.device, now).await?;
+        if device.is_blocked() {
+            return Err(Refusal::DeviceBlocked { device: device.name }.into());
         }
         check_key(&csr.key, &template)?;
         let request = issue_request(&csr, &template, &input.principal.device)?;
 
         let actor = input.principal.actor();
+        let new_request = NewRequest {
+            device_id: device.id,
+            requester: &actor,
+            template: &template.name,
+            kind: RequestKind::Enroll,
+            status: RequestStatus::Signing,
+            csr_der: &csr.der,
+            previous_serial: None,
+        };
         if template.pend_all {
-            let request_id = self
-                .store
-                .insert_request(
-                    &NewRequest {
-                        device_id: device.id,
-                        requester: &actor,
-                        template: &template.name,
-                        kind: "enroll",
-                        status: "received",
-                        csr_der: &csr.der,
-                        previous_serial: None,
-                    },
-                    now.0,
-                )
-                .await?;
-            return Err(RaError::new(Kind::Pending, "Pending", format!("request {request_id} awaits approval"))
-                .with_request(request_id));
+            let request_id = self.hold_for_approval(&new_request, &actor, "issue", &input.principal.device).await?;
+            return Ok(Outcome::Pending { request_id });
         }
         if let PrincipalKind::Token { id, .. } = &input.principal.kind {
             // The single-use check and the write are one statement: two racing requests with
             // one token cannot both pass.
-            if !self.store.consume_token(id, now.0).await? {
-                return Err(RaError::new(
-                    Kind::Unauthorized,
-                    "TokenUsed",
-                    "bootstrap token was already used or has expired",
-                ));
+            if !self.store.consume_token(id, now).await? {
+                return Err(Refusal::TokenUsed.into());
             }
         }
         let profile = profile_for(&template);
@@ -282,7 +301,7 @@ impl Ra {
                 device_id: device.id,
                 requester: &actor,
                 template_name: &template.name,
-                kind: "enroll",
+                kind: RequestKind::Enroll,
                 csr_der: &csr.der,
                 request: &request,
                 profile: &profile,
@@ -291,70 +310,50 @@ impl Ra {
                 audit: Audit { actor: &actor, action: "issue", subject: &input.principal.device, note: String::new() },
             })
             .await?;
-        Ok(Issued {
+        Ok(Outcome::Issued(Issued {
             certificate_der: der,
             chain: self.chain_der(),
             request_id,
             serial: serial.0,
             template: template.name,
-        })
+        }))
     }
-}
 
-impl Ra {
-    /// Marks the request (if one was recorded) and writes the audit event for a failure.
+    /// Marks the request (if one was recorded) denied and writes the audit event for a failure.
     pub(crate) async fn record_failure(&self, actor: &str, action: &str, subject: &str, e: &RaError) {
-        let pending = e.kind == Kind::Pending;
-        if let Some(id) = e.request_id {
-            let status = if pending { "pending" } else { "denied" };
-            if let Err(err) = self.store.set_request_status(id, status, e.code, self.now().0).await {
+        if let Some(id) = e.request_id() {
+            if let Err(err) = self.store.set_request_status(id, RequestStatus::Denied, e.code(), self.now()).await {
                 tracing::error!(%err, "could not update request status");
             }
         }
-        if let Some(src) = &e.source {
-            tracing::error!(code = e.code, source = %src, action, "request failed");
-        }
-        let outcome = if pending { "pending" } else { "refused" };
-        self.audit(actor, action, subject, outcome, &format!("{}: {}", e.code, e.detail)).await;
+        self.audit(actor, action, subject, AuditOutcome::Refused, &format!("{}: {}", e.code(), e.detail())).await;
     }
 }
 
 /// Key policy: RSA keys need at least the template's minimum (never under 2048); EC keys must be
 /// P-256 or P-384. Ed25519 is not accepted for enrollment yet (Windows cannot use it).
-pub(crate) fn check_key(key: &KeyFacts, t: &TemplateRow) -> Result<(), RaError> {
+pub(crate) fn check_key(key: &KeyFacts, t: &Template) -> Result<(), Refusal> {
     match key {
-        KeyFacts::Rsa { bits } => {
-            let min = t.min_key_bits.max(2048);
-            if i64::from(*bits) < min {
-                return Err(RaError::new(
-                    Kind::BadCsr,
-                    "KeyTooWeak",
-                    format!("RSA key of {bits} bits; template {} needs at least {min}", t.name),
-                ));
-            }
+        KeyFacts::Rsa { bits } if *bits < t.min_rsa_bits() => {
+            Err(Refusal::KeyTooWeak { key: key.describe(), min_bits: t.min_rsa_bits(), template: t.name.clone() })
         }
-        KeyFacts::Ec { .. } => {}
-        KeyFacts::Ed25519 => {
-            return Err(RaError::new(Kind::BadCsr, "KeyTypeNotAllowed", "Ed25519 keys are not accepted"));
-        }
+        KeyFacts::Rsa { .. } | KeyFacts::Ec { .. } => Ok(()),
+        KeyFacts::Ed25519 => Err(Refusal::KeyTypeNotAllowed { key: key.describe() }),
     }
-    Ok(())
 }
 
-pub(crate) fn issue_request(csr: &CsrFacts, t: &TemplateRow, device: &str) -> Result<IssueRequest, RaError> {
+pub(crate) fn issue_request(csr: &CsrFacts, t: &Template, device: &str) -> Result<IssueRequest, Refusal> {
     let (dns_names, ip_addrs) =
         if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
-    let subject = if t.subject_from == "request" {
-        if csr.subject.is_empty() && dns_names.is_empty() && ip_addrs.is_empty() {
-            return Err(RaError::new(
-                Kind::BadCsr,
-                "SubjectRequired",
-                format!("template {} needs a subject or DNS names in the CSR", t.name),
-            ));
+    let subject = match t.subject_from {
+        SubjectFrom::Request => {
+            if csr.subject.is_empty() && dns_names.is_empty() && ip_addrs.is_empty() {
+                return Err(Refusal::SubjectRequired { template: t.name.clone() });
+            }
+            csr.subject.clone()
         }
-        csr.subject.clone()
-    } else {
-        autoenroll_keys::cn_name(device).map_err(|e| RaError::new(Kind::BadRequest, "BadDeviceName", e.to_string()))?
+        SubjectFrom::Identity => autoenroll_keys::cn_name(device)
+            .map_err(|e| Refusal::BadDeviceName { name: device.to_string(), reason: e.to_string() })?,
     };
     Ok(IssueRequest { subject, spki_der: csr.spki_der.clone(), dns_names, ip_addrs })
 }
@@ -365,7 +364,7 @@ fn intent<'a>(
     serial: &'a str,
     subject: &'a str,
     request_id: i64,
-    (major, minor): (i64, i64),
+    (major, minor): (u32, u32),
     renew_after: UnixTime,
 ) -> CertificateIntent<'a> {
     CertificateIntent {
@@ -376,9 +375,9 @@ fn intent<'a>(
         template_major: major,
         template_minor: minor,
         subject,
-        not_before: prepared.not_before.0,
-        not_after: prepared.not_after.0,
+        not_before: prepared.not_before,
+        not_after: prepared.not_after,
         previous_serial: r.previous_serial,
-        renew_after: renew_after.0,
+        renew_after,
     }
 }

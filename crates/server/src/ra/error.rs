@@ -1,55 +1,87 @@
-use autoenroll_core::Kind;
+use autoenroll_core::{Kind, Refusal, RefusalCode};
 use std::fmt;
 
-/// An RA failure: `kind` picks the wire error class, `code` names the specific reason (stable,
-/// shown to clients and recorded in the audit log), `detail` is safe for the client, `source`
-/// is only logged.
+/// An RA failure: a `Refusal` (a reason the client may see, with its code), or an internal
+/// failure. An internal failure is logged once, where it is made, with a reference id; the
+/// client sees only the reference. Every front end gets that for free.
 #[derive(Debug)]
-pub struct RaError {
-    pub kind: Kind,
-    pub code: &'static str,
-    pub detail: String,
-    pub source: Option<String>,
-    /// The request id when the failure happened after the request was recorded.
-    pub request_id: Option<i64>,
+pub enum RaError {
+    Refused {
+        refusal: Refusal,
+        /// The request id when the refusal came after the request was recorded.
+        request_id: Option<i64>,
+    },
+    Internal {
+        reference: String,
+        request_id: Option<i64>,
+    },
 }
 
 impl RaError {
-    pub fn new(kind: Kind, code: &'static str, detail: impl Into<String>) -> RaError {
-        RaError { kind, code, detail: detail.into(), source: None, request_id: None }
-    }
-
-    /// An internal failure: the client sees only the code, the cause goes to the log.
+    /// An internal failure: the cause goes to the log with a reference id, the client sees the id.
     pub fn internal(source: impl fmt::Display) -> RaError {
-        RaError {
-            kind: Kind::Internal,
-            code: "Internal",
-            detail: "internal error".into(),
-            source: Some(source.to_string()),
-            request_id: None,
-        }
-    }
-
-    /// A copy for the audit trail, tied to a request.
-    pub fn clone_for_audit(&self, request_id: i64) -> RaError {
-        RaError {
-            kind: self.kind,
-            code: self.code,
-            detail: self.detail.clone(),
-            source: self.source.clone(),
-            request_id: Some(request_id),
-        }
+        let reference = hex::encode(super::secrets::random_bytes::<4>());
+        tracing::error!(reference, source = %source, "internal error");
+        RaError::Internal { reference, request_id: None }
     }
 
     pub fn with_request(mut self, id: i64) -> RaError {
-        self.request_id = Some(id);
+        match &mut self {
+            RaError::Refused { request_id, .. } | RaError::Internal { request_id, .. } => *request_id = Some(id),
+        }
         self
+    }
+
+    pub fn request_id(&self) -> Option<i64> {
+        match self {
+            RaError::Refused { request_id, .. } | RaError::Internal { request_id, .. } => *request_id,
+        }
+    }
+
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            RaError::Refused { refusal, .. } => Some(refusal),
+            RaError::Internal { .. } => None,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            RaError::Refused { refusal, .. } => refusal.kind(),
+            RaError::Internal { .. } => Kind::Internal,
+        }
+    }
+
+    /// The stable reason name: a refusal's code, or `Internal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RaError::Refused { refusal, .. } => refusal.code().as_str(),
+            RaError::Internal { .. } => "Internal",
+        }
+    }
+
+    pub fn refusal_code(&self) -> Option<RefusalCode> {
+        self.refusal().map(Refusal::code)
+    }
+
+    /// What the client may read.
+    pub fn detail(&self) -> String {
+        match self {
+            RaError::Refused { refusal, .. } => refusal.to_string(),
+            RaError::Internal { reference, .. } => format!("internal error (reference {reference})"),
+        }
+    }
+}
+
+impl From<Refusal> for RaError {
+    fn from(refusal: Refusal) -> Self {
+        RaError::Refused { refusal, request_id: None }
     }
 }
 
 impl fmt::Display for RaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.kind.as_str(), self.detail)
+        write!(f, "{} ({}): {}", self.code(), self.kind().as_str(), self.detail())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Windows MDM enrollment (MS-MDE2) at the RA: the MDM template, the device identity from
 //! AdditionalContext, and what the device reported, recorded in the inventory.
 use super::auth::Principal;
-use super::enroll::{EnrollInput, Issued};
+use super::enroll::{EnrollInput, Outcome};
 use super::{Ra, RaError};
 
 /// What the provisioning document needs from the RA.
@@ -33,7 +33,7 @@ impl Ra {
         principal: &Principal,
         csr_der: &[u8],
         context: &[(String, String)],
-    ) -> Result<Issued, RaError> {
+    ) -> Result<Outcome, RaError> {
         let template = self.settings.mdm_template.clone();
         let issued = self.enroll(EnrollInput { principal, csr_der, template_name: Some(&template) }).await?;
         let items: Vec<(String, String)> = context
@@ -43,7 +43,7 @@ impl Ra {
             .map(|(n, v)| (n.chars().take(128).collect(), v.chars().take(MAX_VALUE).collect()))
             .collect();
         if let Some(device) = self.store.device(&principal.device).await? {
-            self.store.set_device_attributes(device.id, &items, self.now().0).await?;
+            self.store.set_device_attributes(device.id, &items, self.now()).await?;
         }
         Ok(issued)
     }

@@ -1,5 +1,6 @@
 //! The registration authority: authentication, template policy, enrollment. The only module
-//! that uses the store and the CA (rule R3); front ends call it with wire-free inputs.
+//! that uses the store and the CA (rule R3); front ends call it with wire-free inputs and get
+//! domain types, an `Outcome` (issued or pending) or an `RaError` (a `Refusal`, or internal).
 mod admin;
 mod auth;
 mod checkin;
@@ -17,20 +18,23 @@ mod templates;
 
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind};
-pub use autoenroll_store::{CertificateFilter, CertificateRow, DeviceSummary, StuckRow};
-pub use checkin::{thumbprint_of, Action, CheckinAnswer, CheckinReport, Directive, HeldCertificate};
-pub use enroll::{EnrollInput, Issued};
+pub use autoenroll_core::model::{CertState, DeviceState, RevocationReason, Template};
+pub use autoenroll_store::{
+    AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceSummary, InvalidTemplate, Stuck, Templates,
+};
+pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
+pub use enroll::{EnrollInput, Issued, Outcome};
 pub use error::RaError;
-pub use lifecycle::Retrieved;
 pub use mdm::MdmSettings;
-pub use policy::{PolicyTemplate, PolicyView};
+pub use policy::PolicyView;
 pub use renew::Window;
 pub use scep::{ChallengeSpec, ScepRequest};
 
 use autoenroll_ca::Ca;
 use autoenroll_core::clock::Clock;
+use autoenroll_core::model::AuditOutcome;
 use autoenroll_core::UnixTime;
-use autoenroll_store::{AuditEvent, Store};
+use autoenroll_store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,6 +66,13 @@ pub fn ca_exists(data_dir: &Path) -> bool {
     autoenroll_ca::exists(&data_dir.join("ca"))
 }
 
+/// A revocation reason by its RFC 5280 name, or the refusal that lists the names.
+pub fn revocation_reason(name: &str) -> Result<RevocationReason, RaError> {
+    name.parse().map_err(|_| {
+        autoenroll_core::Refusal::InvalidReason { reason: name.to_string(), allowed: RevocationReason::names() }.into()
+    })
+}
+
 pub struct Ra {
     store: Store,
     ca: Ca,
@@ -86,8 +97,8 @@ impl Ra {
         let scep = autoenroll_ca::scep_ra(&ca_dir, &ca, &settings.organization, now)?;
         let store = Store::open(&settings.database_url).await?;
         let ra = Ra { store, ca, scep, clock, settings };
-        ra.store.upsert_ca("root", ra.ca.root_der(), now.0).await?;
-        ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now.0).await?;
+        ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
+        ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now).await?;
         templates::ensure_defaults(&ra).await?;
         Ok(ra)
     }
@@ -114,13 +125,13 @@ impl Ra {
         vec![self.ca.issuing_der().to_vec(), self.ca.root_der().to_vec()]
     }
 
-    async fn audit(&self, actor: &str, action: &str, subject: &str, outcome: &str, detail: &str) {
+    async fn audit(&self, actor: &str, action: &str, subject: &str, outcome: AuditOutcome, detail: &str) {
         let e = AuditEvent {
-            at: self.now().0,
+            at: self.now(),
             actor: actor.to_string(),
             action: action.to_string(),
             subject: subject.to_string(),
-            outcome: outcome.to_string(),
+            outcome,
             detail: detail.to_string(),
         };
         if let Err(err) = self.store.audit(&e).await {
@@ -128,11 +139,11 @@ impl Ra {
         }
     }
 
-    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditEvent>, RaError> {
-        Ok(self.store.audit_events(limit).await?)
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, RaError> {
+        Ok(self.store.audit_events(filter).await?)
     }
 
-    pub async fn certificates(&self, limit: i64) -> Result<Vec<autoenroll_store::CertificateRow>, RaError> {
+    pub async fn certificates(&self, limit: i64) -> Result<Vec<Certificate>, RaError> {
         Ok(self.store.certificates(limit).await?)
     }
 

@@ -1,5 +1,6 @@
 //! The OCSP responder's decisions: what the inventory says about each certificate asked for.
 use super::Ra;
+use autoenroll_core::model::CertState;
 use autoenroll_core::pki::ocsp::{
     self, error_response, CertStatus, ResponseData, ResponseStatus, RevokedInfo, SingleResponse,
 };
@@ -45,13 +46,17 @@ impl Ra {
             let status = if ocsp::issued_by(id, self.ca.issuing_der()) {
                 let serial = Serial::from_bytes(id.serial_number.as_bytes());
                 match self.store.certificate(serial.as_str()).await? {
-                    Some(c) if c.state == "revoked" => CertStatus::Revoked(RevokedInfo {
-                        revocation_time: time(UnixTime(c.revoked_at.unwrap_or_default()))
-                            .ok_or_else(|| super::RaError::internal("revocation time"))?,
-                        revocation_reason: c.revocation_reason.as_deref().and_then(super::lifecycle::crl_reason),
-                    }),
-                    Some(c) if c.state == "issued" || c.state == "renewed" => CertStatus::Good(Null),
-                    _ => CertStatus::Unknown(Null),
+                    Some(c) => match c.state {
+                        CertState::Revoked => CertStatus::Revoked(RevokedInfo {
+                            revocation_time: time(c.revoked_at.unwrap_or_default())
+                                .ok_or_else(|| super::RaError::internal("revocation time"))?,
+                            revocation_reason: c.revocation_reason.and_then(|r| r.crl_reason()),
+                        }),
+                        CertState::Issued | CertState::Renewed => CertStatus::Good(Null),
+                        // Recorded but not yet signed: nobody can hold it.
+                        CertState::Signing => CertStatus::Unknown(Null),
+                    },
+                    None => CertStatus::Unknown(Null),
                 }
             } else {
                 CertStatus::Unknown(Null)

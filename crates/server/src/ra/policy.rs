@@ -1,9 +1,7 @@
 //! The enrollment policy a principal sees.
 use super::auth::Principal;
 use super::{Ra, RaError};
-use autoenroll_store::TemplateRow;
-
-pub type PolicyTemplate = TemplateRow;
+use autoenroll_core::model::Template;
 
 #[derive(Debug, Clone)]
 pub struct PolicyView {
@@ -12,11 +10,13 @@ pub struct PolicyView {
     /// The client's `lastUpdate` is at or after the newest template change.
     pub not_changed: bool,
     pub next_update_hours: u32,
-    pub templates: Vec<PolicyTemplate>,
+    pub templates: Vec<Template>,
     pub issuing_ca_der: Vec<u8>,
 }
 
 impl Ra {
+    /// The templates `principal` may enroll. A stored template that no longer validates is
+    /// reported in the log and left out: one bad template never breaks policy for everyone.
     pub async fn policy(&self, principal: &Principal, client_last_update: Option<i64>) -> Result<PolicyView, RaError> {
         let policy_id = match self.store.setting("policy_id").await? {
             Some(id) => id,
@@ -29,9 +29,12 @@ impl Ra {
             }
         };
         let all = self.store.templates().await?;
-        let newest = all.iter().map(|t| t.updated_at).max().unwrap_or(0);
-        let templates: Vec<TemplateRow> =
-            all.into_iter().filter(|t| t.enroll && principal.may_use_template(&t.name)).collect();
+        for bad in &all.invalid {
+            tracing::error!(template = %bad.name, reason = %bad.reason, "stored template does not validate; left out of policy");
+        }
+        let newest = all.valid.iter().map(|t| t.updated_at.0).max().unwrap_or(0);
+        let templates: Vec<Template> =
+            all.valid.into_iter().filter(|t| t.enroll && principal.may_use_template(&t.name)).collect();
         Ok(PolicyView {
             policy_id,
             not_changed: client_last_update.is_some_and(|l| l >= newest),
@@ -39,22 +42,5 @@ impl Ra {
             templates,
             issuing_ca_der: self.ca.issuing_der().to_vec(),
         })
-    }
-}
-
-impl Ra {
-    /// The DER of the EKU extension value certificates of `t` will carry.
-    pub fn ext_key_usage_der(&self, t: &TemplateRow) -> Result<Vec<u8>, RaError> {
-        use der::Encode;
-        let ekus = super::templates::profile_for(t)
-            .extended_key_usage
-            .iter()
-            .map(|e| match e.as_str() {
-                "serverAuth" => Ok(autoenroll_core::oids::KP_SERVER_AUTH),
-                "clientAuth" => Ok(autoenroll_core::oids::KP_CLIENT_AUTH),
-                other => other.parse().map_err(RaError::internal),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        x509_cert::ext::pkix::ExtendedKeyUsage(ekus).to_der().map_err(RaError::internal)
     }
 }

@@ -5,10 +5,11 @@ use super::auth::Principal;
 use super::enroll::{check_key, csr_error, issue_request, Issued, Recorded};
 use super::templates::profile_for;
 use super::{Ra, RaError};
+use autoenroll_core::model::{CertState, RequestKind};
 use autoenroll_core::pki::cert::verify_issued_by;
-use autoenroll_core::pki::{cms, CertFacts, CsrFacts};
-use autoenroll_core::renewal::{Held, RenewalRule};
-use autoenroll_core::{Kind, Thumbprint};
+use autoenroll_core::pki::{cms, CertFacts, CsrFacts, PkiError};
+use autoenroll_core::renewal::Held;
+use autoenroll_core::{Refusal, Thumbprint};
 
 /// Which rule opens the renewal window: the Windows autoenrollment rule
 /// (`not_after - min(period, lifetime/5)`) or the MDM one (`not_after - RenewPeriod`).
@@ -38,18 +39,12 @@ impl Ra {
     ) -> Result<Issued, RaError> {
         let req = match cms::verify_renewal(cms_der) {
             Ok(r) => r,
-            Err(autoenroll_core::pki::PkiError::BadSignature) => {
-                let e = RaError::new(
-                    Kind::Unauthorized,
-                    "BadRenewalSignature",
-                    "the renewal request's signature does not verify with the old certificate's key",
-                );
-                self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
-                return Err(e);
-            }
             Err(e) => {
-                let e = csr_error(e);
-                self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
+                let e = RaError::from(match e {
+                    PkiError::BadSignature => Refusal::BadRenewalSignature,
+                    other => csr_error(other),
+                });
+                self.record_failure("anonymous", "renew", "-", &e).await;
                 return Err(e);
             }
         };
@@ -66,8 +61,8 @@ impl Ra {
         let csr = match CsrFacts::parse(csr_der) {
             Ok(c) => c,
             Err(e) => {
-                let e = csr_error(e);
-                self.audit("anonymous", "renew", "-", "refused", &format!("{}: {}", e.code, e.detail)).await;
+                let e = RaError::from(csr_error(e));
+                self.record_failure("anonymous", "renew", "-", &e).await;
                 return Err(e);
             }
         };
@@ -82,8 +77,7 @@ impl Ra {
         caller: Option<&Principal>,
         window: Window,
     ) -> Result<Issued, RaError> {
-        let old =
-            CertFacts::parse(old_der).map_err(|e| RaError::new(Kind::BadRequest, "BadCertificate", e.to_string()))?;
+        let old = CertFacts::parse(old_der).map_err(|e| Refusal::BadCertificate { detail: e.to_string() })?;
         let actor = format!("cert:{}", old.serial);
         let result = self.renew_inner(&csr, old_der, &old, proof, caller, window).await;
         // Success is audited with the certificate, in the same transaction.
@@ -103,33 +97,21 @@ impl Ra {
         window: Window,
     ) -> Result<Issued, RaError> {
         let now = self.now();
-        let denied = |code: &'static str, detail: String| Err(RaError::new(Kind::PolicyDenied, code, detail));
         // 1. Ours, and known.
         if verify_issued_by(old_der, self.ca.issuing_der()).is_err() {
-            return Err(RaError::new(
-                Kind::Unauthorized,
-                "ForeignCertificate",
-                "the certificate to renew was not issued by this CA",
-            ));
+            return Err(Refusal::ForeignCertificate.into());
         }
-        let row =
-            self.store.certificate_by_thumbprint(Thumbprint::of_der(old_der).as_str()).await?.ok_or_else(|| {
-                RaError::new(
-                    Kind::Unauthorized,
-                    "UnknownCertificate",
-                    "the certificate to renew is not in the inventory",
-                )
-            })?;
+        let row = self
+            .store
+            .certificate_by_thumbprint(Thumbprint::of_der(old_der).as_str())
+            .await?
+            .ok_or(Refusal::UnknownCertificate)?;
         // 2. Still good.
-        if row.state == "revoked" {
-            return denied("CertificateRevoked", format!("certificate {} is revoked", row.serial));
+        if row.state == CertState::Revoked {
+            return Err(Refusal::CertificateRevoked { serial: row.serial }.into());
         }
         if now >= old.not_after {
-            return Err(RaError::new(
-                Kind::Unauthorized,
-                "CertificateExpired",
-                "the certificate has expired: re-enroll with fresh credentials",
-            ));
+            return Err(Refusal::CertificateExpired.into());
         }
         // 3. The same device, not blocked.
         let device = self
@@ -137,8 +119,8 @@ impl Ra {
             .device_by_id(row.device_id)
             .await?
             .ok_or_else(|| RaError::internal("certificate without device"))?;
-        if device.blocked {
-            return denied("DeviceBlocked", format!("device {} is blocked", device.name));
+        if device.is_blocked() {
+            return Err(Refusal::DeviceBlocked { device: device.name }.into());
         }
         if let Some(c) = caller {
             // An account names its device itself, so for accounts only the one that requested
@@ -152,34 +134,25 @@ impl Ra {
                 _ => c.device == device.name,
             };
             if !allowed {
-                return denied(
-                    "DeviceMismatch",
-                    format!("{} may not renew a certificate of device {}", c.actor(), device.name),
-                );
+                return Err(Refusal::DeviceMismatch { actor: c.actor(), device: device.name }.into());
             }
         }
         if let Some(named) = &csr.renewal_cert_der {
             if named.as_slice() != old_der {
-                return denied(
-                    "DeviceMismatch",
-                    "the request names a different certificate than the one that signed it".into(),
-                );
+                return Err(Refusal::RenewalCertificateMismatch.into());
             }
         }
         // 4. The template still allows it, and the window is open.
-        let template = match self.store.template(&row.template).await? {
+        let template = match self.find_template(&row.template).await? {
             Some(t) if t.enroll => t,
-            _ => return denied("TemplateNotAllowed", format!("template {} no longer allows enrollment", row.template)),
+            _ => return Err(Refusal::TemplateNotAllowed { template: row.template }.into()),
         };
         let bumped = row.template_major < template.major;
         if !bumped {
             // The same rule the agent decides with (core::renewal), server-side.
             let rule = match window {
-                Window::Autoenrollment => RenewalRule::Windows { renewal_period_secs: template.renewal_secs },
-                Window::Mdm => RenewalRule::Mdm {
-                    renew_period_secs: template.renewal_secs,
-                    retry_interval_secs: template.retry_interval_secs,
-                },
+                Window::Autoenrollment => template.renewal_rule(),
+                Window::Mdm => template.mdm_rule(),
             };
             let opens = rule.due_at(&Held {
                 not_before: old.not_before,
@@ -191,27 +164,23 @@ impl Ra {
             let skew = (old.lifetime_secs() / 20).min(60);
             // The server's own renewal time counts too: an administrator may have moved it to
             // now for a cohort ("renew now").
-            let server_says_due = row.renew_after.is_some_and(|t| now.0 >= t);
+            let server_says_due = row.renew_after.is_some_and(|t| now >= t);
             if now < opens.minus_secs(template.renewal_grace_secs + skew) && !server_says_due {
-                return denied("OutsideRenewalWindow", format!("renewal of {} opens at {opens}", row.serial));
+                return Err(Refusal::OutsideRenewalWindow { serial: row.serial, opens }.into());
             }
         }
         // 5. Key policy.
-        if csr.spki_der == old.spki_der && !template.same_key_renewal {
-            return Err(RaError::new(
-                Kind::BadCsr,
-                "SameKeyNotAllowed",
-                format!("template {} requires a new key on renewal", template.name),
-            ));
+        if csr.spki_der == old.spki_der && !template.key.same_key_renewal {
+            return Err(Refusal::SameKeyNotAllowed { template: template.name }.into());
         }
         check_key(&csr.key, &template)?;
 
         let request = issue_request(csr, &template, &device.name)?;
         let profile = profile_for(&template);
         let kind = match proof {
-            Proof::SignedRequest => "renew",
-            Proof::ClientTls => "renew-tls",
-            Proof::ScepSigned => "renew-scep",
+            Proof::SignedRequest => RequestKind::Renew,
+            Proof::ClientTls => RequestKind::RenewTls,
+            Proof::ScepSigned => RequestKind::RenewScep,
         };
         let requester = format!("cert:{}", row.serial);
         let (request_id, serial, der) = self

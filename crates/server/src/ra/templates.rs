@@ -1,8 +1,9 @@
 //! Default templates, template OIDs, and the listener's own TLS identity.
 use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
-use autoenroll_keys::{KeyAlgorithm, KeyPair};
-use autoenroll_store::TemplateRow;
+use autoenroll_core::model::{Eku, KeyAlgorithm, KeyPolicy, KeyUsage, RequestKind, SubjectFrom, Template, UnixTime};
+use autoenroll_keys::KeyPair;
+use const_oid::ObjectIdentifier;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -12,7 +13,7 @@ const OID_NEXT_SETTING: &str = "template_oid_next";
 
 /// ADCS names templates under 1.3.6.1.4.1.311.21.8 with a random per-forest arc; we do the same
 /// per installation so Windows clients see familiar template OIDs.
-pub(crate) async fn next_template_oid(ra: &Ra) -> Result<String, RaError> {
+pub(crate) async fn next_template_oid(ra: &Ra) -> Result<ObjectIdentifier, RaError> {
     let arc = match ra.store.setting(OID_ARC_SETTING).await? {
         Some(a) => a,
         None => {
@@ -26,13 +27,13 @@ pub(crate) async fn next_template_oid(ra: &Ra) -> Result<String, RaError> {
     };
     let next: i64 = ra.store.setting(OID_NEXT_SETTING).await?.and_then(|v| v.parse().ok()).unwrap_or(1);
     ra.store.set_setting(OID_NEXT_SETTING, &(next + 1).to_string()).await?;
-    Ok(format!("{arc}.{next}"))
+    ObjectIdentifier::new(&format!("{arc}.{next}")).map_err(RaError::internal)
 }
 
 /// A client-authentication template with the product defaults: 1 year, renewal period 6
 /// weeks, P-256, subject from the device identity, autoenrolled.
-pub(crate) fn client_auth_template(name: &str, oid: String, now: i64) -> TemplateRow {
-    TemplateRow {
+pub(crate) fn client_auth_template(name: &str, oid: ObjectIdentifier, now: UnixTime) -> Template {
+    Template {
         name: name.to_string(),
         oid,
         major: 1,
@@ -40,21 +41,19 @@ pub(crate) fn client_auth_template(name: &str, oid: String, now: i64) -> Templat
         description: String::new(),
         validity_secs: 365 * DAY,
         renewal_secs: 42 * DAY,
-        key_algorithm: "p256".into(),
-        min_key_bits: 2048,
-        key_usage: "digitalSignature".into(),
-        ext_key_usage: "clientAuth".into(),
-        subject_from: "identity".into(),
+        renewal_grace_secs: 0,
+        retry_interval_secs: 7 * DAY,
+        key: KeyPolicy { algorithm: KeyAlgorithm::P256, min_rsa_bits: 2048, same_key_renewal: false },
+        key_usage: vec![KeyUsage::DigitalSignature],
+        ekus: vec![Eku::CLIENT_AUTH],
+        subject_from: SubjectFrom::Identity,
         allow_san: false,
         enroll: true,
         autoenroll: true,
         pend_all: false,
-        same_key_renewal: false,
-        superseded: String::new(),
+        supersedes: vec![],
         created_at: now,
         updated_at: now,
-        renewal_grace_secs: 0,
-        retry_interval_secs: 7 * DAY,
     }
 }
 
@@ -62,20 +61,20 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
     if ra.store.setting("defaults_created").await?.is_some() {
         return Ok(());
     }
-    let now = ra.now().0;
-    let machine = TemplateRow {
+    let now = ra.now();
+    let machine = Template {
         description: "Device client authentication; subject built from the device identity".into(),
         ..client_auth_template("Machine", next_template_oid(ra).await?, now)
     };
-    let web = TemplateRow {
+    let web = Template {
         name: "WebServer".into(),
         oid: next_template_oid(ra).await?,
         description: "TLS server; the enrollee supplies subject and DNS names".into(),
         validity_secs: 90 * DAY,
         renewal_secs: 30 * DAY,
-        key_usage: "digitalSignature,keyEncipherment".into(),
-        ext_key_usage: "serverAuth".into(),
-        subject_from: "request".into(),
+        key_usage: vec![KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment],
+        ekus: vec![Eku::SERVER_AUTH],
+        subject_from: SubjectFrom::Request,
         allow_san: true,
         ..machine.clone()
     };
@@ -85,21 +84,16 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
             Err(e) => return Err(e.into()),
         }
     }
-    ra.store.set_setting("defaults_created", &now.to_string()).await?;
+    ra.store.set_setting("defaults_created", &now.0.to_string()).await?;
     Ok(())
 }
 
-pub(crate) fn profile_for(t: &TemplateRow) -> Profile {
-    let split = |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
+pub(crate) fn profile_for(t: &Template) -> Profile {
     Profile {
         validity_secs: t.validity_secs,
-        key_usage: split(&t.key_usage),
-        extended_key_usage: split(&t.ext_key_usage),
-        template: Some(autoenroll_core::TemplateRef {
-            oid: t.oid.clone(),
-            major: t.major as u32,
-            minor: t.minor as u32,
-        }),
+        key_usage: t.key_usage.clone(),
+        extended_key_usage: t.ekus.clone(),
+        template: Some(t.template_ref()),
         template_name: Some(t.name.clone()),
         is_ca: false,
     }
@@ -149,14 +143,14 @@ pub(crate) async fn tls_identity(
     };
     let profile = Profile {
         validity_secs: 365 * DAY,
-        key_usage: vec!["digitalSignature".into()],
-        extended_key_usage: vec!["serverAuth".into()],
+        key_usage: vec![KeyUsage::DigitalSignature],
+        extended_key_usage: vec![Eku::SERVER_AUTH],
         template: None,
         template_name: None,
         is_ca: false,
     };
     // Recorded like any other issuance: nothing we sign is missing from the store.
-    let device = ra.store.touch_device("autoenroll-server", now.0).await?;
+    let device = ra.store.touch_device("autoenroll-server", now).await?;
     let (_, _, leaf) = ra
         .issue_recorded(super::enroll::Recorded {
             audit: super::enroll::Audit {
@@ -169,7 +163,7 @@ pub(crate) async fn tls_identity(
             device_id: device.id,
             requester: "server",
             template_name: "TLSListener",
-            kind: "listener",
+            kind: RequestKind::Listener,
             csr_der: &[],
             request: &req,
             profile: &profile,

@@ -127,5 +127,14 @@ pub async fn issue(ra: &Ra, device: &str) -> Vec<u8> {
     let principal = ra.authenticate(&Credentials::BootstrapToken(token), None).await.unwrap();
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
     let csr = build_csr(&key, cn_name(device).unwrap(), vec![]).unwrap();
-    ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap().certificate_der
+    issued(ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap())
+        .certificate_der
+}
+
+/// The certificate of an outcome that must have been issued at once.
+pub fn issued(o: autoenroll_server::ra::Outcome) -> autoenroll_server::ra::Issued {
+    match o {
+        autoenroll_server::ra::Outcome::Issued(i) => i,
+        autoenroll_server::ra::Outcome::Pending { request_id } => panic!("request {request_id} is pending"),
+    }
 }

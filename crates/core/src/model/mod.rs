@@ -1,8 +1,19 @@
-//! Domain newtypes. Times are whole seconds since the Unix epoch: stored values are re-checked
-//! later, so sub-second precision would only make round trips unstable.
+//! The domain, once: newtypes, templates with typed usages and key policy, and the states of
+//! requests, certificates and devices. The store converts its rows to these at its boundary;
+//! everything above it works with types, not strings. Times are whole seconds since the Unix
+//! epoch: stored values are re-checked later, so sub-second precision would only make round trips
+//! unstable.
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+mod state;
+mod template;
+
+pub use state::{AuditOutcome, CertState, DeviceState, RequestKind, RequestStatus, RevocationReason, UnknownValue};
+pub use template::{
+    valid_name, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, SubjectFrom, Template, TemplateError, EKU_NAMES,
+};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixTime(pub i64);
 
 impl UnixTime {
@@ -18,7 +29,7 @@ impl fmt::Display for UnixTime {
     /// RFC 3339 in UTC, e.g. `2026-11-22T02:21:54Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, mo, d, h, mi, s) = civil_from_unix(self.0);
-        write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+        f.pad(&format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"))
     }
 }
 
@@ -65,10 +76,6 @@ macro_rules! string_newtype {
     };
 }
 
-string_newtype!(
-    /// A device or service identity as known to the inventory.
-    DeviceId
-);
 string_newtype!(
     /// Certificate serial number, lower-case hex without leading zero bytes stripped.
     Serial

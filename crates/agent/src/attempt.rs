@@ -1,0 +1,195 @@
+//! One attempt for one template: the key (saved under `pending/` before anything is sent), the
+//! request (enroll, renew signed with the current certificate or over TLS with it, or collect a
+//! pending request), and the answer (saved before it goes live). A crash at any point resumes:
+//! a pending key is reused, a received certificate only needs installing.
+use crate::config::{AgentConfig, RenewalMode, TemplateOverrides};
+use crate::credentials::Auth;
+use crate::fault;
+use crate::https::ClientIdentity;
+use crate::localstore::{Held, LocalStore, PendingMeta};
+use crate::policy::{Policy, Template};
+use crate::transport::{Answer, Transport};
+use crate::AgentError;
+use autoenroll_core::{TemplateRef, UnixTime};
+use autoenroll_keys::KeyPair;
+use autoenroll_proto::soap::HeaderToken;
+use autoenroll_proto::xcep::ClientAuthentication;
+use autoenroll_proto::{ns, wstep};
+
+/// An issued certificate with the key it was issued for.
+pub struct Outcome {
+    pub key: KeyPair,
+    pub cert: Vec<u8>,
+    pub chain: Vec<Vec<u8>>,
+}
+
+pub struct Attempt<'a> {
+    pub cfg: &'a AgentConfig,
+    pub transport: &'a Transport<'a>,
+    pub store: &'a LocalStore,
+    pub policy: &'a Policy,
+    pub now: UnixTime,
+    pub device: &'a str,
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+/// 1.3.6.1.4.1.311.21.7 in the request names the template (and version) unambiguously.
+fn template_extension(t: &Template) -> Result<x509_cert::ext::Extension, AgentError> {
+    let value = autoenroll_core::pki::template_ext::encode_template(&TemplateRef {
+        oid: t.oid.clone(),
+        major: t.major,
+        minor: t.minor,
+    })
+    .map_err(|e| AgentError::Protocol(e.to_string()))?;
+    Ok(x509_cert::ext::Extension {
+        extn_id: autoenroll_core::oids::MS_CERTIFICATE_TEMPLATE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(value).map_err(|e| AgentError::Protocol(e.to_string()))?,
+    })
+}
+
+impl Attempt<'_> {
+    fn overrides(&self, t: &str) -> TemplateOverrides {
+        self.cfg.templates.get(t).cloned().unwrap_or_default()
+    }
+
+    /// Subject and extensions for a request for `t`.
+    fn request_parts(
+        &self,
+        t: &Template,
+    ) -> Result<(x509_cert::name::Name, Vec<x509_cert::ext::Extension>), AgentError> {
+        let o = self.overrides(&t.name);
+        let cn = o.subject.clone().filter(|_| t.supplies_subject).unwrap_or_else(|| self.device.to_string());
+        let mut exts = vec![template_extension(t)?];
+        if t.supplies_san {
+            let mut dns = o.dns_names.clone();
+            if dns.is_empty() && is_dns_name(&cn) {
+                dns.push(cn.clone());
+            }
+            if !dns.is_empty() {
+                exts.push(autoenroll_keys::san_extension(&dns, &[])?);
+            }
+        }
+        Ok((autoenroll_keys::cn_name(&cn)?, exts))
+    }
+
+    /// The key for a new attempt: a pending one (a retry keeps its key), the current one when
+    /// configured and possible, or a fresh one. Saved under pending/ before anything is sent.
+    async fn attempt_key(&self, t: &Template, held_key: Option<&KeyPair>, kind: &str) -> Result<KeyPair, AgentError> {
+        if let Some(p) = self.store.pending(&t.name)? {
+            if p.received.is_none() && p.meta.request_id.is_none() {
+                return Ok(p.key);
+            }
+        }
+        let o = self.overrides(&t.name);
+        let key = match (o.reuse_key, held_key) {
+            (true, Some(k)) => KeyPair::from_pkcs8_der(&k.to_pkcs8_der()?)?,
+            _ => {
+                let alg = match o.key_algorithm.as_deref() {
+                    Some(a) => a.parse().map_err(|e| AgentError::Config(format!("templates.{}: {e}", t.name)))?,
+                    None => t.key_algorithm,
+                };
+                tokio::task::spawn_blocking(move || KeyPair::generate(alg))
+                    .await
+                    .map_err(|e| AgentError::Protocol(format!("key generation task: {e}")))??
+            }
+        };
+        self.store.begin_attempt(
+            &t.name,
+            &key,
+            &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: None },
+        )?;
+        fault::point("after-keygen");
+        Ok(key)
+    }
+
+    /// A new certificate, paid for with `auth`.
+    pub async fn enroll(&self, t: &Template, auth: &Auth) -> Result<Option<Outcome>, AgentError> {
+        let key = self.attempt_key(t, None, "enroll").await?;
+        let (subject, exts) = self.request_parts(t)?;
+        let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
+        let body = wstep::issue_request_body(&csr, &[("DeviceName", self.device)]);
+        let answer =
+            self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await?;
+        self.keep_answer(t, key, answer, "enroll")
+    }
+
+    /// A successor for `held`, proving possession of its key: a request signed with it, or (in
+    /// `tls` mode, for clientAuth certificates) it as the TLS client certificate.
+    pub async fn renew(&self, t: &Template, held: &Held) -> Result<Option<Outcome>, AgentError> {
+        let old_key = self.store.live_key(&t.name)?;
+        let key = self.attempt_key(t, Some(&old_key), "renew").await?;
+        let (subject, exts) = self.request_parts(t)?;
+        let mode = self.overrides(&t.name).renewal_mode.unwrap_or(self.cfg.renewal_mode);
+        let answer = if mode == RenewalMode::Tls && held.facts.has_client_auth() {
+            // ROBO: the current certificate is the TLS client certificate.
+            let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
+            let mut chain = vec![held.cert_der.clone()];
+            chain.extend(self.store.live_chain(&t.name)?.into_iter().take(1));
+            let identity = ClientIdentity { chain, key_pkcs8: old_key.to_pkcs8_der()? };
+            let body = wstep::token_request_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS10, &csr);
+            self.transport
+                .submit(self.policy, Some(ClientAuthentication::Certificate), &HeaderToken::None, Some(&identity), body)
+                .await?
+        } else {
+            if mode == RenewalMode::Tls {
+                tracing::info!(template = %t.name, "no clientAuth usage: renewing with a signed request instead of TLS");
+            }
+            // A PKCS#10 naming the old certificate, inside a SignedData made with the old key.
+            let csr = autoenroll_keys::build_renewal_csr(&key, subject, exts, &held.cert_der)?;
+            let signed = autoenroll_keys::sign_cms(&csr, &held.cert_der, &old_key, true)?;
+            let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &signed);
+            self.transport
+                .submit(self.policy, Some(ClientAuthentication::Anonymous), &HeaderToken::None, None, body)
+                .await?
+        };
+        self.keep_answer(t, key, answer, "renew")
+    }
+
+    /// Asks for the outcome of a pending request (QueryTokenStatus).
+    pub async fn retrieve(&self, t: &Template, request_id: &str) -> Result<Option<Outcome>, AgentError> {
+        let pending =
+            self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
+        let body = wstep::query_request_body(request_id);
+        match self.transport.submit(self.policy, None, &HeaderToken::None, None, body).await {
+            Ok(answer) => self.keep_answer(t, pending.key, answer, &pending.meta.kind),
+            Err(e @ AgentError::Refused { .. }) => {
+                // Denied (or unknown): this attempt is over; the next one starts afresh.
+                self.store.clear_pending(&t.name)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Saves the answer under pending/ (so a crash after this point still installs it).
+    fn keep_answer(
+        &self,
+        t: &Template,
+        key: KeyPair,
+        answer: Answer,
+        kind: &str,
+    ) -> Result<Option<Outcome>, AgentError> {
+        match answer {
+            Answer::Issued { cert, chain } => {
+                self.store.save_received(&t.name, &cert, &chain)?;
+                fault::point("after-receive");
+                Ok(Some(Outcome { key, cert, chain }))
+            }
+            Answer::Pending { request_id } => {
+                tracing::info!(template = %t.name, %request_id, "request pending approval");
+                self.store.save_pending_meta(
+                    &t.name,
+                    &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: Some(request_id) },
+                )?;
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The daemon loop: a cycle, then sleep until the next decision time (no polling, no CPU in
+//! between), until stopped.
+use crate::config::AgentConfig;
+use crate::cycle::{run_cycle, Force, Jitter};
+use autoenroll_core::clock::Clock;
+use std::sync::Arc;
+
+/// How soon a failed cycle (no policy) is retried.
+const CYCLE_RETRY_SECS: i64 = 60;
+
+/// Retry jitter from the system's random number generator.
+pub struct SystemJitter;
+
+impl Jitter for SystemJitter {
+    fn next(&self) -> f64 {
+        let b = autoenroll_keys::random_bytes(8).unwrap_or_else(|_| vec![0; 8]);
+        let n = u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        (n >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs cycles until `stop`, sleeping until the next decision time.
+pub async fn run_forever(cfg: &AgentConfig, clock: Arc<dyn Clock>, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let now = clock.now();
+        let wake = match run_cycle(cfg, clock.clone(), &SystemJitter, &Force::None).await {
+            Ok(r) => {
+                tracing::info!(
+                    enrolled = r.enrolled.len(),
+                    renewed = r.renewed.len(),
+                    reenrolled = r.reenrolled.len(),
+                    kept = r.kept.len(),
+                    waiting = r.waiting.len(),
+                    failed = r.failed.len(),
+                    "cycle done"
+                );
+                r.next_wake.unwrap_or(now.plus_secs(3600))
+            }
+            Err(e) => {
+                tracing::warn!(%e, "cycle failed");
+                now.plus_secs(CYCLE_RETRY_SECS)
+            }
+        };
+        let secs = (wake.0 - clock.now().0).clamp(1, 24 * 3600) as u64;
+        tracing::info!(next = %wake, "sleeping");
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
+            _ = &mut stop => return,
+        }
+    }
+}

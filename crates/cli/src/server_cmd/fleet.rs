@@ -1,0 +1,343 @@
+//! `server device|cert|request|report|audit`: the inventory and what administrators do with it.
+use super::output::{self, cell, opt_time, time, Output};
+use super::Common;
+use anyhow::{bail, Result};
+use autoenroll_core::clock::Clock;
+use autoenroll_core::model::{CertState, DeviceState, RevocationReason};
+use autoenroll_core::UnixTime;
+use autoenroll_server::frontends::views::{self, AuditJson, CertificateJson, DeviceJson, StuckJson};
+use autoenroll_server::ra::{AuditFilter, Certificate, CertificateFilter};
+use autoenroll_server::SystemClock;
+use clap::{Args, Subcommand};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Refuse every enrollment and renewal of this device.
+    Block {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        /// Also revoke every certificate the device holds.
+        #[arg(long)]
+        revoke: bool,
+        #[arg(long, default_value = "privilegeWithdrawn")]
+        reason: RevocationReason,
+    },
+    Unblock {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    /// Remove a device that never requested anything (devices with history are blocked instead).
+    Remove {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    /// Devices with their current certificates and next renewal.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// One device and its certificates.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Revoke a certificate (it can no longer renew or authenticate).
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        serial: String,
+        /// unspecified, keyCompromise, caCompromise, affiliationChanged, superseded,
+        /// cessationOfOperation, privilegeWithdrawn
+        #[arg(long, default_value = "unspecified")]
+        reason: RevocationReason,
+    },
+    /// Certificates, soonest expiry first, optionally filtered.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        filter: CertFilterArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// "Renew now" for a cohort: their renewals are accepted from now on, and their agents are
+    /// told at their next check-in (moves the server's renewal time of the matching issued
+    /// certificates to now).
+    RenewNow {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        filter: CertFilterArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct CertFilterArgs {
+    /// Only certificates expiring within this time from now (e.g. 30d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expiring_within: Option<Duration>,
+    #[arg(long)]
+    template: Option<String>,
+    /// Template major version.
+    #[arg(long)]
+    major: Option<u32>,
+    /// issued, renewed, revoked, signing.
+    #[arg(long)]
+    state: Option<CertState>,
+    /// One device or several (comma-separated or repeated); exact names.
+    #[arg(long, value_delimiter = ',')]
+    device: Vec<String>,
+    /// Only certificates issued before this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    issued_before: Option<std::time::SystemTime>,
+    #[arg(long, default_value_t = 1000)]
+    limit: i64,
+}
+
+impl CertFilterArgs {
+    fn filter(&self) -> CertificateFilter {
+        let now = SystemClock.now();
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        CertificateFilter {
+            expiring_before: self.expiring_within.map(|d| now.plus_secs(secs(d))),
+            template: self.template.clone(),
+            template_major: self.major,
+            state: self.state,
+            devices: self.device.clone(),
+            issued_before: self
+                .issued_before
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| UnixTime(secs(d))),
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RequestCommand {
+    /// Issue a pending request.
+    Approve {
+        #[command(flatten)]
+        common: Common,
+        id: i64,
+    },
+    /// Refuse a pending request.
+    Deny {
+        #[command(flatten)]
+        common: Common,
+        id: i64,
+        #[arg(long, default_value = "denied by an administrator")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Certificates whose renewal is overdue, with the device's last refusal: what is stuck and why.
+    Stuck {
+        #[command(flatten)]
+        common: Common,
+        /// How long past its renewal time a certificate counts as stuck.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1d")]
+        overdue: Duration,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// Only events of this action (e.g. renew, issue, checkin, cert.revoke).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only events about this subject (a device, a serial, a template).
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+fn print_certs(certs: &[Certificate]) {
+    println!(
+        "{:<34} {:<24} {:<14} {:<8} {:<21} {:<21} STATE",
+        "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER", "RENEWS"
+    );
+    for c in certs {
+        println!(
+            "{:<34} {:<24} {:<14} {:<8} {:<21} {:<21} {}",
+            c.serial,
+            cell(&c.device),
+            cell(&c.template),
+            format!("{}.{}", c.template_major, c.template_minor),
+            time(c.not_after),
+            opt_time(c.renew_after),
+            c.state
+        );
+    }
+}
+
+pub async fn device(cmd: DeviceCommand) -> Result<i32> {
+    match cmd {
+        DeviceCommand::Block { common, name, revoke, reason } => {
+            let ra = common.open().await?;
+            if revoke {
+                let n = ra.block_and_revoke(&name, reason).await?;
+                println!("blocked {name}, revoked {n} certificates ({reason})");
+            } else {
+                ra.set_device_state(&name, DeviceState::Blocked).await?;
+                println!("blocked {name}");
+            }
+        }
+        DeviceCommand::Unblock { common, name } => {
+            common.open().await?.set_device_state(&name, DeviceState::Active).await?;
+            println!("unblocked {name}");
+        }
+        DeviceCommand::Remove { common, name } => {
+            common.open().await?.remove_device(&name).await?;
+            println!("removed {name}");
+        }
+        DeviceCommand::List { common, limit, output } => {
+            let devices = common.open().await?.devices(limit).await?;
+            match output {
+                Output::Json => output::json(&views::list::<_, DeviceJson>(&devices))?,
+                Output::Table => {
+                    println!("{:<32} {:<8} {:>5} {:<21} LAST SEEN", "DEVICE", "BLOCKED", "CERTS", "NEXT RENEWAL");
+                    for d in devices {
+                        println!(
+                            "{:<32} {:<8} {:>5} {:<21} {}",
+                            cell(&d.name),
+                            if d.state == DeviceState::Blocked { "yes" } else { "no" },
+                            d.certificates,
+                            opt_time(d.next_renewal),
+                            time(d.last_seen)
+                        );
+                    }
+                }
+            }
+        }
+        DeviceCommand::Show { common, name, output } => {
+            let ra = common.open().await?;
+            let Some(device) = ra.devices(i64::MAX).await?.into_iter().find(|d| d.name == name) else {
+                bail!("no device {}", cell(&name))
+            };
+            let filter = CertificateFilter { devices: vec![name.clone()], limit: 1000, ..Default::default() };
+            let certs = ra.certificates_matching(&filter).await?;
+            match output {
+                Output::Json => output::json(&serde_json::json!({
+                    "device": DeviceJson::from(&device),
+                    "certificates": views::list::<_, CertificateJson>(&certs),
+                }))?,
+                Output::Table => {
+                    println!("device:       {}", cell(&device.name));
+                    println!("blocked:      {}", device.state == DeviceState::Blocked);
+                    println!("first seen:   {}", time(device.created_at));
+                    println!("last seen:    {}", time(device.last_seen));
+                    print_certs(&certs);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn cert(cmd: CertCommand) -> Result<i32> {
+    match cmd {
+        CertCommand::Revoke { common, serial, reason } => {
+            common.open().await?.revoke(&serial, reason).await?;
+            println!("revoked {serial} ({reason})");
+        }
+        CertCommand::List { common, filter, output } => {
+            let certs = common.open().await?.certificates_matching(&filter.filter()).await?;
+            match output {
+                Output::Json => output::json(&views::list::<_, CertificateJson>(&certs))?,
+                Output::Table => print_certs(&certs),
+            }
+        }
+        CertCommand::RenewNow { common, filter } => {
+            let n = common.open().await?.renew_now(&filter.filter()).await?;
+            println!("{n} certificates may renew now");
+        }
+    }
+    Ok(0)
+}
+
+pub async fn request(cmd: RequestCommand) -> Result<i32> {
+    match cmd {
+        RequestCommand::Approve { common, id } => {
+            let issued = common.open().await?.approve(id).await?;
+            println!("request {id} approved: serial {}", issued.serial);
+        }
+        RequestCommand::Deny { common, id, reason } => {
+            common.open().await?.deny(id, &reason).await?;
+            println!("request {id} denied");
+        }
+    }
+    Ok(0)
+}
+
+pub async fn report(cmd: ReportCommand) -> Result<i32> {
+    let ReportCommand::Stuck { common, overdue, limit, output } = cmd;
+    let rows = common.open().await?.stuck(i64::try_from(overdue.as_secs()).unwrap_or(i64::MAX), limit).await?;
+    match output {
+        Output::Json => output::json(&views::list::<_, StuckJson>(&rows))?,
+        Output::Table => {
+            println!("{:<28} {:<14} {:<34} {:<21} LAST ERROR", "DEVICE", "TEMPLATE", "SERIAL", "DUE SINCE");
+            for r in rows {
+                let device = if r.device_blocked { format!("{} (blocked)", r.device) } else { r.device };
+                println!(
+                    "{:<28} {:<14} {:<34} {:<21} {}",
+                    cell(&device),
+                    cell(&r.template),
+                    r.serial,
+                    time(r.renew_after),
+                    cell(r.last_error.as_deref().unwrap_or("-"))
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn audit(a: AuditArgs) -> Result<i32> {
+    let filter = AuditFilter { action: a.action, subject: a.subject, limit: a.limit };
+    let events = a.common.open().await?.audit_events(&filter).await?;
+    match a.output {
+        Output::Json => output::json(&views::list::<_, AuditJson>(&events))?,
+        Output::Table => {
+            println!("{:<21} {:<28} {:<18} {:<9} DETAIL", "TIME", "ACTOR", "ACTION", "OUTCOME");
+            for e in events {
+                println!(
+                    "{:<21} {:<28} {:<18} {:<9} {} {}",
+                    time(e.at),
+                    cell(&e.actor),
+                    cell(&e.action),
+                    e.outcome,
+                    cell(&e.subject),
+                    cell(&e.detail)
+                );
+            }
+        }
+    }
+    Ok(0)
+}

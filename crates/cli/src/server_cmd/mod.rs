@@ -1,0 +1,129 @@
+//! `autoenroll server ...`: one module per command group. Each opens the data directory through
+//! `Common` and calls the RA; output is a table for people or JSON (`--output json`, the admin
+//! API's shapes).
+mod credentials;
+mod fleet;
+mod output;
+mod run;
+mod templates;
+
+use anyhow::{bail, Result};
+use autoenroll_server::config::RawConfig;
+use autoenroll_server::ra::Ra;
+use autoenroll_server::SystemClock;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Clone, Default)]
+pub struct Common {
+    /// TOML configuration file (command-line flags override it).
+    #[arg(long, env = "AUTOENROLL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (CA, database, listener TLS identity). Default ./autoenroll-data
+    #[arg(long, env = "AUTOENROLL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL. Default sqlite://<data-dir>/autoenroll.db
+    #[arg(long, env = "AUTOENROLL_DATABASE")]
+    database: Option<String>,
+}
+
+impl Common {
+    fn raw(&self) -> Result<RawConfig> {
+        let file = match &self.config {
+            Some(p) => RawConfig::from_file(p)?,
+            None => RawConfig::default(),
+        };
+        Ok(file.merge(RawConfig {
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone(),
+            ..Default::default()
+        }))
+    }
+
+    /// Opens an existing data directory (administration never creates a CA by accident).
+    async fn open(&self) -> Result<Ra> {
+        let cfg = self.raw()?.validate()?;
+        if !autoenroll_server::ra::ca_exists(&cfg.ra.data_dir) {
+            bail!(
+                "{} holds no CA: run `autoenroll server init` or `autoenroll server run` first (or pass --data-dir)",
+                cfg.ra.data_dir.display()
+            );
+        }
+        Ok(Ra::open(cfg.ra, Arc::new(SystemClock)).await?)
+    }
+}
+
+// Parsed once per process; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Create the CA hierarchy, database and default templates.
+    Init(run::InitArgs),
+    /// Run the HTTPS server (initialises the data directory on first run).
+    Run(run::RunArgs),
+    /// SCEP challenges: one-time dynamic ones, and static per-template ones.
+    Challenge {
+        #[command(subcommand)]
+        command: credentials::ChallengeCommand,
+    },
+    /// Certificate templates.
+    Template {
+        #[command(subcommand)]
+        command: templates::TemplateCommand,
+    },
+    /// Enrollment accounts (WS-Security username/password).
+    Account {
+        #[command(subcommand)]
+        command: credentials::AccountCommand,
+    },
+    /// One-time bootstrap tokens.
+    Token {
+        #[command(subcommand)]
+        command: credentials::TokenCommand,
+    },
+    /// Tokens for the admin REST API (/admin/v1).
+    AdminToken {
+        #[command(subcommand)]
+        command: credentials::AdminTokenCommand,
+    },
+    /// Issued certificates.
+    Cert {
+        #[command(subcommand)]
+        command: fleet::CertCommand,
+    },
+    /// Devices in the inventory.
+    Device {
+        #[command(subcommand)]
+        command: fleet::DeviceCommand,
+    },
+    /// Requests held for approval.
+    Request {
+        #[command(subcommand)]
+        command: fleet::RequestCommand,
+    },
+    /// Fleet reports.
+    Report {
+        #[command(subcommand)]
+        command: fleet::ReportCommand,
+    },
+    /// The audit log, newest first: issuances, renewals, refusals with their reason, admin actions.
+    Audit(fleet::AuditArgs),
+}
+
+pub async fn run(cmd: ServerCommand) -> Result<i32> {
+    match cmd {
+        ServerCommand::Init(a) => run::init(a).await,
+        ServerCommand::Run(a) => run::run(a).await,
+        ServerCommand::Template { command } => templates::run(command).await,
+        ServerCommand::Challenge { command } => credentials::challenge(command).await,
+        ServerCommand::Account { command } => credentials::account(command).await,
+        ServerCommand::Token { command } => credentials::token(command).await,
+        ServerCommand::AdminToken { command } => credentials::admin_token(command).await,
+        ServerCommand::Cert { command } => fleet::cert(command).await,
+        ServerCommand::Device { command } => fleet::device(command).await,
+        ServerCommand::Request { command } => fleet::request(command).await,
+        ServerCommand::Report { command } => fleet::report(command).await,
+        ServerCommand::Audit(a) => fleet::audit(a).await,
+    }
+}

@@ -1,0 +1,101 @@
+//! `server init` and `server run`.
+use super::Common;
+use anyhow::{bail, Result};
+use autoenroll_server::ra::Ra;
+use autoenroll_server::{app, SystemClock};
+use clap::Args;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    common: Common,
+    /// CA key algorithm: p256 (default), p384, rsa2048, rsa3072, rsa4096.
+    #[arg(long)]
+    key_algorithm: Option<String>,
+    /// Organization name in the CA certificates.
+    #[arg(long)]
+    organization: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Address to listen on. Default 127.0.0.1:8443 (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// DNS name for the listener certificate (repeatable). Default localhost.
+    #[arg(long = "hostname")]
+    hostnames: Vec<String>,
+    /// Base URL advertised to clients, e.g. https://ca.example.com:8443
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Also serve SCEP over plain HTTP on this address, e.g. 0.0.0.0:8080 (port 0 picks one).
+    #[arg(long)]
+    scep_http_listen: Option<String>,
+    /// Accept DES/3DES SCEP envelopes and SHA-1 signatures from old clients.
+    #[arg(long)]
+    scep_legacy_ciphers: bool,
+}
+
+pub async fn init(a: InitArgs) -> Result<i32> {
+    let mut raw = a.common.raw()?;
+    raw.key_algorithm = a.key_algorithm.or(raw.key_algorithm);
+    raw.organization = a.organization.or(raw.organization);
+    let cfg = raw.validate()?;
+    let dir = cfg.ra.data_dir.clone();
+    if autoenroll_server::ra::ca_exists(&dir) {
+        bail!("{} already holds a CA; refusing to overwrite it", dir.display());
+    }
+    let ra = Ra::open(cfg.ra, Arc::new(SystemClock)).await?;
+    println!("initialised {}", dir.display());
+    println!("root CA certificate: {}", dir.join("ca/root.pem").display());
+    let names: Vec<String> = ra.templates().await?.valid.into_iter().map(|t| t.name).collect();
+    println!("templates: {}", names.join(", "));
+    Ok(0)
+}
+
+pub async fn run(a: RunArgs) -> Result<i32> {
+    let mut raw = a.common.raw()?;
+    raw.listen = a.listen.or(raw.listen);
+    if a.scep_http_listen.is_some() || a.scep_legacy_ciphers {
+        let mut scep = raw.scep.take().unwrap_or_default();
+        scep.http_listen = a.scep_http_listen.or(scep.http_listen);
+        if a.scep_legacy_ciphers {
+            scep.legacy_ciphers = Some(true);
+        }
+        raw.scep = Some(scep);
+    }
+    if !a.hostnames.is_empty() {
+        raw.hostnames = Some(a.hostnames);
+    }
+    raw.public_url = a.public_url.or(raw.public_url);
+    let cfg = raw.validate()?;
+    let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?);
+    let server = app::Server::bind(ra, &cfg).await?;
+    // Printed on stdout so scripts and tests can find a port chosen with :0. A closed stdout
+    // must not stop the server, so write errors are ignored.
+    {
+        use std::io::Write;
+        let mut banner = format!(
+            "autoenroll server listening on {base}\npolicy (MS-XCEP):      {base}/xcep\n\
+             enrollment (MS-WSTEP): {base}/wstep\nSCEP:                  {base}/scep\n",
+            base = server.base_url
+        );
+        if let Some(u) = &server.scep_http_url {
+            banner.push_str(&format!("SCEP over HTTP:        {u}\n"));
+        }
+        banner.push_str(&format!(
+            "SCEP RA certificate:   {} (SHA-256 {})\n",
+            cfg.ra.data_dir.join("ca/scep-ra.pem").display(),
+            server.scep_ra_fingerprint
+        ));
+        // Last line: scripts and tests read the banner up to here.
+        banner.push_str(&format!("root CA certificate:   {}\n", cfg.ra.data_dir.join("ca/root.pem").display()));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+    }
+    server.serve(crate::shutdown_signal()).await;
+    Ok(0)
+}

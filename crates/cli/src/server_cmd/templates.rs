@@ -1,0 +1,200 @@
+//! `server template list|show|create|update`.
+use super::output::{self, cell, days, Output};
+use super::Common;
+use anyhow::Result;
+use autoenroll_server::frontends::views::{self, TemplateJson};
+use autoenroll_server::ra::{Template, TemplateSpec};
+use clap::{Args, Subcommand};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    /// Every template; stored ones that no longer validate are listed with the reason.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    Show {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    Create {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[command(flatten)]
+        fields: TemplateFields,
+    },
+    /// Change a template: bumps the minor version, or set --major higher to make holders renew.
+    Update {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[command(flatten)]
+        fields: TemplateFields,
+    },
+}
+
+#[derive(Args, Default)]
+pub struct TemplateFields {
+    #[arg(long)]
+    description: Option<String>,
+    /// Certificate lifetime, e.g. 365d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    validity: Option<Duration>,
+    /// Renewal period before expiry, e.g. 42d (renewal starts at the earlier of this and 80 % of the lifetime).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    renewal_period: Option<Duration>,
+    /// Key algorithm agents generate: p256, p384, rsa2048, rsa3072, rsa4096.
+    #[arg(long)]
+    key_algorithm: Option<String>,
+    /// Minimum RSA key size accepted, 2048 or more (EC keys must be P-256 or P-384).
+    #[arg(long)]
+    min_key_bits: Option<u32>,
+    /// Comma-separated key usages, e.g. digitalSignature,keyEncipherment.
+    #[arg(long)]
+    key_usage: Option<String>,
+    /// Comma-separated EKUs: serverAuth, clientAuth, codeSigning, ... or dotted OIDs.
+    #[arg(long)]
+    eku: Option<String>,
+    /// Where the subject comes from: identity (device name) or request (enrollee supplies it).
+    #[arg(long)]
+    subject_from: Option<String>,
+    /// Copy DNS/IP subject alternative names from the request.
+    #[arg(long)]
+    allow_san: Option<bool>,
+    /// Allow enrollment at all.
+    #[arg(long)]
+    enroll: Option<bool>,
+    /// Agents enroll it automatically.
+    #[arg(long)]
+    autoenroll: Option<bool>,
+    /// Renewal may keep the same key.
+    #[arg(long)]
+    same_key_renewal: Option<bool>,
+    /// Comma-separated names of templates this one supersedes.
+    #[arg(long)]
+    supersedes: Option<String>,
+    /// Template OID (create only; default: a new OID under this installation's arc).
+    #[arg(long)]
+    oid: Option<String>,
+    /// Major version (higher than the current one makes every holder renew at once).
+    #[arg(long)]
+    major: Option<u32>,
+    /// Accept renewals this long before the renewal window opens (early manual renewal).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    renewal_grace: Option<Duration>,
+    /// Hold every new enrollment for approval (`server request approve ID`).
+    #[arg(long)]
+    pend_all: Option<bool>,
+    /// MDM RetryInterval: how often Windows devices retry a failed renewal (default 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retry_interval: Option<Duration>,
+}
+
+fn secs(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl TemplateFields {
+    fn spec(&self) -> TemplateSpec {
+        TemplateSpec {
+            oid: self.oid.clone(),
+            description: self.description.clone(),
+            validity_secs: secs(self.validity),
+            renewal_secs: secs(self.renewal_period),
+            key_algorithm: self.key_algorithm.clone(),
+            min_key_bits: self.min_key_bits,
+            key_usage: self.key_usage.clone(),
+            ext_key_usage: self.eku.clone(),
+            subject_from: self.subject_from.clone(),
+            allow_san: self.allow_san,
+            enroll: self.enroll,
+            autoenroll: self.autoenroll,
+            same_key_renewal: self.same_key_renewal,
+            superseded: self.supersedes.clone(),
+            major: self.major,
+            renewal_grace_secs: secs(self.renewal_grace),
+            pend_all: self.pend_all,
+            retry_interval_secs: secs(self.retry_interval),
+        }
+    }
+}
+
+fn list_of<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn print_template(t: &Template) {
+    println!("name:              {}", cell(&t.name));
+    println!("oid:               {}", t.oid);
+    println!("version:           {}.{}", t.major, t.minor);
+    println!("description:       {}", cell(&t.description));
+    println!("validity:          {}", days(t.validity_secs));
+    println!("renewal period:    {}", days(t.renewal_secs));
+    println!("key algorithm:     {} (RSA minimum {} bits)", t.key.algorithm, t.min_rsa_bits());
+    println!("key usage:         {}", list_of(&t.key_usage));
+    println!("extended key usage: {}", list_of(&t.ekus));
+    println!("subject from:      {}", t.subject_from);
+    println!("allow SAN:         {}", t.allow_san);
+    println!("enroll/autoenroll: {}/{}", t.enroll, t.autoenroll);
+    println!("pend all:          {}", t.pend_all);
+    println!("same-key renewal:  {}", t.key.same_key_renewal);
+    println!("supersedes:        {}", cell(&t.supersedes.join(",")));
+}
+
+pub async fn run(cmd: TemplateCommand) -> Result<i32> {
+    match cmd {
+        TemplateCommand::List { common, output } => {
+            let all = common.open().await?.templates().await?;
+            match output {
+                Output::Json => output::json(&views::list::<_, TemplateJson>(&all.valid))?,
+                Output::Table => {
+                    println!(
+                        "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} OID",
+                        "NAME", "VERSION", "VALIDITY", "RENEWAL", "KEY", "EKU", "AUTO"
+                    );
+                    for t in &all.valid {
+                        println!(
+                            "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} {}",
+                            cell(&t.name),
+                            format!("{}.{}", t.major, t.minor),
+                            days(t.validity_secs),
+                            days(t.renewal_secs),
+                            t.key.algorithm,
+                            list_of(&t.ekus),
+                            t.autoenroll,
+                            t.oid
+                        );
+                    }
+                }
+            }
+            for bad in &all.invalid {
+                eprintln!(
+                    "template {} does not validate and is left out of policy: {}",
+                    cell(&bad.name),
+                    cell(&bad.reason)
+                );
+            }
+        }
+        TemplateCommand::Show { common, name, output } => {
+            let t = common.open().await?.template(&name).await?;
+            match output {
+                Output::Json => output::json(&TemplateJson::from(&t))?,
+                Output::Table => print_template(&t),
+            }
+        }
+        TemplateCommand::Create { common, name, fields } => {
+            print_template(&common.open().await?.create_template(&name, &fields.spec()).await?);
+        }
+        TemplateCommand::Update { common, name, fields } => {
+            print_template(&common.open().await?.update_template(&name, &fields.spec()).await?);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,210 @@
+//! The device inventory: devices, their state, what they reported about themselves.
+use crate::{Result, Store, StoreError};
+use autoenroll_core::model::DeviceState;
+use autoenroll_core::UnixTime;
+use sqlx::FromRow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: i64,
+    pub name: String,
+    pub state: DeviceState,
+    pub created_at: UnixTime,
+    pub last_seen: UnixTime,
+}
+
+impl Device {
+    pub fn is_blocked(&self) -> bool {
+        self.state == DeviceState::Blocked
+    }
+}
+
+#[derive(FromRow)]
+struct DeviceRow {
+    id: i64,
+    name: String,
+    blocked: i64,
+    created_at: i64,
+    last_seen: i64,
+}
+
+fn state(blocked: i64) -> DeviceState {
+    if blocked != 0 {
+        DeviceState::Blocked
+    } else {
+        DeviceState::Active
+    }
+}
+
+impl From<DeviceRow> for Device {
+    fn from(r: DeviceRow) -> Device {
+        Device {
+            id: r.id,
+            name: r.name,
+            state: state(r.blocked),
+            created_at: UnixTime(r.created_at),
+            last_seen: UnixTime(r.last_seen),
+        }
+    }
+}
+
+/// A device with what the inventory knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub name: String,
+    pub state: DeviceState,
+    pub created_at: UnixTime,
+    pub last_seen: UnixTime,
+    /// Certificates currently issued (not renewed, revoked or expired).
+    pub certificates: i64,
+    /// The earliest renewal time among them.
+    pub next_renewal: Option<UnixTime>,
+}
+
+#[derive(FromRow)]
+struct SummaryRow {
+    name: String,
+    blocked: i64,
+    created_at: i64,
+    last_seen: i64,
+    certificates: i64,
+    next_renewal: Option<i64>,
+}
+
+impl Store {
+    /// The device, created on first sight; updates `last_seen`. Within `LAST_SEEN_PRECISION` of
+    /// the previous sighting nothing is written: a write (and its fsync) per request would cost
+    /// more than the inventory gains.
+    pub async fn touch_device(&self, name: &str, now: UnixTime) -> Result<Device> {
+        const LAST_SEEN_PRECISION: i64 = 300;
+        if let Some(d) = self.device(name).await? {
+            if (now.0 - d.last_seen.0).abs() < LAST_SEEN_PRECISION {
+                return Ok(d);
+            }
+        }
+        {
+            let _writer = self.writer().await;
+            sqlx::query(
+                "INSERT INTO devices (name, blocked, created_at, last_seen) VALUES ($1, 0, $2, $2) \
+                 ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+            )
+            .bind(name)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        }
+        self.device(name).await?.ok_or(StoreError::Db(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn device(&self, name: &str) -> Result<Option<Device>> {
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "SELECT id, name, blocked, created_at, last_seen FROM devices WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Device::from))
+    }
+
+    pub async fn device_by_id(&self, id: i64) -> Result<Option<Device>> {
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "SELECT id, name, blocked, created_at, last_seen FROM devices WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Device::from))
+    }
+
+    /// Blocks or unblocks a device; false when there is no such device.
+    pub async fn set_device_state(&self, name: &str, state: DeviceState) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE devices SET blocked = $2 WHERE name = $1")
+            .bind(name)
+            .bind(i64::from(state == DeviceState::Blocked))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Removes a device that holds no certificates and no requests (a retired device), with
+    /// what it reported about itself.
+    pub async fn delete_device(&self, name: &str) -> Result<bool> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM device_attributes WHERE device_id IN (SELECT id FROM devices WHERE name = $1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query(
+            "DELETE FROM devices WHERE name = $1 \
+             AND NOT EXISTS (SELECT 1 FROM requests WHERE requests.device_id = devices.id) \
+             AND NOT EXISTS (SELECT 1 FROM certificates WHERE certificates.device_id = devices.id)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            // Still in use (or unknown): its attributes stay too.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Devices by name with their current certificates and next renewal.
+    pub async fn devices(&self, now: UnixTime, limit: i64) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query_as::<_, SummaryRow>(
+            "SELECT d.name, d.blocked, d.created_at, d.last_seen, \
+             (SELECT COUNT(*) FROM certificates c WHERE c.device_id = d.id AND c.state = 'issued' AND c.not_after > $1) \
+               AS certificates, \
+             (SELECT MIN(c.renew_after) FROM certificates c WHERE c.device_id = d.id AND c.state = 'issued' AND c.not_after > $1) \
+               AS next_renewal \
+             FROM devices d ORDER BY d.name LIMIT $2",
+        )
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeviceSummary {
+                name: r.name,
+                state: state(r.blocked),
+                created_at: UnixTime(r.created_at),
+                last_seen: UnixTime(r.last_seen),
+                certificates: r.certificates,
+                next_renewal: r.next_renewal.map(UnixTime),
+            })
+            .collect())
+    }
+
+    /// Replaces what a device reported about itself (e.g. MS-MDE2 AdditionalContext items).
+    pub async fn set_device_attributes(&self, device_id: i64, items: &[(String, String)], now: UnixTime) -> Result<()> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        for (name, value) in items {
+            sqlx::query(
+                "INSERT INTO device_attributes (device_id, name, value, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (device_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(device_id)
+            .bind(name)
+            .bind(value)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn device_attributes(&self, device_id: i64) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as::<_, (String, String)>(
+            "SELECT name, value FROM device_attributes WHERE device_id = $1 ORDER BY name",
+        )
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,570 @@
+//! Requests and the certificates issued for them. An issuance is two commits: the request and
+//! the certificate intent (state `signing`) before signing, the certificate and its audit event
+//! after (nothing signed is ever missing from the store). Completing a renewal marks the old
+//! certificate `renewed` in the same transaction.
+use crate::audit::{insert_audit, AuditEvent};
+use crate::{parse, to_u32, Result, Store, StoreError};
+use autoenroll_core::model::{CertState, RequestKind, RequestStatus, RevocationReason};
+use autoenroll_core::UnixTime;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, FromRow};
+
+pub struct NewRequest<'a> {
+    pub device_id: i64,
+    pub requester: &'a str,
+    pub template: &'a str,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
+    pub csr_der: &'a [u8],
+    /// For renewals: the certificate being replaced.
+    pub previous_serial: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: i64,
+    pub device_id: i64,
+    pub device: String,
+    pub requester: String,
+    pub template: String,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
+    pub csr_der: Vec<u8>,
+    pub serial: Option<String>,
+    /// Why it was denied, or who approved it.
+    pub detail: String,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    pub previous_serial: Option<String>,
+}
+
+#[derive(FromRow)]
+struct RequestRow {
+    id: i64,
+    device_id: i64,
+    device: String,
+    requester: String,
+    template: String,
+    kind: String,
+    status: String,
+    csr_der: Vec<u8>,
+    serial: Option<String>,
+    detail: String,
+    created_at: i64,
+    updated_at: i64,
+    previous_serial: Option<String>,
+}
+
+impl TryFrom<RequestRow> for Request {
+    type Error = StoreError;
+    fn try_from(r: RequestRow) -> Result<Request> {
+        let key = r.id.to_string();
+        Ok(Request {
+            kind: parse("request kind", &key, &r.kind)?,
+            status: parse("request status", &key, &r.status)?,
+            id: r.id,
+            device_id: r.device_id,
+            device: r.device,
+            requester: r.requester,
+            template: r.template,
+            csr_der: r.csr_der,
+            serial: r.serial,
+            detail: r.detail,
+            created_at: UnixTime(r.created_at),
+            updated_at: UnixTime(r.updated_at),
+            previous_serial: r.previous_serial,
+        })
+    }
+}
+
+/// A certificate about to be signed, as the RA decided it.
+#[derive(Clone, Copy)]
+pub struct CertificateIntent<'a> {
+    pub serial: &'a str,
+    pub request_id: i64,
+    pub device_id: i64,
+    pub template: &'a str,
+    pub template_major: u32,
+    pub template_minor: u32,
+    pub subject: &'a str,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+    pub previous_serial: Option<&'a str>,
+    /// The server's renewal time (its load-spread slot in the renewal window).
+    pub renew_after: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub serial: String,
+    pub request_id: i64,
+    pub device_id: i64,
+    pub device: String,
+    pub template: String,
+    pub template_major: u32,
+    pub template_minor: u32,
+    pub subject: String,
+    pub thumbprint: Option<String>,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+    pub state: CertState,
+    pub der: Option<Vec<u8>>,
+    pub created_at: UnixTime,
+    /// The certificate this one renewed.
+    pub previous_serial: Option<String>,
+    pub revoked_at: Option<UnixTime>,
+    pub revocation_reason: Option<RevocationReason>,
+    /// When the server considers it due for renewal.
+    pub renew_after: Option<UnixTime>,
+}
+
+#[derive(FromRow)]
+struct CertificateRow {
+    serial: String,
+    request_id: i64,
+    device_id: i64,
+    device: String,
+    template: String,
+    template_major: i64,
+    template_minor: i64,
+    subject: String,
+    thumbprint: Option<String>,
+    not_before: i64,
+    not_after: i64,
+    state: String,
+    der: Option<Vec<u8>>,
+    created_at: i64,
+    previous_serial: Option<String>,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<String>,
+    renew_after: Option<i64>,
+}
+
+impl TryFrom<CertificateRow> for Certificate {
+    type Error = StoreError;
+    fn try_from(r: CertificateRow) -> Result<Certificate> {
+        let key = r.serial.as_str();
+        Ok(Certificate {
+            template_major: to_u32("template major version", key, r.template_major)?,
+            template_minor: to_u32("template minor version", key, r.template_minor)?,
+            state: parse("certificate state", key, &r.state)?,
+            revocation_reason: r
+                .revocation_reason
+                .as_deref()
+                .map(|x| parse("revocation reason", key, x))
+                .transpose()?,
+            serial: r.serial,
+            request_id: r.request_id,
+            device_id: r.device_id,
+            device: r.device,
+            template: r.template,
+            subject: r.subject,
+            thumbprint: r.thumbprint,
+            not_before: UnixTime(r.not_before),
+            not_after: UnixTime(r.not_after),
+            der: r.der,
+            created_at: UnixTime(r.created_at),
+            previous_serial: r.previous_serial,
+            revoked_at: r.revoked_at.map(UnixTime),
+            renew_after: r.renew_after.map(UnixTime),
+        })
+    }
+}
+
+/// A certificate as the renewal scan sees it (no DER: the scan decides, it does not serve).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct DueCertificate {
+    pub serial: String,
+    pub device_id: i64,
+    pub template: String,
+    pub template_major: i64,
+    pub thumbprint: Option<String>,
+    pub not_after: i64,
+    pub renew_after: i64,
+}
+
+/// Which certificates `certificates_matching` returns; empty / None fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateFilter {
+    pub expiring_before: Option<UnixTime>,
+    pub template: Option<String>,
+    pub template_major: Option<u32>,
+    pub state: Option<CertState>,
+    /// Exact device names; empty = every device. Matched by plain substring replacement, not
+    /// LIKE: `_` and `%` are wildcards there (and SQLite's LIKE ignores case), so `pc_1` would
+    /// match `pcx1`.
+    pub devices: Vec<String>,
+    pub issued_before: Option<UnixTime>,
+    pub limit: i64,
+}
+
+impl CertificateFilter {
+    /// Binds `$1`..`$6` of a filtered query; absent fields bind values that match everything
+    /// (so the SQL stays one literal for both backends).
+    fn bind<'q>(&'q self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        q.bind(self.expiring_before.map_or(i64::MAX, |t| t.0))
+            .bind(self.template.as_deref().unwrap_or_default())
+            .bind(self.template_major.map_or(-1, i64::from))
+            .bind(self.state.map_or("", CertState::as_str))
+            .bind(self.devices.join(","))
+            .bind(self.issued_before.map_or(i64::MAX, |t| t.0))
+    }
+}
+
+/// A certificate whose renewal is overdue, with the device's latest refusal if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub device: String,
+    pub device_blocked: bool,
+    pub serial: String,
+    pub template: String,
+    pub renew_after: UnixTime,
+    pub not_after: UnixTime,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<UnixTime>,
+}
+
+#[derive(FromRow)]
+struct StuckRow {
+    device: String,
+    blocked: i64,
+    serial: String,
+    template: String,
+    renew_after: i64,
+    not_after: i64,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+}
+
+// Literal SQL only (sqlx refuses built strings): the column list is a macro for `concat!`.
+macro_rules! certificate_select {
+    () => {
+        "SELECT c.serial, c.request_id, c.device_id, d.name AS device, c.template, c.template_major, \
+         c.template_minor, c.subject, c.thumbprint, c.not_before, c.not_after, c.state, c.der, c.created_at, \
+         c.previous_serial, c.revoked_at, c.revocation_reason, c.renew_after \
+         FROM certificates c JOIN devices d ON d.id = c.device_id "
+    };
+}
+
+async fn insert_request_in<'c>(
+    ex: impl sqlx::Executor<'c, Database = Any>,
+    r: &NewRequest<'_>,
+    now: UnixTime,
+) -> Result<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
+         updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7,$8) RETURNING id",
+    )
+    .bind(r.device_id)
+    .bind(r.requester)
+    .bind(r.template)
+    .bind(r.kind.as_str())
+    .bind(r.status.as_str())
+    .bind(r.csr_der)
+    .bind(now.0)
+    .bind(r.previous_serial)
+    .fetch_one(ex)
+    .await?;
+    Ok(id)
+}
+
+async fn intent_in(tx: &mut sqlx::Transaction<'_, Any>, c: &CertificateIntent<'_>, now: UnixTime) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
+         subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial, renew_after) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,$10,NULL,$11,$12,$13)",
+    )
+    .bind(c.serial)
+    .bind(c.request_id)
+    .bind(c.device_id)
+    .bind(c.template)
+    .bind(i64::from(c.template_major))
+    .bind(i64::from(c.template_minor))
+    .bind(c.subject)
+    .bind(c.not_before.0)
+    .bind(c.not_after.0)
+    .bind(CertState::Signing.as_str())
+    .bind(now.0)
+    .bind(c.previous_serial)
+    .bind(c.renew_after.0)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE requests SET serial = $2, status = $3, updated_at = $4 WHERE id = $1")
+        .bind(c.request_id)
+        .bind(c.serial)
+        .bind(RequestStatus::Signing.as_str())
+        .bind(now.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn certificates(rows: Vec<CertificateRow>) -> Result<Vec<Certificate>> {
+    rows.into_iter().map(Certificate::try_from).collect()
+}
+
+impl Store {
+    pub async fn insert_request(&self, r: &NewRequest<'_>, now: UnixTime) -> Result<i64> {
+        let _writer = self.writer().await;
+        insert_request_in(&self.pool, r, now).await
+    }
+
+    pub async fn set_request_status(&self, id: i64, status: RequestStatus, detail: &str, now: UnixTime) -> Result<()> {
+        let _writer = self.writer().await;
+        sqlx::query("UPDATE requests SET status = $2, detail = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(status.as_str())
+            .bind(detail)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a request from one status to another; false when it was not in `from` (one
+    /// statement: of two racing approvals, one wins).
+    pub async fn transition_request(
+        &self,
+        id: i64,
+        from: RequestStatus,
+        to: RequestStatus,
+        detail: &str,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r =
+            sqlx::query("UPDATE requests SET status = $3, detail = $4, updated_at = $5 WHERE id = $1 AND status = $2")
+                .bind(id)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(detail)
+                .bind(now.0)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn request(&self, id: i64) -> Result<Option<Request>> {
+        let row = sqlx::query_as::<_, RequestRow>(
+            "SELECT r.id, r.device_id, d.name AS device, r.requester, r.template, r.kind, r.status, r.csr_der, \
+             r.serial, r.detail, r.created_at, r.updated_at, r.previous_serial FROM requests r \
+             JOIN devices d ON d.id = r.device_id WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Request::try_from).transpose()
+    }
+
+    /// Records a request and its certificate intent in one transaction (one commit before
+    /// signing); `c.request_id` is ignored. A SCEP transaction (ID, signer) is tied to the
+    /// request in the same commit. Returns the request id.
+    pub async fn insert_request_with_intent(
+        &self,
+        r: &NewRequest<'_>,
+        c: &CertificateIntent<'_>,
+        scep_transaction: Option<(&str, &str)>,
+        now: UnixTime,
+    ) -> Result<i64> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let request_id = insert_request_in(&mut *tx, r, now).await?;
+        intent_in(&mut tx, &CertificateIntent { request_id, ..*c }, now).await?;
+        if let Some((transaction, key)) = scep_transaction {
+            crate::scep::insert_transaction_in(&mut *tx, transaction, key, request_id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(request_id)
+    }
+
+    /// Records a certificate about to be signed (state `signing`, no DER yet) for a request
+    /// already recorded (approved, or a SCEP transaction).
+    pub async fn insert_certificate_intent(&self, c: &CertificateIntent<'_>, now: UnixTime) -> Result<()> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        intent_in(&mut tx, c, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores the signed certificate and marks it and its request issued, atomically; a renewal
+    /// (the intent named a previous serial) also marks the old certificate `renewed`.
+    pub async fn complete_certificate(
+        &self,
+        serial: &str,
+        request_id: i64,
+        thumbprint: &str,
+        der: &[u8],
+        now: UnixTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        if let Some(e) = audit {
+            insert_audit(&mut *tx, e).await?;
+        }
+        sqlx::query(
+            "UPDATE certificates SET state = $2 WHERE state = $3 AND serial = \
+             (SELECT previous_serial FROM certificates WHERE serial = $1)",
+        )
+        .bind(serial)
+        .bind(CertState::Renewed.as_str())
+        .bind(CertState::Issued.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE certificates SET state = $2, thumbprint = $3, der = $4 WHERE serial = $1")
+            .bind(serial)
+            .bind(CertState::Issued.as_str())
+            .bind(thumbprint)
+            .bind(der)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1")
+            .bind(request_id)
+            .bind(RequestStatus::Issued.as_str())
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
+        let row = sqlx::query_as::<_, CertificateRow>(concat!(certificate_select!(), "WHERE c.serial = $1"))
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Certificate::try_from).transpose()
+    }
+
+    pub async fn certificate_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Certificate>> {
+        let row = sqlx::query_as::<_, CertificateRow>(concat!(certificate_select!(), "WHERE c.thumbprint = $1"))
+            .bind(thumbprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Certificate::try_from).transpose()
+    }
+
+    /// The certificate that renewed `serial`, if any.
+    pub async fn successor(&self, serial: &str) -> Result<Option<Certificate>> {
+        let row = sqlx::query_as::<_, CertificateRow>(concat!(
+            certificate_select!(),
+            "WHERE c.previous_serial = $1 ORDER BY c.created_at DESC LIMIT 1"
+        ))
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Certificate::try_from).transpose()
+    }
+
+    /// The newest `limit` certificates.
+    pub async fn certificates(&self, limit: i64) -> Result<Vec<Certificate>> {
+        let rows = sqlx::query_as::<_, CertificateRow>(concat!(
+            certificate_select!(),
+            "ORDER BY c.created_at DESC, c.serial LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        certificates(rows)
+    }
+
+    /// Certificates by the administrator's filters, soonest expiry first.
+    pub async fn certificates_matching(&self, f: &CertificateFilter) -> Result<Vec<Certificate>> {
+        let rows = f
+            .bind(sqlx::query(concat!(
+                certificate_select!(),
+                "WHERE c.not_after <= $1 AND ($2 = '' OR c.template = $2) AND ($3 < 0 OR c.template_major = $3) \
+                 AND ($4 = '' OR c.state = $4) AND ($5 = '' OR replace(',' || $5 || ',', ',' || d.name || ',', '') <> ',' || $5 || ',') \
+                 AND c.created_at <= $6 ORDER BY c.not_after, c.serial LIMIT $7"
+            )))
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        certificates(rows.iter().map(CertificateRow::from_row).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Moves the renewal time of matching issued certificates to `now` ("renew now" for a
+    /// cohort); returns how many moved.
+    pub async fn renew_now(&self, f: &CertificateFilter, now: UnixTime) -> Result<u64> {
+        let _writer = self.writer().await;
+        let r = f
+            .bind(sqlx::query(
+                "UPDATE certificates SET renew_after = $7 WHERE state = $8 AND renew_after > $7 \
+                 AND not_after <= $1 AND ($2 = '' OR template = $2) AND ($3 < 0 OR template_major = $3) \
+                 AND ($4 = '' OR state = $4) AND ($5 = '' OR device_id IN \
+                   (SELECT id FROM devices WHERE replace(',' || $5 || ',', ',' || name || ',', '') <> ',' || $5 || ',')) \
+                 AND created_at <= $6",
+            ))
+            .bind(now.0)
+            .bind(CertState::Issued.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The next `limit` issued certificates whose renewal time is at or before `until`,
+    /// earliest first: one range scan over `certificates_due`.
+    pub async fn due_for_renewal(&self, until: UnixTime, limit: i64) -> Result<Vec<DueCertificate>> {
+        Ok(sqlx::query_as::<_, DueCertificate>(
+            "SELECT serial, device_id, template, template_major, thumbprint, not_after, renew_after \
+             FROM certificates WHERE state = 'issued' AND renew_after <= $1 ORDER BY renew_after LIMIT $2",
+        )
+        .bind(until.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Issued certificates whose renewal time passed before `overdue_before` (still not
+    /// renewed), with the latest refusal about them or their device (from the audit log).
+    pub async fn stuck(&self, now: UnixTime, overdue_before: UnixTime, limit: i64) -> Result<Vec<Stuck>> {
+        let rows = sqlx::query_as::<_, StuckRow>(
+            "SELECT d.name AS device, d.blocked, c.serial, c.template, c.renew_after, c.not_after, \
+             (SELECT a.detail FROM audit_events a WHERE a.subject IN (c.serial, d.name) AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1) AS last_error, \
+             (SELECT a.at FROM audit_events a WHERE a.subject IN (c.serial, d.name) AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1) AS last_error_at \
+             FROM certificates c JOIN devices d ON d.id = c.device_id \
+             WHERE c.state = 'issued' AND c.renew_after < $2 AND c.not_after > $1 - 2592000 \
+             ORDER BY c.renew_after LIMIT $3",
+        )
+        .bind(now.0)
+        .bind(overdue_before.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Stuck {
+                device: r.device,
+                device_blocked: r.blocked != 0,
+                serial: r.serial,
+                template: r.template,
+                renew_after: UnixTime(r.renew_after),
+                not_after: UnixTime(r.not_after),
+                last_error: r.last_error,
+                last_error_at: r.last_error_at.map(UnixTime),
+            })
+            .collect())
+    }
+
+    /// Renewals already placed per minute in `[from, to)` (issued or being signed), keyed by
+    /// the minute's start: one range scan over `certificates_due`.
+    pub async fn renewals_per_minute(
+        &self,
+        from: UnixTime,
+        to: UnixTime,
+    ) -> Result<std::collections::HashMap<i64, i64>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT (renew_after / 60) * 60 AS minute, COUNT(*) AS n FROM certificates \
+             WHERE state IN ('issued', 'signing') AND renew_after >= $1 AND renew_after < $2 GROUP BY 1",
+        )
+        .bind(from.0)
+        .bind(to.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+}

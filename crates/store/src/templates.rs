@@ -1,0 +1,189 @@
+//! Certificate templates: stored as one row each (lists comma-separated), served as validated
+//! `core::model::Template`s. A row that no longer reads or validates is reported, not served.
+use crate::{duplicate, join_list, parse, split_list, to_u32, Result, Store, StoreError};
+use autoenroll_core::model::{KeyPolicy, Template};
+use autoenroll_core::UnixTime;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, FromRow};
+
+#[derive(FromRow)]
+struct TemplateRow {
+    name: String,
+    oid: String,
+    major: i64,
+    minor: i64,
+    description: String,
+    validity_secs: i64,
+    renewal_secs: i64,
+    key_algorithm: String,
+    min_key_bits: i64,
+    key_usage: String,
+    ext_key_usage: String,
+    subject_from: String,
+    allow_san: i64,
+    enroll: i64,
+    autoenroll: i64,
+    pend_all: i64,
+    same_key_renewal: i64,
+    superseded: String,
+    created_at: i64,
+    updated_at: i64,
+    renewal_grace_secs: i64,
+    retry_interval_secs: i64,
+}
+
+// A macro, not a const: sqlx takes only literal SQL, so queries are built with `concat!`.
+macro_rules! columns {
+    () => {
+        "name, oid, major, minor, description, validity_secs, renewal_secs, key_algorithm, min_key_bits, \
+         key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, pend_all, same_key_renewal, \
+         superseded, created_at, updated_at, renewal_grace_secs, retry_interval_secs"
+    };
+}
+
+/// A stored template this version cannot serve, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidTemplate {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Every stored template: the ones that validate, and the ones that do not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Templates {
+    pub valid: Vec<Template>,
+    pub invalid: Vec<InvalidTemplate>,
+}
+
+impl TryFrom<TemplateRow> for Template {
+    type Error = StoreError;
+    fn try_from(r: TemplateRow) -> Result<Template> {
+        let key = r.name.as_str();
+        let t = Template {
+            oid: parse("template OID", key, &r.oid)?,
+            major: to_u32("template major version", key, r.major)?,
+            minor: to_u32("template minor version", key, r.minor)?,
+            description: r.description.clone(),
+            validity_secs: r.validity_secs,
+            renewal_secs: r.renewal_secs,
+            renewal_grace_secs: r.renewal_grace_secs,
+            retry_interval_secs: r.retry_interval_secs,
+            key: KeyPolicy {
+                algorithm: parse("template key algorithm", key, &r.key_algorithm)?,
+                min_rsa_bits: to_u32("template minimum key size", key, r.min_key_bits)?,
+                same_key_renewal: r.same_key_renewal != 0,
+            },
+            key_usage: parse_list("template key usage", key, &r.key_usage)?,
+            ekus: parse_list("template EKU", key, &r.ext_key_usage)?,
+            subject_from: parse("template subject source", key, &r.subject_from)?,
+            allow_san: r.allow_san != 0,
+            enroll: r.enroll != 0,
+            autoenroll: r.autoenroll != 0,
+            pend_all: r.pend_all != 0,
+            supersedes: split_list(&r.superseded),
+            created_at: UnixTime(r.created_at),
+            updated_at: UnixTime(r.updated_at),
+            name: r.name,
+        };
+        t.validate().map_err(|e| StoreError::Invalid {
+            what: "template",
+            key: t.name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(t)
+    }
+}
+
+fn parse_list<T: std::str::FromStr>(what: &'static str, key: &str, s: &str) -> Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    split_list(s).iter().map(|x| parse(what, key, x)).collect()
+}
+
+fn read(row: &AnyRow) -> Result<Template> {
+    TemplateRow::from_row(row)?.try_into()
+}
+
+/// Binds `$1..$22` in `columns!()` order.
+fn bind_all<'q>(q: Query<'q, Any, AnyArguments>, t: &'q Template) -> Query<'q, Any, AnyArguments> {
+    q.bind(&t.name)
+        .bind(t.oid.to_string())
+        .bind(i64::from(t.major))
+        .bind(i64::from(t.minor))
+        .bind(&t.description)
+        .bind(t.validity_secs)
+        .bind(t.renewal_secs)
+        .bind(t.key.algorithm.to_string())
+        .bind(i64::from(t.key.min_rsa_bits))
+        .bind(join_list(&t.key_usage))
+        .bind(join_list(&t.ekus))
+        .bind(t.subject_from.as_str())
+        .bind(i64::from(t.allow_san))
+        .bind(i64::from(t.enroll))
+        .bind(i64::from(t.autoenroll))
+        .bind(i64::from(t.pend_all))
+        .bind(i64::from(t.key.same_key_renewal))
+        .bind(t.supersedes.join(","))
+        .bind(t.created_at.0)
+        .bind(t.updated_at.0)
+        .bind(t.renewal_grace_secs)
+        .bind(t.retry_interval_secs)
+}
+
+impl Store {
+    /// Every template, by name; stored ones that no longer validate are listed apart.
+    pub async fn templates(&self) -> Result<Templates> {
+        let rows =
+            sqlx::query(concat!("SELECT ", columns!(), " FROM templates ORDER BY name")).fetch_all(&self.pool).await?;
+        let mut out = Templates::default();
+        for row in &rows {
+            match read(row) {
+                Ok(t) => out.valid.push(t),
+                Err(StoreError::Invalid { key, reason, .. }) => out.invalid.push(InvalidTemplate { name: key, reason }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A template by name; `StoreError::Invalid` when it is stored but no longer validates.
+    pub async fn template(&self, name: &str) -> Result<Option<Template>> {
+        let sql = concat!("SELECT ", columns!(), " FROM templates WHERE name = $1");
+        let row = sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?;
+        row.as_ref().map(read).transpose()
+    }
+
+    pub async fn template_by_oid(&self, oid: &str) -> Result<Option<Template>> {
+        let sql = concat!("SELECT ", columns!(), " FROM templates WHERE oid = $1");
+        let row = sqlx::query(sql).bind(oid).fetch_optional(&self.pool).await?;
+        row.as_ref().map(read).transpose()
+    }
+
+    pub async fn insert_template(&self, t: &Template) -> Result<()> {
+        let _writer = self.writer().await;
+        let sql = concat!(
+            "INSERT INTO templates (",
+            columns!(),
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
+        );
+        bind_all(sqlx::query(sql), t)
+            .execute(&self.pool)
+            .await
+            .map_err(duplicate(|| format!("template {} (or its OID {})", t.name, t.oid)))?;
+        Ok(())
+    }
+
+    /// Replaces a template's row (matched by name). Returns false when it does not exist.
+    pub async fn update_template(&self, t: &Template) -> Result<bool> {
+        let _writer = self.writer().await;
+        let sql = "UPDATE templates SET oid=$2, major=$3, minor=$4, description=$5, validity_secs=$6, \
+             renewal_secs=$7, key_algorithm=$8, min_key_bits=$9, key_usage=$10, ext_key_usage=$11, \
+             subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \
+             same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20, \
+             renewal_grace_secs=$21, retry_interval_secs=$22 WHERE name=$1";
+        let r = bind_all(sqlx::query(sql), t).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
