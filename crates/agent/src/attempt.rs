@@ -6,7 +6,7 @@ use crate::config::{AgentConfig, RenewalMode, TemplateOverrides};
 use crate::credentials::Auth;
 use crate::fault;
 use crate::https::ClientIdentity;
-use crate::localstore::{Held, LocalStore, PendingMeta};
+use crate::localstore::{AttemptKind, Held, LocalStore, PendingMeta};
 use crate::policy::{Policy, Template};
 use crate::transport::{Answer, Transport};
 use crate::AgentError;
@@ -81,7 +81,12 @@ impl Attempt<'_> {
 
     /// The key for a new attempt: a pending one (a retry keeps its key), the current one when
     /// configured and possible, or a fresh one. Saved under pending/ before anything is sent.
-    async fn attempt_key(&self, t: &Template, held_key: Option<&KeyPair>, kind: &str) -> Result<KeyPair, AgentError> {
+    async fn attempt_key(
+        &self,
+        t: &Template,
+        held_key: Option<&KeyPair>,
+        kind: AttemptKind,
+    ) -> Result<KeyPair, AgentError> {
         if let Some(p) = self.store.pending(&t.name)? {
             if p.received.is_none() && p.meta.request_id.is_none() {
                 return Ok(p.key);
@@ -100,31 +105,27 @@ impl Attempt<'_> {
                     .map_err(|e| AgentError::Protocol(format!("key generation task: {e}")))??
             }
         };
-        self.store.begin_attempt(
-            &t.name,
-            &key,
-            &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: None },
-        )?;
+        self.store.begin_attempt(&t.name, &key, &PendingMeta { created_at: self.now.0, kind, request_id: None })?;
         fault::point("after-keygen");
         Ok(key)
     }
 
     /// A new certificate, paid for with `auth`.
     pub async fn enroll(&self, t: &Template, auth: &Auth) -> Result<Option<Outcome>, AgentError> {
-        let key = self.attempt_key(t, None, "enroll").await?;
+        let key = self.attempt_key(t, None, AttemptKind::Enroll).await?;
         let (subject, exts) = self.request_parts(t)?;
         let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
         let body = wstep::issue_request_body(&csr, &[("DeviceName", self.device)]);
         let answer =
             self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await?;
-        self.keep_answer(t, key, answer, "enroll")
+        self.keep_answer(t, key, answer, AttemptKind::Enroll)
     }
 
     /// A successor for `held`, proving possession of its key: a request signed with it, or (in
     /// `tls` mode, for clientAuth certificates) it as the TLS client certificate.
     pub async fn renew(&self, t: &Template, held: &Held) -> Result<Option<Outcome>, AgentError> {
         let old_key = self.store.live_key(&t.name)?;
-        let key = self.attempt_key(t, Some(&old_key), "renew").await?;
+        let key = self.attempt_key(t, Some(&old_key), AttemptKind::Renew).await?;
         let (subject, exts) = self.request_parts(t)?;
         let mode = self.overrides(&t.name).renewal_mode.unwrap_or(self.cfg.renewal_mode);
         let answer = if mode == RenewalMode::Tls && held.facts.has_client_auth() {
@@ -149,7 +150,7 @@ impl Attempt<'_> {
                 .submit(self.policy, Some(ClientAuthentication::Anonymous), &HeaderToken::None, None, body)
                 .await?
         };
-        self.keep_answer(t, key, answer, "renew")
+        self.keep_answer(t, key, answer, AttemptKind::Renew)
     }
 
     /// Asks for the outcome of a pending request (QueryTokenStatus).
@@ -158,7 +159,7 @@ impl Attempt<'_> {
             self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
         let body = wstep::query_request_body(request_id);
         match self.transport.submit(self.policy, None, &HeaderToken::None, None, body).await {
-            Ok(answer) => self.keep_answer(t, pending.key, answer, &pending.meta.kind),
+            Ok(answer) => self.keep_answer(t, pending.key, answer, pending.meta.kind),
             Err(e @ AgentError::Refused { .. }) => {
                 // Denied (or unknown): this attempt is over; the next one starts afresh.
                 self.store.clear_pending(&t.name)?;
@@ -174,7 +175,7 @@ impl Attempt<'_> {
         t: &Template,
         key: KeyPair,
         answer: Answer,
-        kind: &str,
+        kind: AttemptKind,
     ) -> Result<Option<Outcome>, AgentError> {
         match answer {
             Answer::Issued { cert, chain } => {
@@ -186,7 +187,7 @@ impl Attempt<'_> {
                 tracing::info!(template = %t.name, %request_id, "request pending approval");
                 self.store.save_pending_meta(
                     &t.name,
-                    &PendingMeta { created_at: self.now.0, kind: kind.into(), request_id: Some(request_id) },
+                    &PendingMeta { created_at: self.now.0, kind, request_id: Some(request_id) },
                 )?;
                 Ok(None)
             }

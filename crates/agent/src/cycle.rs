@@ -8,7 +8,9 @@ use crate::attempt::{Attempt, Outcome};
 use crate::config::AgentConfig;
 use crate::credentials::{self, Auth};
 use crate::hooks::{self, HookEnv};
-use crate::localstore::{Held, LocalStore, PendingAttempt, PolicyTemplateState, ServerView, State, TemplateStatus};
+use crate::localstore::{
+    AttemptKind, Held, LocalStore, PendingAttempt, PolicyTemplateState, ServerView, State, TemplateStatus,
+};
 use crate::policy::Template;
 use crate::transport::Transport;
 use crate::AgentError;
@@ -337,7 +339,7 @@ pub async fn run_cycle(
             }
         };
         let renewal = matches!(decision, Ok(Decision::Renew(_)))
-            || pending.as_ref().is_some_and(|p| p.received.is_some() && p.meta.kind == "renew");
+            || pending.as_ref().is_some_and(|p| p.received.is_some() && p.meta.kind == AttemptKind::Renew);
 
         // 3. Act.
         let result = match decision {

@@ -83,12 +83,20 @@ pub struct HookOutcome {
     pub ok: bool,
 }
 
+/// What an attempt asks for: a new certificate, or a successor proven by the current one.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptKind {
+    #[default]
+    Enroll,
+    Renew,
+}
+
 /// What an unfinished attempt left behind.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingMeta {
     pub created_at: i64,
-    /// `enroll` or `renew`.
-    pub kind: String,
+    pub kind: AttemptKind,
     /// Set when the server answered "pending".
     pub request_id: Option<String>,
 }

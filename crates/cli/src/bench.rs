@@ -251,3 +251,16 @@ where
     all.sort();
     Ok((all, errors, started.elapsed().as_secs_f64()))
 }
+
+/// The CPU the figures were measured on (compare figures only within one run and one CPU).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod signals;
 pub use signals::shutdown_signal;
+mod bench_fleet;
 mod bench_scep;
 mod server_cmd;
 
@@ -47,6 +48,9 @@ enum BenchCommand {
     Scep(bench_scep::ScepBench),
     /// The WSTEP issuance load against a cfssl server's sign endpoint (the peer comparison).
     Cfssl(bench::CfsslBench),
+    /// Fleet renewal spreading: devices issued at the same moment, each deciding its renewal
+    /// time from check-in as the agent does; prints the busiest minute against the mean.
+    Fleet(bench_fleet::FleetBench),
 }
 
 fn main() {
@@ -81,6 +85,7 @@ fn main() {
             Command::Bench { command: BenchCommand::Issue(b) } => bench::issue(b).await,
             Command::Bench { command: BenchCommand::Scep(b) } => bench_scep::scep(b).await,
             Command::Bench { command: BenchCommand::Cfssl(b) } => bench::cfssl(b).await,
+            Command::Bench { command: BenchCommand::Fleet(b) } => bench_fleet::fleet(b).await,
         };
         match result {
             Ok(code) => code,

@@ -34,12 +34,16 @@ pub fn place_renewal(
     all.find(|m| load(*m) < capacity.max(1)).unwrap_or(first)
 }
 
-/// A second inside a renewal slot (the minute the server placed a renewal in), picked by a
-/// hash of `key` (device and serial): agents sharing a slot do not all call at its first second,
-/// and the same agent always picks the same second (it can sleep until it, restart, and agree).
+/// A second inside a renewal slot (the rest of the minute the server placed a renewal in),
+/// picked by a hash of `key` (device and serial): agents sharing a slot do not all call at its
+/// first second, the time stays inside the slot's minute (so slots keep their load), and the
+/// same agent always picks the same second (it can sleep until it, restart, and agree).
 pub fn within_slot(slot: UnixTime, key: &[u8]) -> UnixTime {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
-    slot.plus_secs(i64::from(digest.as_ref()[0]) % 60)
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&digest.as_ref()[..8]);
+    let rest_of_minute = (60 - slot.0.rem_euclid(60)) as u64;
+    slot.plus_secs((u64::from_be_bytes(h) % rest_of_minute) as i64)
 }
 
 /// The per-minute capacity that spreads `population` renewals over `span_minutes` with at most
@@ -106,6 +110,12 @@ mod tests {
             (0..200).map(|i| within_slot(slot, format!("dev{i}/serial").as_bytes()).0 - slot.0).collect();
         assert!(seconds.iter().all(|s| (0..60).contains(s)));
         assert!(seconds.len() > 40, "{} distinct seconds", seconds.len());
+        // A slot that starts mid-minute (a window opening at :37) stays in its minute.
+        let late = UnixTime(1_800_000_037);
+        for i in 0..200 {
+            let at = within_slot(late, format!("dev{i}").as_bytes());
+            assert!(at >= late && at.0 / 60 == late.0 / 60, "{at:?}");
+        }
     }
 
     #[test]

@@ -458,6 +458,19 @@ impl Store {
         row.map(Certificate::try_from).transpose()
     }
 
+    /// Every certificate of one device (any state), oldest first: one index range scan (the
+    /// check-in path; `certificates_matching` with a device list scans for the admin's filters).
+    pub async fn device_certificates(&self, device_id: i64) -> Result<Vec<Certificate>> {
+        let rows = sqlx::query_as::<_, CertificateRow>(concat!(
+            certificate_select!(),
+            "WHERE c.device_id = $1 ORDER BY c.created_at, c.serial"
+        ))
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        certificates(rows)
+    }
+
     /// The newest `limit` certificates.
     pub async fn certificates(&self, limit: i64) -> Result<Vec<Certificate>> {
         let rows = sqlx::query_as::<_, CertificateRow>(concat!(

@@ -807,6 +807,13 @@ async fn device_inventory(s: Store) {
     let by_id = s.device_by_id(b.id).await.unwrap().unwrap();
     assert_eq!((by_id.name.as_str(), by_id.state), ("b-dev", DeviceState::Blocked));
     assert_eq!(s.device_by_id(a.id + b.id + 1000).await.unwrap(), None);
+    // All of a device's certificates, every state, oldest first; none of another device's.
+    let held: Vec<String> = s.device_certificates(a.id).await.unwrap().into_iter().map(|c| c.serial).collect();
+    assert_eq!(held.len(), 5, "{held:?}");
+    for serial in ["x", "y", "revoked", "expired", "signing"] {
+        assert!(held.contains(&serial.to_string()), "{serial}: {held:?}");
+    }
+    assert!(s.device_certificates(b.id).await.unwrap().is_empty());
 }
 
 async fn revocation_list_and_crls(s: Store) {

@@ -141,3 +141,66 @@ fn libraries_forbid_unsafe_code() {
         assert!(text.contains("#![forbid(unsafe_code)]"), "{} lacks #![forbid(unsafe_code)]", entry.display());
     }
 }
+
+/// The typed domain: request statuses, certificate and device states, request kinds and audit
+/// outcomes are compared as enums everywhere; only the store knows the names they are stored
+/// under (core's `stored_enum!` table defines them).
+#[test]
+fn state_names_are_compared_only_in_the_store() {
+    const NAMES: [&str; 16] = [
+        "signing",
+        "issued",
+        "renewed",
+        "revoked",
+        "received",
+        "pending",
+        "denied",
+        "blocked",
+        "active",
+        "refused",
+        "enroll",
+        "renew",
+        "renew-tls",
+        "renew-scep",
+        "scep",
+        "listener",
+    ];
+    for e in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = e.unwrap().path();
+        if dir.ends_with("store") {
+            continue;
+        }
+        for file in rust_files(&dir.join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for name in NAMES {
+                for pat in [
+                    format!("== \"{name}\""),
+                    format!("!= \"{name}\""),
+                    format!("\"{name}\" =>"),
+                    format!("\"{name}\" |"),
+                ] {
+                    assert!(!text.contains(&pat), "{} compares a stored name: {pat}", file.display());
+                }
+            }
+        }
+    }
+}
+
+/// Every wire mapping of refusals is one exhaustive match without a catch-all arm, so a new
+/// refusal does not compile until each protocol says what it is.
+#[test]
+fn refusal_mappings_have_no_catch_all() {
+    for (file, function) in [
+        ("crates/server/src/frontends/soap.rs", "pub fn hresult("),
+        ("crates/server/src/frontends/soap.rs", "pub fn sender_or_receiver("),
+        ("crates/server/src/frontends/scep.rs", "pub fn fail_info("),
+        ("crates/server/src/frontends/mde2.rs", "pub fn mdm_error("),
+        ("crates/server/src/frontends/mod.rs", "pub fn http_status("),
+        ("crates/server/src/frontends/checkin.rs", "fn reason("),
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let start = text.find(function).unwrap_or_else(|| panic!("{file}: {function} is gone"));
+        let body = &text[start..start + text[start..].find("\n}\n").expect("end of function")];
+        assert!(!body.contains("_ =>"), "{file}: {function} has a catch-all arm");
+    }
+}

@@ -268,6 +268,17 @@ impl FailInfo {
             FailInfo::BadCertId => 4,
         }
     }
+
+    /// The RFC 8894 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailInfo::BadAlg => "badAlg",
+            FailInfo::BadMessageCheck => "badMessageCheck",
+            FailInfo::BadRequest => "badRequest",
+            FailInfo::BadTime => "badTime",
+            FailInfo::BadCertId => "badCertId",
+        }
+    }
 }
 
 /// id-scep-failInfoText (RFC 8894): a human-readable reason beside failInfo.

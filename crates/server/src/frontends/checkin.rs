@@ -108,7 +108,8 @@ fn directive(d: Directive) -> wire::Directive {
     }
 }
 
-fn to_wire(a: CheckinAnswer) -> wire::CheckinAnswer {
+/// The wire answer of the RA's check-in decisions.
+pub fn to_wire(a: CheckinAnswer) -> wire::CheckinAnswer {
     wire::CheckinAnswer {
         device: a.device,
         blocked: a.blocked,

@@ -73,12 +73,13 @@ pub fn error_mapping_table() -> String {
     for &c in RefusalCode::ALL {
         let (subcode, error_type) = mde2::mdm_error(c);
         out.push_str(&format!(
-            "| `{c}` | {} | {} | `{}` 0x{:08X} | `{subcode}` {error_type} | {:?} | {} |\n",
+            "| `{c}` | {} | {} | `{}` 0x{:08X} | `{subcode}` {error_type} | {} ({}) | {} |\n",
             c.kind().as_str(),
             http_status(c.kind()).as_u16(),
             soap::sender_or_receiver(c.kind()),
             soap::hresult(c),
-            scep::fail_info(c),
+            scep::fail_info(c).name(),
+            scep::fail_info(c).number(),
             c.when().replace('|', "\\|"),
         ));
     }

@@ -10,7 +10,7 @@ use super::{Ra, RaError};
 use autoenroll_core::model::{AuditOutcome, CertState, Template};
 use autoenroll_core::renewal::{self, Decision, Held, Input, TemplatePolicy};
 use autoenroll_core::{Refusal, Thumbprint, UnixTime};
-use autoenroll_store::{Certificate, CertificateFilter};
+use autoenroll_store::Certificate;
 
 /// What the device says it holds.
 #[derive(Debug, Clone, Default)]
@@ -133,14 +133,7 @@ impl Ra {
             return Ok(CheckinAnswer { device: device.name, blocked: true, directives: vec![] });
         }
         let templates = self.store.templates().await?.valid;
-        let held = self
-            .store
-            .certificates_matching(&CertificateFilter {
-                devices: vec![device.name.clone()],
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await?;
+        let held = self.store.device_certificates(device.id).await?;
         let assigned = |t: &Template| t.autoenroll && t.enroll && principal.may_use_template(&t.name);
         let superseded_by =
             |name: &str| templates.iter().find(|t| assigned(t) && t.supersedes.iter().any(|s| s == name));

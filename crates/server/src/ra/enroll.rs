@@ -34,6 +34,9 @@ pub enum Outcome {
     Pending { request_id: i64 },
 }
 
+/// The busiest minute of renewals the server aims for, against the mean (see `spread_renewal`).
+const SPREAD_PEAK_OVER_MEAN: f64 = 1.25;
+
 pub(crate) struct Recorded<'a> {
     pub previous_serial: Option<&'a str>,
     pub device_id: i64,
@@ -169,9 +172,10 @@ impl Ra {
 
     /// The server's renewal time for a new certificate: a minute in the first half of its
     /// renewal window (the Windows rule, as the agent applies it), picked by a hash of device
-    /// and serial and moved on from minutes already holding 1.5x the window's mean
-    /// (core::spread), so certificates issued together do not renew together. Agents learn it
-    /// at check-in and renew then.
+    /// and serial and moved on from minutes already holding 1.25x the mean of the minutes
+    /// around it (core::spread), so certificates issued together do not renew together. The
+    /// target is below the 1.5x the fleet must stay under: concurrent issuances read the load
+    /// before either writes, and minutes hold whole renewals. Agents learn it at check-in.
     async fn spread_renewal(
         &self,
         r: &Recorded<'_>,
@@ -199,7 +203,7 @@ impl Ra {
             }
         }
         let placed: i64 = load.values().sum();
-        let capacity = i64::from(spread::capacity(placed as u64 + 1, candidates.len() as u64, 1.5));
+        let capacity = i64::from(spread::capacity(placed as u64 + 1, candidates.len() as u64, SPREAD_PEAK_OVER_MEAN));
         let at = |m: &UnixTime| load.get(&(m.0 - m.0.rem_euclid(60))).copied().unwrap_or(0);
         Ok(candidates.iter().find(|m| at(m) < capacity).or(candidates.first()).copied().unwrap_or(opens))
     }
