@@ -1,5 +1,6 @@
 //! Crash safety with real processes: the agent is killed (abort, like a power cut) at each step
 //! of a renewal; a valid working pair is always on disk and the next run finishes the job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_test_support::bin::{self, ok};
 use std::path::Path;
 use std::process::{Command, Output};

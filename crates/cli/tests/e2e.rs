@@ -1,4 +1,5 @@
 //! End to end as a user runs it: the `autoenroll` binary as server and as agent on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_test_support::bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;

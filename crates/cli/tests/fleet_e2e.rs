@@ -2,6 +2,7 @@
 //! one device is blocked (its renewal is refused, the agent and the inventory show it blocked);
 //! a template bump makes the others re-enroll; a revoked certificate is in the CRL
 //! (`openssl crl` verifies it) and `openssl ocsp` says revoked for it and good for another.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_test_support::{bin, require_tool};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! fleet at the same moment from a real RA, each device checks in and decides its renewal time
 //! with the agent's own code; the busiest minute must stay within 1.5x the mean, where the
 //! template's rule alone puts the whole cohort into a minute or two.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_test_support::bin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoenroll");

@@ -1,6 +1,7 @@
 //! Two `autoenroll server run` replicas on one PostgreSQL database behave as one service:
 //! a one-time token is spent exactly once across them, serials never collide, and every
 //! issued certificate is in the shared inventory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_agent::https::Client;
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
 use autoenroll_proto::soap::{self, HeaderToken};

@@ -2,6 +2,7 @@
 //! a dynamic challenge, resubmit = renewal signed by the current certificate with the same key,
 //! rekey = new key) and micromdm's scepclient (single DES: refused by default, enrolled with
 //! legacy ciphers enabled). Every certificate is checked with `openssl verify`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_test_support::{bin, require_tool};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

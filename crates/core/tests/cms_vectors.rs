@@ -1,5 +1,6 @@
 //! The MS-WSTEP 4.1.5.1 renewal sample: a SHA-1 RSA SignedData without signed attributes whose
 //! content is a PKCS#10 carrying the old certificate in 1.3.6.1.4.1.311.13.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_core::pki::cms::{is_signed_data, verify_renewal};
 use autoenroll_core::pki::CertFacts;
 use autoenroll_core::UnixTime;

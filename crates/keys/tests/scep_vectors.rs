@@ -1,6 +1,7 @@
 //! Captured SCEP requests of real clients (sscep, certmonger, micromdm scepclient; see
 //! testdata/scep/README.md): the outer signature verifies, the envelope decrypts with the
 //! included throwaway CA key, and the CSR inside parses with its challenge password.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_core::pki::scep::{parse_pki_message, MessageType};
 use autoenroll_core::pki::CsrFacts;
 use autoenroll_keys::envelope::{decrypt_enveloped, encrypt_enveloped, ContentCipher};

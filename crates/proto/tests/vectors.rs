@@ -1,5 +1,6 @@
 //! Golden vectors: real MS-XCEP / MS-WSTEP messages from the specifications and from fleet's
 //! Windows MDM test client (copied under testdata/ms; see its README for provenance).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_proto::wstep::{self, RequestType};
 use autoenroll_proto::{ns, pkcs7, soap, xcep};
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! server's view — enroll, current (with its window), renew (cohort moved to now), re-enroll
 //! (template bump, lost certificate), remove (superseded), blocked — with token or certificate
 //! authentication and clean errors for bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_agent::https::ClientIdentity;

@@ -1,5 +1,6 @@
 //! `docs/error-mapping.md` is generated from `core::Refusal` and the front ends' mappings: this
 //! test fails when the document is out of date (and rewrites it with AUTOENROLL_UPDATE_DOCS=1).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::PathBuf;
 
 const BEGIN: &str = "<!-- generated: error mapping -->\n";

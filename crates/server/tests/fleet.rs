@@ -1,6 +1,7 @@
 //! Fleet operations on the inventory: devices and certificates listed and filtered, renewal
 //! times spread, "renew now" for a cohort, the stuck report with its reason, and blocking a
 //! device with its certificates revoked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_core::pki::CertFacts;

@@ -1,6 +1,7 @@
 //! Windows MDM enrollment and ROBO renewal (MS-MDE2) over real HTTPS on loopback: a test MDM
 //! client does discovery → policy → enrollment with a Windows-shaped CSR → installs → renews
 //! over client TLS, and the provisioning documents follow the spec's structure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_agent::https::ClientIdentity;

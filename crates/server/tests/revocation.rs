@@ -2,6 +2,7 @@
 //! certificate is in the CRL at once (verified and read by openssl, which then refuses the
 //! certificate and accepts a good one); two RA instances on one database never publish the same
 //! CRL number and the newest CRL wins.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_server::ra::Ra;

@@ -1,6 +1,7 @@
 //! SCEP on loopback (HTTPS, the real server, a fake clock): dynamic and static challenges with
 //! every refusal in its documented order, renewal signed by our certificate, pending requests
 //! with CertPoll, GetCert, and hostile messages that leave the server serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_core::pki::cert::verify_issued_by;

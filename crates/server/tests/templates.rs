@@ -2,6 +2,7 @@
 //! longer validates (written by an older version, or by hand) is reported and left out of
 //! policy instead of breaking GetPolicies for every client, and requests for it are refused
 //! with their own reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_core::model::{Eku, KeyUsage};

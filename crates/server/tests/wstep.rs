@@ -1,4 +1,5 @@
 //! MS-WSTEP issuance and MS-XCEP policy over real HTTPS on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use autoenroll_core::pki::cert::verify_issued_by;

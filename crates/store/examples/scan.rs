@@ -6,6 +6,7 @@
 //!
 //! RECORDS defaults to 10,000,000; without a URL it uses a new SQLite file in a temporary
 //! directory. A PostgreSQL database should be empty: the run adds records to it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_store::Store;
 use std::io::Write;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! Store conformance: the behaviour every backend must show, run on SQLite and on a private
 //! PostgreSQL cluster started by the test (Debian's `postgresql` package). Every public `Store`
 //! method has a case here; `every_public_store_method_has_a_conformance_case` keeps it so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_core::model::{
     AuditOutcome, CertState, DeviceState, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, RequestKind, RequestStatus,
     RevocationReason, SubjectFrom, Template,

@@ -1,6 +1,7 @@
 //! Architecture rules from ARCHITECTURE.md, checked on every `cargo test`:
 //! R1 core and proto are sans-IO; R2 core and proto do not depend on each other;
 //! R3 only `server::ra` uses the store and the CA; R5 the agent never links the CA or the store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

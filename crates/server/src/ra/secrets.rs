@@ -8,13 +8,16 @@ use subtle::ConstantTimeEq;
 const PBKDF2_ITERATIONS: u32 = 100_000;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+// The system RNG failing is not recoverable, and an all-zero secret would be worse than a crash:
+// these two are the only places the workspace allows `expect` outside tests.
+#[allow(clippy::expect_used)]
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    // The system RNG failing is not recoverable; an all-zero secret would be worse than a crash.
     rand::fill(&mut b).expect("system random number generator failed");
     b
 }
 
+#[allow(clippy::expect_used)]
 pub fn random_token_part(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::fill(&mut b).expect("system random number generator failed");

@@ -1,5 +1,6 @@
 //! Loopback harness: a real server (TLS, HTTP, SQLite) on 127.0.0.1 with a random port and a
 //! fake clock for RA decisions, plus a SOAP client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 use autoenroll_agent::https::{Client, ClientIdentity, Response};
 use autoenroll_core::clock::Clock;
