@@ -153,12 +153,13 @@ impl Attempt<'_> {
         self.keep_answer(t, key, answer, AttemptKind::Renew)
     }
 
-    /// Asks for the outcome of a pending request (QueryTokenStatus).
-    pub async fn retrieve(&self, t: &Template, request_id: &str) -> Result<Option<Outcome>, AgentError> {
+    /// Asks for the outcome of a pending request (QueryTokenStatus), as the requester who made
+    /// it (the server tells nobody else).
+    pub async fn retrieve(&self, t: &Template, request_id: &str, auth: &Auth) -> Result<Option<Outcome>, AgentError> {
         let pending =
             self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
         let body = wstep::query_request_body(request_id);
-        match self.transport.submit(self.policy, None, &HeaderToken::None, None, body).await {
+        match self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await {
             Ok(answer) => self.keep_answer(t, pending.key, answer, pending.meta.kind),
             Err(e @ AgentError::Refused { .. }) => {
                 // Denied (or unknown): this attempt is over; the next one starts afresh.

@@ -64,3 +64,16 @@ pub fn select(cfg: &AgentConfig, store: &LocalStore, state: &State, now: UnixTim
     }
     Ok(unspent_token(cfg, state)?.map(Auth::Token))
 }
+
+/// What collects a pending request: whoever made it. An account, else our client certificate
+/// (the server accepts any certificate of the same device), else the configured bootstrap token
+/// even when spent (the server accepts a spent token for the request it paid for).
+pub fn for_retrieval(cfg: &AgentConfig, store: &LocalStore, now: UnixTime) -> Result<Option<Auth>, AgentError> {
+    if let Some((u, p)) = cfg.password()? {
+        return Ok(Some(Auth::Password(u, p)));
+    }
+    if let Some(id) = store.client_identity(now)? {
+        return Ok(Some(Auth::Certificate(id)));
+    }
+    Ok(cfg.bootstrap_token()?.map(Auth::Token))
+}

@@ -99,9 +99,10 @@ pub fn renewal_time(
     }
 }
 
-/// The server view, if it is about `serial` (the certificate held now, or none).
+/// The server view, if it is about `serial` (the certificate held now, or none); a view about
+/// no certificate (the server knows none of what we showed) applies to whatever is held.
 fn view_for<'a>(server: Option<&'a ServerView>, serial: Option<&str>) -> Option<&'a ServerView> {
-    server.filter(|v| v.serial.as_deref() == serial)
+    server.filter(|v| v.serial.is_none() || v.serial.as_deref() == serial)
 }
 
 /// The server's renewal time for `held` with this agent's second inside the slot.
@@ -137,10 +138,14 @@ pub fn renewal_input(t: &Template, local: &Local<'_>, device: &str, now: UnixTim
             template: TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor },
             rule: t.renewal_rule(),
         },
-        pending: pending.map(|p| match &p.meta.request_id {
-            Some(id) => renewal::Pending::Submitted { request_id: id.clone() },
-            None => renewal::Pending::Interrupted,
-        }),
+        pending: match pending {
+            Some(p) => Some(match &p.meta.request_id {
+                Some(id) => renewal::Pending::Submitted { request_id: id.clone() },
+                None => renewal::Pending::Interrupted,
+            }),
+            // The server renewed what we hold and we never got the answer (no key kept).
+            None => server.is_some_and(|s| s.interrupted).then_some(renewal::Pending::Interrupted),
+        },
         failure: status.retry_at.map(|r| renewal::Failure { count: status.failures, retry_at: UnixTime(r) }),
         forced: forced && held.is_some(),
         supersedes_held,
@@ -161,7 +166,11 @@ pub fn apply_checkin(state: &mut State, answer: &CheckinAnswer, now: UnixTime) {
             serial: d.serial.clone(),
             renew_at: d.renew_at,
             revoked: d.reason == wire::Reason::Revoked,
-            lost: d.reason == wire::Reason::Lost,
+            // "Enroll: missing" while we hold one means the server knows none of what we
+            // showed (another CA, a restored server): what we hold is not what it issued.
+            lost: d.reason == wire::Reason::Lost
+                || (d.action == wire::Action::Enroll && d.reason == wire::Reason::Missing),
+            interrupted: d.reason == wire::Reason::Interrupted,
             at: now.0,
         });
     }
@@ -206,14 +215,11 @@ async fn checkin(
     if !cfg.checkin {
         return false;
     }
-    let identity = store.client_identity(now).ok().flatten();
-    let token = match &identity {
-        Some(_) => None,
-        None => credentials::unspent_token(cfg, state).ok().flatten(),
-    };
-    if identity.is_none() && token.is_none() {
+    // The device speaks for itself with its certificate; a bootstrap token pays for one
+    // issuance and does not check in.
+    let Some(identity) = store.client_identity(now).ok().flatten() else {
         return false;
-    }
+    };
     let mut report = CheckinReport::default();
     for t in templates {
         if let Ok(Some(h)) = store.current(&t.name) {
@@ -226,7 +232,7 @@ async fn checkin(
             report.errors.insert(t.name.clone(), e);
         }
     }
-    match transport.checkin(&report, identity.as_ref(), token.as_deref()).await {
+    match transport.checkin(&report, &identity).await {
         Some(answer) => {
             if answer.blocked {
                 tracing::warn!("the server has blocked this device: enrollment and renewal will be refused");
@@ -359,7 +365,10 @@ pub async fn run_cycle(
             }
             Ok(Decision::Retrieve { request_id }) => {
                 tracing::info!(template = %t.name, %request_id, "collecting pending request");
-                attempt.retrieve(t, &request_id).await
+                match credentials::for_retrieval(cfg, &store, now)? {
+                    Some(auth) => attempt.retrieve(t, &request_id, &auth).await,
+                    None => Err(AgentError::Config("no credentials to collect the pending request with".into())),
+                }
             }
             Ok(Decision::Renew(reason)) => {
                 tracing::info!(template = %t.name, ?reason, "renewing");
@@ -478,7 +487,10 @@ mod tests {
             serial: Serial(serial.into()),
             thumbprint: Thumbprint("AB".into()),
             subject: "CN=dev1".into(),
+            subject_name: Default::default(),
             subject_cn: Some("dev1".into()),
+            dns_names: vec![],
+            ip_addrs: vec![],
             issuer: "CN=CA".into(),
             not_before: UnixTime(0),
             not_after: UnixTime(365 * DAY),

@@ -70,6 +70,9 @@ pub struct ServerView {
     pub revoked: bool,
     /// The server issued a newer certificate the device does not hold.
     pub lost: bool,
+    /// The server renewed the held certificate and the answer never arrived.
+    #[serde(default)]
+    pub interrupted: bool,
     /// When the server said so.
     pub at: i64,
 }

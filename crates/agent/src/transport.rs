@@ -154,23 +154,14 @@ impl Transport<'_> {
 
     /// Reports to the first policy server host that answers `/checkin`; None when none did
     /// (the agent then decides on its local rules and the server view it last learned).
-    pub async fn checkin(
-        &self,
-        report: &CheckinReport,
-        identity: Option<&ClientIdentity>,
-        token: Option<&str>,
-    ) -> Option<CheckinAnswer> {
+    pub async fn checkin(&self, report: &CheckinReport, identity: &ClientIdentity) -> Option<CheckinAnswer> {
         let body = serde_json::to_vec(report).ok()?;
-        let client = self.client(identity).ok()?;
+        let client = self.client(Some(identity)).ok()?;
         for s in self.servers() {
             let Ok(uri) = s.url.parse::<http::Uri>() else { continue };
             let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { continue };
             let url = format!("{scheme}://{authority}{}", autoenroll_proto::checkin::PATH);
-            let resp = match token {
-                Some(t) => client.post_bearer(&url, "application/json", body.clone(), t).await,
-                None => client.post(&url, "application/json", body.clone()).await,
-            };
-            match resp {
+            match client.post(&url, "application/json", body.clone()).await {
                 Ok(r) if r.status == 200 => match serde_json::from_slice::<CheckinAnswer>(&r.body) {
                     Ok(a) => return Some(a),
                     Err(e) => tracing::warn!(%url, %e, "unreadable check-in answer"),

@@ -73,6 +73,7 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
                 name: &b.username,
                 password: &b.password,
                 templates: vec![],
+                ..Default::default()
             })
             .await?;
             let root = ra.root_der().to_vec();

@@ -94,7 +94,12 @@ pub async fn fleet(b: FleetBench) -> Result<i32> {
         tokio::spawn(async move {
             let device = format!("fleet-{i:06}");
             let principal = Principal {
-                kind: PrincipalKind::Account { name: "bench".into(), templates: vec![] },
+                kind: PrincipalKind::Account {
+                    name: "bench".into(),
+                    templates: vec![],
+                    groups: vec![],
+                    devices: vec!["*".into()],
+                },
                 device: device.clone(),
             };
             let csr = build_csr(&key, cn_name(&device)?, vec![])?;
@@ -131,8 +136,14 @@ pub async fn fleet(b: FleetBench) -> Result<i32> {
         let (device, cert) = (issued[i].0.clone(), issued[i].1.clone());
         tokio::spawn(async move {
             let facts = CertFacts::parse(&cert.certificate_der).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let principal =
-                Principal { kind: PrincipalKind::Certificate { serial: cert.serial.clone() }, device: device.clone() };
+            let principal = Principal {
+                kind: PrincipalKind::Certificate {
+                    serial: cert.serial.clone(),
+                    template: cert.template.clone(),
+                    current: true,
+                },
+                device: device.clone(),
+            };
             let report = CheckinReport {
                 certificates: vec![(policy.name.clone(), facts.thumbprint.0.clone())],
                 ..Default::default()

@@ -162,6 +162,9 @@ fn certmonger_enrolls_renews_and_rekeys() {
             "30d",
             "--same-key-renewal",
             "true",
+            // certmonger makes RSA keys; a template takes the key family it names.
+            "--key-algorithm",
+            "rsa2048",
         ],
     );
     let challenge = admin(

@@ -94,6 +94,8 @@ refusals! {
     TokenUsed => Unauthorized, "the bootstrap token was already used";
     /// The bootstrap token is past its TTL.
     TokenExpired => Unauthorized, "the bootstrap token has expired";
+    /// A bootstrap token pays for one issuance and authenticates nothing else (check-in needs the device's certificate).
+    TokenNotAccepted { what: &'static str } => Unauthorized, "a bootstrap token does not authenticate {what}";
     /// The TLS client certificate does not parse.
     BadClientCertificate { detail: String } => Unauthorized, "client certificate: {detail}";
     /// The TLS client certificate is not in the inventory.
@@ -140,9 +142,9 @@ refusals! {
     BadCsrSignature => BadCsr, "the CSR signature does not verify";
     /// The CSR is signed with an algorithm we do not verify.
     UnsupportedAlgorithm { algorithm: String } => BadCsr, "unsupported CSR signature algorithm {algorithm}";
-    /// A key type the template does not accept (Ed25519 for now).
-    KeyTypeNotAllowed { key: String } => BadCsr, "{key} keys are not accepted";
-    /// An RSA key under the template's minimum (never under 2048 bits).
+    /// A key type the template does not accept (its key types; Ed25519 never).
+    KeyTypeNotAllowed { key: String, template: String } => BadCsr, "template {template} does not accept {key} keys";
+    /// A key under the template's minimum: RSA never under 2048 bits, EC never under the template's curve.
     KeyTooWeak { key: String, min_bits: u32, template: String } => BadCsr,
         "{key} key; template {template} needs at least {min_bits} bits";
     /// The template takes the subject from the request, and it has neither a subject nor SANs.
@@ -156,8 +158,24 @@ refusals! {
     /// A stored template no longer validates (written by an older version or by hand).
     TemplateMisconfigured { name: String, reason: String } => Unavailable,
         "template {name} is misconfigured ({reason}); an administrator must fix it";
-    /// The template is not enrollable by this account or token.
+    /// The template's permissions do not name this requester (account, group, device, token, holder).
     NotPermitted { actor: String, template: String } => PolicyDenied, "{actor} may not enroll for template {template}";
+    /// The account may not act for a device of that name (its device patterns).
+    DeviceNotAllowed { actor: String, device: String } => PolicyDenied, "{actor} may not enroll for device {device}";
+    /// The device is bound to another requester; an administrator may rebind it.
+    DeviceBound { actor: String, device: String } => PolicyDenied,
+        "device {device} belongs to another requester than {actor} (an administrator may rebind it)";
+    /// A static SCEP challenge names a device the inventory already holds.
+    DeviceNameTaken { device: String } => PolicyDenied,
+        "device {device} exists: a static challenge cannot claim it (use a dynamic challenge made for it)";
+    /// A name the template's name policy does not allow (not the device's own, not under an allowed suffix or range).
+    NameNotAllowed { name: String, template: String } => PolicyDenied, "template {template} does not allow the name {name}";
+    /// One of the server's own names or addresses, or loopback.
+    ServerNameReserved { name: String } => PolicyDenied, "{name} is reserved for the server itself";
+    /// A wildcard where the template allows none, or not in the leftmost label.
+    WildcardNotAllowed { name: String, template: String } => PolicyDenied, "template {template} does not allow the wildcard {name}";
+    /// A common name longer than RFC 5280's 64 characters.
+    CommonNameTooLong { length: usize } => BadCsr, "the common name has {length} characters; at most 64";
     /// The device is blocked (enrollment, renewal, check-in).
     DeviceBlocked { device: String } => PolicyDenied, "device {device} is blocked";
 
@@ -213,6 +231,12 @@ refusals! {
     RequestDenied { id: i64, reason: String } => PolicyDenied, "request {id} was denied: {reason}";
     /// The request is being approved or signed right now.
     RequestInProgress { id: i64, status: String } => Unavailable, "request {id} is {status}";
+    /// A racing renewal of the same certificate is still being signed.
+    RenewalInProgress { serial: String } => Unavailable, "the renewal of {serial} is being signed; try again";
+    /// The certificate was renewed already and its successor is in service (or renewed in
+    /// turn): renewing it again would make a second live successor.
+    AlreadyRenewed { serial: String, successor: String } => Conflict,
+        "certificate {serial} was renewed already: its successor {successor} is in use";
     /// Approval or denial of a request that is not pending.
     NotPending { id: i64, status: String } => Conflict, "request {id} is {status}, not pending";
 

@@ -65,6 +65,9 @@ pub enum Reason {
     ServerRequested,
     /// The server issued the device a newer certificate it does not report.
     Lost,
+    /// The server renewed the certificate the device shows, and the successor never arrived:
+    /// renew again (the same key gets the same certificate).
+    Interrupted,
     /// (remove) Another template supersedes this one.
     SupersededBy,
     /// (remove) The template is no longer assigned to the device.

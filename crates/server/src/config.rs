@@ -1,6 +1,7 @@
 //! Server configuration: an optional TOML file, then command-line overrides, then defaults.
 //! Raw values are validated once into `ServerConfig`.
 use crate::ra::RaSettings;
+use autoenroll_core::model::ServerNames;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,15 @@ pub struct RawConfig {
     pub organization: Option<String>,
     pub mdm: Option<RawMdm>,
     pub scep: Option<RawScep>,
+    pub revocation: Option<RawRevocation>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    /// A renewed certificate is revoked (reason superseded) when its successor is first used,
+    /// or after this long (default "7d").
+    pub superseded_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -92,6 +102,7 @@ impl RawConfig {
             organization: other.organization.or(self.organization),
             mdm: other.mdm.or(self.mdm),
             scep: other.scep.or(self.scep),
+            revocation: other.revocation.or(self.revocation),
         }
     }
 
@@ -123,13 +134,21 @@ impl RawConfig {
             .as_deref()
             .map(|l| l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid("scep.http_listen", format!("{e}"))))
             .transpose()?;
+        let superseded_grace = match self.revocation.and_then(|r| r.superseded_grace) {
+            Some(g) => humantime::parse_duration(&g)
+                .map_err(|e| ConfigError::Invalid("revocation.superseded_grace", e.to_string()))?,
+            None => std::time::Duration::from_secs(7 * 86_400),
+        };
+        let hostnames = self.hostnames.unwrap_or_else(|| vec!["localhost".into()]);
+        let public_url = self.public_url.map(|u| u.trim_end_matches('/').to_string());
+        let server_names = server_names(&hostnames, public_url.as_deref(), listen);
         Ok(ServerConfig {
             mdm_provider_id: mdm.provider_id.unwrap_or_else(|| "autoenroll".into()),
             mdm_management_url: mdm.management_url,
             scep_http_listen,
             listen,
-            hostnames: self.hostnames.unwrap_or_else(|| vec!["localhost".into()]),
-            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            hostnames,
+            public_url,
             ra: RaSettings {
                 data_dir,
                 database_url,
@@ -140,9 +159,29 @@ impl RawConfig {
                 mdm_template: mdm.template.unwrap_or_else(|| "Machine".into()),
                 scep_template: scep.template.unwrap_or_else(|| "Machine".into()),
                 scep_legacy_ciphers: scep.legacy_ciphers.unwrap_or(false),
+                server_names,
+                superseded_grace_secs: i64::try_from(superseded_grace.as_secs()).unwrap_or(i64::MAX),
             },
         })
     }
+}
+
+/// The names and addresses clients reach this server by: its host names, the public URL's host
+/// and the listen address (loopback is reserved by the name policy itself).
+fn server_names(hostnames: &[String], public_url: Option<&str>, listen: SocketAddr) -> ServerNames {
+    let mut names = ServerNames { dns: hostnames.to_vec(), ips: vec![] };
+    if let Some(host) = public_url.and_then(|u| u.parse::<http::Uri>().ok()).and_then(|u| u.host().map(str::to_string))
+    {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        match host.parse::<IpAddr>() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(host),
+        }
+    }
+    if !listen.ip().is_unspecified() {
+        names.ips.push(listen.ip());
+    }
+    names
 }
 
 impl ServerConfig {

@@ -106,7 +106,13 @@ async fn server_time(s: &TestServer, agent: &Agent, t: &str) -> i64 {
 /// 10-minute certificates with a 3-minute renewal period: the 80 % mark (8 minutes) comes first.
 async fn short_templates(s: &TestServer) {
     for t in ["Machine", "WebServer"] {
-        s.ra.update_template(t, &TemplateSpec { autoenroll: Some(false), ..Default::default() }).await.unwrap();
+        s.ra.update_template(
+            autoenroll_server::ra::LOCAL_ADMIN,
+            t,
+            &TemplateSpec { autoenroll: Some(false), ..Default::default() },
+        )
+        .await
+        .unwrap();
     }
     for t in ["Signed", "Tls"] {
         let spec = TemplateSpec {
@@ -206,7 +212,9 @@ async fn failures_back_off_within_the_remaining_lifetime_then_recover() {
     let agent = Agent::with("checkin = false", &s, credentials, "");
     agent.cycle(&s).await;
     let start = s.now();
-    s.ra.set_device_state("agent1", autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
+    s.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, "agent1", autoenroll_server::ra::DeviceState::Blocked)
+        .await
+        .unwrap();
     s.clock.set(start + 480);
     let mut retry_times = Vec::new();
     for _ in 0..3 {
@@ -230,7 +238,9 @@ async fn failures_back_off_within_the_remaining_lifetime_then_recover() {
     assert_eq!(retry_times[0] - (start + 480), 30);
     assert_eq!(retry_times[1] - retry_times[0], 45);
     assert!(retry_times[2] < start + 600, "several tries before expiry");
-    s.ra.set_device_state("agent1", autoenroll_server::ra::DeviceState::Active).await.unwrap();
+    s.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, "agent1", autoenroll_server::ra::DeviceState::Active)
+        .await
+        .unwrap();
     let r = agent.cycle(&s).await;
     assert_eq!(r.renewed.len(), 2, "recovered at once, renewing (not re-enrolling): {r:?}");
     let state = agent.store().load_state().unwrap();
@@ -244,7 +254,13 @@ async fn template_bump_renews_at_once_and_supersedence_replaces() {
     let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
     agent.cycle(&s).await;
     let old = agent.live("Signed").unwrap();
-    s.ra.update_template("Signed", &TemplateSpec { major: Some(2), ..Default::default() }).await.unwrap();
+    s.ra.update_template(
+        autoenroll_server::ra::LOCAL_ADMIN,
+        "Signed",
+        &TemplateSpec { major: Some(2), ..Default::default() },
+    )
+    .await
+    .unwrap();
     s.clock.advance(1);
     let r = agent.cycle(&s).await;
     let new = agent.live("Signed").unwrap();
@@ -286,7 +302,13 @@ async fn template_bump_renews_at_once_and_supersedence_replaces() {
 async fn pending_requests_survive_restarts_and_are_collected() {
     let s = TestServer::start().await;
     short_templates(&s).await;
-    s.ra.update_template("Signed", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
+    s.ra.update_template(
+        autoenroll_server::ra::LOCAL_ADMIN,
+        "Signed",
+        &TemplateSpec { pend_all: Some(true), ..Default::default() },
+    )
+    .await
+    .unwrap();
     let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
     let r = agent.cycle(&s).await;
     assert_eq!(r.waiting.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["Signed"], "{r:?}");
@@ -297,7 +319,7 @@ async fn pending_requests_survive_restarts_and_are_collected() {
     s.clock.advance(30);
     let r = again.try_cycle(&s, &Force::None).await.unwrap();
     assert_eq!(r.waiting.len(), 1, "{r:?}");
-    s.ra.approve(request_id.parse().unwrap()).await.unwrap();
+    s.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, request_id.parse().unwrap()).await.unwrap();
     s.clock.advance(30);
     let r = agent.cycle(&s).await;
     assert_eq!(r.enrolled.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["Signed"], "{r:?}");
@@ -309,7 +331,13 @@ async fn pending_requests_survive_restarts_and_are_collected() {
 async fn an_expired_certificate_needs_fresh_credentials() {
     let s = TestServer::start().await;
     short_templates(&s).await;
-    s.ra.update_template("Tls", &TemplateSpec { autoenroll: Some(false), ..Default::default() }).await.unwrap();
+    s.ra.update_template(
+        autoenroll_server::ra::LOCAL_ADMIN,
+        "Tls",
+        &TemplateSpec { autoenroll: Some(false), ..Default::default() },
+    )
+    .await
+    .unwrap();
     let (token, _) = s.ra.create_token(&TokenSpec { device: "agent1", template: None, ttl_secs: 3600 }).await.unwrap();
     let agent = Agent::new(&s, &format!("bootstrap_token = \"{token}\""), "");
     assert_eq!(agent.cycle(&s).await.enrolled.len(), 1);
@@ -338,9 +366,13 @@ fn toml_with_token(agent: &Agent, text: &str, token: &str) -> AgentConfig {
 async fn renew_now_forces_renewal_inside_the_servers_grace() {
     let s = TestServer::start().await;
     short_templates(&s).await;
-    s.ra.update_template("Signed", &TemplateSpec { renewal_grace_secs: Some(600), ..Default::default() })
-        .await
-        .unwrap();
+    s.ra.update_template(
+        autoenroll_server::ra::LOCAL_ADMIN,
+        "Signed",
+        &TemplateSpec { renewal_grace_secs: Some(600), ..Default::default() },
+    )
+    .await
+    .unwrap();
     let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
     agent.cycle(&s).await;
     s.clock.advance(5);
@@ -397,7 +429,7 @@ async fn a_certificate_replaced_by_someone_else_is_noticed() {
     agent.cycle(&s).await;
     // An operator drops in a pair with a later expiry by hand (same template).
     let spec = TemplateSpec { validity_secs: Some(1200), ..Default::default() };
-    s.ra.update_template("Signed", &spec).await.unwrap();
+    s.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "Signed", &spec).await.unwrap();
     let other = Agent::with("checkin = false", &s, credentials, "");
     s.clock.advance(10);
     other.cycle(&s).await;

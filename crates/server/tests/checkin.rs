@@ -38,21 +38,13 @@ fn action(answer: &serde_json::Value, template: &str) -> (Action, Reason) {
 
 #[tokio::test]
 async fn directives_follow_the_servers_view() {
+    use autoenroll_server::ra::LOCAL_ADMIN;
     let ts = TestServer::start().await;
-    // A new device with its bootstrap token: it holds nothing, so enroll (token not spent).
+    // A bootstrap token pays for one issuance; it does not check in (finding: five check-ins
+    // with one unspent token handed out ten SCEP challenges).
     let (token, _) = ts.ra.create_token(&TokenSpec { device: "dev1", template: None, ttl_secs: 3600 }).await.unwrap();
-    let (status, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "certificates": [] })).await;
-    assert_eq!(status, 200, "{a}");
-    assert_eq!(a["device"], "dev1");
-    assert_eq!(action(&a, "Machine"), (Action::Enroll, Reason::Missing));
-
-    // A SCEP device is handed a one-time challenge for the enrollment, fresh each time.
-    let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "scep": true })).await;
-    let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
-    let first = d.directives.iter().find(|d| d.template == "Machine").unwrap().challenge.clone().expect("a challenge");
-    assert!(first.len() == 41 && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-'), "{first}");
-    let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "scep": true })).await;
-    assert_ne!(a["directives"][0]["challenge"].as_str(), Some(first.as_str()));
+    let (status, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "scep": true })).await;
+    assert_eq!((status, a["code"].as_str()), (401, Some("TokenNotAccepted")), "{a}");
 
     // It enrolls (spending the token) and checks in with its certificate: current, with a window.
     let principal = ts.ra.authenticate(&Credentials::BootstrapToken(token.clone()), None).await.unwrap();
@@ -70,6 +62,7 @@ async fn directives_follow_the_servers_view() {
     });
     let (status, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
     assert_eq!(status, 200, "{a}");
+    assert_eq!(a["device"], "dev1");
     let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
     let m = d.directives.iter().find(|d| d.template == "Machine").unwrap();
     assert_eq!((m.action, m.reason), (Action::Ok, Reason::Current));
@@ -78,44 +71,72 @@ async fn directives_follow_the_servers_view() {
     // The server's renewal time (its spread slot) rides along: inside the first half of the window.
     let (start, end, at) = (m.window_start.unwrap(), m.window_end.unwrap(), m.renew_at.unwrap());
     assert!(at >= start && at <= start + (end - start) / 2, "{at} not in the first half of [{start}, {end}]");
+    // WebServer is granted to accounts only: a device is not told to enroll it.
+    assert!(d.directives.iter().all(|d| d.template != "WebServer"), "{a}");
 
     // The device lost its certificate (reinstalled): it is told to enroll again.
     let (_, a) = checkin(&ts, Some(&identity), None, serde_json::json!({ "certificates": [] })).await;
     assert_eq!(action(&a, "Machine"), (Action::Enroll, Reason::Lost), "{a}");
 
     // "Renew now" for its cohort: renew, and the renewal time says now.
-    ts.ra
-        .renew_now(&CertificateFilter { devices: vec!["dev1".into()], limit: 10, ..Default::default() })
-        .await
-        .unwrap();
+    let cohort = CertificateFilter { devices: vec!["dev1".into()], limit: 10, ..Default::default() };
+    ts.ra.renew_now(LOCAL_ADMIN, &cohort).await.unwrap();
     let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
     assert_eq!(action(&a, "Machine"), (Action::Renew, Reason::ServerRequested), "{a}");
     assert_eq!(a["directives"][0]["renew_at"].as_i64(), Some(ts.now()), "{a}");
 
     // A major bump: renew with the current certificate (not a fresh enrollment).
-    ts.ra.update_template("Machine", &TemplateSpec { major: Some(5), ..Default::default() }).await.unwrap();
+    let bump = TemplateSpec { major: Some(5), ..Default::default() };
+    ts.ra.update_template(LOCAL_ADMIN, "Machine", &bump).await.unwrap();
     let (_, a) = checkin(&ts, Some(&identity), None, holding.clone()).await;
     assert_eq!(action(&a, "Machine"), (Action::Renew, Reason::TemplateBumped), "{a}");
 
-    // Revoked: enroll anew.
-    ts.ra.revoke(&cert.serial, autoenroll_server::ra::RevocationReason::KeyCompromise).await.unwrap();
-    let (status, a) = checkin(&ts, None, Some(&fresh_token(&ts).await), holding.clone()).await;
-    assert_eq!(status, 200, "{a}");
-    assert_eq!(action(&a, "Machine"), (Action::Enroll, Reason::Revoked), "{a}");
+    // A second template Machine holders may enroll; its certificate revoked: enroll anew.
+    let vpn = TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
+    ts.ra.create_template("Vpn", &vpn).await.unwrap();
+    let holder = ts.ra.authenticate(&Credentials::ClientCertificate(cert.certificate_der.clone()), None).await.unwrap();
+    let vpn_key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = build_csr(&vpn_key, cn_name("dev1").unwrap(), vec![]).unwrap();
+    let vpn_cert = issued(
+        ts.ra.enroll(EnrollInput { principal: &holder, csr_der: &csr, template_name: Some("Vpn") }).await.unwrap(),
+    );
+    let both = serde_json::json!({ "certificates": [
+        { "template": "Machine", "thumbprint": thumbprint_of(&cert.certificate_der) },
+        { "template": "Vpn", "thumbprint": thumbprint_of(&vpn_cert.certificate_der) },
+    ] });
+    let (_, a) = checkin(&ts, Some(&identity), None, both.clone()).await;
+    assert_eq!(action(&a, "Vpn"), (Action::Ok, Reason::Current), "{a}");
+    ts.ra.revoke(LOCAL_ADMIN, &vpn_cert.serial, autoenroll_server::ra::RevocationReason::KeyCompromise).await.unwrap();
+    let (_, a) = checkin(&ts, Some(&identity), None, both.clone()).await;
+    assert_eq!(action(&a, "Vpn"), (Action::Enroll, Reason::Revoked), "{a}");
 
-    // A new template supersedes Machine: remove Machine, enroll the new one.
-    ts.ra
-        .create_template("Machine2", &TemplateSpec { superseded: Some("Machine".into()), ..Default::default() })
-        .await
-        .unwrap();
-    let token = fresh_token(&ts).await;
-    let (_, a) = checkin(&ts, None, Some(&token), holding.clone()).await;
-    assert_eq!(action(&a, "Machine"), (Action::Remove, Reason::SupersededBy), "{a}");
-    assert_eq!(action(&a, "Machine2"), (Action::Enroll, Reason::Superseded), "{a}");
+    // A new template supersedes Vpn: remove Vpn, enroll the new one. A SCEP device is handed
+    // a one-time challenge for it, a new one each time.
+    let vpn2 = TemplateSpec {
+        superseded: Some("Vpn".into()),
+        grants: Some("holder:Machine".into()),
+        key_algorithm: Some("rsa2048".into()),
+        ..Default::default()
+    };
+    ts.ra.create_template("Vpn2", &vpn2).await.unwrap();
+    let scep = serde_json::json!({ "scep": true, "certificates": both["certificates"] });
+    let (_, a) = checkin(&ts, Some(&identity), None, scep.clone()).await;
+    assert_eq!(action(&a, "Vpn"), (Action::Remove, Reason::SupersededBy), "{a}");
+    assert_eq!(action(&a, "Vpn2"), (Action::Enroll, Reason::Superseded), "{a}");
+    let challenge = |a: &serde_json::Value| {
+        let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
+        d.directives.iter().find(|d| d.template == "Vpn2").unwrap().challenge.clone().expect("a challenge")
+    };
+    let first = challenge(&a);
+    assert!(first.len() == 41 && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-'), "{first}");
+    let (_, a) = checkin(&ts, Some(&identity), None, scep.clone()).await;
+    let second = challenge(&a);
+    assert_ne!(second, first);
+    // (Only the latest can be spent: scep.rs `a_new_challenge_ends_the_earlier_one`.)
 
     // Reported errors are kept; a blocked device is told so and gets nothing to do.
-    ts.ra.set_device_state("dev1", DeviceState::Blocked).await.unwrap();
-    let (_, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "errors": { "Machine2": "disk full" } })).await;
+    ts.ra.set_device_state(LOCAL_ADMIN, "dev1", DeviceState::Blocked).await.unwrap();
+    let (_, a) = checkin(&ts, Some(&identity), None, serde_json::json!({ "errors": { "Vpn2": "disk full" } })).await;
     assert_eq!(a["blocked"], true);
     assert!(a["directives"].as_array().unwrap().is_empty());
     let events =
@@ -123,11 +144,6 @@ async fn directives_follow_the_servers_view() {
     assert!(events.iter().any(|e| e.action == "checkin"
         && e.outcome == autoenroll_core::model::AuditOutcome::Refused
         && e.detail == "DeviceBlocked"));
-}
-
-/// A new bootstrap token for dev1 (a revoked device certificate no longer authenticates).
-async fn fresh_token(ts: &TestServer) -> String {
-    ts.ra.create_token(&TokenSpec { device: "dev1", template: None, ttl_secs: 3600 }).await.unwrap().0
 }
 
 #[tokio::test]

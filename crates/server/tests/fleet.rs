@@ -79,14 +79,18 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
         async move { ra.renew_over_tls(&new_csr(d), &cert, Window::Autoenrollment).await }
     };
     assert_eq!(renew("alpha").await.unwrap_err().code(), "OutsideRenewalWindow");
-    let moved = ts.ra.renew_now(&CertificateFilter { devices: vec!["beta".into()], ..filter() }).await.unwrap();
+    let moved = ts
+        .ra
+        .renew_now(autoenroll_server::ra::LOCAL_ADMIN, &CertificateFilter { devices: vec!["beta".into()], ..filter() })
+        .await
+        .unwrap();
     assert_eq!(moved, 1);
     renew("beta").await.unwrap();
     assert_eq!(renew("gamma").await.unwrap_err().code(), "OutsideRenewalWindow");
 
     // Past the renewal time by more than a day and still not renewed: stuck, with the reason.
     ts.clock.advance(360 * 86_400);
-    ts.ra.set_device_state("gamma", DeviceState::Blocked).await.unwrap();
+    ts.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, "gamma", DeviceState::Blocked).await.unwrap();
     assert_eq!(renew("gamma").await.unwrap_err().code(), "DeviceBlocked");
     let stuck = ts.ra.stuck(86_400, 100).await.unwrap();
     let gamma = stuck.iter().find(|s| s.device == "gamma").expect("gamma is stuck");
@@ -98,7 +102,11 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
     assert!(stuck.iter().all(|s| s.serial != CertFacts::parse(&certs["beta"]).unwrap().serial.0), "beta renewed");
 
     // Blocking with revocation revokes what the device holds, and the CRL lists it.
-    let n = ts.ra.block_and_revoke("alpha", RevocationReason::PrivilegeWithdrawn).await.unwrap();
+    let n = ts
+        .ra
+        .block_and_revoke(autoenroll_server::ra::LOCAL_ADMIN, "alpha", RevocationReason::PrivilegeWithdrawn)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let revoked = ts
         .ra

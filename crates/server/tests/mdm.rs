@@ -185,7 +185,7 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
     // 90-day device certificates (RenewPeriod 42 days): two renewals stay within the lifetime
     // of the listener's own TLS certificate under the fake clock.
     let spec = autoenroll_server::ra::TemplateSpec { validity_secs: Some(90 * 86_400), ..Default::default() };
-    s.ra.update_template("Machine", &spec).await.unwrap();
+    s.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "Machine", &spec).await.unwrap();
 
     // Discovery: the GET probe, then Discover (fleet's request shape).
     let r = s.client(None).get(&s.url("/EnrollmentServer/Discovery.svc")).await.unwrap();
@@ -271,14 +271,34 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
         "a renewal carries only the new certificate"
     );
 
-    // The manual variant: PKCS#7 base64-encoded twice.
-    let (status, env) = mdm.renew(&cert, &key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), true).await;
+    // The same renewal again (the device lost the answer) gets the same certificate.
+    let (status, env) = mdm.renew(&cert, &key, &new_key, false).await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let (_, again) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");
+    assert_eq!(again, cert2, "one certificate, one successor");
+
+    // The manual variant (PKCS#7 base64-encoded twice), with another key: the successor was
+    // never used, so it is replaced (and revoked as superseded), not doubled.
+    let third_key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let (status, env) = mdm.renew(&cert, &key, &third_key, true).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let (_, cert3) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");
+    assert_eq!(CertFacts::parse(&cert3).unwrap().spki_der, third_key.spki_der());
+    let all = autoenroll_server::ra::CertificateFilter { limit: 100, ..Default::default() };
+    let replaced = s.ra.certificates_matching(&all).await.unwrap();
+    let replaced = replaced.iter().find(|c| c.serial == f2.serial.0).unwrap();
+    assert_eq!(
+        (replaced.state, replaced.revocation_reason),
+        (autoenroll_server::ra::CertState::Revoked, Some(autoenroll_server::ra::RevocationReason::Superseded))
+    );
 
     // A blocked device cannot renew.
     s.clock.set(f2.not_after.0 - 42 * 86_400 + 1);
-    s.ra.set_device_state(DEVICE_ID, autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
-    let (status, env) = mdm.renew(&cert2, &new_key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), false).await;
+    s.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, DEVICE_ID, autoenroll_server::ra::DeviceState::Blocked)
+        .await
+        .unwrap();
+    let (status, env) =
+        mdm.renew(&cert3, &third_key, &KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap(), false).await;
     let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
     assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authorization", "DeviceNotSupported"), "{f:?}");
 }
@@ -367,9 +387,14 @@ async fn mdm_faults_carry_the_spec_codes() {
     let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), renew, None).await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
     // ...but not with another account's credentials.
-    s.ra.create_account(&autoenroll_server::ra::AccountSpec { name: "mallory", password: PASSWORD, templates: vec![] })
-        .await
-        .unwrap();
+    s.ra.create_account(&autoenroll_server::ra::AccountSpec {
+        name: "mallory",
+        password: PASSWORD,
+        templates: vec![],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let mallory = HeaderToken::UsernameToken { username: "mallory".into(), password: PASSWORD.into() };
     let renew = rst_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS7, twice, "Full");
     let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &mallory, renew, None).await;

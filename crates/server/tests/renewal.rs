@@ -182,16 +182,20 @@ async fn every_refusal_has_its_reason() {
     // Revoked.
     let b = enroll(&s, &account(), "dev-b").await;
     s.clock.advance(85);
-    s.ra.revoke(&b.facts.serial.0, "keyCompromise".parse().unwrap()).await.unwrap();
+    s.ra.revoke(autoenroll_server::ra::LOCAL_ADMIN, &b.facts.serial.0, "keyCompromise".parse().unwrap()).await.unwrap();
     assert_eq!(renew_signed(&s, &b.cert, &b.key, &new_key(), true).await.unwrap_err(), "ae:CertificateRevoked");
 
     // Blocked device (and unblocking lets it through).
     let c = enroll(&s, &account(), "dev-c").await;
     s.clock.advance(85);
-    s.ra.set_device_state("dev-c", autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
+    s.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, "dev-c", autoenroll_server::ra::DeviceState::Blocked)
+        .await
+        .unwrap();
     assert_eq!(renew_signed(&s, &c.cert, &c.key, &new_key(), true).await.unwrap_err(), "ae:DeviceBlocked");
     assert_eq!(renew_tls(&s, &c, &new_key()).await.unwrap_err(), "ae:DeviceBlocked");
-    s.ra.set_device_state("dev-c", autoenroll_server::ra::DeviceState::Active).await.unwrap();
+    s.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, "dev-c", autoenroll_server::ra::DeviceState::Active)
+        .await
+        .unwrap();
     renew_signed(&s, &c.cert, &c.key, &new_key(), true).await.unwrap();
 
     // Another device's certificate: device E (authenticated by its TLS certificate) sends a
@@ -262,7 +266,13 @@ async fn a_major_bump_opens_renewal_at_once_and_issues_the_new_version() {
     short_template(&s, TemplateSpec::default()).await;
     let a = enroll(&s, &account(), "dev-m").await;
     assert_eq!(a.facts.template.as_ref().unwrap().major, 1);
-    s.ra.update_template("Short", &TemplateSpec { major: Some(2), ..Default::default() }).await.unwrap();
+    s.ra.update_template(
+        autoenroll_server::ra::LOCAL_ADMIN,
+        "Short",
+        &TemplateSpec { major: Some(2), ..Default::default() },
+    )
+    .await
+    .unwrap();
     let cert = renew_signed(&s, &a.cert, &a.key, &new_key(), true).await.unwrap();
     assert_eq!(CertFacts::parse(&cert).unwrap().template.unwrap().major, 2);
 }
@@ -271,7 +281,9 @@ async fn a_major_bump_opens_renewal_at_once_and_issues_the_new_version() {
 async fn pending_requests_are_collected_after_approval() {
     let s = TestServer::start().await;
     short_template(&s, TemplateSpec { pend_all: Some(true), ..Default::default() }).await;
-    s.ra.create_account(&AccountSpec { name: "other", password: PASSWORD, templates: vec![] }).await.unwrap();
+    s.ra.create_account(&AccountSpec { name: "other", password: PASSWORD, templates: vec![], ..Default::default() })
+        .await
+        .unwrap();
     let key = new_key();
     let csr = build_csr(&key, cn_name("dev-p").unwrap(), vec![template_ext("Short")]).unwrap();
     let (status, env) = s.soap(ns::ACTION_WSTEP, &account(), wstep::issue_request_body(&csr, &[]), None).await;
@@ -281,17 +293,24 @@ async fn pending_requests_are_collected_after_approval() {
     assert_eq!(r.pending_reference.as_deref(), Some(s.url("/wstep").as_str()));
     let id = r.request_id.unwrap();
     let query = || wstep::query_request_body(&id);
-    let (_, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, query(), None).await;
+    let (_, env) = s.soap(ns::ACTION_WSTEP, &account(), query(), None).await;
     assert!(wstep::parse_response(&env.body).unwrap().certificate_der.is_none());
-    let issued = s.ra.approve(id.parse().unwrap()).await.unwrap();
-    let (_, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, query(), None).await;
+    let issued = s.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, id.parse().unwrap()).await.unwrap();
+    // Only the requester learns the outcome: nobody anonymous, no other account (finding:
+    // sequential request IDs read the whole inventory anonymously).
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, query(), None).await;
+    assert_eq!(subcode(status, &env), "ae:MissingToken");
+    let other = HeaderToken::UsernameToken { username: "other".into(), password: PASSWORD.into() };
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &other, query(), None).await;
+    assert_eq!(subcode(status, &env), "ae:UnknownRequest", "another account learns nothing");
+    let (_, env) = s.soap(ns::ACTION_WSTEP, &account(), query(), None).await;
     assert_eq!(wstep::parse_response(&env.body).unwrap().certificate_der, Some(issued.certificate_der));
-    assert!(s.ra.approve(id.parse().unwrap()).await.is_err(), "approved once");
+    assert!(s.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, id.parse().unwrap()).await.is_err(), "approved once");
     // A denied request answers with a fault.
     let (_, env) = s.soap(ns::ACTION_WSTEP, &account(), wstep::issue_request_body(&csr, &[]), None).await;
     let id2 = wstep::parse_response(&env.body).unwrap().request_id.unwrap();
-    s.ra.deny(id2.parse().unwrap(), "no").await.unwrap();
-    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::query_request_body(&id2), None).await;
+    s.ra.deny(autoenroll_server::ra::LOCAL_ADMIN, id2.parse().unwrap(), "no").await.unwrap();
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &account(), wstep::query_request_body(&id2), None).await;
     assert_eq!(subcode(status, &env), "ae:RequestDenied");
 }
 

@@ -51,7 +51,7 @@ async fn revoked_certificates_are_in_the_crl_and_openssl_refuses_them() {
     assert_eq!(issuing.body, ts.ra.issuing_der());
 
     let serial = autoenroll_core::pki::CertFacts::parse(&bad).unwrap().serial.0;
-    ts.ra.revoke(&serial, "keyCompromise".parse().unwrap()).await.unwrap();
+    ts.ra.revoke(autoenroll_server::ra::LOCAL_ADMIN, &serial, "keyCompromise".parse().unwrap()).await.unwrap();
     let r = ts.client(None).get(&crl_url).await.unwrap();
     assert_eq!(r.status, 200);
     std::fs::write(dir.join("crl.der"), &r.body).unwrap();

@@ -91,13 +91,16 @@ async fn send(ts: &TestServer, c: &Client, txid: &str, csr: &[u8]) -> Reply {
 
 async fn challenge(ts: &TestServer, device: &str, dns: &[&str]) -> String {
     ts.ra
-        .create_challenge(&ChallengeSpec {
-            device: device.into(),
-            template: "Machine".into(),
-            ttl_secs: 3600,
-            dns_names: dns.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })
+        .create_challenge(
+            autoenroll_server::ra::LOCAL_ADMIN,
+            &ChallengeSpec {
+                device: device.into(),
+                template: "Machine".into(),
+                ttl_secs: 3600,
+                dns_names: dns.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .0
@@ -224,17 +227,22 @@ async fn challenge_refusals_in_their_documented_order() {
     refused(&send(&ts, &c, "h", &c.csr("CN=dev2", &["extra.example"], Some(&ch))).await, "SubjectAltNameMismatch");
     let strict = ts
         .ra
-        .create_challenge(&ChallengeSpec {
-            device: "dev2".into(),
-            template: "Machine".into(),
-            ttl_secs: 60,
-            min_key_bits: Some(3072),
-            ..Default::default()
-        })
+        .create_challenge(
+            autoenroll_server::ra::LOCAL_ADMIN,
+            &ChallengeSpec {
+                device: "dev2".into(),
+                template: "Machine".into(),
+                ttl_secs: 60,
+                min_key_bits: Some(3072),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .0;
     refused(&send(&ts, &c, "i", &c.csr("CN=dev2", &[], Some(&strict))).await, "KeyLengthMismatch");
+    // (A new challenge for the device and template ended the earlier one.)
+    let ch = challenge(&ts, "dev2", &[]).await;
     let eku = x509_cert::ext::pkix::ExtendedKeyUsage(vec![autoenroll_core::oids::KP_SERVER_AUTH]);
     let ext = x509_cert::ext::Extension {
         extn_id: autoenroll_core::oids::CE_EXT_KEY_USAGE,
@@ -299,7 +307,10 @@ async fn renewal_is_signed_by_our_certificate_and_needs_no_challenge() {
     let r = send_as(&ts, "/scep", &stranger, MessageType::RenewalReq, "t4", &csr, ContentCipher::Aes256Cbc).await;
     refused(&r, "ForeignCertificate");
     // A revoked certificate cannot renew.
-    ts.ra.revoke(&renewed.serial.0, "keyCompromise".parse().unwrap()).await.unwrap();
+    ts.ra
+        .revoke(autoenroll_server::ra::LOCAL_ADMIN, &renewed.serial.0, "keyCompromise".parse().unwrap())
+        .await
+        .unwrap();
     let holder = Client { key: new_key.key, signer: renewed_der };
     refused(&send(&ts, &holder, "t5", &Client::new().csr("CN=dev3", &[], None)).await, "CertificateRevoked");
 }
@@ -307,15 +318,14 @@ async fn renewal_is_signed_by_our_certificate_and_needs_no_challenge() {
 #[tokio::test]
 async fn pending_requests_are_collected_with_certpoll_and_getcert() {
     let ts = TestServer::start().await;
-    ts.ra.create_template("Held", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
+    let held = TemplateSpec { pend_all: Some(true), key_algorithm: Some("rsa2048".into()), ..Default::default() };
+    ts.ra.create_template("Held", &held).await.unwrap();
     let ch = ts
         .ra
-        .create_challenge(&ChallengeSpec {
-            device: "dev4".into(),
-            template: "Held".into(),
-            ttl_secs: 600,
-            ..Default::default()
-        })
+        .create_challenge(
+            autoenroll_server::ra::LOCAL_ADMIN,
+            &ChallengeSpec { device: "dev4".into(), template: "Held".into(), ttl_secs: 600, ..Default::default() },
+        )
         .await
         .unwrap()
         .0;
@@ -351,7 +361,7 @@ async fn pending_requests_are_collected_with_certpoll_and_getcert() {
                 .flatten()
         })
         .expect("the pending request is audited with its id");
-    let issued = ts.ra.approve(id).await.unwrap();
+    let issued = ts.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, id).await.unwrap();
     let r = send_as(&ts, "/scep/Held", &c, MessageType::CertPoll, "p1", &poll, ContentCipher::Aes256Cbc).await;
     assert_eq!(r.status, PkiStatus::Success, "{r:?}");
     assert_eq!(r.certificates[0], issued.certificate_der);
@@ -370,7 +380,7 @@ async fn pending_requests_are_collected_with_certpoll_and_getcert() {
     assert_eq!(r.status, PkiStatus::Success);
     assert_eq!(CertFacts::parse(&r.certificates[0]).unwrap().serial, f.serial);
     // GetCRL: the issuing CA's current CRL, listing a revoked certificate.
-    ts.ra.revoke(&f.serial.0, "superseded".parse().unwrap()).await.unwrap();
+    ts.ra.revoke(autoenroll_server::ra::LOCAL_ADMIN, &f.serial.0, "superseded".parse().unwrap()).await.unwrap();
     let r = send_as(&ts, "/scep", &c, MessageType::GetCrl, "c1", &ias, ContentCipher::Aes256Cbc).await;
     assert_eq!(r.status, PkiStatus::Success, "{r:?}");
     assert_eq!(r.crls.len(), 1);
@@ -470,4 +480,16 @@ async fn hostile_messages_are_refused_and_the_server_keeps_serving() {
     let reply = read_reply(&r.body, &c.key).unwrap();
     assert_eq!(reply.status, PkiStatus::Success, "{reply:?}");
     assert_eq!(reply.cipher, Some(ContentCipher::Aes128Cbc));
+}
+
+#[tokio::test]
+async fn a_new_challenge_ends_the_earlier_one() {
+    let ts = TestServer::start().await;
+    let first = challenge(&ts, "dev9", &[]).await;
+    let second = challenge(&ts, "dev9", &[]).await;
+    let c = Client::new();
+    // At most one outstanding challenge per device and template: the first no longer works.
+    refused(&send(&ts, &c, "x1", &c.csr("CN=dev9", &[], Some(&first))).await, "ChallengeExpired");
+    let r = send(&ts, &c, "x2", &c.csr("CN=dev9", &[], Some(&second))).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
 }

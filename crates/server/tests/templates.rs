@@ -34,9 +34,13 @@ async fn invalid_input_is_refused_by_field() {
     let e = refusal(s.ra.create_template("../evil", &TemplateSpec::default()).await.unwrap_err());
     assert!(e.starts_with("InvalidTemplate: invalid template: name:"), "{e}");
     let e = refusal(
-        s.ra.update_template("Machine", &TemplateSpec { validity_secs: Some(0), ..Default::default() })
-            .await
-            .unwrap_err(),
+        s.ra.update_template(
+            autoenroll_server::ra::LOCAL_ADMIN,
+            "Machine",
+            &TemplateSpec { validity_secs: Some(0), ..Default::default() },
+        )
+        .await
+        .unwrap_err(),
     );
     assert!(e.starts_with("InvalidTemplate: invalid template: validity:"), "{e}");
     assert!(s.ra.templates().await.unwrap().valid.iter().all(|t| t.name != "T"), "nothing was stored");

@@ -51,7 +51,7 @@ async fn openssl_csr_is_issued_and_verifies_with_openssl() {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-subj",
-            "/CN=openssl-dev",
+            "/CN=openssl-dev.example.test",
             "-outform",
             "DER",
         ])
@@ -68,10 +68,15 @@ async fn openssl_csr_is_issued_and_verifies_with_openssl() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (cert, r) = issue(&s, &account(), &std::fs::read(&req).unwrap()).await.unwrap();
+    let csr = std::fs::read(&req).unwrap();
+    // Request-supplied names must be the device's own or under the template's DNS suffixes.
+    assert_eq!(issue(&s, &account(), &csr).await.unwrap_err(), "ae:NameNotAllowed");
+    let suffix = TemplateSpec { dns_suffixes: Some("example.test".into()), ..Default::default() };
+    s.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "WebServer", &suffix).await.unwrap();
+    let (cert, r) = issue(&s, &account(), &csr).await.unwrap();
     let facts = CertFacts::parse(&cert).unwrap();
     assert_eq!(facts.template_name.as_deref(), Some("WebServer"));
-    assert_eq!(facts.subject_cn.as_deref(), Some("openssl-dev"));
+    assert_eq!(facts.subject_cn.as_deref(), Some("openssl-dev.example.test"));
     assert!(r.request_id.unwrap().parse::<u32>().is_ok(), "numeric RequestID");
     // The collection-level token carries the chain.
     assert_eq!(pkcs7::certificates(&r.chain_pkcs7_der.unwrap()).unwrap().len(), 3);
@@ -126,7 +131,9 @@ async fn spec_windows_csr_names_its_template_by_bmpstring() {
     let env = autoenroll_proto::soap::parse_envelope(&vector("wstep-spec-4.1.1.1-issue-request.xml")).unwrap();
     let csr_der = wstep::parse_request(&env.body).unwrap().token.unwrap().der;
     assert_eq!(issue(&s, &account(), &csr_der).await.unwrap_err(), "ae:UnknownTemplate");
-    s.ra.create_template("User", &TemplateSpec::default()).await.unwrap();
+    // The captured request carries an RSA key: the template must take RSA.
+    let user = TemplateSpec { key_algorithm: Some("rsa2048".into()), ..Default::default() };
+    s.ra.create_template("User", &user).await.unwrap();
     let (cert, _) = issue(&s, &account(), &csr_der).await.unwrap();
     assert_eq!(CertFacts::parse(&cert).unwrap().template_name.as_deref(), Some("User"));
 }
@@ -158,9 +165,14 @@ async fn get_policies_lists_templates_and_honours_last_update() {
     let p = xcep::parse_response(&env.body).unwrap();
     assert!(p.policies_not_changed && p.policies.is_empty());
     // An account limited to one template sees only that one.
-    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] })
-        .await
-        .unwrap();
+    s.ra.create_account(&AccountSpec {
+        name: "webonly",
+        password: PASSWORD,
+        templates: vec!["WebServer".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let web = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
     let (_, env) = s.soap(ns::ACTION_GET_POLICIES, &web, xcep::request_body(None), None).await;
     let p = xcep::parse_response(&env.body).unwrap();
@@ -206,9 +218,14 @@ async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving()
     let n = tampered.len();
     tampered[n - 5] ^= 0x55;
     let tampered = autoenroll_proto::b64::encode(&tampered);
-    s.ra.create_account(&AccountSpec { name: "webonly", password: PASSWORD, templates: vec!["WebServer".into()] })
-        .await
-        .unwrap();
+    s.ra.create_account(&AccountSpec {
+        name: "webonly",
+        password: PASSWORD,
+        templates: vec!["WebServer".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let webonly = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
     let wrong = HeaderToken::UsernameToken { username: "enroller".into(), password: "nope-nope".into() };
     let nobody = HeaderToken::UsernameToken { username: "nobody".into(), password: PASSWORD.into() };
@@ -328,7 +345,7 @@ async fn bootstrap_tokens_are_single_use_expiring_and_bound() {
     };
     assert_eq!(issue(&s, &token_header(&token), &machine_csr).await.unwrap_err(), "ae:NotPermitted");
     // ...and the refusal did not spend it.
-    let (cert, _) = issue(&s, &token_header(&token), &csr("web-9.example.test")).await.unwrap();
+    let (cert, _) = issue(&s, &token_header(&token), &csr("web-9")).await.unwrap();
     assert_eq!(CertFacts::parse(&cert).unwrap().template_name.as_deref(), Some("WebServer"));
 
     // Guessing: a well-formed token with a wrong secret is unknown.
@@ -365,15 +382,43 @@ async fn client_certificate_authenticates_later_requests() {
         chain: vec![cert, s.ra.chain_der()[0].clone()],
         key_pkcs8: key.to_pkcs8_der().unwrap(),
     };
-    let (status, env) =
-        s.soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::issue_request_body(&csr("x"), &[]), Some(&identity)).await;
-    assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
-    let cert2 = wstep::parse_response(&env.body).unwrap().certificate_der.unwrap();
-    assert_eq!(
-        CertFacts::parse(&cert2).unwrap().subject_cn.as_deref(),
-        Some("enroller"),
-        "same device as the authenticating certificate"
-    );
+    let over_tls = |csr_der: Vec<u8>| {
+        let (s, identity) = (&s, &identity);
+        async move {
+            let (status, env) = s
+                .soap(ns::ACTION_WSTEP, &HeaderToken::None, wstep::issue_request_body(&csr_der, &[]), Some(identity))
+                .await;
+            if status == 200 {
+                Ok(wstep::parse_response(&env.body).unwrap().certificate_der.unwrap())
+            } else {
+                Err(subcode(status, &env))
+            }
+        }
+    };
+    // A Machine certificate enrolls only what grants name Machine holders: not Machine itself
+    // (that is renewal), not WebServer (accounts only).
+    assert_eq!(over_tls(csr("x")).await.unwrap_err(), "ae:NotPermitted");
+    assert_eq!(over_tls(csr_for("WebServer", "dev-tls")).await.unwrap_err(), "ae:NotPermitted");
+    let vpn = TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
+    s.ra.create_template("Vpn", &vpn).await.unwrap();
+    let cert2 = over_tls(csr_for("Vpn", "x")).await.unwrap();
+    let f = CertFacts::parse(&cert2).unwrap();
+    assert_eq!(f.subject_cn.as_deref(), Some("enroller"), "same device as the authenticating certificate");
+    assert_eq!(f.template_name.as_deref(), Some("Vpn"));
+}
+
+/// A CSR naming its template (szOID_ENROLL_CERTTYPE_EXTENSION), with CN `cn`.
+fn csr_for(template: &str, cn: &str) -> Vec<u8> {
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let ext = x509_cert::ext::Extension {
+        extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(
+            autoenroll_core::pki::template_ext::encode_template_name(template).unwrap(),
+        )
+        .unwrap(),
+    };
+    build_csr(&key, cn_name(cn).unwrap(), vec![ext]).unwrap()
 }
 
 #[tokio::test]

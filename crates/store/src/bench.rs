@@ -26,6 +26,7 @@ impl Store {
                     csr_der: b"",
                     previous_serial: None,
                 },
+                None,
                 UnixTime(now),
             )
             .await?;

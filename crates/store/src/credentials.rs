@@ -9,10 +9,14 @@ pub struct Account {
     pub name: String,
     /// `pbkdf2-sha256$<iterations>$<salt>$<hash>`.
     pub password_hash: String,
-    /// Templates this account may enroll; empty = every enrollable one.
+    /// Templates this account may enroll; empty = every one whose grants name it.
     pub templates: Vec<String>,
     pub disabled: bool,
     pub created_at: UnixTime,
+    /// Groups templates may grant enrollment to (`account-group:NAME`).
+    pub groups: Vec<String>,
+    /// Device-name patterns this account may enroll for (`*` any).
+    pub devices: Vec<String>,
 }
 
 #[derive(FromRow)]
@@ -22,12 +26,16 @@ struct AccountRow {
     templates: String,
     disabled: i64,
     created_at: i64,
+    groups: String,
+    devices: String,
 }
 
 impl From<AccountRow> for Account {
     fn from(r: AccountRow) -> Account {
         Account {
             templates: split_list(&r.templates),
+            groups: split_list(&r.groups),
+            devices: split_list(&r.devices),
             name: r.name,
             password_hash: r.password_hash,
             disabled: r.disabled != 0,
@@ -84,13 +92,16 @@ impl Store {
     pub async fn insert_account(&self, a: &Account) -> Result<()> {
         let _writer = self.writer().await;
         sqlx::query(
-            "INSERT INTO accounts (name, password_hash, templates, disabled, created_at) VALUES ($1,$2,$3,$4,$5)",
+            "INSERT INTO accounts (name, password_hash, templates, disabled, created_at, groups, devices) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7)",
         )
         .bind(&a.name)
         .bind(&a.password_hash)
         .bind(join_list(&a.templates))
         .bind(i64::from(a.disabled))
         .bind(a.created_at.0)
+        .bind(join_list(&a.groups))
+        .bind(join_list(&a.devices))
         .execute(&self.pool)
         .await
         .map_err(duplicate(|| format!("account {}", a.name)))?;
@@ -99,7 +110,7 @@ impl Store {
 
     pub async fn account(&self, name: &str) -> Result<Option<Account>> {
         let row = sqlx::query_as::<_, AccountRow>(
-            "SELECT name, password_hash, templates, disabled, created_at FROM accounts WHERE name = $1",
+            "SELECT name, password_hash, templates, disabled, created_at, groups, devices FROM accounts WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)

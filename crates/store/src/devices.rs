@@ -11,6 +11,9 @@ pub struct Device {
     pub state: DeviceState,
     pub created_at: UnixTime,
     pub last_seen: UnixTime,
+    /// Who the device is bound to: `account:NAME` (the account that first enrolled it), `admin`
+    /// (set up by an administrator: tokens, challenges) or None (not yet bound).
+    pub owner: Option<String>,
 }
 
 impl Device {
@@ -26,6 +29,7 @@ struct DeviceRow {
     blocked: i64,
     created_at: i64,
     last_seen: i64,
+    owner: Option<String>,
 }
 
 fn state(blocked: i64) -> DeviceState {
@@ -44,6 +48,7 @@ impl From<DeviceRow> for Device {
             state: state(r.blocked),
             created_at: UnixTime(r.created_at),
             last_seen: UnixTime(r.last_seen),
+            owner: r.owner,
         }
     }
 }
@@ -98,7 +103,7 @@ impl Store {
 
     pub async fn device(&self, name: &str) -> Result<Option<Device>> {
         let row = sqlx::query_as::<_, DeviceRow>(
-            "SELECT id, name, blocked, created_at, last_seen FROM devices WHERE name = $1",
+            "SELECT id, name, blocked, created_at, last_seen, owner FROM devices WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -108,7 +113,7 @@ impl Store {
 
     pub async fn device_by_id(&self, id: i64) -> Result<Option<Device>> {
         let row = sqlx::query_as::<_, DeviceRow>(
-            "SELECT id, name, blocked, created_at, last_seen FROM devices WHERE id = $1",
+            "SELECT id, name, blocked, created_at, last_seen, owner FROM devices WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -127,15 +132,87 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Binds a device that is not bound yet to `owner`; false when it is bound already (to
+    /// anyone) or unknown. One statement: of two racing first enrollments, one binds it.
+    pub async fn bind_device(&self, device_id: i64, owner: &str) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE devices SET owner = $2 WHERE id = $1 AND owner IS NULL")
+            .bind(device_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// An administrator's rebinding: sets (or with None clears) the owner of a device by name.
+    pub async fn set_device_owner(&self, name: &str, owner: Option<&str>) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE devices SET owner = $2 WHERE name = $1")
+            .bind(name)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Puts a device in a group (templates may grant `device-group:NAME`); false when it was in.
+    pub async fn add_device_to_group(&self, group: &str, device_id: i64) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query(
+            "INSERT INTO device_groups (group_name, device_id) VALUES ($1, $2) \
+             ON CONFLICT (group_name, device_id) DO NOTHING",
+        )
+        .bind(group)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Takes a device out of a group; false when it was not in it.
+    pub async fn remove_device_from_group(&self, group: &str, device_id: i64) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("DELETE FROM device_groups WHERE group_name = $1 AND device_id = $2")
+            .bind(group)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The groups a device is in, by name.
+    pub async fn device_groups(&self, device_id: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT group_name FROM device_groups WHERE device_id = $1 ORDER BY group_name")
+                .bind(device_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(g,)| g).collect())
+    }
+
+    /// The devices in a group, by name.
+    pub async fn device_group_members(&self, group: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT d.name FROM device_groups g JOIN devices d ON d.id = g.device_id \
+             WHERE g.group_name = $1 ORDER BY d.name",
+        )
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
     /// Removes a device that holds no certificates and no requests (a retired device), with
     /// what it reported about itself.
     pub async fn delete_device(&self, name: &str) -> Result<bool> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM device_attributes WHERE device_id IN (SELECT id FROM devices WHERE name = $1)")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        for sql in [
+            "DELETE FROM device_attributes WHERE device_id IN (SELECT id FROM devices WHERE name = $1)",
+            "DELETE FROM device_groups WHERE device_id IN (SELECT id FROM devices WHERE name = $1)",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+        }
         let r = sqlx::query(
             "DELETE FROM devices WHERE name = $1 \
              AND NOT EXISTS (SELECT 1 FROM requests WHERE requests.device_id = devices.id) \

@@ -3,7 +3,7 @@
 //! after (nothing signed is ever missing from the store). Completing a renewal marks the old
 //! certificate `renewed` in the same transaction.
 use crate::audit::{insert_audit, AuditEvent};
-use crate::{parse, to_u32, Result, Store, StoreError};
+use crate::{duplicate, parse, to_u32, Result, Store, StoreError};
 use autoenroll_core::model::{CertState, RequestKind, RequestStatus, RevocationReason};
 use autoenroll_core::UnixTime;
 use sqlx::any::AnyArguments;
@@ -117,6 +117,8 @@ pub struct Certificate {
     pub revocation_reason: Option<RevocationReason>,
     /// When the server considers it due for renewal.
     pub renew_after: Option<UnixTime>,
+    /// When it was first used to authenticate or renew (its predecessor is revoked then).
+    pub first_used_at: Option<UnixTime>,
 }
 
 #[derive(FromRow)]
@@ -139,6 +141,7 @@ struct CertificateRow {
     revoked_at: Option<i64>,
     revocation_reason: Option<String>,
     renew_after: Option<i64>,
+    first_used_at: Option<i64>,
 }
 
 impl TryFrom<CertificateRow> for Certificate {
@@ -168,6 +171,7 @@ impl TryFrom<CertificateRow> for Certificate {
             previous_serial: r.previous_serial,
             revoked_at: r.revoked_at.map(UnixTime),
             renew_after: r.renew_after.map(UnixTime),
+            first_used_at: r.first_used_at.map(UnixTime),
         })
     }
 }
@@ -242,7 +246,7 @@ macro_rules! certificate_select {
     () => {
         "SELECT c.serial, c.request_id, c.device_id, d.name AS device, c.template, c.template_major, \
          c.template_minor, c.subject, c.thumbprint, c.not_before, c.not_after, c.state, c.der, c.created_at, \
-         c.previous_serial, c.revoked_at, c.revocation_reason, c.renew_after \
+         c.previous_serial, c.revoked_at, c.revocation_reason, c.renew_after, c.first_used_at \
          FROM certificates c JOIN devices d ON d.id = c.device_id "
     };
 }
@@ -270,6 +274,15 @@ async fn insert_request_in<'c>(
 }
 
 async fn intent_in(tx: &mut sqlx::Transaction<'_, Any>, c: &CertificateIntent<'_>, now: UnixTime) -> Result<()> {
+    if let Some(previous) = c.previous_serial {
+        // One certificate has one successor: this primary key is the claim (across replicas).
+        sqlx::query("INSERT INTO successors (previous_serial, serial) VALUES ($1, $2)")
+            .bind(previous)
+            .bind(c.serial)
+            .execute(&mut **tx)
+            .await
+            .map_err(duplicate(|| format!("a successor of {previous}")))?;
+    }
     sqlx::query(
         "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
          subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial, renew_after) \
@@ -305,9 +318,35 @@ fn certificates(rows: Vec<CertificateRow>) -> Result<Vec<Certificate>> {
 }
 
 impl Store {
-    pub async fn insert_request(&self, r: &NewRequest<'_>, now: UnixTime) -> Result<i64> {
+    /// Records a request without a certificate yet (held for approval); a SCEP transaction
+    /// (ID, signer) is tied to it in the same commit, and a transaction already tied to a request
+    /// is `StoreError::Duplicate` (the caller answers with that request).
+    pub async fn insert_request(
+        &self,
+        r: &NewRequest<'_>,
+        scep_transaction: Option<(&str, &str)>,
+        now: UnixTime,
+    ) -> Result<i64> {
         let _writer = self.writer().await;
-        insert_request_in(&self.pool, r, now).await
+        let mut tx = self.pool.begin().await?;
+        let id = insert_request_in(&mut *tx, r, now).await?;
+        if let Some((transaction, key)) = scep_transaction {
+            crate::scep::insert_transaction_in(&mut *tx, transaction, key, id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Notes the first use of a certificate; true only for the first call (its predecessor may
+    /// be revoked as superseded then).
+    pub async fn mark_first_used(&self, serial: &str, now: UnixTime) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE certificates SET first_used_at = $2 WHERE serial = $1 AND first_used_at IS NULL")
+            .bind(serial)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn set_request_status(&self, id: i64, status: RequestStatus, detail: &str, now: UnixTime) -> Result<()> {
@@ -359,7 +398,9 @@ impl Store {
 
     /// Records a request and its certificate intent in one transaction (one commit before
     /// signing); `c.request_id` is ignored. A SCEP transaction (ID, signer) is tied to the
-    /// request in the same commit. Returns the request id.
+    /// request in the same commit. Returns the request id. `StoreError::Duplicate` when the
+    /// certificate renewed already has a successor or the SCEP transaction a request (nothing is
+    /// recorded then).
     pub async fn insert_request_with_intent(
         &self,
         r: &NewRequest<'_>,
@@ -446,11 +487,11 @@ impl Store {
         row.map(Certificate::try_from).transpose()
     }
 
-    /// The certificate that renewed `serial`, if any.
+    /// The certificate that holds the one successor claim on `serial` (any state), if any.
     pub async fn successor(&self, serial: &str) -> Result<Option<Certificate>> {
         let row = sqlx::query_as::<_, CertificateRow>(concat!(
             certificate_select!(),
-            "WHERE c.previous_serial = $1 ORDER BY c.created_at DESC LIMIT 1"
+            "WHERE c.serial = (SELECT serial FROM successors WHERE previous_serial = $1)"
         ))
         .bind(serial)
         .fetch_optional(&self.pool)

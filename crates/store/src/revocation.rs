@@ -57,6 +57,86 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Revokes, as superseded, the certificate `serial` renewed, if it is still in state
+    /// `renewed` (its successor is in use); returns its serial when it did.
+    pub async fn revoke_predecessor(&self, serial: &str, now: UnixTime) -> Result<Option<String>> {
+        let _writer = self.writer().await;
+        let row: Option<(String,)> = sqlx::query_as(
+            "UPDATE certificates SET state = $3, revoked_at = $2, revocation_reason = $4 \
+             WHERE state = $5 AND serial = (SELECT previous_serial FROM successors WHERE serial = $1) RETURNING serial",
+        )
+        .bind(serial)
+        .bind(now.0)
+        .bind(CertState::Revoked.as_str())
+        .bind(RevocationReason::Superseded.as_str())
+        .bind(CertState::Renewed.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    /// Frees the successor claim on `previous` held by `successor` when that successor never
+    /// went into service: issued after `issued_after` and never used, or an intent still
+    /// signing since before `stale_before` (a signer that died). The successor is revoked (superseded: it may have
+    /// been signed) and the claim dropped, in one commit; false when it was not in that state
+    /// (used meanwhile, or released by a racing renewal).
+    pub async fn release_successor(
+        &self,
+        previous: &str,
+        successor: &str,
+        stale_before: UnixTime,
+        issued_after: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE certificates SET state = $2, revoked_at = $3, revocation_reason = $4 \
+             WHERE serial = $1 AND previous_serial = $5 \
+             AND ((state = $6 AND first_used_at IS NULL AND created_at > $9) OR (state = $7 AND created_at < $8))",
+        )
+        .bind(successor)
+        .bind(CertState::Revoked.as_str())
+        .bind(now.0)
+        .bind(RevocationReason::Superseded.as_str())
+        .bind(previous)
+        .bind(CertState::Issued.as_str())
+        .bind(CertState::Signing.as_str())
+        .bind(stale_before.0)
+        .bind(issued_after.0)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM successors WHERE previous_serial = $1 AND serial = $2")
+            .bind(previous)
+            .bind(successor)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revokes, as superseded, every renewed certificate whose successor was issued before
+    /// `issued_before` (the grace after which a predecessor goes, used or not); returns them.
+    pub async fn revoke_superseded(&self, issued_before: UnixTime, now: UnixTime) -> Result<Vec<String>> {
+        let _writer = self.writer().await;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE certificates SET state = $2, revoked_at = $1, revocation_reason = $3 \
+             WHERE state = $4 AND not_after > $1 AND serial IN (SELECT s.previous_serial FROM successors s \
+               JOIN certificates n ON n.serial = s.serial WHERE n.created_at < $5) RETURNING serial",
+        )
+        .bind(now.0)
+        .bind(CertState::Revoked.as_str())
+        .bind(RevocationReason::Superseded.as_str())
+        .bind(CertState::Renewed.as_str())
+        .bind(issued_before.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
     /// Revoked certificates that have not expired at `now` (expired ones may leave the CRL).
     pub async fn revoked_certificates(&self, now: UnixTime) -> Result<Vec<RevokedEntry>> {
         let rows = sqlx::query_as::<_, RevokedRow>(

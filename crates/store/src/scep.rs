@@ -66,7 +66,8 @@ impl TryFrom<ChallengeRow> for Challenge {
     }
 }
 
-/// Ties a SCEP transaction (ID + signer key) to the request it produced.
+/// Ties a SCEP transaction (ID + signer key) to the request it produced; a transaction tied
+/// already is `StoreError::Duplicate` (parallel identical requests: one wins).
 pub(crate) async fn insert_transaction_in<'c>(
     ex: impl sqlx::Executor<'c, Database = Any>,
     transaction: &str,
@@ -75,15 +76,15 @@ pub(crate) async fn insert_transaction_in<'c>(
     now: UnixTime,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4) \
-         ON CONFLICT (transaction_id, signer_key) DO UPDATE SET request_id = excluded.request_id",
+        "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4)",
     )
     .bind(transaction)
     .bind(key)
     .bind(request_id)
     .bind(now.0)
     .execute(ex)
-    .await?;
+    .await
+    .map_err(crate::duplicate(|| format!("SCEP transaction {transaction}")))?;
     Ok(())
 }
 
@@ -145,7 +146,8 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Remembers which request a SCEP transaction (ID + signer key) produced.
+    /// Remembers which request a SCEP transaction (ID + signer key) produced. A transaction tied
+    /// already keeps its first request (a parallel identical request got the same certificate).
     pub async fn insert_scep_transaction(
         &self,
         transaction: &str,
@@ -154,7 +156,33 @@ impl Store {
         now: UnixTime,
     ) -> Result<()> {
         let _writer = self.writer().await;
-        insert_transaction_in(&self.pool, transaction, key, request_id, now).await
+        sqlx::query(
+            "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) \
+             VALUES ($1,$2,$3,$4) ON CONFLICT (transaction_id, signer_key) DO NOTHING",
+        )
+        .bind(transaction)
+        .bind(key)
+        .bind(request_id)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the unused challenges for a device and template: a new challenge replaces them, so
+    /// only the latest one handed out can be spent.
+    pub async fn expire_challenges(&self, device: &str, template: &str, now: UnixTime) -> Result<u64> {
+        let _writer = self.writer().await;
+        let r = sqlx::query(
+            "UPDATE challenges SET expires_at = $3 \
+             WHERE device = $1 AND template = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(device)
+        .bind(template)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     pub async fn scep_transaction(&self, transaction: &str, key: &str) -> Result<Option<i64>> {

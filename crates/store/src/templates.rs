@@ -1,7 +1,7 @@
 //! Certificate templates: stored as one row each (lists comma-separated), served as validated
 //! `core::model::Template`s. A row that no longer reads or validates is reported, not served.
 use crate::{duplicate, join_list, parse, split_list, to_u32, Result, Store, StoreError};
-use autoenroll_core::model::{KeyPolicy, Template};
+use autoenroll_core::model::{KeyPolicy, NamePolicy, Template};
 use autoenroll_core::UnixTime;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
@@ -31,6 +31,14 @@ struct TemplateRow {
     updated_at: i64,
     renewal_grace_secs: i64,
     retry_interval_secs: i64,
+    grants: String,
+    dns_suffixes: String,
+    ip_ranges: String,
+    allow_wildcards: i64,
+    allow_server_names: i64,
+    renewal_subset: i64,
+    key_types: String,
+    allow_mdm: i64,
 }
 
 // A macro, not a const: sqlx takes only literal SQL, so queries are built with `concat!`.
@@ -38,7 +46,8 @@ macro_rules! columns {
     () => {
         "name, oid, major, minor, description, validity_secs, renewal_secs, key_algorithm, min_key_bits, \
          key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, pend_all, same_key_renewal, \
-         superseded, created_at, updated_at, renewal_grace_secs, retry_interval_secs"
+         superseded, created_at, updated_at, renewal_grace_secs, retry_interval_secs, grants, dns_suffixes, \
+         ip_ranges, allow_wildcards, allow_server_names, renewal_subset, key_types, allow_mdm"
     };
 }
 
@@ -60,7 +69,7 @@ impl TryFrom<TemplateRow> for Template {
     type Error = StoreError;
     fn try_from(r: TemplateRow) -> Result<Template> {
         let key = r.name.as_str();
-        let t = Template {
+        Ok(Template {
             oid: parse("template OID", key, &r.oid)?,
             major: to_u32("template major version", key, r.major)?,
             minor: to_u32("template minor version", key, r.minor)?,
@@ -73,6 +82,7 @@ impl TryFrom<TemplateRow> for Template {
                 algorithm: parse("template key algorithm", key, &r.key_algorithm)?,
                 min_rsa_bits: to_u32("template minimum key size", key, r.min_key_bits)?,
                 same_key_renewal: r.same_key_renewal != 0,
+                accept: parse_list("template key types", key, &r.key_types)?,
             },
             key_usage: parse_list("template key usage", key, &r.key_usage)?,
             ekus: parse_list("template EKU", key, &r.ext_key_usage)?,
@@ -82,16 +92,19 @@ impl TryFrom<TemplateRow> for Template {
             autoenroll: r.autoenroll != 0,
             pend_all: r.pend_all != 0,
             supersedes: split_list(&r.superseded),
+            grants: parse_list("template grant", key, &r.grants)?,
+            names: NamePolicy {
+                dns_suffixes: split_list(&r.dns_suffixes),
+                ip_ranges: parse_list("template IP range", key, &r.ip_ranges)?,
+                allow_wildcards: r.allow_wildcards != 0,
+                allow_server_names: r.allow_server_names != 0,
+                renewal_subset: r.renewal_subset != 0,
+            },
+            allow_mdm: r.allow_mdm != 0,
             created_at: UnixTime(r.created_at),
             updated_at: UnixTime(r.updated_at),
             name: r.name,
-        };
-        t.validate().map_err(|e| StoreError::Invalid {
-            what: "template",
-            key: t.name.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(t)
+        })
     }
 }
 
@@ -102,11 +115,19 @@ where
     split_list(s).iter().map(|x| parse(what, key, x)).collect()
 }
 
-fn read(row: &AnyRow) -> Result<Template> {
+/// A stored template as it is, validated or not (for repairs).
+fn read_as_stored(row: &AnyRow) -> Result<Template> {
     TemplateRow::from_row(row)?.try_into()
 }
 
-/// Binds `$1..$22` in `columns!()` order.
+/// A stored template that reads and validates.
+fn read(row: &AnyRow) -> Result<Template> {
+    let t = read_as_stored(row)?;
+    t.validate().map_err(|e| StoreError::Invalid { what: "template", key: t.name.clone(), reason: e.to_string() })?;
+    Ok(t)
+}
+
+/// Binds `$1..$30` in `columns!()` order.
 fn bind_all<'q>(q: Query<'q, Any, AnyArguments>, t: &'q Template) -> Query<'q, Any, AnyArguments> {
     q.bind(&t.name)
         .bind(t.oid.to_string())
@@ -130,6 +151,14 @@ fn bind_all<'q>(q: Query<'q, Any, AnyArguments>, t: &'q Template) -> Query<'q, A
         .bind(t.updated_at.0)
         .bind(t.renewal_grace_secs)
         .bind(t.retry_interval_secs)
+        .bind(join_list(&t.grants))
+        .bind(t.names.dns_suffixes.join(","))
+        .bind(join_list(&t.names.ip_ranges))
+        .bind(i64::from(t.names.allow_wildcards))
+        .bind(i64::from(t.names.allow_server_names))
+        .bind(i64::from(t.names.renewal_subset))
+        .bind(join_list(&t.key.accept))
+        .bind(i64::from(t.allow_mdm))
 }
 
 impl Store {
@@ -155,6 +184,14 @@ impl Store {
         row.as_ref().map(read).transpose()
     }
 
+    /// A template by name as stored, even when it no longer validates (so an administrator can
+    /// repair it); `StoreError::Invalid` only when a field cannot be read at all.
+    pub async fn template_as_stored(&self, name: &str) -> Result<Option<Template>> {
+        let sql = concat!("SELECT ", columns!(), " FROM templates WHERE name = $1");
+        let row = sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?;
+        row.as_ref().map(read_as_stored).transpose()
+    }
+
     pub async fn template_by_oid(&self, oid: &str) -> Result<Option<Template>> {
         let sql = concat!("SELECT ", columns!(), " FROM templates WHERE oid = $1");
         let row = sqlx::query(sql).bind(oid).fetch_optional(&self.pool).await?;
@@ -166,7 +203,8 @@ impl Store {
         let sql = concat!(
             "INSERT INTO templates (",
             columns!(),
-            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,\
+             $23,$24,$25,$26,$27,$28,$29,$30)"
         );
         bind_all(sqlx::query(sql), t)
             .execute(&self.pool)
@@ -182,7 +220,8 @@ impl Store {
              renewal_secs=$7, key_algorithm=$8, min_key_bits=$9, key_usage=$10, ext_key_usage=$11, \
              subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \
              same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20, \
-             renewal_grace_secs=$21, retry_interval_secs=$22 WHERE name=$1";
+             renewal_grace_secs=$21, retry_interval_secs=$22, grants=$23, dns_suffixes=$24, ip_ranges=$25, \
+             allow_wildcards=$26, allow_server_names=$27, renewal_subset=$28, key_types=$29, allow_mdm=$30 WHERE name=$1";
         let r = bind_all(sqlx::query(sql), t).execute(&self.pool).await?;
         Ok(r.rows_affected() == 1)
     }

@@ -3,8 +3,8 @@
 //! method has a case here; `every_public_store_method_has_a_conformance_case` keeps it so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use autoenroll_core::model::{
-    AuditOutcome, CertState, DeviceState, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, RequestKind, RequestStatus,
-    RevocationReason, SubjectFrom, Template,
+    AuditOutcome, CertState, DeviceState, Eku, Grant, KeyAlgorithm, KeyFamily, KeyPolicy, KeyUsage, NamePolicy,
+    RequestKind, RequestStatus, RevocationReason, SubjectFrom, Template,
 };
 use autoenroll_core::UnixTime;
 use autoenroll_store::*;
@@ -54,6 +54,8 @@ conformance!(
     revocation_list_and_crls,
     crl_numbers_are_unique_under_concurrency,
     challenges_are_spent_once_per_transaction,
+    device_binding_and_groups,
+    one_successor_and_superseded_revocation,
 );
 
 /// A time on a minute boundary (2023-11-14T22:14:00Z).
@@ -76,7 +78,12 @@ fn template(name: &str, oid: &str) -> Template {
         renewal_secs: 42 * DAY,
         renewal_grace_secs: 0,
         retry_interval_secs: 7 * DAY,
-        key: KeyPolicy { algorithm: KeyAlgorithm::P256, min_rsa_bits: 2048, same_key_renewal: false },
+        key: KeyPolicy {
+            algorithm: KeyAlgorithm::P256,
+            min_rsa_bits: 2048,
+            same_key_renewal: false,
+            accept: vec![KeyFamily::Ec],
+        },
         key_usage: vec![KeyUsage::DigitalSignature],
         ekus: vec![Eku::CLIENT_AUTH],
         subject_from: SubjectFrom::Identity,
@@ -85,6 +92,9 @@ fn template(name: &str, oid: &str) -> Template {
         autoenroll: true,
         pend_all: false,
         supersedes: vec![],
+        grants: vec![Grant::AnyAccount, Grant::Token],
+        names: NamePolicy::default(),
+        allow_mdm: false,
         created_at: t(1),
         updated_at: t(1),
     }
@@ -148,6 +158,7 @@ async fn record(s: &Store, c: Cert<'_>) -> (i64, i64) {
                 csr_der: b"csr",
                 previous_serial: c.previous,
             },
+            None,
             t(c.at),
         )
         .await
@@ -201,7 +212,12 @@ async fn templates_round_trip_and_unique(s: Store) {
     let rich = Template {
         description: "Web servers, with SANs".into(),
         renewal_grace_secs: 3600,
-        key: KeyPolicy { algorithm: KeyAlgorithm::Rsa(3072), min_rsa_bits: 3072, same_key_renewal: true },
+        key: KeyPolicy {
+            algorithm: KeyAlgorithm::Rsa(3072),
+            min_rsa_bits: 3072,
+            same_key_renewal: true,
+            accept: vec![KeyFamily::Rsa, KeyFamily::Ec],
+        },
         key_usage: vec![KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment],
         ekus: vec![Eku::SERVER_AUTH, Eku::CLIENT_AUTH, "1.3.6.1.4.1.99999.7".parse().unwrap()],
         subject_from: SubjectFrom::Request,
@@ -209,6 +225,21 @@ async fn templates_round_trip_and_unique(s: Store) {
         autoenroll: false,
         pend_all: true,
         supersedes: vec!["A".into(), "Old-Web_1.0".into()],
+        grants: vec![
+            Grant::Account("ops".into()),
+            Grant::AccountGroup("web-admins".into()),
+            Grant::Device("web-*".into()),
+            Grant::DeviceGroup("dmz".into()),
+            Grant::Holder("Machine".into()),
+        ],
+        names: NamePolicy {
+            dns_suffixes: vec!["example.test".into(), "corp.example".into()],
+            ip_ranges: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            allow_wildcards: true,
+            allow_server_names: true,
+            renewal_subset: true,
+        },
+        allow_mdm: true,
         created_at: t(T0),
         updated_at: t(T0 + 5),
         ..template("B", "1.2.5")
@@ -250,6 +281,10 @@ async fn invalid_stored_template_is_reported_not_served(s: Store) {
     assert_eq!(all.valid, vec![good.clone()], "the valid ones are still served");
     assert_eq!(all.invalid.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["Old"]);
     assert!(all.invalid[0].reason.contains("min_key_bits"), "{:?}", all.invalid);
+    // As stored, it can still be read (to be repaired).
+    assert_eq!(s.template_as_stored("Old").await.unwrap(), Some(old.clone()));
+    assert_eq!(s.template_as_stored("Good").await.unwrap(), Some(good.clone()));
+    assert_eq!(s.template_as_stored("nope").await.unwrap(), None);
     // Repaired by an update, it is served again.
     assert!(s.update_template(&template("Old", "1.2.6")).await.unwrap());
     assert_eq!(s.template("Old").await.unwrap(), Some(template("Old", "1.2.6")));
@@ -263,6 +298,8 @@ async fn accounts_and_admin_tokens(s: Store) {
         templates: vec!["A".into(), "Web-Server".into()],
         disabled: false,
         created_at: t(T0),
+        groups: vec!["ops".into(), "web-admins".into()],
+        devices: vec!["web-*".into(), "db-??".into()],
     };
     assert_eq!(s.account("enroller").await.unwrap(), None);
     s.insert_account(&a).await.unwrap();
@@ -352,6 +389,7 @@ async fn certificate_is_recorded_before_and_after_signing(s: Store) {
                 csr_der: b"csr",
                 previous_serial: None,
             },
+            None,
             t(30),
         )
         .await
@@ -930,7 +968,7 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
     assert_eq!((used.used_transaction, used.used_key), (Some(tx.clone()), Some(key.clone())));
     // Expired: refused even for the winner.
     assert!(!s.use_challenge("ch1", &tx, &key, t(100)).await.unwrap());
-    s.insert_challenge(&Challenge { id: "ch2".into(), ..c }).await.unwrap();
+    s.insert_challenge(&Challenge { id: "ch2".into(), ..c.clone() }).await.unwrap();
     assert!(!s.use_challenge("ch2", "t", "k", t(100)).await.unwrap(), "expired at 100");
     assert!(!s.use_challenge("nope", "t", "k", t(1)).await.unwrap());
     // Transactions remember their request.
@@ -944,17 +982,38 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
         csr_der: b"csr",
         previous_serial: None,
     };
-    let req = s.insert_request(&new_request(RequestStatus::Pending), t(1)).await.unwrap();
+    let req = s.insert_request(&new_request(RequestStatus::Pending), None, t(1)).await.unwrap();
     assert_eq!(s.request(req).await.unwrap().unwrap().status, RequestStatus::Pending);
     assert_eq!(s.scep_transaction("tx", "key").await.unwrap(), None);
     s.insert_scep_transaction("tx", "key", req, t(2)).await.unwrap();
     assert_eq!(s.scep_transaction("tx", "key").await.unwrap(), Some(req));
     assert_eq!(s.scep_transaction("tx", "other").await.unwrap(), None);
     assert_eq!(s.scep_transaction("other", "key").await.unwrap(), None);
-    // A resent transaction that made a new request points at the new one.
-    let req2 = s.insert_request(&new_request(RequestStatus::Received), t(3)).await.unwrap();
+    // A transaction keeps its first request: a parallel identical request does not repoint it.
+    let req2 = s.insert_request(&new_request(RequestStatus::Received), None, t(3)).await.unwrap();
     s.insert_scep_transaction("tx", "key", req2, t(3)).await.unwrap();
-    assert_eq!(s.scep_transaction("tx", "key").await.unwrap(), Some(req2));
+    assert_eq!(s.scep_transaction("tx", "key").await.unwrap(), Some(req));
+    // A held request tied to its transaction in one commit; a second one for the same
+    // transaction is a Duplicate and leaves nothing behind.
+    let held = s.insert_request(&new_request(RequestStatus::Pending), Some(("tx2", "key")), t(4)).await.unwrap();
+    assert_eq!(s.scep_transaction("tx2", "key").await.unwrap(), Some(held));
+    assert!(matches!(
+        s.insert_request(&new_request(RequestStatus::Pending), Some(("tx2", "key")), t(5)).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(s.request(held + 1).await.unwrap(), None, "the losing request was rolled back");
+    // A new challenge for a device and template ends the unused earlier ones (not used ones,
+    // not other devices' or templates').
+    let base = Challenge { id: "e1".into(), device: "edev".into(), expires_at: t(1000), used_at: None, ..c.clone() };
+    s.insert_challenge(&base).await.unwrap();
+    s.insert_challenge(&Challenge { id: "e2".into(), template: "Other".into(), ..base.clone() }).await.unwrap();
+    s.insert_challenge(&Challenge { id: "e3".into(), device: "fdev".into(), ..base.clone() }).await.unwrap();
+    assert_eq!(s.expire_challenges("edev", &base.template, t(50)).await.unwrap(), 1);
+    assert_eq!(s.challenge("e1").await.unwrap().unwrap().expires_at, t(50));
+    assert!(!s.use_challenge("e1", "t", "k", t(60)).await.unwrap(), "ended");
+    assert_eq!(s.challenge("e2").await.unwrap().unwrap().expires_at, t(1000));
+    assert_eq!(s.challenge("e3").await.unwrap().unwrap().expires_at, t(1000));
+    assert_eq!(s.expire_challenges("edev", &base.template, t(60)).await.unwrap(), 0, "already ended");
     // A device with requests cannot be deleted; one without can, with what it reported.
     assert!(!s.delete_device("dev").await.unwrap());
     assert!(s.device("dev").await.unwrap().is_some());
@@ -1007,4 +1066,135 @@ fn every_public_store_method_has_a_conformance_case() {
     let missing: Vec<&String> =
         methods.iter().filter(|m| !this.contains(&format!(".{m}(")) && !this.contains(&format!("::{m}("))).collect();
     assert!(missing.is_empty(), "public Store methods without a conformance case: {missing:?}");
+}
+
+async fn device_binding_and_groups(s: Store) {
+    let dev = s.touch_device("web-1", t(10)).await.unwrap();
+    assert_eq!(dev.owner, None, "a new device is bound to nobody");
+    // The first binding wins; a second does not overwrite it.
+    assert!(s.bind_device(dev.id, "account:ops").await.unwrap());
+    assert!(!s.bind_device(dev.id, "account:mallory").await.unwrap());
+    assert_eq!(s.device("web-1").await.unwrap().unwrap().owner.as_deref(), Some("account:ops"));
+    // Concurrent first bindings: exactly one wins.
+    let fresh = s.touch_device("web-2", t(10)).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move { s.bind_device(fresh.id, &format!("account:a{i}")).await.unwrap() }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        wins += usize::from(h.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    // An administrator rebinds or frees a device by name.
+    assert!(s.set_device_owner("web-1", Some("admin")).await.unwrap());
+    assert_eq!(s.device("web-1").await.unwrap().unwrap().owner.as_deref(), Some("admin"));
+    assert!(s.set_device_owner("web-1", None).await.unwrap());
+    assert_eq!(s.device("web-1").await.unwrap().unwrap().owner, None);
+    assert!(!s.set_device_owner("nope", Some("admin")).await.unwrap());
+    // Groups.
+    assert!(s.add_device_to_group("dmz", dev.id).await.unwrap());
+    assert!(!s.add_device_to_group("dmz", dev.id).await.unwrap(), "already in it");
+    assert!(s.add_device_to_group("dmz", fresh.id).await.unwrap());
+    assert!(s.add_device_to_group("all", dev.id).await.unwrap());
+    assert_eq!(s.device_groups(dev.id).await.unwrap(), ["all", "dmz"]);
+    assert_eq!(s.device_group_members("dmz").await.unwrap(), ["web-1", "web-2"]);
+    assert!(s.device_group_members("DMZ").await.unwrap().is_empty(), "names are exact");
+    assert!(s.remove_device_from_group("dmz", dev.id).await.unwrap());
+    assert!(!s.remove_device_from_group("dmz", dev.id).await.unwrap());
+    assert_eq!(s.device_group_members("dmz").await.unwrap(), ["web-2"]);
+    // Deleting a device (no history) takes it out of its groups.
+    assert!(s.delete_device("web-2").await.unwrap());
+    assert!(s.device_group_members("dmz").await.unwrap().is_empty());
+    assert!(s.device_groups(fresh.id).await.unwrap().is_empty());
+}
+
+async fn one_successor_and_superseded_revocation(s: Store) {
+    issue(&s, cert("dev1", "a0")).await;
+    let renewal = Cert { previous: Some("a0"), at: T0 + 100, ..cert("dev1", "a1") };
+    issue(&s, renewal).await;
+    assert_eq!(state(&s, "a0").await, CertState::Renewed);
+    // A second renewal of the same certificate cannot claim it: one certificate, one successor.
+    let dev = s.device("dev1").await.unwrap().unwrap();
+    let req = s
+        .insert_request(
+            &NewRequest {
+                device_id: dev.id,
+                requester: "ra",
+                template: "A",
+                kind: RequestKind::Renew,
+                status: RequestStatus::Received,
+                csr_der: b"csr",
+                previous_serial: Some("a0"),
+            },
+            None,
+            t(T0 + 150),
+        )
+        .await
+        .unwrap();
+    let second = CertificateIntent {
+        serial: "a2",
+        request_id: req,
+        device_id: dev.id,
+        template: "A",
+        template_major: 1,
+        template_minor: 0,
+        subject: "CN=dev1",
+        not_before: t(T0 + 150),
+        not_after: t(T0 + 365 * DAY),
+        previous_serial: Some("a0"),
+        renew_after: t(T0 + 323 * DAY),
+    };
+    assert!(matches!(s.insert_certificate_intent(&second, t(T0 + 150)).await, Err(StoreError::Duplicate(_))));
+    assert_eq!(s.certificate("a2").await.unwrap(), None, "nothing of the loser is left");
+    assert_eq!(s.successor("a0").await.unwrap().unwrap().serial, "a1");
+    // The successor's first use revokes its predecessor, once.
+    assert!(s.mark_first_used("a1", t(T0 + 200)).await.unwrap());
+    assert!(!s.mark_first_used("a1", t(T0 + 201)).await.unwrap(), "only the first use counts");
+    assert_eq!(s.certificate("a1").await.unwrap().unwrap().first_used_at, Some(t(T0 + 200)));
+    assert_eq!(s.revoke_predecessor("a1", t(T0 + 200)).await.unwrap().as_deref(), Some("a0"));
+    assert_eq!(s.revoke_predecessor("a1", t(T0 + 201)).await.unwrap(), None, "already revoked");
+    let a0 = s.certificate("a0").await.unwrap().unwrap();
+    assert_eq!(
+        (a0.state, a0.revoked_at, a0.revocation_reason),
+        (CertState::Revoked, Some(t(T0 + 200)), Some(RevocationReason::Superseded))
+    );
+    assert_eq!(s.revoke_predecessor("a0", t(T0 + 202)).await.unwrap(), None, "a first certificate has none");
+    // Unused successors: their predecessors go once the grace is over, not before; an
+    // expired predecessor is left alone (it is off the CRL anyway).
+    issue(&s, cert("dev2", "b0")).await;
+    issue(&s, Cert { previous: Some("b0"), at: T0 + 1000, ..cert("dev2", "b1") }).await;
+    issue(&s, Cert { not_after: T0 + 500, ..cert("dev3", "c0") }).await;
+    issue(&s, Cert { previous: Some("c0"), at: T0 + 400, ..cert("dev3", "c1") }).await;
+    assert!(s.revoke_superseded(t(T0 + 1000), t(T0 + 2000)).await.unwrap().is_empty(), "b1 is not older");
+    assert_eq!(s.revoke_superseded(t(T0 + 1001), t(T0 + 2000)).await.unwrap(), ["b0"]);
+    assert_eq!(state(&s, "c0").await, CertState::Renewed, "expired: left alone");
+    assert!(s.revoke_superseded(t(T0 + 5000), t(T0 + 5000)).await.unwrap().is_empty(), "only once");
+    // A successor that never went into service can be released (revoked as superseded, claim
+    // dropped) so the certificate may be renewed again; a used one, or one too old, cannot.
+    issue(&s, cert("dev4", "d0")).await;
+    issue(&s, Cert { previous: Some("d0"), at: T0 + 100, ..cert("dev4", "d1") }).await;
+    assert!(!s.release_successor("d0", "d1", t(T0), t(T0 + 101), t(T0 + 200)).await.unwrap(), "issued too long ago");
+    assert!(!s.release_successor("x0", "d1", t(T0), t(T0), t(T0 + 200)).await.unwrap(), "not its successor");
+    assert!(s.release_successor("d0", "d1", t(T0), t(T0), t(T0 + 200)).await.unwrap());
+    let d1 = s.certificate("d1").await.unwrap().unwrap();
+    assert_eq!((d1.state, d1.revocation_reason), (CertState::Revoked, Some(RevocationReason::Superseded)));
+    assert_eq!(s.successor("d0").await.unwrap(), None, "the claim is free");
+    assert!(!s.release_successor("d0", "d1", t(T0), t(T0), t(T0 + 201)).await.unwrap(), "only once");
+    issue(&s, Cert { previous: Some("d0"), at: T0 + 300, ..cert("dev4", "d2") }).await;
+    assert_eq!(s.successor("d0").await.unwrap().unwrap().serial, "d2");
+    assert!(s.mark_first_used("d2", t(T0 + 400)).await.unwrap());
+    assert!(!s.release_successor("d0", "d2", t(T0), t(T0), t(T0 + 500)).await.unwrap(), "in service");
+    // An intent that never finished signing is released once stale, not before.
+    issue(&s, cert("dev5", "e0")).await;
+    record(&s, Cert { previous: Some("e0"), at: T0 + 100, ..cert("dev5", "e1") }).await;
+    assert_eq!(s.successor("e0").await.unwrap().unwrap().state, CertState::Signing);
+    assert!(!s.release_successor("e0", "e1", t(T0 + 100), t(T0), t(T0 + 200)).await.unwrap(), "still fresh");
+    assert!(s.release_successor("e0", "e1", t(T0 + 101), t(T0), t(T0 + 500)).await.unwrap());
+    assert_eq!(state(&s, "e1").await, CertState::Revoked);
+    // What a device holds, oldest first, in every state.
+    let held = s.device_certificates(dev.id).await.unwrap();
+    assert_eq!(serials(&held), ["a0", "a1"]);
+    assert_eq!(held[0].state, CertState::Revoked);
 }

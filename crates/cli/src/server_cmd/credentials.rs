@@ -3,7 +3,7 @@ use super::Common;
 use anyhow::{Context, Result};
 use autoenroll_core::model::Eku;
 use autoenroll_core::UnixTime;
-use autoenroll_server::ra::{AccountSpec, ChallengeSpec, TokenSpec};
+use autoenroll_server::ra::{AccountSpec, ChallengeSpec, TokenSpec, LOCAL_ADMIN};
 use clap::Subcommand;
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,9 +19,16 @@ pub enum AccountCommand {
         /// File holding the password (otherwise it is read from standard input).
         #[arg(long)]
         password_file: Option<PathBuf>,
-        /// Comma-separated templates the account may enroll (default: all enrollable).
+        /// Comma-separated templates the account may enroll (default: all its grants allow).
         #[arg(long, value_delimiter = ',')]
         templates: Vec<String>,
+        /// Comma-separated groups the account is in (templates grant `account-group:NAME`).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Comma-separated device-name patterns the account may enroll for, e.g. `web-*`
+        /// (default: any name; a device stays bound to the account that first enrolled it).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<String>,
     },
 }
 
@@ -109,13 +116,13 @@ fn read_stdin(what: &str) -> Result<String> {
 }
 
 pub async fn account(cmd: AccountCommand) -> Result<i32> {
-    let AccountCommand::Create { common, name, password_file, templates } = cmd;
+    let AccountCommand::Create { common, name, password_file, templates, groups, devices } = cmd;
     let password = match password_file {
         Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
         None => read_stdin("password")?,
     };
     let password = password.trim_end_matches(['\r', '\n']);
-    common.open().await?.create_account(&AccountSpec { name: &name, password, templates }).await?;
+    common.open().await?.create_account(&AccountSpec { name: &name, password, templates, groups, devices }).await?;
     println!("account {name} created");
     Ok(0)
 }
@@ -157,7 +164,7 @@ pub async fn challenge(cmd: ChallengeCommand) -> Result<i32> {
                 min_key_bits,
                 ext_key_usage: eku,
             };
-            let (challenge, expires) = common.open().await?.create_challenge(&spec).await?;
+            let (challenge, expires) = common.open().await?.create_challenge(LOCAL_ADMIN, &spec).await?;
             eprintln!("one-time SCEP challenge for {device}, expires {}", UnixTime(expires));
             println!("{challenge}");
         }

@@ -1,12 +1,12 @@
 //! `server device|cert|request|report|audit`: the inventory and what administrators do with it.
 use super::output::{self, cell, opt_time, time, Output};
 use super::Common;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use autoenroll_core::clock::Clock;
 use autoenroll_core::model::{CertState, DeviceState, RevocationReason};
 use autoenroll_core::UnixTime;
 use autoenroll_server::frontends::views::{self, AuditJson, CertificateJson, DeviceJson, StuckJson};
-use autoenroll_server::ra::{AuditFilter, Certificate, CertificateFilter};
+use autoenroll_server::ra::{AuditFilter, Certificate, CertificateFilter, LOCAL_ADMIN};
 use autoenroll_server::SystemClock;
 use clap::{Args, Subcommand};
 use std::time::Duration;
@@ -44,13 +44,50 @@ pub enum DeviceCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// One device and its certificates.
+    /// One device: whom it is bound to, its groups and its certificates.
     Show {
         #[command(flatten)]
         common: Common,
         name: String,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+    },
+    /// Bind a device to an owner (account:NAME or admin), or --unbind it so the next account
+    /// allowed to enroll it binds it (a device moved to another team).
+    Rebind {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        #[arg(long, conflicts_with = "unbind", required_unless_present = "unbind")]
+        owner: Option<String>,
+        #[arg(long)]
+        unbind: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceGroupCommand {
+    /// Put devices in a group (the devices must be known).
+    Add {
+        #[command(flatten)]
+        common: Common,
+        group: String,
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    /// Take devices out of a group.
+    Remove {
+        #[command(flatten)]
+        common: Common,
+        group: String,
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    /// The devices in a group.
+    List {
+        #[command(flatten)]
+        common: Common,
+        group: String,
     },
 }
 
@@ -202,15 +239,15 @@ pub async fn device(cmd: DeviceCommand) -> Result<i32> {
         DeviceCommand::Block { common, name, revoke, reason } => {
             let ra = common.open().await?;
             if revoke {
-                let n = ra.block_and_revoke(&name, reason).await?;
+                let n = ra.block_and_revoke(LOCAL_ADMIN, &name, reason).await?;
                 println!("blocked {name}, revoked {n} certificates ({reason})");
             } else {
-                ra.set_device_state(&name, DeviceState::Blocked).await?;
+                ra.set_device_state(LOCAL_ADMIN, &name, DeviceState::Blocked).await?;
                 println!("blocked {name}");
             }
         }
         DeviceCommand::Unblock { common, name } => {
-            common.open().await?.set_device_state(&name, DeviceState::Active).await?;
+            common.open().await?.set_device_state(LOCAL_ADMIN, &name, DeviceState::Active).await?;
             println!("unblocked {name}");
         }
         DeviceCommand::Remove { common, name } => {
@@ -238,23 +275,56 @@ pub async fn device(cmd: DeviceCommand) -> Result<i32> {
         }
         DeviceCommand::Show { common, name, output } => {
             let ra = common.open().await?;
-            let Some(device) = ra.devices(i64::MAX).await?.into_iter().find(|d| d.name == name) else {
-                bail!("no device {}", cell(&name))
-            };
+            let (device, groups) = ra.device(&name).await?;
             let filter = CertificateFilter { devices: vec![name.clone()], limit: 1000, ..Default::default() };
             let certs = ra.certificates_matching(&filter).await?;
             match output {
                 Output::Json => output::json(&serde_json::json!({
-                    "device": DeviceJson::from(&device),
+                    "device": {
+                        "name": device.name,
+                        "blocked": device.is_blocked(),
+                        "owner": device.owner,
+                        "groups": groups,
+                        "created_at": device.created_at.0,
+                        "last_seen": device.last_seen.0,
+                    },
                     "certificates": views::list::<_, CertificateJson>(&certs),
                 }))?,
                 Output::Table => {
                     println!("device:       {}", cell(&device.name));
-                    println!("blocked:      {}", device.state == DeviceState::Blocked);
+                    println!("blocked:      {}", device.is_blocked());
+                    println!("bound to:     {}", cell(device.owner.as_deref().unwrap_or("(nobody yet)")));
+                    println!("groups:       {}", cell(&groups.join(",")));
                     println!("first seen:   {}", time(device.created_at));
                     println!("last seen:    {}", time(device.last_seen));
                     print_certs(&certs);
                 }
+            }
+        }
+        DeviceCommand::Rebind { common, name, owner, unbind: _ } => {
+            common.open().await?.rebind_device(LOCAL_ADMIN, &name, owner.as_deref()).await?;
+            match owner {
+                Some(o) => println!("{name} bound to {}", cell(&o)),
+                None => println!("{name} unbound"),
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn device_group(cmd: DeviceGroupCommand) -> Result<i32> {
+    match cmd {
+        DeviceGroupCommand::Add { common, group, devices } => {
+            let n = common.open().await?.add_to_device_group(LOCAL_ADMIN, &group, &devices).await?;
+            println!("added {n} devices to {group}");
+        }
+        DeviceGroupCommand::Remove { common, group, devices } => {
+            let n = common.open().await?.remove_from_device_group(LOCAL_ADMIN, &group, &devices).await?;
+            println!("removed {n} devices from {group}");
+        }
+        DeviceGroupCommand::List { common, group } => {
+            for d in common.open().await?.device_group_members(&group).await? {
+                println!("{}", cell(&d));
             }
         }
     }
@@ -264,7 +334,7 @@ pub async fn device(cmd: DeviceCommand) -> Result<i32> {
 pub async fn cert(cmd: CertCommand) -> Result<i32> {
     match cmd {
         CertCommand::Revoke { common, serial, reason } => {
-            common.open().await?.revoke(&serial, reason).await?;
+            common.open().await?.revoke(LOCAL_ADMIN, &serial, reason).await?;
             println!("revoked {serial} ({reason})");
         }
         CertCommand::List { common, filter, output } => {
@@ -275,7 +345,7 @@ pub async fn cert(cmd: CertCommand) -> Result<i32> {
             }
         }
         CertCommand::RenewNow { common, filter } => {
-            let n = common.open().await?.renew_now(&filter.filter()).await?;
+            let n = common.open().await?.renew_now(LOCAL_ADMIN, &filter.filter()).await?;
             println!("{n} certificates may renew now");
         }
     }
@@ -285,11 +355,11 @@ pub async fn cert(cmd: CertCommand) -> Result<i32> {
 pub async fn request(cmd: RequestCommand) -> Result<i32> {
     match cmd {
         RequestCommand::Approve { common, id } => {
-            let issued = common.open().await?.approve(id).await?;
+            let issued = common.open().await?.approve(LOCAL_ADMIN, id).await?;
             println!("request {id} approved: serial {}", issued.serial);
         }
         RequestCommand::Deny { common, id, reason } => {
-            common.open().await?.deny(id, &reason).await?;
+            common.open().await?.deny(LOCAL_ADMIN, id, &reason).await?;
             println!("request {id} denied");
         }
     }

@@ -97,6 +97,11 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: fleet::DeviceCommand,
     },
+    /// Device groups (templates grant `device-group:NAME`).
+    DeviceGroup {
+        #[command(subcommand)]
+        command: fleet::DeviceGroupCommand,
+    },
     /// Requests held for approval.
     Request {
         #[command(subcommand)]
@@ -122,6 +127,7 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
         ServerCommand::AdminToken { command } => credentials::admin_token(command).await,
         ServerCommand::Cert { command } => fleet::cert(command).await,
         ServerCommand::Device { command } => fleet::device(command).await,
+        ServerCommand::DeviceGroup { command } => fleet::device_group(command).await,
         ServerCommand::Request { command } => fleet::request(command).await,
         ServerCommand::Report { command } => fleet::report(command).await,
         ServerCommand::Audit(a) => fleet::audit(a).await,

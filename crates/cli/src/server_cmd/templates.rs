@@ -3,7 +3,7 @@ use super::output::{self, cell, days, Output};
 use super::Common;
 use anyhow::Result;
 use autoenroll_server::frontends::views::{self, TemplateJson};
-use autoenroll_server::ra::{Template, TemplateSpec};
+use autoenroll_server::ra::{Template, TemplateSpec, LOCAL_ADMIN};
 use clap::{Args, Subcommand};
 use std::time::Duration;
 
@@ -95,6 +95,31 @@ pub struct TemplateFields {
     /// MDM RetryInterval: how often Windows devices retry a failed renewal (default 7d).
     #[arg(long, value_parser = humantime::parse_duration)]
     retry_interval: Option<Duration>,
+    /// Who may enroll, comma-separated: account:*, account:NAME, account-group:NAME,
+    /// device:PATTERN, device-group:NAME, token, holder:TEMPLATE.
+    #[arg(long)]
+    grants: Option<String>,
+    /// Comma-separated DNS suffixes request-supplied names must be under (besides the device's own name).
+    #[arg(long)]
+    dns_suffixes: Option<String>,
+    /// Comma-separated IP ranges (CIDR) request-supplied addresses must be in.
+    #[arg(long)]
+    ip_ranges: Option<String>,
+    /// Allow wildcard names (*.suffix, under an allowed suffix).
+    #[arg(long)]
+    allow_wildcards: Option<bool>,
+    /// Allow this server's own names and addresses, and loopback.
+    #[arg(long)]
+    allow_server_names: Option<bool>,
+    /// A renewal may drop names of the certificate it renews (never add any).
+    #[arg(long)]
+    renewal_subset: Option<bool>,
+    /// Comma-separated key types accepted: ec, rsa.
+    #[arg(long)]
+    key_types: Option<String>,
+    /// MDM enrollment may pick this template when the device names it.
+    #[arg(long)]
+    allow_mdm: Option<bool>,
 }
 
 fn secs(d: Option<Duration>) -> Option<i64> {
@@ -122,6 +147,14 @@ impl TemplateFields {
             renewal_grace_secs: secs(self.renewal_grace),
             pend_all: self.pend_all,
             retry_interval_secs: secs(self.retry_interval),
+            grants: self.grants.clone(),
+            dns_suffixes: self.dns_suffixes.clone(),
+            ip_ranges: self.ip_ranges.clone(),
+            allow_wildcards: self.allow_wildcards,
+            allow_server_names: self.allow_server_names,
+            renewal_subset: self.renewal_subset,
+            key_types: self.key_types.clone(),
+            allow_mdm: self.allow_mdm,
         }
     }
 }
@@ -146,6 +179,14 @@ fn print_template(t: &Template) {
     println!("pend all:          {}", t.pend_all);
     println!("same-key renewal:  {}", t.key.same_key_renewal);
     println!("supersedes:        {}", cell(&t.supersedes.join(",")));
+    println!("grants:            {}", cell(&list_of(&t.grants)));
+    println!("key types:         {}", list_of(&t.key.accept));
+    println!("DNS suffixes:      {}", cell(&t.names.dns_suffixes.join(",")));
+    println!("IP ranges:         {}", list_of(&t.names.ip_ranges));
+    println!("wildcards:         {}", t.names.allow_wildcards);
+    println!("server names:      {}", t.names.allow_server_names);
+    println!("renewal subset:    {}", t.names.renewal_subset);
+    println!("MDM may pick:      {}", t.allow_mdm);
 }
 
 pub async fn run(cmd: TemplateCommand) -> Result<i32> {
@@ -193,7 +234,7 @@ pub async fn run(cmd: TemplateCommand) -> Result<i32> {
             print_template(&common.open().await?.create_template(&name, &fields.spec()).await?);
         }
         TemplateCommand::Update { common, name, fields } => {
-            print_template(&common.open().await?.update_template(&name, &fields.spec()).await?);
+            print_template(&common.open().await?.update_template(LOCAL_ADMIN, &name, &fields.spec()).await?);
         }
     }
     Ok(0)

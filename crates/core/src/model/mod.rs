@@ -7,10 +7,14 @@ use std::fmt;
 
 mod state;
 mod template;
+mod trust;
 
 pub use state::{AuditOutcome, CertState, DeviceState, RequestKind, RequestStatus, RevocationReason, UnknownValue};
 pub use template::{
-    valid_name, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, SubjectFrom, Template, TemplateError, EKU_NAMES,
+    valid_name, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, SubjectFrom, Template, TemplateError, EKU_NAMES, MIN_RSA_BITS,
+};
+pub use trust::{
+    glob_match, permitted, valid_pattern, Grant, KeyFamily, NamePolicy, Requester, ServerNames, MAX_COMMON_NAME,
 };
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -3,9 +3,12 @@
 //! when a template is created or updated, and the store reports (instead of serving) a stored
 //! template that no longer validates.
 use super::state::UnknownValue;
+use super::trust::{Grant, KeyFamily, NamePolicy};
 use super::{TemplateRef, UnixTime};
 use crate::oids;
+use crate::pki::KeyFacts;
 use crate::renewal::RenewalRule;
+use crate::Refusal;
 use const_oid::ObjectIdentifier;
 use std::fmt;
 use std::str::FromStr;
@@ -199,7 +202,7 @@ impl fmt::Display for SubjectFrom {
 }
 
 /// Which keys a template accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPolicy {
     /// What enrollees generate (advertised in policy).
     pub algorithm: KeyAlgorithm,
@@ -207,6 +210,17 @@ pub struct KeyPolicy {
     pub min_rsa_bits: u32,
     /// A renewal may keep the current key.
     pub same_key_renewal: bool,
+    /// The kinds of key requests may carry (at least the family of `algorithm`).
+    pub accept: Vec<KeyFamily>,
+}
+
+impl KeyAlgorithm {
+    pub fn family(self) -> KeyFamily {
+        match self {
+            KeyAlgorithm::P256 | KeyAlgorithm::P384 => KeyFamily::Ec,
+            KeyAlgorithm::Rsa(_) => KeyFamily::Rsa,
+        }
+    }
 }
 
 /// The smallest RSA key ever accepted, whatever a template says.
@@ -240,6 +254,13 @@ pub struct Template {
     pub pend_all: bool,
     /// Templates this one replaces: holders of those enroll this one and retire the old.
     pub supersedes: Vec<String>,
+    /// Who may enroll it (the Enroll right of an ADCS template's ACL).
+    pub grants: Vec<Grant>,
+    /// Which names requests may carry.
+    pub names: NamePolicy,
+    /// Windows MDM enrollment may pick this template by the request's template hint (otherwise
+    /// MDM always issues from the configured MDM template).
+    pub allow_mdm: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -295,6 +316,32 @@ impl Template {
         self.key.min_rsa_bits.max(MIN_RSA_BITS)
     }
 
+    /// Whether a request's key fits: a family the template accepts, at least its strength (RSA:
+    /// the template's minimum, never under 2048; EC: at least the template's curve when the
+    /// template generates EC keys, P-256 otherwise). Ed25519 is never accepted (Windows cannot
+    /// use it).
+    pub fn check_key(&self, key: &KeyFacts) -> Result<(), Refusal> {
+        let (family, bits) = match key {
+            KeyFacts::Rsa { bits } => (KeyFamily::Rsa, *bits),
+            KeyFacts::Ec { curve_bits } => (KeyFamily::Ec, *curve_bits),
+            KeyFacts::Ed25519 => {
+                return Err(Refusal::KeyTypeNotAllowed { key: key.describe(), template: self.name.clone() })
+            }
+        };
+        if !self.key.accept.contains(&family) {
+            return Err(Refusal::KeyTypeNotAllowed { key: key.describe(), template: self.name.clone() });
+        }
+        let min_bits = match family {
+            KeyFamily::Rsa => self.min_rsa_bits(),
+            KeyFamily::Ec if self.key.algorithm.family() == KeyFamily::Ec => self.key.algorithm.bits(),
+            KeyFamily::Ec => 256,
+        };
+        if bits < min_bits {
+            return Err(Refusal::KeyTooWeak { key: key.describe(), min_bits, template: self.name.clone() });
+        }
+        Ok(())
+    }
+
     /// Whether the template holds together; the first field that does not, with the reason.
     pub fn validate(&self) -> Result<(), TemplateError> {
         valid_name(&self.name).map_err(|r| invalid("name", r))?;
@@ -323,6 +370,22 @@ impl Template {
         }
         if self.key_usage.is_empty() {
             return Err(invalid("key_usage", "name at least one key usage"));
+        }
+        if !self.key.accept.contains(&self.key.algorithm.family()) {
+            return Err(invalid(
+                "key_types",
+                format!("must include {}, the family of {}", self.key.algorithm.family(), self.key.algorithm),
+            ));
+        }
+        for s in &self.names.dns_suffixes {
+            let host = !s.is_empty()
+                && s.len() <= 253
+                && s.split('.').all(|l| {
+                    !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !host {
+                return Err(invalid("dns_suffixes", format!("{s:?} is not a DNS name")));
+            }
         }
         if let Some(k) = self.key_usage.iter().find(|k| !k.for_end_entities()) {
             return Err(invalid("key_usage", format!("{k} is for CA certificates only")));
@@ -355,7 +418,12 @@ mod tests {
             renewal_secs: 42 * 86_400,
             renewal_grace_secs: 0,
             retry_interval_secs: 7 * 86_400,
-            key: KeyPolicy { algorithm: KeyAlgorithm::P256, min_rsa_bits: 2048, same_key_renewal: false },
+            key: KeyPolicy {
+                algorithm: KeyAlgorithm::P256,
+                min_rsa_bits: 2048,
+                same_key_renewal: false,
+                accept: vec![KeyFamily::Ec],
+            },
             key_usage: vec![KeyUsage::DigitalSignature],
             ekus: vec![Eku::CLIENT_AUTH],
             subject_from: SubjectFrom::Identity,
@@ -364,9 +432,28 @@ mod tests {
             autoenroll: true,
             pend_all: false,
             supersedes: vec![],
+            grants: vec![Grant::AnyAccount],
+            names: NamePolicy::default(),
+            allow_mdm: false,
             created_at: UnixTime(0),
             updated_at: UnixTime(0),
         }
+    }
+
+    #[test]
+    fn keys_are_checked_against_the_template() {
+        let mut t = sample();
+        assert_eq!(t.check_key(&KeyFacts::Ec { curve_bits: 256 }), Ok(()));
+        assert_eq!(t.check_key(&KeyFacts::Ec { curve_bits: 384 }), Ok(()), "stronger is fine");
+        assert_eq!(t.check_key(&KeyFacts::Rsa { bits: 4096 }).unwrap_err().code().as_str(), "KeyTypeNotAllowed");
+        t.key.algorithm = KeyAlgorithm::P384;
+        assert_eq!(t.check_key(&KeyFacts::Ec { curve_bits: 256 }).unwrap_err().code().as_str(), "KeyTooWeak");
+        t.key.accept.push(KeyFamily::Rsa);
+        assert_eq!(t.check_key(&KeyFacts::Rsa { bits: 2048 }), Ok(()));
+        assert_eq!(t.check_key(&KeyFacts::Rsa { bits: 1024 }).unwrap_err().code().as_str(), "KeyTooWeak");
+        t.key.min_rsa_bits = 3072;
+        assert_eq!(t.check_key(&KeyFacts::Rsa { bits: 2048 }).unwrap_err().code().as_str(), "KeyTooWeak");
+        assert_eq!(t.check_key(&KeyFacts::Ed25519).unwrap_err().code().as_str(), "KeyTypeNotAllowed");
     }
 
     #[test]
@@ -403,6 +490,8 @@ mod tests {
             ("key_usage", Box::new(|t| t.key_usage.clear())),
             ("eku", Box::new(|t| t.ekus.push(Eku(ANY_EKU)))),
             ("supersedes", Box::new(|t| t.supersedes.push("Machine".into()))),
+            ("key_types", Box::new(|t| t.key.accept = vec![KeyFamily::Rsa])),
+            ("dns_suffixes", Box::new(|t| t.names.dns_suffixes.push("*.example.test".into()))),
         ];
         for (field, change) in cases {
             let mut t = sample();

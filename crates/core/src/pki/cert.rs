@@ -10,7 +10,12 @@ pub struct CertFacts {
     pub serial: Serial,
     pub thumbprint: Thumbprint,
     pub subject: String,
+    /// The subject as it is encoded (a renewal keeps it).
+    pub subject_name: x509_cert::name::Name,
     pub subject_cn: Option<String>,
+    /// subjectAltName DNS names and IP addresses.
+    pub dns_names: Vec<String>,
+    pub ip_addrs: Vec<std::net::IpAddr>,
     pub issuer: String,
     pub not_before: UnixTime,
     pub not_after: UnixTime,
@@ -32,6 +37,7 @@ impl CertFacts {
         let mut template = None;
         let mut template_name = None;
         let mut ext_key_usage = Vec::new();
+        let (mut dns_names, mut ip_addrs) = (Vec::new(), Vec::new());
         for ext in tbs.extensions().into_iter().flatten() {
             if ext.extn_id == oids::MS_CERTIFICATE_TEMPLATE {
                 template = super::template_ext::decode_template(ext.extn_value.as_bytes()).ok();
@@ -40,13 +46,18 @@ impl CertFacts {
             } else if ext.extn_id == oids::CE_EXT_KEY_USAGE {
                 let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(ext.extn_value.as_bytes())?;
                 ext_key_usage = eku.0.iter().map(|o| o.to_string()).collect();
+            } else if ext.extn_id == oids::CE_SUBJECT_ALT_NAME {
+                (dns_names, ip_addrs) = csr::san_names(ext.extn_value.as_bytes())?;
             }
         }
         Ok(CertFacts {
             serial: Serial::from_bytes(tbs.serial_number().as_bytes()),
             thumbprint: Thumbprint::of_der(der_bytes),
             subject: tbs.subject().to_string(),
+            subject_name: tbs.subject().clone(),
             subject_cn: csr::common_name(tbs.subject()),
+            dns_names,
+            ip_addrs,
             issuer: tbs.issuer().to_string(),
             not_before: UnixTime(tbs.validity().not_before.to_unix_duration().as_secs() as i64),
             not_after: UnixTime(tbs.validity().not_after.to_unix_duration().as_secs() as i64),

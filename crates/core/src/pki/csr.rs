@@ -65,6 +65,9 @@ pub struct CsrFacts {
     pub challenge_password: Option<String>,
 }
 
+/// RSA keys under this are refused before anything else.
+const MIN_RSA_BITS: u32 = crate::model::MIN_RSA_BITS;
+
 impl CsrFacts {
     /// Parses a DER PKCS#10 and verifies its self-signature.
     pub fn parse(der_bytes: &[u8]) -> Result<CsrFacts, PkiError> {
@@ -72,6 +75,13 @@ impl CsrFacts {
             return Err(PkiError::Der("request too large".into()));
         }
         let req = CertReq::from_der(der_bytes)?;
+        // A key too weak to verify with (aws-lc refuses RSA under 2048 bits) is named as what it
+        // is, not as a bad signature.
+        if let KeyFacts::Rsa { bits } = key_facts(&req.info.public_key)? {
+            if bits < MIN_RSA_BITS {
+                return Err(PkiError::WeakKey(format!("RSA {bits}")));
+            }
+        }
         // Verify over the request info as it came on the wire, not a re-encoding.
         let info_raw = first_element_raw(der_bytes)?;
         sig::verify(
@@ -116,24 +126,9 @@ impl CsrFacts {
             } else if ext.extn_id == oids::MS_ENROLL_CERTTYPE && template_hint.is_none() {
                 template_hint = super::template_ext::decode_template_name(value).map(TemplateHint::Name);
             } else if ext.extn_id == oids::CE_SUBJECT_ALT_NAME {
-                let san = SubjectAltName::from_der(value)?;
-                for n in san.0 {
-                    match n {
-                        GeneralName::DnsName(d) => dns_names.push(d.to_string()),
-                        GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
-                            4 => {
-                                let b: [u8; 4] = ip.as_bytes().try_into().map_err(|_| PkiError::Der("ip".into()))?;
-                                ip_addrs.push(std::net::IpAddr::from(b))
-                            }
-                            16 => {
-                                let b: [u8; 16] = ip.as_bytes().try_into().map_err(|_| PkiError::Der("ip".into()))?;
-                                ip_addrs.push(std::net::IpAddr::from(b))
-                            }
-                            _ => return Err(PkiError::Der("bad IP address in SAN".into())),
-                        },
-                        _ => {}
-                    }
-                }
+                let (dns, ips) = san_names(value)?;
+                dns_names.extend(dns);
+                ip_addrs.extend(ips);
             }
         }
         if template_hint.is_none() {
@@ -154,6 +149,31 @@ impl CsrFacts {
             challenge_password,
         })
     }
+}
+
+/// The DNS names and IP addresses of a subjectAltName extension value (other name forms are
+/// left out: we issue only these two).
+pub(crate) fn san_names(value: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpAddr>), PkiError> {
+    let mut dns_names = Vec::new();
+    let mut ip_addrs = Vec::new();
+    for n in SubjectAltName::from_der(value)?.0 {
+        match n {
+            GeneralName::DnsName(d) => dns_names.push(d.to_string()),
+            GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
+                4 => {
+                    let b: [u8; 4] = ip.as_bytes().try_into().map_err(|_| PkiError::Der("ip".into()))?;
+                    ip_addrs.push(std::net::IpAddr::from(b))
+                }
+                16 => {
+                    let b: [u8; 16] = ip.as_bytes().try_into().map_err(|_| PkiError::Der("ip".into()))?;
+                    ip_addrs.push(std::net::IpAddr::from(b))
+                }
+                _ => return Err(PkiError::Der("bad IP address in SAN".into())),
+            },
+            _ => {}
+        }
+    }
+    Ok((dns_names, ip_addrs))
 }
 
 /// The raw TLV of the first element inside the outer SEQUENCE.

@@ -21,6 +21,8 @@ pub enum PkiError {
     UnsupportedAlgorithm(String),
     #[error("unsupported key: {0}")]
     UnsupportedKey(String),
+    #[error("key too weak: {0}")]
+    WeakKey(String),
     #[error("{0}")]
     Cms(String),
 }

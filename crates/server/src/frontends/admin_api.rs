@@ -37,13 +37,14 @@ fn bad(detail: impl Into<String>) -> RaError {
     Refusal::BadParameter { detail: detail.into() }.into()
 }
 
+/// The administrator a request comes from, as the audit log names them: `admin:<token name>`.
 async fn admin(st: &AppState, headers: &HeaderMap) -> Result<String, RaError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| RaError::from(Refusal::MissingToken))?;
-    st.ra.authenticate_admin(token).await
+    Ok(format!("admin:{}", st.ra.authenticate_admin(token).await?))
 }
 
 fn json<T: serde::Serialize>(r: Result<T, RaError>) -> Response {
@@ -172,14 +173,14 @@ fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, RaError>
 async fn block(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>, b: Bytes) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
+            let actor = admin(&st, &headers).await?;
             let spec: BlockSpec = body(&b)?;
             if spec.revoke {
                 let reason = crate::ra::revocation_reason(spec.reason.as_deref().unwrap_or("privilegeWithdrawn"))?;
-                let n = st.ra.block_and_revoke(&name, reason).await?;
+                let n = st.ra.block_and_revoke(&actor, &name, reason).await?;
                 Ok(serde_json::json!({ "device": name, "blocked": true, "revoked": n }))
             } else {
-                st.ra.set_device_state(&name, DeviceState::Blocked).await?;
+                st.ra.set_device_state(&actor, &name, DeviceState::Blocked).await?;
                 Ok(serde_json::json!({ "device": name, "blocked": true, "revoked": 0 }))
             }
         }
@@ -190,8 +191,8 @@ async fn block(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<
 async fn unblock(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
-            st.ra.set_device_state(&name, DeviceState::Active).await?;
+            let actor = admin(&st, &headers).await?;
+            st.ra.set_device_state(&actor, &name, DeviceState::Active).await?;
             Ok(serde_json::json!({ "device": name, "blocked": false }))
         }
         .await,
@@ -212,10 +213,10 @@ async fn certificates(State(st): State<AppState>, headers: HeaderMap, RawQuery(q
 async fn renew_now(State(st): State<AppState>, headers: HeaderMap, b: Bytes) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
+            let actor = admin(&st, &headers).await?;
             let spec: FilterSpec = body(&b)?;
             let f = spec.filter(st.ra.now())?;
-            let n = st.ra.renew_now(&f).await?;
+            let n = st.ra.renew_now(&actor, &f).await?;
             Ok(serde_json::json!({ "moved": n }))
         }
         .await,
@@ -231,10 +232,10 @@ struct ReasonSpec {
 async fn revoke(State(st): State<AppState>, headers: HeaderMap, Path(serial): Path<String>, b: Bytes) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
+            let actor = admin(&st, &headers).await?;
             let spec: ReasonSpec = body(&b)?;
             let reason = crate::ra::revocation_reason(spec.reason.as_deref().unwrap_or("unspecified"))?;
-            st.ra.revoke(&serial, reason).await?;
+            st.ra.revoke(&actor, &serial, reason).await?;
             Ok(serde_json::json!({ "serial": serial, "revoked": true, "reason": reason.as_str() }))
         }
         .await,
@@ -244,10 +245,10 @@ async fn revoke(State(st): State<AppState>, headers: HeaderMap, Path(serial): Pa
 async fn bump_major(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
+            let actor = admin(&st, &headers).await?;
             let t = st.ra.template(&name).await?;
             let spec = TemplateSpec { major: Some(t.major + 1), ..Default::default() };
-            Ok(TemplateJson::from(&st.ra.update_template(&name, &spec).await?))
+            Ok(TemplateJson::from(&st.ra.update_template(&actor, &name, &spec).await?))
         }
         .await,
     )
@@ -256,8 +257,8 @@ async fn bump_major(State(st): State<AppState>, headers: HeaderMap, Path(name): 
 async fn approve(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
-            let i = st.ra.approve(id).await?;
+            let actor = admin(&st, &headers).await?;
+            let i = st.ra.approve(&actor, id).await?;
             Ok(serde_json::json!({ "request": id, "serial": i.serial }))
         }
         .await,
@@ -267,9 +268,9 @@ async fn approve(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<
 async fn deny(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<i64>, b: Bytes) -> Response {
     json(
         async {
-            admin(&st, &headers).await?;
+            let actor = admin(&st, &headers).await?;
             let spec: ReasonSpec = body(&b)?;
-            st.ra.deny(id, spec.reason.as_deref().unwrap_or("denied by an administrator")).await?;
+            st.ra.deny(&actor, id, spec.reason.as_deref().unwrap_or("denied by an administrator")).await?;
             Ok(serde_json::json!({ "request": id, "denied": true }))
         }
         .await,

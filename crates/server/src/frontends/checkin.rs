@@ -3,7 +3,7 @@
 //! The RA decides with `core::renewal::decide`; this module turns each `Decision` into the wire
 //! action and reason (one exhaustive match each). Errors are JSON `{"code", "detail"}`.
 use super::{json_error as error, AppState, PeerCerts};
-use crate::ra::{CheckinAnswer, CheckinReport, Credentials, Directive, Verdict};
+use crate::ra::{CheckinAnswer, CheckinReport, Credentials, Directive, Purpose, Verdict};
 use autoenroll_core::renewal::{Decision, Reason};
 use autoenroll_core::Refusal;
 use autoenroll_proto::checkin as wire;
@@ -32,7 +32,7 @@ pub async fn handle(
             None => Credentials::None,
         },
     };
-    let principal = match st.ra.authenticate(&creds, None).await {
+    let principal = match st.ra.authenticate_for(&creds, None, Purpose::Checkin).await {
         Ok(p) => p,
         Err(e) => return error(&e),
     };
@@ -62,8 +62,9 @@ fn reason(r: Reason) -> wire::Reason {
         Reason::NearingExpiry => wire::Reason::NearingExpiry,
         Reason::Expired => wire::Reason::Expired,
         Reason::Revoked => wire::Reason::Revoked,
-        // The server never sees a holder's local attempts or `renew --now`.
-        Reason::Interrupted | Reason::Requested | Reason::ServerRequested => wire::Reason::ServerRequested,
+        Reason::Interrupted => wire::Reason::Interrupted,
+        // The server never sees a holder's `renew --now`.
+        Reason::Requested | Reason::ServerRequested => wire::Reason::ServerRequested,
         Reason::Lost => wire::Reason::Lost,
     }
 }

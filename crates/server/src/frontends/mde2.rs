@@ -55,7 +55,8 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::ChallengeMissing
         | C::ChallengeInvalid
         | C::ChallengeExpired
-        | C::ChallengeUsed => (AUTHENTICATION, CUSTOM_SERVER_ERROR),
+        | C::ChallengeUsed
+        | C::TokenNotAccepted => (AUTHENTICATION, CUSTOM_SERVER_ERROR),
         // A renewal the device cannot make with what it holds: Windows stops retrying ROBO.
         C::BadRenewalSignature
         | C::ForeignCertificate
@@ -64,9 +65,12 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::CertificateRevoked
         | C::DeviceMismatch
         | C::RenewalCertificateMismatch
+        | C::AlreadyRenewed
         | C::TemplateNotAllowed
         | C::OutsideRenewalWindow => (AUTHORIZATION, NOT_ELIGIBLE_TO_RENEW),
-        C::DeviceBlocked | C::DeviceNotEnrolled => (AUTHORIZATION, DEVICE_NOT_SUPPORTED),
+        C::DeviceBlocked | C::DeviceNotEnrolled | C::DeviceNotAllowed | C::DeviceBound | C::DeviceNameTaken => {
+            (AUTHORIZATION, DEVICE_NOT_SUPPORTED)
+        }
         C::NotPermitted
         | C::UnknownTemplate
         | C::TemplateMisconfigured
@@ -87,7 +91,11 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::SubjectMismatch
         | C::SubjectAltNameMismatch
         | C::KeyLengthMismatch
-        | C::EkuMismatch => (CERTIFICATE_REQUEST, INVALID_ENROLLMENT_DATA),
+        | C::EkuMismatch
+        | C::NameNotAllowed
+        | C::ServerNameReserved
+        | C::WildcardNotAllowed
+        | C::CommonNameTooLong => (CERTIFICATE_REQUEST, INVALID_ENROLLMENT_DATA),
         C::BadRenewalRequest
         | C::BadCertificate
         | C::BadMessageCheck
@@ -109,7 +117,7 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::WeakChallenge
         | C::InvalidReason
         | C::BadSubject => (MESSAGE_FORMAT, INVALID_ENROLLMENT_DATA),
-        C::RequestInProgress | C::NotPending | C::Duplicate | C::DeviceHasHistory => {
+        C::RequestInProgress | C::RenewalInProgress | C::NotPending | C::Duplicate | C::DeviceHasHistory => {
             (ENROLLMENT_SERVER, CUSTOM_SERVER_ERROR)
         }
     }

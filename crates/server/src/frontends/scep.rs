@@ -248,6 +248,7 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::CertificateRevoked
         | C::DeviceMismatch
         | C::RenewalCertificateMismatch
+        | C::AlreadyRenewed
         | C::TemplateNotAllowed
         | C::OutsideRenewalWindow
         | C::SameKeyNotAllowed
@@ -276,6 +277,7 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::BadMessageContent
         | C::RequestDenied
         | C::RequestInProgress
+        | C::RenewalInProgress
         | C::NotPending
         | C::UnknownAction
         | C::UnsupportedRequestType
@@ -291,7 +293,15 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::BadSubject
         | C::UnknownDevice
         | C::Duplicate
-        | C::DeviceHasHistory => FailInfo::BadRequest,
+        | C::DeviceHasHistory
+        | C::TokenNotAccepted
+        | C::DeviceNotAllowed
+        | C::DeviceBound
+        | C::DeviceNameTaken
+        | C::NameNotAllowed
+        | C::ServerNameReserved
+        | C::WildcardNotAllowed
+        | C::CommonNameTooLong => FailInfo::BadRequest,
     }
 }
 

@@ -61,27 +61,42 @@ pub fn hresult(code: RefusalCode) -> u32 {
         | C::UnknownCertificate
         | C::ChallengeMissing
         | C::ChallengeInvalid
-        | C::ChallengeUsed => E_ACCESSDENIED,
+        | C::ChallengeUsed
+        | C::TokenNotAccepted => E_ACCESSDENIED,
         C::BadRenewalSignature | C::BadCsrSignature => NTE_BAD_SIGNATURE,
         C::UnsupportedAlgorithm | C::UnsupportedCipher | C::UnsupportedDigest | C::SignerKeyNotRsa => NTE_BAD_ALGID,
         C::ForeignCertificate => CERT_E_UNTRUSTEDROOT,
         C::CertificateExpired => CERT_E_EXPIRED,
         C::ChallengeExpired => CERTSRV_E_EXPIRED_CHALLENGE,
         C::CertificateRevoked => CRYPT_E_REVOKED,
-        C::DeviceMismatch | C::DeviceBlocked | C::DeviceNotEnrolled => CERTSRV_E_ENROLL_DENIED,
-        C::RenewalCertificateMismatch => CERTSRV_E_BAD_RENEWAL_CERT_ATTRIBUTE,
+        C::DeviceMismatch
+        | C::DeviceBlocked
+        | C::DeviceNotEnrolled
+        | C::DeviceNotAllowed
+        | C::DeviceBound
+        | C::DeviceNameTaken => CERTSRV_E_ENROLL_DENIED,
+        C::RenewalCertificateMismatch | C::AlreadyRenewed => CERTSRV_E_BAD_RENEWAL_CERT_ATTRIBUTE,
         C::TemplateNotAllowed | C::OutsideRenewalWindow | C::NotPermitted | C::TemplateNotAssigned => {
             CERTSRV_E_TEMPLATE_DENIED
         }
         C::SameKeyNotAllowed => CERTSRV_E_RENEWAL_BAD_PUBLIC_KEY,
         C::KeyTypeNotAllowed | C::KeyTooWeak | C::KeyLengthMismatch => CERTSRV_E_KEY_LENGTH,
-        C::BadCsr | C::SubjectRequired | C::BadDeviceName | C::SubjectMismatch => CERTSRV_E_BAD_REQUESTSUBJECT,
+        C::BadCsr
+        | C::SubjectRequired
+        | C::BadDeviceName
+        | C::SubjectMismatch
+        | C::NameNotAllowed
+        | C::ServerNameReserved
+        | C::WildcardNotAllowed
+        | C::CommonNameTooLong => CERTSRV_E_BAD_REQUESTSUBJECT,
         C::SubjectAltNameMismatch => CERTSRV_E_SUBJECT_ALT_NAME_REQUIRED,
         C::EkuMismatch => CERTSRV_E_TEMPLATE_CONFLICT,
         C::UnknownTemplate | C::TemplateMisconfigured => CERTSRV_E_UNSUPPORTED_CERT_TYPE,
         C::UnknownRequest | C::UnknownTransaction => CERTSRV_E_NO_REQUEST,
         C::RequestDenied => CERTSRV_E_ADMIN_DENIED_REQUEST,
-        C::RequestInProgress | C::NotPending => CERTSRV_E_BAD_REQUESTSTATUS,
+        // Another request of the same client is being signed: try again shortly.
+        C::RequestInProgress | C::RenewalInProgress => ERROR_BUSY,
+        C::NotPending => CERTSRV_E_BAD_REQUESTSTATUS,
         C::NoSuchCertificate | C::UnknownDevice => ERROR_NOT_FOUND,
         C::Duplicate | C::DeviceHasHistory => ERROR_ALREADY_EXISTS,
         C::BadRenewalRequest
@@ -109,6 +124,7 @@ const E_ACCESSDENIED: u32 = 0x8007_0005;
 const E_INVALIDARG: u32 = 0x8007_0057;
 const E_FAIL: u32 = 0x8000_4005;
 const ERROR_NOT_FOUND: u32 = 0x8007_0490;
+const ERROR_BUSY: u32 = 0x8007_00AA;
 const ERROR_ALREADY_EXISTS: u32 = 0x8007_00B7;
 const NTE_BAD_SIGNATURE: u32 = 0x8009_0006;
 const NTE_BAD_ALGID: u32 = 0x8009_0008;

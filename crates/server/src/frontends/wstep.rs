@@ -2,7 +2,7 @@
 //! ROBO over client TLS) and QueryTokenStatus for pending requests.
 use super::soap::{credentials, FrontError};
 use super::{AppState, PeerCerts};
-use crate::ra::{Credentials, EnrollInput, Issued, Outcome, RaError, Window};
+use crate::ra::{Credentials, EnrollInput, Issued, Outcome, Purpose, RaError, Window};
 use autoenroll_core::pki::cms::is_signed_data;
 use autoenroll_core::Refusal;
 use autoenroll_proto::soap::Envelope;
@@ -39,7 +39,10 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
                 .ok_or(ProtoError::Missing("wstep:RequestID"))?
                 .parse::<i64>()
                 .map_err(|_| ProtoError::Invalid("wstep:RequestID"))?;
-            return outcome_response(state, state.ra.retrieve(id).await?, relates_to);
+            // Only the requester learns the outcome (MS-WSTEP 3.1.4.1.3.2: the same client).
+            let device_hint = rst.context_value("DeviceName").or(rst.context_value("MachineName"));
+            let principal = state.ra.authenticate_for(&creds, device_hint, Purpose::Retrieve).await?;
+            return outcome_response(state, state.ra.retrieve_for(&principal, id).await?, relates_to);
         }
         RequestType::Ket => {
             return Err(RaError::from(Refusal::UnsupportedRequestType { what: "key archival (KET)" }).into());

@@ -2,7 +2,7 @@
 //! tokens, fleet queries, admin tokens.
 use super::templates::{client_auth_template, next_template_oid};
 use super::{secrets, Ra, RaError};
-use autoenroll_core::model::{valid_name, AuditOutcome, Template, TemplateError};
+use autoenroll_core::model::{valid_name, valid_pattern, AuditOutcome, Template, TemplateError};
 use autoenroll_core::Refusal;
 use autoenroll_store::{
     Account, BootstrapToken, Certificate, CertificateFilter, DeviceSummary, StoreError, Stuck, Templates,
@@ -33,12 +33,30 @@ pub struct TemplateSpec {
     pub renewal_grace_secs: Option<i64>,
     pub pend_all: Option<bool>,
     pub retry_interval_secs: Option<i64>,
+    /// Comma-separated grants: `account:*`, `account:NAME`, `account-group:NAME`,
+    /// `device:PATTERN`, `device-group:NAME`, `token`, `holder:TEMPLATE`.
+    pub grants: Option<String>,
+    /// Comma-separated DNS suffixes request-supplied names may be under.
+    pub dns_suffixes: Option<String>,
+    /// Comma-separated IP ranges (CIDR) request-supplied addresses may be in.
+    pub ip_ranges: Option<String>,
+    pub allow_wildcards: Option<bool>,
+    pub allow_server_names: Option<bool>,
+    pub renewal_subset: Option<bool>,
+    /// Comma-separated key types accepted: `ec`, `rsa`.
+    pub key_types: Option<String>,
+    pub allow_mdm: Option<bool>,
 }
 
+#[derive(Default)]
 pub struct AccountSpec<'a> {
     pub name: &'a str,
     pub password: &'a str,
     pub templates: Vec<String>,
+    /// Groups templates may grant to (`account-group:NAME`).
+    pub groups: Vec<String>,
+    /// Device-name patterns the account may enroll for; empty = any (`*`).
+    pub devices: Vec<String>,
 }
 
 pub struct TokenSpec<'a> {
@@ -93,6 +111,33 @@ fn apply(t: &mut Template, s: &TemplateSpec) -> Result<(), RaError> {
     if let Some(v) = &s.superseded {
         t.supersedes = list("supersedes", v)?;
     }
+    if let Some(v) = &s.grants {
+        t.grants = list("grants", v)?;
+    }
+    if let Some(v) = &s.dns_suffixes {
+        t.names.dns_suffixes = v.split(',').map(|x| x.trim().to_ascii_lowercase()).filter(|x| !x.is_empty()).collect();
+    }
+    if let Some(v) = &s.ip_ranges {
+        t.names.ip_ranges = list("ip_ranges", v)?;
+    }
+    if let Some(v) = s.allow_wildcards {
+        t.names.allow_wildcards = v;
+    }
+    if let Some(v) = s.allow_server_names {
+        t.names.allow_server_names = v;
+    }
+    if let Some(v) = s.renewal_subset {
+        t.names.renewal_subset = v;
+    }
+    if let Some(v) = &s.key_types {
+        t.key.accept = list("key_types", v)?;
+    } else if s.key_algorithm.is_some() && !t.key.accept.contains(&t.key.algorithm.family()) {
+        // A new key algorithm of another family: accept what agents will now generate.
+        t.key.accept.push(t.key.algorithm.family());
+    }
+    if let Some(v) = s.allow_mdm {
+        t.allow_mdm = v;
+    }
     match s.retry_interval_secs {
         Some(v) => t.retry_interval_secs = v,
         // Short templates: the default week would exceed the renewal period.
@@ -116,6 +161,7 @@ impl Ra {
     }
 
     pub async fn create_template(&self, name: &str, spec: &TemplateSpec) -> Result<Template, RaError> {
+        // New templates take keys of the family they generate (unless told otherwise).
         valid_name(name).map_err(|reason| invalid(TemplateError { field: "name", reason }))?;
         let now = self.now();
         let oid = match &spec.oid {
@@ -124,9 +170,12 @@ impl Ra {
         };
         let mut t = Template { major: spec.major.unwrap_or(1), ..client_auth_template(name, oid, now) };
         apply(&mut t, spec)?;
+        if spec.key_types.is_none() {
+            t.key.accept = vec![t.key.algorithm.family()];
+        }
         self.store.insert_template(&t).await.map_err(duplicate)?;
         self.audit(
-            "admin",
+            super::LOCAL_ADMIN,
             "template.create",
             name,
             AuditOutcome::Ok,
@@ -138,8 +187,14 @@ impl Ra {
 
     /// Applies the changes. A change bumps the minor version (holders keep their certificates)
     /// unless a higher major version is given (holders renew at once).
-    pub async fn update_template(&self, name: &str, spec: &TemplateSpec) -> Result<Template, RaError> {
-        let mut t = self.template(name).await?;
+    pub async fn update_template(&self, actor: &str, name: &str, spec: &TemplateSpec) -> Result<Template, RaError> {
+        // A stored template that no longer validates can be repaired here: it is read as
+        // stored, and only the result has to validate.
+        let mut t = self
+            .store
+            .template_as_stored(name)
+            .await?
+            .ok_or_else(|| RaError::from(Refusal::UnknownTemplate { name: name.to_string() }))?;
         let before = t.clone();
         if spec.oid.is_some() {
             return Err(invalid(TemplateError {
@@ -164,7 +219,7 @@ impl Ra {
         }
         t.updated_at = self.now().max(before.updated_at.plus_secs(1));
         self.store.update_template(&t).await?;
-        self.audit("admin", "template.update", name, AuditOutcome::Ok, &format!("v{}.{}", t.major, t.minor)).await;
+        self.audit(actor, "template.update", name, AuditOutcome::Ok, &format!("v{}.{}", t.major, t.minor)).await;
         Ok(t)
     }
 
@@ -178,15 +233,28 @@ impl Ra {
         for t in &spec.templates {
             self.template(t).await?;
         }
+        for g in &spec.groups {
+            valid_name(g).map_err(|reason| Refusal::InvalidAccount { detail: format!("group {g:?}: {reason}") })?;
+        }
+        for d in &spec.devices {
+            if !valid_pattern(d) {
+                return Err(Refusal::InvalidAccount {
+                    detail: format!("device pattern {d:?}: use name characters, * and ?"),
+                }
+                .into());
+            }
+        }
         let account = Account {
             name: spec.name.to_string(),
             password_hash: secrets::hash_password(spec.password),
             templates: spec.templates.clone(),
             disabled: false,
             created_at: self.now(),
+            groups: spec.groups.clone(),
+            devices: if spec.devices.is_empty() { vec!["*".into()] } else { spec.devices.clone() },
         };
         self.store.insert_account(&account).await.map_err(duplicate)?;
-        self.audit("admin", "account.create", spec.name, AuditOutcome::Ok, "").await;
+        self.audit(super::LOCAL_ADMIN, "account.create", spec.name, AuditOutcome::Ok, "").await;
         Ok(())
     }
 
@@ -215,7 +283,7 @@ impl Ra {
             })
             .await?;
         let detail = format!("token {} expires {}", t.id, expires_at);
-        self.audit("admin", "token.create", spec.device, AuditOutcome::Ok, &detail).await;
+        self.audit(super::LOCAL_ADMIN, "token.create", spec.device, AuditOutcome::Ok, &detail).await;
         Ok((t.token, expires_at.0))
     }
 }
@@ -231,10 +299,55 @@ impl Ra {
 
     /// Moves the renewal time of a cohort to now: those certificates' renewals are accepted
     /// from now on, whatever the template's window says, and check-in tells their holders.
-    pub async fn renew_now(&self, filter: &CertificateFilter) -> Result<u64, RaError> {
+    pub async fn renew_now(&self, actor: &str, filter: &CertificateFilter) -> Result<u64, RaError> {
         let n = self.store.renew_now(filter, self.now()).await?;
-        self.audit("admin", "cert.renew-now", "-", AuditOutcome::Ok, &format!("{n} certificates: {filter:?}")).await;
+        self.audit(actor, "cert.renew-now", "-", AuditOutcome::Ok, &format!("{n} certificates: {filter:?}")).await;
         Ok(n)
+    }
+
+    /// Puts devices in a group (templates grant `device-group:NAME`); returns how many were
+    /// added (unknown devices are refused, nothing is changed then).
+    pub async fn add_to_device_group(&self, actor: &str, group: &str, devices: &[String]) -> Result<usize, RaError> {
+        valid_name(group).map_err(|reason| Refusal::BadParameter { detail: format!("group {group:?}: {reason}") })?;
+        let mut ids = Vec::new();
+        for d in devices {
+            let device = self.store.device(d).await?.ok_or_else(|| Refusal::UnknownDevice { name: d.clone() })?;
+            ids.push(device.id);
+        }
+        let mut added = 0;
+        for id in ids {
+            added += usize::from(self.store.add_device_to_group(group, id).await?);
+        }
+        self.audit(actor, "device-group.add", group, AuditOutcome::Ok, &devices.join(",")).await;
+        Ok(added)
+    }
+
+    /// Takes devices out of a group; returns how many were in it.
+    pub async fn remove_from_device_group(
+        &self,
+        actor: &str,
+        group: &str,
+        devices: &[String],
+    ) -> Result<usize, RaError> {
+        let mut removed = 0;
+        for d in devices {
+            if let Some(device) = self.store.device(d).await? {
+                removed += usize::from(self.store.remove_device_from_group(group, device.id).await?);
+            }
+        }
+        self.audit(actor, "device-group.remove", group, AuditOutcome::Ok, &devices.join(",")).await;
+        Ok(removed)
+    }
+
+    pub async fn device_group_members(&self, group: &str) -> Result<Vec<String>, RaError> {
+        Ok(self.store.device_group_members(group).await?)
+    }
+
+    /// A device with what the inventory knows about binding and groups.
+    pub async fn device(&self, name: &str) -> Result<(autoenroll_store::Device, Vec<String>), RaError> {
+        let d = self.store.device(name).await?.ok_or_else(|| Refusal::UnknownDevice { name: name.to_string() })?;
+        let groups = self.store.device_groups(d.id).await?;
+        Ok((d, groups))
     }
 
     /// Certificates whose renewal is overdue by more than `overdue_secs`, with the device's
@@ -248,18 +361,22 @@ impl Ra {
 impl Ra {
     /// A token for the admin REST API (`aea_<id>.<secret>`), shown once; only its hash is kept.
     pub async fn create_admin_token(&self, name: &str) -> Result<String, RaError> {
-        valid_name(name)
-            .map_err(|reason| Refusal::InvalidToken { detail: format!("admin token name {name:?}: {reason}") })?;
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Refusal::InvalidToken {
+                detail: "an admin token needs a name: up to 128 characters, no spaces or control characters".into(),
+            }
+            .into());
+        }
         let id = secrets::random_token_part(9);
         let secret = secrets::random_token_part(24);
         self.store.insert_admin_token(&id, name, &secrets::sha256(secret.as_bytes()), self.now()).await?;
-        self.audit("admin", "admin-token.create", name, AuditOutcome::Ok, &format!("token {id}")).await;
+        self.audit(super::LOCAL_ADMIN, "admin-token.create", name, AuditOutcome::Ok, &format!("token {id}")).await;
         Ok(format!("aea_{id}.{secret}"))
     }
 
     pub async fn revoke_admin_token(&self, name: &str) -> Result<u64, RaError> {
         let n = self.store.revoke_admin_token(name, self.now()).await?;
-        self.audit("admin", "admin-token.revoke", name, AuditOutcome::Ok, &format!("{n} tokens")).await;
+        self.audit(super::LOCAL_ADMIN, "admin-token.revoke", name, AuditOutcome::Ok, &format!("{n} tokens")).await;
         Ok(n)
     }
 

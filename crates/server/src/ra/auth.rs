@@ -1,9 +1,11 @@
 //! Who is asking: accounts (WS-Security UsernameToken), one-time bootstrap tokens, or a client
-//! certificate this CA issued (TLS).
+//! certificate this CA issued (TLS) — and what a principal may enroll (the template's grants)
+//! and for which device (account device patterns, device binding).
 use super::{secrets, Ra, RaError};
-use autoenroll_core::model::{AuditOutcome, CertState};
+use autoenroll_core::model::{glob_match, permitted, valid_name, AuditOutcome, CertState, Requester, Template};
 use autoenroll_core::pki::CertFacts;
 use autoenroll_core::{Refusal, Thumbprint};
+use autoenroll_store::{Certificate, Device};
 
 pub enum Credentials {
     None,
@@ -18,9 +20,26 @@ pub enum Credentials {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
-    Account { name: String, templates: Vec<String> },
-    Token { id: String, template: Option<String> },
-    Certificate { serial: String },
+    Account {
+        name: String,
+        /// Templates the account is restricted to; empty = every one its grants allow.
+        templates: Vec<String>,
+        groups: Vec<String>,
+        /// Device-name patterns the account may act for.
+        devices: Vec<String>,
+    },
+    Token {
+        id: String,
+        template: Option<String>,
+    },
+    /// A device authenticated by a certificate of `template` this CA issued. `current` is
+    /// false for a certificate already renewed (still valid): it may report and collect, not
+    /// enroll.
+    Certificate {
+        serial: String,
+        template: String,
+        current: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,35 +54,81 @@ impl Principal {
         match &self.kind {
             PrincipalKind::Account { name, .. } => format!("account:{name}"),
             PrincipalKind::Token { id, .. } => format!("token:{id}"),
-            PrincipalKind::Certificate { serial } => format!("cert:{serial}"),
+            PrincipalKind::Certificate { serial, .. } => format!("cert:{serial}"),
         }
     }
 
-    /// Whether this principal may ask for `template` at all (the template's own `enroll`
-    /// permission is checked separately).
-    pub fn may_use_template(&self, template: &str) -> bool {
+    /// Whether this principal may enroll `template`: its grants name the principal (and an
+    /// account's own template list, when it has one, names the template). `device_groups` are
+    /// the groups of the principal's device. For a check-in this is what the device should hold.
+    pub fn may_enroll(&self, template: &Template, device_groups: &[String]) -> bool {
+        let requester = match &self.kind {
+            PrincipalKind::Account { name, templates, groups, .. } => {
+                if !templates.is_empty() && !templates.contains(&template.name) {
+                    return false;
+                }
+                Requester::Account { name, groups }
+            }
+            PrincipalKind::Token { template, .. } => Requester::Token { template: template.as_deref() },
+            PrincipalKind::Certificate { template, .. } => Requester::Holder { template },
+        };
+        template.enroll && permitted(&template.name, &template.grants, &requester, &self.device, device_groups)
+    }
+
+    /// Whom a device this principal creates is bound to: the account that named it, or the
+    /// administrator who made the token or challenge for it.
+    fn owner(&self) -> String {
         match &self.kind {
-            PrincipalKind::Account { templates, .. } => templates.is_empty() || templates.iter().any(|t| t == template),
-            PrincipalKind::Token { template: Some(t), .. } => t == template,
-            PrincipalKind::Token { template: None, .. } | PrincipalKind::Certificate { .. } => true,
+            PrincipalKind::Account { name, .. } => format!("account:{name}"),
+            PrincipalKind::Token { .. } | PrincipalKind::Certificate { .. } => super::LOCAL_ADMIN.to_string(),
         }
     }
+}
+
+/// What authentication is for: most requests need live credentials; collecting the outcome of
+/// a pending request also takes the (spent) bootstrap token that paid for it; reporting and
+/// collecting also take a certificate already renewed (a device whose successor did not install
+/// must still hear what to do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Request,
+    Retrieve,
+    Checkin,
 }
 
 impl Ra {
     /// Checks credentials without consuming anything (a bootstrap token is consumed only by
     /// the issuance it pays for). `device_hint` names the device for account requests.
     pub async fn authenticate(&self, creds: &Credentials, device_hint: Option<&str>) -> Result<Principal, RaError> {
+        self.authenticate_for(creds, device_hint, Purpose::Request).await
+    }
+
+    pub async fn authenticate_for(
+        &self,
+        creds: &Credentials,
+        device_hint: Option<&str>,
+        purpose: Purpose,
+    ) -> Result<Principal, RaError> {
         let now = self.now();
         let result: Result<Principal, RaError> = match creds {
             Credentials::None => Err(Refusal::MissingToken.into()),
             Credentials::Password { username, password } => {
                 let wrong = || Refusal::WrongCredentials { what: "wrong username or password" }.into();
                 match self.store.account(username).await? {
-                    Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => Ok(Principal {
-                        device: device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string(),
-                        kind: PrincipalKind::Account { templates: a.templates, name: a.name },
-                    }),
+                    Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => {
+                        let device = device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string();
+                        valid_name(&device)
+                            .map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
+                        Ok(Principal {
+                            device,
+                            kind: PrincipalKind::Account {
+                                templates: a.templates,
+                                name: a.name,
+                                groups: a.groups,
+                                devices: a.devices,
+                            },
+                        })
+                    }
                     Some(_) => Err(wrong()),
                     None => {
                         secrets::burn_password_time(password);
@@ -75,11 +140,12 @@ impl Ra {
                 let bad = || RaError::from(Refusal::WrongCredentials { what: "unknown bootstrap token" });
                 let (id, secret) = secrets::split_token(token).ok_or_else(bad)?;
                 let row = self.store.token(id).await?.ok_or_else(bad)?;
+                let retrieving = purpose == Purpose::Retrieve;
                 if !secrets::ct_eq(&secrets::sha256(secret.as_bytes()), &row.secret_hash) {
                     Err(bad())
-                } else if row.used_at.is_some() {
+                } else if row.used_at.is_some() && !retrieving {
                     Err(Refusal::TokenUsed.into())
-                } else if now >= row.expires_at {
+                } else if now >= row.expires_at && !retrieving {
                     Err(Refusal::TokenExpired.into())
                 } else {
                     Ok(Principal {
@@ -89,7 +155,7 @@ impl Ra {
                 }
             }
             Credentials::ClientCertificate(der) => {
-                // rustls already verified the chain to our root and the validity period; the
+                // rustls already verified the chain to our CA and the validity period; the
                 // store says whether we still consider the certificate good.
                 let facts =
                     CertFacts::parse(der).map_err(|e| Refusal::BadClientCertificate { detail: e.to_string() })?;
@@ -98,12 +164,20 @@ impl Ra {
                     .certificate_by_thumbprint(Thumbprint::of_der(der).as_str())
                     .await?
                     .ok_or(Refusal::UnknownClientCertificate)?;
-                if row.state != CertState::Issued {
+                let current = row.state == CertState::Issued;
+                let reporting = purpose != Purpose::Request && row.state == CertState::Renewed;
+                if !current && !reporting {
                     Err(Refusal::ClientCertificateNotValid { state: row.state }.into())
                 } else if now >= facts.not_after {
                     Err(Refusal::ClientCertificateExpired.into())
                 } else {
-                    Ok(Principal { device: row.device, kind: PrincipalKind::Certificate { serial: row.serial } })
+                    if current {
+                        self.note_use(&row).await?;
+                    }
+                    Ok(Principal {
+                        device: row.device,
+                        kind: PrincipalKind::Certificate { serial: row.serial, template: row.template, current },
+                    })
                 }
             }
         };
@@ -119,5 +193,63 @@ impl Ra {
             self.audit(&subject, "authenticate", &subject, AuditOutcome::Refused, e.code()).await;
         }
         result
+    }
+
+    /// A certificate was used (to authenticate, or to sign its renewal): the first use revokes
+    /// the certificate it renewed (reason superseded), which had stayed good until its
+    /// successor proved to be in service.
+    pub(crate) async fn note_use(&self, c: &Certificate) -> Result<(), RaError> {
+        if c.first_used_at.is_some() || c.previous_serial.is_none() {
+            return Ok(());
+        }
+        let now = self.now();
+        if self.store.mark_first_used(&c.serial, now).await? {
+            if let Some(old) = self.store.revoke_predecessor(&c.serial, now).await? {
+                let detail = format!("superseded (its successor {} is in use)", c.serial);
+                self.audit("server", "cert.revoke", &old, AuditOutcome::Ok, &detail).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The device a principal enrolls for, created on first sight and bound to its owner: an
+    /// account may act only for device names its patterns allow and only for devices that are
+    /// unbound or its own; a blocked device is refused.
+    pub(crate) async fn enrollment_device(&self, p: &Principal) -> Result<Device, RaError> {
+        let now = self.now();
+        if let PrincipalKind::Account { devices, .. } = &p.kind {
+            if !devices.iter().any(|pattern| glob_match(pattern, &p.device)) {
+                return Err(Refusal::DeviceNotAllowed { actor: p.actor(), device: p.device.clone() }.into());
+            }
+        }
+        let mut device = self.store.touch_device(&p.device, now).await?;
+        let owner = p.owner();
+        if device.owner.is_none() && self.store.bind_device(device.id, &owner).await? {
+            device.owner = Some(owner.clone());
+        } else if device.owner.is_none() {
+            // Another request bound it a moment ago.
+            device = self.store.device(&p.device).await?.ok_or_else(|| RaError::internal("device vanished"))?;
+        }
+        let mine = match &p.kind {
+            PrincipalKind::Account { .. } => device.owner.as_deref() == Some(owner.as_str()),
+            // Tokens and challenges are made for a device by an administrator; a certificate
+            // is the device itself.
+            PrincipalKind::Token { .. } | PrincipalKind::Certificate { .. } => true,
+        };
+        if !mine {
+            return Err(Refusal::DeviceBound { actor: p.actor(), device: device.name }.into());
+        }
+        if device.is_blocked() {
+            return Err(Refusal::DeviceBlocked { device: device.name }.into());
+        }
+        Ok(device)
+    }
+
+    /// The groups of a principal's device (empty for a device not yet known).
+    pub(crate) async fn groups_of(&self, device: &str) -> Result<Vec<String>, RaError> {
+        Ok(match self.store.device(device).await? {
+            Some(d) => self.store.device_groups(d.id).await?,
+            None => vec![],
+        })
     }
 }

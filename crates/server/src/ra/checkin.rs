@@ -5,9 +5,9 @@
 //! renews at the server's load-spread time. A certificate the server issued that the device
 //! cannot show makes the decision "enroll (lost)"; certificates of superseded or withdrawn
 //! templates are to be removed.
-use super::auth::Principal;
+use super::auth::{Principal, PrincipalKind};
 use super::{Ra, RaError};
-use autoenroll_core::model::{AuditOutcome, CertState, Template};
+use autoenroll_core::model::{AuditOutcome, CertState, RevocationReason, Template};
 use autoenroll_core::renewal::{self, Decision, Held, Input, TemplatePolicy};
 use autoenroll_core::{Refusal, Thumbprint, UnixTime};
 use autoenroll_store::Certificate;
@@ -72,16 +72,36 @@ fn view(
     now: UnixTime,
 ) -> (Input, Option<HeldView>) {
     let ours: Vec<&Certificate> = held.iter().filter(|c| c.template == t.name).collect();
-    let shown = ours
-        .iter()
-        .copied()
-        .find(|c| c.thumbprint.as_deref().is_some_and(|tp| reported.iter().any(|r| r.eq_ignore_ascii_case(tp))));
+    let current = |c: &Certificate| c.state == CertState::Issued && c.not_after > now;
+    let is_shown = |c: &&Certificate| {
+        c.thumbprint.as_deref().is_some_and(|tp| reported.iter().any(|r| r.eq_ignore_ascii_case(tp)))
+    };
+    // Of several shown (an agent mid-swap), the current one counts.
+    let shown = ours.iter().copied().filter(is_shown).max_by_key(|c| (current(c), c.created_at));
     // A current certificate was issued for the template but the device shows none (it shows
     // nothing, one we do not know, or one already renewed away): it has lost it (reinstalled,
     // restored from an old backup). A current one shown is what counts, whatever else was
     // issued (an answer a crashed client never received is not "lost" once it renewed again).
-    let current = |c: &Certificate| c.state == CertState::Issued && c.not_after > now;
-    let lost = !shown.is_some_and(current) && ours.iter().any(|c| current(c));
+    // The newest certificate that renewed `c` (a successor replaced before use is older).
+    let successor = |c: &Certificate| {
+        held.iter().filter(|n| n.previous_serial.as_deref() == Some(c.serial.as_str())).max_by_key(|n| n.created_at)
+    };
+    // The device shows a certificate we renewed, and the successor never went into service:
+    // the renewal was interrupted (the answer never arrived). Renewing the shown one again
+    // hands out that successor (same key) or replaces it.
+    let interrupted = shown.is_some_and(|c| {
+        c.state == CertState::Renewed && successor(c).is_some_and(|n| current(n) && n.first_used_at.is_none())
+    });
+    let lost = !interrupted && !shown.is_some_and(current) && ours.iter().any(|c| current(c));
+    // A renewed certificate whose successor an administrator revoked is as good as revoked:
+    // renewing it is refused. (A successor replaced before use is revoked as superseded.)
+    let revoked = |c: &Certificate| {
+        c.state == CertState::Revoked
+            || (c.state == CertState::Renewed
+                && successor(c).is_some_and(|n| {
+                    n.state == CertState::Revoked && n.revocation_reason != Some(RevocationReason::Superseded)
+                }))
+    };
     let rule = t.renewal_rule();
     let held_fact = shown.map(|c| Held {
         not_before: c.not_before,
@@ -91,13 +111,13 @@ fn view(
             major: c.template_major,
             minor: c.template_minor,
         }),
-        revoked: c.state == CertState::Revoked,
+        revoked: revoked(c),
     });
     let input = Input {
         now,
         held: held_fact.clone(),
         policy: TemplatePolicy { template: t.template_ref(), rule },
-        pending: None,
+        pending: interrupted.then_some(renewal::Pending::Interrupted),
         failure: None,
         forced: false,
         supersedes_held,
@@ -118,6 +138,11 @@ impl Ra {
         if report.certificates.len() > MAX_REPORTED || report.errors.len() > MAX_REPORTED {
             return Err(Refusal::TooLarge { what: "check-in report" }.into());
         }
+        // A bootstrap token pays for one issuance; it does not buy check-ins (each could hand
+        // out fresh SCEP challenges). A device checks in with its certificate.
+        if let PrincipalKind::Token { .. } = principal.kind {
+            return Err(Refusal::TokenNotAccepted { what: "check-in" }.into());
+        }
         let now = self.now();
         let device = self.store.touch_device(&principal.device, now).await?;
         let errors: Vec<(String, String)> = report
@@ -132,14 +157,35 @@ impl Ra {
             self.audit(&principal.actor(), "checkin", &device.name, AuditOutcome::Refused, "DeviceBlocked").await;
             return Ok(CheckinAnswer { device: device.name, blocked: true, directives: vec![] });
         }
-        let templates = self.store.templates().await?.valid;
+        let all = self.store.templates().await?;
+        let templates = all.valid;
         let held = self.store.device_certificates(device.id).await?;
-        let assigned = |t: &Template| t.autoenroll && t.enroll && principal.may_use_template(&t.name);
+        let groups = self.store.device_groups(device.id).await?;
+        // A template is the device's to hold when it is in autoenrollment and either the device
+        // holds a certificate of it (renewal is proven by that certificate, whoever enrolled
+        // it) or the asker may enroll it.
+        let holds = |t: &Template| held.iter().any(|c| c.template == t.name && c.state.is_good() && c.not_after > now);
+        let assigned = |t: &Template| t.enroll && t.autoenroll && (holds(t) || principal.may_enroll(t, &groups));
+        // A successor the device shows is in service: its predecessor may go.
+        for c in held.iter().filter(|c| c.state == CertState::Issued) {
+            let shown = c
+                .thumbprint
+                .as_deref()
+                .is_some_and(|tp| report.certificates.iter().any(|(_, reported)| reported.eq_ignore_ascii_case(tp)));
+            if shown {
+                self.note_use(c).await?;
+            }
+        }
         let superseded_by =
             |name: &str| templates.iter().find(|t| assigned(t) && t.supersedes.iter().any(|s| s == name));
-        let mut directives = Vec::new();
-        // Certificates the device reports for templates it should no longer hold.
+        let mut directives: Vec<Directive> = Vec::new();
+        // Certificates the device reports for templates it should no longer hold. A template
+        // stored but misconfigured is left alone (an administrator's typo must not make every
+        // device delete its certificate).
         for (template, _) in &report.certificates {
+            if all.invalid.iter().any(|i| i.name == *template) || directives.iter().any(|d| d.template == *template) {
+                continue;
+            }
             let remove = match superseded_by(template) {
                 Some(by) => Some(Some(by.name.clone())),
                 None if !templates.iter().any(|t| t.name == *template && assigned(t)) => Some(None),
@@ -169,7 +215,7 @@ impl Ra {
                         ttl_secs: 3600,
                         ..Default::default()
                     };
-                    Some(self.create_challenge(&spec).await?.0)
+                    Some(self.create_challenge("server", &spec).await?.0)
                 }
                 _ => None,
             };

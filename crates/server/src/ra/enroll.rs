@@ -3,8 +3,8 @@ use super::auth::{Principal, PrincipalKind};
 use super::templates::profile_for;
 use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
-use autoenroll_core::model::{AuditOutcome, RequestKind, RequestStatus, SubjectFrom, Template};
-use autoenroll_core::pki::{CsrFacts, KeyFacts, PkiError, TemplateHint};
+use autoenroll_core::model::{AuditOutcome, CertState, RequestKind, RequestStatus, ServerNames, SubjectFrom, Template};
+use autoenroll_core::pki::{CsrFacts, PkiError, TemplateHint};
 use autoenroll_core::renewal::Held;
 use autoenroll_core::{spread, Refusal, Serial, Thumbprint, UnixTime};
 use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, StoreError};
@@ -63,11 +63,29 @@ pub(crate) struct Audit<'a> {
     pub note: String,
 }
 
+/// What recording a new certificate came to: signed, or claimed by another request first (the
+/// certificate renewed already has its successor, or the SCEP transaction its request).
+pub(crate) enum Issue {
+    New { request_id: i64, serial: Serial, der: Vec<u8> },
+    Taken,
+}
+
+/// Whether a request comes through Windows MDM enrollment: its template is the configured one
+/// unless the request hints at a template that allows MDM use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Channel {
+    Standard,
+    Mdm,
+}
+
 pub(crate) fn csr_error(e: PkiError) -> Refusal {
     match e {
         PkiError::BadSignature => Refusal::BadCsrSignature,
         PkiError::UnsupportedAlgorithm(algorithm) => Refusal::UnsupportedAlgorithm { algorithm },
-        PkiError::UnsupportedKey(key) => Refusal::KeyTypeNotAllowed { key },
+        PkiError::UnsupportedKey(key) => Refusal::KeyTypeNotAllowed { key, template: "any template".into() },
+        PkiError::WeakKey(key) => {
+            Refusal::KeyTooWeak { key, min_bits: autoenroll_core::model::MIN_RSA_BITS, template: "any template".into() }
+        }
         PkiError::Der(detail) => Refusal::BadCsr { detail },
         PkiError::Cms(detail) => Refusal::BadRenewalRequest { detail },
     }
@@ -103,11 +121,31 @@ impl Ra {
         }
     }
 
-    async fn resolve_template(&self, csr: &CsrFacts, input: &EnrollInput<'_>) -> Result<Template, RaError> {
-        match &csr.template_hint {
-            Some(TemplateHint::Oid { oid, .. }) => return self.template_by_name_or_oid(oid).await,
-            Some(TemplateHint::Name(name)) => return self.template_by_name_or_oid(name).await,
-            None => {}
+    async fn resolve_template(
+        &self,
+        csr: &CsrFacts,
+        input: &EnrollInput<'_>,
+        channel: Channel,
+    ) -> Result<Template, RaError> {
+        let hinted = match &csr.template_hint {
+            Some(TemplateHint::Oid { oid, .. }) => Some(oid.as_str()),
+            Some(TemplateHint::Name(name)) => Some(name.as_str()),
+            None => None,
+        };
+        if let (Channel::Mdm, Some(fixed)) = (channel, input.template_name) {
+            // The configured MDM template wins, unless the request hints at one that allows
+            // MDM use (an unknown hint is not an error here: Windows always sends one).
+            if let Some(h) = hinted {
+                if let Ok(t) = self.template_by_name_or_oid(h).await {
+                    if t.allow_mdm {
+                        return Ok(t);
+                    }
+                }
+            }
+            return self.template(fixed).await;
+        }
+        if let Some(h) = hinted {
+            return self.template_by_name_or_oid(h).await;
         }
         if let Some(name) = input.template_name {
             return self.template_by_name_or_oid(name).await;
@@ -120,14 +158,14 @@ impl Ra {
 
     /// A new request, issued at once: request and certificate intent in one commit, then the
     /// signature, then certificate and audit event in a second commit (rule R4 with two fsyncs).
-    pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<(i64, Serial, Vec<u8>), RaError> {
+    pub(crate) async fn issue_recorded(&self, r: Recorded<'_>) -> Result<Issue, RaError> {
         let now = self.now();
         let (major, minor) = r.profile.template.as_ref().map(|t| (t.major, t.minor)).unwrap_or((0, 0));
         let prepared = self.ca.prepare(r.request, r.profile, now)?;
         let serial = Serial::from_bytes(&prepared.serial);
         let subject = r.request.subject.to_string();
         let renew_after = self.spread_renewal(&r, &prepared, &serial).await?;
-        let request_id = self
+        let recorded = self
             .store
             .insert_request_with_intent(
                 &NewRequest {
@@ -143,9 +181,14 @@ impl Ra {
                 r.scep_transaction,
                 now,
             )
-            .await?;
+            .await;
+        let request_id = match recorded {
+            Ok(id) => id,
+            Err(StoreError::Duplicate(_)) => return Ok(Issue::Taken),
+            Err(e) => return Err(e.into()),
+        };
         let der = self.sign_and_complete(&r, &prepared, &serial, request_id).await?;
-        Ok((request_id, serial, der))
+        Ok(Issue::New { request_id, serial, der })
     }
 
     /// For a request already recorded (pending, then approved; SCEP): intent, sign, complete.
@@ -239,23 +282,33 @@ impl Ra {
         Ok(der)
     }
 
-    /// Records a request held for approval and audits it as pending.
+    /// Records a request held for approval and audits it as pending. With a SCEP transaction
+    /// already tied to another request, nothing is recorded and `None` comes back (the caller
+    /// answers with that request).
     pub(crate) async fn hold_for_approval(
         &self,
         r: &NewRequest<'_>,
-        actor: &str,
-        action: &str,
-        subject: &str,
-    ) -> Result<i64, RaError> {
-        let request_id =
-            self.store.insert_request(&NewRequest { status: RequestStatus::Pending, ..*r }, self.now()).await?;
+        scep_transaction: Option<(&str, &str)>,
+        (actor, action, subject): (&str, &str, &str),
+    ) -> Result<Option<i64>, RaError> {
+        let held = NewRequest { status: RequestStatus::Pending, ..*r };
+        let request_id = match self.store.insert_request(&held, scep_transaction, self.now()).await {
+            Ok(id) => id,
+            Err(StoreError::Duplicate(_)) if scep_transaction.is_some() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         self.audit(actor, action, subject, AuditOutcome::Pending, &format!("request {request_id} awaits approval"))
             .await;
-        Ok(request_id)
+        Ok(Some(request_id))
     }
 
     pub async fn enroll(&self, input: EnrollInput<'_>) -> Result<Outcome, RaError> {
-        let result = self.enroll_inner(&input).await;
+        self.enroll_through(input, Channel::Standard).await
+    }
+
+    /// Enrollment through a channel (standard, or MDM which picks its own default template).
+    pub(crate) async fn enroll_through(&self, input: EnrollInput<'_>, channel: Channel) -> Result<Outcome, RaError> {
+        let result = self.enroll_inner(&input, channel).await;
         // Success is audited with the certificate (same transaction), pending where it is held.
         if let Err(e) = &result {
             self.record_failure(&input.principal.actor(), "issue", &input.principal.device, e).await;
@@ -263,20 +316,32 @@ impl Ra {
         result
     }
 
-    async fn enroll_inner(&self, input: &EnrollInput<'_>) -> Result<Outcome, RaError> {
+    async fn enroll_inner(&self, input: &EnrollInput<'_>, channel: Channel) -> Result<Outcome, RaError> {
         let now = self.now();
         let csr = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
-        let template = self.resolve_template(&csr, input).await?;
-        if !template.enroll || !input.principal.may_use_template(&template.name) {
+        let template = self.resolve_template(&csr, input, channel).await?;
+        // A certificate already renewed may report and collect, never request.
+        if let PrincipalKind::Certificate { current: false, .. } = input.principal.kind {
+            return Err(Refusal::ClientCertificateNotValid { state: CertState::Renewed }.into());
+        }
+        // 1. The template's grants name the requester.
+        let groups = self.groups_of(&input.principal.device).await?;
+        if !input.principal.may_enroll(&template, &groups) {
             return Err(Refusal::NotPermitted { actor: input.principal.actor(), template: template.name }.into());
         }
-        let device = self.store.touch_device(&input.principal.device, now).await?;
-        if device.is_blocked() {
-            return Err(Refusal::DeviceBlocked { device: device.name }.into());
-        }
-        check_key(&csr.key, &template)?;
-        let request = issue_request(&csr, &template, &input.principal.device)?;
+        // 2. The device: one this requester may act for, bound to it, not blocked.
+        let device = self.enrollment_device(input.principal).await?;
+        // 3. The key, 4. the names.
+        template.check_key(&csr.key)?;
+        let request = issue_request(&csr, &template, &device.name, &self.settings.server_names)?;
 
+        // 5. A bootstrap token pays for this request (held or issued): one statement, so two
+        // racing requests with one token cannot both pass.
+        if let PrincipalKind::Token { id, .. } = &input.principal.kind {
+            if !self.store.consume_token(id, now).await? {
+                return Err(Refusal::TokenUsed.into());
+            }
+        }
         let actor = input.principal.actor();
         let new_request = NewRequest {
             device_id: device.id,
@@ -288,18 +353,15 @@ impl Ra {
             previous_serial: None,
         };
         if template.pend_all {
-            let request_id = self.hold_for_approval(&new_request, &actor, "issue", &input.principal.device).await?;
+            let audit = (actor.as_str(), "issue", input.principal.device.as_str());
+            let request_id = self
+                .hold_for_approval(&new_request, None, audit)
+                .await?
+                .ok_or_else(|| RaError::internal("a request held without a SCEP transaction was not recorded"))?;
             return Ok(Outcome::Pending { request_id });
         }
-        if let PrincipalKind::Token { id, .. } = &input.principal.kind {
-            // The single-use check and the write are one statement: two racing requests with
-            // one token cannot both pass.
-            if !self.store.consume_token(id, now).await? {
-                return Err(Refusal::TokenUsed.into());
-            }
-        }
         let profile = profile_for(&template);
-        let (request_id, serial, der) = self
+        let issued = self
             .issue_recorded(Recorded {
                 previous_serial: None,
                 device_id: device.id,
@@ -314,6 +376,9 @@ impl Ra {
                 audit: Audit { actor: &actor, action: "issue", subject: &input.principal.device, note: String::new() },
             })
             .await?;
+        let Issue::New { request_id, serial, der } = issued else {
+            return Err(RaError::internal("an enrollment without a predecessor or SCEP transaction was taken"));
+        };
         Ok(Outcome::Issued(Issued {
             certificate_der: der,
             chain: self.chain_der(),
@@ -334,31 +399,31 @@ impl Ra {
     }
 }
 
-/// Key policy: RSA keys need at least the template's minimum (never under 2048); EC keys must be
-/// P-256 or P-384. Ed25519 is not accepted for enrollment yet (Windows cannot use it).
-pub(crate) fn check_key(key: &KeyFacts, t: &Template) -> Result<(), Refusal> {
-    match key {
-        KeyFacts::Rsa { bits } if *bits < t.min_rsa_bits() => {
-            Err(Refusal::KeyTooWeak { key: key.describe(), min_bits: t.min_rsa_bits(), template: t.name.clone() })
-        }
-        KeyFacts::Rsa { .. } | KeyFacts::Ec { .. } => Ok(()),
-        KeyFacts::Ed25519 => Err(Refusal::KeyTypeNotAllowed { key: key.describe() }),
-    }
-}
-
-pub(crate) fn issue_request(csr: &CsrFacts, t: &Template, device: &str) -> Result<IssueRequest, Refusal> {
+/// What a new certificate says: the subject from the request or the device's identity, SANs
+/// from the request where the template allows them — every name checked against the template's
+/// name policy (the device's own name, allowed suffixes and ranges, never the server's names).
+pub(crate) fn issue_request(
+    csr: &CsrFacts,
+    t: &Template,
+    device: &str,
+    server: &ServerNames,
+) -> Result<IssueRequest, Refusal> {
     let (dns_names, ip_addrs) =
         if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
-    let subject = match t.subject_from {
+    let (subject, cn) = match t.subject_from {
         SubjectFrom::Request => {
             if csr.subject.is_empty() && dns_names.is_empty() && ip_addrs.is_empty() {
                 return Err(Refusal::SubjectRequired { template: t.name.clone() });
             }
-            csr.subject.clone()
+            (csr.subject.clone(), csr.subject_cn.clone())
         }
-        SubjectFrom::Identity => autoenroll_keys::cn_name(device)
-            .map_err(|e| Refusal::BadDeviceName { name: device.to_string(), reason: e.to_string() })?,
+        SubjectFrom::Identity => {
+            let subject = autoenroll_keys::cn_name(device)
+                .map_err(|e| Refusal::BadDeviceName { name: device.to_string(), reason: e.to_string() })?;
+            (subject, Some(device.to_string()))
+        }
     };
+    t.names.check(&t.name, device, cn.as_deref(), &dns_names, &ip_addrs, server)?;
     Ok(IssueRequest { subject, spki_der: csr.spki_der.clone(), dns_names, ip_addrs })
 }
 

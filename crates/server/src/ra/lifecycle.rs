@@ -1,14 +1,34 @@
 //! Pending requests, revocation and device blocking.
+use super::auth::{Principal, PrincipalKind};
 use super::enroll::{issue_request, Issued, Outcome, Recorded};
 use super::templates::profile_for;
 use super::{Ra, RaError};
-use autoenroll_core::model::{AuditOutcome, CertState, DeviceState, RequestStatus, RevocationReason};
+use autoenroll_core::model::{AuditOutcome, DeviceState, RequestStatus, RevocationReason};
 use autoenroll_core::pki::CsrFacts;
 use autoenroll_core::Refusal;
 
 impl Ra {
-    /// The outcome of a request (MS-WSTEP QueryTokenStatus, SCEP CertPoll).
-    pub async fn retrieve(&self, request_id: i64) -> Result<Outcome, RaError> {
+    /// The outcome of a request for the requester who made it (MS-WSTEP QueryTokenStatus): the
+    /// same account, the bootstrap token that paid for it, or a certificate of the same device.
+    /// Anyone else learns nothing, not even that the request exists.
+    pub async fn retrieve_for(&self, principal: &Principal, request_id: i64) -> Result<Outcome, RaError> {
+        let unknown = || RaError::from(Refusal::UnknownRequest { id: request_id });
+        let req = self.store.request(request_id).await?.ok_or_else(unknown)?;
+        let theirs = match &principal.kind {
+            PrincipalKind::Account { .. } | PrincipalKind::Token { .. } => req.requester == principal.actor(),
+            PrincipalKind::Certificate { .. } => req.device == principal.device,
+        };
+        if !theirs {
+            let detail = format!("request {request_id} belongs to another requester");
+            self.audit(&principal.actor(), "request.query", &request_id.to_string(), AuditOutcome::Refused, &detail)
+                .await;
+            return Err(unknown());
+        }
+        self.retrieve(request_id).await
+    }
+
+    /// The outcome of a request (SCEP CertPoll: the transaction already binds it to its signer).
+    pub(crate) async fn retrieve(&self, request_id: i64) -> Result<Outcome, RaError> {
         let req = self.store.request(request_id).await?.ok_or(Refusal::UnknownRequest { id: request_id })?;
         match req.status {
             RequestStatus::Pending => Ok(Outcome::Pending { request_id }),
@@ -36,7 +56,7 @@ impl Ra {
     }
 
     /// Issues a pending request.
-    pub async fn approve(&self, request_id: i64) -> Result<Issued, RaError> {
+    pub async fn approve(&self, actor: &str, request_id: i64) -> Result<Issued, RaError> {
         let now = self.now();
         let req = self.store.request(request_id).await?.ok_or(Refusal::UnknownRequest { id: request_id })?;
         if !self
@@ -49,11 +69,11 @@ impl Ra {
         let result: Result<Issued, RaError> = async {
             let csr = CsrFacts::parse(&req.csr_der).map_err(RaError::internal)?;
             let template = self.template(&req.template).await?;
-            let request = issue_request(&csr, &template, &req.device)?;
+            let request = issue_request(&csr, &template, &req.device, &self.settings.server_names)?;
             let profile = profile_for(&template);
             let recorded = Recorded {
                 audit: super::enroll::Audit {
-                    actor: "admin",
+                    actor,
                     action: "request.approve",
                     subject: &req.device,
                     note: String::new(),
@@ -84,13 +104,13 @@ impl Ra {
             Ok(issued) => Ok(issued),
             Err(e) => {
                 let e = e.with_request(request_id);
-                self.record_failure("admin", "request.approve", &req.device, &e).await;
+                self.record_failure(actor, "request.approve", &req.device, &e).await;
                 Err(e)
             }
         }
     }
 
-    pub async fn deny(&self, request_id: i64, reason: &str) -> Result<(), RaError> {
+    pub async fn deny(&self, actor: &str, request_id: i64, reason: &str) -> Result<(), RaError> {
         if !self
             .store
             .transition_request(request_id, RequestStatus::Pending, RequestStatus::Denied, reason, self.now())
@@ -102,15 +122,15 @@ impl Ra {
             };
             return Err(Refusal::NotPending { id: request_id, status }.into());
         }
-        self.audit("admin", "request.deny", &request_id.to_string(), AuditOutcome::Ok, reason).await;
+        self.audit(actor, "request.deny", &request_id.to_string(), AuditOutcome::Ok, reason).await;
         Ok(())
     }
 
-    pub async fn revoke(&self, serial: &str, reason: RevocationReason) -> Result<(), RaError> {
+    pub async fn revoke(&self, actor: &str, serial: &str, reason: RevocationReason) -> Result<(), RaError> {
         if !self.store.revoke_certificate(serial, reason, self.now()).await? {
             return Err(Refusal::NoSuchCertificate { serial: serial.to_string() }.into());
         }
-        self.audit("admin", "cert.revoke", serial, AuditOutcome::Ok, reason.as_str()).await;
+        self.audit(actor, "cert.revoke", serial, AuditOutcome::Ok, reason.as_str()).await;
         // The CRL says so at once (a failure here is logged; the next fetch retries).
         if let Err(e) = self.publish_crl().await {
             tracing::error!(%e, "could not publish the CRL after a revocation");
@@ -118,21 +138,17 @@ impl Ra {
         Ok(())
     }
 
-    /// Blocks a device and revokes every certificate it still holds (one CRL for all).
-    pub async fn block_and_revoke(&self, device: &str, reason: RevocationReason) -> Result<u64, RaError> {
-        self.set_device_state(device, DeviceState::Blocked).await?;
-        let filter = autoenroll_store::CertificateFilter {
-            devices: vec![device.to_string()],
-            state: Some(CertState::Issued),
-            limit: i64::MAX,
-            ..Default::default()
-        };
+    /// Blocks a device and revokes every unexpired certificate it was issued — current ones
+    /// and those renewed away whose keys may still be around (one CRL for all).
+    pub async fn block_and_revoke(&self, actor: &str, device: &str, reason: RevocationReason) -> Result<u64, RaError> {
+        self.set_device_state(actor, device, DeviceState::Blocked).await?;
+        let d = self.store.device(device).await?.ok_or_else(|| Refusal::UnknownDevice { name: device.to_string() })?;
         let mut n = 0;
         let now = self.now();
-        for c in self.store.certificates_matching(&filter).await? {
-            if self.store.revoke_certificate(&c.serial, reason, now).await? {
+        for c in self.store.device_certificates(d.id).await? {
+            if c.state.is_good() && c.not_after > now && self.store.revoke_certificate(&c.serial, reason, now).await? {
                 let detail = format!("{reason} (device {device} blocked)");
-                self.audit("admin", "cert.revoke", &c.serial, AuditOutcome::Ok, &detail).await;
+                self.audit(actor, "cert.revoke", &c.serial, AuditOutcome::Ok, &detail).await;
                 n += 1;
             }
         }
@@ -144,7 +160,7 @@ impl Ra {
         Ok(n)
     }
 
-    pub async fn set_device_state(&self, device: &str, state: DeviceState) -> Result<(), RaError> {
+    pub async fn set_device_state(&self, actor: &str, device: &str, state: DeviceState) -> Result<(), RaError> {
         if !self.store.set_device_state(device, state).await? {
             return Err(Refusal::UnknownDevice { name: device.to_string() }.into());
         }
@@ -152,7 +168,38 @@ impl Ra {
             DeviceState::Blocked => "device.block",
             DeviceState::Active => "device.unblock",
         };
-        self.audit("admin", action, device, AuditOutcome::Ok, "").await;
+        self.audit(actor, action, device, AuditOutcome::Ok, "").await;
+        Ok(())
+    }
+
+    /// Revokes, as superseded, renewed certificates whose successor was issued more than the
+    /// grace ago (their successor's first use revokes them sooner); returns how many.
+    pub async fn revoke_superseded(&self) -> Result<usize, RaError> {
+        let now = self.now();
+        let revoked = self.store.revoke_superseded(now.minus_secs(self.settings.superseded_grace_secs), now).await?;
+        for serial in &revoked {
+            self.audit("server", "cert.revoke", serial, AuditOutcome::Ok, "superseded (grace over)").await;
+        }
+        Ok(revoked.len())
+    }
+
+    /// Binds a device to an owner (`account:NAME`, `admin`), or frees it (None) so the next
+    /// account that enrolls it binds it: an administrator's rebinding.
+    pub async fn rebind_device(&self, actor: &str, device: &str, owner: Option<&str>) -> Result<(), RaError> {
+        if let Some(owner) = owner {
+            let known = match owner.strip_prefix("account:") {
+                Some(name) => self.store.account(name).await?.is_some(),
+                None => owner == super::LOCAL_ADMIN,
+            };
+            if !known {
+                let detail = format!("owner {owner:?}: expected account:NAME of an existing account, or admin");
+                return Err(Refusal::BadParameter { detail }.into());
+            }
+        }
+        if !self.store.set_device_owner(device, owner).await? {
+            return Err(Refusal::UnknownDevice { name: device.to_string() }.into());
+        }
+        self.audit(actor, "device.rebind", device, AuditOutcome::Ok, owner.unwrap_or("(unbound)")).await;
         Ok(())
     }
 
@@ -165,7 +212,7 @@ impl Ra {
         if !self.store.delete_device(device).await? {
             return Err(Refusal::DeviceHasHistory { device: device.to_string() }.into());
         }
-        self.audit("admin", "device.remove", device, AuditOutcome::Ok, "").await;
+        self.audit(super::LOCAL_ADMIN, "device.remove", device, AuditOutcome::Ok, "").await;
         Ok(())
     }
 }

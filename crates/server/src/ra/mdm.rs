@@ -35,7 +35,8 @@ impl Ra {
         context: &[(String, String)],
     ) -> Result<Outcome, RaError> {
         let template = self.settings.mdm_template.clone();
-        let issued = self.enroll(EnrollInput { principal, csr_der, template_name: Some(&template) }).await?;
+        let input = EnrollInput { principal, csr_der, template_name: Some(&template) };
+        let issued = self.enroll_through(input, super::enroll::Channel::Mdm).await?;
         let items: Vec<(String, String)> = context
             .iter()
             .filter(|(n, _)| !n.is_empty())

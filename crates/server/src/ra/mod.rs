@@ -17,7 +17,7 @@ pub mod secrets;
 mod templates;
 
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
-pub use auth::{Credentials, Principal, PrincipalKind};
+pub use auth::{Credentials, Principal, PrincipalKind, Purpose};
 pub use autoenroll_core::model::{CertState, DeviceState, RevocationReason, Template};
 pub use autoenroll_store::{
     AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceSummary, InvalidTemplate, Stuck, Templates,
@@ -54,7 +54,17 @@ pub struct RaSettings {
     pub scep_template: String,
     /// Accept DES and 3DES request envelopes (old devices; micromdm's scepclient).
     pub scep_legacy_ciphers: bool,
+    /// The server's own names and addresses: never issued to anyone else (unless a template
+    /// allows it), so no certificate of ours can impersonate the server to its agents.
+    pub server_names: autoenroll_core::model::ServerNames,
+    /// How long a renewed certificate stays good when its successor is not used (it is revoked
+    /// as superseded at the successor's first use, or after this).
+    pub superseded_grace_secs: i64,
 }
+
+/// The actor of administrative actions taken at the server's command line (the admin API uses
+/// `admin:<token name>`).
+pub const LOCAL_ADMIN: &str = "admin";
 
 /// The embedded default: SQLite in the data directory.
 pub fn default_database_url(data_dir: &Path) -> String {

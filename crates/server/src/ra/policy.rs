@@ -15,7 +15,7 @@ pub struct PolicyView {
 }
 
 impl Ra {
-    /// The templates `principal` may enroll. A stored template that no longer validates is
+    /// The templates `principal` may enroll (their grants name it). A stored template that no longer validates is
     /// reported in the log and left out: one bad template never breaks policy for everyone.
     pub async fn policy(&self, principal: &Principal, client_last_update: Option<i64>) -> Result<PolicyView, RaError> {
         let policy_id = match self.store.setting("policy_id").await? {
@@ -33,8 +33,10 @@ impl Ra {
             tracing::error!(template = %bad.name, reason = %bad.reason, "stored template does not validate; left out of policy");
         }
         let newest = all.valid.iter().map(|t| t.updated_at.0).max().unwrap_or(0);
-        let templates: Vec<Template> =
-            all.valid.into_iter().filter(|t| t.enroll && principal.may_use_template(&t.name)).collect();
+        // Exactly what the asker may enroll (its grants), as an ADCS policy lists templates the
+        // caller has Enroll rights on.
+        let groups = self.groups_of(&principal.device).await?;
+        let templates: Vec<Template> = all.valid.into_iter().filter(|t| principal.may_enroll(t, &groups)).collect();
         Ok(PolicyView {
             policy_id,
             not_changed: client_last_update.is_some_and(|l| l >= newest),

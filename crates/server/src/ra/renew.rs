@@ -2,10 +2,11 @@
 //! its key, either as the signer of a CMS SignedData around the new PKCS#10 or as the TLS client
 //! certificate of the connection (ROBO). Every check has its own reason code and audit event.
 use super::auth::Principal;
-use super::enroll::{check_key, csr_error, issue_request, Issued, Recorded};
+use super::enroll::{csr_error, Issue, Issued, Recorded};
 use super::templates::profile_for;
 use super::{Ra, RaError};
-use autoenroll_core::model::{CertState, RequestKind};
+use autoenroll_ca::IssueRequest;
+use autoenroll_core::model::{AuditOutcome, CertState, RequestKind};
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::{cms, CertFacts, CsrFacts, PkiError};
 use autoenroll_core::renewal::Held;
@@ -142,6 +143,13 @@ impl Ra {
                 return Err(Refusal::RenewalCertificateMismatch.into());
             }
         }
+        // The certificate is in use: its own predecessor may go now.
+        self.note_use(&row).await?;
+        // One certificate has one live successor: a repeated (or racing) renewal gets the same
+        // one; one that never went into service is replaced.
+        if let Some(existing) = self.existing_successor(&row.serial, &csr.spki_der).await? {
+            return Ok(existing);
+        }
         // 4. The template still allows it, and the window is open.
         let template = match self.find_template(&row.template).await? {
             Some(t) if t.enroll => t,
@@ -173,9 +181,11 @@ impl Ra {
         if csr.spki_der == old.spki_der && !template.key.same_key_renewal {
             return Err(Refusal::SameKeyNotAllowed { template: template.name }.into());
         }
-        check_key(&csr.key, &template)?;
+        template.check_key(&csr.key)?;
 
-        let request = issue_request(csr, &template, &device.name)?;
+        // 6. Names: what was approved for the old certificate (or, where the template allows,
+        // a subset of it): a name change is a new enrollment, with its approval rules.
+        let request = renewal_request(csr, old, &template);
         let profile = profile_for(&template);
         let kind = match proof {
             Proof::SignedRequest => RequestKind::Renew,
@@ -183,7 +193,7 @@ impl Ra {
             Proof::ScepSigned => RequestKind::RenewScep,
         };
         let requester = format!("cert:{}", row.serial);
-        let (request_id, serial, der) = self
+        let issued = self
             .issue_recorded(Recorded {
                 audit: super::enroll::Audit {
                     actor: &requester,
@@ -203,7 +213,106 @@ impl Ra {
                 scep_transaction: None,
             })
             .await?;
-        let serial = serial.0;
-        Ok(Issued { certificate_der: der, chain: self.chain_der(), request_id, serial, template: template.name })
+        match issued {
+            Issue::New { request_id, serial, der } => Ok(Issued {
+                certificate_der: der,
+                chain: self.chain_der(),
+                request_id,
+                serial: serial.0,
+                template: template.name,
+            }),
+            // Another renewal of the same certificate got there first.
+            Issue::Taken => match self.successor_of(&row.serial).await? {
+                Some(s) if same_key(&s, &csr.spki_der) => Ok(s),
+                Some(s) => Err(Refusal::AlreadyRenewed { serial: row.serial, successor: s.serial }.into()),
+                None => Err(RaError::internal(format!("the successor of {} vanished", row.serial))),
+            },
+        }
     }
+
+    /// What an earlier renewal of `serial` left: the same certificate again for the same key (a
+    /// client that lost the answer, or a racing duplicate); None when a new successor may be
+    /// issued — there is none, or the one there never went into service (issued within a day
+    /// and never used, or a signature that never completed) and is now revoked as superseded. A revoked
+    /// successor ends the line; one in service cannot be doubled.
+    async fn existing_successor(&self, serial: &str, spki_der: &[u8]) -> Result<Option<Issued>, RaError> {
+        let now = self.now();
+        let Some(s) = self.store.successor(serial).await? else { return Ok(None) };
+        let stale_before = now.minus_secs(STALE_SIGNING_SECS);
+        match s.state {
+            CertState::Revoked => return Err(Refusal::CertificateRevoked { serial: s.serial }.into()),
+            CertState::Signing if s.created_at >= stale_before => {
+                // Being signed right now: wait for it.
+                return match self.successor_of(serial).await? {
+                    Some(i) if same_key(&i, spki_der) => Ok(Some(i)),
+                    Some(i) => Err(Refusal::AlreadyRenewed { serial: serial.to_string(), successor: i.serial }.into()),
+                    None => Ok(None),
+                };
+            }
+            CertState::Issued => {
+                if let Some(der) = &s.der {
+                    if CertFacts::parse(der).is_ok_and(|f| f.spki_der == spki_der) {
+                        return Ok(Some(self.issued_from(s.clone(), der.clone())));
+                    }
+                }
+            }
+            CertState::Signing | CertState::Renewed => {}
+        }
+        let issued_after = now.minus_secs(REPLACE_UNUSED_WITHIN_SECS);
+        if self.store.release_successor(serial, &s.serial, stale_before, issued_after, now).await? {
+            let detail = format!("superseded (never used; {serial} is renewed again)");
+            self.audit("server", "cert.revoke", &s.serial, AuditOutcome::Ok, &detail).await;
+            return Ok(None);
+        }
+        Err(Refusal::AlreadyRenewed { serial: serial.to_string(), successor: s.serial }.into())
+    }
+
+    fn issued_from(&self, c: autoenroll_store::Certificate, der: Vec<u8>) -> Issued {
+        Issued {
+            certificate_der: der,
+            chain: self.chain_der(),
+            request_id: c.request_id,
+            serial: c.serial,
+            template: c.template,
+        }
+    }
+
+    /// The certificate that renewed `serial`, once signed (a racing renewal may still be
+    /// signing it: wait a little, then say so).
+    pub(crate) async fn successor_of(&self, serial: &str) -> Result<Option<Issued>, RaError> {
+        for _ in 0..50 {
+            let Some(c) = self.store.successor(serial).await? else { return Ok(None) };
+            if let (false, Some(der)) = (c.state == CertState::Signing, c.der.clone()) {
+                return Ok(Some(self.issued_from(c, der)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(Refusal::RenewalInProgress { serial: serial.to_string() }.into())
+    }
+}
+
+/// An intent still signing after this long was abandoned (the signer died).
+const STALE_SIGNING_SECS: i64 = 300;
+/// An unused successor may be replaced by a renewal with another key this long after it was
+/// issued (a client that lost the answer and made a new key); later, the old key could only
+/// be someone else's copy.
+const REPLACE_UNUSED_WITHIN_SECS: i64 = 86_400;
+
+fn same_key(issued: &Issued, spki_der: &[u8]) -> bool {
+    CertFacts::parse(&issued.certificate_der).is_ok_and(|f| f.spki_der == spki_der)
+}
+
+/// A renewal's certificate request: the new key, the old certificate's subject and names — or
+/// the request's names where the template allows a subset and they are one.
+fn renewal_request(csr: &CsrFacts, old: &CertFacts, t: &autoenroll_core::model::Template) -> IssueRequest {
+    let subset = t.names.renewal_subset
+        && !(csr.dns_names.is_empty() && csr.ip_addrs.is_empty())
+        && csr.dns_names.iter().all(|n| old.dns_names.iter().any(|o| o.eq_ignore_ascii_case(n)))
+        && csr.ip_addrs.iter().all(|ip| old.ip_addrs.contains(ip));
+    let (dns_names, ip_addrs) = if subset {
+        (csr.dns_names.clone(), csr.ip_addrs.clone())
+    } else {
+        (old.dns_names.clone(), old.ip_addrs.clone())
+    };
+    IssueRequest { subject: old.subject_name.clone(), spki_der: csr.spki_der.clone(), dns_names, ip_addrs }
 }

@@ -1,12 +1,12 @@
 //! SCEP enrollment decisions: who a request is from (a renewal signed by a certificate we
 //! issued, or a new enrollment paying with a challenge), the challenge checks in their fixed
 //! order, pending requests and polling. The wire format lives in `frontends::scep`.
-use super::enroll::{check_key, csr_error, issue_request, Issued, Outcome, Recorded};
+use super::enroll::{csr_error, issue_request, Issue, Issued, Outcome, Recorded};
 use super::renew::{Proof, Window};
 use super::templates::profile_for;
 use super::{secrets, Ra, RaError};
 use autoenroll_ca::ContentCipher;
-use autoenroll_core::model::{AuditOutcome, Eku, RequestKind, RequestStatus, Template};
+use autoenroll_core::model::{valid_name, AuditOutcome, Eku, RequestKind, RequestStatus, Template};
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::{CsrFacts, KeyFacts};
 use autoenroll_core::{oids, Refusal, Serial};
@@ -108,12 +108,15 @@ impl Ra {
         Ok(self.scep.sign(content, attributes, &[self.ca.issuing_der().to_vec()])?)
     }
 
-    pub async fn create_challenge(&self, spec: &ChallengeSpec) -> Result<(String, i64), RaError> {
+    /// A one-time challenge for a device and template; it replaces any unspent one for the
+    /// same pair (at most one is outstanding).
+    pub async fn create_challenge(&self, actor: &str, spec: &ChallengeSpec) -> Result<(String, i64), RaError> {
         if spec.device.is_empty() || spec.ttl_secs <= 0 {
             return Err(
                 Refusal::InvalidChallenge { detail: "a challenge needs a device and a positive TTL".into() }.into()
             );
         }
+        valid_name(&spec.device).map_err(|reason| Refusal::BadDeviceName { name: spec.device.clone(), reason })?;
         let template = self.template(&spec.template).await?;
         if !template.enroll {
             return Err(Refusal::TemplateNotAllowed { template: template.name }.into());
@@ -124,7 +127,12 @@ impl Ra {
         };
         normalized_subject(&subject)?;
         let now = self.now();
-        self.store.touch_device(&spec.device, now).await?;
+        // Made by an administrator for this device: it is bound to them if it was not yet.
+        let device = self.store.touch_device(&spec.device, now).await?;
+        if device.owner.is_none() {
+            self.store.bind_device(device.id, super::LOCAL_ADMIN).await?;
+        }
+        self.store.expire_challenges(&spec.device, &template.name, now).await?;
         let (challenge, id, secret_hash) = new_challenge();
         let expires_at = now.plus_secs(spec.ttl_secs);
         let mut ekus = spec.ext_key_usage.clone().unwrap_or_else(|| template.ekus.clone());
@@ -149,7 +157,7 @@ impl Ra {
             })
             .await?;
         self.audit(
-            "admin",
+            actor,
             "challenge.create",
             &spec.device,
             AuditOutcome::Ok,
@@ -170,7 +178,7 @@ impl Ra {
         };
         self.store.set_setting(&key, &value).await?;
         let detail = if secret.is_some() { "set" } else { "cleared" };
-        self.audit("admin", "challenge.static", template, AuditOutcome::Ok, detail).await;
+        self.audit(super::LOCAL_ADMIN, "challenge.static", template, AuditOutcome::Ok, detail).await;
         Ok(())
     }
 
@@ -211,15 +219,27 @@ impl Ra {
             return Err(Refusal::ForeignCertificate.into());
         }
         let (device, template, challenge_id) = self.check_challenge(&csr, req, signer_key).await?;
-        let device_row = match self.store.device(&device).await? {
-            Some(d) => d,
-            None => self.store.touch_device(&device, now).await?,
+        let device_row = match (&challenge_id, self.store.device(&device).await?) {
+            // A dynamic challenge was made for an existing device (checked above).
+            (Some(_), Some(d)) => d,
+            (Some(_), None) => return Err(Refusal::DeviceNotEnrolled { device }.into()),
+            // A static challenge names its device in the request: it may create one, never
+            // claim one the inventory holds.
+            (None, Some(_)) => return Err(Refusal::DeviceNameTaken { device }.into()),
+            (None, None) => {
+                valid_name(&device).map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
+                let d = self.store.touch_device(&device, now).await?;
+                if !self.store.bind_device(d.id, super::LOCAL_ADMIN).await? {
+                    return Err(Refusal::DeviceNameTaken { device }.into());
+                }
+                d
+            }
         };
         if device_row.is_blocked() {
             return Err(Refusal::DeviceBlocked { device }.into());
         }
-        check_key(&csr.key, &template)?;
-        let request = issue_request(&csr, &template, &device)?;
+        template.check_key(&csr.key)?;
+        let request = issue_request(&csr, &template, &device, &self.settings.server_names)?;
         if let Some(id) = &challenge_id {
             // The single-use check and the write are one statement (exactly once across replicas).
             if !self.store.use_challenge(id, req.transaction_id, signer_key, now).await? {
@@ -237,12 +257,14 @@ impl Ra {
                 csr_der: &csr.der,
                 previous_serial: None,
             };
-            let request_id = self.hold_for_approval(&held, actor, "scep.issue", "-").await?;
-            self.store.insert_scep_transaction(req.transaction_id, signer_key, request_id, now).await?;
-            return Ok(Outcome::Pending { request_id });
+            let transaction = Some((req.transaction_id, signer_key));
+            return match self.hold_for_approval(&held, transaction, (actor, "scep.issue", "-")).await? {
+                Some(request_id) => Ok(Outcome::Pending { request_id }),
+                None => self.transaction_outcome(req.transaction_id, signer_key).await,
+            };
         }
         let profile = profile_for(&template);
-        let (request_id, serial, der) = self
+        let issued = self
             .issue_recorded(Recorded {
                 audit: super::enroll::Audit {
                     actor,
@@ -262,13 +284,31 @@ impl Ra {
                 scep_transaction: Some((req.transaction_id, signer_key)),
             })
             .await?;
-        Ok(Outcome::Issued(Issued {
-            certificate_der: der,
-            chain: self.chain_der(),
-            request_id,
-            serial: serial.0,
-            template: template.name,
-        }))
+        match issued {
+            Issue::New { request_id, serial, der } => Ok(Outcome::Issued(Issued {
+                certificate_der: der,
+                chain: self.chain_der(),
+                request_id,
+                serial: serial.0,
+                template: template.name,
+            })),
+            // A parallel identical message recorded the transaction first: the same answer.
+            Issue::Taken => self.transaction_outcome(req.transaction_id, signer_key).await,
+        }
+    }
+
+    /// The outcome of the request a transaction produced (waiting briefly while it is signed).
+    async fn transaction_outcome(&self, transaction: &str, signer_key: &str) -> Result<Outcome, RaError> {
+        for _ in 0..50 {
+            if let Some(id) = self.store.scep_transaction(transaction, signer_key).await? {
+                match self.retrieve(id).await {
+                    Err(e) if e.refusal_code() == Some(autoenroll_core::RefusalCode::RequestInProgress) => {}
+                    other => return other,
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(Refusal::UnknownTransaction { id: transaction.to_string() }.into())
     }
 
     /// The challenge checks, in the documented order (docs/scep.md). Returns the device, the

@@ -1,7 +1,9 @@
 //! Default templates, template OIDs, and the listener's own TLS identity.
 use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
-use autoenroll_core::model::{Eku, KeyAlgorithm, KeyPolicy, KeyUsage, RequestKind, SubjectFrom, Template, UnixTime};
+use autoenroll_core::model::{
+    Eku, Grant, KeyAlgorithm, KeyFamily, KeyPolicy, KeyUsage, NamePolicy, RequestKind, SubjectFrom, Template, UnixTime,
+};
 use autoenroll_keys::KeyPair;
 use const_oid::ObjectIdentifier;
 use std::io::Write;
@@ -31,7 +33,8 @@ pub(crate) async fn next_template_oid(ra: &Ra) -> Result<ObjectIdentifier, RaErr
 }
 
 /// A client-authentication template with the product defaults: 1 year, renewal period 6
-/// weeks, P-256, subject from the device identity, autoenrolled.
+/// weeks, P-256 keys (EC only), subject from the device identity, autoenrolled, enrollable by
+/// accounts and bootstrap tokens (not by holders of other templates' certificates).
 pub(crate) fn client_auth_template(name: &str, oid: ObjectIdentifier, now: UnixTime) -> Template {
     Template {
         name: name.to_string(),
@@ -43,7 +46,12 @@ pub(crate) fn client_auth_template(name: &str, oid: ObjectIdentifier, now: UnixT
         renewal_secs: 42 * DAY,
         renewal_grace_secs: 0,
         retry_interval_secs: 7 * DAY,
-        key: KeyPolicy { algorithm: KeyAlgorithm::P256, min_rsa_bits: 2048, same_key_renewal: false },
+        key: KeyPolicy {
+            algorithm: KeyAlgorithm::P256,
+            min_rsa_bits: 2048,
+            same_key_renewal: false,
+            accept: vec![KeyFamily::Ec],
+        },
         key_usage: vec![KeyUsage::DigitalSignature],
         ekus: vec![Eku::CLIENT_AUTH],
         subject_from: SubjectFrom::Identity,
@@ -52,6 +60,9 @@ pub(crate) fn client_auth_template(name: &str, oid: ObjectIdentifier, now: UnixT
         autoenroll: true,
         pend_all: false,
         supersedes: vec![],
+        grants: vec![Grant::AnyAccount, Grant::Token],
+        names: NamePolicy::default(),
+        allow_mdm: false,
         created_at: now,
         updated_at: now,
     }
@@ -62,9 +73,13 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
         return Ok(());
     }
     let now = ra.now();
+    let base = client_auth_template("Machine", next_template_oid(ra).await?, now);
+    // Windows MDM and SCEP clients generate RSA keys; agents generate P-256.
+    let both = KeyPolicy { accept: vec![KeyFamily::Ec, KeyFamily::Rsa], ..base.key.clone() };
     let machine = Template {
         description: "Device client authentication; subject built from the device identity".into(),
-        ..client_auth_template("Machine", next_template_oid(ra).await?, now)
+        key: both.clone(),
+        ..base
     };
     let web = Template {
         name: "WebServer".into(),
@@ -76,6 +91,9 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
         ekus: vec![Eku::SERVER_AUTH],
         subject_from: SubjectFrom::Request,
         allow_san: true,
+        // A TLS server certificate: accounts only (never a device's Machine certificate), for
+        // the device's own name unless an administrator adds DNS suffixes or IP ranges.
+        grants: vec![Grant::AnyAccount],
         ..machine.clone()
     };
     for t in [machine, web] {
@@ -151,7 +169,7 @@ pub(crate) async fn tls_identity(
     };
     // Recorded like any other issuance: nothing we sign is missing from the store.
     let device = ra.store.touch_device("autoenroll-server", now).await?;
-    let (_, _, leaf) = ra
+    let issued = ra
         .issue_recorded(super::enroll::Recorded {
             audit: super::enroll::Audit {
                 actor: "server",
@@ -171,6 +189,9 @@ pub(crate) async fn tls_identity(
             scep_transaction: None,
         })
         .await?;
+    let super::enroll::Issue::New { der: leaf, .. } = issued else {
+        return Err(RaError::internal("the listener certificate has no predecessor to be taken"));
+    };
     let chain = vec![leaf, ra.ca.issuing_der().to_vec()];
     let mut pem = String::new();
     for c in &chain {

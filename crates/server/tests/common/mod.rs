@@ -40,7 +40,14 @@ impl TestServer {
         let cfg = raw.validate().unwrap();
         let clock = FakeClock::now_real();
         let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(clock.clone())).await.unwrap());
-        ra.create_account(&AccountSpec { name: "enroller", password: PASSWORD, templates: vec![] }).await.unwrap();
+        ra.create_account(&AccountSpec {
+            name: "enroller",
+            password: PASSWORD,
+            templates: vec![],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let server = Server::bind(ra.clone(), &cfg).await.unwrap();
         let base = server.base_url.clone();
         let tls = server.tls_reloader();
