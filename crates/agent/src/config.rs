@@ -56,7 +56,8 @@ pub struct AgentConfig {
     #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
     pub retry_max: std::time::Duration,
     /// Check in with the policy server's host (`/checkin`) each cycle and follow its
-    /// directives (renew now, re-enroll). Local rules still apply when it does not answer.
+    /// view (its renewal time, revoked or lost certificates, an interrupted renewal). Local
+    /// rules still apply when it does not answer. Only a client certificate checks in.
     #[serde(default = "default_true")]
     pub checkin: bool,
 }

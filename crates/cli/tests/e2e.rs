@@ -67,7 +67,13 @@ fn openssl_verify(data: &Path, cert: &Path) {
 fn agent_enrolls_both_default_templates_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
-    let out = autoenroll(&["server", "account", "create", "enroller"], &server.data, Some("correct horse battery\n"));
+    // The account vouches for the device names it enrolls (`--devices`): they may go into
+    // server certificates.
+    let out = autoenroll(
+        &["server", "account", "create", "enroller", "--devices", "*.example.test"],
+        &server.data,
+        Some("correct horse battery\n"),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cfg = write_agent_config(dir.path(), &server, "username = \"enroller\"\npassword = \"correct horse battery\"");
 

@@ -67,7 +67,7 @@ fn three_agents_blocking_bump_and_revocation() {
     let data = w.join("data");
     let server = bin::Server::start(BIN, &data, &["--scep-http-listen", "127.0.0.1:0"]);
     let http = server.banner_value("SCEP over HTTP").unwrap().trim_end_matches("/scep").to_string();
-    admin(&data, &["account", "create", "fleet"], Some("correct horse battery\n"));
+    admin(&data, &["account", "create", "fleet", "--devices", "a?"], Some("correct horse battery\n"));
     let names = ["a1", "a2", "a3"];
     let cfgs: Vec<PathBuf> = names.iter().map(|n| agent_config(w, n, &server.base, &data)).collect();
     for cfg in &cfgs {

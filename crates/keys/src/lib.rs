@@ -173,7 +173,6 @@ impl KeyPair {
 pub mod envelope;
 pub mod scep_client;
 
-/// Random bytes from the system generator (message ids, nonces).
 /// A certificate serial: 16 random bytes (RFC 5280 allows 20; CA/B asks for 64 random bits),
 /// positive and without a leading zero byte, so its DER length is always 16.
 pub fn random_serial() -> Result<Vec<u8>, KeyError> {
@@ -182,6 +181,7 @@ pub fn random_serial() -> Result<Vec<u8>, KeyError> {
     Ok(serial)
 }
 
+/// Random bytes from the system generator (message ids, nonces).
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
     let mut b = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| KeyError::Generate)?;

@@ -26,15 +26,18 @@ pub fn install_crypto_provider() {
 }
 
 /// TLS for the listener: our CA's certificate, client certificates optional but, when sent,
-/// verified against our root.
+/// verified against our root or issuing CA.
 pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
     install_crypto_provider();
     let (key_pem, chain) = ra.tls_identity(&cfg.hostnames, &cfg.tls_ips()).await?;
     let (_, key_der) = der::pem::decode_vec(key_pem.as_bytes()).map_err(RaError::internal)?;
     let key = PrivateKeyDer::try_from(key_der).map_err(RaError::internal)?;
     let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
+    // The issuing CA is an anchor too: many clients (curl, Python, certmonger's files) send
+    // their leaf alone, which cannot be chained to the root without it.
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ra.root_der().to_vec())).map_err(RaError::internal)?;
+    roots.add(CertificateDer::from(ra.issuing_der().to_vec())).map_err(RaError::internal)?;
     let verifier =
         WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().map_err(RaError::internal)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -96,6 +99,7 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(ra: Arc<Ra>, cfg: &ServerConfig) -> Result<Server, RaError> {
+        ra.remember_server_names().await?;
         let tls = tls_config(&ra, cfg).await?;
         let listener = TcpListener::bind(cfg.listen)
             .await
@@ -172,7 +176,11 @@ impl Server {
         let ra = self.tls.ra.clone();
         let crl_refresh = tokio::spawn(async move {
             loop {
-                // `crl()` re-signs when half the CRL's validity has passed.
+                // Renewed certificates whose successor never showed up go after the grace.
+                if let Err(e) = ra.revoke_superseded().await {
+                    tracing::error!(%e, "could not revoke superseded certificates");
+                }
+                // `crl()` re-signs after a revocation or when half the CRL's validity has passed.
                 if let Err(e) = ra.crl().await {
                     tracing::error!(%e, "could not refresh the CRL");
                 }
@@ -209,7 +217,8 @@ impl Server {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        tracing::debug!(%remote, %e, "TLS handshake failed");
+                        // e.g. a client certificate of another CA, or an expired one.
+                        tracing::info!(%remote, %e, "TLS handshake refused");
                         return;
                     }
                     Err(_) => {

@@ -73,6 +73,11 @@ async fn admin_api_answers_the_fleet_questions() {
     assert!(
         audit.as_array().unwrap().iter().all(|e| e["action"] == "cert.revoke") && !audit.as_array().unwrap().is_empty()
     );
+    // Attack (issue 12, finding 9): admin actions were audited as "admin" whoever did them;
+    // they carry the token's name.
+    assert!(audit.as_array().unwrap().iter().all(|e| e["actor"] == "admin:ops"), "{audit}");
+    let (_, blocks) = call(&ts, "GET", "/admin/v1/audit?action=device.block", &token, serde_json::Value::Null).await;
+    assert_eq!(blocks[0]["actor"], "admin:ops", "{blocks}");
     let r = ts
         .client(None)
         .post_bearer(

@@ -109,6 +109,11 @@ async fn directives_follow_the_servers_view() {
     ts.ra.revoke(LOCAL_ADMIN, &vpn_cert.serial, autoenroll_server::ra::RevocationReason::KeyCompromise).await.unwrap();
     let (_, a) = checkin(&ts, Some(&identity), None, both.clone()).await;
     assert_eq!(action(&a, "Vpn"), (Action::Enroll, Reason::Revoked), "{a}");
+    // A SCEP device gets no challenge for an EC-only template (SCEP requests are RSA).
+    let scep_both = serde_json::json!({ "scep": true, "certificates": both["certificates"] });
+    let (_, a) = checkin(&ts, Some(&identity), None, scep_both).await;
+    let d: CheckinAnswer = serde_json::from_value(a.clone()).unwrap();
+    assert!(d.directives.iter().find(|d| d.template == "Vpn").unwrap().challenge.is_none(), "{a}");
 
     // A new template supersedes Vpn: remove Vpn, enroll the new one. A SCEP device is handed
     // a one-time challenge for it, a new one each time.

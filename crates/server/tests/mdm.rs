@@ -76,6 +76,11 @@ fn find_char<'a>(e: &'a Element, path: &[&str]) -> Option<&'a Element> {
 /// A CSR shaped like the real Windows one in fleet's capture: RSA-2048, CN "<DeviceID>!<hex>",
 /// EKU clientAuth, and extension 1.3.6.1.4.1.311.66.1.0 whose value is raw ASCII, not DER.
 fn windows_csr(key: &KeyPair) -> Vec<u8> {
+    windows_csr_hinting(key, None)
+}
+
+/// A Windows-shaped CSR, optionally naming a template (szOID_ENROLL_CERTTYPE_EXTENSION).
+fn windows_csr_hinting(key: &KeyPair, template: Option<&str>) -> Vec<u8> {
     let eku = x509_cert::ext::Extension {
         extn_id: autoenroll_core::oids::CE_EXT_KEY_USAGE,
         critical: false,
@@ -92,8 +97,9 @@ fn windows_csr(key: &KeyPair) -> Vec<u8> {
         critical: false,
         extn_value: der::asn1::OctetString::new(raw).unwrap(),
     };
-    build_csr(key, cn_name(&format!("{DEVICE_ID}!8090C8B484A0E24EB5C56E806CB4EE5B")).unwrap(), vec![eku, device_ext])
-        .unwrap()
+    let mut exts = vec![eku, device_ext];
+    exts.extend(template.map(template_ext));
+    build_csr(key, cn_name(&format!("{DEVICE_ID}!8090C8B484A0E24EB5C56E806CB4EE5B")).unwrap(), exts).unwrap()
 }
 
 fn rst_body(request_type: &str, value_type: &str, token_b64: String, enrollment_type: &str) -> W {
@@ -379,13 +385,15 @@ async fn mdm_faults_carry_the_spec_codes() {
     // Manual renewal: the user's credentials again, PKCS#7 base64-encoded twice, no client TLS.
     let facts = CertFacts::parse(&cert).unwrap();
     s.clock.set(facts.not_after.0 - 42 * 86_400 + 1);
-    let csr = build_csr(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), cn_name("r").unwrap(), vec![]).unwrap();
+    let key2 = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = build_csr(&key2, cn_name("r").unwrap(), vec![]).unwrap();
     let twice = autoenroll_proto::b64::encode(
         autoenroll_proto::b64::encode(&sign_cms(&csr, &cert, &key, true).unwrap()).as_bytes(),
     );
     let renew = rst_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS7, twice.clone(), "Full");
     let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), renew, None).await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let (_, cert2) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "User");
     // ...but not with another account's credentials.
     s.ra.create_account(&autoenroll_server::ra::AccountSpec {
         name: "mallory",
@@ -400,6 +408,16 @@ async fn mdm_faults_carry_the_spec_codes() {
     let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &mallory, renew, None).await;
     let f = mde2::parse_fault(&soap_fault_env(status, env)).unwrap();
     assert!(f.reason.contains("DeviceMismatch"), "{f:?}");
+    // ...and the generation after it, with the same credentials (the device is the account's).
+    s.clock.set(CertFacts::parse(&cert2).unwrap().not_after.0 - 42 * 86_400 + 1);
+    s.tls.reload().await.unwrap(); // a year on: the listener's own certificate is renewed too
+    let csr = build_csr(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), cn_name("r").unwrap(), vec![]).unwrap();
+    let twice2 = autoenroll_proto::b64::encode(
+        autoenroll_proto::b64::encode(&sign_cms(&csr, &cert2, &key2, true).unwrap()).as_bytes(),
+    );
+    let renew = rst_body(ns::REQUEST_TYPE_RENEW, ns::VALUE_TYPE_PKCS7, twice2, "Full");
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), renew, None).await;
+    assert_eq!(status, 200, "second generation: {:?}", mde2::parse_fault(&env));
 }
 
 #[tokio::test]
@@ -466,4 +484,35 @@ async fn provisioning_documents_follow_the_spec_structure() {
     let spec =
         skeleton(&autoenroll_proto::xml::parse(&vector("mdm-certrenewal-doc-renew-provisioningdoc.xml")).unwrap());
     assert!(spec.contains("/CertificateStore/My/User/<thumbprint>@EncodedCertificate"));
+}
+
+/// Attack (issue 12, finding 9): the MDM endpoint let a CSR's template hint override
+/// `[mdm] template` — a device enrolling over MDM asked for WebServer and got it. The
+/// configured template wins unless the hinted one is marked for MDM use.
+#[tokio::test]
+async fn attack_a_csr_hint_does_not_override_the_mdm_template() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let enroll = |template: Option<&'static str>| {
+        let mdm = &mdm;
+        async move {
+            let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+            let csr = windows_csr_hinting(&key, template);
+            let body =
+                rst_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS10, autoenroll_proto::b64::encode(&csr), "Device");
+            let (status, env) =
+                mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+            assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+            let (_, cert) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");
+            CertFacts::parse(&cert).unwrap().template_name.unwrap()
+        }
+    };
+    assert_eq!(enroll(Some("WebServer")).await, "Machine", "the hint is ignored");
+    let spec = autoenroll_server::ra::TemplateSpec {
+        allow_mdm: Some(true),
+        key_algorithm: Some("rsa2048".into()),
+        ..Default::default()
+    };
+    s.ra.create_template("MdmVpn", &spec).await.unwrap();
+    assert_eq!(enroll(Some("MdmVpn")).await, "MdmVpn", "a template marked for MDM may be picked");
 }

@@ -29,17 +29,6 @@ async fn short_template(s: &TestServer, spec: TemplateSpec) {
     s.ra.create_template("Short", &spec).await.unwrap();
 }
 
-fn template_ext(name: &str) -> x509_cert::ext::Extension {
-    x509_cert::ext::Extension {
-        extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
-        critical: false,
-        extn_value: der::asn1::OctetString::new(
-            autoenroll_core::pki::template_ext::encode_template_name(name).unwrap(),
-        )
-        .unwrap(),
-    }
-}
-
 async fn enroll(s: &TestServer, header: &HeaderToken, device: &str) -> Held {
     let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
     let csr = build_csr(&key, cn_name(device).unwrap(), vec![template_ext("Short")]).unwrap();

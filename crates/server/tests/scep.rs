@@ -493,3 +493,53 @@ async fn a_new_challenge_ends_the_earlier_one() {
     let r = send(&ts, &c, "x2", &c.csr("CN=dev9", &[], Some(&second))).await;
     assert_eq!(r.status, PkiStatus::Success, "{r:?}");
 }
+
+/// Attack (issue 12, finding 5): a static challenge with `CN=devA` issued a certificate
+/// recorded under the existing device devA. A shared secret cannot claim a device that exists.
+#[tokio::test]
+async fn attack_static_challenge_cannot_claim_an_existing_device() {
+    let ts = TestServer::start().await;
+    common::issue(&ts.ra, "devA").await;
+    ts.ra.set_static_challenge("Machine", Some("s3cret-static")).await.unwrap();
+    let c = Client::new();
+    refused(&send(&ts, &c, "st1", &c.csr("CN=devA", &[], Some("s3cret-static"))).await, "DeviceNameTaken");
+    let certs = ts.ra.certificates(10).await.unwrap();
+    assert_eq!(certs.iter().filter(|x| x.device == "devA").count(), 1, "nothing new recorded under devA");
+    // A new device name is fine.
+    let r = send(&ts, &c, "st2", &c.csr("CN=devB", &[], Some("s3cret-static"))).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+}
+
+/// Attack (issue 12, finding 3): 20 parallel identical SCEP RenewalReq gave 20 distinct
+/// certificates. One certificate has one successor: all 20 get the same one.
+#[tokio::test]
+async fn attack_parallel_identical_renewals_get_one_certificate() {
+    let ts = std::sync::Arc::new(TestServer::start().await);
+    let ch = challenge(&ts, "dev20", &[]).await;
+    let mut c = Client::new();
+    let r = send(&ts, &c, "p0", &c.csr("CN=dev20", &[], Some(&ch))).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    c.signer = r.certificates[0].clone();
+    ts.clock.advance(330 * 86_400);
+    let new_key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let csr = autoenroll_keys::build_csr(&new_key, autoenroll_keys::cn_name("dev20").unwrap(), vec![]).unwrap();
+    let c = std::sync::Arc::new(c);
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let (ts, c, csr) = (ts.clone(), c.clone(), csr.clone());
+        // Identical requests; some clients resend with a new transaction ID, some with the same.
+        let tx = if i % 2 == 0 { "renew-same".to_string() } else { format!("renew-{i}") };
+        handles.push(tokio::spawn(async move {
+            send_as(&ts, "/scep", &c, MessageType::RenewalReq, &tx, &csr, ContentCipher::Aes256Cbc).await
+        }));
+    }
+    let mut serials = std::collections::BTreeSet::new();
+    for h in handles {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+        serials.insert(CertFacts::parse(&r.certificates[0]).unwrap().serial.0);
+    }
+    assert_eq!(serials.len(), 1, "one successor: {serials:?}");
+    let rows = ts.ra.certificates(100).await.unwrap();
+    assert_eq!(rows.iter().filter(|x| x.device == "dev20").count(), 2, "the original and one renewal");
+}

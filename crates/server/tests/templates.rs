@@ -17,7 +17,7 @@ fn refusal(e: RaError) -> String {
 #[tokio::test]
 async fn invalid_input_is_refused_by_field() {
     let s = TestServer::start().await;
-    let cases: [(TemplateSpec, &str); 6] = [
+    let cases: [(TemplateSpec, &str); 10] = [
         // const-oid cannot encode a first arc of 7: the old digits-and-dots check let it through,
         // and the template then broke GetPolicies for everyone.
         (TemplateSpec { ext_key_usage: Some("7.1".into()), ..Default::default() }, "eku"),
@@ -26,6 +26,11 @@ async fn invalid_input_is_refused_by_field() {
         (TemplateSpec { key_algorithm: Some("rsa1024".into()), ..Default::default() }, "key_algorithm"),
         (TemplateSpec { min_key_bits: Some(1024), ..Default::default() }, "min_key_bits"),
         (TemplateSpec { superseded: Some("Bad Name".into()), ..Default::default() }, "supersedes"),
+        // No EKU at all would be good for every purpose, server authentication included.
+        (TemplateSpec { ext_key_usage: Some("".into()), ..Default::default() }, "eku"),
+        (TemplateSpec { key_types: Some("rsa".into()), ..Default::default() }, "key_types"),
+        (TemplateSpec { dns_suffixes: Some("*.example.test".into()), ..Default::default() }, "dns_suffixes"),
+        (TemplateSpec { grants: Some("account:*,everyone".into()), ..Default::default() }, "grants"),
     ];
     for (spec, field) in cases {
         let e = refusal(s.ra.create_template("T", &spec).await.unwrap_err());

@@ -229,18 +229,13 @@ async fn each_bad_request_gets_its_specific_fault_and_the_server_keeps_serving()
     let webonly = HeaderToken::UsernameToken { username: "webonly".into(), password: PASSWORD.into() };
     let wrong = HeaderToken::UsernameToken { username: "enroller".into(), password: "nope-nope".into() };
     let nobody = HeaderToken::UsernameToken { username: "nobody".into(), password: PASSWORD.into() };
-    let unknown_template = {
-        let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
-        let ext = x509_cert::ext::Extension {
-            extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
-            critical: false,
-            extn_value: der::asn1::OctetString::new(
-                autoenroll_core::pki::template_ext::encode_template_name("NoSuchTemplate").unwrap(),
-            )
-            .unwrap(),
-        };
-        autoenroll_proto::b64::encode(&build_csr(&key, cn_name("x").unwrap(), vec![ext]).unwrap())
-    };
+    let unknown_template = autoenroll_proto::b64::encode(&csr_with(
+        &KeyPair::generate(KeyAlgorithm::P256).unwrap(),
+        "x",
+        &[],
+        &[],
+        Some("NoSuchTemplate"),
+    ));
     let cases: Vec<(&str, String)> = vec![
         ("ae:BadXml", "<s:Envelope xmlns:s='x'><unclosed>".to_string()),
         ("ae:BadXml", "not xml at all".to_string()),
@@ -331,18 +326,7 @@ async fn bootstrap_tokens_are_single_use_expiring_and_bound() {
     // A token bound to a template cannot buy another one.
     let (token, _) =
         s.ra.create_token(&TokenSpec { device: "web-9", template: Some("WebServer"), ttl_secs: 3600 }).await.unwrap();
-    let machine_csr = {
-        let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
-        let ext = x509_cert::ext::Extension {
-            extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
-            critical: false,
-            extn_value: der::asn1::OctetString::new(
-                autoenroll_core::pki::template_ext::encode_template_name("Machine").unwrap(),
-            )
-            .unwrap(),
-        };
-        build_csr(&key, cn_name("web-9").unwrap(), vec![ext]).unwrap()
-    };
+    let machine_csr = csr_with(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), "web-9", &[], &[], Some("Machine"));
     assert_eq!(issue(&s, &token_header(&token), &machine_csr).await.unwrap_err(), "ae:NotPermitted");
     // ...and the refusal did not spend it.
     let (cert, _) = issue(&s, &token_header(&token), &csr("web-9")).await.unwrap();
@@ -398,27 +382,19 @@ async fn client_certificate_authenticates_later_requests() {
     // A Machine certificate enrolls only what grants name Machine holders: not Machine itself
     // (that is renewal), not WebServer (accounts only).
     assert_eq!(over_tls(csr("x")).await.unwrap_err(), "ae:NotPermitted");
-    assert_eq!(over_tls(csr_for("WebServer", "dev-tls")).await.unwrap_err(), "ae:NotPermitted");
+    assert_eq!(
+        over_tls(csr_with(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), "dev-tls", &[], &[], Some("WebServer")))
+            .await
+            .unwrap_err(),
+        "ae:NotPermitted"
+    );
     let vpn = TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
     s.ra.create_template("Vpn", &vpn).await.unwrap();
-    let cert2 = over_tls(csr_for("Vpn", "x")).await.unwrap();
+    let cert2 =
+        over_tls(csr_with(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), "x", &[], &[], Some("Vpn"))).await.unwrap();
     let f = CertFacts::parse(&cert2).unwrap();
     assert_eq!(f.subject_cn.as_deref(), Some("enroller"), "same device as the authenticating certificate");
     assert_eq!(f.template_name.as_deref(), Some("Vpn"));
-}
-
-/// A CSR naming its template (szOID_ENROLL_CERTTYPE_EXTENSION), with CN `cn`.
-fn csr_for(template: &str, cn: &str) -> Vec<u8> {
-    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
-    let ext = x509_cert::ext::Extension {
-        extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
-        critical: false,
-        extn_value: der::asn1::OctetString::new(
-            autoenroll_core::pki::template_ext::encode_template_name(template).unwrap(),
-        )
-        .unwrap(),
-    };
-    build_csr(&key, cn_name(cn).unwrap(), vec![ext]).unwrap()
 }
 
 #[tokio::test]

@@ -1063,8 +1063,15 @@ fn every_public_store_method_has_a_conformance_case() {
     for known in ["templates", "insert_request_with_intent", "renewals_per_minute", "use_challenge", "ca"] {
         assert!(methods.iter().any(|m| m == known), "{known} not found by the scan of {files:?}: {methods:?}");
     }
+    // Calls in code only: a method named in a comment does not count as tested.
+    let code: String = this
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .map(|l| l.split(" // ").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
     let missing: Vec<&String> =
-        methods.iter().filter(|m| !this.contains(&format!(".{m}(")) && !this.contains(&format!("::{m}("))).collect();
+        methods.iter().filter(|m| !code.contains(&format!(".{m}(")) && !code.contains(&format!("::{m}("))).collect();
     assert!(missing.is_empty(), "public Store methods without a conformance case: {missing:?}");
 }
 

@@ -393,6 +393,11 @@ impl Template {
         if self.ekus.iter().any(|e| e.0 == ANY_EKU) {
             return Err(invalid("eku", "anyExtendedKeyUsage is never issued"));
         }
+        if self.ekus.is_empty() {
+            // Without the extension a certificate is good for every purpose (RFC 5280 4.2.1.12):
+            // a server certificate among them.
+            return Err(invalid("eku", "name at least one extended key usage"));
+        }
         for s in &self.supersedes {
             valid_name(s).map_err(|r| invalid("supersedes", format!("{s:?}: {r}")))?;
             if *s == self.name {

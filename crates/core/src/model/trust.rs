@@ -25,7 +25,7 @@ pub enum Grant {
     /// `token`: bootstrap tokens made without a template (a token made for this template may
     /// always enroll it: an administrator said so when making it).
     Token,
-    /// `holder:TEMPLATE`: devices holding a current certificate of that template (TLS).
+    /// `holder:TEMPLATE`: a device authenticated (TLS) by a current certificate of that template.
     Holder(String),
 }
 
@@ -192,11 +192,12 @@ fn under(name: &str, suffix: &str) -> bool {
 
 impl NamePolicy {
     /// Checks the names a request asks for, in order: length, wildcard rules, the server's own
-    /// names, then the device's own name or the allow-lists.
+    /// names, then the allow-lists — or `own_name`, the device name the requester is known to
+    /// hold (an administrator named it: token, challenge, an account's explicit device pattern).
     pub fn check(
         &self,
         template: &str,
-        device: &str,
+        own_name: Option<&str>,
         common_name: Option<&str>,
         dns_names: &[String],
         ips: &[IpAddr],
@@ -209,21 +210,32 @@ impl NamePolicy {
         }
         let cn_host = common_name.filter(|cn| host_like(cn));
         for raw in cn_host.into_iter().chain(dns_names.iter().map(String::as_str)) {
-            self.check_dns(template, device, raw, server)?;
+            self.check_dns(template, own_name, raw, server)?;
         }
         for ip in ips {
-            let reserved = ip.is_loopback() || ip.is_unspecified() || server.ips.contains(ip);
+            // `::ffff:127.0.0.1` is loopback too.
+            let canonical = ip.to_canonical();
+            let reserved = canonical.is_loopback()
+                || canonical.is_unspecified()
+                || server.ips.iter().any(|s| s.to_canonical() == canonical);
             if reserved && !self.allow_server_names {
                 return Err(Refusal::ServerNameReserved { name: ip.to_string() });
             }
-            if !reserved && !self.ip_ranges.iter().any(|r| r.contains(ip)) {
+            // Allowing the server's names lifts the reservation only: addresses still need a range.
+            if !self.ip_ranges.iter().any(|r| r.contains(&canonical)) {
                 return Err(Refusal::NameNotAllowed { name: ip.to_string(), template: template.to_string() });
             }
         }
         Ok(())
     }
 
-    fn check_dns(&self, template: &str, device: &str, raw: &str, server: &ServerNames) -> Result<(), Refusal> {
+    fn check_dns(
+        &self,
+        template: &str,
+        own_name: Option<&str>,
+        raw: &str,
+        server: &ServerNames,
+    ) -> Result<(), Refusal> {
         let name = normalize(raw);
         if name.len() > 253 || name.is_empty() {
             return Err(Refusal::NameNotAllowed { name: raw.to_string(), template: template.to_string() });
@@ -235,10 +247,8 @@ impl NamePolicy {
         if base.contains('*') {
             return Err(Refusal::WildcardNotAllowed { name: raw.to_string(), template: template.to_string() });
         }
-        if wildcard && !self.allow_wildcards {
-            return Err(Refusal::WildcardNotAllowed { name: raw.to_string(), template: template.to_string() });
-        }
-        // A wildcard covers the server's names one label below its base.
+        // The server's own names first (the gravest): a wildcard covers them one label below
+        // its base.
         let covers =
             |n: &str| if wildcard { n.split_once('.').is_some_and(|(_, rest)| rest == base) } else { n == name };
         let server_name = is_loopback_name(&base)
@@ -246,7 +256,10 @@ impl NamePolicy {
         if server_name && !self.allow_server_names {
             return Err(Refusal::ServerNameReserved { name: raw.to_string() });
         }
-        if !wildcard && name == normalize(device) {
+        if wildcard && !self.allow_wildcards {
+            return Err(Refusal::WildcardNotAllowed { name: raw.to_string(), template: template.to_string() });
+        }
+        if !wildcard && own_name.is_some_and(|own| name == normalize(own)) {
             return Ok(());
         }
         if self.dns_suffixes.iter().any(|s| under(&base, s)) {
@@ -336,7 +349,7 @@ mod tests {
     fn check(p: &NamePolicy, cn: &str, dns: &[&str], ips: &[&str]) -> Result<(), String> {
         let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
         let ips: Vec<IpAddr> = ips.iter().map(|s| s.parse().unwrap()).collect();
-        p.check("WebServer", "web01.corp", Some(cn), &dns, &ips, &server()).map_err(|r| r.code().to_string())
+        p.check("WebServer", Some("web01.corp"), Some(cn), &dns, &ips, &server()).map_err(|r| r.code().to_string())
     }
 
     #[test]
@@ -349,7 +362,8 @@ mod tests {
             ("www.bank.example", &[][..], &[][..], "NameNotAllowed"),
             ("web01.corp", &["login.bank.example"][..], &[][..], "NameNotAllowed"),
             ("web01.corp", &["notexample.test"][..], &[][..], "NameNotAllowed"),
-            ("web01.corp", &["*.example.test"][..], &[][..], "WildcardNotAllowed"),
+            ("web01.corp", &["*.web.example.test"][..], &[][..], "WildcardNotAllowed"),
+            ("web01.corp", &["*.example.test"][..], &[][..], "ServerNameReserved"),
             ("web01.corp", &["www.*.example.test"][..], &[][..], "WildcardNotAllowed"),
             ("localhost", &[][..], &[][..], "ServerNameReserved"),
             ("web01.corp", &["ca.example.test"][..], &[][..], "ServerNameReserved"),
@@ -368,7 +382,20 @@ mod tests {
         assert_eq!(check(&w, "web01.corp", &["*.web.example.test"], &[]), Ok(()));
         assert_eq!(check(&w, "web01.corp", &["*.example.test"], &[]), Err("ServerNameReserved".into()));
         // The server's names only where configured.
-        let s = NamePolicy { allow_server_names: true, ..policy() };
+        let s = NamePolicy {
+            allow_server_names: true,
+            dns_suffixes: vec!["example.test".into()],
+            ip_ranges: vec!["192.0.2.0/24".parse().unwrap()],
+            ..policy()
+        };
         assert_eq!(check(&s, "web01.corp", &["ca.example.test"], &["192.0.2.10"]), Ok(()));
+        // ...and still only under the allow-lists (the reservation is all it lifts).
+        assert_eq!(check(&s, "web01.corp", &[], &["127.0.0.1"]), Err("NameNotAllowed".into()));
+        // IPv4-mapped loopback is loopback.
+        assert_eq!(check(&p, "web01.corp", &[], &["::ffff:127.0.0.1"]), Err("ServerNameReserved".into()));
+        // Nobody vouches for the device's name: it is a name like any other.
+        let dns = vec!["web01.corp".to_string()];
+        let unvouched = p.check("WebServer", None, Some("web01.corp"), &dns, &[], &server());
+        assert_eq!(unvouched.map_err(|r| r.code().to_string()), Err("NameNotAllowed".into()));
     }
 }

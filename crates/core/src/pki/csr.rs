@@ -5,7 +5,7 @@
 use super::{sig, PkiError};
 use crate::oids;
 use der::asn1::{AnyRef, UintRef};
-use der::{Decode, Encode, Reader, SliceReader};
+use der::{Decode, Encode, Reader, SliceReader, Tagged};
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
@@ -194,7 +194,25 @@ pub(crate) fn first_element_raw(der_bytes: &[u8]) -> Result<&[u8], PkiError> {
 /// The first CN of a name, decoding any string type leniently (Windows MDM CSRs carry `!` in
 /// PrintableStrings, which strict decoders reject).
 pub fn common_name(name: &Name) -> Option<String> {
-    name.iter().find(|atv| atv.oid == oids::AT_COMMON_NAME).map(|atv| lenient_string(atv.value.value()))
+    common_names(name).into_iter().next()
+}
+
+/// Every CN of a name, each decoded by its string type (a BMPString is UTF-16, so
+/// `localhost` in one reads as `localhost`, not with NULs between the letters).
+pub fn common_names(name: &Name) -> Vec<String> {
+    name.iter().filter(|atv| atv.oid == oids::AT_COMMON_NAME).map(|atv| directory_string(&atv.value)).collect()
+}
+
+fn directory_string(value: &der::Any) -> String {
+    let bytes = value.value();
+    match value.tag() {
+        der::Tag::BmpString => {
+            let units: Vec<u16> =
+                bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])).collect();
+            String::from_utf16_lossy(&units)
+        }
+        _ => lenient_string(bytes),
+    }
 }
 
 fn lenient_string(bytes: &[u8]) -> String {

@@ -1,5 +1,6 @@
 //! `POST /checkin`: the `proto::checkin` JSON over HTTPS, authenticated by the device's TLS
-//! client certificate or by its bootstrap token (`Authorization: Bearer aet_...`, not consumed).
+//! client certificate (a current one, or one already renewed). A bootstrap token
+//! (`Authorization: Bearer aet_...`) is read only to refuse it by name: `TokenNotAccepted`.
 //! The RA decides with `core::renewal::decide`; this module turns each `Decision` into the wire
 //! action and reason (one exhaustive match each). Errors are JSON `{"code", "detail"}`.
 use super::{json_error as error, AppState, PeerCerts};

@@ -230,6 +230,9 @@ impl Ra {
             }
             .into());
         }
+        // Grants name accounts (`account:NAME`), and an account's name is its default device.
+        valid_name(spec.name)
+            .map_err(|reason| Refusal::InvalidAccount { detail: format!("name {:?}: {reason}", spec.name) })?;
         for t in &spec.templates {
             self.template(t).await?;
         }
@@ -265,6 +268,7 @@ impl Ra {
                 Refusal::InvalidToken { detail: "a token needs a device name and a positive TTL".into() }.into()
             );
         }
+        valid_name(spec.device).map_err(|reason| Refusal::BadDeviceName { name: spec.device.to_string(), reason })?;
         if let Some(t) = spec.template {
             self.template(t).await?;
         }

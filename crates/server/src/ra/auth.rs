@@ -75,6 +75,12 @@ impl Principal {
         template.enroll && permitted(&template.name, &template.grants, &requester, &self.device, device_groups)
     }
 
+    /// Whether the principal may ask for certificates at all (a certificate already renewed
+    /// may only report and collect).
+    pub fn may_request(&self) -> bool {
+        !matches!(self.kind, PrincipalKind::Certificate { current: false, .. })
+    }
+
     /// Whom a device this principal creates is bound to: the account that named it, or the
     /// administrator who made the token or challenge for it.
     fn owner(&self) -> String {
@@ -212,35 +218,68 @@ impl Ra {
         Ok(())
     }
 
-    /// The device a principal enrolls for, created on first sight and bound to its owner: an
-    /// account may act only for device names its patterns allow and only for devices that are
-    /// unbound or its own; a blocked device is refused.
-    pub(crate) async fn enrollment_device(&self, p: &Principal) -> Result<Device, RaError> {
-        let now = self.now();
+    /// Whether a principal may enroll for its device, before anything is written: an account
+    /// only for device names its patterns allow and only for devices that are unbound or its
+    /// own; a blocked device is refused. Returns the device if it exists, and whether an
+    /// administrator stands behind its name (see `issue_request`).
+    pub(crate) async fn check_device(&self, p: &Principal) -> Result<(Option<Device>, bool), RaError> {
         if let PrincipalKind::Account { devices, .. } = &p.kind {
             if !devices.iter().any(|pattern| glob_match(pattern, &p.device)) {
                 return Err(Refusal::DeviceNotAllowed { actor: p.actor(), device: p.device.clone() }.into());
             }
         }
+        let device = self.store.device(&p.device).await?;
+        if let Some(d) = &device {
+            let mine = match &p.kind {
+                PrincipalKind::Account { .. } => d.owner.is_none() || d.owner.as_deref() == Some(p.owner().as_str()),
+                // Tokens and challenges are made for a device by an administrator; a
+                // certificate is the device itself.
+                PrincipalKind::Token { .. } | PrincipalKind::Certificate { .. } => true,
+            };
+            if !mine {
+                return Err(Refusal::DeviceBound { actor: p.actor(), device: d.name.clone() }.into());
+            }
+            if d.is_blocked() {
+                return Err(Refusal::DeviceBlocked { device: d.name.clone() }.into());
+            }
+        }
+        let vouched = match &p.kind {
+            PrincipalKind::Token { .. } => true,
+            PrincipalKind::Account { devices, .. } => vouching_pattern(devices, &p.device),
+            PrincipalKind::Certificate { .. } => match device.as_ref().and_then(|d| d.owner.as_deref()) {
+                Some(owner) => self.owner_vouches(owner, &p.device).await?,
+                None => false,
+            },
+        };
+        Ok((device, vouched))
+    }
+
+    /// Whether the owner a device is bound to stands behind its name: an administrator did
+    /// (tokens, challenges), or an account whose explicit device patterns name it.
+    pub(crate) async fn owner_vouches(&self, owner: &str, device: &str) -> Result<bool, RaError> {
+        if owner == super::LOCAL_ADMIN {
+            return Ok(true);
+        }
+        Ok(match owner.strip_prefix("account:") {
+            Some(name) => self.store.account(name).await?.is_some_and(|a| vouching_pattern(&a.devices, device)),
+            None => false,
+        })
+    }
+
+    /// The device a principal enrolls for, created on first sight and bound to its owner, once
+    /// every check passed (a refused request leaves no device behind). A racing request that
+    /// bound it to someone else first wins.
+    pub(crate) async fn claim_device(&self, p: &Principal) -> Result<Device, RaError> {
+        let now = self.now();
         let mut device = self.store.touch_device(&p.device, now).await?;
         let owner = p.owner();
         if device.owner.is_none() && self.store.bind_device(device.id, &owner).await? {
             device.owner = Some(owner.clone());
         } else if device.owner.is_none() {
-            // Another request bound it a moment ago.
             device = self.store.device(&p.device).await?.ok_or_else(|| RaError::internal("device vanished"))?;
         }
-        let mine = match &p.kind {
-            PrincipalKind::Account { .. } => device.owner.as_deref() == Some(owner.as_str()),
-            // Tokens and challenges are made for a device by an administrator; a certificate
-            // is the device itself.
-            PrincipalKind::Token { .. } | PrincipalKind::Certificate { .. } => true,
-        };
-        if !mine {
+        if matches!(p.kind, PrincipalKind::Account { .. }) && device.owner.as_deref() != Some(owner.as_str()) {
             return Err(Refusal::DeviceBound { actor: p.actor(), device: device.name }.into());
-        }
-        if device.is_blocked() {
-            return Err(Refusal::DeviceBlocked { device: device.name }.into());
         }
         Ok(device)
     }
@@ -252,4 +291,10 @@ impl Ra {
             None => vec![],
         })
     }
+}
+
+/// An account's device patterns vouch for a name when one other than the catch-all `*` names
+/// it: `*` lets an account enroll any device but stands behind none of their names.
+fn vouching_pattern(patterns: &[String], device: &str) -> bool {
+    patterns.iter().any(|pattern| pattern != "*" && glob_match(pattern, device))
 }

@@ -7,7 +7,7 @@
 //! templates are to be removed.
 use super::auth::{Principal, PrincipalKind};
 use super::{Ra, RaError};
-use autoenroll_core::model::{AuditOutcome, CertState, RevocationReason, Template};
+use autoenroll_core::model::{AuditOutcome, CertState, KeyFamily, RevocationReason, Template};
 use autoenroll_core::renewal::{self, Decision, Held, Input, TemplatePolicy};
 use autoenroll_core::{Refusal, Thumbprint, UnixTime};
 use autoenroll_store::Certificate;
@@ -34,6 +34,20 @@ pub enum Verdict {
     /// Take the certificate out of service: superseded by that template, or (None) no longer
     /// assigned.
     Remove { superseded_by: Option<String> },
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Decided(Decision::Keep { recheck_at }) => write!(f, "keep until {recheck_at}"),
+            Verdict::Decided(Decision::Enroll(r)) => write!(f, "enroll ({r:?})"),
+            Verdict::Decided(Decision::Renew(r)) => write!(f, "renew ({r:?})"),
+            Verdict::Decided(Decision::Retrieve { request_id }) => write!(f, "collect request {request_id}"),
+            Verdict::Decided(Decision::Wait { until, .. }) => write!(f, "wait until {until}"),
+            Verdict::Remove { superseded_by: Some(by) } => write!(f, "remove (superseded by {by})"),
+            Verdict::Remove { superseded_by: None } => write!(f, "remove (not assigned)"),
+        }
+    }
 }
 
 /// The certificate a decision is about, as the server sees it.
@@ -158,6 +172,7 @@ impl Ra {
             return Ok(CheckinAnswer { device: device.name, blocked: true, directives: vec![] });
         }
         let all = self.store.templates().await?;
+        self.report_invalid(&all.invalid);
         let templates = all.valid;
         let held = self.store.device_certificates(device.id).await?;
         let groups = self.store.device_groups(device.id).await?;
@@ -207,7 +222,12 @@ impl Ra {
             let (input, certificate) = view(t, &held, &reported, supersedes_held, now);
             let decision = renewal::decide(&input);
             let challenge = match decision {
-                Decision::Enroll(_) if report.scep => {
+                // Only a current certificate buys challenges (one already renewed may report),
+                // and only for templates that take RSA keys (a SCEP request is signed with its
+                // own key, and SCEP signs with RSA).
+                Decision::Enroll(_)
+                    if report.scep && principal.may_request() && t.key.accept.contains(&KeyFamily::Rsa) =>
+                {
                     // Handed out just in time: bound to this device and template, one hour.
                     let spec = super::scep::ChallengeSpec {
                         device: device.name.clone(),
@@ -226,8 +246,8 @@ impl Ra {
                 challenge,
             });
         }
-        let summary: Vec<String> = directives.iter().map(|d| format!("{}={:?}", d.template, d.verdict)).collect();
-        self.audit(&principal.actor(), "checkin", &device.name, AuditOutcome::Ok, &summary.join(" ")).await;
+        let summary: Vec<String> = directives.iter().map(|d| format!("{}: {}", d.template, d.verdict)).collect();
+        self.audit(&principal.actor(), "checkin", &device.name, AuditOutcome::Ok, &summary.join("; ")).await;
         Ok(CheckinAnswer { device: device.name, blocked: false, directives })
     }
 }

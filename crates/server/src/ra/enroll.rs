@@ -321,7 +321,7 @@ impl Ra {
         let csr = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
         let template = self.resolve_template(&csr, input, channel).await?;
         // A certificate already renewed may report and collect, never request.
-        if let PrincipalKind::Certificate { current: false, .. } = input.principal.kind {
+        if !input.principal.may_request() {
             return Err(Refusal::ClientCertificateNotValid { state: CertState::Renewed }.into());
         }
         // 1. The template's grants name the requester.
@@ -329,11 +329,13 @@ impl Ra {
         if !input.principal.may_enroll(&template, &groups) {
             return Err(Refusal::NotPermitted { actor: input.principal.actor(), template: template.name }.into());
         }
-        // 2. The device: one this requester may act for, bound to it, not blocked.
-        let device = self.enrollment_device(input.principal).await?;
+        // 2. The device: one this requester may act for, not bound to another, not blocked.
+        let (_, vouched) = self.check_device(input.principal).await?;
         // 3. The key, 4. the names.
         template.check_key(&csr.key)?;
-        let request = issue_request(&csr, &template, &device.name, &self.settings.server_names)?;
+        let request = issue_request(&csr, &template, &input.principal.device, vouched, &self.settings.server_names)?;
+        // Every check passed: the device is created and bound now.
+        let device = self.claim_device(input.principal).await?;
 
         // 5. A bootstrap token pays for this request (held or issued): one statement, so two
         // racing requests with one token cannot both pass.
@@ -402,28 +404,45 @@ impl Ra {
 /// What a new certificate says: the subject from the request or the device's identity, SANs
 /// from the request where the template allows them — every name checked against the template's
 /// name policy (the device's own name, allowed suffixes and ranges, never the server's names).
+/// What a new certificate will say: subject and names from the template's rules, checked
+/// against its name policy. `vouched` says an administrator stands behind the device name (a
+/// token or challenge made for it, an account's explicit device pattern): only then does the
+/// device's own name pass without the template's DNS suffixes. A subject built from the device
+/// name passes too when the certificate cannot authenticate a server (no serverAuth).
 pub(crate) fn issue_request(
     csr: &CsrFacts,
     t: &Template,
     device: &str,
+    vouched: bool,
     server: &ServerNames,
 ) -> Result<IssueRequest, Refusal> {
     let (dns_names, ip_addrs) =
         if t.allow_san { (csr.dns_names.clone(), csr.ip_addrs.clone()) } else { (vec![], vec![]) };
-    let (subject, cn) = match t.subject_from {
+    let serves = t.has_eku(autoenroll_core::model::Eku::SERVER_AUTH);
+    let (subject, cn, own_name) = match t.subject_from {
         SubjectFrom::Request => {
             if csr.subject.is_empty() && dns_names.is_empty() && ip_addrs.is_empty() {
                 return Err(Refusal::SubjectRequired { template: t.name.clone() });
             }
-            (csr.subject.clone(), csr.subject_cn.clone())
+            // One CN, in plain characters: a second CN or a NUL is what legacy name matching
+            // gets wrong.
+            let cns = autoenroll_core::pki::csr::common_names(&csr.subject);
+            let bad = |detail: &str| Refusal::BadSubject { subject: csr.subject.to_string(), detail: detail.into() };
+            if cns.len() > 1 {
+                return Err(bad("more than one common name"));
+            }
+            if cns.iter().any(|cn| cn.chars().any(char::is_control)) {
+                return Err(bad("control characters in the common name"));
+            }
+            (csr.subject.clone(), cns.into_iter().next(), vouched.then_some(device))
         }
         SubjectFrom::Identity => {
             let subject = autoenroll_keys::cn_name(device)
                 .map_err(|e| Refusal::BadDeviceName { name: device.to_string(), reason: e.to_string() })?;
-            (subject, Some(device.to_string()))
+            (subject, Some(device.to_string()), (vouched || !serves).then_some(device))
         }
     };
-    t.names.check(&t.name, device, cn.as_deref(), &dns_names, &ip_addrs, server)?;
+    t.names.check(&t.name, own_name, cn.as_deref(), &dns_names, &ip_addrs, server)?;
     Ok(IssueRequest { subject, spki_der: csr.spki_der.clone(), dns_names, ip_addrs })
 }
 

@@ -55,7 +55,8 @@ impl Ra {
         }
     }
 
-    /// Issues a pending request.
+    /// Issues a pending request, checked again as it is now: a device blocked meanwhile, or a
+    /// template whose key or name rules changed, refuses it (and the request is denied).
     pub async fn approve(&self, actor: &str, request_id: i64) -> Result<Issued, RaError> {
         let now = self.now();
         let req = self.store.request(request_id).await?.ok_or(Refusal::UnknownRequest { id: request_id })?;
@@ -69,7 +70,20 @@ impl Ra {
         let result: Result<Issued, RaError> = async {
             let csr = CsrFacts::parse(&req.csr_der).map_err(RaError::internal)?;
             let template = self.template(&req.template).await?;
-            let request = issue_request(&csr, &template, &req.device, &self.settings.server_names)?;
+            let device = self
+                .store
+                .device_by_id(req.device_id)
+                .await?
+                .ok_or_else(|| RaError::internal("request without device"))?;
+            if device.is_blocked() {
+                return Err(Refusal::DeviceBlocked { device: device.name }.into());
+            }
+            template.check_key(&csr.key)?;
+            let vouched = match device.owner.as_deref() {
+                Some(owner) => self.owner_vouches(owner, &device.name).await?,
+                None => false,
+            };
+            let request = issue_request(&csr, &template, &req.device, vouched, &self.settings.server_names)?;
             let profile = profile_for(&template);
             let recorded = Recorded {
                 audit: super::enroll::Audit {
@@ -103,6 +117,14 @@ impl Ra {
         match result {
             Ok(issued) => Ok(issued),
             Err(e) => {
+                // A refusal stands (the request is denied with its reason); a failure of ours
+                // puts it back for another try.
+                let (to, detail) = match &e {
+                    RaError::Refused { refusal, .. } => (RequestStatus::Denied, refusal.to_string()),
+                    RaError::Internal { .. } => (RequestStatus::Pending, "approval failed; pending again".to_string()),
+                };
+                let _ =
+                    self.store.transition_request(request_id, RequestStatus::Received, to, &detail, self.now()).await;
                 let e = e.with_request(request_id);
                 self.record_failure(actor, "request.approve", &req.device, &e).await;
                 Err(e)

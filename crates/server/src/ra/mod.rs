@@ -65,6 +65,7 @@ pub struct RaSettings {
 /// The actor of administrative actions taken at the server's command line (the admin API uses
 /// `admin:<token name>`).
 pub const LOCAL_ADMIN: &str = "admin";
+const SERVER_NAMES_SETTING: &str = "server.names";
 
 /// The embedded default: SQLite in the data directory.
 pub fn default_database_url(data_dir: &Path) -> String {
@@ -89,6 +90,8 @@ pub struct Ra {
     scep: autoenroll_ca::ScepRa,
     clock: Arc<dyn Clock>,
     settings: RaSettings,
+    /// When each misconfigured template was last reported (once an hour, not per request).
+    reported_invalid: std::sync::Mutex<std::collections::HashMap<String, UnixTime>>,
 }
 
 impl Ra {
@@ -106,11 +109,57 @@ impl Ra {
         };
         let scep = autoenroll_ca::scep_ra(&ca_dir, &ca, &settings.organization, now)?;
         let store = Store::open(&settings.database_url).await?;
-        let ra = Ra { store, ca, scep, clock, settings };
+        let mut settings = settings;
+        // The names a running server answers to (its flags may add some the configuration
+        // file does not have): reserved here too, e.g. when the CLI approves a request.
+        if let Some(stored) = store.setting(SERVER_NAMES_SETTING).await? {
+            for name in stored.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) if !settings.server_names.ips.contains(&ip) => settings.server_names.ips.push(ip),
+                    Ok(_) => {}
+                    Err(_) if !settings.server_names.dns.iter().any(|d| d.eq_ignore_ascii_case(name)) => {
+                        settings.server_names.dns.push(name.to_string())
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let ra = Ra { store, ca, scep, clock, settings, reported_invalid: Default::default() };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
         ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now).await?;
         templates::ensure_defaults(&ra).await?;
         Ok(ra)
+    }
+
+    /// Records the names this server answers to, so every process on this database reserves
+    /// them (see `open`).
+    pub async fn remember_server_names(&self) -> Result<(), RaError> {
+        let names = &self.settings.server_names;
+        let mut all: Vec<String> = names.dns.iter().map(|d| d.to_ascii_lowercase()).collect();
+        all.extend(names.ips.iter().map(|ip| ip.to_string()));
+        all.sort();
+        all.dedup();
+        self.store.set_setting(SERVER_NAMES_SETTING, &all.join(",")).await?;
+        Ok(())
+    }
+
+    /// Logs stored templates that no longer validate, each at most once an hour.
+    pub(crate) fn report_invalid(&self, invalid: &[autoenroll_store::InvalidTemplate]) {
+        if invalid.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let mut seen = match self.reported_invalid.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        for bad in invalid {
+            let due = seen.get(&bad.name).is_none_or(|last| now.0 - last.0 >= 3600);
+            if due {
+                tracing::error!(template = %bad.name, reason = %bad.reason, "stored template does not validate; left out of policy (repair it with `template update`)");
+                seen.insert(bad.name.clone(), now);
+            }
+        }
     }
 
     pub fn data_dir(&self) -> &Path {

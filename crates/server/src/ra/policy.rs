@@ -29,14 +29,18 @@ impl Ra {
             }
         };
         let all = self.store.templates().await?;
-        for bad in &all.invalid {
-            tracing::error!(template = %bad.name, reason = %bad.reason, "stored template does not validate; left out of policy");
-        }
+        self.report_invalid(&all.invalid);
         let newest = all.valid.iter().map(|t| t.updated_at.0).max().unwrap_or(0);
-        // Exactly what the asker may enroll (its grants), as an ADCS policy lists templates the
-        // caller has Enroll rights on.
-        let groups = self.groups_of(&principal.device).await?;
-        let templates: Vec<Template> = all.valid.into_iter().filter(|t| principal.may_enroll(t, &groups)).collect();
+        // What the asker may enroll (its grants), as an ADCS policy lists templates the caller
+        // has Enroll rights on — and what its device holds, which it renews by possession.
+        let (groups, held) = match self.store.device(&principal.device).await? {
+            Some(d) => (self.store.device_groups(d.id).await?, self.store.device_certificates(d.id).await?),
+            None => (vec![], vec![]),
+        };
+        let now = self.now();
+        let holds = |t: &Template| held.iter().any(|c| c.template == t.name && c.state.is_good() && c.not_after > now);
+        let templates: Vec<Template> =
+            all.valid.into_iter().filter(|t| principal.may_enroll(t, &groups) || (t.enroll && holds(t))).collect();
         Ok(PolicyView {
             policy_id,
             not_changed: client_last_update.is_some_and(|l| l >= newest),

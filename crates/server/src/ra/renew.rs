@@ -124,14 +124,11 @@ impl Ra {
             return Err(Refusal::DeviceBlocked { device: device.name }.into());
         }
         if let Some(c) = caller {
-            // An account names its device itself, so for accounts only the one that requested
-            // the original certificate counts (manual MDM renewal re-sends the user's
-            // credentials); tokens and certificates are bound to their device.
+            // An account names its device itself, so for accounts only the one the device is
+            // bound to counts (manual MDM renewal re-sends the user's credentials, generation
+            // after generation); tokens and certificates are bound to their device.
             let allowed = match &c.kind {
-                super::auth::PrincipalKind::Account { .. } => {
-                    let original = self.store.request(row.request_id).await?.map(|r| r.requester);
-                    original.as_deref() == Some(c.actor().as_str())
-                }
+                super::auth::PrincipalKind::Account { .. } => device.owner.as_deref() == Some(c.actor().as_str()),
                 _ => c.device == device.name,
             };
             if !allowed {

@@ -73,6 +73,9 @@ fn new_challenge() -> (String, String, Vec<u8>) {
 }
 
 const STATIC_CHALLENGE_SETTING: &str = "scep.static_challenge.";
+/// Who devices created with a static challenge are bound to: nobody vouches for their names
+/// (the client chose them), and no account may take them over.
+const STATIC_CHALLENGE_OWNER: &str = "scep:static";
 
 impl Ra {
     /// The certificates GetCACert hands out: the RA (recipient and CertRep signer), then the
@@ -219,27 +222,36 @@ impl Ra {
             return Err(Refusal::ForeignCertificate.into());
         }
         let (device, template, challenge_id) = self.check_challenge(&csr, req, signer_key).await?;
-        let device_row = match (&challenge_id, self.store.device(&device).await?) {
+        let existing = self.store.device(&device).await?;
+        match (&challenge_id, &existing) {
             // A dynamic challenge was made for an existing device (checked above).
-            (Some(_), Some(d)) => d,
+            (Some(_), Some(_)) => {}
             (Some(_), None) => return Err(Refusal::DeviceNotEnrolled { device }.into()),
             // A static challenge names its device in the request: it may create one, never
             // claim one the inventory holds.
             (None, Some(_)) => return Err(Refusal::DeviceNameTaken { device }.into()),
             (None, None) => {
                 valid_name(&device).map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
+            }
+        }
+        if existing.as_ref().is_some_and(|d| d.is_blocked()) {
+            return Err(Refusal::DeviceBlocked { device }.into());
+        }
+        template.check_key(&csr.key)?;
+        // A dynamic challenge was made for this device name; a static one vouches for nothing.
+        let vouched = challenge_id.is_some();
+        let request = issue_request(&csr, &template, &device, vouched, &self.settings.server_names)?;
+        let device_row = match existing {
+            Some(d) => d,
+            // Every check passed: the device is created now, owned by no account.
+            None => {
                 let d = self.store.touch_device(&device, now).await?;
-                if !self.store.bind_device(d.id, super::LOCAL_ADMIN).await? {
+                if !self.store.bind_device(d.id, STATIC_CHALLENGE_OWNER).await? {
                     return Err(Refusal::DeviceNameTaken { device }.into());
                 }
                 d
             }
         };
-        if device_row.is_blocked() {
-            return Err(Refusal::DeviceBlocked { device }.into());
-        }
-        template.check_key(&csr.key)?;
-        let request = issue_request(&csr, &template, &device, &self.settings.server_names)?;
         if let Some(id) = &challenge_id {
             // The single-use check and the write are one statement (exactly once across replicas).
             if !self.store.use_challenge(id, req.transaction_id, signer_key, now).await? {

@@ -169,6 +169,10 @@ pub(crate) async fn tls_identity(
     };
     // Recorded like any other issuance: nothing we sign is missing from the store.
     let device = ra.store.touch_device("autoenroll-server", now).await?;
+    // The server's own device: no account may claim it.
+    if device.owner.is_none() {
+        ra.store.bind_device(device.id, super::LOCAL_ADMIN).await?;
+    }
     let issued = ra
         .issue_recorded(super::enroll::Recorded {
             audit: super::enroll::Audit {

@@ -146,3 +146,54 @@ pub fn issued(o: autoenroll_server::ra::Outcome) -> autoenroll_server::ra::Issue
         autoenroll_server::ra::Outcome::Pending { request_id } => panic!("request {request_id} is pending"),
     }
 }
+
+/// szOID_ENROLL_CERTTYPE_EXTENSION naming a template, as Windows sends it.
+pub fn template_ext(name: &str) -> x509_cert::ext::Extension {
+    x509_cert::ext::Extension {
+        extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(
+            autoenroll_core::pki::template_ext::encode_template_name(name).unwrap(),
+        )
+        .unwrap(),
+    }
+}
+
+/// A CSR with CN `cn`, these subject alternative names, optionally naming a template.
+pub fn csr_with(
+    key: &autoenroll_keys::KeyPair,
+    cn: &str,
+    dns: &[&str],
+    ips: &[std::net::IpAddr],
+    template: Option<&str>,
+) -> Vec<u8> {
+    let mut exts = Vec::new();
+    if !dns.is_empty() || !ips.is_empty() {
+        let dns: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+        exts.push(autoenroll_keys::san_extension(&dns, ips).unwrap());
+    }
+    exts.extend(template.map(template_ext));
+    autoenroll_keys::build_csr(key, autoenroll_keys::cn_name(cn).unwrap(), exts).unwrap()
+}
+
+/// The client identity of a certificate we issued (leaf and issuing CA).
+pub fn identity_of(ra: &Ra, cert: &[u8], key: &autoenroll_keys::KeyPair) -> ClientIdentity {
+    ClientIdentity { chain: vec![cert.to_vec(), ra.chain_der()[0].clone()], key_pkcs8: key.to_pkcs8_der().unwrap() }
+}
+
+/// A WS-TEP issue request; the parsed response, or the fault subcode.
+pub async fn wstep_issue(
+    s: &TestServer,
+    token: &HeaderToken,
+    csr_der: &[u8],
+    context: &[(&str, &str)],
+    identity: Option<&ClientIdentity>,
+) -> Result<autoenroll_proto::wstep::ParsedResponse, String> {
+    use autoenroll_proto::{ns, wstep};
+    let (status, env) = s.soap(ns::ACTION_WSTEP, token, wstep::issue_request_body(csr_der, context), identity).await;
+    if status == 200 {
+        Ok(wstep::parse_response(&env.body).unwrap())
+    } else {
+        Err(subcode(status, &env))
+    }
+}

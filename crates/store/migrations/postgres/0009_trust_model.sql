@@ -47,6 +47,9 @@ ALTER TABLE certificates ADD COLUMN first_used_at BIGINT;
 UPDATE templates SET retry_interval_secs = renewal_secs WHERE retry_interval_secs > renewal_secs;
 UPDATE templates SET min_key_bits = 2048 WHERE min_key_bits < 2048;
 UPDATE templates SET key_usage = 'digitalSignature' WHERE key_usage = '';
+-- A template without EKUs issued certificates good for any purpose; clientAuth is what the
+-- defaults are for (an administrator widens it with `template update --eku`).
+UPDATE templates SET ext_key_usage = 'clientAuth' WHERE ext_key_usage = '';
 -- Revocation reasons were free text when a device was blocked: keep the RFC 5280 names only.
 UPDATE certificates SET revocation_reason = 'unspecified' WHERE revocation_reason IS NOT NULL
     AND revocation_reason NOT IN ('unspecified', 'keyCompromise', 'caCompromise', 'affiliationChanged',
