@@ -598,6 +598,23 @@ mod tests {
         // A success clears the view of the old certificate.
         record_success(state.templates.get_mut("Machine").unwrap(), UnixTime(DAY));
         assert_eq!(decide_at(&state, &h, 1.1), Decision::Keep { recheck_at: UnixTime(323 * DAY) });
+        // Interrupted: the server renewed what we hold and the answer never came (no key was
+        // kept): renew again, now, with what we hold.
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Renew, wire::Reason::Interrupted, Some("0a"), None)),
+            UnixTime(DAY),
+        );
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Renew(Reason::Interrupted));
+        // "Enroll: missing" while we hold one: the server knows nothing we showed (another CA,
+        // a restored server): what we hold is not what it issued. Such a view names no serial
+        // and applies to whatever is held.
+        apply_checkin(
+            &mut state,
+            &answer(directive(wire::Action::Enroll, wire::Reason::Missing, None, None)),
+            UnixTime(DAY),
+        );
+        assert_eq!(decide_at(&state, &h, 1.1), Decision::Enroll(Reason::Lost));
     }
 
     #[test]

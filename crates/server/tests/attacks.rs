@@ -497,3 +497,17 @@ async fn the_servers_names_are_reserved_in_every_process() {
     let Err(e) = other.enroll(input).await else { panic!("issued a certificate for the server's own name") };
     assert_eq!(e.code(), "ServerNameReserved");
 }
+
+/// A successor an administrator revoked ends the line: the certificate it renewed cannot be
+/// renewed again into a fresh one (it would undo the revocation).
+#[tokio::test]
+async fn a_revoked_successor_ends_the_line() {
+    let s = TestServer::start().await;
+    let ops = account(&s, "ops", &[], &[]).await;
+    let k = key();
+    let old = enroll(&s, &ops, &csr_with(&k, "dev-r", &[], &[], None), "dev-r").await.unwrap();
+    s.clock.advance(330 * 86_400);
+    let new = renew_signed(&s, &old, &k, &key(), "dev-r", &[]).await.unwrap();
+    s.ra.revoke(LOCAL_ADMIN, &serial(&new), RevocationReason::KeyCompromise).await.unwrap();
+    assert_eq!(renew_signed(&s, &old, &k, &key(), "dev-r", &[]).await.unwrap_err(), "ae:CertificateRevoked");
+}
