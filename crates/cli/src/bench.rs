@@ -30,6 +30,10 @@ pub struct IssueBench {
     /// Duration of each level.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     duration: Duration,
+    /// Template the load enrolls with the client certificate (its grants must name Machine
+    /// holders, e.g. `--grants holder:Machine`; the built-in server creates it).
+    #[arg(long, default_value = "BenchLoad")]
+    template: String,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -76,6 +80,10 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
                 ..Default::default()
             })
             .await?;
+            // What an enrolled device may enroll with its Machine certificate.
+            let load =
+                autoenroll_server::ra::TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
+            ra.create_template(&b.template, &load).await?;
             let root = ra.root_der().to_vec();
             let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
             let base = server.base_url.clone();
@@ -110,7 +118,14 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         (0..256)
             .map(|i| {
                 let k = KeyPair::generate(KeyAlgorithm::P256)?;
-                Ok(build_csr(&k, cn_name(&format!("bench-{i}"))?, vec![])?)
+                let ext = x509_cert::ext::Extension {
+                    extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
+                    critical: false,
+                    extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name(
+                        &b.template,
+                    )?)?,
+                };
+                Ok(build_csr(&k, cn_name(&format!("bench-{i}"))?, vec![ext])?)
             })
             .collect::<Result<_>>()?,
     );

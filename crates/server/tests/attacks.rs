@@ -511,3 +511,96 @@ async fn a_revoked_successor_ends_the_line() {
     s.ra.revoke(LOCAL_ADMIN, &serial(&new), RevocationReason::KeyCompromise).await.unwrap();
     assert_eq!(renew_signed(&s, &old, &k, &key(), "dev-r", &[]).await.unwrap_err(), "ae:CertificateRevoked");
 }
+
+/// Review: a device whose renewal answer was lost, coming back after the grace revoked its old
+/// certificate, still gets the successor made for its key (and nothing else).
+#[tokio::test]
+async fn a_lost_renewal_answer_is_collected_even_after_the_grace() {
+    let s = TestServer::start().await;
+    let ops = account(&s, "ops", &[], &[]).await;
+    let k = key();
+    let old = enroll(&s, &ops, &csr_with(&k, "dev-g", &[], &[], None), "dev-g").await.unwrap();
+    s.clock.advance(330 * 86_400);
+    let pending_key = key();
+    let successor = renew_signed(&s, &old, &k, &pending_key, "dev-g", &[]).await.unwrap();
+    s.clock.advance(8 * 86_400);
+    assert!(s.ra.revoke_superseded().await.unwrap() >= 1);
+    assert_eq!(state(&s, &serial(&old)).await, (CertState::Revoked, Some(RevocationReason::Superseded)));
+    assert_eq!(renew_signed(&s, &old, &k, &pending_key, "dev-g", &[]).await.unwrap(), successor);
+    assert_eq!(renew_signed(&s, &old, &k, &key(), "dev-g", &[]).await.unwrap_err(), "ae:CertificateRevoked");
+}
+
+/// Review: certificates issued before the trust model (here: while an administrator allowed
+/// the server's names) keep their names at renewal — except the server's own names and
+/// wildcards the template does not allow, which renewal checks again.
+#[tokio::test]
+async fn renewal_does_not_carry_reserved_names_forward() {
+    let s = TestServer::start().await;
+    let open = TemplateSpec {
+        allow_server_names: Some(true),
+        allow_wildcards: Some(true),
+        dns_suffixes: Some("localhost,example.test".into()),
+        ..Default::default()
+    };
+    s.ra.update_template(LOCAL_ADMIN, "WebServer", &open).await.unwrap();
+    let ops = account(&s, "ops", &[], &[]).await;
+    let k = key();
+    let web = csr_with(&k, "web1.example.test", &["localhost", "*.example.test"], &[], Some("WebServer"));
+    let old = enroll(&s, &ops, &web, "web1").await.unwrap();
+    let closed = TemplateSpec { allow_server_names: Some(false), ..Default::default() };
+    s.ra.update_template(LOCAL_ADMIN, "WebServer", &closed).await.unwrap();
+    s.clock.advance(80 * 86_400);
+    let r = renew_signed(&s, &old, &k, &key(), "web1.example.test", &[]).await;
+    assert_eq!(r.unwrap_err(), "ae:ServerNameReserved");
+    s.ra.update_template(
+        LOCAL_ADMIN,
+        "WebServer",
+        &TemplateSpec { allow_server_names: Some(true), allow_wildcards: Some(false), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let r = renew_signed(&s, &old, &k, &key(), "web1.example.test", &[]).await;
+    assert_eq!(r.unwrap_err(), "ae:WildcardNotAllowed");
+}
+
+/// Review: a bootstrap token reserves its device (an account cannot bind the name first), and
+/// a device never binds itself (after `rebind --unbind`, its certificate leaves it unbound).
+#[tokio::test]
+async fn tokens_reserve_their_device_and_certificates_bind_nothing() {
+    let s = TestServer::start().await;
+    let anyone = account(&s, "anyone", &[], &[]).await;
+    let (token, _) = s.ra.create_token(&TokenSpec { device: "kiosk-x", template: None, ttl_secs: 600 }).await.unwrap();
+    let r = enroll(&s, &anyone, &csr_with(&key(), "x", &[], &[], None), "kiosk-x").await;
+    assert_eq!(r.unwrap_err(), "ae:DeviceBound", "the token's device is taken");
+    let k = key();
+    let cert = enroll(&s, &token_header(&token), &csr_with(&k, "kiosk-x", &[], &[], None), "").await.unwrap();
+    s.ra.rebind_device(LOCAL_ADMIN, "kiosk-x", None).await.unwrap();
+    let vpn = TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
+    s.ra.create_template("Vpn", &vpn).await.unwrap();
+    let tls = identity_of(&s.ra, &cert, &k);
+    wstep_issue(&s, &HeaderToken::None, &csr_with(&key(), "x", &[], &[], Some("Vpn")), &[], Some(&tls)).await.unwrap();
+    assert_eq!(s.ra.device("kiosk-x").await.unwrap().0.owner, None, "still free for the next account");
+}
+
+/// Review: a signed renewal retried over the same TLS connection setup (the old certificate as
+/// client certificate, now renewed) gets its certificate again instead of a refusal.
+#[tokio::test]
+async fn a_signed_renewal_retried_with_the_old_client_certificate_gets_the_same_answer() {
+    let s = TestServer::start().await;
+    let ops = account(&s, "ops", &[], &[]).await;
+    let k = key();
+    let old = enroll(&s, &ops, &csr_with(&k, "dev-t", &[], &[], None), "dev-t").await.unwrap();
+    s.clock.advance(330 * 86_400);
+    let tls = identity_of(&s.ra, &old, &k);
+    let new_key = key();
+    let csr = build_renewal_csr(&new_key, cn_name("dev-t").unwrap(), vec![], &old).unwrap();
+    let cms = sign_cms(&csr, &old, &k, true).unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
+        let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, Some(&tls)).await;
+        assert_eq!(status, 200, "{:?}", autoenroll_proto::soap::parse_fault(&env));
+        answers.push(wstep::parse_response(&env.body).unwrap().certificate_der.unwrap());
+    }
+    assert_eq!(answers[0], answers[1]);
+}

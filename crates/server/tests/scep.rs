@@ -543,3 +543,75 @@ async fn attack_parallel_identical_renewals_get_one_certificate() {
     let rows = ts.ra.certificates(100).await.unwrap();
     assert_eq!(rows.iter().filter(|x| x.device == "dev20").count(), 2, "the original and one renewal");
 }
+
+/// Review: a challenge handed out at check-in vouches for no name an account's `*` did not: a
+/// Machine certificate for `login.bank.example` (any device name is fine for client
+/// authentication) does not turn into a server certificate for it over SCEP. And a device that
+/// holds a good certificate of a template (reported or not) gets no challenge for it: a stolen
+/// key cannot mint live certificates by claiming it lost one.
+#[tokio::test]
+async fn attack_check_in_challenges_vouch_for_nothing_and_replace_nothing() {
+    let ts = TestServer::start().await;
+    let anyone =
+        autoenroll_server::ra::AccountSpec { name: "anyone", password: common::PASSWORD, ..Default::default() };
+    ts.ra.create_account(&anyone).await.unwrap();
+    let creds =
+        autoenroll_server::ra::Credentials::Password { username: "anyone".into(), password: common::PASSWORD.into() };
+    let principal = ts.ra.authenticate(&creds, Some("login.bank.example")).await.unwrap();
+    let k = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = autoenroll_keys::build_csr(&k, autoenroll_keys::cn_name("x").unwrap(), vec![]).unwrap();
+    let input = autoenroll_server::ra::EnrollInput { principal: &principal, csr_der: &csr, template_name: None };
+    let machine = common::issued(ts.ra.enroll(input).await.unwrap());
+    let web = TemplateSpec {
+        grants: Some("account:*,holder:Machine".into()),
+        key_algorithm: Some("rsa2048".into()),
+        ..Default::default()
+    };
+    ts.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "WebServer", &web).await.unwrap();
+    let tls = common::identity_of(&ts.ra, &machine.certificate_der, &k);
+    let checkin = |body: serde_json::Value| {
+        let (ts, tls) = (&ts, &tls);
+        async move {
+            let (client, url) = (ts.client(Some(tls)), ts.url("/checkin"));
+            let r = client.post(&url, "application/json", serde_json::to_vec(&body).unwrap()).await.unwrap();
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            serde_json::from_slice::<autoenroll_proto::checkin::CheckinAnswer>(&r.body).unwrap()
+        }
+    };
+    let a = checkin(serde_json::json!({ "scep": true })).await;
+    let challenge = a.directives.iter().find(|d| d.template == "WebServer").and_then(|d| d.challenge.clone());
+    let challenge = challenge.expect("a WebServer challenge for a Machine holder");
+    let c = Client::new();
+    let r = send_as(
+        &ts,
+        "/scep/WebServer",
+        &c,
+        MessageType::PkcsReq,
+        "lb1",
+        &c.csr("CN=login.bank.example", &[], Some(&challenge)),
+        ContentCipher::Aes256Cbc,
+    )
+    .await;
+    refused(&r, "NameNotAllowed");
+    // Machine is held (not reported: "lost"): no challenge to replace it.
+    let m = a.directives.iter().find(|d| d.template == "Machine").unwrap();
+    assert_eq!(m.action, autoenroll_proto::checkin::Action::Enroll, "{m:?}");
+    assert!(m.challenge.is_none(), "a held certificate is not replaced by a second live one");
+}
+
+/// Review: a device a static challenge created enrolls again once it holds no good
+/// certificate (expired, revoked), not while it does.
+#[tokio::test]
+async fn static_devices_enroll_again_once_their_certificate_is_gone() {
+    let ts = TestServer::start().await;
+    ts.ra.set_static_challenge("Machine", Some("s3cret-static")).await.unwrap();
+    let c = Client::new();
+    let r = send(&ts, &c, "sa1", &c.csr("CN=printer9", &[], Some("s3cret-static"))).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    let c2 = Client::new();
+    refused(&send(&ts, &c2, "sa2", &c2.csr("CN=printer9", &[], Some("s3cret-static"))).await, "DeviceNameTaken");
+    let serial = CertFacts::parse(&r.certificates[0]).unwrap().serial.0;
+    ts.ra.revoke(autoenroll_server::ra::LOCAL_ADMIN, &serial, "keyCompromise".parse().unwrap()).await.unwrap();
+    let r = send(&ts, &c2, "sa3", &c2.csr("CN=printer9", &[], Some("s3cret-static"))).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+}

@@ -430,7 +430,9 @@ impl Store {
     }
 
     /// Stores the signed certificate and marks it and its request issued, atomically; a renewal
-    /// (the intent named a previous serial) also marks the old certificate `renewed`.
+    /// (the intent named a previous serial) also marks the old certificate `renewed`. Returns
+    /// false when the intent was revoked while it was being signed (its device was blocked, or a
+    /// stale intent was released): the DER is kept for the record, nothing goes live.
     pub async fn complete_certificate(
         &self,
         serial: &str,
@@ -439,9 +441,27 @@ impl Store {
         der: &[u8],
         now: UnixTime,
         audit: Option<&AuditEvent>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE certificates SET thumbprint = $2, der = $3 WHERE serial = $1")
+            .bind(serial)
+            .bind(thumbprint)
+            .bind(der)
+            .execute(&mut *tx)
+            .await?;
+        let live = sqlx::query("UPDATE certificates SET state = $2 WHERE serial = $1 AND state = $3")
+            .bind(serial)
+            .bind(CertState::Issued.as_str())
+            .bind(CertState::Signing.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !live {
+            tx.commit().await?;
+            return Ok(false);
+        }
         if let Some(e) = audit {
             insert_audit(&mut *tx, e).await?;
         }
@@ -454,13 +474,6 @@ impl Store {
         .bind(CertState::Issued.as_str())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE certificates SET state = $2, thumbprint = $3, der = $4 WHERE serial = $1")
-            .bind(serial)
-            .bind(CertState::Issued.as_str())
-            .bind(thumbprint)
-            .bind(der)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1")
             .bind(request_id)
             .bind(RequestStatus::Issued.as_str())
@@ -468,7 +481,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {

@@ -75,6 +75,33 @@ impl Store {
         Ok(row.map(|(s,)| s))
     }
 
+    /// Revokes every unexpired certificate of a device that is issued, renewed or still being
+    /// signed (a signature in flight then never goes live); returns their serials.
+    pub async fn revoke_device_certificates(
+        &self,
+        device_id: i64,
+        reason: RevocationReason,
+        now: UnixTime,
+    ) -> Result<Vec<String>> {
+        let _writer = self.writer().await;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE certificates SET state = $3, revoked_at = $2, revocation_reason = $4 \
+             WHERE device_id = $1 AND not_after > $2 AND state IN ($5, $6, $7) RETURNING serial",
+        )
+        .bind(device_id)
+        .bind(now.0)
+        .bind(CertState::Revoked.as_str())
+        .bind(reason.as_str())
+        .bind(CertState::Issued.as_str())
+        .bind(CertState::Renewed.as_str())
+        .bind(CertState::Signing.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut serials: Vec<String> = rows.into_iter().map(|(s,)| s).collect();
+        serials.sort();
+        Ok(serials)
+    }
+
     /// Frees the successor claim on `previous` held by `successor` when that successor never
     /// went into service: issued after `issued_after` and never used, or an intent still
     /// signing since before `stale_before` (a signer that died). The successor is revoked (superseded: it may have

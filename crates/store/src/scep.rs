@@ -88,32 +88,36 @@ pub(crate) async fn insert_transaction_in<'c>(
     Ok(())
 }
 
+async fn insert_challenge_in<'c>(ex: impl sqlx::Executor<'c, Database = Any>, c: &Challenge) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO challenges (id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, \
+         ext_key_usage, created_at, expires_at, used_at, used_transaction, used_key) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+    )
+    .bind(&c.id)
+    .bind(&c.secret_hash)
+    .bind(&c.device)
+    .bind(&c.template)
+    .bind(&c.subject)
+    .bind(c.dns_names.join(","))
+    .bind(c.ip_addrs.join(","))
+    .bind(i64::from(c.min_key_bits))
+    .bind(join_list(&c.ekus))
+    .bind(c.created_at.0)
+    .bind(c.expires_at.0)
+    .bind(c.used_at.map(|t| t.0))
+    .bind(&c.used_transaction)
+    .bind(&c.used_key)
+    .execute(ex)
+    .await
+    .map_err(crate::duplicate(|| format!("challenge {}", c.id)))?;
+    Ok(())
+}
+
 impl Store {
     pub async fn insert_challenge(&self, c: &Challenge) -> Result<()> {
         let _writer = self.writer().await;
-        sqlx::query(
-            "INSERT INTO challenges (id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, \
-             ext_key_usage, created_at, expires_at, used_at, used_transaction, used_key) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-        )
-        .bind(&c.id)
-        .bind(&c.secret_hash)
-        .bind(&c.device)
-        .bind(&c.template)
-        .bind(&c.subject)
-        .bind(c.dns_names.join(","))
-        .bind(c.ip_addrs.join(","))
-        .bind(i64::from(c.min_key_bits))
-        .bind(join_list(&c.ekus))
-        .bind(c.created_at.0)
-        .bind(c.expires_at.0)
-        .bind(c.used_at.map(|t| t.0))
-        .bind(&c.used_transaction)
-        .bind(&c.used_key)
-        .execute(&self.pool)
-        .await
-        .map_err(crate::duplicate(|| format!("challenge {}", c.id)))?;
-        Ok(())
+        insert_challenge_in(&self.pool, c).await
     }
 
     pub async fn challenge(&self, id: &str) -> Result<Option<Challenge>> {
@@ -169,20 +173,29 @@ impl Store {
         Ok(())
     }
 
-    /// Ends the unused challenges for a device and template: a new challenge replaces them, so
-    /// only the latest one handed out can be spent.
-    pub async fn expire_challenges(&self, device: &str, template: &str, now: UnixTime) -> Result<u64> {
+    /// Stores a new challenge and ends the unused ones for the same device and template, in one
+    /// commit: at most one is outstanding, even with racing creators (the device row is locked
+    /// first; on SQLite writers are serialized anyway). Returns how many it ended.
+    pub async fn replace_challenge(&self, c: &Challenge) -> Result<u64> {
         let _writer = self.writer().await;
-        let r = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE devices SET last_seen = last_seen WHERE name = $1")
+            .bind(&c.device)
+            .execute(&mut *tx)
+            .await?;
+        let ended = sqlx::query(
             "UPDATE challenges SET expires_at = $3 \
              WHERE device = $1 AND template = $2 AND used_at IS NULL AND expires_at > $3",
         )
-        .bind(device)
-        .bind(template)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        .bind(&c.device)
+        .bind(&c.template)
+        .bind(c.created_at.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        insert_challenge_in(&mut *tx, c).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     pub async fn scep_transaction(&self, transaction: &str, key: &str) -> Result<Option<i64>> {

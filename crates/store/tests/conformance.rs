@@ -1003,17 +1003,27 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
     ));
     assert_eq!(s.request(held + 1).await.unwrap(), None, "the losing request was rolled back");
     // A new challenge for a device and template ends the unused earlier ones (not used ones,
-    // not other devices' or templates').
-    let base = Challenge { id: "e1".into(), device: "edev".into(), expires_at: t(1000), used_at: None, ..c.clone() };
+    // not other devices' or templates'), in the same commit.
+    let base = Challenge {
+        id: "e1".into(),
+        device: "edev".into(),
+        created_at: t(1),
+        expires_at: t(1000),
+        used_at: None,
+        ..c.clone()
+    };
     s.insert_challenge(&base).await.unwrap();
     s.insert_challenge(&Challenge { id: "e2".into(), template: "Other".into(), ..base.clone() }).await.unwrap();
     s.insert_challenge(&Challenge { id: "e3".into(), device: "fdev".into(), ..base.clone() }).await.unwrap();
-    assert_eq!(s.expire_challenges("edev", &base.template, t(50)).await.unwrap(), 1);
+    let next = Challenge { id: "e4".into(), created_at: t(50), ..base.clone() };
+    assert_eq!(s.replace_challenge(&next).await.unwrap(), 1);
     assert_eq!(s.challenge("e1").await.unwrap().unwrap().expires_at, t(50));
     assert!(!s.use_challenge("e1", "t", "k", t(60)).await.unwrap(), "ended");
+    assert!(s.use_challenge("e4", "t", "k", t(60)).await.unwrap(), "the new one stands");
     assert_eq!(s.challenge("e2").await.unwrap().unwrap().expires_at, t(1000));
     assert_eq!(s.challenge("e3").await.unwrap().unwrap().expires_at, t(1000));
-    assert_eq!(s.expire_challenges("edev", &base.template, t(60)).await.unwrap(), 0, "already ended");
+    assert!(matches!(s.replace_challenge(&next).await, Err(StoreError::Duplicate(_))), "ids are unique");
+    assert_eq!(s.challenge("e4").await.unwrap().unwrap().used_at, Some(t(60)), "a failed replace changes nothing");
     // A device with requests cannot be deleted; one without can, with what it reported.
     assert!(!s.delete_device("dev").await.unwrap());
     assert!(s.device("dev").await.unwrap().is_some());
@@ -1200,6 +1210,19 @@ async fn one_successor_and_superseded_revocation(s: Store) {
     assert!(!s.release_successor("e0", "e1", t(T0 + 100), t(T0), t(T0 + 200)).await.unwrap(), "still fresh");
     assert!(s.release_successor("e0", "e1", t(T0 + 101), t(T0), t(T0 + 500)).await.unwrap());
     assert_eq!(state(&s, "e1").await, CertState::Revoked);
+    // Blocking revokes a device's certificates in every live state, a signature in flight too:
+    // that one never goes live (its DER is kept for the record).
+    issue(&s, cert("dev6", "f0")).await;
+    issue(&s, Cert { previous: Some("f0"), at: T0 + 100, ..cert("dev6", "f1") }).await;
+    let (dev6, req) = record(&s, Cert { previous: Some("f1"), at: T0 + 200, ..cert("dev6", "f2") }).await;
+    issue(&s, Cert { not_after: T0 + 50, ..cert("dev6", "f9") }).await;
+    let revoked = s.revoke_device_certificates(dev6, RevocationReason::KeyCompromise, t(T0 + 300)).await.unwrap();
+    assert_eq!(revoked, ["f0", "f1", "f2"], "not the expired one");
+    assert!(!s.complete_certificate("f2", req, "TP-f2", b"f2", t(T0 + 301), None).await.unwrap());
+    let f2 = s.certificate("f2").await.unwrap().unwrap();
+    assert_eq!((f2.state, f2.der.as_deref()), (CertState::Revoked, Some(&b"f2"[..])));
+    assert_eq!(state(&s, "f1").await, CertState::Revoked, "not marked renewed by a dead successor");
+    assert!(s.revoke_device_certificates(dev6, RevocationReason::KeyCompromise, t(T0 + 302)).await.unwrap().is_empty());
     // What a device holds, oldest first, in every state.
     let held = s.device_certificates(dev.id).await.unwrap();
     assert_eq!(serials(&held), ["a0", "a1"]);

@@ -213,29 +213,50 @@ impl NamePolicy {
             self.check_dns(template, own_name, raw, server)?;
         }
         for ip in ips {
-            // `::ffff:127.0.0.1` is loopback too.
-            let canonical = ip.to_canonical();
-            let reserved = canonical.is_loopback()
-                || canonical.is_unspecified()
-                || server.ips.iter().any(|s| s.to_canonical() == canonical);
-            if reserved && !self.allow_server_names {
-                return Err(Refusal::ServerNameReserved { name: ip.to_string() });
-            }
+            self.check_ip_reserved(ip, server)?;
             // Allowing the server's names lifts the reservation only: addresses still need a range.
-            if !self.ip_ranges.iter().any(|r| r.contains(&canonical)) {
+            if !self.ip_ranges.iter().any(|r| r.contains(&ip.to_canonical())) {
                 return Err(Refusal::NameNotAllowed { name: ip.to_string(), template: template.to_string() });
             }
         }
         Ok(())
     }
 
-    fn check_dns(
+    /// What a renewal re-checks of the names it keeps (they were approved once, perhaps under
+    /// older rules): never the server's own names or loopback, never a wildcard the template
+    /// does not allow. The allow-lists are not applied again.
+    pub fn check_kept(
         &self,
         template: &str,
-        own_name: Option<&str>,
-        raw: &str,
+        common_name: Option<&str>,
+        dns_names: &[String],
+        ips: &[IpAddr],
         server: &ServerNames,
     ) -> Result<(), Refusal> {
+        let cn_host = common_name.filter(|cn| host_like(cn));
+        for raw in cn_host.into_iter().chain(dns_names.iter().map(String::as_str)) {
+            self.check_dns_reserved(template, raw, server)?;
+        }
+        for ip in ips {
+            self.check_ip_reserved(ip, server)?;
+        }
+        Ok(())
+    }
+
+    fn check_ip_reserved(&self, ip: &IpAddr, server: &ServerNames) -> Result<(), Refusal> {
+        // `::ffff:127.0.0.1` is loopback too.
+        let canonical = ip.to_canonical();
+        let reserved = canonical.is_loopback()
+            || canonical.is_unspecified()
+            || server.ips.iter().any(|s| s.to_canonical() == canonical);
+        if reserved && !self.allow_server_names {
+            return Err(Refusal::ServerNameReserved { name: ip.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The name's wildcard form and the server-name reservation; returns (wildcard, base).
+    fn check_dns_reserved(&self, template: &str, raw: &str, server: &ServerNames) -> Result<(bool, String), Refusal> {
         let name = normalize(raw);
         if name.len() > 253 || name.is_empty() {
             return Err(Refusal::NameNotAllowed { name: raw.to_string(), template: template.to_string() });
@@ -259,6 +280,18 @@ impl NamePolicy {
         if wildcard && !self.allow_wildcards {
             return Err(Refusal::WildcardNotAllowed { name: raw.to_string(), template: template.to_string() });
         }
+        Ok((wildcard, base))
+    }
+
+    fn check_dns(
+        &self,
+        template: &str,
+        own_name: Option<&str>,
+        raw: &str,
+        server: &ServerNames,
+    ) -> Result<(), Refusal> {
+        let (wildcard, base) = self.check_dns_reserved(template, raw, server)?;
+        let name = normalize(raw);
         if !wildcard && own_name.is_some_and(|own| name == normalize(own)) {
             return Ok(());
         }

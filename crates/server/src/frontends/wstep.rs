@@ -56,7 +56,9 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
     if is_signed_data(&token.der) {
         let caller = match creds {
             Credentials::None => None,
-            other => Some(state.ra.authenticate(&other, device_hint).await?),
+            // Only to name the caller's device: a certificate already renewed (a retry of this
+            // very renewal) or a spent token says that as well as a live one.
+            other => Some(state.ra.authenticate_for(&other, device_hint, Purpose::Retrieve).await?),
         };
         let issued = state.ra.renew_signed(&token.der, caller.as_ref(), Window::Autoenrollment).await?;
         return issued_response(issued, relates_to);

@@ -273,6 +273,11 @@ impl Ra {
             self.template(t).await?;
         }
         let now = self.now();
+        // The token reserves its device: an account cannot bind the name first.
+        let device = self.store.touch_device(spec.device, now).await?;
+        if device.owner.is_none() {
+            self.store.bind_device(device.id, super::LOCAL_ADMIN).await?;
+        }
         let t = secrets::new_token();
         let expires_at = now.plus_secs(spec.ttl_secs);
         self.store

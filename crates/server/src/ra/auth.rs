@@ -82,19 +82,23 @@ impl Principal {
     }
 
     /// Whom a device this principal creates is bound to: the account that named it, or the
-    /// administrator who made the token or challenge for it.
-    fn owner(&self) -> String {
+    /// administrator who made the token for it.
+    /// None for a certificate: a device never binds itself (after an administrator unbound it,
+    /// the next account allowed to enroll it does).
+    fn owner(&self) -> Option<String> {
         match &self.kind {
-            PrincipalKind::Account { name, .. } => format!("account:{name}"),
-            PrincipalKind::Token { .. } | PrincipalKind::Certificate { .. } => super::LOCAL_ADMIN.to_string(),
+            PrincipalKind::Account { name, .. } => Some(format!("account:{name}")),
+            PrincipalKind::Token { .. } => Some(super::LOCAL_ADMIN.to_string()),
+            PrincipalKind::Certificate { .. } => None,
         }
     }
 }
 
-/// What authentication is for: most requests need live credentials; collecting the outcome of
-/// a pending request also takes the (spent) bootstrap token that paid for it; reporting and
-/// collecting also take a certificate already renewed (a device whose successor did not install
-/// must still hear what to do).
+/// What authentication is for: most requests need live credentials. `Retrieve` only identifies
+/// the asker (collecting a pending request, naming the device beside a signed renewal): it also
+/// takes the spent bootstrap token that paid for a request and a certificate already renewed.
+/// `Checkin` takes a renewed certificate too (a device whose successor did not install must
+/// still hear what to do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Request,
@@ -231,7 +235,7 @@ impl Ra {
         let device = self.store.device(&p.device).await?;
         if let Some(d) = &device {
             let mine = match &p.kind {
-                PrincipalKind::Account { .. } => d.owner.is_none() || d.owner.as_deref() == Some(p.owner().as_str()),
+                PrincipalKind::Account { .. } => d.owner.is_none() || d.owner == p.owner(),
                 // Tokens and challenges are made for a device by an administrator; a
                 // certificate is the device itself.
                 PrincipalKind::Token { .. } | PrincipalKind::Certificate { .. } => true,
@@ -272,13 +276,14 @@ impl Ra {
     pub(crate) async fn claim_device(&self, p: &Principal) -> Result<Device, RaError> {
         let now = self.now();
         let mut device = self.store.touch_device(&p.device, now).await?;
-        let owner = p.owner();
-        if device.owner.is_none() && self.store.bind_device(device.id, &owner).await? {
-            device.owner = Some(owner.clone());
-        } else if device.owner.is_none() {
-            device = self.store.device(&p.device).await?.ok_or_else(|| RaError::internal("device vanished"))?;
+        if let (None, Some(owner)) = (&device.owner, p.owner()) {
+            if self.store.bind_device(device.id, &owner).await? {
+                device.owner = Some(owner);
+            } else {
+                device = self.store.device(&p.device).await?.ok_or_else(|| RaError::internal("device vanished"))?;
+            }
         }
-        if matches!(p.kind, PrincipalKind::Account { .. }) && device.owner.as_deref() != Some(owner.as_str()) {
+        if matches!(p.kind, PrincipalKind::Account { .. }) && device.owner != p.owner() {
             return Err(Refusal::DeviceBound { actor: p.actor(), device: device.name }.into());
         }
         Ok(device)

@@ -222,11 +222,16 @@ impl Ra {
             let (input, certificate) = view(t, &held, &reported, supersedes_held, now);
             let decision = renewal::decide(&input);
             let challenge = match decision {
-                // Only a current certificate buys challenges (one already renewed may report),
-                // and only for templates that take RSA keys (a SCEP request is signed with its
-                // own key, and SCEP signs with RSA).
+                // A challenge is an enrollment: only for a template the asker may enroll (its
+                // grants), that the device holds no good certificate of (a lost one is not
+                // replaced by a second live one), with a current certificate (one already renewed
+                // may report), and that takes RSA keys (SCEP signs with the request's key).
                 Decision::Enroll(_)
-                    if report.scep && principal.may_request() && t.key.accept.contains(&KeyFamily::Rsa) =>
+                    if report.scep
+                        && principal.may_request()
+                        && principal.may_enroll(t, &groups)
+                        && !holds(t)
+                        && t.key.accept.contains(&KeyFamily::Rsa) =>
                 {
                     // Handed out just in time: bound to this device and template, one hour.
                     let spec = super::scep::ChallengeSpec {
@@ -235,7 +240,7 @@ impl Ra {
                         ttl_secs: 3600,
                         ..Default::default()
                     };
-                    Some(self.create_challenge("server", &spec).await?.0)
+                    Some(self.make_challenge("server", &spec, false).await?.0)
                 }
                 _ => None,
             };

@@ -267,7 +267,8 @@ impl Ra {
             outcome: AuditOutcome::Issued,
             detail: format!("serial {serial} request {request_id}{}", r.audit.note),
         };
-        self.store
+        let live = self
+            .store
             .complete_certificate(
                 serial.as_str(),
                 request_id,
@@ -278,6 +279,12 @@ impl Ra {
             )
             .await
             .map_err(|e| RaError::from(e).with_request(request_id))?;
+        if !live {
+            // Revoked while it was being signed (its device was blocked): never handed out.
+            return Err(
+                RaError::from(Refusal::CertificateRevoked { serial: serial.to_string() }).with_request(request_id)
+            );
+        }
         tracing::info!(actor = r.audit.actor, action = r.audit.action, %serial, "issued");
         Ok(der)
     }
@@ -334,8 +341,6 @@ impl Ra {
         // 3. The key, 4. the names.
         template.check_key(&csr.key)?;
         let request = issue_request(&csr, &template, &input.principal.device, vouched, &self.settings.server_names)?;
-        // Every check passed: the device is created and bound now.
-        let device = self.claim_device(input.principal).await?;
 
         // 5. A bootstrap token pays for this request (held or issued): one statement, so two
         // racing requests with one token cannot both pass.
@@ -344,6 +349,8 @@ impl Ra {
                 return Err(Refusal::TokenUsed.into());
             }
         }
+        // Every check passed: the device is created and bound now.
+        let device = self.claim_device(input.principal).await?;
         let actor = input.principal.actor();
         let new_request = NewRequest {
             device_id: device.id,

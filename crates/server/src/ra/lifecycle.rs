@@ -165,15 +165,13 @@ impl Ra {
     pub async fn block_and_revoke(&self, actor: &str, device: &str, reason: RevocationReason) -> Result<u64, RaError> {
         self.set_device_state(actor, device, DeviceState::Blocked).await?;
         let d = self.store.device(device).await?.ok_or_else(|| Refusal::UnknownDevice { name: device.to_string() })?;
-        let mut n = 0;
-        let now = self.now();
-        for c in self.store.device_certificates(d.id).await? {
-            if c.state.is_good() && c.not_after > now && self.store.revoke_certificate(&c.serial, reason, now).await? {
-                let detail = format!("{reason} (device {device} blocked)");
-                self.audit(actor, "cert.revoke", &c.serial, AuditOutcome::Ok, &detail).await;
-                n += 1;
-            }
+        // One statement: issued, renewed and in-flight signatures alike (those never go live).
+        let revoked = self.store.revoke_device_certificates(d.id, reason, self.now()).await?;
+        for serial in &revoked {
+            let detail = format!("{reason} (device {device} blocked)");
+            self.audit(actor, "cert.revoke", serial, AuditOutcome::Ok, &detail).await;
         }
+        let n = revoked.len() as u64;
         if n > 0 {
             if let Err(e) = self.publish_crl().await {
                 tracing::error!(%e, "could not publish the CRL after blocking a device");

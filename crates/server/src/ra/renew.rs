@@ -6,7 +6,7 @@ use super::enroll::{csr_error, Issue, Issued, Recorded};
 use super::templates::profile_for;
 use super::{Ra, RaError};
 use autoenroll_ca::IssueRequest;
-use autoenroll_core::model::{AuditOutcome, CertState, RequestKind};
+use autoenroll_core::model::{AuditOutcome, CertState, RequestKind, RevocationReason};
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::{cms, CertFacts, CsrFacts, PkiError};
 use autoenroll_core::renewal::Held;
@@ -107,8 +107,21 @@ impl Ra {
             .certificate_by_thumbprint(Thumbprint::of_der(old_der).as_str())
             .await?
             .ok_or(Refusal::UnknownCertificate)?;
-        // 2. Still good.
+        // 2. Still good. One exception: revoked as superseded (the grace ran out) while its
+        // successor waited for a client that lost the answer: the same key gets that successor
+        // (it proves nothing new: whoever has the key has the certificate already).
         if row.state == CertState::Revoked {
+            if row.revocation_reason == Some(RevocationReason::Superseded) {
+                if let Some(s) = self.store.successor(&row.serial).await? {
+                    let same_key =
+                        s.der.as_deref().is_some_and(|d| CertFacts::parse(d).is_ok_and(|f| f.spki_der == csr.spki_der));
+                    if s.state == CertState::Issued && s.not_after > now && same_key {
+                        if let Some(der) = s.der.clone() {
+                            return Ok(self.issued_from(s, der));
+                        }
+                    }
+                }
+            }
             return Err(Refusal::CertificateRevoked { serial: row.serial }.into());
         }
         if now >= old.not_after {
@@ -183,6 +196,16 @@ impl Ra {
         // 6. Names: what was approved for the old certificate (or, where the template allows,
         // a subset of it): a name change is a new enrollment, with its approval rules.
         let request = renewal_request(csr, old, &template);
+        // Kept names were approved once, maybe under older rules: never the server's own names
+        // or a wildcard the template does not allow (certificates from before the trust model).
+        let cn = autoenroll_core::pki::csr::common_name(&request.subject);
+        template.names.check_kept(
+            &template.name,
+            cn.as_deref(),
+            &request.dns_names,
+            &request.ip_addrs,
+            &self.settings.server_names,
+        )?;
         let profile = profile_for(&template);
         let kind = match proof {
             Proof::SignedRequest => RequestKind::Renew,

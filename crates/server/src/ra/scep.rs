@@ -111,9 +111,21 @@ impl Ra {
         Ok(self.scep.sign(content, attributes, &[self.ca.issuing_der().to_vec()])?)
     }
 
-    /// A one-time challenge for a device and template; it replaces any unspent one for the
-    /// same pair (at most one is outstanding).
+    /// A one-time challenge for a device and template, made by an administrator: the device
+    /// is bound to `admin` if it was not yet. It replaces any unspent one for the same pair (at
+    /// most one is outstanding).
     pub async fn create_challenge(&self, actor: &str, spec: &ChallengeSpec) -> Result<(String, i64), RaError> {
+        self.make_challenge(actor, spec, true).await
+    }
+
+    /// `create_challenge`; `bind` is false when the server makes it at check-in (a device's
+    /// binding is an administrator's or its first enroller's, never the server's).
+    pub(crate) async fn make_challenge(
+        &self,
+        actor: &str,
+        spec: &ChallengeSpec,
+        bind: bool,
+    ) -> Result<(String, i64), RaError> {
         if spec.device.is_empty() || spec.ttl_secs <= 0 {
             return Err(
                 Refusal::InvalidChallenge { detail: "a challenge needs a device and a positive TTL".into() }.into()
@@ -130,19 +142,17 @@ impl Ra {
         };
         normalized_subject(&subject)?;
         let now = self.now();
-        // Made by an administrator for this device: it is bound to them if it was not yet.
         let device = self.store.touch_device(&spec.device, now).await?;
-        if device.owner.is_none() {
+        if bind && device.owner.is_none() {
             self.store.bind_device(device.id, super::LOCAL_ADMIN).await?;
         }
-        self.store.expire_challenges(&spec.device, &template.name, now).await?;
         let (challenge, id, secret_hash) = new_challenge();
         let expires_at = now.plus_secs(spec.ttl_secs);
         let mut ekus = spec.ext_key_usage.clone().unwrap_or_else(|| template.ekus.clone());
         ekus.sort();
         ekus.dedup();
         self.store
-            .insert_challenge(&Challenge {
+            .replace_challenge(&Challenge {
                 id: id.clone(),
                 secret_hash,
                 device: spec.device.clone(),
@@ -228,8 +238,16 @@ impl Ra {
             (Some(_), Some(_)) => {}
             (Some(_), None) => return Err(Refusal::DeviceNotEnrolled { device }.into()),
             // A static challenge names its device in the request: it may create one, never
-            // claim one the inventory holds.
-            (None, Some(_)) => return Err(Refusal::DeviceNameTaken { device }.into()),
+            // claim one the inventory holds — except a device it created itself that holds no
+            // good certificate any more (expired, revoked): it enrolls again.
+            (None, Some(d)) => {
+                let own = d.owner.as_deref() == Some(STATIC_CHALLENGE_OWNER);
+                let holds =
+                    self.store.device_certificates(d.id).await?.iter().any(|c| c.state.is_good() && c.not_after > now);
+                if !own || holds {
+                    return Err(Refusal::DeviceNameTaken { device }.into());
+                }
+            }
             (None, None) => {
                 valid_name(&device).map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
             }
@@ -238,8 +256,13 @@ impl Ra {
             return Err(Refusal::DeviceBlocked { device }.into());
         }
         template.check_key(&csr.key)?;
-        // A dynamic challenge was made for this device name; a static one vouches for nothing.
-        let vouched = challenge_id.is_some();
+        // A dynamic challenge was made for an existing device: its name is as good as its
+        // owner's word (an administrator's, or an account's explicit pattern); a static
+        // challenge vouches for nothing.
+        let vouched = match (&challenge_id, existing.as_ref().and_then(|d| d.owner.as_deref())) {
+            (Some(_), Some(owner)) => self.owner_vouches(owner, &device).await?,
+            _ => false,
+        };
         let request = issue_request(&csr, &template, &device, vouched, &self.settings.server_names)?;
         let device_row = match existing {
             Some(d) => d,

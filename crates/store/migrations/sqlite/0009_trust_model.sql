@@ -16,11 +16,14 @@ ALTER TABLE templates ADD COLUMN allow_mdm INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE accounts ADD COLUMN groups TEXT NOT NULL DEFAULT '';
 ALTER TABLE accounts ADD COLUMN devices TEXT NOT NULL DEFAULT '*';
 
--- A device belongs to the account that first enrolled it; devices an administrator set up
--- (tokens, challenges) belong to 'admin'.
+-- A device belongs to the requester of its first issued request: an account ('account:NAME');
+-- devices an administrator set up (tokens, dynamic challenges, the listener) belong to 'admin';
+-- devices a static SCEP challenge created, to 'scep:static' (the client chose their names).
 ALTER TABLE devices ADD COLUMN owner TEXT;
-UPDATE devices SET owner = (SELECT r.requester FROM requests r WHERE r.device_id = devices.id ORDER BY r.id LIMIT 1);
-UPDATE devices SET owner = 'admin' WHERE owner IS NOT NULL AND owner NOT LIKE 'account:%';
+UPDATE devices SET owner = (SELECT r.requester FROM requests r
+    WHERE r.device_id = devices.id AND r.status = 'issued' ORDER BY r.id LIMIT 1);
+UPDATE devices SET owner = 'admin'
+    WHERE owner IS NOT NULL AND owner NOT LIKE 'account:%' AND owner <> 'scep:static';
 
 CREATE TABLE device_groups (
     group_name TEXT NOT NULL,
