@@ -63,6 +63,9 @@ pub fn from_wire(r: &GetPoliciesResponse) -> Result<Policy, AgentError> {
                 2049..=3072 => 3072,
                 _ => 4096,
             }),
+            // Named curves (schema 3), or the generic EC OID with the key length.
+            Some("1.3.132.0.34") => KeyAlgorithm::P384,
+            Some("1.2.840.10045.3.1.7") => KeyAlgorithm::P256,
             _ if p.minimal_key_length > 256 => KeyAlgorithm::P384,
             _ => KeyAlgorithm::P256,
         };

@@ -58,8 +58,12 @@ fn parse_security(sec: &Element) -> Result<HeaderToken, ProtoError> {
             .child(ns::WSSE, "Username")
             .map(|u| u.text.trim().to_string())
             .ok_or(ProtoError::Missing("wsse:Username"))?;
-        let password =
-            ut.child(ns::WSSE, "Password").map(|p| p.text.clone()).ok_or(ProtoError::Missing("wsse:Password"))?;
+        // Line breaks and tabs around the value are the document's layout, not the password (the
+        // MS-MDE2 sample itself ends its password with a line break); spaces are kept.
+        let password = ut
+            .child(ns::WSSE, "Password")
+            .map(|p| p.text.trim_matches(['\r', '\n', '\t']).to_string())
+            .ok_or(ProtoError::Missing("wsse:Password"))?;
         return Ok(HeaderToken::UsernameToken { username, password });
     }
     if let Some(bst) = sec.child(ns::WSSE, "BinarySecurityToken") {

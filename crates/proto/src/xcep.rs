@@ -138,6 +138,8 @@ pub struct Policy {
     pub minimal_key_length: u32,
     pub key_spec: Option<u32>,
     pub algorithm_oid_reference: Option<i32>,
+    /// Providers the client may create the key in (CSP names for schema 2, KSP names for 3).
+    pub crypto_providers: Vec<String>,
     pub major_revision: u32,
     pub minor_revision: u32,
     pub superseded: Vec<String>,
@@ -206,7 +208,12 @@ fn policy_xml(p: &Policy) -> W {
                 .child(W::nil("keyUsageProperty"))
                 .child(W::nil("permissions"))
                 .child(opt_int("algorithmOIDReference", p.algorithm_oid_reference))
-                .child(W::nil("cryptoProviders")),
+                .child(if p.crypto_providers.is_empty() {
+                    W::nil("cryptoProviders")
+                } else {
+                    W::new("cryptoProviders")
+                        .children(p.crypto_providers.iter().map(|c| W::leaf("provider", c.as_str())))
+                }),
         )
         .child(
             W::new("revision")
@@ -249,19 +256,24 @@ impl GetPoliciesResponse {
         } else {
             (
                 W::new("policies").children(self.policies.iter().map(policy_xml)),
-                W::new("cAs").children(self.cas.iter().map(|ca| {
-                    W::new("cA")
-                        .child(W::new("uris").children(ca.uris.iter().map(|u| {
-                            W::new("cAURI")
-                                .child(W::leaf("clientAuthentication", u.client_authentication.value().to_string()))
-                                .child(W::leaf("uri", u.uri.as_str()))
-                                .child(W::leaf("priority", u.priority.to_string()))
-                                .child(W::leaf("renewalOnly", u.renewal_only.to_string()))
-                        })))
-                        .child(W::leaf("certificate", b64::encode(&ca.certificate_der)))
-                        .child(W::leaf("enrollPermission", ca.enroll_permission.to_string()))
-                        .child(W::leaf("cAReferenceID", ca.reference_id.to_string()))
-                })),
+                // An empty collection is nil (the schema's sequences need one entry).
+                if self.cas.is_empty() {
+                    W::nil("cAs")
+                } else {
+                    W::new("cAs").children(self.cas.iter().map(|ca| {
+                        W::new("cA")
+                            .child(W::new("uris").children(ca.uris.iter().map(|u| {
+                                W::new("cAURI")
+                                    .child(W::leaf("clientAuthentication", u.client_authentication.value().to_string()))
+                                    .child(W::leaf("uri", u.uri.as_str()))
+                                    .child(W::leaf("priority", u.priority.to_string()))
+                                    .child(W::leaf("renewalOnly", u.renewal_only.to_string()))
+                            })))
+                            .child(W::leaf("certificate", b64::encode(&ca.certificate_der)))
+                            .child(W::leaf("enrollPermission", ca.enroll_permission.to_string()))
+                            .child(W::leaf("cAReferenceID", ca.reference_id.to_string()))
+                    }))
+                },
                 W::new("oIDs").children(self.oids.iter().map(|o| {
                     W::new("oID")
                         .child(W::leaf("value", o.value.as_str()))
@@ -352,6 +364,12 @@ pub fn parse_response(body: &Element) -> Result<GetPoliciesResponse, ProtoError>
                 minimal_key_length: num(pka, "minimalKeyLength")?,
                 key_spec: opt_num(pka, "keySpec")?,
                 algorithm_oid_reference: opt_num(pka, "algorithmOIDReference")?,
+                crypto_providers: pka
+                    .child(ns::XCEP, "cryptoProviders")
+                    .map(|c| {
+                        c.children_named(ns::XCEP, "provider").filter_map(|p| p.value()).map(str::to_string).collect()
+                    })
+                    .unwrap_or_default(),
                 major_revision: num(revision, "majorRevision")?,
                 minor_revision: opt_num(revision, "minorRevision")?.unwrap_or(0),
                 superseded: a

@@ -516,3 +516,28 @@ async fn attack_a_csr_hint_does_not_override_the_mdm_template() {
     s.ra.create_template("MdmVpn", &spec).await.unwrap();
     assert_eq!(enroll(Some("MdmVpn")).await, "MdmVpn", "a template marked for MDM may be picked");
 }
+
+/// The MS-MDE2 sample request (4.3.1.4) as Windows sends it, against an account named as in
+/// the sample: a user principal name, and a password the sample ends with a line break
+/// (issue 13, finding 5). Authentication passes; what follows is the request's business.
+#[tokio::test]
+async fn the_specs_sample_request_authenticates() {
+    let s = TestServer::start().await;
+    let upn =
+        autoenroll_server::ra::AccountSpec { name: "user@contoso.com", password: "mypassword", ..Default::default() };
+    s.ra.create_account(&upn).await.unwrap();
+    let r = s
+        .client(None)
+        .post(
+            &s.url("/EnrollmentServer/Enrollment.svc"),
+            "application/soap+xml; charset=utf-8",
+            vector("mde2-spec-4.3.1.4-rst-request-onpremise.xml"),
+        )
+        .await
+        .unwrap();
+    // The sample's token is a placeholder ("DER format PKCS#10 ... Inserted Here"): past
+    // authentication, it is refused as the malformed message it is.
+    let f = mde2::parse_fault(&soap::parse_envelope(&r.body).unwrap()).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:MessageFormat", "InvalidEnrollmentData"), "{f:?}");
+    assert!(f.reason.contains("BadBase64"), "{f:?}");
+}

@@ -416,3 +416,50 @@ async fn the_listener_certificate_is_renewed_before_it_expires() {
         "both listener certificates are in the inventory"
     );
 }
+
+/// Key usage by key type (issue 13, finding 10): an EC key enciphers no keys (RFC 5480 3), so
+/// a WebServer certificate for an EC key says digitalSignature only; for RSA keyEncipherment too.
+#[tokio::test]
+async fn key_usage_follows_the_key_type() {
+    let s = TestServer::start().await;
+    let suffix = TemplateSpec { dns_suffixes: Some("example.test".into()), ..Default::default() };
+    s.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "WebServer", &suffix).await.unwrap();
+    let usage = |cert: &[u8]| {
+        let c = <x509_cert::Certificate as der::Decode>::from_der(cert).unwrap();
+        let ext = c
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+            .find(|e| e.extn_id == autoenroll_core::oids::CE_KEY_USAGE)
+            .unwrap();
+        <x509_cert::ext::pkix::KeyUsage as der::Decode>::from_der(ext.extn_value.as_bytes()).unwrap()
+    };
+    let ec = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = csr_with(&ec, "w1.example.test", &["w1.example.test"], &[], Some("WebServer"));
+    let (cert, _) = issue(&s, &account(), &csr).await.unwrap();
+    let ku = usage(&cert);
+    assert!(ku.digital_signature() && !ku.key_encipherment(), "EC: {ku:?}");
+    let rsa = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let csr = csr_with(&rsa, "w2.example.test", &["w2.example.test"], &[], Some("WebServer"));
+    let (cert, _) = issue(&s, &account(), &csr).await.unwrap();
+    let ku = usage(&cert);
+    assert!(ku.digital_signature() && ku.key_encipherment(), "RSA: {ku:?}");
+}
+
+/// Issue 13, finding 5: the MS-WSTEP sample KET request is refused as an unsupported request
+/// type (as docs/error-mapping.md says), and an unknown RequestID in QueryTokenStatus carries
+/// CERTSRV_E_NO_REQUEST (0x80094002), not the unknown-template HRESULT.
+#[tokio::test]
+async fn ket_and_unknown_requests_get_their_own_codes() {
+    let s = TestServer::start().await;
+    let ket = String::from_utf8(vector("wstep-spec-4.1.2.1-ket-request.xml")).unwrap();
+    let r = s.client(None).post(&s.url("/wstep"), "application/soap+xml", ket.into_bytes()).await.unwrap();
+    let env = autoenroll_proto::soap::parse_envelope(&r.body).unwrap();
+    let f = fault(r.status, &env);
+    assert_eq!(f.subcode.as_deref(), Some("ae:UnsupportedRequestType"), "{f:?}");
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &account(), wstep::query_request_body("999999"), None).await;
+    let f = fault(status, &env);
+    assert_eq!(f.subcode.as_deref(), Some("ae:UnknownRequest"));
+    assert_eq!(f.detail.unwrap().error_code, 0x8009_4002_u32 as i32, "CERTSRV_E_NO_REQUEST");
+}

@@ -39,6 +39,7 @@ struct TemplateRow {
     renewal_subset: i64,
     key_types: String,
     allow_mdm: i64,
+    for_users: i64,
 }
 
 // A macro, not a const: sqlx takes only literal SQL, so queries are built with `concat!`.
@@ -47,7 +48,7 @@ macro_rules! columns {
         "name, oid, major, minor, description, validity_secs, renewal_secs, key_algorithm, min_key_bits, \
          key_usage, ext_key_usage, subject_from, allow_san, enroll, autoenroll, pend_all, same_key_renewal, \
          superseded, created_at, updated_at, renewal_grace_secs, retry_interval_secs, grants, dns_suffixes, \
-         ip_ranges, allow_wildcards, allow_server_names, renewal_subset, key_types, allow_mdm"
+         ip_ranges, allow_wildcards, allow_server_names, renewal_subset, key_types, allow_mdm, for_users"
     };
 }
 
@@ -101,6 +102,7 @@ impl TryFrom<TemplateRow> for Template {
                 renewal_subset: r.renewal_subset != 0,
             },
             allow_mdm: r.allow_mdm != 0,
+            for_users: r.for_users != 0,
             created_at: UnixTime(r.created_at),
             updated_at: UnixTime(r.updated_at),
             name: r.name,
@@ -127,7 +129,7 @@ fn read(row: &AnyRow) -> Result<Template> {
     Ok(t)
 }
 
-/// Binds `$1..$30` in `columns!()` order.
+/// Binds `$1..$31` in `columns!()` order.
 fn bind_all<'q>(q: Query<'q, Any, AnyArguments>, t: &'q Template) -> Query<'q, Any, AnyArguments> {
     q.bind(&t.name)
         .bind(t.oid.to_string())
@@ -159,6 +161,7 @@ fn bind_all<'q>(q: Query<'q, Any, AnyArguments>, t: &'q Template) -> Query<'q, A
         .bind(i64::from(t.names.renewal_subset))
         .bind(join_list(&t.key.accept))
         .bind(i64::from(t.allow_mdm))
+        .bind(i64::from(t.for_users))
 }
 
 impl Store {
@@ -204,7 +207,7 @@ impl Store {
             "INSERT INTO templates (",
             columns!(),
             ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,\
-             $23,$24,$25,$26,$27,$28,$29,$30)"
+             $23,$24,$25,$26,$27,$28,$29,$30,$31)"
         );
         bind_all(sqlx::query(sql), t)
             .execute(&self.pool)
@@ -221,7 +224,8 @@ impl Store {
              subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \
              same_key_renewal=$17, superseded=$18, created_at=$19, updated_at=$20, \
              renewal_grace_secs=$21, retry_interval_secs=$22, grants=$23, dns_suffixes=$24, ip_ranges=$25, \
-             allow_wildcards=$26, allow_server_names=$27, renewal_subset=$28, key_types=$29, allow_mdm=$30 WHERE name=$1";
+             allow_wildcards=$26, allow_server_names=$27, renewal_subset=$28, key_types=$29, allow_mdm=$30, \
+             for_users=$31 WHERE name=$1";
         let r = bind_all(sqlx::query(sql), t).execute(&self.pool).await?;
         Ok(r.rows_affected() == 1)
     }

@@ -95,6 +95,7 @@ fn template(name: &str, oid: &str) -> Template {
         grants: vec![Grant::AnyAccount, Grant::Token],
         names: NamePolicy::default(),
         allow_mdm: false,
+        for_users: false,
         created_at: t(1),
         updated_at: t(1),
     }
@@ -240,6 +241,7 @@ async fn templates_round_trip_and_unique(s: Store) {
             renewal_subset: true,
         },
         allow_mdm: true,
+        for_users: true,
         created_at: t(T0),
         updated_at: t(T0 + 5),
         ..template("B", "1.2.5")

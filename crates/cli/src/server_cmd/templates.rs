@@ -120,6 +120,9 @@ pub struct TemplateFields {
     /// MDM enrollment may pick this template when the device names it.
     #[arg(long)]
     allow_mdm: Option<bool>,
+    /// A template for users (Windows user-context autoenrollment) instead of computers.
+    #[arg(long)]
+    for_users: Option<bool>,
 }
 
 fn secs(d: Option<Duration>) -> Option<i64> {
@@ -155,6 +158,7 @@ impl TemplateFields {
             renewal_subset: self.renewal_subset,
             key_types: self.key_types.clone(),
             allow_mdm: self.allow_mdm,
+            for_users: self.for_users,
         }
     }
 }
@@ -187,6 +191,7 @@ fn print_template(t: &Template) {
     println!("server names:      {}", t.names.allow_server_names);
     println!("renewal subset:    {}", t.names.renewal_subset);
     println!("MDM may pick:      {}", t.allow_mdm);
+    println!("for:               {}", if t.for_users { "users" } else { "computers" });
 }
 
 pub async fn run(cmd: TemplateCommand) -> Result<i32> {

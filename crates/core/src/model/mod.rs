@@ -11,7 +11,8 @@ mod trust;
 
 pub use state::{AuditOutcome, CertState, DeviceState, RequestKind, RequestStatus, RevocationReason, UnknownValue};
 pub use template::{
-    valid_name, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, SubjectFrom, Template, TemplateError, EKU_NAMES, MIN_RSA_BITS,
+    valid_account_name, valid_name, Eku, KeyAlgorithm, KeyPolicy, KeyUsage, SubjectFrom, Template, TemplateError,
+    EKU_NAMES, MIN_RSA_BITS,
 };
 pub use trust::{
     glob_match, permitted, valid_pattern, Grant, KeyFamily, NamePolicy, Requester, ServerNames, MAX_COMMON_NAME,

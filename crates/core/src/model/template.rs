@@ -261,6 +261,9 @@ pub struct Template {
     /// Windows MDM enrollment may pick this template by the request's template hint (otherwise
     /// MDM always issues from the configured MDM template).
     pub allow_mdm: bool,
+    /// A template for users (Windows enrolls it in user context) rather than for computers
+    /// (the device's own certificates; XCEP CT_FLAG_MACHINE_TYPE).
+    pub for_users: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -292,6 +295,12 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Account names: the name charset plus `@`, so a user principal name (`user@contoso.com`, what
+/// Windows MDM sends) is one.
+pub fn valid_account_name(name: &str) -> Result<(), String> {
+    valid_name(&name.replace('@', "_")).map_err(|e| e.replace("and '.')", "'.' and '@')"))
+}
+
 impl Template {
     pub fn template_ref(&self) -> TemplateRef {
         TemplateRef { oid: self.oid.to_string(), major: self.major, minor: self.minor }
@@ -314,6 +323,25 @@ impl Template {
     /// The smallest RSA key accepted for this template.
     pub fn min_rsa_bits(&self) -> u32 {
         self.key.min_rsa_bits.max(MIN_RSA_BITS)
+    }
+
+    /// The key usages a certificate for `key` carries: the template's, without what that key
+    /// cannot do — an EC key enciphers no keys or data (RFC 5480 3), an RSA key does no key
+    /// agreement (RFC 4055 1.2); digitalSignature when nothing is left.
+    pub fn key_usage_for(&self, key: &KeyFacts) -> Vec<KeyUsage> {
+        let mut usages: Vec<KeyUsage> = self
+            .key_usage
+            .iter()
+            .copied()
+            .filter(|u| match key {
+                KeyFacts::Rsa { .. } => *u != KeyUsage::KeyAgreement,
+                _ => !matches!(u, KeyUsage::KeyEncipherment | KeyUsage::DataEncipherment),
+            })
+            .collect();
+        if usages.is_empty() {
+            usages.push(KeyUsage::DigitalSignature);
+        }
+        usages
     }
 
     /// Whether a request's key fits: a family the template accepts, at least its strength (RSA:
@@ -440,6 +468,7 @@ mod tests {
             grants: vec![Grant::AnyAccount],
             names: NamePolicy::default(),
             allow_mdm: false,
+            for_users: false,
             created_at: UnixTime(0),
             updated_at: UnixTime(0),
         }

@@ -45,7 +45,7 @@ impl FromStr for Grant {
         let name = |v: &str| super::valid_name(v).map(|_| v.to_string()).map_err(|_| bad());
         Ok(match (kind, value) {
             ("account", "*") => Grant::AnyAccount,
-            ("account", v) => Grant::Account(name(v)?),
+            ("account", v) => Grant::Account(super::valid_account_name(v).map(|_| v.to_string()).map_err(|_| bad())?),
             ("account-group", v) => Grant::AccountGroup(name(v)?),
             ("device", v) if valid_pattern(v) => Grant::Device(v.to_string()),
             ("device-group", v) => Grant::DeviceGroup(name(v)?),

@@ -245,7 +245,8 @@ pub async fn handle(
     let relates_to = env.message_id.clone();
     let result = match env.action.as_str() {
         ns::ACTION_GET_POLICIES => super::xcep::get_policies(&state, &env, &peer, super::xcep::Flavour::Xcep).await,
-        ns::ACTION_WSTEP => super::wstep::request_security_token(&state, &env, &peer).await,
+        // KET arrives with its own action (MS-WSTEP 4.1.2.1); the request type says what it is.
+        ns::ACTION_WSTEP | ns::ACTION_KET => super::wstep::request_security_token(&state, &env, &peer).await,
         other => Err(FrontError::Ra(Refusal::UnknownAction { action: other.to_string() }.into())),
     };
     match result {

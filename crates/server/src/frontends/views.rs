@@ -151,6 +151,7 @@ pub struct TemplateJson {
     pub allow_server_names: bool,
     pub renewal_subset: bool,
     pub allow_mdm: bool,
+    pub for_users: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -186,6 +187,7 @@ impl From<&Template> for TemplateJson {
             allow_server_names: t.names.allow_server_names,
             renewal_subset: t.names.renewal_subset,
             allow_mdm: t.allow_mdm,
+            for_users: t.for_users,
             created_at: t.created_at.0,
             updated_at: t.updated_at.0,
         }

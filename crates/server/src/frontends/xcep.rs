@@ -2,25 +2,42 @@
 use super::soap::{credentials, FrontError};
 use super::{AppState, PeerCerts};
 use crate::ra::RaError;
-use autoenroll_core::model::{KeyAlgorithm, SubjectFrom, Template};
+use autoenroll_core::model::{KeyAlgorithm, KeyFamily, SubjectFrom, Template};
 use autoenroll_proto::soap::Envelope;
 use autoenroll_proto::xcep::{
     self, Ca, CaUri, ClientAuthentication, GetPoliciesResponse, Oid, Policy, PolicyExtension,
 };
 
+// OID groups (MS-XCEP 3.1.4.1.3.16).
+const OID_GROUP_HASH: u32 = 1;
 const OID_GROUP_PUBLIC_KEY: u32 = 3;
 const OID_GROUP_EXTENSION: u32 = 6;
 const OID_GROUP_TEMPLATE: u32 = 9;
 const EXT_KEY_USAGE: &str = "2.5.29.37";
-const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+/// Named curves: CNG (schema 3) templates name the curve, not the generic id-ecPublicKey.
+const SECP256R1: &str = "1.2.840.10045.3.1.7";
+const SECP384R1: &str = "1.3.132.0.34";
+const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 
-// Flag values from MS-CRTD, as XCEP reuses them.
+// Flag values from MS-CRTD 2.26 (enrollment), 2.28 (subject name), 2.27 (private key) and
+// 2.4 (general), as XCEP reuses them.
 const CT_FLAG_PEND_ALL_REQUESTS: u32 = 0x2;
 const CT_FLAG_AUTO_ENROLLMENT: u32 = 0x20;
+/// Renewals are signed with the certificate they renew and are not held for approval.
+const CT_FLAG_PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT: u32 = 0x40;
 const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT: u32 = 0x1;
+/// A renewal keeps the old certificate's subject and names (what the server enforces).
+const CT_FLAG_OLD_CERT_SUPPLIES_SUBJECT_AND_ALT_NAME: u32 = 0x8;
 const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME: u32 = 0x10000;
+const CT_FLAG_MACHINE_TYPE: u32 = 0x40;
 const CT_FLAG_ADD_TEMPLATE_NAME: u32 = 0x200;
+/// pKIDefaultKeySpec AT_KEYEXCHANGE: an RSA key that signs and enciphers keys.
+const AT_KEYEXCHANGE: u32 = 1;
+/// CSPs for schema-2 (CryptoAPI) RSA templates; the KSP for schema-3 (CNG) ones.
+const RSA_CSPS: [&str; 2] =
+    ["Microsoft RSA SChannel Cryptographic Provider", "Microsoft Enhanced RSA and AES Cryptographic Provider"];
+const SOFTWARE_KSP: &str = "Microsoft Software Key Storage Provider";
 
 /// Plain MS-XCEP for autoenrollment clients, or the MS-MDE2 flavour for Windows MDM (schema 3,
 /// only the MDM template, a hash algorithm, no CA list).
@@ -30,8 +47,72 @@ pub enum Flavour {
     Mdm,
 }
 
-const SHA256: &str = "2.16.840.1.101.3.4.2.1";
-const OID_GROUP_HASH: u32 = 1;
+/// The response's `oIDs`: each OID once, with a reference id.
+#[derive(Default)]
+struct Oids(Vec<Oid>);
+
+impl Oids {
+    fn reference(&mut self, value: &str, group: u32, default_name: &str) -> i32 {
+        if let Some(o) = self.0.iter().find(|o| o.value == value && o.group == group) {
+            return o.reference_id;
+        }
+        let reference_id = self.0.len() as i32 + 1;
+        self.0.push(Oid { value: value.into(), group, reference_id, default_name: default_name.into() });
+        reference_id
+    }
+}
+
+/// What a template asks of the client's key, as Windows reads it: the algorithm and length it
+/// generates, the template schema that can express it, and where the key may live.
+struct KeyRequest {
+    algorithm: (&'static str, &'static str),
+    minimal_key_length: u32,
+    schema: u32,
+    key_spec: Option<u32>,
+    providers: Vec<String>,
+}
+
+fn key_request(t: &Template, flavour: Flavour) -> KeyRequest {
+    // Windows MDM creates RSA keys (in the TPM when it can): advertise what it will send when the
+    // template takes RSA, so policy and issuance agree.
+    let algorithm = match (flavour, t.key.algorithm) {
+        (Flavour::Mdm, _) if t.key.accept.contains(&KeyFamily::Rsa) => KeyAlgorithm::Rsa(t.min_rsa_bits()),
+        (_, a) => a,
+    };
+    let schema = match (flavour, algorithm) {
+        (Flavour::Mdm, _) => 3,
+        // CryptoAPI (schema 2) has no ECC; CNG (schema 3) has.
+        (Flavour::Xcep, KeyAlgorithm::Rsa(_)) => 2,
+        (Flavour::Xcep, _) => 3,
+    };
+    let providers = match schema {
+        2 => RSA_CSPS.iter().map(|p| p.to_string()).collect(),
+        _ => vec![SOFTWARE_KSP.to_string()],
+    };
+    match algorithm {
+        KeyAlgorithm::Rsa(bits) => KeyRequest {
+            algorithm: (RSA_ENCRYPTION, "RSA"),
+            minimal_key_length: bits.max(t.min_rsa_bits()),
+            schema,
+            key_spec: Some(AT_KEYEXCHANGE),
+            providers,
+        },
+        KeyAlgorithm::P384 => KeyRequest {
+            algorithm: (SECP384R1, "ECDSA_P384"),
+            minimal_key_length: 384,
+            schema,
+            key_spec: None,
+            providers,
+        },
+        KeyAlgorithm::P256 => KeyRequest {
+            algorithm: (SECP256R1, "ECDSA_P256"),
+            minimal_key_length: 256,
+            schema,
+            key_spec: None,
+            providers,
+        },
+    }
+}
 
 pub async fn get_policies(
     state: &AppState,
@@ -48,57 +129,24 @@ pub async fn get_policies(
         let settings = state.ra.mdm_settings().await?;
         view.templates.retain(|t| t.name == settings.template);
     }
-
-    let template_count = view.templates.len() as i32;
-    let (ec_ref, rsa_ref, eku_ref, hash_ref) =
-        (template_count + 1, template_count + 2, template_count + 3, template_count + 4);
-    let mut oids: Vec<Oid> = view
-        .templates
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Oid {
-            value: t.oid.to_string(),
-            group: OID_GROUP_TEMPLATE,
-            reference_id: i as i32 + 1,
-            default_name: t.name.clone(),
-        })
-        .collect();
-    if mdm {
-        oids.push(Oid {
-            value: SHA256.into(),
-            group: OID_GROUP_HASH,
-            reference_id: hash_ref,
-            default_name: "sha256".into(),
-        });
+    // requestFilter/policyOIDs: only those templates (an empty filter is no filter).
+    if !request.policy_oids.is_empty() {
+        view.templates.retain(|t| request.policy_oids.iter().any(|o| *o == t.oid.to_string()));
     }
-    oids.push(Oid {
-        value: EC_PUBLIC_KEY.into(),
-        group: OID_GROUP_PUBLIC_KEY,
-        reference_id: ec_ref,
-        default_name: "ECC".into(),
-    });
-    oids.push(Oid {
-        value: RSA_ENCRYPTION.into(),
-        group: OID_GROUP_PUBLIC_KEY,
-        reference_id: rsa_ref,
-        default_name: "RSA".into(),
-    });
-    oids.push(Oid {
-        value: EXT_KEY_USAGE.into(),
-        group: OID_GROUP_EXTENSION,
-        reference_id: eku_ref,
-        default_name: "Enhanced Key Usage".into(),
-    });
 
+    let mut oids = Oids::default();
+    for t in &view.templates {
+        oids.reference(&t.oid.to_string(), OID_GROUP_TEMPLATE, &t.name);
+    }
+    let eku_ref = oids.reference(EXT_KEY_USAGE, OID_GROUP_EXTENSION, "Enhanced Key Usage");
     let policies = view
         .templates
         .iter()
-        .enumerate()
-        .map(|(i, t)| -> Result<Policy, FrontError> {
-            let (min_len, alg_ref) = match t.key.algorithm {
-                KeyAlgorithm::Rsa(bits) => (bits.max(t.min_rsa_bits()), rsa_ref),
-                other => (other.bits(), ec_ref),
-            };
+        .map(|t| -> Result<Policy, FrontError> {
+            let key = key_request(t, flavour);
+            let algorithm_ref = oids.reference(key.algorithm.0, OID_GROUP_PUBLIC_KEY, key.algorithm.1);
+            // hashAlgorithmOIDReference MUST be nil below schema 3.
+            let hash_ref = (key.schema >= 3).then(|| oids.reference(SHA256, OID_GROUP_HASH, "sha256"));
             let mut subject_flags = 0;
             if t.subject_from == SubjectFrom::Request {
                 subject_flags |= CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT;
@@ -106,33 +154,44 @@ pub async fn get_policies(
             if t.allow_san {
                 subject_flags |= CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME;
             }
-            let mut enrollment_flags = 0;
+            if subject_flags != 0 {
+                subject_flags |= CT_FLAG_OLD_CERT_SUPPLIES_SUBJECT_AND_ALT_NAME;
+            }
+            let mut enrollment_flags = CT_FLAG_PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT;
             if t.autoenroll {
                 enrollment_flags |= CT_FLAG_AUTO_ENROLLMENT;
             }
             if t.pend_all {
                 enrollment_flags |= CT_FLAG_PEND_ALL_REQUESTS;
             }
+            let mut general_flags = CT_FLAG_ADD_TEMPLATE_NAME;
+            if t.autoenroll {
+                general_flags |= CT_FLAG_AUTO_ENROLLMENT;
+            }
+            if !t.for_users {
+                general_flags |= CT_FLAG_MACHINE_TYPE;
+            }
             Ok(Policy {
-                oid_reference: i as i32 + 1,
+                oid_reference: oids.reference(&t.oid.to_string(), OID_GROUP_TEMPLATE, &t.name),
                 ca_references: if mdm { vec![] } else { vec![0] },
                 common_name: t.name.clone(),
-                policy_schema: if mdm { 3 } else { 2 },
+                policy_schema: key.schema,
                 validity_seconds: t.validity_secs as u64,
-                renewal_seconds: t.renewal_secs as u64,
+                renewal_seconds: advertised_renewal_secs(t, flavour) as u64,
                 enroll: t.enroll,
                 auto_enroll: t.autoenroll,
-                minimal_key_length: min_len,
-                key_spec: None,
-                algorithm_oid_reference: Some(alg_ref),
+                minimal_key_length: key.minimal_key_length,
+                key_spec: key.key_spec,
+                algorithm_oid_reference: Some(algorithm_ref),
+                crypto_providers: key.providers,
                 major_revision: t.major,
                 minor_revision: t.minor,
                 superseded: t.supersedes.clone(),
                 private_key_flags: 0,
                 subject_name_flags: subject_flags,
                 enrollment_flags,
-                general_flags: CT_FLAG_ADD_TEMPLATE_NAME | if t.autoenroll { CT_FLAG_AUTO_ENROLLMENT } else { 0 },
-                hash_algorithm_oid_reference: mdm.then_some(hash_ref),
+                general_flags,
+                hash_algorithm_oid_reference: hash_ref,
                 extensions: vec![PolicyExtension {
                     oid_reference: eku_ref,
                     critical: false,
@@ -179,9 +238,19 @@ pub async fn get_policies(
                 reference_id: 0,
             }]
         },
-        oids,
+        oids: oids.0,
     };
     Ok(response.to_envelope(env.message_id.as_deref()))
+}
+
+/// The renewal period clients are told: the window the server enforces. Autoenrollment opens
+/// at `not_after - min(period, lifetime / 5)` (the Windows rule, which the server applies), so
+/// advertise the smaller of the two; MDM renews `RenewPeriod` before expiry as configured.
+fn advertised_renewal_secs(t: &Template, flavour: Flavour) -> i64 {
+    match flavour {
+        Flavour::Xcep => t.renewal_secs.min(t.validity_secs / 5).max(1),
+        Flavour::Mdm => t.renewal_secs,
+    }
 }
 
 /// The DER of the EKU extension value certificates of `t` will carry.

@@ -2,7 +2,7 @@
 //! tokens, fleet queries, admin tokens.
 use super::templates::{client_auth_template, next_template_oid};
 use super::{secrets, Ra, RaError};
-use autoenroll_core::model::{valid_name, valid_pattern, AuditOutcome, Template, TemplateError};
+use autoenroll_core::model::{valid_account_name, valid_name, valid_pattern, AuditOutcome, Template, TemplateError};
 use autoenroll_core::Refusal;
 use autoenroll_store::{
     Account, BootstrapToken, Certificate, CertificateFilter, DeviceSummary, StoreError, Stuck, Templates,
@@ -46,6 +46,8 @@ pub struct TemplateSpec {
     /// Comma-separated key types accepted: `ec`, `rsa`.
     pub key_types: Option<String>,
     pub allow_mdm: Option<bool>,
+    /// A template for users (Windows user-context autoenrollment), not for computers.
+    pub for_users: Option<bool>,
 }
 
 #[derive(Default)]
@@ -134,6 +136,9 @@ fn apply(t: &mut Template, s: &TemplateSpec) -> Result<(), RaError> {
     } else if s.key_algorithm.is_some() && !t.key.accept.contains(&t.key.algorithm.family()) {
         // A new key algorithm of another family: accept what agents will now generate.
         t.key.accept.push(t.key.algorithm.family());
+    }
+    if let Some(v) = s.for_users {
+        t.for_users = v;
     }
     if let Some(v) = s.allow_mdm {
         t.allow_mdm = v;
@@ -231,7 +236,7 @@ impl Ra {
             .into());
         }
         // Grants name accounts (`account:NAME`), and an account's name is its default device.
-        valid_name(spec.name)
+        valid_account_name(spec.name)
             .map_err(|reason| Refusal::InvalidAccount { detail: format!("name {:?}: {reason}", spec.name) })?;
         for t in &spec.templates {
             self.template(t).await?;

@@ -369,7 +369,7 @@ impl Ra {
                 .ok_or_else(|| RaError::internal("a request held without a SCEP transaction was not recorded"))?;
             return Ok(Outcome::Pending { request_id });
         }
-        let profile = profile_for(&template);
+        let profile = profile_for(&template, &csr.key);
         let issued = self
             .issue_recorded(Recorded {
                 previous_serial: None,

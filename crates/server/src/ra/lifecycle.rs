@@ -84,7 +84,7 @@ impl Ra {
                 None => false,
             };
             let request = issue_request(&csr, &template, &req.device, vouched, &self.settings.server_names)?;
-            let profile = profile_for(&template);
+            let profile = profile_for(&template, &csr.key);
             let recorded = Recorded {
                 audit: super::enroll::Audit {
                     actor,

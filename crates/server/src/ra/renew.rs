@@ -206,7 +206,7 @@ impl Ra {
             &request.ip_addrs,
             &self.settings.server_names,
         )?;
-        let profile = profile_for(&template);
+        let profile = profile_for(&template, &csr.key);
         let kind = match proof {
             Proof::SignedRequest => RequestKind::Renew,
             Proof::ClientTls => RequestKind::RenewTls,

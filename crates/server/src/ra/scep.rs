@@ -298,7 +298,7 @@ impl Ra {
                 None => self.transaction_outcome(req.transaction_id, signer_key).await,
             };
         }
-        let profile = profile_for(&template);
+        let profile = profile_for(&template, &csr.key);
         let issued = self
             .issue_recorded(Recorded {
                 audit: super::enroll::Audit {

@@ -63,6 +63,7 @@ pub(crate) fn client_auth_template(name: &str, oid: ObjectIdentifier, now: UnixT
         grants: vec![Grant::AnyAccount, Grant::Token],
         names: NamePolicy::default(),
         allow_mdm: false,
+        for_users: false,
         created_at: now,
         updated_at: now,
     }
@@ -106,10 +107,11 @@ pub(crate) async fn ensure_defaults(ra: &Ra) -> Result<(), RaError> {
     Ok(())
 }
 
-pub(crate) fn profile_for(t: &Template) -> Profile {
+/// What a certificate of `t` for `key` carries (key usages by key type).
+pub(crate) fn profile_for(t: &Template, key: &autoenroll_core::pki::KeyFacts) -> Profile {
     Profile {
         validity_secs: t.validity_secs,
-        key_usage: t.key_usage.clone(),
+        key_usage: t.key_usage_for(key),
         extended_key_usage: t.ekus.clone(),
         template: Some(t.template_ref()),
         template_name: Some(t.name.clone()),
