@@ -109,6 +109,10 @@ pub struct Management {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisioningDoc {
     pub root_der: Option<Vec<u8>>,
+    /// The issuing CA, for `CertificateStore/CA/System` (intermediates), with its thumbprint:
+    /// without it Windows cannot build the chain of a certificate that arrives alone.
+    pub issuing_der: Option<Vec<u8>>,
+    pub issuing_thumbprint: Option<String>,
     pub cert_der: Vec<u8>,
     /// Upper-case hex SHA-1 of `cert_der`, and of `root_der`.
     pub cert_thumbprint: String,
@@ -117,6 +121,9 @@ pub struct ProvisioningDoc {
     pub store: String,
     pub renew: Option<RenewParams>,
     pub management: Option<Management>,
+    /// A renewal's document names the management provider alone (as the MDM certificate
+    /// renewal documentation's sample does).
+    pub provider_id: Option<String>,
 }
 
 fn parm(name: &str, value: impl Into<String>) -> W {
@@ -137,6 +144,11 @@ impl ProvisioningDoc {
         if let (Some(root), Some(thumb)) = (&self.root_der, &self.root_thumbprint) {
             doc = doc.child(ch("CertificateStore").child(
                 ch("Root").child(ch("System").child(ch(thumb).child(parm("EncodedCertificate", b64::encode(root))))),
+            ));
+        }
+        if let (Some(ca), Some(thumb)) = (&self.issuing_der, &self.issuing_thumbprint) {
+            doc = doc.child(ch("CertificateStore").child(
+                ch("CA").child(ch("System").child(ch(thumb).child(parm("EncodedCertificate", b64::encode(ca))))),
             ));
         }
         let mut my = ch("My").child(
@@ -192,6 +204,9 @@ impl ProvisioningDoc {
                         ),
                     ),
                 );
+        }
+        if let (None, Some(provider)) = (&self.management, &self.provider_id) {
+            doc = doc.child(ch("APPLICATION").child(parm("PROVIDER-ID", provider.as_str())));
         }
         let mut out = String::new();
         doc.write(&mut out);

@@ -89,7 +89,7 @@ pub struct Server {
     router: axum::Router,
     pub local_addr: SocketAddr,
     pub base_url: String,
-    /// The plain-HTTP SCEP listener (`[scep] http_listen`), when configured.
+    /// The plain-HTTP listener (`[scep] http_listen`; on unless turned off).
     scep_http: Option<(TcpListener, axum::Router)>,
     /// e.g. `http://127.0.0.1:8080/scep`
     pub scep_http_url: Option<String>,
@@ -122,18 +122,32 @@ impl Server {
         };
         let (scep_http, scep_http_url) = match cfg.scep_http_listen {
             Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| RaError::internal(format!("binding {addr} (SCEP over HTTP): {e}")))?;
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    RaError::internal(format!(
+                        "binding {addr} (plain HTTP: SCEP, CRL, CA certificates; choose another address with \
+                             --scep-http-listen ADDR, or turn it off with --scep-http-listen off): {e}"
+                    ))
+                })?;
                 let bound = l.local_addr().map_err(RaError::internal)?;
                 // SCEP, the CRL and the issuing CA certificate: nothing that needs TLS.
                 let router = frontends::scep::router(state.clone())
                     .merge(frontends::revocation::router(state.clone()))
                     .route("/healthz", axum::routing::get(|| async { "ok\n" }));
-                let host = if bound.ip().is_unspecified() {
-                    cfg.hostnames.first().cloned().unwrap_or_else(|| "localhost".into())
-                } else {
-                    bound.ip().to_string()
+                // Certificates carry this URL: the public host when there is one.
+                let public_host = cfg
+                    .public_url
+                    .as_deref()
+                    .and_then(|u| u.parse::<http::Uri>().ok())
+                    .and_then(|u| u.host().map(str::to_string));
+                let host = match public_host {
+                    Some(h) => h,
+                    None if bound.ip().is_unspecified() => {
+                        cfg.hostnames.first().cloned().unwrap_or_else(|| "localhost".into())
+                    }
+                    None => match bound.ip() {
+                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                        ip => ip.to_string(),
+                    },
                 };
                 (Some((l, router)), Some(format!("http://{host}:{}", bound.port())))
             }

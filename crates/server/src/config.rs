@@ -38,8 +38,9 @@ pub struct RawScep {
     pub template: Option<String>,
     /// Accept DES/3DES envelopes from old clients (default false).
     pub legacy_ciphers: Option<bool>,
-    /// Also serve SCEP (and only SCEP) over plain HTTP here, e.g. "0.0.0.0:8080": most
-    /// SCEP clients expect http://; the messages are signed and encrypted themselves.
+    /// The plain-HTTP listener: SCEP (most clients expect http://; the messages are signed and
+    /// encrypted themselves), the CRL, the CA certificates and OCSP, which certificates name.
+    /// Default: the HTTPS address with port 8080; "off" turns it off.
     pub http_listen: Option<String>,
 }
 
@@ -64,7 +65,7 @@ pub struct ServerConfig {
     pub ra: RaSettings,
     pub mdm_provider_id: String,
     pub mdm_management_url: Option<String>,
-    /// The optional plain-HTTP listener serving only SCEP.
+    /// The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP); None when turned off.
     pub scep_http_listen: Option<SocketAddr>,
 }
 
@@ -79,6 +80,8 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// The plain-HTTP listener's port by default.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_DATA_DIR: &str = "autoenroll-data";
 
 impl RawConfig {
@@ -129,11 +132,16 @@ impl RawConfig {
         }
         let mdm = self.mdm.unwrap_or_default();
         let scep = self.scep.unwrap_or_default();
-        let scep_http_listen = scep
-            .http_listen
-            .as_deref()
-            .map(|l| l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid("scep.http_listen", format!("{e}"))))
-            .transpose()?;
+        // The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP) is on by default: CryptoAPI
+        // fetches revocation and issuer certificates over HTTP only, so certificates name it.
+        // Same address as the HTTPS listener, port 8080 (an ephemeral port when HTTPS has one).
+        let scep_http_listen = match scep.http_listen.as_deref() {
+            Some("off") => None,
+            Some(l) => {
+                Some(l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid("scep.http_listen", format!("{e}")))?)
+            }
+            None => Some(SocketAddr::new(listen.ip(), if listen.port() == 0 { 0 } else { DEFAULT_HTTP_PORT })),
+        };
         let superseded_grace = match self.revocation.and_then(|r| r.superseded_grace) {
             Some(g) => humantime::parse_duration(&g)
                 .map_err(|e| ConfigError::Invalid("revocation.superseded_grace", e.to_string()))?,

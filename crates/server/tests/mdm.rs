@@ -273,9 +273,10 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
     assert_eq!(f2.spki_der, new_key.spki_der());
     assert_eq!(f2.subject_cn.as_deref(), Some(DEVICE_ID));
     assert!(
-        find_char(&doc, &["CertificateStore", "Root"]).is_none() && find_parm(&doc, "PROVIDER-ID").is_none(),
+        find_char(&doc, &["CertificateStore", "Root"]).is_none() && find_parm(&doc, "EntDMID").is_none(),
         "a renewal carries only the new certificate"
     );
+    assert!(find_parm(&doc, "PROVIDER-ID").is_some(), "and names the provider, as Microsoft's renewal sample");
 
     // The same renewal again (the device lost the answer) gets the same certificate.
     let (status, env) = mdm.renew(&cert, &key, &new_key, false).await;
@@ -540,4 +541,65 @@ async fn the_specs_sample_request_authenticates() {
     let f = mde2::parse_fault(&soap::parse_envelope(&r.body).unwrap()).unwrap();
     assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:MessageFormat", "InvalidEnrollmentData"), "{f:?}");
     assert!(f.reason.contains("BadBase64"), "{f:?}");
+}
+
+/// Issue 13, findings 3 and 4: the enrollment document installs the issuing CA
+/// (`CertificateStore/CA/System`) beside the root, so Windows can build the chain; a ROBO
+/// renewal whose request omits EnrollmentType (as the MDM certificate-renewal documentation's
+/// sample does) keeps the certificate in the store it was enrolled in, and its document names
+/// the provider (`APPLICATION/PROVIDER-ID`) like that sample.
+#[tokio::test]
+async fn renewal_keeps_the_store_and_the_chain_is_provisioned() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let body = rst_body(
+        ns::REQUEST_TYPE_ISSUE,
+        ns::VALUE_TYPE_PKCS10,
+        autoenroll_proto::b64::encode(&windows_csr(&key)),
+        "Device",
+    );
+    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let doc = mde2::parse_provisioning_response(&env.body).unwrap();
+    let issuing = &s.ra.chain_der()[0];
+    let ca = doc
+        .children
+        .iter()
+        .filter(|c| c.attr(None, "type") == Some("CertificateStore"))
+        .find_map(|c| find_char(c, &["CA", "System", &Thumbprint::of_der(issuing).0]))
+        .expect("CA/System/<issuing thumbprint>");
+    let der = autoenroll_proto::b64::decode(&find_parm(ca, "EncodedCertificate").unwrap(), "ca").unwrap();
+    assert_eq!(&der, issuing);
+    let (_, cert) = installed_cert(&doc, "System");
+
+    // ROBO renewal without EnrollmentType in the request.
+    s.clock.set(CertFacts::parse(&cert).unwrap().not_after.0 - 42 * 86_400 + 1);
+    s.tls.reload().await.unwrap();
+    let new_key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let csr = build_csr(&new_key, cn_name("renew").unwrap(), vec![]).unwrap();
+    let token = autoenroll_proto::b64::encode(&sign_cms(&csr, &cert, &key, false).unwrap());
+    let body = W::new("wst:RequestSecurityToken")
+        .attr("xmlns:wst", ns::WST)
+        .attr("xmlns:ac", ns::AUTH)
+        .child(W::leaf("wst:TokenType", ns::TOKEN_TYPE_DEVICE_ENROLLMENT))
+        .child(W::leaf("wst:RequestType", ns::REQUEST_TYPE_RENEW))
+        .child(
+            W::leaf("wsse:BinarySecurityToken", token)
+                .attr("ValueType", ns::VALUE_TYPE_PKCS7)
+                .attr("EncodingType", ns::ENCODING_BASE64),
+        )
+        .child(
+            W::new("ac:AdditionalContext")
+                .child(W::new("ac:ContextItem").attr("Name", "DeviceID").child(W::leaf("ac:Value", DEVICE_ID))),
+        );
+    let identity = ClientIdentity { chain: vec![cert.clone()], key_pkcs8: key.to_pkcs8_der().unwrap() };
+    let (status, env) =
+        mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &HeaderToken::None, body, Some(&identity)).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let doc = mde2::parse_provisioning_response(&env.body).unwrap();
+    let (_, renewed) = installed_cert(&doc, "System");
+    assert_eq!(CertFacts::parse(&renewed).unwrap().spki_der, new_key.spki_der());
+    let app = doc.children.iter().find(|c| c.attr(None, "type") == Some("APPLICATION")).expect("APPLICATION");
+    assert!(find_parm(app, "PROVIDER-ID").is_some_and(|p| !p.is_empty()));
 }

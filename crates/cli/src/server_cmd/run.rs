@@ -31,7 +31,8 @@ pub struct RunArgs {
     /// Base URL advertised to clients, e.g. https://ca.example.com:8443
     #[arg(long)]
     public_url: Option<String>,
-    /// Also serve SCEP over plain HTTP on this address, e.g. 0.0.0.0:8080 (port 0 picks one).
+    /// The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP), e.g. 0.0.0.0:8080 (port 0
+    /// picks one; "off" turns it off). Default: the HTTPS address, port 8080.
     #[arg(long)]
     scep_http_listen: Option<String>,
     /// Accept DES/3DES SCEP envelopes and SHA-1 signatures from old clients.

@@ -264,7 +264,13 @@ async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> 
             return Err(RaError::from(Refusal::UnsupportedRequestType { what }).into());
         }
     };
-    let enrollment_type_device = rst.context_value("EnrollmentType").is_some_and(|t| t.eq_ignore_ascii_case("Device"));
+    // The store the certificate lives in: what the request says, else (a renewal that omits
+    // EnrollmentType, as the MDM renewal documentation's sample does) where it was enrolled.
+    let enrollment_type = match rst.context_value("EnrollmentType") {
+        Some(t) => Some(t.to_string()),
+        None => state.ra.mdm_enrollment_type(&issued.serial).await?,
+    };
+    let enrollment_type_device = enrollment_type.is_some_and(|t| t.eq_ignore_ascii_case("Device"));
     let device = device_id(&rst).map(str::to_string).unwrap_or_else(|| issued_device(&issued));
     let doc = provisioning_doc(state, &issued, &mdm, enrollment_type_device, renewal, &device, &rst);
     let now = state.ra.now();
@@ -293,10 +299,15 @@ fn provisioning_doc(
     rst: &wstep::RequestSecurityToken,
 ) -> ProvisioningDoc {
     let root = issued.chain.last().cloned();
+    let issuing = issued.chain.first().filter(|_| issued.chain.len() > 1).cloned();
     ProvisioningDoc {
-        // Enrollment installs the root; a renewal carries only the new certificate.
+        // Enrollment installs the root and the issuing CA; a renewal carries only the new
+        // certificate (and names the provider).
         root_thumbprint: if renewal { None } else { root.as_ref().map(|r| Thumbprint::of_der(r).0) },
         root_der: if renewal { None } else { root },
+        issuing_thumbprint: if renewal { None } else { issuing.as_ref().map(|c| Thumbprint::of_der(c).0) },
+        issuing_der: if renewal { None } else { issuing },
+        provider_id: renewal.then(|| state.mdm_provider_id.clone()),
         cert_thumbprint: Thumbprint::of_der(&issued.certificate_der).0,
         cert_der: issued.certificate_der.clone(),
         store: if device_store { "System" } else { "User" }.into(),

@@ -49,6 +49,14 @@ impl Ra {
         Ok(issued)
     }
 
+    /// The MDM `EnrollmentType` the device of a certificate enrolled with (`Device` or `Full`),
+    /// when it was recorded; a renewal's certificate goes where its predecessor is.
+    pub async fn mdm_enrollment_type(&self, serial: &str) -> Result<Option<String>, RaError> {
+        let Some(cert) = self.store.certificate(serial).await? else { return Ok(None) };
+        let attributes = self.store.device_attributes(cert.device_id).await?;
+        Ok(attributes.into_iter().find(|(n, _)| n == "EnrollmentType").map(|(_, v)| v))
+    }
+
     pub async fn device_attributes(&self, device: &str) -> Result<Vec<(String, String)>, RaError> {
         match self.store.device(device).await? {
             Some(d) => Ok(self.store.device_attributes(d.id).await?),

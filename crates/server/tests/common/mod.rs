@@ -18,6 +18,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub ra: Arc<Ra>,
     pub base: String,
+    /// The plain-HTTP listener (SCEP, CRL, CA certificates): what certificates name.
+    pub http_base: String,
     pub clock: FakeClock,
     pub tls: autoenroll_server::app::TlsReloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -50,12 +52,13 @@ impl TestServer {
         .unwrap();
         let server = Server::bind(ra.clone(), &cfg).await.unwrap();
         let base = server.base_url.clone();
+        let http_base = server.scep_http_url.clone().unwrap_or_default().trim_end_matches("/scep").to_string();
         let tls = server.tls_reloader();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        TestServer { dir, ra, base, clock, tls, stop: Some(tx) }
+        TestServer { dir, ra, base, http_base, clock, tls, stop: Some(tx) }
     }
 
     pub fn now(&self) -> i64 {
