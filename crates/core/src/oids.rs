@@ -9,6 +9,8 @@ pub const MS_ENROLL_CERTTYPE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.20.2");
 pub const MS_ENROLLMENT_NAME_VALUE_PAIR: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.13.2.1");
 /// szOID_RENEWAL_CERTIFICATE: the certificate a renewal request replaces (CSR attribute).
 pub const MS_RENEWAL_CERTIFICATE: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.13.1");
+/// szOID_REQUEST_CLIENT_INFO: { clientId, machine name, user name, process name } (certenroll).
+pub const MS_REQUEST_CLIENT_INFO: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.21.20");
 /// Legacy Microsoft extension-request attribute (certenroll on old systems).
 pub const MS_CERT_EXTENSIONS: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.2.1.14");
 /// Arc under which Windows names enterprise templates (ADCS puts forest-specific arcs here).

@@ -135,7 +135,14 @@ async fn spec_windows_csr_names_its_template_by_bmpstring() {
     let user = TemplateSpec { key_algorithm: Some("rsa2048".into()), ..Default::default() };
     s.ra.create_template("User", &user).await.unwrap();
     let (cert, _) = issue(&s, &account(), &csr_der).await.unwrap();
-    assert_eq!(CertFacts::parse(&cert).unwrap().template_name.as_deref(), Some("User"));
+    let facts = CertFacts::parse(&cert).unwrap();
+    assert_eq!(facts.template_name.as_deref(), Some("User"));
+    // Issue 13, finding 7: the machine the sample names in its ClientInformation attribute is
+    // the device (not the account): many machines behind one account stay many devices.
+    let machine = "9-1351C0405A.d9-1351C0406A.nttest.microsoft.com";
+    assert_eq!(facts.subject_cn.as_deref(), Some(machine));
+    let (device, _) = s.ra.device(machine).await.unwrap();
+    assert_eq!(device.owner.as_deref(), Some("account:enroller"));
 }
 
 #[tokio::test]

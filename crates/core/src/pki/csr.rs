@@ -63,6 +63,9 @@ pub struct CsrFacts {
     pub renewal_cert_der: Option<Vec<u8>>,
     /// PKCS#9 challengePassword (SCEP), any DirectoryString type.
     pub challenge_password: Option<String>,
+    /// The machine name of szOID_REQUEST_CLIENT_INFO, which Windows certenroll adds: the
+    /// computer a request comes from when nothing else names it.
+    pub client_machine: Option<String>,
 }
 
 /// RSA keys under this are refused before anything else.
@@ -97,6 +100,7 @@ impl CsrFacts {
         let mut name_value_template = None;
         let mut renewal_cert_der = None;
         let mut challenge_password = None;
+        let mut client_machine = None;
         for attr in req.info.attributes.iter() {
             if attr.oid == oids::EXTENSION_REQUEST || attr.oid == oids::MS_CERT_EXTENSIONS {
                 for v in attr.values.iter() {
@@ -105,6 +109,8 @@ impl CsrFacts {
                 }
             } else if attr.oid == oids::CHALLENGE_PASSWORD {
                 challenge_password = attr.values.iter().next().map(|v| lenient_string(v.value()));
+            } else if attr.oid == oids::MS_REQUEST_CLIENT_INFO {
+                client_machine = attr.values.iter().next().and_then(|v| client_info_machine(v.value()));
             } else if attr.oid == oids::MS_RENEWAL_CERTIFICATE {
                 renewal_cert_der = attr.values.iter().next().map(|v| v.to_der()).transpose()?;
             } else if attr.oid == oids::MS_ENROLLMENT_NAME_VALUE_PAIR {
@@ -147,6 +153,7 @@ impl CsrFacts {
             template_hint,
             renewal_cert_der,
             challenge_password,
+            client_machine,
         })
     }
 }
@@ -217,6 +224,27 @@ fn directory_string(value: &der::Any) -> String {
 
 fn lenient_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim_end_matches('\0').to_string()
+}
+
+/// The machine name a Windows request carries (szOID_REQUEST_CLIENT_INFO), read without
+/// checking the request otherwise (the RA parses and verifies it fully).
+pub fn client_machine_name(der_bytes: &[u8]) -> Option<String> {
+    if der_bytes.len() > MAX_CSR_LEN {
+        return None;
+    }
+    let req = CertReq::from_der(der_bytes).ok()?;
+    let attr = req.info.attributes.iter().find(|a| a.oid == oids::MS_REQUEST_CLIENT_INFO)?;
+    attr.values.iter().next().and_then(|v| client_info_machine(v.value()))
+}
+
+/// ClientInformation ::= SEQUENCE { clientId INTEGER, MachineName UTF8String, UserName
+/// UTF8String, ProcessName UTF8String } ([MS-WCCE] 2.2.2.7.4): the machine name, if any.
+/// `content` is the SEQUENCE's content (the attribute value without its header).
+fn client_info_machine(content: &[u8]) -> Option<String> {
+    let mut r = SliceReader::new(content).ok()?;
+    let _client_id: der::asn1::Int = r.decode().ok()?;
+    let machine: der::asn1::Utf8StringRef<'_> = r.decode().ok()?;
+    Some(machine.as_str().to_string()).filter(|m| !m.is_empty())
 }
 
 fn name_value_template_of(value: &[u8]) -> Option<String> {

@@ -72,7 +72,14 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
         let issued = state.ra.renew_over_tls(&token.der, leaf.as_ref(), Window::Autoenrollment).await?;
         return issued_response(issued, relates_to);
     }
-    let principal = state.ra.authenticate(&creds, device_hint).await?;
+    // The computer the request is for: what the request context says, else the machine name
+    // Windows puts in the request (ClientInformation), else the account's own name. Many
+    // machines behind one account are then many devices, each bound to that account.
+    let machine = match device_hint {
+        Some(_) => None,
+        None => autoenroll_core::pki::csr::client_machine_name(&token.der),
+    };
+    let principal = state.ra.authenticate(&creds, device_hint.or(machine.as_deref())).await?;
     let input = EnrollInput {
         principal: &principal,
         csr_der: &token.der,
