@@ -334,3 +334,29 @@ impl Ca {
         sign_tbs(&prepared.tbs_der, self.issuing_key.as_ref())
     }
 }
+
+/// The issuing CA key as a CMS signer (CMC responses).
+struct IssuingSigner<'a>(&'a dyn SigningKey);
+
+impl autoenroll_keys::CmsSigner for IssuingSigner<'_> {
+    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        self.0.signature_algorithm()
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, autoenroll_keys::KeyError> {
+        self.0.sign(message).map_err(|_| autoenroll_keys::KeyError::Sign)
+    }
+}
+
+impl Ca {
+    /// A CMC Full PKI Response: `pki_response` (the PKIResponse content) signed by the issuing
+    /// CA, carrying its certificate and `more_certs` (the issued certificate, the root).
+    pub fn sign_cmc(&self, pki_response: &[u8], more_certs: &[Vec<u8>]) -> Result<Vec<u8>, CaError> {
+        Ok(autoenroll_keys::sign_cms_typed(
+            pki_response,
+            autoenroll_core::oids::CMC_PKI_RESPONSE,
+            &self.issuing_der,
+            &IssuingSigner(self.issuing_key.as_ref()),
+            more_certs,
+        )?)
+    }
+}

@@ -50,6 +50,14 @@ pub const CMS_CONTENT_TYPE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.3");
 pub const CMS_MESSAGE_DIGEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.4");
 pub const CMS_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
 pub const CMS_SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
+/// id-cct-PKIResponse (RFC 5272 3.2): the content type of a CMC Full PKI Response.
+pub const CMC_PKI_RESPONSE: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.12.3");
+/// id-cmc-statusInfo (RFC 5272 6.1.1).
+pub const CMC_STATUS_INFO: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.7.1");
+/// szOID_CMC_ADD_ATTRIBUTES (MS-WCCE 2.2.2.8): attributes for the certificate it references.
+pub const MS_CMC_ADD_ATTRIBUTES: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.10.10.1");
+/// szOID_ISSUED_CERT_HASH: the SHA-1 of the issued certificate.
+pub const MS_ISSUED_CERT_HASH: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.21.17");
 pub const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
 pub const CE_CRL_NUMBER: Oid = Oid::new_unwrap("2.5.29.20");
 pub const CE_CRL_REASON: Oid = Oid::new_unwrap("2.5.29.21");

@@ -296,7 +296,35 @@ pub fn sign_cms(
     signed_attributes: bool,
 ) -> Result<Vec<u8>, KeyError> {
     let attrs = if signed_attributes { Some(vec![]) } else { None };
-    sign_cms_with(content, signer_cert_der, signer_key, attrs, &[])
+    sign_cms_with(content, oids::CMS_DATA, signer_cert_der, signer_key, attrs, &[])
+}
+
+/// What signs a CMS SignedData: a key pair here, or a CA key behind the CA crate's interface.
+/// The digest follows the signature algorithm (SHA-384 with P-384, SHA-256 otherwise).
+pub trait CmsSigner {
+    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned;
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+}
+
+impl CmsSigner for KeyPair {
+    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        KeyPair::signature_algorithm(self)
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        KeyPair::sign(self, message)
+    }
+}
+
+/// A SignedData over `content` of another type than id-data (a CMC PKIResponse): signed
+/// attributes carry the type, as RFC 5652 5.3 requires, and the version is 3.
+pub fn sign_cms_typed(
+    content: &[u8],
+    content_type: const_oid::ObjectIdentifier,
+    signer_cert_der: &[u8],
+    signer: &dyn CmsSigner,
+    more_certs: &[Vec<u8>],
+) -> Result<Vec<u8>, KeyError> {
+    sign_cms_with(content, content_type, signer_cert_der, signer, Some(vec![]), more_certs)
 }
 
 /// `sign_cms` with signed attributes `extra` beside contentType and messageDigest (SCEP puts
@@ -308,13 +336,14 @@ pub fn sign_cms_attributes(
     extra: Vec<Attribute>,
     more_certs: &[Vec<u8>],
 ) -> Result<Vec<u8>, KeyError> {
-    sign_cms_with(content, signer_cert_der, signer_key, Some(extra), more_certs)
+    sign_cms_with(content, oids::CMS_DATA, signer_cert_der, signer_key, Some(extra), more_certs)
 }
 
 fn sign_cms_with(
     content: &[u8],
+    content_type: const_oid::ObjectIdentifier,
     signer_cert_der: &[u8],
-    signer_key: &KeyPair,
+    signer_key: &dyn CmsSigner,
     signed_attributes: Option<Vec<Attribute>>,
     more_certs: &[Vec<u8>],
 ) -> Result<Vec<u8>, KeyError> {
@@ -324,9 +353,10 @@ fn sign_cms_with(
         CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
     };
     let cert = x509_cert::Certificate::from_der(signer_cert_der)?;
-    let (digest_oid, digest_alg) = match signer_key.algorithm() {
-        KeyAlgorithm::P384 => ("2.16.840.1.101.3.4.2.2", &aws_lc_rs::digest::SHA384),
-        KeyAlgorithm::P256 | KeyAlgorithm::Rsa(_) => ("2.16.840.1.101.3.4.2.1", &aws_lc_rs::digest::SHA256),
+    let (digest_oid, digest_alg) = if signer_key.signature_algorithm().oid == oids::ECDSA_WITH_SHA384 {
+        ("2.16.840.1.101.3.4.2.2", &aws_lc_rs::digest::SHA384)
+    } else {
+        ("2.16.840.1.101.3.4.2.1", &aws_lc_rs::digest::SHA256)
     };
     let digest_alg_id =
         AlgorithmIdentifierOwned { oid: const_oid::ObjectIdentifier::new_unwrap(digest_oid), parameters: None };
@@ -334,7 +364,7 @@ fn sign_cms_with(
         Some(extra) => {
             let mut attrs = SetOfVec::new();
             let mut ct = SetOfVec::new();
-            ct.insert(Any::encode_from(&oids::CMS_DATA)?)?;
+            ct.insert(Any::encode_from(&content_type)?)?;
             attrs.insert(Attribute { oid: oids::CMS_CONTENT_TYPE, values: ct })?;
             let mut md = SetOfVec::new();
             md.insert(Any::encode_from(&OctetString::new(aws_lc_rs::digest::digest(digest_alg, content).as_ref())?)?)?;
@@ -368,10 +398,10 @@ fn sign_cms_with(
         certs.push(CertificateChoices::Certificate(x509_cert::Certificate::from_der(c)?));
     }
     let sd = SignedData {
-        version: CmsVersion::V1,
+        version: if content_type == oids::CMS_DATA { CmsVersion::V1 } else { CmsVersion::V3 },
         digest_algorithms: digests,
         encap_content_info: EncapsulatedContentInfo {
-            econtent_type: oids::CMS_DATA,
+            econtent_type: content_type,
             econtent: Some(Any::encode_from(&OctetString::new(content)?)?),
         },
         certificates: Some(CertificateSet::try_from(certs)?),

@@ -470,3 +470,43 @@ async fn ket_and_unknown_requests_get_their_own_codes() {
     assert_eq!(f.subcode.as_deref(), Some("ae:UnknownRequest"));
     assert_eq!(f.detail.unwrap().error_code, 0x8009_4002_u32 as i32, "CERTSRV_E_NO_REQUEST");
 }
+
+/// Issue 13, finding 6: the collection-level token is a CMC Full PKI Response as ADCS sends it
+/// (MS-WSTEP 4.1.1.2): content type id-cct-PKIResponse, status "Issued" with the certificate's
+/// hash, signed by the issuing CA — verified by openssl, not by our own code.
+#[tokio::test]
+async fn the_response_token_is_a_cmc_full_pki_response_openssl_verifies() {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let s = TestServer::start().await;
+    let (cert, r) = issue(&s, &account(), &csr("cmc-dev")).await.unwrap();
+    let cmc = r.chain_pkcs7_der.unwrap();
+    let dir = s.dir.path();
+    std::fs::write(dir.join("cmc.der"), &cmc).unwrap();
+    let out = Command::new("openssl")
+        .args(["cms", "-verify", "-inform", "DER", "-in"])
+        .arg(dir.join("cmc.der"))
+        .arg("-CAfile")
+        .arg(s.root_pem())
+        .args(["-purpose", "any", "-out"])
+        .arg(dir.join("content.der"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Verification successful"));
+    let out = Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+        .arg(dir.join("cmc.der"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("eContentType: id-cct-PKIResponse"), "{text}");
+    // The PKIResponse: statusInfo success for body part 1, "Issued", and the SHA-1 of the
+    // certificate in Microsoft's add-attributes control.
+    let content = std::fs::read(dir.join("content.der")).unwrap();
+    let sha1 = hex::decode(autoenroll_core::Thumbprint::of_der(&cert).as_str()).unwrap();
+    assert_eq!(content, autoenroll_core::pki::cmc::issued_response(&sha1).unwrap());
+    assert!(content.windows(6).any(|w| w == b"Issued"));
+    // Clients reading it as a PKCS#7 find the certificate and the chain.
+    let certs = pkcs7::certificates(&cmc).unwrap();
+    assert!(certs.contains(&cert) && certs.contains(&s.ra.chain_der()[0]) && certs.contains(&s.ra.chain_der()[1]));
+}

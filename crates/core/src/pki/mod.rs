@@ -1,6 +1,7 @@
 //! Certificate and CSR facts: what the RA and the agent need to know about DER objects, parsed
 //! leniently where real clients are sloppy (Windows CSRs) and verified with aws-lc-rs.
 pub mod cert;
+pub mod cmc;
 pub mod cms;
 pub mod csr;
 pub mod ocsp;

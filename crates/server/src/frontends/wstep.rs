@@ -7,12 +7,12 @@ use autoenroll_core::pki::cms::is_signed_data;
 use autoenroll_core::Refusal;
 use autoenroll_proto::soap::Envelope;
 use autoenroll_proto::wstep::{self, IssuedResponse, PendingResponse, RequestType};
-use autoenroll_proto::{pkcs7, ProtoError};
+use autoenroll_proto::ProtoError;
 
-fn issued_response(issued: Issued, relates_to: Option<&str>) -> Result<String, FrontError> {
-    let mut chain: Vec<&[u8]> = vec![&issued.certificate_der];
-    chain.extend(issued.chain.iter().map(Vec::as_slice));
-    let chain_pkcs7_der = pkcs7::certs_only(&chain).map_err(RaError::internal)?;
+fn issued_response(state: &AppState, issued: Issued, relates_to: Option<&str>) -> Result<String, FrontError> {
+    // The collection-level token is a CMC Full PKI Response, as ADCS sends (MS-WSTEP 4.1.1.2);
+    // it carries the certificate and the chain like the certs-only PKCS#7 older clients read.
+    let chain_pkcs7_der = state.ra.cmc_issued(&issued)?;
     let response = IssuedResponse {
         certificate_der: issued.certificate_der,
         chain_pkcs7_der,
@@ -61,7 +61,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
             other => Some(state.ra.authenticate_for(&other, device_hint, Purpose::Retrieve).await?),
         };
         let issued = state.ra.renew_signed(&token.der, caller.as_ref(), Window::Autoenrollment).await?;
-        return issued_response(issued, relates_to);
+        return issued_response(state, issued, relates_to);
     }
     // ROBO: RequestType Renew with a plain PKCS#10, authenticated by the TLS client certificate
     // being renewed.
@@ -70,7 +70,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
             return Err(RaError::from(Refusal::MissingToken).into());
         };
         let issued = state.ra.renew_over_tls(&token.der, leaf.as_ref(), Window::Autoenrollment).await?;
-        return issued_response(issued, relates_to);
+        return issued_response(state, issued, relates_to);
     }
     // The computer the request is for: what the request context says, else the machine name
     // Windows puts in the request (ClientInformation), else the account's own name. Many
@@ -90,7 +90,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
 
 fn outcome_response(state: &AppState, outcome: Outcome, relates_to: Option<&str>) -> Result<String, FrontError> {
     match outcome {
-        Outcome::Issued(i) => issued_response(i, relates_to),
+        Outcome::Issued(i) => issued_response(state, i, relates_to),
         Outcome::Pending { request_id } => pending_response(state, request_id, relates_to),
     }
 }

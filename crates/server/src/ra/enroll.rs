@@ -78,6 +78,19 @@ pub(crate) enum Channel {
     Mdm,
 }
 
+impl Ra {
+    /// The CMC Full PKI Response for an issued certificate (MS-WSTEP with its errata; what
+    /// ADCS sends): status "Issued" for body part 1 and the certificate's hash, signed by the
+    /// issuing CA, with the certificate and the root.
+    pub fn cmc_issued(&self, issued: &Issued) -> Result<Vec<u8>, RaError> {
+        let sha1 = hex::decode(Thumbprint::of_der(&issued.certificate_der).as_str()).map_err(RaError::internal)?;
+        let content = autoenroll_core::pki::cmc::issued_response(&sha1).map_err(RaError::internal)?;
+        let mut certs = vec![issued.certificate_der.clone()];
+        certs.extend(issued.chain.iter().skip(1).cloned());
+        Ok(self.ca.sign_cmc(&content, &certs)?)
+    }
+}
+
 pub(crate) fn csr_error(e: PkiError) -> Refusal {
     match e {
         PkiError::BadSignature => Refusal::BadCsrSignature,
