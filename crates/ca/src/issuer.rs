@@ -98,7 +98,7 @@ pub struct Ca {
     issuing_key_id: Vec<u8>,
     issuing_not_after: UnixTime,
     /// Set once the public URLs are known (after the listeners bind).
-    distribution: std::sync::OnceLock<Distribution>,
+    distribution: std::sync::RwLock<Option<Distribution>>,
 }
 
 pub(crate) fn to_time(t: UnixTime) -> Result<Time, CaError> {
@@ -268,7 +268,7 @@ impl Ca {
             root_der,
             issuing_der,
             issuing_key,
-            distribution: std::sync::OnceLock::new(),
+            distribution: std::sync::RwLock::new(None),
         })
     }
 
@@ -280,10 +280,14 @@ impl Ca {
         &self.issuing_der
     }
 
-    /// Names the CRL and CA-issuers URLs in every end-entity certificate from now on (first
-    /// call wins: the URLs do not change while the process runs).
+    /// Names the CRL and CA-issuers URLs in every end-entity certificate from now on (the
+    /// running server sets them once its listeners are bound; other processes read the ones
+    /// it recorded).
     pub fn set_distribution(&self, d: Distribution) {
-        let _ = self.distribution.set(d);
+        match self.distribution.write() {
+            Ok(mut g) => *g = Some(d),
+            Err(p) => *p.into_inner() = Some(d),
+        }
     }
 
     pub(crate) fn issuing_subject(&self) -> &Name {
@@ -312,6 +316,10 @@ impl Ca {
         }
         let not_after = now.plus_secs(profile.validity_secs).min(self.issuing_not_after);
         let serial = random_serial()?;
+        let distribution = match self.distribution.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
         let tbs_der = build_tbs(TbsInput {
             serial: serial.clone(),
             not_before: now,
@@ -325,7 +333,7 @@ impl Ca {
             dns_names: &req.dns_names,
             ip_addrs: &req.ip_addrs,
             path_len: None,
-            distribution: self.distribution.get(),
+            distribution: distribution.as_ref(),
         })?;
         Ok(Prepared { serial, not_before: now, not_after, tbs_der })
     }

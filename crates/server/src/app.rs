@@ -29,7 +29,7 @@ pub fn install_crypto_provider() {
 /// verified against our root or issuing CA.
 pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
     install_crypto_provider();
-    let (key_pem, chain) = ra.tls_identity(&cfg.hostnames, &cfg.tls_ips()).await?;
+    let (key_pem, chain) = ra.tls_identity(&cfg.tls_names(), &cfg.tls_ips()).await?;
     let (_, key_der) = der::pem::decode_vec(key_pem.as_bytes()).map_err(RaError::internal)?;
     let key = PrivateKeyDer::try_from(key_der).map_err(RaError::internal)?;
     let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
@@ -100,17 +100,11 @@ pub struct Server {
 impl Server {
     pub async fn bind(ra: Arc<Ra>, cfg: &ServerConfig) -> Result<Server, RaError> {
         ra.remember_server_names().await?;
-        let tls = tls_config(&ra, cfg).await?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
         let local_addr = listener.local_addr().map_err(RaError::internal)?;
         let base_url = cfg.base_url(local_addr);
-        let reloader = TlsReloader {
-            ra: ra.clone(),
-            cfg: cfg.clone(),
-            acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
-        };
         let state = AppState {
             ra,
             base_url: base_url.clone(),
@@ -154,8 +148,15 @@ impl Server {
             None => (None, None),
         };
         let scep_ra_fingerprint = autoenroll_keys::sha256_hex(&state.ra.scep_certificates()[0]);
-        // Certificates name the CRL and the issuing CA at the plain-HTTP base when there is one.
-        state.ra.set_public_base(scep_http_url.as_deref().unwrap_or(&base_url));
+        // Certificates name the CRL and the issuing CA at the plain-HTTP base when there is one,
+        // from the first (the listener's own) on; recorded for the other processes.
+        state.ra.publish_base(scep_http_url.as_deref().unwrap_or(&base_url)).await?;
+        let tls = tls_config(&state.ra, cfg).await?;
+        let reloader = TlsReloader {
+            ra: state.ra.clone(),
+            cfg: cfg.clone(),
+            acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
+        };
         let scep_http_url = scep_http_url.map(|b| format!("{b}{}", frontends::scep::PATH));
         let router = frontends::router(state);
         Ok(Server {

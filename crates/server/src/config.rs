@@ -174,6 +174,11 @@ impl RawConfig {
     }
 }
 
+enum IpHost {
+    Ip(IpAddr),
+    Dns(String),
+}
+
 /// The names and addresses clients reach this server by: its host names, the public URL's host
 /// and the listen address (loopback is reserved by the name policy itself).
 fn server_names(hostnames: &[String], public_url: Option<&str>, listen: SocketAddr) -> ServerNames {
@@ -203,7 +208,33 @@ impl ServerConfig {
         if !ip.is_unspecified() && !ips.contains(&ip) {
             ips.push(ip);
         }
+        if let Some(IpHost::Ip(ip)) = self.public_host() {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
         ips
+    }
+
+    /// The DNS names the listener's certificate carries: the host names, and the public URL's
+    /// host (the name clients, Windows among them, connect to).
+    pub fn tls_names(&self) -> Vec<String> {
+        let mut names = self.hostnames.clone();
+        if let Some(IpHost::Dns(h)) = self.public_host() {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&h)) {
+                names.push(h);
+            }
+        }
+        names
+    }
+
+    fn public_host(&self) -> Option<IpHost> {
+        let host = self.public_url.as_deref()?.parse::<http::Uri>().ok()?.host()?.to_string();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Some(match host.parse::<IpAddr>() {
+            Ok(ip) => IpHost::Ip(ip),
+            Err(_) => IpHost::Dns(host),
+        })
     }
 
     /// The base URL for the bound address.

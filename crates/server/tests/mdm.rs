@@ -603,3 +603,31 @@ async fn renewal_keeps_the_store_and_the_chain_is_provisioned() {
     let app = doc.children.iter().find(|c| c.attr(None, "type") == Some("APPLICATION")).expect("APPLICATION");
     assert!(find_parm(app, "PROVIDER-ID").is_some_and(|p| !p.is_empty()));
 }
+
+/// Review of issue 13: with a bootstrap token the certificate is the token's device, and the
+/// management client must find it by that subject (EntDMID and the certificate search criteria
+/// follow the certificate, not the request's DeviceID).
+#[tokio::test]
+async fn the_management_client_looks_for_the_certificate_it_got() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let (token, _) =
+        s.ra.create_token(&autoenroll_server::ra::TokenSpec { device: "kiosk-mdm", template: None, ttl_secs: 600 })
+            .await
+            .unwrap();
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let body = rst_body(
+        ns::REQUEST_TYPE_ISSUE,
+        ns::VALUE_TYPE_PKCS10,
+        autoenroll_proto::b64::encode(&windows_csr(&key)),
+        "Device",
+    );
+    let (status, env) =
+        mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &token_header(&token), body, None).await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let doc = mde2::parse_provisioning_response(&env.body).unwrap();
+    let (_, cert) = installed_cert(&doc, "System");
+    assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some("kiosk-mdm"));
+    assert_eq!(find_parm(&doc, "EntDMID").as_deref(), Some("kiosk-mdm"));
+    assert!(find_parm(&doc, "SSLCLIENTCERTSEARCHCRITERIA").unwrap().contains("CN%3dkiosk-mdm"));
+}

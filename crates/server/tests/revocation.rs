@@ -153,3 +153,29 @@ async fn replicas_never_share_a_crl_number_and_the_newest_wins() {
     // Ten publications took ten numbers from the shared counter.
     assert!(newest >= 10, "ten publications, ten numbers: newest {newest}");
 }
+
+/// Issue 13, finding 3: every certificate names the plain-HTTP CRL and CA URLs — also those
+/// issued by another process on the same database (the command line approving a request), and
+/// the listener's own; the listener's certificate names the public URL's host.
+#[tokio::test]
+async fn every_process_names_the_servers_http_urls() {
+    let ts = TestServer::start_with(|c| c.public_url = Some("https://ca.example.test:8443".into())).await;
+    let http = ts.http_base.clone();
+    assert!(http.starts_with("http://ca.example.test:"), "{http}");
+    let listener = std::fs::read(ts.dir.path().join("data/tls/server.pem")).unwrap();
+    let chain = x509_cert::Certificate::load_pem_chain(&listener).unwrap();
+    let facts = autoenroll_core::pki::CertFacts::parse(&der::Encode::to_der(&chain[0]).unwrap()).unwrap();
+    assert!(facts.dns_names.iter().any(|n| n == "ca.example.test"), "{:?}", facts.dns_names);
+    let text = |der: &[u8]| {
+        let dir = ts.dir.path();
+        std::fs::write(dir.join("x.pem"), pem("CERTIFICATE", der)).unwrap();
+        openssl(&["x509", "-in", "x.pem", "-noout", "-text"], dir).1
+    };
+    assert!(text(&der::Encode::to_der(&chain[0]).unwrap()).contains(&format!("URI:{http}/crl")), "the listener's too");
+    let cli = autoenroll_server::config::RawConfig { data_dir: Some(ts.dir.path().join("data")), ..Default::default() }
+        .validate()
+        .unwrap();
+    let other = Ra::open(cli.ra.clone(), ts.ra.clock()).await.unwrap();
+    let cert = issue(&other, "cli-issued").await;
+    assert!(text(&cert).contains(&format!("URI:{http}/crl")), "{}", text(&cert));
+}

@@ -295,6 +295,11 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Seconds in whole days, rounded up, 1 to 1000.
+fn whole_days(secs: i64) -> i64 {
+    ((secs.max(0) + 86_399) / 86_400).clamp(1, 1000)
+}
+
 /// Account names: the name charset plus `@`, so a user principal name (`user@contoso.com`, what
 /// Windows MDM sends) is one.
 pub fn valid_account_name(name: &str) -> Result<(), String> {
@@ -315,9 +320,20 @@ impl Template {
         RenewalRule::Windows { renewal_period_secs: self.renewal_secs }
     }
 
-    /// The MS-MDE2 rule (RenewPeriod before expiry, RetryInterval between attempts).
+    /// The MS-MDE2 rule (RenewPeriod before expiry, RetryInterval between attempts), in the
+    /// whole days the provisioning document can say: what devices are told is what is enforced.
     pub fn mdm_rule(&self) -> RenewalRule {
-        RenewalRule::Mdm { renew_period_secs: self.renewal_secs, retry_interval_secs: self.retry_interval_secs }
+        RenewalRule::Mdm {
+            renew_period_secs: whole_days(self.renewal_secs) * 86_400,
+            retry_interval_secs: whole_days(self.retry_interval_secs) * 86_400,
+        }
+    }
+
+    /// RenewPeriod and RetryInterval as the MDM provisioning document gives them, in days
+    /// (rounded up, at least one).
+    pub fn mdm_days(&self) -> (u32, u32) {
+        let days = |secs: i64| u32::try_from(whole_days(secs)).unwrap_or(1);
+        (days(self.renewal_secs), days(self.retry_interval_secs))
     }
 
     /// The smallest RSA key accepted for this template.

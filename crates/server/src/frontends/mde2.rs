@@ -228,7 +228,6 @@ fn device_id(rst: &wstep::RequestSecurityToken) -> Option<&str> {
 async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
     let rst = wstep::parse_request(&env.body)?;
     let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
-    let mdm = state.ra.mdm_settings().await?;
     let client_cert = peer.0.as_ref().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
     let (issued, renewal) = match rst.request_type {
         RequestType::Issue => {
@@ -271,7 +270,13 @@ async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> 
         None => state.ra.mdm_enrollment_type(&issued.serial).await?,
     };
     let enrollment_type_device = enrollment_type.is_some_and(|t| t.eq_ignore_ascii_case("Device"));
-    let device = device_id(&rst).map(str::to_string).unwrap_or_else(|| issued_device(&issued));
+    // The renewal settings of the certificate's own template; the management client finds its
+    // certificate by the subject it has (for a token, the token's device, not the DeviceID).
+    let mdm = state.ra.mdm_settings_for(&issued.template).await?;
+    let device = Some(issued_device(&issued))
+        .filter(|d| !d.is_empty())
+        .or_else(|| device_id(&rst).map(str::to_string))
+        .unwrap_or_default();
     let doc = provisioning_doc(state, &issued, &mdm, enrollment_type_device, renewal, &device, &rst);
     let now = state.ra.now();
     let created = timestamp(now.minus_secs(300));

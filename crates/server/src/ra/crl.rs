@@ -9,10 +9,21 @@ const ISSUER: &str = "issuing";
 /// A CRL is valid for a day and re-signed when half of that has passed.
 pub const CRL_VALIDITY_SECS: i64 = 86_400;
 
+/// The base URL certificates name for the CRL, OCSP and the issuing CA (set by the server).
+pub(crate) const PUBLIC_BASE_SETTING: &str = "server.public_base";
+
 impl Ra {
     /// Tells the CA where certificates point relying parties: `<base>/crl`, `<base>/ocsp` and
     /// `<base>/ca/issuing.crt`. Called once the listeners know their public address; a plain
     /// HTTP base is preferred (CRL fetchers rarely speak TLS to a CA they are validating).
+    /// `set_public_base`, recorded so every process on this database (the command line
+    /// approving a request) puts the same URLs in what it issues.
+    pub async fn publish_base(&self, base: &str) -> Result<(), RaError> {
+        self.set_public_base(base);
+        self.store.set_setting(PUBLIC_BASE_SETTING, base.trim_end_matches('/')).await?;
+        Ok(())
+    }
+
     pub fn set_public_base(&self, base: &str) {
         let base = base.trim_end_matches('/');
         self.ca.set_distribution(Distribution {

@@ -18,13 +18,15 @@ const MAX_VALUE: usize = 1024;
 
 impl Ra {
     pub async fn mdm_settings(&self) -> Result<MdmSettings, RaError> {
-        let t = self.template(&self.settings.mdm_template).await?;
-        let days = |secs: i64| u32::try_from((secs + 86_399) / 86_400).unwrap_or(1).clamp(1, 1000);
-        Ok(MdmSettings {
-            template: t.name,
-            renew_period_days: days(t.renewal_secs),
-            retry_interval_days: days(t.retry_interval_secs),
-        })
+        self.mdm_settings_for(&self.settings.mdm_template).await
+    }
+
+    /// The renewal settings a device is given for a certificate of `template` (the one it got,
+    /// which a hint may have picked over the MDM template).
+    pub async fn mdm_settings_for(&self, template: &str) -> Result<MdmSettings, RaError> {
+        let t = self.template(template).await?;
+        let (renew_period_days, retry_interval_days) = t.mdm_days();
+        Ok(MdmSettings { template: t.name, renew_period_days, retry_interval_days })
     }
 
     /// Enrolls a Windows device from the MDM template and records its AdditionalContext.

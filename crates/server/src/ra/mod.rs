@@ -128,6 +128,10 @@ impl Ra {
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
         ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now).await?;
         templates::ensure_defaults(&ra).await?;
+        // The URLs the running server names in certificates, until it says otherwise.
+        if let Some(base) = ra.store.setting(crl::PUBLIC_BASE_SETTING).await? {
+            ra.set_public_base(&base);
+        }
         Ok(ra)
     }
 

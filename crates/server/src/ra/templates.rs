@@ -141,10 +141,16 @@ pub(crate) async fn tls_identity(
     if let (Ok(key), Ok(pem)) = (std::fs::read_to_string(&key_path), std::fs::read(&cert_path)) {
         if let Ok(chain) = x509_cert::Certificate::load_pem_chain(&pem) {
             let ders: Vec<Vec<u8>> = chain.iter().filter_map(|c| der::Encode::to_der(c).ok()).collect();
+            // Kept while it has a month left and names every name and address the server now
+            // answers to (a new --hostname or --public-url gets a new certificate).
             let fresh = ders
                 .first()
                 .and_then(|d| autoenroll_core::pki::CertFacts::parse(d).ok())
-                .map(|f| f.not_after.0 - now.0 > 30 * DAY)
+                .map(|f| {
+                    f.not_after.0 - now.0 > 30 * DAY
+                        && hostnames.iter().all(|h| f.dns_names.iter().any(|n| n.eq_ignore_ascii_case(h)))
+                        && ips.iter().all(|ip| f.ip_addrs.contains(ip))
+                })
                 .unwrap_or(false);
             let same_ca = ders.get(1).map(|d| d.as_slice() == ra.ca.issuing_der()).unwrap_or(false);
             if fresh && same_ca {
