@@ -50,17 +50,7 @@ async fn renew_signed(
     cn: &str,
     dns: &[&str],
 ) -> Result<Vec<u8>, String> {
-    let dns: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
-    let exts = if dns.is_empty() { vec![] } else { vec![autoenroll_keys::san_extension(&dns, &[]).unwrap()] };
-    let csr = build_renewal_csr(new_key, cn_name(cn).unwrap(), exts, old).unwrap();
-    let cms = sign_cms(&csr, old, old_key, true).unwrap();
-    let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
-    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, None).await;
-    if status == 200 {
-        Ok(wstep::parse_response(&env.body).unwrap().certificate_der.unwrap())
-    } else {
-        Err(subcode(status, &env))
-    }
+    renew_signed_as(s, old, old_key, new_key, (cn, dns), true).await
 }
 
 fn serial(cert: &[u8]) -> String {
@@ -603,4 +593,52 @@ async fn a_signed_renewal_retried_with_the_old_client_certificate_gets_the_same_
         answers.push(wstep::parse_response(&env.body).unwrap().certificate_der.unwrap());
     }
     assert_eq!(answers[0], answers[1]);
+}
+
+/// One live successor, the refusal side: a successor more than a day old that was never used
+/// is not replaced by a renewal with another key (that key could be someone's copy of the old
+/// one): `AlreadyRenewed`, and the successor stays good. The same key still gets it again.
+#[tokio::test]
+async fn an_old_successor_is_not_replaced_by_another_key() {
+    let s = TestServer::start().await;
+    let ops = account(&s, "ops", &[], &[]).await;
+    let k = key();
+    let old = enroll(&s, &ops, &csr_with(&k, "dev-a", &[], &[], None), "dev-a").await.unwrap();
+    s.clock.advance(330 * 86_400);
+    let k1 = key();
+    let successor = renew_signed(&s, &old, &k, &k1, "dev-a", &[]).await.unwrap();
+    s.clock.advance(2 * 86_400);
+    assert_eq!(renew_signed(&s, &old, &k, &key(), "dev-a", &[]).await.unwrap_err(), "ae:AlreadyRenewed");
+    assert_eq!(state(&s, &serial(&successor)).await, (CertState::Issued, None));
+    assert_eq!(renew_signed(&s, &old, &k, &k1, "dev-a", &[]).await.unwrap(), successor);
+}
+
+/// A device that shows the certificate we renewed, whose successor never arrived, hears
+/// "interrupted" at check-in (authenticated by that renewed certificate), gets no SCEP
+/// challenge with it, and renewing again hands it the successor.
+#[tokio::test]
+async fn check_in_with_a_renewed_certificate_says_the_renewal_was_interrupted() {
+    use autoenroll_proto::checkin::{Action, CheckinAnswer, Reason};
+    let s = TestServer::start().await;
+    let ops = account(&s, "ops", &[], &[]).await;
+    let k = key();
+    let old = enroll(&s, &ops, &csr_with(&k, "dev-i", &[], &[], None), "dev-i").await.unwrap();
+    s.clock.advance(330 * 86_400);
+    let k1 = key();
+    let successor = renew_signed(&s, &old, &k, &k1, "dev-i", &[]).await.unwrap();
+    let report = serde_json::json!({
+        "scep": true,
+        "certificates": [{ "template": "Machine", "thumbprint": autoenroll_server::ra::thumbprint_of(&old) }],
+    });
+    let r = s
+        .client(Some(&identity_of(&s.ra, &old, &k)))
+        .post(&s.url("/checkin"), "application/json", serde_json::to_vec(&report).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let a: CheckinAnswer = serde_json::from_slice(&r.body).unwrap();
+    let m = a.directives.iter().find(|d| d.template == "Machine").unwrap();
+    assert_eq!((m.action, m.reason), (Action::Renew, Reason::Interrupted), "{m:?}");
+    assert!(a.directives.iter().all(|d| d.challenge.is_none()), "a renewed certificate buys no challenge");
+    assert_eq!(renew_signed(&s, &old, &k, &k1, "dev-i", &[]).await.unwrap(), successor);
 }

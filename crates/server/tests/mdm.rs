@@ -132,6 +132,13 @@ struct Mdm<'a> {
 }
 
 impl Mdm<'_> {
+    /// An enrollment with a Windows-shaped CSR for `key`; the HTTP status and envelope.
+    async fn enroll(&self, token: &HeaderToken, key: &KeyPair, enrollment_type: &str) -> (u16, soap::Envelope) {
+        let csr = autoenroll_proto::b64::encode(&windows_csr(key));
+        let body = rst_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS10, csr, enrollment_type);
+        self.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, token, body, None).await
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -222,13 +229,7 @@ async fn discovery_policy_enrollment_and_robo_renewal() {
 
     // Enrollment.
     let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
-    let body = rst_body(
-        ns::REQUEST_TYPE_ISSUE,
-        ns::VALUE_TYPE_PKCS10,
-        autoenroll_proto::b64::encode(&windows_csr(&key)),
-        "Device",
-    );
-    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+    let (status, env) = mdm.enroll(&account(), &key, "Device").await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
     let doc = mde2::parse_provisioning_response(&env.body).unwrap();
     let (thumb, cert) = installed_cert(&doc, "System");
@@ -441,13 +442,7 @@ async fn federated_enrollment_with_a_bearer_token() {
             .unwrap();
     let bearer = token_header(&token);
     let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
-    let body = rst_body(
-        ns::REQUEST_TYPE_ISSUE,
-        ns::VALUE_TYPE_PKCS10,
-        autoenroll_proto::b64::encode(&windows_csr(&key)),
-        "Device",
-    );
-    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &bearer, body, None).await;
+    let (status, env) = mdm.enroll(&bearer, &key, "Device").await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
     let (_, cert) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");
     assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some(DEVICE_ID));
@@ -462,14 +457,7 @@ async fn provisioning_documents_follow_the_spec_structure() {
         ("User", "Full", "mde2-spec-2.2.9.1-provisioningdoc-user.xml"),
     ] {
         let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
-        let body = rst_body(
-            ns::REQUEST_TYPE_ISSUE,
-            ns::VALUE_TYPE_PKCS10,
-            autoenroll_proto::b64::encode(&windows_csr(&key)),
-            enrollment_type,
-        );
-        let (status, env) =
-            mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+        let (status, env) = mdm.enroll(&account(), &key, enrollment_type).await;
         assert_eq!(status, 200);
         let ours = skeleton(&mde2::parse_provisioning_response(&env.body).unwrap());
         let spec = skeleton(&autoenroll_proto::xml::parse(&vector(spec_file)).unwrap());
@@ -553,13 +541,7 @@ async fn renewal_keeps_the_store_and_the_chain_is_provisioned() {
     let s = TestServer::start().await;
     let mdm = Mdm { s: &s };
     let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
-    let body = rst_body(
-        ns::REQUEST_TYPE_ISSUE,
-        ns::VALUE_TYPE_PKCS10,
-        autoenroll_proto::b64::encode(&windows_csr(&key)),
-        "Device",
-    );
-    let (status, env) = mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &account(), body, None).await;
+    let (status, env) = mdm.enroll(&account(), &key, "Device").await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
     let doc = mde2::parse_provisioning_response(&env.body).unwrap();
     let issuing = &s.ra.chain_der()[0];
@@ -616,14 +598,7 @@ async fn the_management_client_looks_for_the_certificate_it_got() {
             .await
             .unwrap();
     let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
-    let body = rst_body(
-        ns::REQUEST_TYPE_ISSUE,
-        ns::VALUE_TYPE_PKCS10,
-        autoenroll_proto::b64::encode(&windows_csr(&key)),
-        "Device",
-    );
-    let (status, env) =
-        mdm.post("/EnrollmentServer/Enrollment.svc", ns::ACTION_WSTEP, &token_header(&token), body, None).await;
+    let (status, env) = mdm.enroll(&token_header(&token), &key, "Device").await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
     let doc = mde2::parse_provisioning_response(&env.body).unwrap();
     let (_, cert) = installed_cert(&doc, "System");

@@ -48,15 +48,7 @@ async fn renew_signed(
     new_key: &KeyPair,
     attrs: bool,
 ) -> Result<Vec<u8>, String> {
-    let csr = build_renewal_csr(new_key, cn_name("ignored").unwrap(), vec![], signer_cert).unwrap();
-    let cms = sign_cms(&csr, signer_cert, signer_key, attrs).unwrap();
-    let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
-    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, None).await;
-    if status == 200 {
-        Ok(wstep::parse_response(&env.body).unwrap().certificate_der.unwrap())
-    } else {
-        Err(subcode(status, &env))
-    }
+    renew_signed_as(s, signer_cert, signer_key, new_key, ("ignored", &[]), attrs).await
 }
 
 async fn renew_tls(s: &TestServer, held: &Held, new_key: &KeyPair) -> Result<Vec<u8>, String> {

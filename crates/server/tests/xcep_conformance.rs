@@ -142,3 +142,68 @@ async fn the_mdm_policy_says_what_windows_will_send_and_nils_empty_collections()
     let body = doc.child(ns::SOAP12, "Body").unwrap().child(ns::XCEP, "GetPoliciesResponse").unwrap();
     assert!(body.child(ns::XCEP, "cAs").unwrap().is_nil(), "{raw}");
 }
+
+/// Element order against the MS-XCEP 4.1.1.2 sample response (what ADCS's enrollment policy
+/// service sends, and strict schema-checking clients read): for each container, our children
+/// come in the sample's order, and what the sample has, we have.
+#[tokio::test]
+async fn element_order_follows_the_specs_sample_response() {
+    use autoenroll_proto::xml::Element;
+    fn children(e: &Element) -> Vec<&str> {
+        e.children.iter().map(|c| c.local.as_str()).collect()
+    }
+    fn at<'a>(e: &'a Element, path: &[&str]) -> &'a Element {
+        path.iter().fold(e, |cur, p| {
+            cur.children.iter().find(|c| c.local == *p).unwrap_or_else(|| panic!("no {p} under {}", cur.local))
+        })
+    }
+    // The published sample elides the middle of its base64 values ("…"): make them whole.
+    let sample = String::from_utf8(
+        std::fs::read(autoenroll_test_support::testdata("ms/xcep-spec-4.1.1.2-getpolicies-response.xml")).unwrap(),
+    )
+    .unwrap();
+    let sample: String =
+        sample.lines().map(|l| if l.contains('…') { "AAAA\n".to_string() } else { format!("{l}\n") }).collect();
+    let spec = autoenroll_proto::soap::parse_envelope(sample.as_bytes()).unwrap().body;
+
+    let s = TestServer::start().await;
+    // An RSA template, so that cryptoProviders is filled as in the sample.
+    let rsa = TemplateSpec { key_algorithm: Some("rsa2048".into()), ..Default::default() };
+    s.ra.create_template("Rsa", &rsa).await.unwrap();
+    let xml =
+        soap::request(ns::ACTION_GET_POLICIES, &s.url("/wstep"), "urn:uuid:o", &account(), xcep::request_body(None));
+    let r = s.client(None).post(&s.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
+    let ours = autoenroll_proto::soap::parse_envelope(&r.body).unwrap().body;
+    let rsa_policy = at(&ours, &["response", "policies"])
+        .children
+        .iter()
+        .find(|p| at(p, &["attributes", "commonName"]).text == "Rsa")
+        .unwrap();
+
+    let spec_policy = at(&spec, &["response", "policies", "policy"]);
+    for (name, theirs, mine) in [
+        ("GetPoliciesResponse", &spec, &ours),
+        ("response", at(&spec, &["response"]), at(&ours, &["response"])),
+        ("policy", spec_policy, rsa_policy),
+        ("attributes", at(spec_policy, &["attributes"]), at(rsa_policy, &["attributes"])),
+        (
+            "privateKeyAttributes",
+            at(spec_policy, &["attributes", "privateKeyAttributes"]),
+            at(rsa_policy, &["attributes", "privateKeyAttributes"]),
+        ),
+        (
+            "cryptoProviders",
+            at(spec_policy, &["attributes", "privateKeyAttributes", "cryptoProviders"]),
+            at(rsa_policy, &["attributes", "privateKeyAttributes", "cryptoProviders"]),
+        ),
+        ("cA", at(&spec, &["cAs", "cA"]), at(&ours, &["cAs", "cA"])),
+        ("cAURI", at(&spec, &["cAs", "cA", "uris", "cAURI"]), at(&ours, &["cAs", "cA", "uris", "cAURI"])),
+        ("oID", at(&spec, &["oIDs", "oID"]), at(&ours, &["oIDs", "oID"])),
+    ] {
+        let mut theirs: Vec<&str> = children(theirs);
+        theirs.dedup();
+        let mut mine: Vec<&str> = children(mine);
+        mine.dedup();
+        assert_eq!(mine, theirs, "children of {name}");
+    }
+}

@@ -88,38 +88,7 @@ pub(crate) async fn insert_transaction_in<'c>(
     Ok(())
 }
 
-async fn insert_challenge_in<'c>(ex: impl sqlx::Executor<'c, Database = Any>, c: &Challenge) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO challenges (id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, \
-         ext_key_usage, created_at, expires_at, used_at, used_transaction, used_key) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-    )
-    .bind(&c.id)
-    .bind(&c.secret_hash)
-    .bind(&c.device)
-    .bind(&c.template)
-    .bind(&c.subject)
-    .bind(c.dns_names.join(","))
-    .bind(c.ip_addrs.join(","))
-    .bind(i64::from(c.min_key_bits))
-    .bind(join_list(&c.ekus))
-    .bind(c.created_at.0)
-    .bind(c.expires_at.0)
-    .bind(c.used_at.map(|t| t.0))
-    .bind(&c.used_transaction)
-    .bind(&c.used_key)
-    .execute(ex)
-    .await
-    .map_err(crate::duplicate(|| format!("challenge {}", c.id)))?;
-    Ok(())
-}
-
 impl Store {
-    pub async fn insert_challenge(&self, c: &Challenge) -> Result<()> {
-        let _writer = self.writer().await;
-        insert_challenge_in(&self.pool, c).await
-    }
-
     pub async fn challenge(&self, id: &str) -> Result<Option<Challenge>> {
         let row = sqlx::query_as::<_, ChallengeRow>(
             "SELECT id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, ext_key_usage, \
@@ -193,7 +162,28 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        insert_challenge_in(&mut *tx, c).await?;
+        sqlx::query(
+            "INSERT INTO challenges (id, secret_hash, device, template, subject, dns_names, ip_addrs, min_key_bits, \
+         ext_key_usage, created_at, expires_at, used_at, used_transaction, used_key) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_hash)
+        .bind(&c.device)
+        .bind(&c.template)
+        .bind(&c.subject)
+        .bind(c.dns_names.join(","))
+        .bind(c.ip_addrs.join(","))
+        .bind(i64::from(c.min_key_bits))
+        .bind(join_list(&c.ekus))
+        .bind(c.created_at.0)
+        .bind(c.expires_at.0)
+        .bind(c.used_at.map(|t| t.0))
+        .bind(&c.used_transaction)
+        .bind(&c.used_key)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::duplicate(|| format!("challenge {}", c.id)))?;
         tx.commit().await?;
         Ok(ended)
     }

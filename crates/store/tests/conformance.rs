@@ -941,10 +941,10 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
         used_transaction: None,
         used_key: None,
     };
-    s.insert_challenge(&c).await.unwrap();
+    s.replace_challenge(&c).await.unwrap();
     assert_eq!(s.challenge("ch1").await.unwrap(), Some(c.clone()));
     assert_eq!(s.challenge("nope").await.unwrap(), None);
-    assert!(matches!(s.insert_challenge(&c).await, Err(StoreError::Duplicate(_))));
+    assert!(matches!(s.replace_challenge(&c).await, Err(StoreError::Duplicate(_))));
     // Eight concurrent transactions with different keys: exactly one spends it.
     let mut handles = Vec::new();
     for i in 0..8 {
@@ -970,7 +970,7 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
     assert_eq!((used.used_transaction, used.used_key), (Some(tx.clone()), Some(key.clone())));
     // Expired: refused even for the winner.
     assert!(!s.use_challenge("ch1", &tx, &key, t(100)).await.unwrap());
-    s.insert_challenge(&Challenge { id: "ch2".into(), ..c.clone() }).await.unwrap();
+    s.replace_challenge(&Challenge { id: "ch2".into(), ..c.clone() }).await.unwrap();
     assert!(!s.use_challenge("ch2", "t", "k", t(100)).await.unwrap(), "expired at 100");
     assert!(!s.use_challenge("nope", "t", "k", t(1)).await.unwrap());
     // Transactions remember their request.
@@ -1014,9 +1014,9 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
         used_at: None,
         ..c.clone()
     };
-    s.insert_challenge(&base).await.unwrap();
-    s.insert_challenge(&Challenge { id: "e2".into(), template: "Other".into(), ..base.clone() }).await.unwrap();
-    s.insert_challenge(&Challenge { id: "e3".into(), device: "fdev".into(), ..base.clone() }).await.unwrap();
+    s.replace_challenge(&base).await.unwrap();
+    s.replace_challenge(&Challenge { id: "e2".into(), template: "Other".into(), ..base.clone() }).await.unwrap();
+    s.replace_challenge(&Challenge { id: "e3".into(), device: "fdev".into(), ..base.clone() }).await.unwrap();
     let next = Challenge { id: "e4".into(), created_at: t(50), ..base.clone() };
     assert_eq!(s.replace_challenge(&next).await.unwrap(), 1);
     assert_eq!(s.challenge("e1").await.unwrap().unwrap().expires_at, t(50));

@@ -22,40 +22,51 @@ const OLD_ROWS: &[&str] = &[
      (4, 'denied-first', 0, 1, 1), (5, 'never-issued', 0, 1, 1)",
     "INSERT INTO requests (id, device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
      updated_at) VALUES \
-     (1, 1, 'account:ops', 'Machine', 'enroll', 'issued', x'00', 'a0', '', 1, 1), \
-     (2, 1, 'cert:a0', 'Machine', 'renew', 'issued', x'00', 'a1', '', 2, 2), \
-     (3, 1, 'cert:a0', 'Machine', 'renew', 'issued', x'00', 'a2', '', 3, 3), \
-     (4, 2, 'token:t1', 'Machine', 'enroll', 'issued', x'00', 'b0', '', 1, 1), \
-     (5, 3, 'scep:static', 'Machine', 'scep', 'issued', x'00', 'c0', '', 1, 1), \
-     (6, 4, 'account:mallory', 'Machine', 'enroll', 'denied', x'00', NULL, '', 1, 1), \
-     (7, 4, 'account:ops', 'Machine', 'enroll', 'issued', x'00', 'd0', '', 2, 2), \
-     (8, 5, 'account:ops', 'Machine', 'enroll', 'pending', x'00', NULL, '', 1, 1)",
+     (1, 1, 'account:ops', 'Machine', 'enroll', 'issued', {BLOB}, 'a0', '', 1, 1), \
+     (2, 1, 'cert:a0', 'Machine', 'renew', 'issued', {BLOB}, 'a1', '', 2, 2), \
+     (3, 1, 'cert:a0', 'Machine', 'renew', 'issued', {BLOB}, 'a2', '', 3, 3), \
+     (4, 2, 'token:t1', 'Machine', 'enroll', 'issued', {BLOB}, 'b0', '', 1, 1), \
+     (5, 3, 'scep:static', 'Machine', 'scep', 'issued', {BLOB}, 'c0', '', 1, 1), \
+     (6, 4, 'account:mallory', 'Machine', 'enroll', 'denied', {BLOB}, NULL, '', 1, 1), \
+     (7, 4, 'account:ops', 'Machine', 'enroll', 'issued', {BLOB}, 'd0', '', 2, 2), \
+     (8, 5, 'account:ops', 'Machine', 'enroll', 'pending', {BLOB}, NULL, '', 1, 1)",
     // a0 was renewed twice (the old bug): both successors exist; the first one keeps the claim.
     "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, subject, \
      thumbprint, not_before, not_after, state, der, created_at, previous_serial, revoked_at, revocation_reason, \
      renew_after) VALUES \
-     ('a0', 1, 1, 'Machine', 1, 0, 'CN=by-account', 'T0', 1, 9999999999, 'renewed', x'00', 1, NULL, NULL, NULL, 5), \
-     ('a1', 2, 1, 'Machine', 1, 0, 'CN=by-account', 'T1', 2, 9999999999, 'issued', x'00', 2, 'a0', NULL, NULL, 5), \
-     ('a2', 3, 1, 'Machine', 1, 0, 'CN=by-account', 'T2', 3, 9999999999, 'issued', x'00', 3, 'a0', NULL, NULL, 5), \
-     ('b0', 4, 2, 'Machine', 1, 0, 'CN=by-token', 'T3', 1, 9999999999, 'revoked', x'00', 1, NULL, 5, \
+     ('a0', 1, 1, 'Machine', 1, 0, 'CN=by-account', 'T0', 1, 9999999999, 'renewed', {BLOB}, 1, NULL, NULL, NULL, 5), \
+     ('a1', 2, 1, 'Machine', 1, 0, 'CN=by-account', 'T1', 2, 9999999999, 'issued', {BLOB}, 2, 'a0', NULL, NULL, 5), \
+     ('a2', 3, 1, 'Machine', 1, 0, 'CN=by-account', 'T2', 3, 9999999999, 'issued', {BLOB}, 3, 'a0', NULL, NULL, 5), \
+     ('b0', 4, 2, 'Machine', 1, 0, 'CN=by-token', 'T3', 1, 9999999999, 'revoked', {BLOB}, 1, NULL, 5, \
       'device blocked by admin', 5)",
 ];
 
 #[tokio::test]
-async fn a_version_8_database_upgrades_to_the_trust_model() {
+async fn a_version_8_sqlite_database_upgrades_to_the_trust_model() {
     let dir = tempfile::tempdir().unwrap();
     let url = Store::sqlite_url(&dir.path().join("old.db"));
+    upgrade(&url, sqlx::migrate!("migrations/sqlite"), "x'00'").await;
+}
+
+#[tokio::test]
+async fn a_version_8_postgres_database_upgrades_to_the_trust_model() {
+    let pg = autoenroll_test_support::pg::PgCluster::start();
+    upgrade(&pg.database("upgrade"), sqlx::migrate!("migrations/postgres"), "'\\x00'::bytea").await;
+}
+
+/// Writes the version-8 rows through version 8's migrations, opens the store (which runs the
+/// rest), and checks what migration 0009 made of them.
+async fn upgrade(url: &str, mut old: sqlx::migrate::Migrator, blob: &str) {
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let mut old = sqlx::migrate!("migrations/sqlite");
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
     old.migrations = Cow::Owned(old.migrations.iter().filter(|m| m.version <= 8).cloned().collect());
     old.run(&pool).await.unwrap();
     for sql in OLD_ROWS {
-        sqlx::query(*sql).execute(&pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.replace("{BLOB}", blob))).execute(&pool).await.unwrap();
     }
     pool.close().await;
 
-    let store = Store::open(&url).await.unwrap();
+    let store = Store::open(url).await.unwrap();
     // Templates: the grants they effectively had; EC and RSA keys as before; what older versions
     // let through made valid where the intent is plain.
     let all = store.templates().await.unwrap();

@@ -33,7 +33,7 @@ pub async fn handle(
             None => Credentials::None,
         },
     };
-    let principal = match st.ra.authenticate_for(&creds, None, Purpose::Checkin).await {
+    let principal = match st.ra.authenticate_for(&creds, None, Purpose::Identify).await {
         Ok(p) => p,
         Err(e) => return error(&e),
     };

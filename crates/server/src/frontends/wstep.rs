@@ -41,7 +41,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
                 .map_err(|_| ProtoError::Invalid("wstep:RequestID"))?;
             // Only the requester learns the outcome (MS-WSTEP 3.1.4.1.3.2: the same client).
             let device_hint = rst.context_value("DeviceName").or(rst.context_value("MachineName"));
-            let principal = state.ra.authenticate_for(&creds, device_hint, Purpose::Retrieve).await?;
+            let principal = state.ra.authenticate_for(&creds, device_hint, Purpose::Identify).await?;
             return outcome_response(state, state.ra.retrieve_for(&principal, id).await?, relates_to);
         }
         RequestType::Ket => {
@@ -58,7 +58,7 @@ pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Pee
             Credentials::None => None,
             // Only to name the caller's device: a certificate already renewed (a retry of this
             // very renewal) or a spent token says that as well as a live one.
-            other => Some(state.ra.authenticate_for(&other, device_hint, Purpose::Retrieve).await?),
+            other => Some(state.ra.authenticate_for(&other, device_hint, Purpose::Identify).await?),
         };
         let issued = state.ra.renew_signed(&token.der, caller.as_ref(), Window::Autoenrollment).await?;
         return issued_response(state, issued, relates_to);

@@ -89,29 +89,12 @@ fn key_request(t: &Template, flavour: Flavour) -> KeyRequest {
         2 => RSA_CSPS.iter().map(|p| p.to_string()).collect(),
         _ => vec![SOFTWARE_KSP.to_string()],
     };
-    match algorithm {
-        KeyAlgorithm::Rsa(bits) => KeyRequest {
-            algorithm: (RSA_ENCRYPTION, "RSA"),
-            minimal_key_length: bits.max(t.min_rsa_bits()),
-            schema,
-            key_spec: Some(AT_KEYEXCHANGE),
-            providers,
-        },
-        KeyAlgorithm::P384 => KeyRequest {
-            algorithm: (SECP384R1, "ECDSA_P384"),
-            minimal_key_length: 384,
-            schema,
-            key_spec: None,
-            providers,
-        },
-        KeyAlgorithm::P256 => KeyRequest {
-            algorithm: (SECP256R1, "ECDSA_P256"),
-            minimal_key_length: 256,
-            schema,
-            key_spec: None,
-            providers,
-        },
-    }
+    let (algorithm, minimal_key_length, key_spec) = match algorithm {
+        KeyAlgorithm::Rsa(bits) => ((RSA_ENCRYPTION, "RSA"), bits.max(t.min_rsa_bits()), Some(AT_KEYEXCHANGE)),
+        KeyAlgorithm::P384 => ((SECP384R1, "ECDSA_P384"), 384, None),
+        KeyAlgorithm::P256 => ((SECP256R1, "ECDSA_P256"), 256, None),
+    };
+    KeyRequest { algorithm, minimal_key_length, schema, key_spec, providers }
 }
 
 pub async fn get_policies(

@@ -94,16 +94,14 @@ impl Principal {
     }
 }
 
-/// What authentication is for: most requests need live credentials. `Retrieve` only identifies
-/// the asker (collecting a pending request, naming the device beside a signed renewal): it also
-/// takes the spent bootstrap token that paid for a request and a certificate already renewed.
-/// `Checkin` takes a renewed certificate too (a device whose successor did not install must
-/// still hear what to do).
+/// What authentication is for: requests need live credentials. `Identify` only names the
+/// asker (a check-in, collecting a pending request, naming the device beside a signed renewal):
+/// it also takes the spent bootstrap token that paid for a request and a certificate already
+/// renewed (a device whose successor did not install must still hear what to do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Request,
-    Retrieve,
-    Checkin,
+    Identify,
 }
 
 impl Ra {
@@ -150,12 +148,12 @@ impl Ra {
                 let bad = || RaError::from(Refusal::WrongCredentials { what: "unknown bootstrap token" });
                 let (id, secret) = secrets::split_token(token).ok_or_else(bad)?;
                 let row = self.store.token(id).await?.ok_or_else(bad)?;
-                let retrieving = purpose == Purpose::Retrieve;
+                let identifying = purpose == Purpose::Identify;
                 if !secrets::ct_eq(&secrets::sha256(secret.as_bytes()), &row.secret_hash) {
                     Err(bad())
-                } else if row.used_at.is_some() && !retrieving {
+                } else if row.used_at.is_some() && !identifying {
                     Err(Refusal::TokenUsed.into())
-                } else if now >= row.expires_at && !retrieving {
+                } else if now >= row.expires_at && !identifying {
                     Err(Refusal::TokenExpired.into())
                 } else {
                     Ok(Principal {
@@ -175,8 +173,8 @@ impl Ra {
                     .await?
                     .ok_or(Refusal::UnknownClientCertificate)?;
                 let current = row.state == CertState::Issued;
-                let reporting = purpose != Purpose::Request && row.state == CertState::Renewed;
-                if !current && !reporting {
+                let renewed_ok = purpose == Purpose::Identify && row.state == CertState::Renewed;
+                if !current && !renewed_ok {
                     Err(Refusal::ClientCertificateNotValid { state: row.state }.into())
                 } else if now >= facts.not_after {
                     Err(Refusal::ClientCertificateExpired.into())
@@ -222,18 +220,17 @@ impl Ra {
         Ok(())
     }
 
-    /// Whether a principal may enroll for its device, before anything is written: an account
-    /// only for device names its patterns allow and only for devices that are unbound or its
-    /// own; a blocked device is refused. Returns the device if it exists, and whether an
-    /// administrator stands behind its name (see `issue_request`).
-    pub(crate) async fn check_device(&self, p: &Principal) -> Result<(Option<Device>, bool), RaError> {
+    /// Whether a principal may enroll for its device (`device`: the inventory's row, None on
+    /// first sight), before anything is written: an account only for device names its patterns
+    /// allow and only for devices that are unbound or its own; a blocked device is refused.
+    /// Returns whether someone stands behind the device's name (see `issue_request`).
+    pub(crate) async fn check_device(&self, p: &Principal, device: Option<&Device>) -> Result<bool, RaError> {
         if let PrincipalKind::Account { devices, .. } = &p.kind {
             if !devices.iter().any(|pattern| glob_match(pattern, &p.device)) {
                 return Err(Refusal::DeviceNotAllowed { actor: p.actor(), device: p.device.clone() }.into());
             }
         }
-        let device = self.store.device(&p.device).await?;
-        if let Some(d) = &device {
+        if let Some(d) = device {
             let mine = match &p.kind {
                 PrincipalKind::Account { .. } => d.owner.is_none() || d.owner == p.owner(),
                 // Tokens and challenges are made for a device by an administrator; a
@@ -250,12 +247,12 @@ impl Ra {
         let vouched = match &p.kind {
             PrincipalKind::Token { .. } => true,
             PrincipalKind::Account { devices, .. } => vouching_pattern(devices, &p.device),
-            PrincipalKind::Certificate { .. } => match device.as_ref().and_then(|d| d.owner.as_deref()) {
+            PrincipalKind::Certificate { .. } => match device.and_then(|d| d.owner.as_deref()) {
                 Some(owner) => self.owner_vouches(owner, &p.device).await?,
                 None => false,
             },
         };
-        Ok((device, vouched))
+        Ok(vouched)
     }
 
     /// Whether the owner a device is bound to stands behind its name: an administrator did
@@ -287,14 +284,6 @@ impl Ra {
             return Err(Refusal::DeviceBound { actor: p.actor(), device: device.name }.into());
         }
         Ok(device)
-    }
-
-    /// The groups of a principal's device (empty for a device not yet known).
-    pub(crate) async fn groups_of(&self, device: &str) -> Result<Vec<String>, RaError> {
-        Ok(match self.store.device(device).await? {
-            Some(d) => self.store.device_groups(d.id).await?,
-            None => vec![],
-        })
     }
 }
 

@@ -344,13 +344,18 @@ impl Ra {
         if !input.principal.may_request() {
             return Err(Refusal::ClientCertificateNotValid { state: CertState::Renewed }.into());
         }
+        // The device as the inventory knows it (None on first sight), read once for both.
+        let known = self.store.device(&input.principal.device).await?;
+        let groups = match &known {
+            Some(d) => self.store.device_groups(d.id).await?,
+            None => vec![],
+        };
         // 1. The template's grants name the requester.
-        let groups = self.groups_of(&input.principal.device).await?;
         if !input.principal.may_enroll(&template, &groups) {
             return Err(Refusal::NotPermitted { actor: input.principal.actor(), template: template.name }.into());
         }
         // 2. The device: one this requester may act for, not bound to another, not blocked.
-        let (_, vouched) = self.check_device(input.principal).await?;
+        let vouched = self.check_device(input.principal, known.as_ref()).await?;
         // 3. The key, 4. the names.
         template.check_key(&csr.key)?;
         let request = issue_request(&csr, &template, &input.principal.device, vouched, &self.settings.server_names)?;

@@ -200,3 +200,28 @@ pub async fn wstep_issue(
         Err(subcode(status, &env))
     }
 }
+
+/// A WS-TEP renewal signed with the old key (RequestType Issue, a PKCS#7 around a request for
+/// `new_key` that names the old certificate and asks for `cn` and `dns`); the certificate, or
+/// the fault subcode.
+pub async fn renew_signed_as(
+    s: &TestServer,
+    old: &[u8],
+    old_key: &autoenroll_keys::KeyPair,
+    new_key: &autoenroll_keys::KeyPair,
+    (cn, dns): (&str, &[&str]),
+    signed_attributes: bool,
+) -> Result<Vec<u8>, String> {
+    use autoenroll_proto::{ns, wstep};
+    let dns: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+    let exts = if dns.is_empty() { vec![] } else { vec![autoenroll_keys::san_extension(&dns, &[]).unwrap()] };
+    let csr = autoenroll_keys::build_renewal_csr(new_key, autoenroll_keys::cn_name(cn).unwrap(), exts, old).unwrap();
+    let cms = autoenroll_keys::sign_cms(&csr, old, old_key, signed_attributes).unwrap();
+    let body = wstep::token_request_body(ns::REQUEST_TYPE_ISSUE, ns::VALUE_TYPE_PKCS7, &cms);
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &HeaderToken::None, body, None).await;
+    if status == 200 {
+        Ok(wstep::parse_response(&env.body).unwrap().certificate_der.unwrap())
+    } else {
+        Err(subcode(status, &env))
+    }
+}
