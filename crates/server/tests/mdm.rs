@@ -584,6 +584,17 @@ async fn renewal_keeps_the_store_and_the_chain_is_provisioned() {
     assert_eq!(CertFacts::parse(&renewed).unwrap().spki_der, new_key.spki_der());
     let app = doc.children.iter().find(|c| c.attr(None, "type") == Some("APPLICATION")).expect("APPLICATION");
     assert!(find_parm(app, "PROVIDER-ID").is_some_and(|p| !p.is_empty()));
+    // Element by element against Microsoft's renewal document sample (a User store there): all
+    // it has, we have — except the root, which it only sends "if it is not in the device
+    // already", and PrivateKeyContainer, which it nests in the thumbprint and MS-MDE2 beside it.
+    let ours: BTreeSet<String> = skeleton(&doc).into_iter().map(|p| p.replace("/My/System", "/My/User")).collect();
+    let sample =
+        skeleton(&autoenroll_proto::xml::parse(&vector("mdm-certrenewal-doc-renew-provisioningdoc.xml")).unwrap());
+    let missing: Vec<_> = sample
+        .iter()
+        .filter(|p| !ours.contains(*p) && !p.contains("/Root") && !p.ends_with("/PrivateKeyContainer"))
+        .collect();
+    assert!(missing.is_empty(), "missing {missing:?}\nours: {ours:#?}");
 }
 
 /// Review of issue 13: with a bootstrap token the certificate is the token's device, and the
