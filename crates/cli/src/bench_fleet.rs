@@ -99,6 +99,7 @@ pub async fn fleet(b: FleetBench) -> Result<i32> {
                     templates: vec![],
                     groups: vec![],
                     devices: vec!["*".into()],
+                    sign_in_token: None,
                 },
                 device: device.clone(),
             };

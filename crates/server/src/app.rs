@@ -113,6 +113,7 @@ impl Server {
                 .mdm_management_url
                 .clone()
                 .unwrap_or_else(|| format!("{base_url}/ManagementServer/MDM.svc")),
+            mdm_sign_in_return: cfg.mdm_sign_in_return.clone(),
         };
         let (scep_http, scep_http_url) = match cfg.scep_http_listen {
             Some(addr) => {

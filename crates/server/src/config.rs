@@ -53,6 +53,9 @@ pub struct RawMdm {
     pub provider_id: Option<String>,
     /// OMA-DM management server URL handed to devices (APPLICATION ADDR).
     pub management_url: Option<String>,
+    /// Where the federated sign-in page may post its token (the `appru` a device passes),
+    /// by prefix. Default `["ms-app://"]`: Windows' Web Authentication Broker.
+    pub sign_in_return: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +68,8 @@ pub struct ServerConfig {
     pub ra: RaSettings,
     pub mdm_provider_id: String,
     pub mdm_management_url: Option<String>,
+    /// Return-address prefixes the federated sign-in page posts tokens to.
+    pub mdm_sign_in_return: Vec<String>,
     /// The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP); None when turned off.
     pub scep_http_listen: Option<SocketAddr>,
 }
@@ -131,6 +136,13 @@ impl RawConfig {
             }
         }
         let mdm = self.mdm.unwrap_or_default();
+        let sign_in_return = mdm.sign_in_return.clone().unwrap_or_else(|| vec!["ms-app://".into()]);
+        if let Some(bad) = sign_in_return.iter().find(|p| !valid_sign_in_return(p)) {
+            return Err(ConfigError::Invalid(
+                "mdm.sign_in_return",
+                format!("{bad}: use ms-app://, https://HOST/ or a loopback http://127.0.0.1:PORT/ prefix"),
+            ));
+        }
         let scep = self.scep.unwrap_or_default();
         // The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP) is on by default: CryptoAPI
         // fetches revocation and issuer certificates over HTTP only, so certificates name it.
@@ -153,6 +165,7 @@ impl RawConfig {
         Ok(ServerConfig {
             mdm_provider_id: mdm.provider_id.unwrap_or_else(|| "autoenroll".into()),
             mdm_management_url: mdm.management_url,
+            mdm_sign_in_return: sign_in_return,
             scep_http_listen,
             listen,
             hostnames,
@@ -171,6 +184,22 @@ impl RawConfig {
                 superseded_grace_secs: i64::try_from(superseded_grace.as_secs()).unwrap_or(i64::MAX),
             },
         })
+    }
+}
+
+/// A sign-in return prefix must name its host completely (`https://a.example` would also match
+/// `https://a.example.evil`), and tokens, being bearer credentials, travel in clear text only on
+/// the device itself (loopback, as OAuth native apps do).
+fn valid_sign_in_return(prefix: &str) -> bool {
+    let authority = |rest: &str| rest.split_once('/').map(|(a, _)| a.to_string());
+    match prefix.split_once("://") {
+        // Windows apps on the device itself (the broker captures the post).
+        Some(("ms-app", _)) => true,
+        Some(("https", rest)) => authority(rest).is_some_and(|a| !a.is_empty()),
+        Some(("http", rest)) => authority(rest).is_some_and(|a| {
+            ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| a == *h || a.starts_with(&format!("{h}:")))
+        }),
+        _ => false,
     }
 }
 
@@ -250,5 +279,26 @@ impl ServerConfig {
             bound.ip().to_string()
         };
         format!("https://{host}:{}", bound.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_sign_in_return;
+
+    #[test]
+    fn sign_in_return_prefixes_name_their_host_completely() {
+        for ok in
+            ["ms-app://", "ms-app://windows.immersivecontrolpanel", "https://mdm.example/", "http://127.0.0.1:9/x"]
+        {
+            assert!(valid_sign_in_return(ok), "{ok}");
+        }
+        // A prefix without its path would also match `https://mdm.example.evil/`; plain HTTP
+        // would put a bearer token on the network; a non-loopback HTTP host too.
+        for bad in
+            ["https://mdm.example", "https://", "http://mdm.example/", "http://127.0.0.1.evil/", "javascript:x", ""]
+        {
+            assert!(!valid_sign_in_return(bad), "{bad}");
+        }
     }
 }

@@ -617,3 +617,218 @@ async fn the_management_client_looks_for_the_certificate_it_got() {
     assert_eq!(find_parm(&doc, "EntDMID").as_deref(), Some("kiosk-mdm"));
     assert!(find_parm(&doc, "SSLCLIENTCERTSEARCHCRITERIA").unwrap().contains("CN%3dkiosk-mdm"));
 }
+
+/// Discovery with the device offering Federated only: the AuthenticationServiceUrl it is told.
+async fn federated_discovery(s: &TestServer) -> String {
+    let discover =
+        String::from_utf8(vector("fleet-mdmtest-discover-request.xml")).unwrap().replace("OnPremise", "Federated");
+    let r = s
+        .client(None)
+        .post(&s.url("/EnrollmentServer/Discovery.svc"), "application/soap+xml", discover.into_bytes())
+        .await
+        .unwrap();
+    let d = mde2::parse_discover_response(&soap::parse_envelope(&r.body).unwrap().body).unwrap();
+    assert_eq!(d.auth_policy, "Federated");
+    d.authentication_url.expect("Federated discovery names the sign-in page")
+}
+
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&").into_bytes()
+}
+
+/// The `value` of the hidden input `name` in a page.
+fn hidden_value(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
+    Some(page[at..].split('"').next()?.to_string())
+}
+
+const APPRU: &str = "ms-app://windows.immersivecontrolpanel";
+
+#[tokio::test]
+async fn sign_in_page_hands_a_single_use_token_to_windows_only() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let page_url = federated_discovery(&s).await;
+    assert_eq!(page_url, s.url("/EnrollmentServer/Authenticate"));
+    let client = s.client(None);
+
+    // The page Windows opens: a form that keeps appru and prefills the login hint.
+    let q = format!(
+        "{page_url}?appru={}&login_hint=enroller%40example.com",
+        "ms-app%3A%2F%2Fwindows.immersivecontrolpanel"
+    );
+    let r = client.get(&q).await.unwrap();
+    let page = String::from_utf8(r.body).unwrap();
+    assert_eq!(r.status, 200, "{page}");
+    assert!(page.contains("<form method=\"post\" action=\"/EnrollmentServer/Authenticate\">"), "{page}");
+    assert_eq!(hidden_value(&page, "appru").as_deref(), Some(APPRU));
+    assert!(page.contains("value=\"enroller@example.com\""), "login_hint prefilled: {page}");
+
+    // Attacker's moves: a link whose appru is the attacker's site gets no form and no token;
+    // markup in the parameters comes back escaped.
+    let evil = client.get(&format!("{page_url}?appru=https%3A%2F%2Fevil.example%2F")).await.unwrap();
+    assert_eq!(evil.status, 400);
+    let post = |fields: Vec<u8>| {
+        let client = s.client(None);
+        let url = page_url.clone();
+        async move { client.post(&url, "application/x-www-form-urlencoded", fields).await.unwrap() }
+    };
+    let r = post(form(&[("appru", "https://evil.example/"), ("username", "enroller"), ("password", PASSWORD)])).await;
+    assert_eq!(r.status, 400);
+    assert!(!String::from_utf8_lossy(&r.body).contains("wresult"));
+    let r =
+        client.get(&format!("{page_url}?appru={}&login_hint=%22%3E%3Cscript%3E", "ms-app%3A%2F%2Fx")).await.unwrap();
+    assert!(!String::from_utf8_lossy(&r.body).contains("\"><script>"), "the hint is escaped");
+
+    // A wrong password: the form again, 401, no token.
+    let r = post(form(&[("appru", APPRU), ("username", "enroller"), ("password", "wrong")])).await;
+    assert_eq!(r.status, 401);
+    let page = String::from_utf8(r.body).unwrap();
+    assert!(page.contains("Sign-in failed") && !page.contains("wresult"), "{page}");
+
+    // The right one: a form posting wresult to appru exactly.
+    let r = post(form(&[("appru", APPRU), ("username", "enroller"), ("password", PASSWORD)])).await;
+    let page = String::from_utf8(r.body).unwrap();
+    assert_eq!(r.status, 200, "{page}");
+    assert!(page.contains(&format!("<form id=\"return\" method=\"post\" action=\"{APPRU}\">")), "{page}");
+    let token = hidden_value(&page, "wresult").unwrap();
+
+    // The token is good on policy and enrollment, once; then it is spent. It does not buy
+    // another token or a check-in.
+    let bearer = token_header(&token);
+    let (status, _) = mdm
+        .post("/EnrollmentServer/Policy.svc", ns::ACTION_GET_POLICIES, &bearer, xcep::request_body(None), None)
+        .await;
+    assert_eq!(status, 200);
+    let r = post(form(&[("appru", APPRU), ("token", &token)])).await;
+    assert_eq!(r.status, 401, "a sign-in token does not buy another");
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let (status, env) = mdm.enroll(&bearer, &key, "Full").await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let (_, cert) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "User");
+    assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some(DEVICE_ID));
+    let (status, env) = mdm.enroll(&bearer, &key, "Full").await;
+    assert_eq!(subcode(status, &env), "s:Authentication", "spent");
+    let filter = autoenroll_server::ra::AuditFilter { limit: 100, ..Default::default() };
+    let events = s.ra.audit_events(&filter).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "mdm.sign-in" && e.actor == "account:enroller"));
+
+    // An administrator's bootstrap token typed into the page comes back as it is.
+    let (admin_token, _) =
+        s.ra.create_token(&autoenroll_server::ra::TokenSpec { device: "LAPTOP-7", template: None, ttl_secs: 600 })
+            .await
+            .unwrap();
+    let r = post(form(&[("appru", APPRU), ("token", &admin_token)])).await;
+    assert_eq!(hidden_value(&String::from_utf8(r.body).unwrap(), "wresult"), Some(admin_token));
+}
+
+#[tokio::test]
+async fn sign_in_tokens_expire_and_follow_the_account() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let page_url = federated_discovery(&s).await;
+    let sign_in = || async {
+        let body = form(&[("appru", APPRU), ("username", "enroller"), ("password", PASSWORD)]);
+        let r = s.client(None).post(&page_url, "application/x-www-form-urlencoded", body).await.unwrap();
+        hidden_value(&String::from_utf8(r.body).unwrap(), "wresult").unwrap()
+    };
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+
+    // Fifteen minutes, then useless.
+    let token = sign_in().await;
+    s.clock.advance(autoenroll_server::ra::SIGN_IN_TOKEN_SECS + 1);
+    let (status, env) = mdm.enroll(&token_header(&token), &key, "Full").await;
+    assert_eq!(subcode(status, &env), "s:Authentication", "expired");
+
+    // A disabled account's tokens stop working at once.
+    let token = sign_in().await;
+    s.ra.set_account_disabled("enroller", true).await.unwrap();
+    let (status, env) = mdm.enroll(&token_header(&token), &key, "Full").await;
+    assert_eq!(subcode(status, &env), "s:Authentication", "account disabled");
+    let body = form(&[("appru", APPRU), ("username", "enroller"), ("password", PASSWORD)]);
+    let r = s.client(None).post(&page_url, "application/x-www-form-urlencoded", body).await.unwrap();
+    assert_eq!(r.status, 401, "a disabled account cannot sign in");
+    s.ra.set_account_disabled("enroller", false).await.unwrap();
+    let (status, env) = mdm.enroll(&token_header(&sign_in().await), &key, "Full").await;
+    assert_eq!(status, 200, "enabled again: {:?}", mde2::parse_fault(&env));
+}
+
+/// Discovery → the sign-in page in Debian's chromium (typed into like a user would) → the
+/// page posts `wresult` to the return address → policy and enrollment with that token.
+/// Windows' broker captures the post to `ms-app://…`; here a loopback page stands in for it
+/// (allowed by the `sign_in_return` setting, as an administrator would for another client).
+#[tokio::test]
+async fn federated_sign_in_in_a_real_browser() {
+    use autoenroll_test_support::browser::{Browser, Locator};
+    // The return address: records what the browser posts to it.
+    let capture = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let appru = format!("http://{}/return", capture.local_addr().unwrap());
+    let (posted_tx, mut posted_rx) = tokio::sync::mpsc::channel::<String>(1);
+    let app = axum::Router::new().route(
+        "/return",
+        axum::routing::post(move |body: String| {
+            let tx = posted_tx.clone();
+            async move {
+                let _ = tx.send(body).await;
+                "returned to the enrollment wizard"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(capture, app).await });
+    let allowed = appru.clone();
+    let s = TestServer::start_with(move |c| {
+        c.mdm = Some(autoenroll_server::config::RawMdm {
+            sign_in_return: Some(vec!["ms-app://".into(), allowed]),
+            ..Default::default()
+        })
+    })
+    .await;
+    let mdm = Mdm { s: &s };
+    let page_url = federated_discovery(&s).await;
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    let browser = Browser::start(&shots).await;
+    let b = &browser.client;
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    b.goto(&format!("{page_url}?appru={}&login_hint={}", enc(&appru), enc("enroller"))).await.unwrap();
+    assert_eq!(b.find(Locator::Css("h1")).await.unwrap().text().await.unwrap(), "Sign in to enroll this device");
+    let user = b.find(Locator::Id("username")).await.unwrap();
+    assert_eq!(user.prop("value").await.unwrap().as_deref(), Some("enroller"), "login_hint prefilled");
+    // A wrong password first: the page says so and posts nothing.
+    b.find(Locator::Id("password")).await.unwrap().send_keys("not the password").await.unwrap();
+    b.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    let alert = b.wait().for_element(Locator::Css("p.error")).await.unwrap();
+    assert!(alert.text().await.unwrap().contains("Sign-in failed"));
+    browser.screenshot("mdm-sign-in-refused").await;
+    let user = b.find(Locator::Id("username")).await.unwrap();
+    assert_eq!(user.prop("value").await.unwrap().as_deref(), Some("enroller"), "the account typed is kept");
+    b.find(Locator::Id("password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
+    browser.screenshot("mdm-sign-in-form").await;
+    b.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+
+    // The page submits itself (its script runs under the page's CSP) to the return address.
+    let posted = tokio::time::timeout(std::time::Duration::from_secs(30), posted_rx.recv())
+        .await
+        .expect("the browser posted to appru within 30 s")
+        .unwrap();
+    b.wait().for_url(&appru.parse().unwrap()).await.unwrap();
+    browser.screenshot("mdm-sign-in-returned").await;
+    browser.close().await;
+    let fields = autoenroll_server::frontends::form_params(&posted);
+    assert_eq!(fields.len(), 1, "only wresult is posted: {posted}");
+    let (name, token) = &fields[0];
+    assert_eq!(name, "wresult");
+
+    // What Windows does next: policy and enrollment with the token as DeviceEnrollmentUserToken.
+    let bearer = token_header(token);
+    let (status, env) = mdm
+        .post("/EnrollmentServer/Policy.svc", ns::ACTION_GET_POLICIES, &bearer, xcep::request_body(None), None)
+        .await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let (status, env) = mdm.enroll(&bearer, &key, "Full").await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    let (_, cert) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "User");
+    assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some(DEVICE_ID));
+}

@@ -54,6 +54,9 @@ pub struct BootstrapToken {
     pub expires_at: UnixTime,
     pub used_at: Option<UnixTime>,
     pub created_at: UnixTime,
+    /// Set for a sign-in token: it authenticates as this account (for any device the account
+    /// may act for) instead of reserving `device`.
+    pub account: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -65,6 +68,7 @@ struct TokenRow {
     expires_at: i64,
     used_at: Option<i64>,
     created_at: i64,
+    account: Option<String>,
 }
 
 impl From<TokenRow> for BootstrapToken {
@@ -77,6 +81,7 @@ impl From<TokenRow> for BootstrapToken {
             expires_at: UnixTime(r.expires_at),
             used_at: r.used_at.map(UnixTime),
             created_at: UnixTime(r.created_at),
+            account: r.account,
         }
     }
 }
@@ -118,11 +123,22 @@ impl Store {
         Ok(row.map(Account::from))
     }
 
+    /// Disables or enables an account; false when there is no such account.
+    pub async fn set_account_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE accounts SET disabled = $2 WHERE name = $1")
+            .bind(name)
+            .bind(i64::from(disabled))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn insert_token(&self, t: &BootstrapToken) -> Result<()> {
         let _writer = self.writer().await;
         sqlx::query(
-            "INSERT INTO bootstrap_tokens (id, secret_hash, device, template, expires_at, used_at, created_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            "INSERT INTO bootstrap_tokens (id, secret_hash, device, template, expires_at, used_at, created_at, account) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
         )
         .bind(&t.id)
         .bind(&t.secret_hash)
@@ -131,6 +147,7 @@ impl Store {
         .bind(t.expires_at.0)
         .bind(t.used_at.map(|u| u.0))
         .bind(t.created_at.0)
+        .bind(&t.account)
         .execute(&self.pool)
         .await
         .map_err(duplicate(|| format!("bootstrap token {}", t.id)))?;
@@ -139,7 +156,7 @@ impl Store {
 
     pub async fn token(&self, id: &str) -> Result<Option<BootstrapToken>> {
         let row = sqlx::query_as::<_, TokenRow>(
-            "SELECT id, secret_hash, device, template, expires_at, used_at, created_at FROM bootstrap_tokens \
+            "SELECT id, secret_hash, device, template, expires_at, used_at, created_at, account FROM bootstrap_tokens \
              WHERE id = $1",
         )
         .bind(id)

@@ -315,6 +315,11 @@ async fn accounts_and_admin_tokens(s: Store) {
     let b = Account { name: "everything".into(), templates: vec![], disabled: true, ..a };
     s.insert_account(&b).await.unwrap();
     assert_eq!(s.account("everything").await.unwrap(), Some(b));
+    assert!(s.set_account_disabled("everything", false).await.unwrap());
+    assert_eq!(s.account("everything").await.unwrap().map(|x| x.disabled), Some(false));
+    assert!(s.set_account_disabled("everything", true).await.unwrap());
+    assert_eq!(s.account("everything").await.unwrap().map(|x| x.disabled), Some(true));
+    assert!(!s.set_account_disabled("nobody", true).await.unwrap());
 
     s.insert_admin_token("id1", "alice", &[1; 32], t(T0)).await.unwrap();
     s.insert_admin_token("id2", "alice", &[2; 32], t(T0 + 1)).await.unwrap();
@@ -342,6 +347,7 @@ async fn tokens_are_consumed_once_and_expire(s: Store) {
         expires_at: t(100),
         used_at: None,
         created_at: t(1),
+        account: None,
     };
     s.insert_token(&tok).await.unwrap();
     assert_eq!(s.token("tok1").await.unwrap(), Some(tok.clone()));
@@ -360,11 +366,15 @@ async fn tokens_are_consumed_once_and_expire(s: Store) {
     assert_eq!(wins, 1);
     assert_eq!(s.token("tok1").await.unwrap().unwrap().used_at, Some(t(50)));
     assert!(!s.consume_token("tok1", t(60)).await.unwrap(), "used");
-    s.insert_token(&BootstrapToken { id: "tok2".into(), template: None, ..tok }).await.unwrap();
+    s.insert_token(&BootstrapToken { id: "tok2".into(), template: None, ..tok.clone() }).await.unwrap();
     assert_eq!(s.token("tok2").await.unwrap().unwrap().template, None);
     assert!(!s.consume_token("tok2", t(100)).await.unwrap(), "expired at 100");
     assert!(s.consume_token("tok2", t(99)).await.unwrap());
     assert!(!s.consume_token("nope", t(1)).await.unwrap());
+    // A sign-in token keeps the account it stands for.
+    let signin = BootstrapToken { id: "tok3".into(), device: String::new(), account: Some("alice".into()), ..tok };
+    s.insert_token(&signin).await.unwrap();
+    assert_eq!(s.token("tok3").await.unwrap(), Some(signin));
 }
 
 async fn certificate_is_recorded_before_and_after_signing(s: Store) {

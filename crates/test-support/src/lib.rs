@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bin;
+pub mod browser;
 pub mod pg;
 
 use autoenroll_core::clock::Clock;

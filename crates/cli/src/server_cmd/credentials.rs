@@ -30,6 +30,19 @@ pub enum AccountCommand {
         #[arg(long, value_delimiter = ',')]
         devices: Vec<String>,
     },
+    /// Disable an account: its password and sign-in tokens stop working at once (certificates
+    /// it enrolled stay valid until revoked).
+    Disable {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,7 +129,17 @@ fn read_stdin(what: &str) -> Result<String> {
 }
 
 pub async fn account(cmd: AccountCommand) -> Result<i32> {
-    let AccountCommand::Create { common, name, password_file, templates, groups, devices } = cmd;
+    let disable = matches!(cmd, AccountCommand::Disable { .. });
+    let (common, name, password_file, templates, groups, devices) = match cmd {
+        AccountCommand::Create { common, name, password_file, templates, groups, devices } => {
+            (common, name, password_file, templates, groups, devices)
+        }
+        AccountCommand::Disable { common, name } | AccountCommand::Enable { common, name } => {
+            common.open().await?.set_account_disabled(&name, disable).await?;
+            println!("account {name} {}", if disable { "disabled" } else { "enabled" });
+            return Ok(0);
+        }
+    };
     let password = match password_file {
         Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
         None => read_stdin("password")?,

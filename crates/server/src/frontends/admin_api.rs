@@ -54,19 +54,6 @@ fn json<T: serde::Serialize>(r: Result<T, RaError>) -> Response {
     }
 }
 
-/// `key=value` pairs of a query string (form encoding: `+` is a space, `%XX` decoded).
-fn params(q: &Option<String>) -> Vec<(String, String)> {
-    let Some(q) = q else { return vec![] };
-    let decode = |v: &str| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
 /// A duration such as `30d`, `12h` or `90m` (humantime).
 fn duration(v: &str) -> Result<i64, RaError> {
     humantime::parse_duration(v.trim())
@@ -92,7 +79,7 @@ struct FilterSpec {
 impl FilterSpec {
     fn from_query(q: &Option<String>) -> Result<FilterSpec, RaError> {
         let mut f = FilterSpec::default();
-        for (k, v) in params(q) {
+        for (k, v) in super::form_params(q.as_deref().unwrap_or("")) {
             match k.as_str() {
                 "expiring_within" => f.expiring_within = Some(v),
                 "template" => f.template = Some(v),
@@ -282,7 +269,7 @@ async fn stuck(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
         async {
             admin(&st, &headers).await?;
             let mut overdue = 86_400;
-            for (k, v) in params(&q) {
+            for (k, v) in super::form_params(q.as_deref().unwrap_or("")) {
                 match k.as_str() {
                     "overdue" => overdue = duration(&v)?,
                     other => return Err(bad(format!("unknown parameter {other}"))),
@@ -299,7 +286,7 @@ async fn audit(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
         async {
             admin(&st, &headers).await?;
             let mut filter = AuditFilter { limit: 100, ..Default::default() };
-            for (k, v) in params(&q) {
+            for (k, v) in super::form_params(q.as_deref().unwrap_or("")) {
                 match k.as_str() {
                     "limit" => {
                         filter.limit = v.parse::<i64>().map_err(|_| bad("limit must be a number"))?.clamp(1, 10_000)

@@ -4,6 +4,7 @@ pub mod checkin;
 pub mod mde2;
 pub mod revocation;
 pub mod scep;
+pub mod signin;
 pub mod soap;
 pub mod views;
 mod wstep;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub mdm_provider_id: String,
     /// The OMA-DM server devices are handed to.
     pub mdm_management_url: String,
+    /// Return-address prefixes the federated sign-in page may post its token to.
+    pub mdm_sign_in_return: Vec<String>,
 }
 
 impl AppState {
@@ -35,6 +38,19 @@ impl AppState {
     pub fn enrollment_url(&self) -> String {
         format!("{}/wstep", self.base_url)
     }
+}
+
+/// `key=value` pairs of a query string or form body (form encoding: `+` is a space, `%XX`
+/// decoded).
+pub fn form_params(q: &str) -> Vec<(String, String)> {
+    let decode = |v: &str| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// The HTTP status of an error class for the JSON APIs (check-in, admin); exhaustive.
@@ -96,6 +112,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route(mde2::DISCOVERY_PATH, get(mde2::discovery_probe).post(mde2::discovery))
         .route(mde2::POLICY_PATH, post(mde2::policy))
         .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))
+        .route(signin::PATH, get(signin::page).post(signin::submit))
         .with_state(state.clone())
         .merge(scep::router(state.clone()))
         .merge(revocation::router(state.clone()))

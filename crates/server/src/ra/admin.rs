@@ -228,6 +228,17 @@ impl Ra {
         Ok(t)
     }
 
+    /// Disables (or re-enables) an account: its password and its sign-in tokens stop working
+    /// at once; certificates it enrolled stay valid (revoke them to end those).
+    pub async fn set_account_disabled(&self, name: &str, disabled: bool) -> Result<(), RaError> {
+        if !self.store.set_account_disabled(name, disabled).await? {
+            return Err(Refusal::InvalidAccount { detail: format!("no account {name:?}") }.into());
+        }
+        let action = if disabled { "account.disable" } else { "account.enable" };
+        self.audit(super::LOCAL_ADMIN, action, name, AuditOutcome::Ok, "").await;
+        Ok(())
+    }
+
     pub async fn create_account(&self, spec: &AccountSpec<'_>) -> Result<(), RaError> {
         if spec.name.is_empty() || spec.password.len() < 8 {
             return Err(Refusal::InvalidAccount {
@@ -294,6 +305,7 @@ impl Ra {
                 expires_at,
                 used_at: None,
                 created_at: now,
+                account: None,
             })
             .await?;
         let detail = format!("token {} expires {}", t.id, expires_at);

@@ -27,6 +27,9 @@ pub enum PrincipalKind {
         groups: Vec<String>,
         /// Device-name patterns the account may act for.
         devices: Vec<String>,
+        /// The single-use sign-in token (federated MDM sign-in) the account authenticated
+        /// with, spent by the request it pays for; None for a password.
+        sign_in_token: Option<String>,
     },
     Token {
         id: String,
@@ -75,6 +78,15 @@ impl Principal {
         template.enroll && permitted(&template.name, &template.grants, &requester, &self.device, device_groups)
     }
 
+    /// The single-use token a request by this principal spends: an administrator's bootstrap
+    /// token, or the token the federated sign-in page gave an account.
+    pub fn token_to_spend(&self) -> Option<&str> {
+        match &self.kind {
+            PrincipalKind::Token { id, .. } | PrincipalKind::Account { sign_in_token: Some(id), .. } => Some(id),
+            PrincipalKind::Account { .. } | PrincipalKind::Certificate { .. } => None,
+        }
+    }
+
     /// Whether the principal may ask for certificates at all (a certificate already renewed
     /// may only report and collect).
     pub fn may_request(&self) -> bool {
@@ -104,6 +116,26 @@ pub enum Purpose {
     Identify,
 }
 
+/// An account acting for `device_hint` (a device name it reported), else for itself.
+fn account_principal(
+    a: autoenroll_store::Account,
+    device_hint: Option<&str>,
+    sign_in_token: Option<String>,
+) -> Result<Principal, RaError> {
+    let device = device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string();
+    valid_name(&device).map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
+    Ok(Principal {
+        device,
+        kind: PrincipalKind::Account {
+            templates: a.templates,
+            name: a.name,
+            groups: a.groups,
+            devices: a.devices,
+            sign_in_token,
+        },
+    })
+}
+
 impl Ra {
     /// Checks credentials without consuming anything (a bootstrap token is consumed only by
     /// the issuance it pays for). `device_hint` names the device for account requests.
@@ -124,18 +156,7 @@ impl Ra {
                 let wrong = || Refusal::WrongCredentials { what: "wrong username or password" }.into();
                 match self.store.account(username).await? {
                     Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => {
-                        let device = device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string();
-                        valid_name(&device)
-                            .map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
-                        Ok(Principal {
-                            device,
-                            kind: PrincipalKind::Account {
-                                templates: a.templates,
-                                name: a.name,
-                                groups: a.groups,
-                                devices: a.devices,
-                            },
-                        })
+                        account_principal(a, device_hint, None)
                     }
                     Some(_) => Err(wrong()),
                     None => {
@@ -155,6 +176,13 @@ impl Ra {
                     Err(Refusal::TokenUsed.into())
                 } else if now >= row.expires_at && !identifying {
                     Err(Refusal::TokenExpired.into())
+                } else if let Some(name) = row.account {
+                    // A sign-in token is the account that signed in, for as long as the
+                    // account stays enabled.
+                    match self.store.account(&name).await? {
+                        Some(a) if !a.disabled => account_principal(a, device_hint, Some(row.id)),
+                        _ => Err(bad()),
+                    }
                 } else {
                     Ok(Principal {
                         device: row.device,

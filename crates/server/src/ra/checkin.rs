@@ -5,7 +5,7 @@
 //! renews at the server's load-spread time. A certificate the server issued that the device
 //! cannot show makes the decision "enroll (lost)"; certificates of superseded or withdrawn
 //! templates are to be removed.
-use super::auth::{Principal, PrincipalKind};
+use super::auth::Principal;
 use super::{Ra, RaError};
 use autoenroll_core::model::{AuditOutcome, CertState, KeyFamily, RevocationReason, Template};
 use autoenroll_core::renewal::{self, Decision, Held, Input, TemplatePolicy};
@@ -154,7 +154,7 @@ impl Ra {
         }
         // A bootstrap token pays for one issuance; it does not buy check-ins (each could hand
         // out fresh SCEP challenges). A device checks in with its certificate.
-        if let PrincipalKind::Token { .. } = principal.kind {
+        if principal.token_to_spend().is_some() {
             return Err(Refusal::TokenNotAccepted { what: "check-in" }.into());
         }
         let now = self.now();

@@ -360,9 +360,9 @@ impl Ra {
         template.check_key(&csr.key)?;
         let request = issue_request(&csr, &template, &input.principal.device, vouched, &self.settings.server_names)?;
 
-        // 5. A bootstrap token pays for this request (held or issued): one statement, so two
-        // racing requests with one token cannot both pass.
-        if let PrincipalKind::Token { id, .. } = &input.principal.kind {
+        // 5. A single-use token (bootstrap or sign-in) pays for this request (held or issued):
+        // one statement, so two racing requests with one token cannot both pass.
+        if let Some(id) = input.principal.token_to_spend() {
             if !self.store.consume_token(id, now).await? {
                 return Err(Refusal::TokenUsed.into());
             }

@@ -1,8 +1,11 @@
 //! Windows MDM enrollment (MS-MDE2) at the RA: the MDM template, the device identity from
 //! AdditionalContext, and what the device reported, recorded in the inventory.
-use super::auth::Principal;
+use super::auth::{Credentials, Principal, PrincipalKind};
 use super::enroll::{EnrollInput, Outcome};
-use super::{Ra, RaError};
+use super::{secrets, Ra, RaError};
+use autoenroll_core::model::AuditOutcome;
+use autoenroll_core::Refusal;
+use autoenroll_store::BootstrapToken;
 
 /// What the provisioning document needs from the RA.
 #[derive(Debug, Clone)]
@@ -16,7 +19,43 @@ pub struct MdmSettings {
 const MAX_ITEMS: usize = 64;
 const MAX_VALUE: usize = 1024;
 
+/// How long the token the federated sign-in page hands out stays good: long enough for the
+/// enrollment wizard to fetch policy and enroll, short enough to be useless later.
+pub const SIGN_IN_TOKEN_SECS: i64 = 15 * 60;
+
 impl Ra {
+    /// Federated MDM sign-in (the page at AuthenticationServiceUrl): an account's password buys
+    /// a single-use token that stands for the account (bound to nothing else, spent by the one
+    /// enrollment it pays for, good for `SIGN_IN_TOKEN_SECS`); an administrator's bootstrap
+    /// token is handed back as it is. Returns the token the device presents.
+    pub async fn mdm_sign_in(&self, creds: &Credentials) -> Result<String, RaError> {
+        let principal = self.authenticate(creds, None).await?;
+        match (&principal.kind, creds) {
+            (PrincipalKind::Token { .. }, Credentials::BootstrapToken(token)) => Ok(token.trim().to_string()),
+            (PrincipalKind::Account { name, sign_in_token: None, .. }, Credentials::Password { .. }) => {
+                let now = self.now();
+                let t = secrets::new_token();
+                self.store
+                    .insert_token(&BootstrapToken {
+                        id: t.id.clone(),
+                        secret_hash: t.secret_hash,
+                        device: String::new(),
+                        template: None,
+                        expires_at: now.plus_secs(SIGN_IN_TOKEN_SECS),
+                        used_at: None,
+                        created_at: now,
+                        account: Some(name.clone()),
+                    })
+                    .await?;
+                let actor = principal.actor();
+                self.audit(&actor, "mdm.sign-in", &actor, AuditOutcome::Ok, &format!("token {}", t.id)).await;
+                Ok(t.token)
+            }
+            // A sign-in token does not buy another one.
+            _ => Err(Refusal::TokenNotAccepted { what: "sign-in" }.into()),
+        }
+    }
+
     pub async fn mdm_settings(&self) -> Result<MdmSettings, RaError> {
         self.mdm_settings_for(&self.settings.mdm_template).await
     }

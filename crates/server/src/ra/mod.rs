@@ -25,7 +25,7 @@ pub use autoenroll_store::{
 pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
 pub use enroll::{EnrollInput, Issued, Outcome};
 pub use error::RaError;
-pub use mdm::MdmSettings;
+pub use mdm::{MdmSettings, SIGN_IN_TOKEN_SECS};
 pub use policy::PolicyView;
 pub use renew::Window;
 pub use scep::{ChallengeSpec, ScepRequest};
