@@ -17,6 +17,8 @@ pub struct CaPaths {
     pub root_key: PathBuf,
     pub issuing_cert: PathBuf,
     pub issuing_key: PathBuf,
+    /// The root's CRL (it lists the issuing CA if that is ever revoked), signed with the root key.
+    pub root_crl: PathBuf,
 }
 
 impl CaPaths {
@@ -26,6 +28,7 @@ impl CaPaths {
             root_key: dir.join("root.key"),
             issuing_cert: dir.join("issuing.pem"),
             issuing_key: dir.join("issuing.key"),
+            root_crl: dir.join("root.crl"),
         }
     }
 }
@@ -60,7 +63,7 @@ pub(crate) fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, CaError> {
     Ok(der_bytes)
 }
 
-fn ca_profile(key_usage: &[KeyUsage]) -> Profile {
+pub(crate) fn ca_profile(key_usage: &[KeyUsage]) -> Profile {
     Profile {
         validity_secs: 0,
         key_usage: key_usage.to_vec(),
@@ -119,7 +122,9 @@ pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<C
     write_file(&paths.issuing_key, issuing_key.to_pem()?.as_bytes(), 0o600)?;
     write_file(&paths.root_cert, pem_cert(&root_der)?.as_bytes(), 0o644)?;
     write_file(&paths.issuing_cert, pem_cert(&issuing_der)?.as_bytes(), 0o644)?;
-    Ca::new(root_der, issuing_der, Box::new(issuing_key))
+    let mut ca = Ca::new(root_der, issuing_der, Box::new(issuing_key))?;
+    ca.dir = Some(dir.to_path_buf());
+    Ok(ca)
 }
 
 /// Loads the issuing CA (the root key stays on disk, unread).
@@ -127,7 +132,22 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     let paths = CaPaths::new(dir);
     let key_pem = std::fs::read_to_string(&paths.issuing_key).map_err(|e| io(&paths.issuing_key, e))?;
     let key = KeyPair::from_pem(&key_pem)?;
-    Ca::new(read_pem(&paths.root_cert, "CERTIFICATE")?, read_pem(&paths.issuing_cert, "CERTIFICATE")?, Box::new(key))
+    let mut ca = Ca::new(
+        read_pem(&paths.root_cert, "CERTIFICATE")?,
+        read_pem(&paths.issuing_cert, "CERTIFICATE")?,
+        Box::new(key),
+    )?;
+    ca.dir = Some(dir.to_path_buf());
+    Ok(ca)
+}
+
+/// Replaces a file atomically (a new file beside it, then rename): readers see the old or the
+/// new contents, never a torn one.
+pub(crate) fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_file(&tmp, contents, mode)?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
 #[cfg(test)]
@@ -147,7 +167,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
             assert!(init(dir.path(), alg, "Test", now).is_err(), "init must not overwrite");
             let ca = load(dir.path()).unwrap();
-            verify_issued_by(ca.issuing_der(), ca.root_der()).unwrap();
+            verify_issued_by(&ca.issuing_der(), ca.root_der()).unwrap();
             verify_issued_by(ca.root_der(), ca.root_der()).unwrap();
 
             let leaf_key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
@@ -171,7 +191,7 @@ mod tests {
             };
             let p = ca.prepare(&req, &profile, now.plus_secs(5)).unwrap();
             let der_bytes = ca.sign(&p).unwrap();
-            verify_issued_by(&der_bytes, ca.issuing_der()).unwrap();
+            verify_issued_by(&der_bytes, &ca.issuing_der()).unwrap();
             let f = CertFacts::parse(&der_bytes).unwrap();
             assert_eq!(f.not_before, now.plus_secs(5));
             assert_eq!(f.not_after, now.plus_secs(5 + 86_400));

@@ -92,13 +92,16 @@ struct CertificateDer {
 
 pub struct Ca {
     pub(crate) root_der: Vec<u8>,
-    pub(crate) issuing_der: Vec<u8>,
+    /// Replaced when the root re-certifies the issuing key (same key and subject).
+    issuing_der: std::sync::RwLock<std::sync::Arc<Vec<u8>>>,
     pub(crate) issuing_key: Box<dyn SigningKey>,
     issuing_subject: Name,
     issuing_key_id: Vec<u8>,
     issuing_not_after: UnixTime,
     /// Set once the public URLs are known (after the listeners bind).
     distribution: std::sync::RwLock<Option<Distribution>>,
+    /// The directory the CA files live in (None for a CA built in memory).
+    pub(crate) dir: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn to_time(t: UnixTime) -> Result<Time, CaError> {
@@ -159,7 +162,8 @@ pub(crate) struct TbsInput<'a> {
 pub struct Distribution {
     pub crl_url: String,
     pub ca_issuers_url: String,
-    pub ocsp_url: String,
+    /// None for the issuing CA's own certificate (the responder answers for end entities).
+    pub ocsp_url: Option<String>,
 }
 
 fn uri(u: &str) -> Result<x509_cert::ext::pkix::name::GeneralName, CaError> {
@@ -210,10 +214,12 @@ pub(crate) fn build_tbs(i: TbsInput<'_>) -> Result<Vec<u8>, CaError> {
             crl_issuer: None,
         }]);
         exts.push(ext(oids::CE_CRL_DISTRIBUTION_POINTS, false, cdp.to_der()?)?);
-        let aia = AuthorityInfoAccessSyntax(vec![
-            AccessDescription { access_method: oids::AD_OCSP, access_location: uri(&d.ocsp_url)? },
-            AccessDescription { access_method: oids::AD_CA_ISSUERS, access_location: uri(&d.ca_issuers_url)? },
-        ]);
+        let mut access = Vec::new();
+        if let Some(ocsp) = &d.ocsp_url {
+            access.push(AccessDescription { access_method: oids::AD_OCSP, access_location: uri(ocsp)? });
+        }
+        access.push(AccessDescription { access_method: oids::AD_CA_ISSUERS, access_location: uri(&d.ca_issuers_url)? });
+        let aia = AuthorityInfoAccessSyntax(access);
         exts.push(ext(oids::PE_AUTHORITY_INFO_ACCESS, false, aia.to_der()?)?);
     }
     if let Some(t) = &p.template {
@@ -266,9 +272,10 @@ impl Ca {
             issuing_key_id: key_id(issuing_key.spki_der())?,
             issuing_not_after: UnixTime(tbs.validity().not_after.to_unix_duration().as_secs() as i64),
             root_der,
-            issuing_der,
+            issuing_der: std::sync::RwLock::new(std::sync::Arc::new(issuing_der)),
             issuing_key,
             distribution: std::sync::RwLock::new(None),
+            dir: None,
         })
     }
 
@@ -276,8 +283,19 @@ impl Ca {
         &self.root_der
     }
 
-    pub fn issuing_der(&self) -> &[u8] {
-        &self.issuing_der
+    /// The issuing CA certificate (the newest, after a re-certification).
+    pub fn issuing_der(&self) -> std::sync::Arc<Vec<u8>> {
+        match self.issuing_der.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn replace_issuing_der(&self, der: Vec<u8>) {
+        match self.issuing_der.write() {
+            Ok(mut g) => *g = std::sync::Arc::new(der),
+            Err(p) => *p.into_inner() = std::sync::Arc::new(der),
+        }
     }
 
     /// Names the CRL and CA-issuers URLs in every end-entity certificate from now on (the
@@ -287,6 +305,14 @@ impl Ca {
         match self.distribution.write() {
             Ok(mut g) => *g = Some(d),
             Err(p) => *p.into_inner() = Some(d),
+        }
+    }
+
+    /// The URLs certificates name, once set.
+    pub fn distribution(&self) -> Option<Distribution> {
+        match self.distribution.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -362,7 +388,7 @@ impl Ca {
         Ok(autoenroll_keys::sign_cms_typed(
             pki_response,
             autoenroll_core::oids::CMC_PKI_RESPONSE,
-            &self.issuing_der,
+            &self.issuing_der(),
             &IssuingSigner(self.issuing_key.as_ref()),
             more_certs,
         )?)

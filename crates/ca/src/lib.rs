@@ -2,6 +2,7 @@
 //! signing from validated requests, with serial and validity chosen here (rule R4).
 #![forbid(unsafe_code)]
 
+mod chain;
 mod crl;
 mod files;
 mod issuer;
@@ -10,6 +11,7 @@ mod scep_ra;
 
 pub use autoenroll_keys::envelope::ContentCipher;
 pub use autoenroll_keys::KeyAlgorithm;
+pub use chain::{ChainUpkeep, RootUrls, ROOT_CRL_RENEW_BEFORE_SECS, ROOT_CRL_VALIDITY_SECS};
 pub use crl::RevokedEntry;
 pub use files::{exists, init, load, CaPaths};
 pub use issuer::{Ca, Distribution, IssueRequest, Prepared, Profile, SigningKey};

@@ -23,7 +23,7 @@ impl Ca {
             signature_algorithm: self.issuing_key.signature_algorithm(),
             signature: BitString::from_bytes(&signature)?,
             // The signer travels with the response, so clients find it without being told.
-            certs: Some(vec![der::Any::from_der(self.issuing_der())?]),
+            certs: Some(vec![der::Any::from_der(&self.issuing_der())?]),
         };
         Ok(OcspResponse {
             response_status: ResponseStatus::Successful,

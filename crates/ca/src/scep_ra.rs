@@ -45,7 +45,7 @@ pub fn scep_ra(dir: &Path, ca: &Ca, organization: &str, now: UnixTime) -> Result
         let cert_der = read_pem(&cert_path, "CERTIFICATE")?;
         let key_pem = std::fs::read_to_string(&key_path).map_err(|e| io(&key_path, e))?;
         let key = KeyPair::from_pem(&key_pem)?;
-        let chained = autoenroll_core::pki::cert::verify_issued_by(&cert_der, ca.issuing_der()).is_ok();
+        let chained = autoenroll_core::pki::cert::verify_issued_by(&cert_der, &ca.issuing_der()).is_ok();
         let cert = autoenroll_core::pki::CertFacts::parse(&cert_der)
             .map_err(|e| CaError::Encoding(format!("{}: {e}", cert_path.display())))?;
         if cert.spki_der != key.spki_der() {

@@ -229,6 +229,10 @@ refusals! {
     UnknownRequest { id: i64 } => NotFound, "no request {id}";
     /// An administrator denied the request.
     RequestDenied { id: i64, reason: String } => PolicyDenied, "request {id} was denied: {reason}";
+    /// MDM enrollment from a template that holds requests for approval, without an
+    /// administrator's token: MS-MDE2 has no pending state and Windows makes a new key on every
+    /// attempt, so a held request could never be collected.
+    MdmApprovalNeedsToken { template: String } => PolicyDenied, "template {template} holds requests for approval, which Windows MDM enrollment cannot collect: enroll the device with an enrollment token an administrator made for it (the token is the approval)";
     /// The request is being approved or signed right now.
     RequestInProgress { id: i64, status: String } => Unavailable, "request {id} is {status}";
     /// A racing renewal of the same certificate is still being signed.

@@ -154,6 +154,8 @@ impl IssuedResponse {
 pub struct PendingResponse {
     pub request_id: u64,
     pub reference_uri: String,
+    /// CMC Full PKI Response with status pending, for the RSTR-level token (as ADCS sends).
+    pub cmc_der: Vec<u8>,
 }
 
 impl PendingResponse {
@@ -165,6 +167,12 @@ impl PendingResponse {
                     W::leaf("DispositionMessage", "Taken Under Submission")
                         .attr("xmlns", ns::WSTEP)
                         .attr("xml:lang", "en-US"),
+                )
+                .child(
+                    W::leaf("BinarySecurityToken", b64::encode(&self.cmc_der))
+                        .attr("xmlns", ns::WSSE)
+                        .attr("ValueType", ns::VALUE_TYPE_PKCS7)
+                        .attr("EncodingType", ns::ENCODING_BASE64),
                 )
                 .child(
                     W::new("RequestedSecurityToken").child(

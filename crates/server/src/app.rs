@@ -200,6 +200,10 @@ impl Server {
                 if let Err(e) = ra.crl().await {
                     tracing::error!(%e, "could not refresh the CRL");
                 }
+                // The root's CRL and the issuing CA certificate (when the root key is at hand).
+                if let Err(e) = ra.chain_upkeep(None).await {
+                    tracing::error!(%e, "could not keep the CA chain up");
+                }
                 tokio::time::sleep(CRL_CHECK_EVERY).await;
             }
         });

@@ -832,3 +832,28 @@ async fn federated_sign_in_in_a_real_browser() {
     let (_, cert) = installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "User");
     assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some(DEVICE_ID));
 }
+
+/// Issue 13: MS-MDE2 has no pending state and Windows makes a new key on every attempt, so a
+/// request held for approval could never be collected (an approval would sign a key nobody
+/// has). From a template that holds requests, MDM enrollment takes an administrator's token for
+/// the device as the approval and refuses anyone else, saying so.
+#[tokio::test]
+async fn a_template_held_for_approval_takes_an_administrators_token_as_the_approval() {
+    let s = TestServer::start().await;
+    let mdm = Mdm { s: &s };
+    let held = autoenroll_server::ra::TemplateSpec { pend_all: Some(true), ..Default::default() };
+    s.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "Machine", &held).await.unwrap();
+    let key = KeyPair::generate(KeyAlgorithm::Rsa(2048)).unwrap();
+    let (status, env) = mdm.enroll(&account(), &key, "Device").await;
+    assert_eq!(status, 500);
+    let f = mde2::parse_fault(&env).unwrap();
+    assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authorization", "NotSupported"), "{f:?}");
+    assert!(f.reason.contains("enrollment token"), "the fault says what to do: {}", f.reason);
+    let (token, _) =
+        s.ra.create_token(&autoenroll_server::ra::TokenSpec { device: DEVICE_ID, template: None, ttl_secs: 600 })
+            .await
+            .unwrap();
+    let (status, env) = mdm.enroll(&token_header(&token), &key, "Device").await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
+    installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");
+}

@@ -52,7 +52,7 @@ async fn revoked_certificates_are_in_the_crl_and_openssl_refuses_them() {
     let http = |url: String| tokio::task::spawn_blocking(move || autoenroll_test_support::bin::http_get(&url));
     let (status, issuing) = http(format!("{}/ca/issuing.crt", ts.http_base)).await.unwrap();
     assert!(status.contains(" 200 "), "{status}");
-    assert_eq!(issuing, ts.ra.issuing_der());
+    assert_eq!(issuing, *ts.ra.issuing_der());
 
     let serial = autoenroll_core::pki::CertFacts::parse(&bad).unwrap().serial.0;
     ts.ra.revoke(autoenroll_server::ra::LOCAL_ADMIN, &serial, "keyCompromise".parse().unwrap()).await.unwrap();
@@ -178,4 +178,72 @@ async fn every_process_names_the_servers_http_urls() {
     let other = Ra::open(cli.ra.clone(), ts.ra.clock()).await.unwrap();
     let cert = issue(&other, "cli-issued").await;
     assert!(text(&cert).contains(&format!("URI:{http}/crl")), "{}", text(&cert));
+}
+
+/// Issue 13, finding 3: the issuing CA certificate points chain builders at the root (AIA
+/// caIssuers) and at the root's CRL (CDP), over plain HTTP, and both are served there; openssl
+/// then checks revocation of the whole chain (`-crl_check_all`) from what it downloaded.
+#[tokio::test]
+async fn the_issuing_ca_names_the_root_and_its_crl_and_openssl_checks_the_whole_chain() {
+    let ts = TestServer::start().await;
+    let leaf = issue(&ts.ra, "chain-device").await;
+    let dir = ts.dir.path();
+    let http = |url: String| tokio::task::spawn_blocking(move || autoenroll_test_support::bin::http_get(&url));
+    let (status, issuing) = http(format!("{}/ca/issuing.crt", ts.http_base)).await.unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    std::fs::write(dir.join("issuing-dl.pem"), pem("CERTIFICATE", &issuing)).unwrap();
+    let (_, text) = openssl(&["x509", "-in", "issuing-dl.pem", "-noout", "-text"], dir);
+    assert!(text.contains(&format!("CA Issuers - URI:{}/ca/root.crt", ts.http_base)), "{text}");
+    assert!(text.contains(&format!("URI:{}/crl/root", ts.http_base)), "{text}");
+    assert!(!text.contains("OCSP - URI"), "our responder answers for end entities only: {text}");
+    assert_eq!(std::fs::read(ts.issuing_pem()).unwrap(), pem("CERTIFICATE", &issuing).into_bytes(), "on disk too");
+
+    let (status, root) = http(format!("{}/ca/root.crt", ts.http_base)).await.unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(root, ts.ra.root_der());
+    let (status, root_crl) = http(format!("{}/crl/root", ts.http_base)).await.unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    let (status, crl) = http(format!("{}/crl", ts.http_base)).await.unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    std::fs::write(dir.join("root-dl.pem"), pem("CERTIFICATE", &root)).unwrap();
+    std::fs::write(dir.join("root.crl"), &root_crl).unwrap();
+    std::fs::write(dir.join("root-crl.pem"), pem("X509 CRL", &root_crl)).unwrap();
+    std::fs::write(dir.join("issuing-crl.pem"), pem("X509 CRL", &crl)).unwrap();
+    std::fs::write(dir.join("leaf.pem"), pem("CERTIFICATE", &leaf)).unwrap();
+    let (ok, out) =
+        openssl(&["crl", "-inform", "DER", "-in", "root.crl", "-CAfile", "root-dl.pem", "-noout", "-nextupdate"], dir);
+    assert!(ok && out.contains("verify OK"), "the root signed its CRL: {out}");
+    let (ok, out) = openssl(
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root-dl.pem",
+            "-untrusted",
+            "issuing-dl.pem",
+            "-CRLfile",
+            "root-crl.pem",
+            "-CRLfile",
+            "issuing-crl.pem",
+            "leaf.pem",
+        ],
+        dir,
+    );
+    assert!(ok && out.contains("leaf.pem: OK"), "{out}");
+    // Without the root's CRL the same check cannot finish: the CDP is what makes it possible.
+    let (ok, out) = openssl(
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root-dl.pem",
+            "-untrusted",
+            "issuing-dl.pem",
+            "-CRLfile",
+            "issuing-crl.pem",
+            "leaf.pem",
+        ],
+        dir,
+    );
+    assert!(!ok && out.contains("unable to get certificate CRL"), "{out}");
 }

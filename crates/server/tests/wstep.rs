@@ -510,3 +510,55 @@ async fn the_response_token_is_a_cmc_full_pki_response_openssl_verifies() {
     let certs = pkcs7::certificates(&cmc).unwrap();
     assert!(certs.contains(&cert) && certs.contains(&s.ra.chain_der()[0]) && certs.contains(&s.ra.chain_der()[1]));
 }
+
+/// Issue 13, finding 6: a request held for approval answers as ADCS does — "Taken Under
+/// Submission", a reference to poll, the RequestID, and an RSTR-level CMC response whose
+/// status is pending (RFC 5272: cMCStatus 3 with pendInfo) — signed by the issuing CA and
+/// verified by openssl; polling before approval answers the same way.
+#[tokio::test]
+async fn a_held_request_answers_with_a_cmc_pending_response_openssl_verifies() {
+    autoenroll_test_support::require_tool("openssl", "openssl");
+    let s = TestServer::start().await;
+    let held = TemplateSpec { pend_all: Some(true), ..Default::default() };
+    s.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "Machine", &held).await.unwrap();
+    let (status, env) =
+        s.soap(ns::ACTION_WSTEP, &account(), wstep::issue_request_body(&csr("held-dev"), &[]), None).await;
+    assert_eq!(status, 200);
+    let first = wstep::parse_response(&env.body).unwrap();
+    let (_, env) =
+        s.soap(ns::ACTION_WSTEP, &account(), wstep::query_request_body(first.request_id.as_ref().unwrap()), None).await;
+    let polled = wstep::parse_response(&env.body).unwrap();
+    for r in [first, polled] {
+        assert_eq!(r.disposition.as_deref(), Some("Taken Under Submission"));
+        assert_eq!(r.pending_reference.as_deref(), Some(s.url("/wstep").as_str()));
+        assert!(r.certificate_der.is_none());
+        let id: u32 = r.request_id.unwrap().parse().unwrap();
+        let cmc = r.chain_pkcs7_der.expect("an RSTR-level token");
+        let dir = s.dir.path();
+        std::fs::write(dir.join("pending.der"), &cmc).unwrap();
+        let out = Command::new("openssl")
+            .args(["cms", "-verify", "-inform", "DER", "-in"])
+            .arg(dir.join("pending.der"))
+            .arg("-CAfile")
+            .arg(s.root_pem())
+            .args(["-purpose", "any", "-out"])
+            .arg(dir.join("pending-content.der"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(["asn1parse", "-inform", "DER", "-in"])
+            .arg(dir.join("pending-content.der"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // openssl's own reading of the content: id-cmc-statusInfo, status 3 (pending), body
+        // part 1, the disposition text, and pendInfo's token (the request id, little-endian).
+        assert!(text.contains(":1.3.6.1.5.5.7.7.1") || text.contains("id-cmc-statusInfo"), "{text}");
+        let status_line = text.lines().find(|l| l.contains("INTEGER") && l.contains(":03")).is_some();
+        assert!(status_line, "cMCStatus pending (3): {text}");
+        assert!(text.contains(":Taken Under Submission"), "{text}");
+        assert!(text.contains(&format!("[HEX DUMP]:{}", hex::encode_upper(id.to_le_bytes()))), "{text}");
+        assert!(text.contains("GENERALIZEDTIME"), "{text}");
+    }
+}

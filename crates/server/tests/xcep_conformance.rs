@@ -65,6 +65,7 @@ async fn templates_read_as_certenroll_expects() {
     assert_eq!(oid(&r, m.algorithm_oid_reference), Some(("1.2.840.10045.3.1.7".into(), GROUP_PUBLIC_KEY)));
     assert_eq!(m.minimal_key_length, 256);
     assert_eq!(m.crypto_providers, ["Microsoft Software Key Storage Provider"]);
+    assert_eq!(m.key_spec, None, "CNG keys have no key spec: nil, as in the MS-MDE2 4.2.2 schema-3 sample");
     assert_eq!(oid(&r, m.hash_algorithm_oid_reference), Some(("2.16.840.1.101.3.4.2.1".into(), GROUP_HASH)));
     assert_eq!(oid(&r, Some(m.oid_reference)).unwrap().1, GROUP_TEMPLATE);
     // Renewal period: the window the server enforces, min(42 d, 365 d / 5).
@@ -137,6 +138,7 @@ async fn the_mdm_policy_says_what_windows_will_send_and_nils_empty_collections()
     // Windows MDM creates RSA keys; Machine takes them: policy and issuance agree.
     assert_eq!(oid(&p, m.algorithm_oid_reference).unwrap().0, "1.2.840.113549.1.1.1");
     assert_eq!((m.policy_schema, m.minimal_key_length), (3, 2048));
+    assert_eq!(m.key_spec, None, "schema 3 (CNG): keySpec nil, as in the MS-MDE2 4.2.2 sample");
     // No CA list in MDM policy: the top-level cAs is nil, not an empty element.
     let doc = autoenroll_proto::xml::parse(raw.as_bytes()).unwrap();
     let body = doc.child(ns::SOAP12, "Body").unwrap().child(ns::XCEP, "GetPoliciesResponse").unwrap();

@@ -9,7 +9,7 @@ mod templates;
 
 use anyhow::{bail, Result};
 use autoenroll_server::config::RawConfig;
-use autoenroll_server::ra::Ra;
+use autoenroll_server::ra::{ChainUpkeep, Ra};
 use autoenroll_server::SystemClock;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -114,6 +114,26 @@ pub enum ServerCommand {
     },
     /// The audit log, newest first: issuances, renewals, refusals with their reason, admin actions.
     Audit(fleet::AuditArgs),
+    /// The CA hierarchy's own upkeep.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// With the root key: make the issuing CA certificate name the root certificate (AIA) and
+    /// the root's CRL (CDP) at the recorded public base, and re-sign the root's CRL when it is
+    /// missing or within 60 days of expiry. The server does this itself while `ca/root.key` is
+    /// in the data directory; run this where an offline root key is, at least once a year.
+    Upkeep {
+        #[command(flatten)]
+        common: Common,
+        /// The root's private key (PKCS#8 PEM). Default: `<data-dir>/ca/root.key`.
+        #[arg(long)]
+        root_key: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cmd: ServerCommand) -> Result<i32> {
@@ -131,5 +151,22 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
         ServerCommand::Request { command } => fleet::request(command).await,
         ServerCommand::Report { command } => fleet::report(command).await,
         ServerCommand::Audit(a) => fleet::audit(a).await,
+        ServerCommand::Ca { command: CaCommand::Upkeep { common, root_key } } => {
+            let ra = common.open().await?;
+            match ra.chain_upkeep(root_key.as_deref()).await? {
+                ChainUpkeep::Current => println!("the issuing CA certificate and the root CRL are current"),
+                ChainUpkeep::Done { recertified, root_crl_until } => {
+                    if recertified {
+                        println!("issuing CA re-certified (running servers take it within 30 minutes)");
+                    }
+                    println!("root CRL signed, valid until {root_crl_until}");
+                }
+                ChainUpkeep::NeedsRootKey { .. } => {
+                    eprintln!("the root key is not at hand: pass --root-key FILE");
+                    return Ok(2);
+                }
+            }
+            Ok(0)
+        }
     }
 }

@@ -76,6 +76,7 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::TemplateMisconfigured
         | C::TemplateNotAssigned
         | C::RequestDenied
+        | C::MdmApprovalNeedsToken
         | C::UnknownRequest
         | C::UnknownTransaction
         | C::NoSuchCertificate

@@ -1,12 +1,12 @@
-//! Public, unauthenticated downloads for relying parties: the CRL and the issuing CA
-//! certificate the CRL distribution point and AIA extensions name.
+//! Public, unauthenticated downloads for relying parties: the CRLs and the CA certificates the
+//! CRL distribution point and AIA extensions name.
 use super::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+pub use crate::ra::{ISSUING_PATH, ROOT_CRL_PATH, ROOT_PATH};
 pub const CRL_PATH: &str = "/crl";
-pub const ISSUING_PATH: &str = "/ca/issuing.crt";
 pub const OCSP_PATH: &str = "/ocsp";
 
 pub fn router(state: AppState) -> axum::Router {
@@ -14,6 +14,8 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route(CRL_PATH, get(crl))
         .route(ISSUING_PATH, get(issuing))
+        .route(ROOT_PATH, get(root))
+        .route(ROOT_CRL_PATH, get(root_crl))
         .route(OCSP_PATH, post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .layer(axum::extract::DefaultBodyLimit::max(autoenroll_core::pki::ocsp::MAX_OCSP_REQUEST))
@@ -54,4 +56,16 @@ async fn crl(State(st): State<AppState>) -> Response {
 
 async fn issuing(State(st): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "application/pkix-cert")], st.ra.issuing_der().to_vec()).into_response()
+}
+
+async fn root(State(st): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/pkix-cert")], st.ra.root_der().to_vec()).into_response()
+}
+
+/// The root's CRL (it covers the issuing CA), signed with the root key; 404 until one was.
+async fn root_crl(State(st): State<AppState>) -> Response {
+    match st.ra.root_crl() {
+        Some(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
+        None => (StatusCode::NOT_FOUND, "no root CRL has been signed (the root key is offline)\n").into_response(),
+    }
 }

@@ -276,6 +276,7 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::NotARequest
         | C::BadMessageContent
         | C::RequestDenied
+        | C::MdmApprovalNeedsToken
         | C::RequestInProgress
         | C::RenewalInProgress
         | C::NotPending

@@ -93,7 +93,7 @@ pub fn hresult(code: RefusalCode) -> u32 {
         C::EkuMismatch => CERTSRV_E_TEMPLATE_CONFLICT,
         C::UnknownTemplate | C::TemplateMisconfigured => CERTSRV_E_UNSUPPORTED_CERT_TYPE,
         C::UnknownRequest | C::UnknownTransaction => CERTSRV_E_NO_REQUEST,
-        C::RequestDenied => CERTSRV_E_ADMIN_DENIED_REQUEST,
+        C::RequestDenied | C::MdmApprovalNeedsToken => CERTSRV_E_ADMIN_DENIED_REQUEST,
         // Another request of the same client is being signed: try again shortly.
         C::RequestInProgress | C::RenewalInProgress => ERROR_BUSY,
         C::NotPending => CERTSRV_E_BAD_REQUESTSTATUS,

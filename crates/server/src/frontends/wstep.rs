@@ -22,8 +22,10 @@ fn issued_response(state: &AppState, issued: Issued, relates_to: Option<&str>) -
 }
 
 fn pending_response(state: &AppState, request_id: i64, relates_to: Option<&str>) -> Result<String, FrontError> {
+    // The collection-level token: a CMC response with status pending, as ADCS sends.
+    let cmc_der = state.ra.cmc_pending(request_id)?;
     let request_id = u64::try_from(request_id).map_err(RaError::internal)?;
-    Ok(PendingResponse { request_id, reference_uri: state.enrollment_url() }.to_envelope(relates_to))
+    Ok(PendingResponse { request_id, reference_uri: state.enrollment_url(), cmc_der }.to_envelope(relates_to))
 }
 
 pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {

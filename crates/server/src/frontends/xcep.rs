@@ -32,7 +32,7 @@ const CT_FLAG_OLD_CERT_SUPPLIES_SUBJECT_AND_ALT_NAME: u32 = 0x8;
 const CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME: u32 = 0x10000;
 const CT_FLAG_MACHINE_TYPE: u32 = 0x40;
 const CT_FLAG_ADD_TEMPLATE_NAME: u32 = 0x200;
-/// pKIDefaultKeySpec AT_KEYEXCHANGE: an RSA key that signs and enciphers keys.
+/// pKIDefaultKeySpec AT_KEYEXCHANGE: a CryptoAPI RSA key that signs and enciphers keys.
 const AT_KEYEXCHANGE: u32 = 1;
 /// CSPs for schema-2 (CryptoAPI) RSA templates; the KSP for schema-3 (CNG) ones.
 const RSA_CSPS: [&str; 2] =
@@ -89,11 +89,14 @@ fn key_request(t: &Template, flavour: Flavour) -> KeyRequest {
         2 => RSA_CSPS.iter().map(|p| p.to_string()).collect(),
         _ => vec![SOFTWARE_KSP.to_string()],
     };
-    let (algorithm, minimal_key_length, key_spec) = match algorithm {
-        KeyAlgorithm::Rsa(bits) => ((RSA_ENCRYPTION, "RSA"), bits.max(t.min_rsa_bits()), Some(AT_KEYEXCHANGE)),
-        KeyAlgorithm::P384 => ((SECP384R1, "ECDSA_P384"), 384, None),
-        KeyAlgorithm::P256 => ((SECP256R1, "ECDSA_P256"), 256, None),
+    let (algorithm, minimal_key_length) = match algorithm {
+        KeyAlgorithm::Rsa(bits) => ((RSA_ENCRYPTION, "RSA"), bits.max(t.min_rsa_bits())),
+        KeyAlgorithm::P384 => ((SECP384R1, "ECDSA_P384"), 384),
+        KeyAlgorithm::P256 => ((SECP256R1, "ECDSA_P256"), 256),
     };
+    // A key spec is CryptoAPI's (schema 2); CNG keys have none, and Microsoft's schema-3 sample
+    // (MS-MDE2 4.2.2) sends keySpec nil.
+    let key_spec = (schema == 2).then_some(AT_KEYEXCHANGE);
     KeyRequest { algorithm, minimal_key_length, schema, key_spec, providers }
 }
 

@@ -2,10 +2,14 @@
 //! Replicas coordinate through the store: numbers come from one atomic counter, and a stored
 //! CRL is only replaced by a higher-numbered one.
 use super::{Ra, RaError};
-use autoenroll_ca::{Distribution, RevokedEntry};
+use autoenroll_ca::{ChainUpkeep, Distribution, RevokedEntry, RootUrls};
 use autoenroll_store::Crl;
 
 const ISSUER: &str = "issuing";
+/// Where relying parties find the CA certificates and the root's CRL, under the public base.
+pub const ISSUING_PATH: &str = "/ca/issuing.crt";
+pub const ROOT_PATH: &str = "/ca/root.crt";
+pub const ROOT_CRL_PATH: &str = "/crl/root";
 /// A CRL is valid for a day and re-signed when half of that has passed.
 pub const CRL_VALIDITY_SECS: i64 = 86_400;
 
@@ -21,19 +25,60 @@ impl Ra {
     pub async fn publish_base(&self, base: &str) -> Result<(), RaError> {
         self.set_public_base(base);
         self.store.set_setting(PUBLIC_BASE_SETTING, base.trim_end_matches('/')).await?;
+        self.chain_upkeep(None).await?;
         Ok(())
+    }
+
+    /// The issuing CA certificate names `<base>/ca/root.crt` (AIA) and `<base>/crl/root` (CDP),
+    /// and the root's CRL is fresh: done with the root key when it is at hand (`root_key`, else
+    /// the CA directory's); otherwise logged as work for the operator. Run when the server
+    /// starts and twice a day.
+    pub async fn chain_upkeep(&self, root_key: Option<&std::path::Path>) -> Result<ChainUpkeep, RaError> {
+        let Some(base) = self.store.setting(PUBLIC_BASE_SETTING).await? else { return Ok(ChainUpkeep::Current) };
+        let urls = RootUrls { cert_url: format!("{base}{ROOT_PATH}"), crl_url: format!("{base}{ROOT_CRL_PATH}") };
+        let now = self.now();
+        let result = self.ca.chain_upkeep(&urls, root_key, now)?;
+        match &result {
+            ChainUpkeep::Current => {}
+            ChainUpkeep::Done { recertified, root_crl_until } => {
+                if *recertified {
+                    self.store.upsert_ca("issuing", &self.ca.issuing_der(), now).await?;
+                }
+                tracing::info!(
+                recertified,
+                root_crl_until = %root_crl_until,
+                "issuing CA certificate names {} and {}; root CRL signed",
+                    urls.cert_url,
+                    urls.crl_url
+                )
+            }
+            ChainUpkeep::NeedsRootKey { recertify, root_crl_until } => tracing::warn!(
+                recertify,
+                root_crl_until = ?root_crl_until,
+                "the root key is offline: run `autoenroll server ca upkeep --root-key FILE` where it is \
+                 (the issuing CA certificate should name {} and {}; the root CRL must be re-signed)",
+                urls.cert_url,
+                urls.crl_url
+            ),
+        }
+        Ok(result)
+    }
+
+    /// The root's CRL (DER), when one was signed.
+    pub fn root_crl(&self) -> Option<Vec<u8>> {
+        self.ca.root_crl()
     }
 
     pub fn set_public_base(&self, base: &str) {
         let base = base.trim_end_matches('/');
         self.ca.set_distribution(Distribution {
             crl_url: format!("{base}/crl"),
-            ca_issuers_url: format!("{base}/ca/issuing.crt"),
-            ocsp_url: format!("{base}/ocsp"),
+            ca_issuers_url: format!("{base}{ISSUING_PATH}"),
+            ocsp_url: Some(format!("{base}/ocsp")),
         });
     }
 
-    pub fn issuing_der(&self) -> &[u8] {
+    pub fn issuing_der(&self) -> std::sync::Arc<Vec<u8>> {
         self.ca.issuing_der()
     }
 

@@ -89,7 +89,21 @@ impl Ra {
         certs.extend(issued.chain.iter().skip(1).cloned());
         Ok(self.ca.sign_cmc(&content, &certs)?)
     }
+
+    /// The CMC Full PKI Response for a request held for approval: status pending with the
+    /// request id and the time to ask again, signed by the issuing CA, with the root.
+    pub fn cmc_pending(&self, request_id: i64) -> Result<Vec<u8>, RaError> {
+        let id = u32::try_from(request_id).map_err(RaError::internal)?;
+        let poll_at = self.now().plus_secs(PENDING_POLL_SECS);
+        let content = autoenroll_core::pki::cmc::pending_response(id, poll_at).map_err(RaError::internal)?;
+        let root: Vec<Vec<u8>> = self.chain_der().iter().skip(1).cloned().collect();
+        Ok(self.ca.sign_cmc(&content, &root)?)
+    }
 }
+
+/// When a client holding a pending request is asked to come back (CMC pendTime): approval is
+/// a person's decision, so hours, not seconds.
+pub const PENDING_POLL_SECS: i64 = 3600;
 
 pub(crate) fn csr_error(e: PkiError) -> Refusal {
     match e {
@@ -360,6 +374,15 @@ impl Ra {
         template.check_key(&csr.key)?;
         let request = issue_request(&csr, &template, &input.principal.device, vouched, &self.settings.server_names)?;
 
+        // MS-MDE2 has no pending state and Windows makes a new key on every attempt: a held MDM
+        // request could never be collected. An administrator's token for the device is the
+        // approval; anyone else is refused before anything is written.
+        let hold = match (template.pend_all, channel, &input.principal.kind) {
+            (false, ..) => false,
+            (true, Channel::Mdm, PrincipalKind::Token { .. }) => false,
+            (true, Channel::Mdm, _) => return Err(Refusal::MdmApprovalNeedsToken { template: template.name }.into()),
+            (true, Channel::Standard, _) => true,
+        };
         // 5. A single-use token (bootstrap or sign-in) pays for this request (held or issued):
         // one statement, so two racing requests with one token cannot both pass.
         if let Some(id) = input.principal.token_to_spend() {
@@ -379,7 +402,7 @@ impl Ra {
             csr_der: &csr.der,
             previous_serial: None,
         };
-        if template.pend_all {
+        if hold {
             let audit = (actor.as_str(), "issue", input.principal.device.as_str());
             let request_id = self
                 .hold_for_approval(&new_request, None, audit)

@@ -18,11 +18,13 @@ mod templates;
 
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind, Purpose};
+pub use autoenroll_ca::ChainUpkeep;
 pub use autoenroll_core::model::{CertState, DeviceState, RevocationReason, Template};
 pub use autoenroll_store::{
     AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceSummary, InvalidTemplate, Stuck, Templates,
 };
 pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
+pub use crl::{ISSUING_PATH, ROOT_CRL_PATH, ROOT_PATH};
 pub use enroll::{EnrollInput, Issued, Outcome};
 pub use error::RaError;
 pub use mdm::{MdmSettings, SIGN_IN_TOKEN_SECS};
@@ -126,7 +128,7 @@ impl Ra {
         }
         let ra = Ra { store, ca, scep, clock, settings, reported_invalid: Default::default() };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
-        ra.store.upsert_ca("issuing", ra.ca.issuing_der(), now).await?;
+        ra.store.upsert_ca("issuing", &ra.ca.issuing_der(), now).await?;
         templates::ensure_defaults(&ra).await?;
         // The URLs the running server names in certificates, until it says otherwise.
         if let Some(base) = ra.store.setting(crl::PUBLIC_BASE_SETTING).await? {

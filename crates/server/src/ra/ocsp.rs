@@ -43,7 +43,7 @@ impl Ra {
         let mut responses = Vec::new();
         for r in &request.tbs_request.request_list {
             let id = &r.req_cert;
-            let status = if ocsp::issued_by(id, self.ca.issuing_der()) {
+            let status = if ocsp::issued_by(id, &self.ca.issuing_der()) {
                 let serial = Serial::from_bytes(id.serial_number.as_bytes());
                 match self.store.certificate(serial.as_str()).await? {
                     Some(c) => match c.state {

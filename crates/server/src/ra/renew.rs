@@ -99,7 +99,7 @@ impl Ra {
     ) -> Result<Issued, RaError> {
         let now = self.now();
         // 1. Ours, and known.
-        if verify_issued_by(old_der, self.ca.issuing_der()).is_err() {
+        if verify_issued_by(old_der, &self.ca.issuing_der()).is_err() {
             return Err(Refusal::ForeignCertificate.into());
         }
         let row = self

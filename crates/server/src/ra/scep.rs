@@ -203,7 +203,7 @@ impl Ra {
 
     /// A PKCSReq or RenewalReq. A transaction already answered gets the same answer again.
     pub async fn scep_request(&self, req: &ScepRequest<'_>) -> Result<Outcome, RaError> {
-        let ours = verify_issued_by(req.signer_cert_der, self.ca.issuing_der()).is_ok();
+        let ours = verify_issued_by(req.signer_cert_der, &self.ca.issuing_der()).is_ok();
         let signer_key = transaction_signer(req.signer_cert_der, ours)?;
         if let Some(id) = self.store.scep_transaction(req.transaction_id, &signer_key).await? {
             return self.retrieve(id).await;
@@ -427,7 +427,7 @@ impl Ra {
 
     /// CertPoll: the state of a transaction this signer started.
     pub async fn scep_poll(&self, transaction_id: &str, signer_cert_der: &[u8]) -> Result<Outcome, RaError> {
-        let ours = verify_issued_by(signer_cert_der, self.ca.issuing_der()).is_ok();
+        let ours = verify_issued_by(signer_cert_der, &self.ca.issuing_der()).is_ok();
         let key = transaction_signer(signer_cert_der, ours)?;
         match self.store.scep_transaction(transaction_id, &key).await? {
             Some(id) => self.retrieve(id).await,

@@ -152,7 +152,7 @@ pub(crate) async fn tls_identity(
                         && ips.iter().all(|ip| f.ip_addrs.contains(ip))
                 })
                 .unwrap_or(false);
-            let same_ca = ders.get(1).map(|d| d.as_slice() == ra.ca.issuing_der()).unwrap_or(false);
+            let same_ca = ders.get(1).map(|d| d.as_slice() == ra.ca.issuing_der().as_slice()).unwrap_or(false);
             if fresh && same_ca {
                 return Ok((key, ders));
             }
