@@ -12,10 +12,17 @@ use autoenroll_core::oids;
 use autoenroll_keys::KeyPair;
 use der::{Decode, Encode};
 use std::path::Path;
-use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints};
 use x509_cert::Certificate;
+
+/// What the caller knows beyond the CA directory: an issuing certificate another process
+/// published (the database), and until when the published root CRL is good.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Published<'a> {
+    pub issuing: Option<&'a [u8]>,
+    pub root_crl_until: Option<UnixTime>,
+}
 
 /// Where the issuing CA certificate points: the root certificate and the root's CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +39,10 @@ pub const ROOT_CRL_RENEW_BEFORE_SECS: i64 = 60 * 86_400;
 pub enum ChainUpkeep {
     /// The issuing certificate names the URLs and the root's CRL is fresh.
     Current,
-    /// Done with the root key: the issuing CA re-certified (same key and subject, new serial),
-    /// and/or the root's CRL signed (valid until the time given).
-    Done { recertified: bool, root_crl_until: UnixTime },
+    /// Done with the root key: the issuing CA re-certified (same key, subject and validity,
+    /// new serial), and the root's CRL signed (DER, valid until the time given) for the caller
+    /// to publish.
+    Done { recertified: bool, root_crl: Vec<u8>, root_crl_until: UnixTime },
     /// Work that needs the root key, which is not at hand (kept offline).
     NeedsRootKey { recertify: bool, root_crl_until: Option<UnixTime> },
 }
@@ -75,40 +83,43 @@ fn same_key(a: &[u8], b: &[u8]) -> Result<bool, CaError> {
     Ok(spki(a)? == spki(b)?)
 }
 
+#[cfg(test)]
 fn crl_next_update(der: &[u8]) -> Option<UnixTime> {
-    let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).ok()?;
+    let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).ok()?;
     let next = crl.tbs_cert_list.next_update?;
     Some(UnixTime(i64::try_from(next.to_unix_duration().as_secs()).ok()?))
 }
 
 impl Ca {
-    /// The root's CRL as last signed (DER), if there is one.
-    pub fn root_crl(&self) -> Option<Vec<u8>> {
-        std::fs::read(CaPaths::new(self.dir.as_deref()?).root_crl).ok()
-    }
-
-    /// Brings the issuing CA certificate and the root's CRL up to date for `urls`: re-certifies
-    /// the issuing key when its certificate does not name them, re-signs the root's CRL when it
-    /// is missing or expires within `ROOT_CRL_RENEW_BEFORE_SECS`. `root_key` is the root's
-    /// private key file (default `<ca dir>/root.key`); without it, says what is left to do.
+    /// Brings the issuing CA certificate and the root's CRL up to date for `urls`: takes a
+    /// re-certified issuing certificate another process published (same key, names the URLs);
+    /// otherwise re-certifies the issuing key when its certificate does not name them; signs a
+    /// new root CRL when the published one is missing or expires within
+    /// `ROOT_CRL_RENEW_BEFORE_SECS`, or on re-certification. `root_key` is the root's private key
+    /// file (default `<ca dir>/root.key`); without it, says what is left to do.
     pub fn chain_upkeep(
         &self,
         urls: &RootUrls,
+        published: Published<'_>,
         root_key: Option<&Path>,
         now: UnixTime,
     ) -> Result<ChainUpkeep, CaError> {
         let Some(dir) = self.dir.as_deref() else { return Ok(ChainUpkeep::Current) };
         let paths = CaPaths::new(dir);
-        // Another process (the upkeep command, a replica sharing the directory) may have
-        // re-certified the issuing key: take that certificate if it is for the same key.
-        if let Ok(on_disk) = read_pem(&paths.issuing_cert, "CERTIFICATE") {
-            if on_disk != *self.issuing_der() && same_key(&on_disk, &self.issuing_der())? {
-                self.replace_issuing_der(on_disk);
+        // Another process (the upkeep command, a replica) may have re-certified the issuing key.
+        let candidates = [published.issuing.map(<[u8]>::to_vec), read_pem(&paths.issuing_cert, "CERTIFICATE").ok()];
+        for other in candidates.into_iter().flatten() {
+            let current = self.issuing_der();
+            if other != *current
+                && same_key(&other, &current)?
+                && names_urls(&other, urls)?
+                && !names_urls(&current, urls)?
+            {
+                self.replace_issuing_der(other);
             }
         }
         let recertify = !names_urls(&self.issuing_der(), urls)?;
-        let crl_until = self.root_crl().as_deref().and_then(crl_next_update);
-        let crl_due = crl_until.is_none_or(|until| until.0 - now.0 < ROOT_CRL_RENEW_BEFORE_SECS);
+        let crl_due = published.root_crl_until.is_none_or(|until| until.0 - now.0 < ROOT_CRL_RENEW_BEFORE_SECS);
         if !recertify && !crl_due {
             return Ok(ChainUpkeep::Current);
         }
@@ -116,13 +127,12 @@ impl Ca {
         let key_pem = match std::fs::read_to_string(key_path) {
             Ok(pem) => pem,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ChainUpkeep::NeedsRootKey { recertify, root_crl_until: crl_until });
+                return Ok(ChainUpkeep::NeedsRootKey { recertify, root_crl_until: published.root_crl_until });
             }
             Err(e) => return Err(io(key_path, e)),
         };
         let root_key = KeyPair::from_pem(&key_pem)?;
-        let root_der = self.root_der();
-        let root = Certificate::from_der(root_der)?;
+        let root = Certificate::from_der(self.root_der())?;
         if root.tbs_certificate().subject_public_key_info().to_der()? != root_key.spki_der() {
             return Err(CaError::Io(format!("{} is not the key of this CA's root", key_path.display())));
         }
@@ -130,16 +140,19 @@ impl Ca {
         let root_key_id = key_id(root_key.spki_der())?;
         if recertify {
             let current = Certificate::from_der(&self.issuing_der())?;
-            let not_after = UnixTime(
-                i64::try_from(current.tbs_certificate().validity().not_after.to_unix_duration().as_secs())
-                    .map_err(|_| CaError::Encoding("issuing CA notAfter".into()))?,
-            );
+            let validity = current.tbs_certificate().validity();
+            let secs = |t: x509_cert::time::Time| {
+                i64::try_from(t.to_unix_duration().as_secs())
+                    .map(UnixTime)
+                    .map_err(|_| CaError::Encoding("issuing CA validity".into()))
+            };
             let distribution =
                 Distribution { crl_url: urls.crl_url.clone(), ca_issuers_url: urls.cert_url.clone(), ocsp_url: None };
             let tbs = build_tbs(TbsInput {
                 serial: random_serial()?,
-                not_before: now,
-                not_after,
+                // The same validity: what the issuing CA signed before stays nested in it.
+                not_before: secs(validity.not_before)?,
+                not_after: secs(validity.not_after)?,
                 subject: current.tbs_certificate().subject().clone(),
                 spki_der: &current.tbs_certificate().subject_public_key_info().to_der()?,
                 issuer: root_name.clone(),
@@ -156,12 +169,13 @@ impl Ca {
             replace_file(&paths.issuing_cert, pem_cert(&der)?.as_bytes(), 0o644)?;
             self.replace_issuing_der(der);
         }
+        // The root revokes nothing (an issuing CA is replaced, not revoked, here): an empty
+        // list, numbered by time so that a newer one always has the higher number.
         let until = now.plus_secs(ROOT_CRL_VALIDITY_SECS);
         let number = u64::try_from(now.0).unwrap_or_default();
         let signer = CrlSigner { key: &root_key, issuer: &root_name, key_id: &root_key_id };
-        let crl = signer.sign(&[], number, now, until)?;
-        replace_file(&paths.root_crl, &crl, 0o644)?;
-        Ok(ChainUpkeep::Done { recertified: recertify, root_crl_until: until })
+        let root_crl = signer.sign(&[], number, now, until)?;
+        Ok(ChainUpkeep::Done { recertified: recertify, root_crl, root_crl_until: until })
     }
 }
 
@@ -177,58 +191,65 @@ mod tests {
         RootUrls { cert_url: format!("{base}/ca/root.crt"), crl_url: format!("{base}/crl/root") }
     }
 
+    fn done_until(u: &ChainUpkeep) -> Option<UnixTime> {
+        match u {
+            ChainUpkeep::Done { root_crl, root_crl_until, .. } => {
+                assert_eq!(crl_next_update(root_crl), Some(*root_crl_until));
+                Some(*root_crl_until)
+            }
+            _ => None,
+        }
+    }
+
     #[test]
     fn recertifies_with_the_root_key_and_says_what_is_left_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let ca = crate::init(dir.path(), autoenroll_keys::KeyAlgorithm::P256, "Test", UnixTime(T0)).unwrap();
         let before = ca.issuing_der();
         let a = urls("http://pki.example:8080");
-        let done = ca.chain_upkeep(&a, None, UnixTime(T0 + 10)).unwrap();
-        assert_eq!(
-            done,
-            ChainUpkeep::Done { recertified: true, root_crl_until: UnixTime(T0 + 10 + ROOT_CRL_VALIDITY_SECS) }
-        );
+        let none = Published::default();
+        let done = ca.chain_upkeep(&a, none, None, UnixTime(T0 + 10)).unwrap();
+        assert!(matches!(done, ChainUpkeep::Done { recertified: true, .. }));
+        let until = done_until(&done).unwrap();
+        assert_eq!(until, UnixTime(T0 + 10 + ROOT_CRL_VALIDITY_SECS));
         let after = ca.issuing_der();
         assert_ne!(before, after);
         assert!(names_urls(&after, &a).unwrap() && !names_urls(&before, &a).unwrap());
         verify_issued_by(&after, ca.root_der()).unwrap();
-        // Same key and subject: what the old certificate issued still chains to the new one.
+        // Same key, subject and validity: what the old certificate issued still chains to it.
         let old = Certificate::from_der(&before).unwrap();
         let new = Certificate::from_der(&after).unwrap();
         assert_eq!(old.tbs_certificate().subject(), new.tbs_certificate().subject());
-        assert_eq!(old.tbs_certificate().validity().not_after, new.tbs_certificate().validity().not_after);
+        assert_eq!(old.tbs_certificate().validity(), new.tbs_certificate().validity());
         assert_eq!(crate::load(dir.path()).unwrap().issuing_der(), after, "the file was replaced");
+        let published = Published { issuing: None, root_crl_until: Some(until) };
+        assert_eq!(ca.chain_upkeep(&a, published, None, UnixTime(T0 + 20)).unwrap(), ChainUpkeep::Current);
+        // A process holding the old certificate takes the new one (from the database or the file).
         let stale = crate::load(dir.path()).unwrap();
         stale.replace_issuing_der(before.to_vec());
-        assert_eq!(stale.chain_upkeep(&a, None, UnixTime(T0 + 15)).unwrap(), ChainUpkeep::Current);
-        assert_eq!(stale.issuing_der(), after, "a running process takes the re-certified file");
-        assert_eq!(ca.chain_upkeep(&a, None, UnixTime(T0 + 20)).unwrap(), ChainUpkeep::Current);
+        let offered = Published { issuing: Some(&after), root_crl_until: Some(until) };
+        assert_eq!(stale.chain_upkeep(&a, offered, None, UnixTime(T0 + 15)).unwrap(), ChainUpkeep::Current);
+        assert_eq!(stale.issuing_der(), after);
 
         // The root key taken offline: a new base, and later a CRL about to lapse, need it.
         let offline = dir.path().join("offline-root.key");
         std::fs::rename(dir.path().join("root.key"), &offline).unwrap();
         let b = urls("http://pki2.example:8080");
         assert_eq!(
-            ca.chain_upkeep(&b, None, UnixTime(T0 + 30)).unwrap(),
-            ChainUpkeep::NeedsRootKey {
-                recertify: true,
-                root_crl_until: Some(UnixTime(T0 + 10 + ROOT_CRL_VALIDITY_SECS))
-            }
+            ca.chain_upkeep(&b, published, None, UnixTime(T0 + 30)).unwrap(),
+            ChainUpkeep::NeedsRootKey { recertify: true, root_crl_until: Some(until) }
         );
         let late = T0 + 10 + ROOT_CRL_VALIDITY_SECS - ROOT_CRL_RENEW_BEFORE_SECS + 1;
         assert!(matches!(
-            ca.chain_upkeep(&a, None, UnixTime(late)).unwrap(),
+            ca.chain_upkeep(&a, published, None, UnixTime(late)).unwrap(),
             ChainUpkeep::NeedsRootKey { recertify: false, .. }
         ));
-        let done = ca.chain_upkeep(&a, Some(&offline), UnixTime(late)).unwrap();
-        assert_eq!(
-            done,
-            ChainUpkeep::Done { recertified: false, root_crl_until: UnixTime(late + ROOT_CRL_VALIDITY_SECS) }
-        );
-        assert_eq!(crl_next_update(&ca.root_crl().unwrap()), Some(UnixTime(late + ROOT_CRL_VALIDITY_SECS)));
+        let done = ca.chain_upkeep(&a, published, Some(&offline), UnixTime(late)).unwrap();
+        assert!(matches!(done, ChainUpkeep::Done { recertified: false, .. }));
+        assert_eq!(done_until(&done), Some(UnixTime(late + ROOT_CRL_VALIDITY_SECS)));
         // Another CA's key is refused.
         let other = tempfile::tempdir().unwrap();
         crate::init(other.path(), autoenroll_keys::KeyAlgorithm::P256, "Other", UnixTime(T0)).unwrap();
-        assert!(ca.chain_upkeep(&b, Some(&other.path().join("root.key")), UnixTime(late)).is_err());
+        assert!(ca.chain_upkeep(&b, published, Some(&other.path().join("root.key")), UnixTime(late)).is_err());
     }
 }

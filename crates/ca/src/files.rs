@@ -17,8 +17,6 @@ pub struct CaPaths {
     pub root_key: PathBuf,
     pub issuing_cert: PathBuf,
     pub issuing_key: PathBuf,
-    /// The root's CRL (it lists the issuing CA if that is ever revoked), signed with the root key.
-    pub root_crl: PathBuf,
 }
 
 impl CaPaths {
@@ -28,7 +26,6 @@ impl CaPaths {
             root_key: dir.join("root.key"),
             issuing_cert: dir.join("issuing.pem"),
             issuing_key: dir.join("issuing.key"),
-            root_crl: dir.join("root.crl"),
         }
     }
 }
@@ -141,13 +138,21 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     Ok(ca)
 }
 
-/// Replaces a file atomically (a new file beside it, then rename): readers see the old or the
-/// new contents, never a torn one.
+/// Replaces a file atomically (a new file beside it, synced, then renamed, then the directory
+/// synced): readers see the old or the new contents, never a torn one, and two processes doing
+/// it at once each rename a complete file of their own.
 pub(crate) fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
+    let unique: String = autoenroll_keys::random_serial()?.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension(format!("{unique}.tmp"));
     write_file(&tmp, contents, mode)?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path, e));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The HTTPS listener: TLS with optional client certificates (visible to handlers as
 //! `PeerCerts`), HTTP/1.1 and HTTP/2, time limits on handshakes and headers.
 use crate::config::ServerConfig;
+use crate::conn::{Budget, Full, IdleIo, Limits};
 use crate::frontends::{self, AppState, PeerCerts};
 use crate::ra::{Ra, RaError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,10 +16,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_CONNECTIONS: usize = 4096;
 
 pub fn install_crypto_provider() {
     // Ignore "already installed": tests and the CLI may both call this.
@@ -95,6 +92,42 @@ pub struct Server {
     pub scep_http_url: Option<String>,
     /// SHA-256 of the SCEP RA certificate (what micromdm's `scepclient -ca-fingerprint` takes).
     pub scep_ra_fingerprint: String,
+    limits: Limits,
+}
+
+/// Every request answered within the configured deadline (408 otherwise).
+fn with_deadline(router: axum::Router, limits: &Limits) -> axum::Router {
+    let limit = limits.request;
+    router.layer(axum::middleware::from_fn(move |req, next| crate::conn::request_deadline(limit, req, next)))
+}
+
+/// HTTP/1.1 and HTTP/2 with the header deadline; idle connections are closed by `IdleIo`.
+fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
+    builder
+}
+
+/// Logs refused connections, at most one line per second per listener (a flood must not
+/// become a flood of log lines).
+fn refuse(listener: &'static str, remote: SocketAddr, why: Full) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HTTPS: AtomicU64 = AtomicU64::new(0);
+    static HTTP: AtomicU64 = AtomicU64::new(0);
+    let last = if listener == "https" { &HTTPS } else { &HTTP };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if last.swap(now, Ordering::Relaxed) == now {
+        return;
+    }
+    match why {
+        Full::Listener => {
+            tracing::warn!(%remote, listener, "connection limit of the listener reached; connections dropped")
+        }
+        Full::Address => {
+            tracing::warn!(%remote, listener, "too many connections from one address; connections dropped")
+        }
+    }
 }
 
 impl Server {
@@ -128,6 +161,7 @@ impl Server {
                 let router = frontends::scep::router(state.clone())
                     .merge(frontends::revocation::router(state.clone()))
                     .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+                let router = with_deadline(router, &cfg.limits);
                 // Certificates carry this URL: the public host when there is one.
                 let public_host = cfg
                     .public_url
@@ -159,8 +193,9 @@ impl Server {
             acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
         };
         let scep_http_url = scep_http_url.map(|b| format!("{b}{}", frontends::scep::PATH));
-        let router = frontends::router(state);
+        let router = with_deadline(frontends::router(state), &cfg.limits);
         Ok(Server {
+            limits: cfg.limits.clone(),
             listener,
             tls: reloader,
             router,
@@ -179,7 +214,9 @@ impl Server {
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let limits = self.limits.clone();
+        let budget = Budget::new(limits.max_connections, limits.per_ip_connections);
+        let http_budget = Budget::new(limits.max_http_connections, limits.per_ip_connections);
         let reloader = self.tls.clone();
         let refresh = tokio::spawn(async move {
             loop {
@@ -207,8 +244,9 @@ impl Server {
                 tokio::time::sleep(CRL_CHECK_EVERY).await;
             }
         });
-        let plain =
-            self.scep_http.map(|(listener, router)| tokio::spawn(serve_plain(listener, router, permits.clone())));
+        let plain = self
+            .scep_http
+            .map(|(listener, router)| tokio::spawn(serve_plain(listener, router, http_budget, limits.clone())));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -223,18 +261,23 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "connection limit reached, dropping connection");
-                continue;
+            let slot = match budget.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    refuse("https", remote, why);
+                    continue;
+                }
             };
             // Responses leave as several small TLS records; without this the second one waits
             // for the client's delayed ACK (40 ms).
             let _ = tcp.set_nodelay(true);
             let acceptor = self.tls.current();
             let router = self.router.clone();
+            let limits = limits.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let _slot = slot;
+                let tcp = IdleIo::new(tcp, limits.idle);
+                let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         // e.g. a client certificate of another CA, or an expired one.
@@ -256,8 +299,7 @@ impl Server {
                     req.extensions_mut().insert(peer.clone());
                     req
                 });
-                let mut builder = Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                let builder = http_builder(&limits);
                 if let Err(e) = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc)).await {
                     tracing::debug!(%remote, %e, "connection ended with an error");
                 }
@@ -271,32 +313,38 @@ impl Server {
     }
 }
 
-/// Plain HTTP for SCEP only: its messages carry their own signatures and encryption.
-async fn serve_plain(listener: TcpListener, router: axum::Router, permits: Arc<tokio::sync::Semaphore>) {
+/// Plain HTTP: SCEP (its messages carry their own signatures and encryption), CRLs, CA
+/// certificates, OCSP. Its own connection budget.
+async fn serve_plain(listener: TcpListener, router: axum::Router, budget: Budget, limits: Limits) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(%e, "accept failed (SCEP over HTTP)");
+                tracing::warn!(%e, "accept failed (plain HTTP)");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "connection limit reached, dropping connection");
-            continue;
+        let slot = match budget.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                refuse("http", remote, why);
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let svc = router.map_request(|mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(PeerCerts(None));
                 req
             });
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc)).await {
+            let io = IdleIo::new(tcp, limits.idle);
+            if let Err(e) =
+                http_builder(&limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(svc)).await
+            {
                 tracing::debug!(%remote, %e, "connection ended with an error");
             }
         });

@@ -21,6 +21,52 @@ pub struct RawConfig {
     pub mdm: Option<RawMdm>,
     pub scep: Option<RawScep>,
     pub revocation: Option<RawRevocation>,
+    pub limits: Option<RawLimits>,
+}
+
+/// Connection limits; durations like "30s".
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<usize>,
+    pub max_http_connections: Option<usize>,
+    pub per_ip_connections: Option<usize>,
+    pub idle_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub handshake_timeout: Option<String>,
+    pub header_timeout: Option<String>,
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<crate::conn::Limits, ConfigError> {
+        let d = crate::conn::Limits::default();
+        let duration = |name: &'static str, v: Option<String>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(v) => match humantime::parse_duration(&v) {
+                Ok(t) if !t.is_zero() => Ok(t),
+                Ok(_) => Err(ConfigError::Invalid(name, "must be more than zero".into())),
+                Err(e) => Err(ConfigError::Invalid(name, e.to_string())),
+            },
+        };
+        let count = |name: &'static str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(ConfigError::Invalid(name, "must be at least 1".into())),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(crate::conn::Limits {
+            max_connections: count("limits.max_connections", self.max_connections, d.max_connections)?,
+            max_http_connections: count(
+                "limits.max_http_connections",
+                self.max_http_connections,
+                d.max_http_connections,
+            )?,
+            per_ip_connections: count("limits.per_ip_connections", self.per_ip_connections, d.per_ip_connections)?,
+            idle: duration("limits.idle_timeout", self.idle_timeout, d.idle)?,
+            request: duration("limits.request_timeout", self.request_timeout, d.request)?,
+            handshake: duration("limits.handshake_timeout", self.handshake_timeout, d.handshake)?,
+            header: duration("limits.header_timeout", self.header_timeout, d.header)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -72,6 +118,7 @@ pub struct ServerConfig {
     pub mdm_sign_in_return: Vec<String>,
     /// The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP); None when turned off.
     pub scep_http_listen: Option<SocketAddr>,
+    pub limits: crate::conn::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +158,7 @@ impl RawConfig {
             mdm: other.mdm.or(self.mdm),
             scep: other.scep.or(self.scep),
             revocation: other.revocation.or(self.revocation),
+            limits: other.limits.or(self.limits),
         }
     }
 
@@ -166,6 +214,7 @@ impl RawConfig {
             mdm_provider_id: mdm.provider_id.unwrap_or_else(|| "autoenroll".into()),
             mdm_management_url: mdm.management_url,
             mdm_sign_in_return: sign_in_return,
+            limits: self.limits.unwrap_or_default().validate()?,
             scep_http_listen,
             listen,
             hostnames,
@@ -191,7 +240,8 @@ impl RawConfig {
 /// `https://a.example.evil`), and tokens, being bearer credentials, travel in clear text only on
 /// the device itself (loopback, as OAuth native apps do).
 fn valid_sign_in_return(prefix: &str) -> bool {
-    let authority = |rest: &str| rest.split_once('/').map(|(a, _)| a.to_string());
+    // Userinfo (`http://127.0.0.1:80@evil/`) and backslashes make browsers go elsewhere.
+    let authority = |rest: &str| rest.split_once('/').map(|(a, _)| a.to_string()).filter(|a| !a.contains(['@', '\\']));
     match prefix.split_once("://") {
         // Windows apps on the device itself (the broker captures the post).
         Some(("ms-app", _)) => true,

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod frontends;
 pub mod ra;
 

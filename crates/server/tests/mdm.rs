@@ -710,9 +710,36 @@ async fn sign_in_page_hands_a_single_use_token_to_windows_only() {
     assert_eq!(CertFacts::parse(&cert).unwrap().subject_cn.as_deref(), Some(DEVICE_ID));
     let (status, env) = mdm.enroll(&bearer, &key, "Full").await;
     assert_eq!(subcode(status, &env), "s:Authentication", "spent");
+    // Spent, it names nobody: no reading the account's requests with a captured token.
+    let query = autoenroll_proto::wstep::query_request_body("1");
+    let (status, env) = s.soap(ns::ACTION_WSTEP, &bearer, query, None).await;
+    assert_eq!(subcode(status, &env), "ae:TokenUsed");
     let filter = autoenroll_server::ra::AuditFilter { limit: 100, ..Default::default() };
     let events = s.ra.audit_events(&filter).await.unwrap();
     assert!(events.iter().any(|e| e.action == "mdm.sign-in" && e.actor == "account:enroller"));
+
+    // Windows sends the address the user typed: an account named by its UPN signs in (and
+    // its token gets policy without a device name in the request).
+    s.ra.create_account(&autoenroll_server::ra::AccountSpec {
+        name: "user@contoso.com",
+        password: PASSWORD,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = post(form(&[("appru", APPRU), ("username", "user@contoso.com"), ("password", PASSWORD)])).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let upn_token = hidden_value(&String::from_utf8(r.body).unwrap(), "wresult").unwrap();
+    let (status, env) = mdm
+        .post(
+            "/EnrollmentServer/Policy.svc",
+            ns::ACTION_GET_POLICIES,
+            &token_header(&upn_token),
+            xcep::request_body(None),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
 
     // An administrator's bootstrap token typed into the page comes back as it is.
     let (admin_token, _) =
@@ -849,10 +876,18 @@ async fn a_template_held_for_approval_takes_an_administrators_token_as_the_appro
     let f = mde2::parse_fault(&env).unwrap();
     assert_eq!((f.subcode.as_str(), f.error_type.as_str()), ("s:Authorization", "NotSupported"), "{f:?}");
     assert!(f.reason.contains("enrollment token"), "the fault says what to do: {}", f.reason);
-    let (token, _) =
+    // A token that does not name this template approves nothing here (on WS-TEP it would be held).
+    let (any_template, _) =
         s.ra.create_token(&autoenroll_server::ra::TokenSpec { device: DEVICE_ID, template: None, ttl_secs: 600 })
             .await
             .unwrap();
+    let (status, env) = mdm.enroll(&token_header(&any_template), &key, "Device").await;
+    assert_eq!(status, 500, "{:?}", mde2::parse_fault(&env));
+    let (token, _) = s
+        .ra
+        .create_token(&autoenroll_server::ra::TokenSpec { device: DEVICE_ID, template: Some("Machine"), ttl_secs: 600 })
+        .await
+        .unwrap();
     let (status, env) = mdm.enroll(&token_header(&token), &key, "Device").await;
     assert_eq!(status, 200, "{:?}", mde2::parse_fault(&env));
     installed_cert(&mde2::parse_provisioning_response(&env.body).unwrap(), "System");

@@ -155,7 +155,7 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
             let ra = common.open().await?;
             match ra.chain_upkeep(root_key.as_deref()).await? {
                 ChainUpkeep::Current => println!("the issuing CA certificate and the root CRL are current"),
-                ChainUpkeep::Done { recertified, root_crl_until } => {
+                ChainUpkeep::Done { recertified, root_crl_until, .. } => {
                     if recertified {
                         println!("issuing CA re-certified (running servers take it within 30 minutes)");
                     }

@@ -64,8 +64,12 @@ async fn root(State(st): State<AppState>) -> Response {
 
 /// The root's CRL (it covers the issuing CA), signed with the root key; 404 until one was.
 async fn root_crl(State(st): State<AppState>) -> Response {
-    match st.ra.root_crl() {
-        Some(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
-        None => (StatusCode::NOT_FOUND, "no root CRL has been signed (the root key is offline)\n").into_response(),
+    match st.ra.root_crl().await {
+        Ok(Some(der)) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no root CRL has been signed (the root key is offline)\n").into_response(),
+        Err(e) => {
+            tracing::error!(%e, "root CRL");
+            (StatusCode::SERVICE_UNAVAILABLE, "the root CRL is not available\n").into_response()
+        }
     }
 }

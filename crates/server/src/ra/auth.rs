@@ -122,8 +122,15 @@ fn account_principal(
     device_hint: Option<&str>,
     sign_in_token: Option<String>,
 ) -> Result<Principal, RaError> {
-    let device = device_hint.filter(|d| !d.is_empty()).unwrap_or(&a.name).to_string();
-    valid_name(&device).map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
+    // A device name the client reports must be a valid one; without one the account acts for
+    // itself (its name was checked when it was made, and may be a UPN such as a@b.example).
+    let device = match device_hint.filter(|d| !d.is_empty()) {
+        Some(d) => {
+            valid_name(d).map_err(|reason| Refusal::BadDeviceName { name: d.to_string(), reason })?;
+            d.to_string()
+        }
+        None => a.name.clone(),
+    };
     Ok(Principal {
         device,
         kind: PrincipalKind::Account {
@@ -155,7 +162,13 @@ impl Ra {
             Credentials::Password { username, password } => {
                 let wrong = || Refusal::WrongCredentials { what: "wrong username or password" }.into();
                 match self.store.account(username).await? {
-                    Some(a) if !a.disabled && secrets::verify_password(&a.password_hash, password) => {
+                    Some(a) if a.disabled => {
+                        // A disabled account costs the same time as a wrong password: nobody
+                        // learns which accounts exist or are disabled.
+                        secrets::burn_password_time(password);
+                        Err(wrong())
+                    }
+                    Some(a) if secrets::verify_password(&a.password_hash, password) => {
                         account_principal(a, device_hint, None)
                     }
                     Some(_) => Err(wrong()),
@@ -172,9 +185,12 @@ impl Ra {
                 let identifying = purpose == Purpose::Identify;
                 if !secrets::ct_eq(&secrets::sha256(secret.as_bytes()), &row.secret_hash) {
                     Err(bad())
-                } else if row.used_at.is_some() && !identifying {
+                } else if row.used_at.is_some() && (!identifying || row.account.is_some()) {
+                    // A spent administrator's token still names the request it paid for (to
+                    // collect it); a sign-in token is the account's password for one
+                    // enrollment, and nothing once spent or expired.
                     Err(Refusal::TokenUsed.into())
-                } else if now >= row.expires_at && !identifying {
+                } else if now >= row.expires_at && (!identifying || row.account.is_some()) {
                     Err(Refusal::TokenExpired.into())
                 } else if let Some(name) = row.account {
                     // A sign-in token is the account that signed in, for as long as the

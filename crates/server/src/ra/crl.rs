@@ -2,10 +2,12 @@
 //! Replicas coordinate through the store: numbers come from one atomic counter, and a stored
 //! CRL is only replaced by a higher-numbered one.
 use super::{Ra, RaError};
-use autoenroll_ca::{ChainUpkeep, Distribution, RevokedEntry, RootUrls};
+use autoenroll_ca::{ChainUpkeep, Distribution, Published, RevokedEntry, RootUrls};
 use autoenroll_store::Crl;
 
 const ISSUER: &str = "issuing";
+/// The root's CRL and certificate rows in the store.
+const ROOT: &str = "root";
 /// Where relying parties find the CA certificates and the root's CRL, under the public base.
 pub const ISSUING_PATH: &str = "/ca/issuing.crt";
 pub const ROOT_PATH: &str = "/ca/root.crt";
@@ -25,32 +27,42 @@ impl Ra {
     pub async fn publish_base(&self, base: &str) -> Result<(), RaError> {
         self.set_public_base(base);
         self.store.set_setting(PUBLIC_BASE_SETTING, base.trim_end_matches('/')).await?;
-        self.chain_upkeep(None).await?;
+        // Not fatal: the server serves with the chain it has and says what is wrong.
+        if let Err(e) = self.chain_upkeep(None).await {
+            tracing::error!(%e, "could not bring the CA chain up to date");
+        }
         Ok(())
     }
 
     /// The issuing CA certificate names `<base>/ca/root.crt` (AIA) and `<base>/crl/root` (CDP),
     /// and the root's CRL is fresh: done with the root key when it is at hand (`root_key`, else
-    /// the CA directory's); otherwise logged as work for the operator. Run when the server
-    /// starts and twice a day.
+    /// the CA directory's); otherwise logged as work for the operator. The re-certified issuing
+    /// certificate and the root CRL are published in the database, where every process and
+    /// replica takes them from. Run at start and with every CRL check (30 minutes).
     pub async fn chain_upkeep(&self, root_key: Option<&std::path::Path>) -> Result<ChainUpkeep, RaError> {
         let Some(base) = self.store.setting(PUBLIC_BASE_SETTING).await? else { return Ok(ChainUpkeep::Current) };
         let urls = RootUrls { cert_url: format!("{base}{ROOT_PATH}"), crl_url: format!("{base}{ROOT_CRL_PATH}") };
         let now = self.now();
-        let result = self.ca.chain_upkeep(&urls, root_key, now)?;
+        let issuing = self.store.ca(ISSUER).await?;
+        let root_crl = self.store.crl(ROOT).await?;
+        let published = Published { issuing: issuing.as_deref(), root_crl_until: root_crl.map(|c| c.next_update) };
+        let result = self.ca.chain_upkeep(&urls, published, root_key, now)?;
         match &result {
             ChainUpkeep::Current => {}
-            ChainUpkeep::Done { recertified, root_crl_until } => {
+            ChainUpkeep::Done { recertified, root_crl, root_crl_until } => {
                 if *recertified {
-                    self.store.upsert_ca("issuing", &self.ca.issuing_der(), now).await?;
+                    self.store.upsert_ca(ISSUER, &self.ca.issuing_der(), now).await?;
                 }
+                // Numbered by time, as inside the CRL.
+                let crl = Crl { number: now.0, this_update: now, next_update: *root_crl_until, der: root_crl.clone() };
+                self.store.save_crl(ROOT, &crl).await?;
                 tracing::info!(
-                recertified,
-                root_crl_until = %root_crl_until,
-                "issuing CA certificate names {} and {}; root CRL signed",
+                    recertified,
+                    root_crl_until = %root_crl_until,
+                    "issuing CA certificate names {} and {}; root CRL signed",
                     urls.cert_url,
                     urls.crl_url
-                )
+                );
             }
             ChainUpkeep::NeedsRootKey { recertify, root_crl_until } => tracing::warn!(
                 recertify,
@@ -65,8 +77,8 @@ impl Ra {
     }
 
     /// The root's CRL (DER), when one was signed.
-    pub fn root_crl(&self) -> Option<Vec<u8>> {
-        self.ca.root_crl()
+    pub async fn root_crl(&self) -> Result<Option<Vec<u8>>, RaError> {
+        Ok(self.store.crl(ROOT).await?.map(|c| c.der))
     }
 
     pub fn set_public_base(&self, base: &str) {

@@ -375,11 +375,11 @@ impl Ra {
         let request = issue_request(&csr, &template, &input.principal.device, vouched, &self.settings.server_names)?;
 
         // MS-MDE2 has no pending state and Windows makes a new key on every attempt: a held MDM
-        // request could never be collected. An administrator's token for the device is the
-        // approval; anyone else is refused before anything is written.
+        // request could never be collected. An administrator's token for the device and this
+        // template is the approval; anyone else is refused before anything is written.
         let hold = match (template.pend_all, channel, &input.principal.kind) {
             (false, ..) => false,
-            (true, Channel::Mdm, PrincipalKind::Token { .. }) => false,
+            (true, Channel::Mdm, PrincipalKind::Token { template: Some(t), .. }) if *t == template.name => false,
             (true, Channel::Mdm, _) => return Err(Refusal::MdmApprovalNeedsToken { template: template.name }.into()),
             (true, Channel::Standard, _) => true,
         };

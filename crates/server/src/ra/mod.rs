@@ -128,7 +128,11 @@ impl Ra {
         }
         let ra = Ra { store, ca, scep, clock, settings, reported_invalid: Default::default() };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
-        ra.store.upsert_ca("issuing", &ra.ca.issuing_der(), now).await?;
+        // The issuing certificate other processes published (a re-certified one) stays; the
+        // upkeep adopts it.
+        if ra.store.ca("issuing").await?.is_none() {
+            ra.store.upsert_ca("issuing", &ra.ca.issuing_der(), now).await?;
+        }
         templates::ensure_defaults(&ra).await?;
         // The URLs the running server names in certificates, until it says otherwise.
         if let Some(base) = ra.store.setting(crl::PUBLIC_BASE_SETTING).await? {

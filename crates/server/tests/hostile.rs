@@ -1,0 +1,141 @@
+//! Hostile traffic on loopback (issue 14, finding 1): idle, half-sent and hoarded connections
+//! cost the attacker their connections, not everyone else theirs. Real sockets, real TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+
+use autoenroll_server::config::RawLimits;
+use common::TestServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+fn addr_of(base: &str) -> SocketAddr {
+    base.trim_start_matches("https://").trim_start_matches("http://").parse().unwrap()
+}
+
+async fn start(limits: RawLimits) -> TestServer {
+    TestServer::start_with(move |c| c.limits = Some(limits)).await
+}
+
+/// Reads until the server closes the connection (or errors); how long that took, and the bytes.
+async fn until_closed(s: &mut (impl AsyncReadExt + Unpin), within: Duration) -> Option<(Duration, Vec<u8>)> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + within).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((started.elapsed(), got)),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// GET `path` over TLS from `source`; the status line.
+async fn tls_get(s: &TestServer, source: &str, path: &str) -> String {
+    autoenroll_server::app::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(s.ra.root_der().to_vec())).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tcp = connect_from(source, addr_of(&s.base)).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (_, got) = until_closed(&mut tls, Duration::from_secs(10)).await.expect("an answer");
+    String::from_utf8_lossy(&got).lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_from_accept_on_both_listeners() {
+    let s = start(RawLimits { idle_timeout: Some("1s".into()), ..Default::default() }).await;
+    // Plain HTTP: nothing sent at all (the header timeout alone starts at the first byte).
+    let mut plain = TcpStream::connect(addr_of(&s.http_base)).await.unwrap();
+    let (took, _) = until_closed(&mut plain, Duration::from_secs(8)).await.expect("an idle plain connection is closed");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // HTTPS, no handshake, and a completed handshake that never sends a request.
+    let mut raw = TcpStream::connect(addr_of(&s.base)).await.unwrap();
+    assert!(until_closed(&mut raw, Duration::from_secs(8)).await.is_some(), "an idle TLS socket is closed");
+    autoenroll_server::app::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(s.ra.root_der().to_vec())).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tcp = TcpStream::connect(addr_of(&s.base)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (took, _) = until_closed(&mut tls, Duration::from_secs(8)).await.expect("an idle TLS session is closed");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // A keep-alive connection between requests is idle too.
+    let mut keep = TcpStream::connect(addr_of(&s.http_base)).await.unwrap();
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (_, got) = until_closed(&mut keep, Duration::from_secs(8)).await.expect("closed after going idle");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "answered first");
+}
+
+#[tokio::test]
+async fn a_body_dribbled_byte_by_byte_gets_408_and_the_connection_closes() {
+    let s =
+        start(RawLimits { request_timeout: Some("1s".into()), idle_timeout: Some("10s".into()), ..Default::default() })
+            .await;
+    let mut c = TcpStream::connect(addr_of(&s.http_base)).await.unwrap();
+    c.write_all(b"POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut r, mut w) = c.into_split();
+    let reader = async { until_closed(&mut r, Duration::from_secs(8)).await };
+    // One byte every 200 ms: never idle, never done.
+    let writer = async {
+        for _ in 0..40 {
+            if w.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (answer, ()) = tokio::join!(reader, writer);
+    let (took, got) = answer.expect("the server ends a dribbled request");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&got));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn filling_the_plain_listener_leaves_https_serving() {
+    let s = start(RawLimits { max_http_connections: Some(8), ..Default::default() }).await;
+    let mut hoard = Vec::new();
+    for _ in 0..8 {
+        hoard.push(TcpStream::connect(addr_of(&s.http_base)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ninth = TcpStream::connect(addr_of(&s.http_base)).await.unwrap();
+    let (took, _) = until_closed(&mut ninth, Duration::from_secs(5)).await.expect("over budget: dropped");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(tls_get(&s, "127.0.0.1", "/healthz").await, "HTTP/1.1 200 OK", "HTTPS has its own budget");
+    drop(hoard);
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let s = start(RawLimits { per_ip_connections: Some(4), ..Default::default() }).await;
+    let to = addr_of(&s.base);
+    let mut hoard = Vec::new();
+    for _ in 0..4 {
+        hoard.push(connect_from("127.0.0.3", to).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = connect_from("127.0.0.3", to).await;
+    let (took, _) = until_closed(&mut fifth, Duration::from_secs(5)).await.expect("over its share: dropped");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(tls_get(&s, "127.0.0.4", "/healthz").await, "HTTP/1.1 200 OK", "another address is served");
+    drop(hoard);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tls_get(&s, "127.0.0.3", "/healthz").await, "HTTP/1.1 200 OK", "slots come back");
+}
