@@ -74,6 +74,10 @@ pub(crate) fn ca_profile(key_usage: &[KeyUsage]) -> Profile {
 /// Creates a root (20 years) and an issuing CA (10 years) under `dir`.
 pub fn init(dir: &Path, alg: KeyAlgorithm, org: &str, now: UnixTime) -> Result<Ca, CaError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
+    }
     let paths = CaPaths::new(dir);
     let org = autoenroll_keys::escape_rdn_value(org);
     let root_name = Name::from_str(&format!("CN={org} Root CA,O={org}"))?;
@@ -136,6 +140,30 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     )?;
     ca.dir = Some(dir.to_path_buf());
     Ok(ca)
+}
+
+/// Moves the root's private key out of the CA directory to `out` (0600, never overwriting an
+/// existing file; the copy is read back before the original is removed).
+pub fn export_root_key(dir: &Path, out: &Path) -> Result<(), CaError> {
+    let paths = CaPaths::new(dir);
+    let pem = match std::fs::read_to_string(&paths.root_key) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CaError::Io(format!(
+                "{} is not there: the root key is already offline",
+                paths.root_key.display()
+            )))
+        }
+        Err(e) => return Err(io(&paths.root_key, e)),
+    };
+    write_file(out, pem.as_bytes(), 0o600)?;
+    let copy = std::fs::read_to_string(out).map_err(|e| io(out, e))?;
+    KeyPair::from_pem(&copy)?;
+    if copy != pem {
+        return Err(CaError::Io(format!("{}: the copy differs; the root key was left in place", out.display())));
+    }
+    std::fs::remove_file(&paths.root_key).map_err(|e| io(&paths.root_key, e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
 }
 
 /// Replaces a file atomically (a new file beside it, synced, then renamed, then the directory

@@ -90,6 +90,9 @@ refusals! {
         "no credentials: send a WS-Security UsernameToken, a bootstrap token or a client certificate";
     /// Unknown account, wrong password, unknown bootstrap or admin token.
     WrongCredentials { what: &'static str } => Unauthorized, "{what}";
+    /// Too many failed passwords or challenges for the account or from the address: locked
+    /// for a while (audited as auth.lockout).
+    TooManyAttempts { retry_after_secs: i64 } => RateLimited, "too many failed attempts; try again in {retry_after_secs} s";
     /// The bootstrap token was already spent.
     TokenUsed => Unauthorized, "the bootstrap token was already used";
     /// The bootstrap token is past its TTL.

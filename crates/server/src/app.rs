@@ -1,8 +1,8 @@
 //! The HTTPS listener: TLS with optional client certificates (visible to handlers as
-//! `PeerCerts`), HTTP/1.1 and HTTP/2, time limits on handshakes and headers.
+//! `Peer`), HTTP/1.1 and HTTP/2, time limits on handshakes and headers.
 use crate::config::ServerConfig;
 use crate::conn::{Budget, Full, IdleIo, Limits};
-use crate::frontends::{self, AppState, PeerCerts};
+use crate::frontends::{self, AppState, Peer};
 use crate::ra::{Ra, RaError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -162,23 +162,7 @@ impl Server {
                     .merge(frontends::revocation::router(state.clone()))
                     .route("/healthz", axum::routing::get(|| async { "ok\n" }));
                 let router = with_deadline(router, &cfg.limits);
-                // Certificates carry this URL: the public host when there is one.
-                let public_host = cfg
-                    .public_url
-                    .as_deref()
-                    .and_then(|u| u.parse::<http::Uri>().ok())
-                    .and_then(|u| u.host().map(str::to_string));
-                let host = match public_host {
-                    Some(h) => h,
-                    None if bound.ip().is_unspecified() => {
-                        cfg.hostnames.first().cloned().unwrap_or_else(|| "localhost".into())
-                    }
-                    None => match bound.ip() {
-                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                        ip => ip.to_string(),
-                    },
-                };
-                (Some((l, router)), Some(format!("http://{host}:{}", bound.port())))
+                (Some((l, router)), Some(cfg.http_base(bound)))
             }
             None => (None, None),
         };
@@ -237,6 +221,9 @@ impl Server {
                 if let Err(e) = ra.crl().await {
                     tracing::error!(%e, "could not refresh the CRL");
                 }
+                if let Err(e) = ra.prune_throttle().await {
+                    tracing::error!(%e, "could not prune failed-login counters");
+                }
                 // The root's CRL and the issuing CA certificate (when the root key is at hand).
                 if let Err(e) = ra.chain_upkeep(None).await {
                     tracing::error!(%e, "could not keep the CA chain up");
@@ -289,11 +276,12 @@ impl Server {
                         return;
                     }
                 };
-                let peer = PeerCerts(
+                let peer = Peer(
                     tls.get_ref()
                         .1
                         .peer_certificates()
                         .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+                    Some(remote.ip()),
                 );
                 let svc = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());
@@ -337,8 +325,8 @@ async fn serve_plain(listener: TcpListener, router: axum::Router, budget: Budget
         let limits = limits.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let svc = router.map_request(|mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(PeerCerts(None));
+            let svc = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(None, Some(remote.ip())));
                 req
             });
             let io = IdleIo::new(tcp, limits.idle);

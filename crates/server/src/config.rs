@@ -317,6 +317,38 @@ impl ServerConfig {
     }
 
     /// The base URL for the bound address.
+    /// The plain-HTTP base certificates carry for a listener bound at `bound`: the public
+    /// URL's host when there is one.
+    pub fn http_base(&self, bound: SocketAddr) -> String {
+        let public_host = self
+            .public_url
+            .as_deref()
+            .and_then(|u| u.parse::<http::Uri>().ok())
+            .and_then(|u| u.host().map(str::to_string));
+        let host = match public_host {
+            Some(h) => h,
+            None if bound.ip().is_unspecified() => {
+                self.hostnames.first().cloned().unwrap_or_else(|| "localhost".into())
+            }
+            None => match bound.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            },
+        };
+        format!("http://{host}:{}", bound.port())
+    }
+
+    /// The base the server will publish when it runs, when the configuration alone says it
+    /// (no port left for the system to pick): what `server init` certifies the chain for.
+    pub fn planned_public_base(&self) -> Option<String> {
+        match self.scep_http_listen {
+            Some(a) if a.port() != 0 => Some(self.http_base(a)),
+            Some(_) => None,
+            None if self.listen.port() != 0 || self.public_url.is_some() => Some(self.base_url(self.listen)),
+            None => None,
+        }
+    }
+
     pub fn base_url(&self, bound: SocketAddr) -> String {
         if let Some(u) = &self.public_url {
             return u.clone();

@@ -477,7 +477,11 @@ async fn the_servers_names_are_reserved_in_every_process() {
         .unwrap();
     let principal = other
         .authenticate(
-            &autoenroll_server::ra::Credentials::Password { username: "ops".into(), password: PASSWORD.into() },
+            &autoenroll_server::ra::Credentials::Password {
+                username: "ops".into(),
+                password: PASSWORD.into(),
+                client: None,
+            },
             Some("ca.corp.example"),
         )
         .await

@@ -139,3 +139,110 @@ async fn one_address_cannot_take_every_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(tls_get(&s, "127.0.0.3", "/healthz").await, "HTTP/1.1 200 OK", "slots come back");
 }
+
+/// Issue 14, finding 2: password guessing. Ten wrong passwords lock the account (whoever
+/// guesses, audited) — then even the right one is refused until the lock ends; thirty failures
+/// from one address lock the address for every account.
+#[tokio::test]
+async fn password_guessing_locks_the_account_then_the_address() {
+    use autoenroll_proto::soap::HeaderToken;
+    use autoenroll_proto::{ns, xcep};
+    let s = TestServer::start().await;
+    let as_user =
+        |user: &str, password: &str| HeaderToken::UsernameToken { username: user.into(), password: password.into() };
+    for _ in 0..autoenroll_server::ra::ACCOUNT_LIMIT {
+        let (status, env) =
+            s.soap(ns::ACTION_GET_POLICIES, &as_user("enroller", "guess"), xcep::request_body(None), None).await;
+        assert_eq!(common::subcode(status, &env), "ae:WrongCredentials");
+    }
+    let (status, env) = s.soap(ns::ACTION_GET_POLICIES, &common::account(), xcep::request_body(None), None).await;
+    assert_eq!(common::subcode(status, &env), "ae:TooManyAttempts", "locked: the right password is refused too");
+    let detail = common::fault(status, &env).detail.unwrap();
+    assert_eq!(detail.error_code, 0x8007_0775_u32 as i32, "ERROR_ACCOUNT_LOCKED_OUT");
+    let filter =
+        autoenroll_server::ra::AuditFilter { action: Some("auth.lockout".into()), limit: 10, ..Default::default() };
+    let lockouts = s.ra.audit_events(&filter).await.unwrap();
+    assert_eq!(lockouts.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(), ["account:enroller"]);
+    s.clock.advance(autoenroll_server::ra::LOCK_SECS + 1);
+    let (status, _) = s.soap(ns::ACTION_GET_POLICIES, &common::account(), xcep::request_body(None), None).await;
+    assert_eq!(status, 200, "the lock ends");
+
+    // Spraying many account names from one address: the address is locked.
+    for i in 0..autoenroll_server::ra::ADDRESS_LIMIT {
+        let (status, env) = s
+            .soap(ns::ACTION_GET_POLICIES, &as_user(&format!("user{i}"), "guess"), xcep::request_body(None), None)
+            .await;
+        assert_eq!(common::subcode(status, &env), "ae:WrongCredentials", "attempt {i}");
+    }
+    let (status, env) = s.soap(ns::ACTION_GET_POLICIES, &common::account(), xcep::request_body(None), None).await;
+    assert_eq!(common::subcode(status, &env), "ae:TooManyAttempts", "the address is locked for every account");
+    let lockouts = s.ra.audit_events(&filter).await.unwrap();
+    assert!(lockouts.iter().any(|e| e.subject == "ip:127.0.0.1"), "{lockouts:?}");
+}
+
+/// Issue 14, finding 2: password hashes ran on the async workers, so guessing slowed everyone.
+/// On a single-threaded runtime a ticker keeps ticking while a password is checked: the hash
+/// runs on the blocking pool.
+#[test]
+fn password_checks_leave_the_async_workers_free() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            autoenroll_server::config::RawConfig { data_dir: Some(dir.path().join("data")), ..Default::default() }
+                .validate()
+                .unwrap();
+        let clock = autoenroll_test_support::FakeClock::now_real();
+        let ra = autoenroll_server::ra::Ra::open(cfg.ra.clone(), Arc::new(clock)).await.unwrap();
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let t = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                t.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let started = Instant::now();
+        let creds = autoenroll_server::ra::Credentials::Password {
+            username: "nobody".into(),
+            password: "wrong password".into(),
+            client: None,
+        };
+        assert!(ra.authenticate(&creds, None).await.is_err());
+        let took = started.elapsed();
+        let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        ticker.abort();
+        // An Argon2id hash takes tens of milliseconds; the ticker ran throughout.
+        assert!(took >= Duration::from_millis(5), "a real hash was computed: {took:?}");
+        assert!(ticked >= 3, "the runtime kept running other tasks during the hash ({ticked} ticks in {took:?})");
+    });
+}
+
+/// Issue 14, finding 2: hashes of earlier versions (PBKDF2, 100,000 iterations) are replaced by
+/// Argon2id at the next successful login, transparently.
+#[tokio::test]
+async fn an_old_password_hash_is_replaced_at_login() {
+    use autoenroll_proto::{ns, xcep};
+    let s = TestServer::start().await;
+    let store =
+        autoenroll_store::Store::open(&format!("sqlite://{}", s.dir.path().join("data/autoenroll.db").display()))
+            .await
+            .unwrap();
+    let before = store.account("enroller").await.unwrap().unwrap().password_hash;
+    assert!(before.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "new hashes are Argon2id: {before}");
+    // What version 0.1 stored: pbkdf2-sha256, 100,000 iterations.
+    let legacy = "pbkdf2-sha256$100000$BwcHBwcHBwcHBwcHBwcHBw$";
+    let hash = {
+        use aws_lc_rs::pbkdf2;
+        use base64::Engine;
+        let mut out = [0u8; 32];
+        let n = std::num::NonZeroU32::new(100_000).unwrap();
+        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, n, &[7u8; 16], common::PASSWORD.as_bytes(), &mut out);
+        format!("{legacy}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    };
+    assert!(store.set_password_hash("enroller", &hash).await.unwrap());
+    let (status, _) = s.soap(ns::ACTION_GET_POLICIES, &common::account(), xcep::request_body(None), None).await;
+    assert_eq!(status, 200, "the old hash verifies");
+    let after = store.account("enroller").await.unwrap().unwrap().password_hash;
+    assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "rehashed: {after}");
+}

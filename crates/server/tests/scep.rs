@@ -555,8 +555,11 @@ async fn attack_check_in_challenges_vouch_for_nothing_and_replace_nothing() {
     let anyone =
         autoenroll_server::ra::AccountSpec { name: "anyone", password: common::PASSWORD, ..Default::default() };
     ts.ra.create_account(&anyone).await.unwrap();
-    let creds =
-        autoenroll_server::ra::Credentials::Password { username: "anyone".into(), password: common::PASSWORD.into() };
+    let creds = autoenroll_server::ra::Credentials::Password {
+        username: "anyone".into(),
+        password: common::PASSWORD.into(),
+        client: None,
+    };
     let principal = ts.ra.authenticate(&creds, Some("login.bank.example")).await.unwrap();
     let k = KeyPair::generate(KeyAlgorithm::P256).unwrap();
     let csr = autoenroll_keys::build_csr(&k, autoenroll_keys::cn_name("x").unwrap(), vec![]).unwrap();
@@ -614,4 +617,75 @@ async fn static_devices_enroll_again_once_their_certificate_is_gone() {
     ts.ra.revoke(autoenroll_server::ra::LOCAL_ADMIN, &serial, "keyCompromise".parse().unwrap()).await.unwrap();
     let r = send(&ts, &c2, "sa3", &c2.csr("CN=printer9", &[], Some("s3cret-static"))).await;
     assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+}
+
+/// Issue 14, finding 2: 200 wrong static challenges at full speed, then the right one, used to
+/// work. Now the address is locked after 30 failures (audited), and even the right challenge is
+/// refused until the lock ends.
+#[tokio::test]
+async fn attack_guessing_the_static_challenge_locks_the_address() {
+    let ts = TestServer::start().await;
+    ts.ra.set_static_challenge("Machine", Some("s3cret-static")).await.unwrap();
+    let c = Client::new();
+    for i in 0..autoenroll_server::ra::ADDRESS_LIMIT {
+        let r = send(&ts, &c, &format!("g{i}"), &c.csr("CN=guesser", &[], Some(&format!("guess-{i:04}")))).await;
+        refused(&r, "ChallengeInvalid");
+    }
+    let r = send(&ts, &c, "right", &c.csr("CN=guesser", &[], Some("s3cret-static"))).await;
+    refused(&r, "TooManyAttempts");
+    let lockouts = ts
+        .ra
+        .audit_events(&autoenroll_server::ra::AuditFilter {
+            action: Some("auth.lockout".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(lockouts.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(), ["ip:127.0.0.1"]);
+    ts.clock.advance(autoenroll_server::ra::LOCK_SECS + 1);
+    let r = send(&ts, &c, "later", &c.csr("CN=guesser", &[], Some("s3cret-static"))).await;
+    assert_eq!(r.status, PkiStatus::Success, "the lock ends: {r:?}");
+}
+
+/// Issue 14, finding 3: the static challenge sat in clear inside the stored request (and its
+/// stored hash was an unsalted SHA-256). Now neither the database nor its WAL holds it, and a
+/// held request stored without it is still approved and collected.
+#[tokio::test]
+async fn the_challenge_is_kept_nowhere_in_the_database() {
+    let ts = TestServer::start().await;
+    let secret = "s3cret-static-7d1c";
+    ts.ra.set_static_challenge("Machine", Some(secret)).await.unwrap();
+    let c = Client::new();
+    let r = send(&ts, &c, "at-rest-1", &c.csr("CN=printer-rest", &[], Some(secret))).await;
+    assert_eq!(r.status, PkiStatus::Success, "{r:?}");
+    // A request held for approval, then approved from the stored (challenge-less) request.
+    let held = TemplateSpec { pend_all: Some(true), ..Default::default() };
+    ts.ra.update_template(autoenroll_server::ra::LOCAL_ADMIN, "Machine", &held).await.unwrap();
+    let c2 = Client::new();
+    let r = send(&ts, &c2, "at-rest-2", &c2.csr("CN=printer-held", &[], Some(secret))).await;
+    assert_eq!(r.status, PkiStatus::Pending, "{r:?}");
+    let id = ts.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 1, ..Default::default() }).await.unwrap()
+        [0]
+    .detail
+    .split_whitespace()
+    .nth(1)
+    .unwrap()
+    .parse::<i64>()
+    .unwrap();
+    let issued = ts.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, id).await.unwrap();
+    assert_eq!(CertFacts::parse(&issued.certificate_der).unwrap().subject_cn.as_deref(), Some("printer-held"));
+
+    let data = ts.dir.path().join("data");
+    let mut everything = Vec::new();
+    for f in ["autoenroll.db", "autoenroll.db-wal"] {
+        if let Ok(b) = std::fs::read(data.join(f)) {
+            everything.extend(b);
+        }
+    }
+    assert!(everything.len() > 10_000, "read the database");
+    let hex_sha256 = autoenroll_keys::sha256_hex(secret.as_bytes());
+    for needle in [secret.as_bytes(), hex_sha256.as_bytes(), hex_sha256.to_uppercase().as_bytes()] {
+        assert!(!everything.windows(needle.len()).any(|w| w == needle), "{} found", String::from_utf8_lossy(needle));
+    }
 }

@@ -123,6 +123,17 @@ impl Store {
         Ok(row.map(Account::from))
     }
 
+    /// Replaces an account's password hash (a rehash with today's parameters, or a new password).
+    pub async fn set_password_hash(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE accounts SET password_hash = $2 WHERE name = $1")
+            .bind(name)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Disables or enables an account; false when there is no such account.
     pub async fn set_account_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
         let _writer = self.writer().await;

@@ -19,6 +19,7 @@ mod revocation;
 mod scep;
 mod settings;
 mod templates;
+mod throttle;
 
 pub use audit::{AuditEvent, AuditFilter};
 pub use credentials::{Account, AdminToken, BootstrapToken};
@@ -42,6 +43,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("{0} already exists")]
     Duplicate(String),
+    #[error("database file {0}")]
+    Io(String),
     /// A stored row this version cannot read (an unknown state name, a template that no longer
     /// validates): reported with what and why, never guessed at.
     #[error("stored {what} {key:?} is unreadable: {reason}")]
@@ -101,6 +104,27 @@ pub struct Store {
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The database holds password, token and challenge hashes: the file, its WAL and its shared
+/// memory are the owner's alone (0600) whatever the umask. SQLite creates the WAL and SHM
+/// files with the database file's mode, so the file is made first, 0600.
+fn private_sqlite_files(url: &str) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| StoreError::Io(format!("{path}: {e}"));
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    for file in [path.to_string(), format!("{path}-wal"), format!("{path}-shm")] {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Store> {
@@ -112,6 +136,9 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
+        if backend == Backend::Sqlite {
+            private_sqlite_files(url)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 8,

@@ -56,6 +56,7 @@ conformance!(
     challenges_are_spent_once_per_transaction,
     device_binding_and_groups,
     one_successor_and_superseded_revocation,
+    auth_failures_are_counted_locked_and_pruned,
 );
 
 /// A time on a minute boundary (2023-11-14T22:14:00Z).
@@ -320,6 +321,9 @@ async fn accounts_and_admin_tokens(s: Store) {
     assert!(s.set_account_disabled("everything", true).await.unwrap());
     assert_eq!(s.account("everything").await.unwrap().map(|x| x.disabled), Some(true));
     assert!(!s.set_account_disabled("nobody", true).await.unwrap());
+    assert!(s.set_password_hash("everything", "$argon2id$new").await.unwrap());
+    assert_eq!(s.account("everything").await.unwrap().map(|x| x.password_hash), Some("$argon2id$new".into()));
+    assert!(!s.set_password_hash("nobody", "x").await.unwrap());
 
     s.insert_admin_token("id1", "alice", &[1; 32], t(T0)).await.unwrap();
     s.insert_admin_token("id2", "alice", &[2; 32], t(T0 + 1)).await.unwrap();
@@ -1095,6 +1099,38 @@ fn every_public_store_method_has_a_conformance_case() {
     let missing: Vec<&String> =
         methods.iter().filter(|m| !code.contains(&format!(".{m}(")) && !code.contains(&format!("::{m}("))).collect();
     assert!(missing.is_empty(), "public Store methods without a conformance case: {missing:?}");
+}
+
+async fn auth_failures_are_counted_locked_and_pruned(s: Store) {
+    let key = "account:alice";
+    assert_eq!(s.auth_locked_until(key, t(100)).await.unwrap(), None);
+    for n in 1..=3 {
+        assert_eq!(s.note_auth_failure(key, t(100 + n), 900).await.unwrap(), n);
+    }
+    // Concurrent failures are each counted once.
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move { s.note_auth_failure("account:alice", t(110), 900).await.unwrap() }));
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    for h in handles {
+        seen.push(h.await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, (4..=11).collect::<Vec<_>>());
+    // A failure after the window starts a new one.
+    assert_eq!(s.note_auth_failure(key, t(101 + 900), 900).await.unwrap(), 1);
+    s.lock_auth(key, t(2000)).await.unwrap();
+    assert_eq!(s.auth_locked_until(key, t(1500)).await.unwrap(), Some(t(2000)));
+    assert_eq!(s.auth_locked_until(key, t(2000)).await.unwrap(), None, "the lock ends");
+    assert_eq!(s.auth_locked_until("ip:192.0.2.1", t(1500)).await.unwrap(), None, "other keys are apart");
+    assert!(s.clear_auth_failures(key).await.unwrap());
+    assert!(!s.clear_auth_failures(key).await.unwrap());
+    assert_eq!(s.note_auth_failure("ip:192.0.2.1", t(3000), 900).await.unwrap(), 1);
+    s.note_auth_failure("ip:192.0.2.2", t(5000), 900).await.unwrap();
+    assert_eq!(s.prune_auth_failures(t(4000)).await.unwrap(), 1, "only the old, unlocked counter");
+    assert_eq!(s.note_auth_failure("ip:192.0.2.2", t(5001), 900).await.unwrap(), 2, "the recent one stays");
 }
 
 async fn device_binding_and_groups(s: Store) {

@@ -134,6 +134,14 @@ pub enum CaCommand {
         #[arg(long)]
         root_key: Option<PathBuf>,
     },
+    /// Move the root's private key out of the data directory (to keep it offline).
+    ExportRootKey {
+        #[command(flatten)]
+        common: Common,
+        /// Where it goes (0600; an existing file is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub async fn run(cmd: ServerCommand) -> Result<i32> {
@@ -151,6 +159,11 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
         ServerCommand::Request { command } => fleet::request(command).await,
         ServerCommand::Report { command } => fleet::report(command).await,
         ServerCommand::Audit(a) => fleet::audit(a).await,
+        ServerCommand::Ca { command: CaCommand::ExportRootKey { common, out } } => {
+            common.open().await?.export_root_key(&out)?;
+            println!("root CA private key moved to {}: keep it offline", out.display());
+            Ok(0)
+        }
         ServerCommand::Ca { command: CaCommand::Upkeep { common, root_key } } => {
             let ra = common.open().await?;
             match ra.chain_upkeep(root_key.as_deref()).await? {

@@ -16,6 +16,20 @@ pub struct InitArgs {
     /// Organization name in the CA certificates.
     #[arg(long)]
     organization: Option<String>,
+    /// Where the root CA's private key goes (0600, never overwritten): out of the data
+    /// directory, to be kept offline. Default ./autoenroll-root.key
+    #[arg(long)]
+    root_key_out: Option<std::path::PathBuf>,
+    /// Leave the root key in the data directory (labs; the server then re-signs the root CRL
+    /// itself).
+    #[arg(long, conflicts_with = "root_key_out")]
+    keep_root_online: bool,
+    /// Base URL advertised to clients (the chain is certified for its host), e.g. https://ca.example.com
+    #[arg(long)]
+    public_url: Option<String>,
+    /// The plain-HTTP listener the server will run (its URL goes into the issuing CA certificate).
+    #[arg(long)]
+    scep_http_listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -42,6 +56,12 @@ pub struct RunArgs {
 
 pub async fn init(a: InitArgs) -> Result<i32> {
     let mut raw = a.common.raw()?;
+    raw.public_url = a.public_url.or(raw.public_url);
+    if let Some(l) = a.scep_http_listen {
+        let mut scep = raw.scep.take().unwrap_or_default();
+        scep.http_listen = Some(l);
+        raw.scep = Some(scep);
+    }
     raw.key_algorithm = a.key_algorithm.or(raw.key_algorithm);
     raw.organization = a.organization.or(raw.organization);
     let cfg = raw.validate()?;
@@ -49,9 +69,32 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     if autoenroll_server::ra::ca_exists(&dir) {
         bail!("{} already holds a CA; refusing to overwrite it", dir.display());
     }
-    let ra = Ra::open(cfg.ra, Arc::new(SystemClock)).await?;
+    let ra = Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?;
     println!("initialised {}", dir.display());
     println!("root CA certificate: {}", dir.join("ca/root.pem").display());
+    // While the root key is at hand: the issuing CA certificate names the root and its CRL at
+    // the URLs the server will publish, and the root CRL is signed (valid a year).
+    match cfg.planned_public_base() {
+        Some(base) => {
+            ra.publish_base(&base).await?;
+            println!("issuing CA certified for {base} (AIA {base}/ca/root.crt, CDP {base}/crl/root)");
+        }
+        None => println!(
+            "the public URL is not known before the server runs (port 0): run `server ca upkeep --root-key FILE` \
+             once it does"
+        ),
+    }
+    if a.keep_root_online {
+        println!("root CA private key: {} (online: --keep-root-online)", dir.join("ca/root.key").display());
+    } else {
+        let out = a.root_key_out.unwrap_or_else(|| std::path::PathBuf::from("autoenroll-root.key"));
+        ra.export_root_key(&out)?;
+        println!(
+            "root CA private key: {} — move it offline now; it is needed only for `server ca upkeep --root-key` \
+             (the root CRL, yearly) and for a new issuing CA",
+            out.display()
+        );
+    }
     let names: Vec<String> = ra.templates().await?.valid.into_iter().map(|t| t.name).collect();
     println!("templates: {}", names.join(", "));
     Ok(0)
@@ -74,6 +117,13 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     raw.public_url = a.public_url.or(raw.public_url);
     let cfg = raw.validate()?;
     let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?);
+    if cfg.ra.data_dir.join("ca/root.key").exists() {
+        tracing::warn!(
+            "the root CA key is online in {}: fine for a lab; otherwise `autoenroll server ca export-root-key --out FILE` \
+             and keep FILE offline",
+            cfg.ra.data_dir.join("ca/root.key").display()
+        );
+    }
     let server = app::Server::bind(ra, &cfg).await?;
     // Printed on stdout so scripts and tests can find a port chosen with :0. A closed stdout
     // must not stop the server, so write errors are ignored.

@@ -93,6 +93,28 @@ impl CsrFacts {
             info_raw,
             req.signature.as_bytes().ok_or_else(|| PkiError::Der("signature has unused bits".into()))?,
         )?;
+        Self::facts(req, der_bytes)
+    }
+
+    /// A request as this server stored it (see `without_challenge`): its signature was verified
+    /// when it arrived, and removing the challenge broke it, so it is not checked again.
+    pub fn parse_stored(der_bytes: &[u8]) -> Result<CsrFacts, PkiError> {
+        Self::facts(CertReq::from_der(der_bytes)?, der_bytes)
+    }
+
+    /// The request with its challengePassword attribute removed (a secret: SCEP challenges must
+    /// not sit in the database); unchanged when it has none. Read it back with `parse_stored`.
+    pub fn without_challenge(der_bytes: &[u8]) -> Result<Vec<u8>, PkiError> {
+        let mut req = CertReq::from_der(der_bytes)?;
+        if !req.info.attributes.iter().any(|a| a.oid == oids::CHALLENGE_PASSWORD) {
+            return Ok(der_bytes.to_vec());
+        }
+        let kept: Vec<_> = req.info.attributes.iter().filter(|a| a.oid != oids::CHALLENGE_PASSWORD).cloned().collect();
+        req.info.attributes = kept.try_into().map_err(|e: der::Error| PkiError::Der(e.to_string()))?;
+        Ok(req.to_der()?)
+    }
+
+    fn facts(req: CertReq, der_bytes: &[u8]) -> Result<CsrFacts, PkiError> {
         let spki = req.info.public_key.clone();
         let key = key_facts(&spki)?;
         let mut extensions = Vec::new();

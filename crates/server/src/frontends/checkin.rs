@@ -3,7 +3,7 @@
 //! (`Authorization: Bearer aet_...`) is read only to refuse it by name: `TokenNotAccepted`.
 //! The RA decides with `core::renewal::decide`; this module turns each `Decision` into the wire
 //! action and reason (one exhaustive match each). Errors are JSON `{"code", "detail"}`.
-use super::{json_error as error, AppState, PeerCerts};
+use super::{json_error as error, AppState, Peer};
 use crate::ra::{CheckinAnswer, CheckinReport, Credentials, Directive, Purpose, Verdict};
 use autoenroll_core::renewal::{Decision, Reason};
 use autoenroll_core::Refusal;
@@ -18,7 +18,7 @@ pub use wire::{MAX_BODY, PATH};
 
 pub async fn handle(
     State(st): State<AppState>,
-    peer: Option<Extension<PeerCerts>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

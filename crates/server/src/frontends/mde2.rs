@@ -2,7 +2,7 @@
 //! with a wap-provisioningdoc, ROBO renewal over client TLS, and MDM fault codes.
 use super::soap::{credentials, proto_code, read_envelope, FrontError};
 use super::xcep::{get_policies, Flavour};
-use super::{AppState, PeerCerts};
+use super::{AppState, Peer};
 use crate::ra::{Credentials, Issued, Outcome, RaError, Window};
 use autoenroll_core::pki::cms::is_signed_data;
 use autoenroll_core::{Refusal, RefusalCode, Thumbprint, UnixTime};
@@ -46,6 +46,7 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
     match code {
         C::MissingToken => (INVALID_SECURITY, CUSTOM_SERVER_ERROR),
         C::WrongCredentials
+        | C::TooManyAttempts
         | C::TokenUsed
         | C::TokenExpired
         | C::BadClientCertificate
@@ -200,7 +201,7 @@ where
 
 pub async fn policy(
     State(state): State<AppState>,
-    peer: Option<Extension<PeerCerts>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -213,7 +214,7 @@ pub async fn policy(
 
 pub async fn enrollment(
     State(state): State<AppState>,
-    peer: Option<Extension<PeerCerts>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -226,7 +227,7 @@ fn device_id(rst: &wstep::RequestSecurityToken) -> Option<&str> {
     rst.context_value("DeviceID").or(rst.context_value("DeviceName")).filter(|v| !v.is_empty())
 }
 
-async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
+async fn enroll_or_renew(state: &AppState, env: &Envelope, peer: &Peer) -> Result<String, FrontError> {
     let rst = wstep::parse_request(&env.body)?;
     let token = rst.token.as_ref().ok_or(ProtoError::Missing("wsse:BinarySecurityToken"))?;
     let client_cert = peer.0.as_ref().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());

@@ -14,9 +14,10 @@ use crate::ra::Ra;
 use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 
-/// The TLS client certificate chain of a connection, if the client sent one.
+/// Who is on the other end of a connection: the TLS client certificate chain, if the client
+/// sent one, and its address (failed secrets count against it).
 #[derive(Clone, Default)]
-pub struct PeerCerts(pub Option<Arc<Vec<CertificateDer<'static>>>>);
+pub struct Peer(pub Option<Arc<Vec<CertificateDer<'static>>>>, pub Option<std::net::IpAddr>);
 
 #[derive(Clone)]
 pub struct AppState {

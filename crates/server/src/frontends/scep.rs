@@ -1,7 +1,7 @@
 //! SCEP (RFC 8894) over HTTP: GetCACaps, GetCACert and PKIOperation (GET with a base64
 //! `message`, or POST with any content type). Requests the RA can answer get a CertRep signed
 //! by the RA certificate; RA errors become a FAILURE CertRep here, and only here.
-use super::AppState;
+use super::{AppState, Peer};
 use crate::ra::{Issued, Outcome, RaError, ScepRequest};
 use autoenroll_core::pki::scep::{
     parse_issuer_and_serial, parse_pki_message, FailInfo, MessageType, PkiMessage, PkiStatus, ScepAttributes,
@@ -14,6 +14,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use std::net::IpAddr;
 
 pub const PATH: &str = "/scep";
 pub const TEMPLATE_PATH: &str = "/scep/{*rest}";
@@ -28,12 +30,24 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-async fn root(State(st): State<AppState>, method: Method, RawQuery(q): RawQuery, body: Bytes) -> Response {
-    handle(st, None, method, q, body).await
+async fn root(
+    State(st): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    handle(st, None, client(peer), method, q, body).await
+}
+
+/// The client's address (failed challenges count against it).
+fn client(peer: Option<Extension<Peer>>) -> Option<IpAddr> {
+    peer.and_then(|Extension(p)| p.1)
 }
 
 async fn with_template(
     State(st): State<AppState>,
+    peer: Option<Extension<Peer>>,
     Path(rest): Path<String>,
     method: Method,
     RawQuery(q): RawQuery,
@@ -41,7 +55,7 @@ async fn with_template(
 ) -> Response {
     // `/scep/<template>`, tolerating the `pkiclient.exe` suffix some devices append.
     let template = rest.split('/').find(|s| !s.is_empty() && !s.eq_ignore_ascii_case("pkiclient.exe"));
-    handle(st, template.map(str::to_string), method, q, body).await
+    handle(st, template.map(str::to_string), client(peer), method, q, body).await
 }
 
 fn plain(status: StatusCode, text: impl Into<String>) -> Response {
@@ -61,6 +75,7 @@ fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
 async fn handle(
     st: AppState,
     template: Option<String>,
+    client: Option<IpAddr>,
     method: Method,
     query: Option<String>,
     body: Bytes,
@@ -103,7 +118,7 @@ async fn handle(
                     None => return plain(StatusCode::BAD_REQUEST, "the message parameter is not base64"),
                 }
             };
-            pki_operation(&st, template.as_deref(), &message).await
+            pki_operation(&st, template.as_deref(), client, &message).await
         }
         Some(other) => plain(StatusCode::BAD_REQUEST, format!("unknown SCEP operation {other:?}")),
         None => plain(StatusCode::BAD_REQUEST, "SCEP requests need an operation parameter"),
@@ -119,7 +134,7 @@ fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
     std.decode(text).or_else(|_| url.decode(text)).ok()
 }
 
-async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) -> Response {
+async fn pki_operation(st: &AppState, template: Option<&str>, client: Option<IpAddr>, message: &[u8]) -> Response {
     // Without a verified signer there is nobody to answer to: plain HTTP errors.
     let msg = match parse_pki_message(message) {
         Ok(m) => m,
@@ -128,7 +143,7 @@ async fn pki_operation(st: &AppState, template: Option<&str>, message: &[u8]) ->
             return plain(StatusCode::BAD_REQUEST, format!("not a valid SCEP pkiMessage: {e}"));
         }
     };
-    let outcome = answer(st, template, &msg).await;
+    let outcome = answer(st, template, client, &msg).await;
     let reply = match outcome {
         Ok(Answer::Sealed(p7, cipher)) => {
             match autoenroll_keys::envelope::encrypt_enveloped(&p7, &msg.signer_cert_der, cipher) {
@@ -189,7 +204,12 @@ async fn open(st: &AppState, msg: &PkiMessage) -> Result<(Vec<u8>, ContentCipher
     opened
 }
 
-async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Result<Answer, RaError> {
+async fn answer(
+    st: &AppState,
+    template: Option<&str>,
+    client: Option<IpAddr>,
+    msg: &PkiMessage,
+) -> Result<Answer, RaError> {
     match msg.message_type {
         MessageType::PkcsReq | MessageType::RenewalReq => {
             let (csr, cipher) = open(st, msg).await?;
@@ -201,6 +221,7 @@ async fn answer(st: &AppState, template: Option<&str>, msg: &PkiMessage) -> Resu
                     signer_cert_der: &msg.signer_cert_der,
                     csr_der: &csr,
                     path_template: template,
+                    client,
                 })
                 .await?;
             issued(r, cipher)
@@ -236,6 +257,7 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         C::CertificateExpired => FailInfo::BadTime,
         C::MissingToken
         | C::WrongCredentials
+        | C::TooManyAttempts
         | C::TokenUsed
         | C::TokenExpired
         | C::BadClientCertificate

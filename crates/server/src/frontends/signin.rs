@@ -2,12 +2,13 @@
 //! Web Authentication Broker as `?appru=<return address>&login_hint=<user>`; after sign-in the
 //! page posts the token in a form field `wresult` to `appru`, and the device then presents that
 //! token on the policy and enrollment endpoints (ValueType DeviceEnrollmentUserToken).
-use super::{form_params, AppState};
+use super::{form_params, AppState, Peer};
 use crate::ra::{Credentials, RaError};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 pub const PATH: &str = "/EnrollmentServer/Authenticate";
 
@@ -43,7 +44,8 @@ pub async fn page(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
     }
 }
 
-pub async fn submit(State(state): State<AppState>, body: Body) -> Response {
+pub async fn submit(State(state): State<AppState>, peer: Option<Extension<Peer>>, body: Body) -> Response {
+    let client = peer.and_then(|Extension(p)| p.1);
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
         return html(StatusCode::PAYLOAD_TOO_LARGE, &message_page("The sign-in form is too large."));
     };
@@ -57,7 +59,7 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Response {
     // A failed attempt shows the form again with the account the user typed.
     opened.login_hint = field("username");
     let creds = if token.trim().is_empty() {
-        Credentials::Password { username: field("username").trim().to_string(), password: field("password") }
+        Credentials::Password { username: field("username").trim().to_string(), password: field("password"), client }
     } else {
         Credentials::BootstrapToken(token)
     };
@@ -66,7 +68,11 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Response {
         Err(e) => {
             // The page says only that sign-in failed; the audit log and the server log say why.
             tracing::info!(code = e.code(), "MDM sign-in refused");
+            let locked = e.refusal_code() == Some(autoenroll_core::RefusalCode::TooManyAttempts);
             let (status, shown) = match e {
+                RaError::Refused { .. } if locked => {
+                    (StatusCode::TOO_MANY_REQUESTS, "Too many failed sign-ins: try again in a quarter of an hour.")
+                }
                 RaError::Refused { .. } => (
                     StatusCode::UNAUTHORIZED,
                     "Sign-in failed: check the account and password, or the enrollment token.",

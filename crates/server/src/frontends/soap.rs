@@ -1,6 +1,6 @@
 //! The SOAP endpoint shared by MS-XCEP and MS-WSTEP: body limits, envelope parsing, dispatch on
 //! `a:Action`, credentials, and the one mapping from errors to SOAP faults (HTTP 500).
-use super::{AppState, PeerCerts};
+use super::{AppState, Peer};
 use crate::ra::{Credentials, RaError};
 use autoenroll_core::{Kind, Refusal, RefusalCode};
 use autoenroll_proto::soap::{self, EnrollmentDetail, Fault, HeaderToken};
@@ -50,6 +50,7 @@ pub fn proto_code(e: &ProtoError) -> &'static str {
 pub fn hresult(code: RefusalCode) -> u32 {
     use RefusalCode as C;
     match code {
+        C::TooManyAttempts => ERROR_ACCOUNT_LOCKED_OUT,
         C::MissingToken
         | C::WrongCredentials
         | C::TokenUsed
@@ -125,6 +126,8 @@ const E_INVALIDARG: u32 = 0x8007_0057;
 const E_FAIL: u32 = 0x8000_4005;
 const ERROR_NOT_FOUND: u32 = 0x8007_0490;
 const ERROR_BUSY: u32 = 0x8007_00AA;
+/// HRESULT_FROM_WIN32(ERROR_ACCOUNT_LOCKED_OUT).
+const ERROR_ACCOUNT_LOCKED_OUT: u32 = 0x8007_0775;
 const ERROR_ALREADY_EXISTS: u32 = 0x8007_00B7;
 const NTE_BAD_SIGNATURE: u32 = 0x8009_0006;
 const NTE_BAD_ALGID: u32 = 0x8009_0008;
@@ -206,10 +209,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, FrontErro
 }
 
 /// The credentials a request carries: the WS-Security header first, then the TLS client cert.
-pub fn credentials(token: &HeaderToken, peer: &PeerCerts) -> Credentials {
+pub fn credentials(token: &HeaderToken, peer: &Peer) -> Credentials {
     match token {
         HeaderToken::UsernameToken { username, password } => {
-            Credentials::Password { username: username.clone(), password: password.clone() }
+            Credentials::Password { username: username.clone(), password: password.clone(), client: peer.1 }
         }
         HeaderToken::Binary { value_type, value } if value_type == ns::VALUE_TYPE_BOOTSTRAP_TOKEN => {
             Credentials::BootstrapToken(String::from_utf8_lossy(value).into_owned())
@@ -233,7 +236,7 @@ pub fn ok_response(body: String) -> Response {
 
 pub async fn handle(
     State(state): State<AppState>,
-    peer: Option<Extension<PeerCerts>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

@@ -1,7 +1,7 @@
 //! MS-WSTEP RequestSecurityToken: issuance, renewal (signed by the current certificate, or
 //! ROBO over client TLS) and QueryTokenStatus for pending requests.
 use super::soap::{credentials, FrontError};
-use super::{AppState, PeerCerts};
+use super::{AppState, Peer};
 use crate::ra::{Credentials, EnrollInput, Issued, Outcome, Purpose, RaError, Window};
 use autoenroll_core::pki::cms::is_signed_data;
 use autoenroll_core::Refusal;
@@ -28,7 +28,7 @@ fn pending_response(state: &AppState, request_id: i64, relates_to: Option<&str>)
     Ok(PendingResponse { request_id, reference_uri: state.enrollment_url(), cmc_der }.to_envelope(relates_to))
 }
 
-pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &PeerCerts) -> Result<String, FrontError> {
+pub async fn request_security_token(state: &AppState, env: &Envelope, peer: &Peer) -> Result<String, FrontError> {
     let rst = wstep::parse_request(&env.body)?;
     let relates_to = env.message_id.as_deref();
     let creds = credentials(&env.token, peer);

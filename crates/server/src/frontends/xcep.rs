@@ -1,6 +1,6 @@
 //! MS-XCEP GetPolicies: the RA's policy view in XCEP's schema.
 use super::soap::{credentials, FrontError};
-use super::{AppState, PeerCerts};
+use super::{AppState, Peer};
 use crate::ra::RaError;
 use autoenroll_core::model::{KeyAlgorithm, KeyFamily, SubjectFrom, Template};
 use autoenroll_proto::soap::Envelope;
@@ -103,7 +103,7 @@ fn key_request(t: &Template, flavour: Flavour) -> KeyRequest {
 pub async fn get_policies(
     state: &AppState,
     env: &Envelope,
-    peer: &PeerCerts,
+    peer: &Peer,
     flavour: Flavour,
 ) -> Result<String, FrontError> {
     let request = xcep::parse_request(&env.body)?;

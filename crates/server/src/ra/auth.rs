@@ -1,7 +1,7 @@
 //! Who is asking: accounts (WS-Security UsernameToken), one-time bootstrap tokens, or a client
 //! certificate this CA issued (TLS) — and what a principal may enroll (the template's grants)
 //! and for which device (account device patterns, device binding).
-use super::{secrets, Ra, RaError};
+use super::{secrets, throttle, Ra, RaError};
 use autoenroll_core::model::{glob_match, permitted, valid_name, AuditOutcome, CertState, Requester, Template};
 use autoenroll_core::pki::CertFacts;
 use autoenroll_core::{Refusal, Thumbprint};
@@ -12,6 +12,8 @@ pub enum Credentials {
     Password {
         username: String,
         password: String,
+        /// The client's address, when known: failures count against it too.
+        client: Option<std::net::IpAddr>,
     },
     BootstrapToken(String),
     /// The TLS client certificate chain, leaf first.
@@ -159,24 +161,8 @@ impl Ra {
         let now = self.now();
         let result: Result<Principal, RaError> = match creds {
             Credentials::None => Err(Refusal::MissingToken.into()),
-            Credentials::Password { username, password } => {
-                let wrong = || Refusal::WrongCredentials { what: "wrong username or password" }.into();
-                match self.store.account(username).await? {
-                    Some(a) if a.disabled => {
-                        // A disabled account costs the same time as a wrong password: nobody
-                        // learns which accounts exist or are disabled.
-                        secrets::burn_password_time(password);
-                        Err(wrong())
-                    }
-                    Some(a) if secrets::verify_password(&a.password_hash, password) => {
-                        account_principal(a, device_hint, None)
-                    }
-                    Some(_) => Err(wrong()),
-                    None => {
-                        secrets::burn_password_time(password);
-                        Err(wrong())
-                    }
-                }
+            Credentials::Password { username, password, client } => {
+                self.password_login(username, password, *client, device_hint).await
             }
             Credentials::BootstrapToken(token) => {
                 let bad = || RaError::from(Refusal::WrongCredentials { what: "unknown bootstrap token" });
@@ -245,6 +231,38 @@ impl Ra {
             self.audit(&subject, "authenticate", &subject, AuditOutcome::Refused, e.code()).await;
         }
         result
+    }
+
+    /// An account's password, throttled per account and per client address.
+    async fn password_login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+        device_hint: Option<&str>,
+    ) -> Result<Principal, RaError> {
+        let wrong = || RaError::from(Refusal::WrongCredentials { what: "wrong username or password" });
+        let subjects = throttle::subjects(Some(username), client);
+        self.refuse_if_locked(&subjects).await?;
+        let account = self.store.account(username).await?;
+        // Unknown and disabled accounts cost a hash too: nobody learns which exist.
+        let stored = account.as_ref().filter(|a| !a.disabled).map(|a| a.password_hash.clone());
+        let Some(a) = account.filter(|_| stored.is_some()) else {
+            self.check_password(None, password).await?;
+            self.note_failure(&subjects).await?;
+            return Err(wrong());
+        };
+        if !self.check_password(stored, password).await? {
+            self.note_failure(&subjects).await?;
+            return Err(wrong());
+        }
+        self.note_success(&a.name).await?;
+        if secrets::needs_rehash(&a.password_hash) {
+            // An older hash (PBKDF2, weaker parameters) is replaced while the password is at hand.
+            let fresh = self.hash_secret(password).await?;
+            self.store.set_password_hash(&a.name, &fresh).await?;
+        }
+        account_principal(a, device_hint, None)
     }
 
     /// A certificate was used (to authenticate, or to sign its renewal): the first use revokes

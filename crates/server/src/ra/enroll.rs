@@ -105,6 +105,15 @@ impl Ra {
 /// a person's decision, so hours, not seconds.
 pub const PENDING_POLL_SECS: i64 = 3600;
 
+/// What the database keeps of a request: everything but its challenge password (a secret).
+fn stored_csr(csr_der: &[u8]) -> Result<Vec<u8>, RaError> {
+    // The server's own listener certificate has no request.
+    if csr_der.is_empty() {
+        return Ok(Vec::new());
+    }
+    CsrFacts::without_challenge(csr_der).map_err(|e| RaError::from(csr_error(e)))
+}
+
 pub(crate) fn csr_error(e: PkiError) -> Refusal {
     match e {
         PkiError::BadSignature => Refusal::BadCsrSignature,
@@ -192,6 +201,7 @@ impl Ra {
         let serial = Serial::from_bytes(&prepared.serial);
         let subject = r.request.subject.to_string();
         let renew_after = self.spread_renewal(&r, &prepared, &serial).await?;
+        let stored_csr = stored_csr(r.csr_der)?;
         let recorded = self
             .store
             .insert_request_with_intent(
@@ -201,7 +211,7 @@ impl Ra {
                     template: r.template_name,
                     kind: r.kind,
                     status: RequestStatus::Signing,
-                    csr_der: r.csr_der,
+                    csr_der: &stored_csr,
                     previous_serial: r.previous_serial,
                 },
                 &intent(&r, &prepared, serial.as_str(), &subject, 0, (major, minor), renew_after),
@@ -325,7 +335,8 @@ impl Ra {
         scep_transaction: Option<(&str, &str)>,
         (actor, action, subject): (&str, &str, &str),
     ) -> Result<Option<i64>, RaError> {
-        let held = NewRequest { status: RequestStatus::Pending, ..*r };
+        let stored_csr = stored_csr(r.csr_der)?;
+        let held = NewRequest { status: RequestStatus::Pending, csr_der: &stored_csr, ..*r };
         let request_id = match self.store.insert_request(&held, scep_transaction, self.now()).await {
             Ok(id) => id,
             Err(StoreError::Duplicate(_)) if scep_transaction.is_some() => return Ok(None),

@@ -68,7 +68,8 @@ impl Ra {
             return Err(Refusal::NotPending { id: request_id, status: req.status.to_string() }.into());
         }
         let result: Result<Issued, RaError> = async {
-            let csr = CsrFacts::parse(&req.csr_der).map_err(RaError::internal)?;
+            // Stored without its challenge, so no longer signed: it was verified on arrival.
+            let csr = CsrFacts::parse_stored(&req.csr_der).map_err(RaError::internal)?;
             let template = self.template(&req.template).await?;
             let device = self
                 .store

@@ -15,6 +15,7 @@ mod renew;
 mod scep;
 pub mod secrets;
 mod templates;
+mod throttle;
 
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind, Purpose};
@@ -31,6 +32,7 @@ pub use mdm::{MdmSettings, SIGN_IN_TOKEN_SECS};
 pub use policy::PolicyView;
 pub use renew::Window;
 pub use scep::{ChallengeSpec, ScepRequest};
+pub use throttle::{ACCOUNT_LIMIT, ADDRESS_LIMIT, LOCK_SECS, WINDOW_SECS};
 
 use autoenroll_ca::Ca;
 use autoenroll_core::clock::Clock;
@@ -94,6 +96,8 @@ pub struct Ra {
     settings: RaSettings,
     /// When each misconfigured template was last reported (once an hour, not per request).
     reported_invalid: std::sync::Mutex<std::collections::HashMap<String, UnixTime>>,
+    /// Password hashes in flight (one per CPU).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ra {
@@ -103,6 +107,12 @@ impl Ra {
         let now = clock.now();
         let ca_dir = settings.data_dir.join("ca");
         std::fs::create_dir_all(&settings.data_dir).map_err(RaError::internal)?;
+        // The data directory holds keys and the database: the owner's alone, whatever the umask.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| RaError::internal(format!("{}: {e}", settings.data_dir.display())))?;
+        }
         let ca = if autoenroll_ca::exists(&ca_dir) {
             autoenroll_ca::load(&ca_dir)?
         } else {
@@ -126,7 +136,9 @@ impl Ra {
                 }
             }
         }
-        let ra = Ra { store, ca, scep, clock, settings, reported_invalid: Default::default() };
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hashing = Arc::new(tokio::sync::Semaphore::new(cpus));
+        let ra = Ra { store, ca, scep, clock, settings, reported_invalid: Default::default(), hashing };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
         // The issuing certificate other processes published (a re-certified one) stays; the
         // upkeep adopts it.
@@ -187,6 +199,12 @@ impl Ra {
 
     pub fn root_der(&self) -> &[u8] {
         self.ca.root_der()
+    }
+
+    /// Moves the root's private key out of the data directory to `out` (0600, never
+    /// overwriting): from then on the running server never holds it.
+    pub fn export_root_key(&self, out: &Path) -> Result<(), RaError> {
+        Ok(autoenroll_ca::export_root_key(&self.settings.data_dir.join("ca"), out)?)
     }
 
     /// The chain a client needs above its certificate: issuing CA, then root.

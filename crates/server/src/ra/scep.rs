@@ -4,12 +4,12 @@
 use super::enroll::{csr_error, issue_request, Issue, Issued, Outcome, Recorded};
 use super::renew::{Proof, Window};
 use super::templates::profile_for;
-use super::{secrets, Ra, RaError};
+use super::{secrets, throttle, Ra, RaError};
 use autoenroll_ca::ContentCipher;
 use autoenroll_core::model::{valid_name, AuditOutcome, Eku, RequestKind, RequestStatus, Template};
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::{CsrFacts, KeyFacts};
-use autoenroll_core::{oids, Refusal, Serial};
+use autoenroll_core::{oids, Refusal, RefusalCode, Serial};
 use autoenroll_store::{Challenge, NewRequest};
 use std::str::FromStr;
 
@@ -21,6 +21,8 @@ pub struct ScepRequest<'a> {
     pub csr_der: &'a [u8],
     /// The template named by the URL path (`/scep/<template>`), else the SCEP default.
     pub path_template: Option<&'a str>,
+    /// The client's address: wrong challenges count against it.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// What an administrator asks a dynamic challenge to be bound to. Unset fields take the
@@ -185,7 +187,8 @@ impl Ra {
         self.template(template).await?;
         let key = format!("{STATIC_CHALLENGE_SETTING}{template}");
         let value = match secret {
-            Some(s) if s.len() >= 8 => hex::encode(secrets::sha256(s.as_bytes())),
+            // Salted and slow: the challenge is shared by many devices and long-lived.
+            Some(s) if s.len() >= 8 => self.hash_secret(s).await?,
             Some(_) => return Err(Refusal::WeakChallenge.into()),
             None => String::new(),
         };
@@ -196,9 +199,21 @@ impl Ra {
     }
 
     async fn static_challenge_matches(&self, template: &str, password: &str) -> Result<bool, RaError> {
-        let stored = self.store.setting(&format!("{STATIC_CHALLENGE_SETTING}{template}")).await?.unwrap_or_default();
-        let Ok(stored) = hex::decode(stored) else { return Ok(false) };
-        Ok(!stored.is_empty() && secrets::ct_eq(&secrets::sha256(password.as_bytes()), &stored))
+        let key = format!("{STATIC_CHALLENGE_SETTING}{template}");
+        let stored = self.store.setting(&key).await?.unwrap_or_default();
+        if stored.is_empty() {
+            return Ok(false);
+        }
+        if stored.starts_with('$') {
+            return self.check_password(Some(stored), password).await;
+        }
+        // An unsalted SHA-256 of earlier versions: compared, then replaced by a slow hash.
+        let Ok(legacy) = hex::decode(&stored) else { return Ok(false) };
+        let matches = secrets::ct_eq(&secrets::sha256(password.as_bytes()), &legacy);
+        if matches {
+            self.store.set_setting(&key, &self.hash_secret(password).await?).await?;
+        }
+        Ok(matches)
     }
 
     /// A PKCSReq or RenewalReq. A transaction already answered gets the same answer again.
@@ -354,12 +369,33 @@ impl Ra {
         req: &ScepRequest<'_>,
         signer_key: &str,
     ) -> Result<(String, Template, Option<String>), RaError> {
-        let now = self.now();
         let path_template = req.path_template.unwrap_or(&self.settings.scep_template);
         // 1. A challenge at all.
         let Some(password) = csr.challenge_password.as_deref().map(str::trim).filter(|p| !p.is_empty()) else {
             return Err(Refusal::ChallengeMissing.into());
         };
+        // An address that guessed too often is refused before any check (and any hash).
+        let subjects = throttle::subjects(None, req.client);
+        self.refuse_if_locked(&subjects).await?;
+        let checked = self.check_challenge_secret(csr, req, signer_key, path_template, password).await;
+        if let Err(e) = &checked {
+            if matches!(e.refusal_code(), Some(RefusalCode::ChallengeInvalid)) {
+                self.note_failure(&subjects).await?;
+            }
+        }
+        checked
+    }
+
+    /// Steps 2 to 7 of `check_challenge`.
+    async fn check_challenge_secret(
+        &self,
+        csr: &CsrFacts,
+        req: &ScepRequest<'_>,
+        signer_key: &str,
+        path_template: &str,
+        password: &str,
+    ) -> Result<(String, Template, Option<String>), RaError> {
+        let now = self.now();
         // 2. The template's static challenge, when it has one.
         if self.static_challenge_matches(path_template, password).await? {
             let template = self.template(path_template).await?;

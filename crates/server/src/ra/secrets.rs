@@ -1,11 +1,11 @@
-//! Password hashes and bootstrap-token secrets. Comparisons are constant-time; secrets are
+//! Password hashes (Argon2id; PBKDF2 ones of earlier versions still verify and are replaced at
+//! the next login) and bootstrap-token secrets. Comparisons are constant-time; secrets are
 //! stored only as hashes and never logged.
 use aws_lc_rs::{digest, pbkdf2, rand};
 use base64::Engine;
 use std::num::NonZeroU32;
 use subtle::ConstantTimeEq;
 
-const PBKDF2_ITERATIONS: u32 = 100_000;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 // The system RNG failing is not recoverable, and an all-zero secret would be worse than a crash:
@@ -24,16 +24,38 @@ pub fn random_token_part(bytes: usize) -> String {
     B64.encode(b)
 }
 
-/// `pbkdf2-sha256$<iterations>$<salt>$<hash>`.
-pub fn hash_password(password: &str) -> String {
-    let salt: [u8; 16] = random_bytes();
-    let mut out = [0u8; 32];
-    let iterations = NonZeroU32::new(PBKDF2_ITERATIONS).unwrap_or(NonZeroU32::MIN);
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &mut out);
-    format!("pbkdf2-sha256${}${}${}", PBKDF2_ITERATIONS, B64.encode(salt), B64.encode(out))
+/// Argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane): memory-hard, so guessing
+/// on GPUs costs what it costs here. Stored as a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$..`).
+fn argon2id() -> argon2::Argon2<'static> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, Some(32)).unwrap_or_default();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
+/// A salted, slow hash of a password (or a static challenge) to store.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt: [u8; 16] = random_bytes();
+    match SaltString::encode_b64(&salt).map_err(|e| e.to_string()).and_then(|salt| {
+        argon2id().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    }) {
+        Ok(h) => h,
+        // Only a bad parameter set could fail, and that is fixed above: store something that
+        // never verifies rather than panic.
+        Err(e) => format!("invalid${e}"),
+    }
+}
+
+/// Checks a password against a stored hash: Argon2id (current) or the PBKDF2 hashes of earlier
+/// versions (`pbkdf2-sha256$<iterations>$<salt>$<hash>`). Comparisons are constant-time. This
+/// is slow by design: call it off the async workers (`Ra::check_password`).
 pub fn verify_password(stored: &str, password: &str) -> bool {
+    if stored.starts_with("$argon2") {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        return match PasswordHash::new(stored) {
+            Ok(parsed) => argon2id().verify_password(password.as_bytes(), &parsed).is_ok(),
+            Err(_) => false,
+        };
+    }
     let parts: Vec<&str> = stored.split('$').collect();
     let [scheme, iterations, salt, hash] = parts.as_slice() else { return false };
     if *scheme != "pbkdf2-sha256" {
@@ -46,6 +68,12 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
     };
     // pbkdf2::verify compares in constant time.
     pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &hash).is_ok()
+}
+
+/// Whether a stored hash should be replaced after a successful login (an older scheme or
+/// weaker parameters than `hash_password` makes today).
+pub fn needs_rehash(stored: &str) -> bool {
+    !stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
 }
 
 /// Verifies a password against a dummy hash so unknown accounts cost the same time as known ones.
@@ -88,10 +116,25 @@ mod tests {
     #[test]
     fn passwords() {
         let h = hash_password("s3cret");
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(verify_password(&h, "s3cret"));
         assert!(!verify_password(&h, "s3cret "));
         assert!(!verify_password("garbage", "s3cret"));
         assert_ne!(hash_password("s3cret"), h, "salted");
+        assert!(!needs_rehash(&h));
+        // A PBKDF2 hash of an earlier version (100,000 iterations) still verifies, and is due
+        // for a rehash.
+        let legacy = legacy_pbkdf2("s3cret");
+        assert!(verify_password(&legacy, "s3cret") && !verify_password(&legacy, "other"));
+        assert!(needs_rehash(&legacy));
+    }
+
+    fn legacy_pbkdf2(password: &str) -> String {
+        let salt = [7u8; 16];
+        let mut out = [0u8; 32];
+        let n = NonZeroU32::new(100_000).unwrap();
+        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, n, &salt, password.as_bytes(), &mut out);
+        format!("pbkdf2-sha256$100000${}${}", B64.encode(salt), B64.encode(out))
     }
 
     #[test]

@@ -1,0 +1,127 @@
+//! Slowing down guessing. Failed passwords and challenges are counted per account and per
+//! client address in the store (every replica sees the same counts); past a limit the account
+//! or address is locked for a while, audited as `auth.lockout`. Password hashes are computed on
+//! the blocking pool, a few at a time, never on the async workers that serve everyone else.
+use super::{secrets, Ra, RaError};
+use autoenroll_core::model::AuditOutcome;
+use autoenroll_core::Refusal;
+use std::net::IpAddr;
+
+/// Failures are counted in windows of this length...
+pub const WINDOW_SECS: i64 = 15 * 60;
+/// ...and a key that reaches its limit in one is locked this long.
+pub const LOCK_SECS: i64 = 15 * 60;
+/// One account, whoever guesses: a person mistyping stays far below it.
+pub const ACCOUNT_LIMIT: i64 = 10;
+/// One address, whatever it guesses (passwords of many accounts, challenges): devices behind
+/// one NAT share it, so it is higher.
+pub const ADDRESS_LIMIT: i64 = 30;
+
+/// Who a failed secret check counts against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subject<'a> {
+    Account(&'a str),
+    Address(IpAddr),
+}
+
+impl Subject<'_> {
+    fn key(&self) -> String {
+        match self {
+            Subject::Account(name) => format!("account:{name}"),
+            Subject::Address(ip) => format!("ip:{ip}"),
+        }
+    }
+
+    fn limit(&self) -> i64 {
+        match self {
+            Subject::Account(_) => ACCOUNT_LIMIT,
+            Subject::Address(_) => ADDRESS_LIMIT,
+        }
+    }
+}
+
+/// The subjects of a check: the account, and the address when known.
+pub(crate) fn subjects(account: Option<&str>, client: Option<IpAddr>) -> Vec<Subject<'_>> {
+    let mut s = Vec::with_capacity(2);
+    if let Some(a) = account {
+        s.push(Subject::Account(a));
+    }
+    if let Some(ip) = client {
+        s.push(Subject::Address(ip));
+    }
+    s
+}
+
+impl Ra {
+    /// Refuses at once (no hash computed) while any subject is locked.
+    pub(crate) async fn refuse_if_locked(&self, subjects: &[Subject<'_>]) -> Result<(), RaError> {
+        let now = self.now();
+        for s in subjects {
+            if let Some(until) = self.store.auth_locked_until(&s.key(), now).await? {
+                return Err(Refusal::TooManyAttempts { retry_after_secs: (until.0 - now.0).max(1) }.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed check against each subject; locks those past their limit.
+    pub(crate) async fn note_failure(&self, subjects: &[Subject<'_>]) -> Result<(), RaError> {
+        let now = self.now();
+        for s in subjects {
+            let key = s.key();
+            let failures = self.store.note_auth_failure(&key, now, WINDOW_SECS).await?;
+            if failures >= s.limit() {
+                let until = now.plus_secs(LOCK_SECS);
+                self.store.lock_auth(&key, until).await?;
+                let detail = format!("{failures} failures in {} min; locked until {until}", WINDOW_SECS / 60);
+                tracing::warn!(subject = %key, %until, "too many failed attempts: locked");
+                self.audit("server", "auth.lockout", &key, AuditOutcome::Refused, &detail).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A good password: the account's count starts afresh (the address's does not: one good
+    /// password does not excuse guessing others).
+    pub(crate) async fn note_success(&self, account: &str) -> Result<(), RaError> {
+        self.store.clear_auth_failures(&Subject::Account(account).key()).await?;
+        Ok(())
+    }
+
+    /// Forgets counters whose window and lock are long over (run with the periodic checks).
+    pub async fn prune_throttle(&self) -> Result<u64, RaError> {
+        Ok(self.store.prune_auth_failures(self.now().plus_secs(-(WINDOW_SECS + LOCK_SECS))).await?)
+    }
+
+    /// Whether `password` matches `stored` (None: an unknown account, which costs the same
+    /// time). Runs on the blocking pool, at most one hash per CPU at a time.
+    pub(crate) async fn check_password(&self, stored: Option<String>, password: &str) -> Result<bool, RaError> {
+        let permit = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.clone().acquire_owned())
+            .await
+            .map_err(|_| RaError::from(Refusal::TooManyAttempts { retry_after_secs: 5 }))?
+            .map_err(RaError::internal)?;
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match stored {
+                Some(h) => secrets::verify_password(&h, &password),
+                None => {
+                    secrets::burn_password_time(&password);
+                    false
+                }
+            }
+        })
+        .await
+        .map_err(RaError::internal)
+    }
+
+    /// A hash to store, computed on the blocking pool.
+    pub(crate) async fn hash_secret(&self, secret: &str) -> Result<String, RaError> {
+        let secret = secret.to_string();
+        tokio::task::spawn_blocking(move || secrets::hash_password(&secret)).await.map_err(RaError::internal)
+    }
+}
+
+/// A login waiting longer than this for a hashing slot is told to come back: the queue of a
+/// guessing flood must not grow without bound.
+const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
