@@ -221,6 +221,9 @@ impl Server {
                 if let Err(e) = ra.crl().await {
                     tracing::error!(%e, "could not refresh the CRL");
                 }
+                if let Err(e) = ra.reconcile_interrupted().await {
+                    tracing::error!(%e, "could not finish interrupted requests");
+                }
                 if let Err(e) = ra.prune_throttle().await {
                     tracing::error!(%e, "could not prune failed-login counters");
                 }

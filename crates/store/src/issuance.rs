@@ -384,6 +384,48 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Requests left `received` or `signing` since before `stale_before`: a process died while
+    /// approving or signing them.
+    pub async fn interrupted_requests(&self, stale_before: UnixTime, limit: i64) -> Result<Vec<Request>> {
+        let rows = sqlx::query_as::<_, RequestRow>(
+            "SELECT r.id, r.device_id, d.name AS device, r.requester, r.template, r.kind, r.status, r.csr_der, \
+             r.serial, r.detail, r.created_at, r.updated_at, r.previous_serial FROM requests r \
+             JOIN devices d ON d.id = r.device_id WHERE r.status IN ($1, $2) AND r.updated_at < $3 \
+             ORDER BY r.id LIMIT $4",
+        )
+        .bind(RequestStatus::Received.as_str())
+        .bind(RequestStatus::Signing.as_str())
+        .bind(stale_before.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Request::try_from).collect()
+    }
+
+    /// Revokes the certificate intents of a request still `signing` (the signer died: whether
+    /// a signature was made is unknown, so the serial goes on the CRL) and frees any successor
+    /// claim they held; returns their serials.
+    pub async fn abandon_intents(&self, request_id: i64, now: UnixTime) -> Result<Vec<String>> {
+        let _writer = self.writer().await;
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE certificates SET state = $2, revoked_at = $3, revocation_reason = $4 \
+             WHERE request_id = $1 AND state = $5 RETURNING serial",
+        )
+        .bind(request_id)
+        .bind(CertState::Revoked.as_str())
+        .bind(now.0)
+        .bind(RevocationReason::CessationOfOperation.as_str())
+        .bind(CertState::Signing.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (serial,) in &rows {
+            sqlx::query("DELETE FROM successors WHERE serial = $1").bind(serial).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
     pub async fn request(&self, id: i64) -> Result<Option<Request>> {
         let row = sqlx::query_as::<_, RequestRow>(
             "SELECT r.id, r.device_id, d.name AS device, r.requester, r.template, r.kind, r.status, r.csr_der, \

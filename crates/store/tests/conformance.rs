@@ -57,6 +57,7 @@ conformance!(
     device_binding_and_groups,
     one_successor_and_superseded_revocation,
     auth_failures_are_counted_locked_and_pruned,
+    interrupted_requests_are_found_and_their_intents_abandoned,
 );
 
 /// A time on a minute boundary (2023-11-14T22:14:00Z).
@@ -1099,6 +1100,45 @@ fn every_public_store_method_has_a_conformance_case() {
     let missing: Vec<&String> =
         methods.iter().filter(|m| !code.contains(&format!(".{m}(")) && !code.contains(&format!("::{m}("))).collect();
     assert!(missing.is_empty(), "public Store methods without a conformance case: {missing:?}");
+}
+
+async fn interrupted_requests_are_found_and_their_intents_abandoned(s: Store) {
+    let dev = s.touch_device("dev-int", t(10)).await.unwrap();
+    let new = |status| NewRequest {
+        device_id: dev.id,
+        requester: "acct",
+        template: "A",
+        kind: RequestKind::Enroll,
+        status,
+        csr_der: b"csr",
+        previous_serial: None,
+    };
+    let intent = |serial| CertificateIntent {
+        serial,
+        request_id: 0,
+        device_id: dev.id,
+        template: "A",
+        template_major: 1,
+        template_minor: 0,
+        subject: "CN=dev-int",
+        not_before: t(10),
+        not_after: t(100_000),
+        previous_serial: None,
+        renew_after: t(50_000),
+    };
+    let signing =
+        s.insert_request_with_intent(&new(RequestStatus::Signing), &intent("0b01"), None, t(10)).await.unwrap();
+    let received = s.insert_request(&new(RequestStatus::Received), None, t(20)).await.unwrap();
+    let pending = s.insert_request(&new(RequestStatus::Pending), None, t(20)).await.unwrap();
+    let recent = s.insert_request(&new(RequestStatus::Signing), None, t(500)).await.unwrap();
+    let found: Vec<i64> = s.interrupted_requests(t(400), 10).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(found, [signing, received], "stale received/signing only; {pending} and {recent} are not");
+    assert_eq!(s.interrupted_requests(t(400), 1).await.unwrap().len(), 1, "limit");
+    assert_eq!(s.abandon_intents(signing, t(600)).await.unwrap(), ["0b01"]);
+    let c = s.certificate("0b01").await.unwrap().unwrap();
+    assert_eq!((c.state, c.revoked_at), (CertState::Revoked, Some(t(600))));
+    assert!(s.abandon_intents(signing, t(700)).await.unwrap().is_empty(), "once");
+    assert!(s.abandon_intents(received, t(700)).await.unwrap().is_empty(), "no intent");
 }
 
 async fn auth_failures_are_counted_locked_and_pruned(s: Store) {

@@ -102,7 +102,8 @@ impl Ra {
         let last_revocation = self.store.last_revocation_at().await?.unwrap_or_default();
         match stored {
             Some(c)
-                if c.this_update >= last_revocation
+                // Strictly after: a revocation in the CRL's own second may have come after it.
+                if c.this_update > last_revocation
                     && now.0 < c.this_update.0 + (c.next_update.0 - c.this_update.0) / 2 =>
             {
                 Ok(c.der)

@@ -49,10 +49,39 @@ impl Ra {
                 Err(RaError::from(Refusal::RequestDenied { id: request_id, reason: req.detail })
                     .with_request(request_id))
             }
-            status @ (RequestStatus::Received | RequestStatus::Signing) => {
-                Err(Refusal::RequestInProgress { id: request_id, status: status.to_string() }.into())
+            // Being approved or signed right now: pending, for every poller (an error here made
+            // SCEP and WS-TEP clients give up for good).
+            RequestStatus::Received | RequestStatus::Signing => Ok(Outcome::Pending { request_id }),
+        }
+    }
+
+    /// Finishes what a process that died left half-done (run at start and with the periodic
+    /// checks; only rows untouched for `STALE_SIGNING_SECS`, so a live replica's work is left
+    /// alone). A certificate intent still signing is revoked (whether a signature was made is
+    /// unknown; the serial goes on the CRL). A request being approved goes back to pending, to
+    /// be approved again; one being issued directly is denied as interrupted (its client sends
+    /// it again). Each is audited as `request.interrupted`.
+    pub async fn reconcile_interrupted(&self) -> Result<usize, RaError> {
+        let now = self.now();
+        let stale_before = now.minus_secs(super::renew::STALE_SIGNING_SECS);
+        let mut done = 0;
+        for req in self.store.interrupted_requests(stale_before, 1000).await? {
+            let abandoned = self.store.abandon_intents(req.id, now).await?;
+            let (to, detail) = match req.status {
+                RequestStatus::Received => (RequestStatus::Pending, "approval interrupted; approve it again"),
+                _ => (RequestStatus::Denied, "interrupted while signing; send the request again"),
+            };
+            if self.store.transition_request(req.id, req.status, to, detail, now).await? {
+                let note = format!("{detail} (was {}; intents revoked: {})", req.status, abandoned.join(", "));
+                self.audit("server", "request.interrupted", &req.id.to_string(), AuditOutcome::Refused, &note).await;
+                tracing::warn!(request = req.id, "{note}");
+                done += 1;
+            }
+            if !abandoned.is_empty() {
+                self.publish_crl().await?;
             }
         }
+        Ok(done)
     }
 
     /// Issues a pending request, checked again as it is now: a device blocked meanwhile, or a

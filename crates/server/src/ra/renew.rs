@@ -312,7 +312,7 @@ impl Ra {
 }
 
 /// An intent still signing after this long was abandoned (the signer died).
-const STALE_SIGNING_SECS: i64 = 300;
+pub(crate) const STALE_SIGNING_SECS: i64 = 300;
 /// An unused successor may be replaced by a renewal with another key this long after it was
 /// issued (a client that lost the answer and made a new key); later, the old key could only
 /// be someone else's copy.
