@@ -174,3 +174,40 @@ async fn bad_check_ins_are_refused_cleanly() {
     let (status, a) = checkin(&ts, None, Some(&token), serde_json::json!({ "certificates": many })).await;
     assert_eq!((status, a["code"].as_str()), (400, Some("TooLarge")));
 }
+
+/// Issue 14, finding 7: each check-in could store ~250 KB of errors under invented template
+/// names (three check-ins: 1,400 rows). Errors are kept only for templates that are the
+/// device's, one short line each.
+#[tokio::test]
+async fn attack_check_in_errors_cannot_grow_the_inventory() {
+    let ts = TestServer::start().await;
+    let (token, _) = ts.ra.create_token(&TokenSpec { device: "dev-e", template: None, ttl_secs: 3600 }).await.unwrap();
+    let principal = ts.ra.authenticate(&Credentials::BootstrapToken(token), None).await.unwrap();
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let csr = build_csr(&key, cn_name("dev-e").unwrap(), vec![]).unwrap();
+    let cert =
+        issued(ts.ra.enroll(EnrollInput { principal: &principal, csr_der: &csr, template_name: None }).await.unwrap());
+    let identity = ClientIdentity {
+        chain: vec![cert.certificate_der.clone(), ts.ra.chain_der()[0].clone()],
+        key_pkcs8: key.to_pkcs8_der().unwrap(),
+    };
+    for round in 0..3 {
+        let mut errors = serde_json::Map::new();
+        for i in 0..400 {
+            errors.insert(format!("Invented{round}x{i}"), serde_json::Value::String("x".repeat(600)));
+        }
+        errors.insert("Machine".into(), serde_json::Value::String(format!("disk full {round} {}", "y".repeat(900))));
+        let (status, a) = checkin(&ts, Some(&identity), None, serde_json::json!({ "errors": errors })).await;
+        assert_eq!(status, 200, "{a}");
+    }
+    let attributes = ts.ra.device_attributes("dev-e").await.unwrap();
+    let errors: Vec<&(String, String)> = attributes.iter().filter(|(n, _)| n.starts_with("error:")).collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "only the device's own template: {:?}",
+        errors.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    assert_eq!(errors[0].0, "error:Machine");
+    assert!(errors[0].1.starts_with("disk full 2") && errors[0].1.chars().count() == 500);
+}

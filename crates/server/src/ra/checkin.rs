@@ -25,6 +25,9 @@ pub struct CheckinReport {
 
 /// The most entries of each list in a report the server reads.
 pub const MAX_REPORTED: usize = 1000;
+/// Per check-in: errors kept (for templates that are the device's), and characters of each.
+pub const MAX_ERRORS_KEPT: usize = 32;
+pub const MAX_ERROR_CHARS: usize = 500;
 
 /// What the server decided for one template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,14 +162,6 @@ impl Ra {
         }
         let now = self.now();
         let device = self.store.touch_device(&principal.device, now).await?;
-        let errors: Vec<(String, String)> = report
-            .errors
-            .iter()
-            .map(|(t, e)| (format!("error:{t}"), e.chars().take(500).collect::<String>()))
-            .collect();
-        if !errors.is_empty() {
-            self.store.set_device_attributes(device.id, &errors, now).await?;
-        }
         if device.is_blocked() {
             self.audit(&principal.actor(), "checkin", &device.name, AuditOutcome::Refused, "DeviceBlocked").await;
             return Ok(CheckinAnswer { device: device.name, blocked: true, directives: vec![] });
@@ -181,6 +176,18 @@ impl Ra {
         // it) or the asker may enroll it.
         let holds = |t: &Template| held.iter().any(|c| c.template == t.name && c.state.is_good() && c.not_after > now);
         let assigned = |t: &Template| t.enroll && t.autoenroll && (holds(t) || principal.may_enroll(t, &groups));
+        // Errors are kept only for templates that are the device's (a device could otherwise
+        // store any number of rows under invented names), one short line each.
+        let errors: Vec<(String, String)> = report
+            .errors
+            .iter()
+            .filter(|(name, _)| templates.iter().any(|t| t.name == **name && assigned(t)))
+            .take(MAX_ERRORS_KEPT)
+            .map(|(t, e)| (format!("error:{t}"), e.chars().take(MAX_ERROR_CHARS).collect::<String>()))
+            .collect();
+        if !errors.is_empty() {
+            self.store.set_device_attributes(device.id, &errors, now).await?;
+        }
         // A successor the device shows is in service: its predecessor may go.
         for c in held.iter().filter(|c| c.state == CertState::Issued) {
             let shown = c
