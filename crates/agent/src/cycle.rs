@@ -162,7 +162,8 @@ pub fn apply_checkin(state: &mut State, answer: &CheckinAnswer, now: UnixTime) {
         if matches!(d.action, wire::Action::Remove | wire::Action::Unknown) {
             continue;
         }
-        state.templates.entry(d.template.clone()).or_default().server = Some(ServerView {
+        let status = state.templates.entry(d.template.clone()).or_default();
+        let view = ServerView {
             serial: d.serial.clone(),
             renew_at: d.renew_at,
             revoked: d.reason == wire::Reason::Revoked,
@@ -172,7 +173,20 @@ pub fn apply_checkin(state: &mut State, answer: &CheckinAnswer, now: UnixTime) {
                 || (d.action == wire::Action::Enroll && d.reason == wire::Reason::Missing),
             interrupted: d.reason == wire::Reason::Interrupted,
             at: now.0,
-        });
+            directive: format!("{:?}/{:?}", d.action, d.reason),
+        };
+        // A new word from the server (a renewal time moved to now, a major bump, a revocation)
+        // wins over a local backoff from an earlier failure.
+        let changed = |old: &ServerView| {
+            (&old.serial, old.renew_at, &old.directive, old.revoked, old.lost)
+                != (&view.serial, view.renew_at, &view.directive, view.revoked, view.lost)
+        };
+        let acts = matches!(d.action, wire::Action::Renew | wire::Action::Enroll);
+        if acts && status.retry_at.is_some() && status.server.as_ref().is_none_or(changed) {
+            status.retry_at = None;
+            status.failures = 0;
+        }
+        status.server = Some(view);
     }
 }
 
@@ -261,6 +275,35 @@ async fn run_hooks(
     Ok(())
 }
 
+/// Installs a received pair, retires what it supersedes and runs the hooks. Any failure leaves
+/// the pair in `pending/` to be installed next cycle, and is this template's alone.
+async fn install_and_announce(
+    cfg: &AgentConfig,
+    store: &LocalStore,
+    status: &mut TemplateStatus,
+    clock: &dyn Clock,
+    t: &Template,
+    out: Outcome,
+    old_serial: Option<&str>,
+) -> Result<CertFacts, AgentError> {
+    let now = clock.now();
+    store.install(&t.name, &out.key, &out.cert, &out.chain)?;
+    store.clear_pending(&t.name)?;
+    let facts = CertFacts::parse(&out.cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
+    record_success(status, now);
+    // Superseded certificates leave service once their replacement is live.
+    for s in &t.superseded {
+        if store.current(s)?.is_some() {
+            tracing::info!(superseded = %s, by = %t.name, "archiving superseded certificate");
+            store.retire(s)?;
+        }
+    }
+    let event = if old_serial.is_some() { "renew" } else { "enroll" };
+    tracing::info!(template = %t.name, serial = %facts.serial, event, "certificate installed");
+    run_hooks(cfg, store, status, clock, t, (event, &facts.serial.0, old_serial)).await?;
+    Ok(facts)
+}
+
 /// Reads policy and brings every autoenroll template up to date.
 pub async fn run_cycle(
     cfg: &AgentConfig,
@@ -310,6 +353,10 @@ pub async fn run_cycle(
         .cloned()
         .collect();
     templates.sort_by_key(|t| (!t.client_auth, t.name.clone()));
+    // `renew --now --template T` acts on T alone.
+    if let Force::Templates(only) = force {
+        templates.retain(|t| only.contains(&t.name));
+    }
 
     // The server's view: its renewal times, revoked or lost certificates, blocked.
     checkin(cfg, &transport, &store, &mut state, &policy.templates, now).await;
@@ -326,7 +373,10 @@ pub async fn run_cycle(
             tracing::warn!(template = %t.name, %e, "live certificate unreadable; treating it as missing");
             None
         });
-        let pending = store.pending(&t.name)?;
+        let pending = store.pending(&t.name).unwrap_or_else(|e| {
+            tracing::warn!(template = %t.name, %e, "unfinished attempt unreadable; starting afresh");
+            None
+        });
         let status = state.templates.get(&t.name).cloned().unwrap_or_default();
         let supersedes_held = t.superseded.iter().any(|s| store.current(s).ok().flatten().is_some());
 
@@ -365,9 +415,10 @@ pub async fn run_cycle(
             }
             Ok(Decision::Retrieve { request_id }) => {
                 tracing::info!(template = %t.name, %request_id, "collecting pending request");
-                match credentials::for_retrieval(cfg, &store, now)? {
-                    Some(auth) => attempt.retrieve(t, &request_id, &auth).await,
-                    None => Err(AgentError::Config("no credentials to collect the pending request with".into())),
+                match credentials::for_retrieval(cfg, &store, now) {
+                    Ok(Some(auth)) => attempt.retrieve(t, &request_id, &auth).await,
+                    Ok(None) => Err(AgentError::Config("no credentials to collect the pending request with".into())),
+                    Err(e) => Err(e),
                 }
             }
             Ok(Decision::Renew(reason)) => {
@@ -379,15 +430,16 @@ pub async fn run_cycle(
             }
             Ok(Decision::Enroll(reason)) => {
                 tracing::info!(template = %t.name, ?reason, "enrolling");
-                match credentials::select(cfg, &store, &state, now)? {
-                    Some(auth) => {
+                match credentials::select(cfg, &store, &state, now) {
+                    Err(e) => Err(e),
+                    Ok(Some(auth)) => {
                         let r = attempt.enroll(t, &auth).await;
                         if let (Ok(_), Auth::Token(token)) = (&r, &auth) {
                             state.spent_tokens.push(credentials::token_hash(token));
                         }
                         r
                     }
-                    None => Err(AgentError::Config(match reason {
+                    Ok(None) => Err(AgentError::Config(match reason {
                         Reason::Expired => format!(
                             "the {} certificate has expired and cannot renew itself: re-enrollment needs credentials \
                              (configure an account or a new bootstrap token)",
@@ -411,30 +463,53 @@ pub async fn run_cycle(
             }
             Ok(Some(out)) => {
                 let old_serial = held.as_ref().map(|h| h.facts.serial.0.clone());
-                store.install(&t.name, &out.key, &out.cert, &out.chain)?;
-                store.clear_pending(&t.name)?;
-                let facts = CertFacts::parse(&out.cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
-                record_success(status, now);
-                // Superseded certificates leave service once their replacement is live.
-                for s in &t.superseded {
-                    if store.current(s)?.is_some() {
-                        tracing::info!(superseded = %s, by = %t.name, "archiving superseded certificate");
-                        store.retire(s)?;
+                match install_and_announce(cfg, &store, status, clock.as_ref(), t, out, old_serial.as_deref()).await {
+                    Ok(facts) => {
+                        let new_serial = facts.serial.0.clone();
+                        installed.push((t, facts));
+                        match old_serial {
+                            Some(old) if renewal => report.renewed.push((t.name.clone(), old, new_serial)),
+                            Some(old) => report.reenrolled.push((t.name.clone(), old, new_serial)),
+                            None => report.enrolled.push((t.name.clone(), new_serial)),
+                        }
+                    }
+                    // The pair stays in pending/ (received): the next cycle installs it.
+                    Err(e) => {
+                        let not_after = held.as_ref().map(|h| h.facts.not_after);
+                        let retry = record_failure(
+                            status,
+                            &e.to_string(),
+                            now,
+                            not_after,
+                            &t.renewal_rule(),
+                            backoff,
+                            jitter.next(),
+                        );
+                        tracing::warn!(template = %t.name, %e, retry = %retry, "could not install the certificate");
+                        next_wake = next_wake.min(retry);
+                        report.failed.push((t.name.clone(), e.to_string()));
                     }
                 }
-                let event = if old_serial.is_some() { "renew" } else { "enroll" };
-                tracing::info!(template = %t.name, serial = %facts.serial, event, "certificate installed");
-                run_hooks(cfg, &store, status, clock.as_ref(), t, (event, &facts.serial.0, old_serial.as_deref()))
-                    .await?;
-                let new_serial = facts.serial.0.clone();
-                installed.push((t, facts));
-                match old_serial {
-                    Some(old) if renewal => report.renewed.push((t.name.clone(), old, new_serial)),
-                    Some(old) => report.reenrolled.push((t.name.clone(), old, new_serial)),
-                    None => report.enrolled.push((t.name.clone(), new_serial)),
-                }
+            }
+            // The server said no to a renewal forced by hand (`renew --now`): nothing was
+            // issued, so nothing is kept and no backoff is set; the message says how the window
+            // is opened.
+            Err(AgentError::Refused { code, reason }) if force.covers(&t.name) && renewal => {
+                let _ = store.clear_pending(&t.name);
+                let message = format!(
+                    "server refused the forced renewal: {reason} ({code}); the server decides when renewal opens: \
+                     an administrator can open it now with `autoenroll server cert renew-now --device {device}` \
+                     (or give the template a renewal grace)"
+                );
+                tracing::warn!(template = %t.name, "{message}");
+                status.last_error = Some(message.clone());
+                report.failed.push((t.name.clone(), message));
             }
             Err(e) => {
+                // A refusal means the server recorded nothing for this key: the attempt is over.
+                if matches!(e, AgentError::Refused { .. }) {
+                    let _ = store.clear_pending(&t.name);
+                }
                 let not_after = held.as_ref().map(|h| h.facts.not_after);
                 let retry =
                     record_failure(status, &e.to_string(), now, not_after, &t.renewal_rule(), backoff, jitter.next());

@@ -75,6 +75,9 @@ pub struct ServerView {
     pub interrupted: bool,
     /// When the server said so.
     pub at: i64,
+    /// What it said to do, and why (`Renew/TemplateChanged`): a new word wins over a backoff.
+    #[serde(default)]
+    pub directive: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,6 +158,18 @@ fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), AgentError> {
         .map_err(|e| store_err(path, e))?;
     f.write_all(data).map_err(|e| store_err(path, e))?;
     f.sync_all().map_err(|e| store_err(path, e))
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, synced, then renamed. A full
+/// disk or a power cut leaves the old file (or none), never a truncated one.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AgentError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    if let Err(e) = write_synced(&tmp, data, mode) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| store_err(path, e))
 }
 
 fn sync_dir(path: &Path) -> Result<(), AgentError> {
@@ -349,16 +364,17 @@ impl LocalStore {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| store_err(&dir, e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| store_err(&dir, e))?;
-        write_synced(&dir.join("key.pem"), key.to_pem()?.as_bytes(), 0o600)?;
+        // The request description first, the key last and whole: a pending directory without
+        // key.pem is no attempt at all.
         self.save_pending_meta(template, meta)?;
+        write_atomic(&dir.join("key.pem"), key.to_pem()?.as_bytes(), 0o600)?;
         sync_dir(&dir)
     }
 
     pub fn save_pending_meta(&self, template: &str, meta: &PendingMeta) -> Result<(), AgentError> {
         let dir = self.pending_dir(template)?;
         let data = serde_json::to_vec_pretty(meta).map_err(|e| store_err(&dir, e))?;
-        write_synced(&dir.join(".request.json.tmp"), &data, 0o600)?;
-        std::fs::rename(dir.join(".request.json.tmp"), dir.join("request.json")).map_err(|e| store_err(&dir, e))
+        write_atomic(&dir.join("request.json"), &data, 0o600)
     }
 
     /// Keeps the answer before installing it.
@@ -372,27 +388,48 @@ impl LocalStore {
         sync_dir(&dir)
     }
 
-    /// The unfinished attempt for `template`, if any.
+    /// The unfinished attempt for `template`, if any. An attempt whose key cannot be read (a
+    /// torn write from before atomic writes, a damaged disk) can never be finished: it is
+    /// discarded with a logged reason, and the template starts afresh.
     pub fn pending(&self, template: &str) -> Result<Option<PendingAttempt>, AgentError> {
         let dir = self.pending_dir(template)?;
         let key_pem = match std::fs::read_to_string(dir.join("key.pem")) {
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(store_err(&dir, e)),
+            Err(e) => return self.discard_pending(template, &e.to_string()),
         };
-        let key = KeyPair::from_pem(&key_pem)?;
+        let key = match KeyPair::from_pem(&key_pem) {
+            Ok(k) => k,
+            Err(e) => return self.discard_pending(template, &format!("unreadable key: {e}")),
+        };
         let meta = match std::fs::read(dir.join("request.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| store_err(&dir, e))?,
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(template, %e, "pending request description unreadable; treating it as a new attempt");
+                PendingMeta::default()
+            }),
             Err(_) => PendingMeta::default(),
         };
         let received = if dir.join("cert.pem").exists() {
-            let cert = read_cert_pem(&dir.join("cert.pem"))?.into_iter().next();
-            let chain = read_cert_pem(&dir.join("chain.pem")).unwrap_or_default();
-            cert.map(|c| (c, chain))
+            match read_cert_pem(&dir.join("cert.pem")) {
+                Ok(certs) => {
+                    let chain = read_cert_pem(&dir.join("chain.pem")).unwrap_or_default();
+                    certs.into_iter().next().map(|c| (c, chain))
+                }
+                Err(e) => {
+                    tracing::warn!(template, %e, "received certificate unreadable; asking again");
+                    None
+                }
+            }
         } else {
             None
         };
         Ok(Some(PendingAttempt { key, meta, received }))
+    }
+
+    fn discard_pending(&self, template: &str, why: &str) -> Result<Option<PendingAttempt>, AgentError> {
+        tracing::warn!(template, reason = why, "discarding an unfinished attempt that cannot be resumed");
+        self.clear_pending(template)?;
+        Ok(None)
     }
 
     pub fn clear_pending(&self, template: &str) -> Result<(), AgentError> {
@@ -414,10 +451,23 @@ impl LocalStore {
         }
     }
 
+    /// The state file. A torn or corrupt one is moved aside (`state.json.corrupt-<time>`) and
+    /// the agent starts from an empty state: the certificates and keys on disk are the truth,
+    /// the state file only remembers schedules and errors.
     pub fn load_state(&self) -> Result<State, AgentError> {
         let p = self.root.join("state.json");
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| store_err(&p, e)),
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    let stamp =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let aside = self.root.join(format!("state.json.corrupt-{stamp}"));
+                    tracing::warn!(%e, aside = %aside.display(), "state file unreadable; moved aside, starting afresh");
+                    std::fs::rename(&p, &aside).map_err(|e| store_err(&p, e))?;
+                    Ok(State::default())
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(store_err(&p, e)),
         }
@@ -425,10 +475,8 @@ impl LocalStore {
 
     pub fn save_state(&self, s: &State) -> Result<(), AgentError> {
         let p = self.root.join("state.json");
-        let tmp = self.root.join(".state.json.tmp");
         let data = serde_json::to_vec_pretty(s).map_err(|e| store_err(&p, e))?;
-        write_synced(&tmp, &data, 0o600)?;
-        std::fs::rename(&tmp, &p).map_err(|e| store_err(&p, e))
+        write_atomic(&p, &data, 0o600)
     }
 }
 

@@ -14,8 +14,9 @@ pub enum AgentCommand {
     Run {
         #[arg(long, default_value = "agent.toml")]
         config: PathBuf,
-        /// Run one cycle and exit: 0 all certificates held, 1 some template failed,
-        /// 2 configuration error, 3 no policy server answered or the server refused.
+        /// Run one cycle and exit: 0 all certificates held, 1 some template failed (each
+        /// template on its own), 2 configuration error, 3 no policy server answered or the
+        /// server refused the policy request, 4 the local state directory is unusable.
         #[arg(long)]
         once: bool,
     },
@@ -68,6 +69,10 @@ async fn one_cycle(cfg: &AgentConfig, force: Force) -> i32 {
             eprintln!("error: {e}");
             2
         }
+        Err(e @ (AgentError::Store { .. } | AgentError::Key(_))) => {
+            eprintln!("error: {e}");
+            4
+        }
         Err(e) => {
             eprintln!("error: {e}");
             3
@@ -115,11 +120,15 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
                 }
             }
             for name in names {
-                let held = store.current(&name)?;
+                // Whatever state the directory is in, status shows what it can.
+                let held = store.current(&name).unwrap_or_else(|e| {
+                    println!("{name}: live certificate unreadable: {e}");
+                    None
+                });
                 let policy = state.policy.iter().find(|p| p.name == name);
                 let st = state.templates.get(&name).cloned().unwrap_or_default();
                 let hook = st.last_hook.as_ref().map(|h| if h.ok { "ok".to_string() } else { h.result.clone() });
-                let pending = store.pending(&name)?.map(|p| match p.meta.request_id {
+                let pending = store.pending(&name).ok().flatten().map(|p| match p.meta.request_id {
                     Some(id) => format!("pending (request {id})"),
                     None => "attempt in progress".to_string(),
                 });

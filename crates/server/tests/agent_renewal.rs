@@ -449,3 +449,96 @@ async fn a_certificate_replaced_by_someone_else_is_noticed() {
     let r = agent.cycle(&s).await;
     assert!(r.renewed.iter().any(|(t, old, _)| t == "Signed" && *old == replaced.serial.0), "{r:?}");
 }
+
+/// Issue 14, finding 5: a full disk (or a power cut) left a 0-byte pending key, and every later
+/// cycle failed for every template ("invalid private key"), `agent status` too. The unfinished
+/// attempt is now discarded with a reason, and renewal goes on.
+#[tokio::test]
+async fn a_torn_pending_key_is_discarded_and_every_template_renews() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    assert_eq!(agent.cycle(&s).await.enrolled.len(), 2);
+    let torn = agent.state().join("pending/Signed");
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::write(torn.join("key.pem"), b"").unwrap();
+    std::fs::write(torn.join("request.json"), b"{\"created_at\": 1, \"kind\": \"re").unwrap();
+    assert!(agent.store().pending("Signed").unwrap().is_none(), "unreadable: discarded");
+    assert!(!torn.exists());
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::write(torn.join("key.pem"), b"").unwrap();
+    let due = server_time(&s, &agent, "Signed").await.max(server_time(&s, &agent, "Tls").await);
+    s.clock.set(due);
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.renewed.len(), 2, "{r:?}");
+    assert!(r.failed.is_empty(), "{r:?}");
+}
+
+/// Issue 14, finding 6: an empty or corrupt state.json stopped every command. It is moved
+/// aside and rebuilt; the certificates on disk are the truth.
+#[tokio::test]
+async fn a_corrupt_state_file_is_moved_aside() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    let held = agent.live("Signed").unwrap().serial;
+    std::fs::write(agent.state().join("state.json"), b"").unwrap();
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.kept.len(), 2, "nothing lost, nothing redone: {r:?}");
+    assert_eq!(agent.live("Signed").unwrap().serial, held);
+    let aside: Vec<_> = std::fs::read_dir(agent.state())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(agent.store().load_state().unwrap().policy_fetched_at.is_some(), "rebuilt");
+}
+
+/// Issue 14, finding 6: `renew --now` refused by the server left pending keys, put templates
+/// into backoff, and `--template T` acted on the others too. Now a refused forced renewal
+/// leaves nothing behind, sets no backoff, says how the window is opened, and touches no other
+/// template.
+#[tokio::test]
+async fn a_refused_forced_renewal_leaves_nothing_behind() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    s.clock.advance(5);
+    let r = agent.try_cycle(&s, &Force::Templates(vec!["Tls".into()])).await.unwrap();
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert!(r.failed[0].1.contains("OutsideRenewalWindow") && r.failed[0].1.contains("renew-now"), "{r:?}");
+    assert!(r.kept.is_empty() && r.renewed.is_empty() && r.waiting.is_empty(), "only Tls was acted on: {r:?}");
+    assert!(agent.store().pending("Tls").unwrap().is_none(), "no key left behind");
+    let st = agent.store().load_state().unwrap();
+    assert_eq!((st.templates["Tls"].failures, st.templates["Tls"].retry_at), (0, None), "no backoff");
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.kept.len(), 2, "an ordinary cycle is unaffected: {r:?}");
+}
+
+/// Issue 14, finding 6: a local backoff delayed a later server directive (a major bump) by
+/// minutes. A new word from the server wins over the backoff.
+#[tokio::test]
+async fn a_server_directive_wins_over_a_local_backoff() {
+    use autoenroll_server::ra::{DeviceState, LOCAL_ADMIN};
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    agent.cycle(&s).await;
+    let due = server_time(&s, &agent, "Signed").await.max(server_time(&s, &agent, "Tls").await);
+    s.clock.set(due);
+    s.ra.set_device_state(LOCAL_ADMIN, "agent1", DeviceState::Blocked).await.unwrap();
+    let r = agent.cycle(&s).await;
+    assert_eq!(r.failed.len(), 2, "{r:?}");
+    let retry = agent.store().load_state().unwrap().templates["Signed"].retry_at.unwrap();
+    assert!(retry > s.now());
+    s.ra.set_device_state(LOCAL_ADMIN, "agent1", DeviceState::Active).await.unwrap();
+    s.ra.update_template(LOCAL_ADMIN, "Signed", &TemplateSpec { major: Some(2), ..Default::default() }).await.unwrap();
+    s.clock.advance(1);
+    assert!(s.now() < retry, "still inside the backoff");
+    let r = agent.cycle(&s).await;
+    assert!(r.renewed.iter().any(|(t, _, _)| t == "Signed"), "the bump is acted on at once: {r:?}");
+    assert_eq!(agent.live("Signed").unwrap().template.unwrap().major, 2);
+}
