@@ -161,7 +161,7 @@ impl Attempt<'_> {
         let body = wstep::query_request_body(request_id);
         match self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await {
             Ok(answer) => self.keep_answer(t, pending.key, answer, pending.meta.kind),
-            Err(e @ AgentError::Refused { .. }) => {
+            Err(e) if e.is_final_refusal() => {
                 // Denied (or unknown): this attempt is over; the next one starts afresh.
                 self.store.clear_pending(&t.name)?;
                 Err(e)

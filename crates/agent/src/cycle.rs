@@ -353,8 +353,11 @@ pub async fn run_cycle(
         .cloned()
         .collect();
     templates.sort_by_key(|t| (!t.client_auth, t.name.clone()));
-    // `renew --now --template T` acts on T alone.
+    // `renew --now --template T` acts on T alone (and a T the policy does not have is an error).
     if let Force::Templates(only) = force {
+        if let Some(unknown) = only.iter().find(|n| !templates.iter().any(|t| &t.name == *n)) {
+            return Err(AgentError::Config(format!("template {unknown} is not in the enrollment policy")));
+        }
         templates.retain(|t| only.contains(&t.name));
     }
 
@@ -373,10 +376,20 @@ pub async fn run_cycle(
             tracing::warn!(template = %t.name, %e, "live certificate unreadable; treating it as missing");
             None
         });
-        let pending = store.pending(&t.name).unwrap_or_else(|e| {
-            tracing::warn!(template = %t.name, %e, "unfinished attempt unreadable; starting afresh");
-            None
-        });
+        let pending = match store.pending(&t.name) {
+            Ok(p) => p,
+            Err(e @ AgentError::Key(_)) => {
+                // Its key can never be used: set aside (not deleted), and start afresh.
+                tracing::warn!(template = %t.name, %e, "unfinished attempt has an unreadable key; set aside");
+                let _ = store.set_aside_pending(&t.name);
+                None
+            }
+            // Unreadable for now (I/O): this template waits; nothing is thrown away.
+            Err(e) => {
+                report.failed.push((t.name.clone(), e.to_string()));
+                continue;
+            }
+        };
         let status = state.templates.get(&t.name).cloned().unwrap_or_default();
         let supersedes_held = t.superseded.iter().any(|s| store.current(s).ok().flatten().is_some());
 
@@ -494,7 +507,9 @@ pub async fn run_cycle(
             // The server said no to a renewal forced by hand (`renew --now`): nothing was
             // issued, so nothing is kept and no backoff is set; the message says how the window
             // is opened.
-            Err(AgentError::Refused { code, reason }) if force.covers(&t.name) && renewal => {
+            Err(AgentError::Refused { code, reason })
+                if force.covers(&t.name) && renewal && !crate::transient_refusal(&code) =>
+            {
                 let _ = store.clear_pending(&t.name);
                 let message = format!(
                     "server refused the forced renewal: {reason} ({code}); the server decides when renewal opens: \
@@ -507,7 +522,7 @@ pub async fn run_cycle(
             }
             Err(e) => {
                 // A refusal means the server recorded nothing for this key: the attempt is over.
-                if matches!(e, AgentError::Refused { .. }) {
+                if e.is_final_refusal() {
                     let _ = store.clear_pending(&t.name);
                 }
                 let not_after = held.as_ref().map(|h| h.facts.not_after);

@@ -5,8 +5,10 @@ use crate::cycle::{run_cycle, Force, Jitter};
 use autoenroll_core::clock::Clock;
 use std::sync::Arc;
 
-/// How soon a failed cycle (no policy) is retried.
-const CYCLE_RETRY_SECS: i64 = 60;
+/// How soon a failed cycle (no policy server answered) is retried: 30 to 90 s, jittered so that
+/// a fleet does not come back in one wave when the server returns.
+const CYCLE_RETRY_MIN_SECS: i64 = 30;
+const CYCLE_RETRY_SPREAD_SECS: f64 = 60.0;
 
 /// Retry jitter from the system's random number generator.
 pub struct SystemJitter;
@@ -39,7 +41,7 @@ pub async fn run_forever(cfg: &AgentConfig, clock: Arc<dyn Clock>, stop: impl st
             }
             Err(e) => {
                 tracing::warn!(%e, "cycle failed");
-                now.plus_secs(CYCLE_RETRY_SECS)
+                now.plus_secs(CYCLE_RETRY_MIN_SECS + (SystemJitter.next() * CYCLE_RETRY_SPREAD_SECS) as i64)
             }
         };
         let secs = (wake.0 - clock.now().0).clamp(1, 24 * 3600) as u64;

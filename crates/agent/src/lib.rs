@@ -35,6 +35,20 @@ pub enum AgentError {
     Key(#[from] autoenroll_keys::KeyError),
 }
 
+impl AgentError {
+    /// Whether the server said no for good to what was asked (denied, not allowed, a bad
+    /// request), as opposed to "not now" (locked out for a while, busy, another request in
+    /// progress): only a final refusal ends an attempt and lets its key go.
+    pub fn is_final_refusal(&self) -> bool {
+        matches!(self, AgentError::Refused { code, .. } if !transient_refusal(code))
+    }
+}
+
+/// Refusal codes that mean "not now" rather than "no".
+pub fn transient_refusal(code: &str) -> bool {
+    matches!(code, "TooManyAttempts" | "ServerBusy" | "RequestInProgress" | "RenewalInProgress" | "Internal")
+}
+
 impl From<autoenroll_proto::ProtoError> for AgentError {
     fn from(e: autoenroll_proto::ProtoError) -> Self {
         AgentError::Protocol(e.to_string())

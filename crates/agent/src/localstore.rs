@@ -388,20 +388,17 @@ impl LocalStore {
         sync_dir(&dir)
     }
 
-    /// The unfinished attempt for `template`, if any. An attempt whose key cannot be read (a
-    /// torn write from before atomic writes, a damaged disk) can never be finished: it is
-    /// discarded with a logged reason, and the template starts afresh.
+    /// The unfinished attempt for `template`, if any. Reading never changes anything (`agent
+    /// status` calls it too): a key that does not parse is `AgentError::Key` (the cycle sets
+    /// the attempt aside), any other read failure a store error.
     pub fn pending(&self, template: &str) -> Result<Option<PendingAttempt>, AgentError> {
         let dir = self.pending_dir(template)?;
         let key_pem = match std::fs::read_to_string(dir.join("key.pem")) {
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return self.discard_pending(template, &e.to_string()),
+            Err(e) => return Err(store_err(&dir, e)),
         };
-        let key = match KeyPair::from_pem(&key_pem) {
-            Ok(k) => k,
-            Err(e) => return self.discard_pending(template, &format!("unreadable key: {e}")),
-        };
+        let key = KeyPair::from_pem(&key_pem)?;
         let meta = match std::fs::read(dir.join("request.json")) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 tracing::warn!(template, %e, "pending request description unreadable; treating it as a new attempt");
@@ -426,10 +423,13 @@ impl LocalStore {
         Ok(Some(PendingAttempt { key, meta, received }))
     }
 
-    fn discard_pending(&self, template: &str, why: &str) -> Result<Option<PendingAttempt>, AgentError> {
-        tracing::warn!(template, reason = why, "discarding an unfinished attempt that cannot be resumed");
-        self.clear_pending(template)?;
-        Ok(None)
+    /// Moves an attempt that can never finish out of the way (`pending/.set-aside-<T>-<time>`),
+    /// keeping it for inspection.
+    pub fn set_aside_pending(&self, template: &str) -> Result<(), AgentError> {
+        let dir = self.pending_dir(template)?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = self.root.join("pending").join(format!(".set-aside-{}-{stamp}", safe_component(template)?));
+        std::fs::rename(&dir, &aside).map_err(|e| store_err(&dir, e))
     }
 
     pub fn clear_pending(&self, template: &str) -> Result<(), AgentError> {

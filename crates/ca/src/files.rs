@@ -156,7 +156,16 @@ pub fn export_root_key(dir: &Path, out: &Path) -> Result<(), CaError> {
         }
         Err(e) => return Err(io(&paths.root_key, e)),
     };
+    if let (Ok(o), Ok(d)) = (std::path::absolute(out), std::path::absolute(dir)) {
+        if o.starts_with(d.parent().unwrap_or(&d)) {
+            return Err(CaError::Io(format!("{}: the root key must leave the data directory", out.display())));
+        }
+    }
     write_file(out, pem.as_bytes(), 0o600)?;
+    // The copy and its directory entry are on disk before the original goes.
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io(parent, e))?;
+    }
     let copy = std::fs::read_to_string(out).map_err(|e| io(out, e))?;
     KeyPair::from_pem(&copy)?;
     if copy != pem {

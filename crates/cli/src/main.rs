@@ -7,6 +7,7 @@ mod signals;
 pub use signals::shutdown_signal;
 mod bench_fleet;
 mod bench_scep;
+mod bench_soak;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum BenchCommand {
     /// Fleet renewal spreading: devices issued at the same moment, each deciding its renewal
     /// time from check-in as the agent does; prints the busiest minute against the mean.
     Fleet(bench_fleet::FleetBench),
+    /// Legitimate load for a long time under slowloris and password guessing: errors, p99 and
+    /// memory per interval.
+    Soak(bench_soak::SoakBench),
 }
 
 fn main() {
@@ -86,6 +90,7 @@ fn main() {
             Command::Bench { command: BenchCommand::Scep(b) } => bench_scep::scep(b).await,
             Command::Bench { command: BenchCommand::Cfssl(b) } => bench::cfssl(b).await,
             Command::Bench { command: BenchCommand::Fleet(b) } => bench_fleet::fleet(b).await,
+            Command::Bench { command: BenchCommand::Soak(b) } => bench_soak::soak(b).await,
         };
         match result {
             Ok(code) => code,

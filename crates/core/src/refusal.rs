@@ -93,6 +93,8 @@ refusals! {
     /// Too many failed passwords or challenges for the account or from the address: locked
     /// for a while (audited as auth.lockout).
     TooManyAttempts { retry_after_secs: i64 } => RateLimited, "too many failed attempts; try again in {retry_after_secs} s";
+    /// Every password-hashing slot stayed busy for seconds (a flood of logins): try again.
+    ServerBusy => Unavailable, "the server is busy checking passwords; try again shortly";
     /// The bootstrap token was already spent.
     TokenUsed => Unauthorized, "the bootstrap token was already used";
     /// The bootstrap token is past its TTL.

@@ -1,7 +1,7 @@
 //! The HTTPS listener: TLS with optional client certificates (visible to handlers as
 //! `Peer`), HTTP/1.1 and HTTP/2, time limits on handshakes and headers.
 use crate::config::ServerConfig;
-use crate::conn::{Budget, Full, IdleIo, Limits};
+use crate::conn::{Budget, Full, IdleIo, InFlight, Limits};
 use crate::frontends::{self, AppState, Peer};
 use crate::ra::{Ra, RaError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -95,6 +95,16 @@ pub struct Server {
     limits: Limits,
 }
 
+/// A request's future, counted as in flight on its connection until it has an answer.
+fn handling<F: Future>(in_flight: &InFlight, handled: F) -> impl Future<Output = F::Output> {
+    let guard = in_flight.enter();
+    async move {
+        let out = handled.await;
+        drop(guard);
+        out
+    }
+}
+
 /// Every request answered within the configured deadline (408 otherwise).
 fn with_deadline(router: axum::Router, limits: &Limits) -> axum::Router {
     let limit = limits.request;
@@ -105,7 +115,14 @@ fn with_deadline(router: axum::Router, limits: &Limits) -> axum::Router {
 fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
+    // Few streams and small windows: a request body is at most 256 KiB, and each open stream
+    // may hold one in memory.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(8)
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(256 * 1024);
     builder
 }
 
@@ -266,7 +283,8 @@ impl Server {
             let limits = limits.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let tcp = IdleIo::new(tcp, limits.idle);
+                let in_flight = InFlight::default();
+                let tcp = IdleIo::new(tcp, limits.idle, in_flight.clone());
                 let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
@@ -286,10 +304,12 @@ impl Server {
                         .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
                     Some(remote.ip()),
                 );
-                let svc = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    req
-                });
+                let svc = router
+                    .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        req
+                    })
+                    .map_future(move |handled| handling(&in_flight, handled));
                 let builder = http_builder(&limits);
                 if let Err(e) = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc)).await {
                     tracing::debug!(%remote, %e, "connection ended with an error");
@@ -328,11 +348,14 @@ async fn serve_plain(listener: TcpListener, router: axum::Router, budget: Budget
         let limits = limits.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let svc = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Peer(None, Some(remote.ip())));
-                req
-            });
-            let io = IdleIo::new(tcp, limits.idle);
+            let in_flight = InFlight::default();
+            let io = IdleIo::new(tcp, limits.idle, in_flight.clone());
+            let svc = router
+                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Peer(None, Some(remote.ip())));
+                    req
+                })
+                .map_future(move |handled| handling(&in_flight, handled));
             if let Err(e) =
                 http_builder(&limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(svc)).await
             {

@@ -35,6 +35,9 @@ pub struct RawLimits {
     pub request_timeout: Option<String>,
     pub handshake_timeout: Option<String>,
     pub header_timeout: Option<String>,
+    /// Count failed passwords and challenges per client address (default true; turn off
+    /// behind a reverse proxy, where every client has the proxy's address).
+    pub count_addresses: Option<bool>,
 }
 
 impl RawLimits {
@@ -207,6 +210,8 @@ impl RawConfig {
                 .map_err(|e| ConfigError::Invalid("revocation.superseded_grace", e.to_string()))?,
             None => std::time::Duration::from_secs(7 * 86_400),
         };
+        let raw_limits = self.limits.unwrap_or_default();
+        let count_addresses = raw_limits.count_addresses;
         let hostnames = self.hostnames.unwrap_or_else(|| vec!["localhost".into()]);
         let public_url = self.public_url.map(|u| u.trim_end_matches('/').to_string());
         let server_names = server_names(&hostnames, public_url.as_deref(), listen);
@@ -214,7 +219,7 @@ impl RawConfig {
             mdm_provider_id: mdm.provider_id.unwrap_or_else(|| "autoenroll".into()),
             mdm_management_url: mdm.management_url,
             mdm_sign_in_return: sign_in_return,
-            limits: self.limits.unwrap_or_default().validate()?,
+            limits: raw_limits.validate()?,
             scep_http_listen,
             listen,
             hostnames,
@@ -231,6 +236,7 @@ impl RawConfig {
                 scep_legacy_ciphers: scep.legacy_ciphers.unwrap_or(false),
                 server_names,
                 superseded_grace_secs: i64::try_from(superseded_grace.as_secs()).unwrap_or(i64::MAX),
+                count_addresses: count_addresses.unwrap_or(true),
             },
         })
     }

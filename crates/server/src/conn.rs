@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,6 +48,21 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             header: Duration::from_secs(10),
         }
+    }
+}
+
+/// What counts as one client: an IPv4 address, or an IPv6 /64 (one site or one machine's
+/// privacy addresses; counting each /128 would let one network take every slot).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -90,27 +106,58 @@ impl Budget {
     }
 
     pub fn admit(&self, ip: IpAddr) -> Result<Slot, Full> {
+        let ip = address_key(ip);
+        // The listener's permit first: a refused connection leaves no entry behind.
+        let permit = self.total.clone().try_acquire_owned().map_err(|_| Full::Listener)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= self.per_ip {
             return Err(Full::Address);
         }
-        let permit = self.total.clone().try_acquire_owned().map_err(|_| Full::Listener)?;
         *n += 1;
+        drop(open);
         Ok(Slot { _permit: permit, ip, open: self.open.clone() })
     }
 }
 
-/// An I/O stream that fails with `TimedOut` once nothing has moved either way for `idle`.
+/// Requests being handled on one connection. While one is, the connection is not idle: hyper
+/// keeps reading the socket during a handler (to notice a client that leaves), and a slow
+/// handler must not look like a silent client.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+/// Held while a request is handled.
+pub struct Handling(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(&self) -> Handling {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Handling(self.0.clone())
+    }
+
+    fn busy(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An I/O stream that fails with `TimedOut` once nothing has moved either way for `idle` while
+/// no request is being handled.
 pub struct IdleIo<T> {
     inner: T,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    in_flight: InFlight,
 }
 
 impl<T> IdleIo<T> {
-    pub fn new(inner: T, idle: Duration) -> IdleIo<T> {
-        IdleIo { inner, idle, deadline: Box::pin(tokio::time::sleep(idle)) }
+    pub fn new(inner: T, idle: Duration, in_flight: InFlight) -> IdleIo<T> {
+        IdleIo { inner, idle, deadline: Box::pin(tokio::time::sleep(idle)), in_flight }
     }
 
     pub fn get_ref(&self) -> &T {
@@ -124,6 +171,9 @@ impl<T> IdleIo<T> {
 
     /// Called when the inner stream is waiting: fails once the deadline passed.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        if self.in_flight.busy() {
+            self.progressed();
+        }
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle")),
             Poll::Pending => Poll::Pending,
@@ -175,15 +225,57 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
 }
 
 /// Axum middleware: a request that has not been answered within `limit` (a body dribbled
-/// byte by byte, say) gets 408 and its connection is closed.
+/// byte by byte, say) gets 408 and its connection is closed. The handler runs in its own task:
+/// work the RA has begun (a signature, an approval) finishes even when the client is gone.
 pub async fn request_deadline(limit: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
+    // The body stops a moment after the deadline: the 408 goes out first, then the handler's
+    // read fails and it lets go of the connection.
+    let (parts, body) = req.into_parts();
+    let body = DeadlineBody { inner: body, deadline: Box::pin(tokio::time::sleep(limit + BODY_GRACE)) };
+    let req = Request::from_parts(parts, axum::body::Body::new(body));
+    let handler = tokio::spawn(next.run(req));
+    match tokio::time::timeout(limit, handler).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            tracing::error!(%e, "request handler failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
         Err(_) => {
             let mut r = (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response();
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         }
+    }
+}
+
+const BODY_GRACE: Duration = Duration::from_millis(100);
+
+/// A request body that fails once its deadline has passed.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new("the request body took too long"))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -207,5 +299,16 @@ mod tests {
         assert!(b.admit(c).is_ok(), "a slot came back");
         drop((s2, s3));
         assert!(b.open.lock().map(|m| m.get(&a).is_none()).unwrap_or(false), "no entry left for a gone address");
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(address_key(mapped), IpAddr::from([192, 0, 2, 1]));
     }
 }

@@ -463,15 +463,19 @@ async fn a_torn_pending_key_is_discarded_and_every_template_renews() {
     std::fs::create_dir_all(&torn).unwrap();
     std::fs::write(torn.join("key.pem"), b"").unwrap();
     std::fs::write(torn.join("request.json"), b"{\"created_at\": 1, \"kind\": \"re").unwrap();
-    assert!(agent.store().pending("Signed").unwrap().is_none(), "unreadable: discarded");
-    assert!(!torn.exists());
-    std::fs::create_dir_all(&torn).unwrap();
-    std::fs::write(torn.join("key.pem"), b"").unwrap();
+    assert!(agent.store().pending("Signed").is_err(), "reading says so and changes nothing");
+    assert!(torn.join("key.pem").exists());
     let due = server_time(&s, &agent, "Signed").await.max(server_time(&s, &agent, "Tls").await);
     s.clock.set(due);
     let r = agent.cycle(&s).await;
     assert_eq!(r.renewed.len(), 2, "{r:?}");
     assert!(r.failed.is_empty(), "{r:?}");
+    let aside = std::fs::read_dir(agent.state().join("pending"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".set-aside-Signed-"))
+        .count();
+    assert_eq!(aside, 1, "the torn attempt is kept aside, not deleted");
 }
 
 /// Issue 14, finding 6: an empty or corrupt state.json stopped every command. It is moved
@@ -541,4 +545,110 @@ async fn a_server_directive_wins_over_a_local_backoff() {
     let r = agent.cycle(&s).await;
     assert!(r.renewed.iter().any(|(t, _, _)| t == "Signed"), "the bump is acted on at once: {r:?}");
     assert_eq!(agent.live("Signed").unwrap().template.unwrap().major, 2);
+}
+
+/// A TCP proxy between agent and server that passes, resets, or delays connections.
+struct FaultProxy {
+    base: String,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const PASS: u8 = 0;
+const RESET: u8 = 1;
+/// Every other connection reset, the rest passed.
+const FLAKY: u8 = 2;
+/// Each connection held 400 ms before it is passed on.
+const SLOW: u8 = 3;
+
+async fn fault_proxy(to: &str) -> FaultProxy {
+    use std::sync::atomic::Ordering;
+    let target: std::net::SocketAddr = to.trim_start_matches("https://").parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let mode = Arc::new(std::sync::atomic::AtomicU8::new(PASS));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (m, a) = (mode.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { continue };
+            let n = a.fetch_add(1, Ordering::Relaxed);
+            let mode = m.load(Ordering::Relaxed);
+            tokio::spawn(async move {
+                let reset = mode == RESET || (mode == FLAKY && n % 2 == 0);
+                if reset {
+                    let _ = client.set_zero_linger();
+                    return;
+                }
+                if mode == SLOW {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                }
+                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    FaultProxy { base, mode, accepted }
+}
+
+/// Issue 14: the agent against a server that resets, drops and delays connections. While it
+/// is unreachable nothing held is touched and the agent says so; on a flaky network failures
+/// back off within the remaining lifetime and the renewal completes before expiry; when the
+/// server answers again (slowly) the agent is served at once.
+#[tokio::test]
+async fn the_agent_rides_out_resets_flakiness_and_delays() {
+    use std::sync::atomic::Ordering;
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let proxy = fault_proxy(&s.base).await;
+    let mut agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    let toml = std::fs::read_to_string(agent.dir.path().join("agent.toml")).unwrap().replace(&s.base, &proxy.base);
+    std::fs::write(agent.dir.path().join("agent.toml"), toml).unwrap();
+    agent.cfg = AgentConfig::load(&agent.dir.path().join("agent.toml")).unwrap();
+    assert_eq!(agent.cycle(&s).await.enrolled.len(), 2);
+    assert!(proxy.accepted.load(Ordering::Relaxed) > 0, "the agent goes through the proxy");
+    let held = agent.live("Signed").unwrap();
+    let due = server_time(&s, &agent, "Signed").await.max(server_time(&s, &agent, "Tls").await);
+    s.clock.set(due);
+
+    // Every connection reset: the cycle says the server is unreachable; nothing held changes.
+    proxy.mode.store(RESET, Ordering::Relaxed);
+    let e = agent.try_cycle(&s, &Force::None).await.unwrap_err();
+    assert!(matches!(e, autoenroll_agent::AgentError::Transport { .. }), "{e}");
+    assert_eq!(agent.live("Signed").unwrap().serial, held.serial);
+
+    // Flaky: every other connection reset. Retries stay within half the remaining lifetime
+    // (at least 30 s apart) and both renewals land before expiry.
+    proxy.mode.store(FLAKY, Ordering::Relaxed);
+    let not_after = held.not_after.0;
+    let mut renewed = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        match agent.try_cycle(&s, &Force::None).await {
+            Ok(r) => {
+                renewed.extend(r.renewed.iter().map(|(t, _, _)| t.clone()));
+                if renewed.len() == 2 {
+                    break;
+                }
+                let wake = r.next_wake.unwrap().0;
+                let remaining = not_after - s.now();
+                assert!(
+                    wake - s.now() <= (remaining / 2).max(30),
+                    "retry at +{} with {remaining} s left",
+                    wake - s.now()
+                );
+                s.clock.set(wake);
+            }
+            // The policy request itself was reset: the daemon tries again a minute later.
+            Err(_) => s.clock.advance(60),
+        }
+        assert!(s.now() < not_after, "renewed before expiry");
+    }
+    assert_eq!(renewed.len(), 2, "both renewed through a flaky network");
+
+    // The server is back, slowly: served at once.
+    proxy.mode.store(SLOW, Ordering::Relaxed);
+    let r = agent.cycle(&s).await;
+    assert!(r.failed.is_empty(), "{r:?}");
+    proxy.mode.store(PASS, Ordering::Relaxed);
 }

@@ -240,7 +240,7 @@ async fn an_old_password_hash_is_replaced_at_login() {
         pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, n, &[7u8; 16], common::PASSWORD.as_bytes(), &mut out);
         format!("{legacy}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
     };
-    assert!(store.set_password_hash("enroller", &hash).await.unwrap());
+    assert!(store.replace_password_hash("enroller", &before, &hash).await.unwrap());
     let (status, _) = s.soap(ns::ACTION_GET_POLICIES, &common::account(), xcep::request_body(None), None).await;
     assert_eq!(status, 200, "the old hash verifies");
     let after = store.account("enroller").await.unwrap().unwrap().password_hash;

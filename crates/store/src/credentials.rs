@@ -123,11 +123,13 @@ impl Store {
         Ok(row.map(Account::from))
     }
 
-    /// Replaces an account's password hash (a rehash with today's parameters, or a new password).
-    pub async fn set_password_hash(&self, name: &str, password_hash: &str) -> Result<bool> {
+    /// Replaces an account's password hash if it is still `old` (a rehash must not undo a
+    /// password change made meanwhile); false otherwise.
+    pub async fn replace_password_hash(&self, name: &str, old: &str, password_hash: &str) -> Result<bool> {
         let _writer = self.writer().await;
-        let r = sqlx::query("UPDATE accounts SET password_hash = $2 WHERE name = $1")
+        let r = sqlx::query("UPDATE accounts SET password_hash = $3 WHERE name = $1 AND password_hash = $2")
             .bind(name)
+            .bind(old)
             .bind(password_hash)
             .execute(&self.pool)
             .await?;

@@ -47,6 +47,17 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back one counted attempt of `key` (an attempt counted before its check, which
+    /// then succeeded).
+    pub async fn forgive_auth_attempt(&self, key: &str) -> Result<()> {
+        let _writer = self.writer().await;
+        sqlx::query("UPDATE auth_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Forgets the failures of `key` (a successful login, an administrator's unlock).
     pub async fn clear_auth_failures(&self, key: &str) -> Result<bool> {
         let _writer = self.writer().await;

@@ -322,9 +322,11 @@ async fn accounts_and_admin_tokens(s: Store) {
     assert!(s.set_account_disabled("everything", true).await.unwrap());
     assert_eq!(s.account("everything").await.unwrap().map(|x| x.disabled), Some(true));
     assert!(!s.set_account_disabled("nobody", true).await.unwrap());
-    assert!(s.set_password_hash("everything", "$argon2id$new").await.unwrap());
+    let old = s.account("everything").await.unwrap().unwrap().password_hash;
+    assert!(s.replace_password_hash("everything", &old, "$argon2id$new").await.unwrap());
     assert_eq!(s.account("everything").await.unwrap().map(|x| x.password_hash), Some("$argon2id$new".into()));
-    assert!(!s.set_password_hash("nobody", "x").await.unwrap());
+    assert!(!s.replace_password_hash("everything", &old, "$argon2id$other").await.unwrap(), "changed meanwhile");
+    assert!(!s.replace_password_hash("nobody", "x", "y").await.unwrap());
 
     s.insert_admin_token("id1", "alice", &[1; 32], t(T0)).await.unwrap();
     s.insert_admin_token("id2", "alice", &[2; 32], t(T0 + 1)).await.unwrap();
@@ -1167,9 +1169,14 @@ async fn auth_failures_are_counted_locked_and_pruned(s: Store) {
     assert_eq!(s.auth_locked_until("ip:192.0.2.1", t(1500)).await.unwrap(), None, "other keys are apart");
     assert!(s.clear_auth_failures(key).await.unwrap());
     assert!(!s.clear_auth_failures(key).await.unwrap());
+    assert_eq!(s.note_auth_failure("ip:192.0.2.9", t(2500), 900).await.unwrap(), 1);
+    assert_eq!(s.note_auth_failure("ip:192.0.2.9", t(2500), 900).await.unwrap(), 2);
+    s.forgive_auth_attempt("ip:192.0.2.9").await.unwrap();
+    assert_eq!(s.note_auth_failure("ip:192.0.2.9", t(2501), 900).await.unwrap(), 2, "one taken back");
+    s.forgive_auth_attempt("ip:nobody").await.unwrap();
     assert_eq!(s.note_auth_failure("ip:192.0.2.1", t(3000), 900).await.unwrap(), 1);
     s.note_auth_failure("ip:192.0.2.2", t(5000), 900).await.unwrap();
-    assert_eq!(s.prune_auth_failures(t(4000)).await.unwrap(), 1, "only the old, unlocked counter");
+    assert_eq!(s.prune_auth_failures(t(4000)).await.unwrap(), 2, "only the old, unlocked counters");
     assert_eq!(s.note_auth_failure("ip:192.0.2.2", t(5001), 900).await.unwrap(), 2, "the recent one stays");
 }
 

@@ -17,7 +17,7 @@ pub struct InitArgs {
     #[arg(long)]
     organization: Option<String>,
     /// Where the root CA's private key goes (0600, never overwritten): out of the data
-    /// directory, to be kept offline. Default ./autoenroll-root.key
+    /// directory, to be kept offline. Default: autoenroll-root.key beside the data directory.
     #[arg(long)]
     root_key_out: Option<std::path::PathBuf>,
     /// Leave the root key in the data directory (labs; the server then re-signs the root CRL
@@ -69,6 +69,16 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     if autoenroll_server::ra::ca_exists(&dir) {
         bail!("{} already holds a CA; refusing to overwrite it", dir.display());
     }
+    // Beside the data directory by default, never inside it; never over an existing file.
+    let root_key_out = a.root_key_out.clone().unwrap_or_else(|| {
+        dir.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("autoenroll-root.key")
+    });
+    if !a.keep_root_online && root_key_out.exists() {
+        bail!("{} already exists: choose another --root-key-out (nothing was created)", root_key_out.display());
+    }
     let ra = Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?;
     println!("initialised {}", dir.display());
     println!("root CA certificate: {}", dir.join("ca/root.pem").display());
@@ -77,7 +87,13 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     match cfg.planned_public_base() {
         Some(base) => {
             ra.publish_base(&base).await?;
-            println!("issuing CA certified for {base} (AIA {base}/ca/root.crt, CDP {base}/crl/root)");
+            // The server only logs upkeep failures; here they stop the ceremony.
+            match ra.chain_upkeep(None).await? {
+                autoenroll_server::ra::ChainUpkeep::Current => {
+                    println!("issuing CA certified for {base} (AIA {base}/ca/root.crt, CDP {base}/crl/root)")
+                }
+                other => bail!("the CA chain could not be certified for {base}: {other:?}"),
+            }
         }
         None => println!(
             "the public URL is not known before the server runs (port 0): run `server ca upkeep --root-key FILE` \
@@ -87,7 +103,7 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     if a.keep_root_online {
         println!("root CA private key: {} (online: --keep-root-online)", dir.join("ca/root.key").display());
     } else {
-        let out = a.root_key_out.unwrap_or_else(|| std::path::PathBuf::from("autoenroll-root.key"));
+        let out = root_key_out;
         ra.export_root_key(&out)?;
         println!(
             "root CA private key: {} — move it offline now; it is needed only for `server ca upkeep --root-key` \

@@ -119,9 +119,12 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::WeakChallenge
         | C::InvalidReason
         | C::BadSubject => (MESSAGE_FORMAT, INVALID_ENROLLMENT_DATA),
-        C::RequestInProgress | C::RenewalInProgress | C::NotPending | C::Duplicate | C::DeviceHasHistory => {
-            (ENROLLMENT_SERVER, CUSTOM_SERVER_ERROR)
-        }
+        C::RequestInProgress
+        | C::RenewalInProgress
+        | C::ServerBusy
+        | C::NotPending
+        | C::Duplicate
+        | C::DeviceHasHistory => (ENROLLMENT_SERVER, CUSTOM_SERVER_ERROR),
     }
 }
 

@@ -300,6 +300,7 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::RequestDenied
         | C::MdmApprovalNeedsToken
         | C::RequestInProgress
+        | C::ServerBusy
         | C::RenewalInProgress
         | C::NotPending
         | C::UnknownAction

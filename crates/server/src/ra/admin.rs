@@ -265,7 +265,7 @@ impl Ra {
         }
         let account = Account {
             name: spec.name.to_string(),
-            password_hash: secrets::hash_password(spec.password),
+            password_hash: self.hash_secret(spec.password).await?,
             templates: spec.templates.clone(),
             disabled: false,
             created_at: self.now(),

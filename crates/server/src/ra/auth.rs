@@ -118,6 +118,9 @@ pub enum Purpose {
     Identify,
 }
 
+/// The longest account name a password is checked for.
+const MAX_USERNAME: usize = 256;
+
 /// An account acting for `device_hint` (a device name it reported), else for itself.
 fn account_principal(
     a: autoenroll_store::Account,
@@ -242,25 +245,30 @@ impl Ra {
         device_hint: Option<&str>,
     ) -> Result<Principal, RaError> {
         let wrong = || RaError::from(Refusal::WrongCredentials { what: "wrong username or password" });
+        // Account names are short: a long one is a guess at something else (and would make a
+        // counter key the database refuses), counted against the address alone.
+        if username.len() > MAX_USERNAME {
+            self.count_attempt(&throttle::subjects(None, client)).await?;
+            return Err(wrong());
+        }
         let subjects = throttle::subjects(Some(username), client);
-        self.refuse_if_locked(&subjects).await?;
+        self.count_attempt(&subjects).await?;
         let account = self.store.account(username).await?;
         // Unknown and disabled accounts cost a hash too: nobody learns which exist.
         let stored = account.as_ref().filter(|a| !a.disabled).map(|a| a.password_hash.clone());
         let Some(a) = account.filter(|_| stored.is_some()) else {
             self.check_password(None, password).await?;
-            self.note_failure(&subjects).await?;
             return Err(wrong());
         };
         if !self.check_password(stored, password).await? {
-            self.note_failure(&subjects).await?;
             return Err(wrong());
         }
-        self.note_success(&a.name).await?;
+        self.note_success(&subjects).await?;
         if secrets::needs_rehash(&a.password_hash) {
-            // An older hash (PBKDF2, weaker parameters) is replaced while the password is at hand.
+            // An older hash (PBKDF2, weaker parameters) is replaced while the password is at
+            // hand, unless the password was changed meanwhile.
             let fresh = self.hash_secret(password).await?;
-            self.store.set_password_hash(&a.name, &fresh).await?;
+            self.store.replace_password_hash(&a.name, &a.password_hash, &fresh).await?;
         }
         account_principal(a, device_hint, None)
     }

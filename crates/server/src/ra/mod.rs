@@ -64,6 +64,9 @@ pub struct RaSettings {
     /// How long a renewed certificate stays good when its successor is not used (it is revoked
     /// as superseded at the successor's first use, or after this).
     pub superseded_grace_secs: i64,
+    /// Count failed secrets per client address too (off behind a reverse proxy, where every
+    /// client has the proxy's address).
+    pub count_addresses: bool,
 }
 
 /// The actor of administrative actions taken at the server's command line (the admin API uses

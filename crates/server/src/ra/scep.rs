@@ -212,6 +212,7 @@ impl Ra {
         let matches = secrets::ct_eq(&secrets::sha256(password.as_bytes()), &legacy);
         if matches {
             self.store.set_setting(&key, &self.hash_secret(password).await?).await?;
+            // (A set-static-challenge racing this rehash is rare and only re-set the same way.)
         }
         Ok(matches)
     }
@@ -351,9 +352,14 @@ impl Ra {
     async fn transaction_outcome(&self, transaction: &str, signer_key: &str) -> Result<Outcome, RaError> {
         for _ in 0..50 {
             if let Some(id) = self.store.scep_transaction(transaction, signer_key).await? {
-                match self.retrieve(id).await {
-                    Err(e) if e.refusal_code() == Some(autoenroll_core::RefusalCode::RequestInProgress) => {}
-                    other => return other,
+                // A racing copy of this transaction is being signed: wait for its answer.
+                let in_progress = self
+                    .store
+                    .request(id)
+                    .await?
+                    .is_some_and(|r| matches!(r.status, RequestStatus::Received | RequestStatus::Signing));
+                if !in_progress {
+                    return self.retrieve(id).await;
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -374,14 +380,14 @@ impl Ra {
         let Some(password) = csr.challenge_password.as_deref().map(str::trim).filter(|p| !p.is_empty()) else {
             return Err(Refusal::ChallengeMissing.into());
         };
-        // An address that guessed too often is refused before any check (and any hash).
+        // Counted against the address before any check (and any hash); given back unless the
+        // challenge was wrong.
         let subjects = throttle::subjects(None, req.client);
-        self.refuse_if_locked(&subjects).await?;
+        self.count_attempt(&subjects).await?;
         let checked = self.check_challenge_secret(csr, req, signer_key, path_template, password).await;
-        if let Err(e) = &checked {
-            if matches!(e.refusal_code(), Some(RefusalCode::ChallengeInvalid)) {
-                self.note_failure(&subjects).await?;
-            }
+        let guessed_wrong = matches!(&checked, Err(e) if e.refusal_code() == Some(RefusalCode::ChallengeInvalid));
+        if !guessed_wrong {
+            self.note_success(&subjects).await?;
         }
         checked
     }

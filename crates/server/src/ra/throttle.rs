@@ -28,7 +28,7 @@ impl Subject<'_> {
     fn key(&self) -> String {
         match self {
             Subject::Account(name) => format!("account:{name}"),
-            Subject::Address(ip) => format!("ip:{ip}"),
+            Subject::Address(ip) => format!("ip:{}", crate::conn::address_key(*ip)),
         }
     }
 
@@ -64,27 +64,44 @@ impl Ra {
         Ok(())
     }
 
-    /// Counts a failed check against each subject; locks those past their limit.
-    pub(crate) async fn note_failure(&self, subjects: &[Subject<'_>]) -> Result<(), RaError> {
+    /// Counts an attempt against each subject *before* its secret is checked, so that a burst
+    /// of concurrent guesses cannot all pass the lock check: an attempt beyond a subject's
+    /// limit locks it and is refused without a hash. A successful check gives the attempt
+    /// back (`note_success`).
+    pub(crate) async fn count_attempt(&self, subjects: &[Subject<'_>]) -> Result<(), RaError> {
+        let counted: Vec<Subject<'_>> = subjects
+            .iter()
+            .copied()
+            .filter(|s| self.settings.count_addresses || matches!(s, Subject::Account(_)))
+            .collect();
+        let subjects = counted.as_slice();
+        self.refuse_if_locked(subjects).await?;
         let now = self.now();
         for s in subjects {
             let key = s.key();
-            let failures = self.store.note_auth_failure(&key, now, WINDOW_SECS).await?;
-            if failures >= s.limit() {
+            let attempts = self.store.note_auth_failure(&key, now, WINDOW_SECS).await?;
+            if attempts > s.limit() {
                 let until = now.plus_secs(LOCK_SECS);
                 self.store.lock_auth(&key, until).await?;
-                let detail = format!("{failures} failures in {} min; locked until {until}", WINDOW_SECS / 60);
+                let detail = format!("{} failures in {} min; locked until {until}", s.limit(), WINDOW_SECS / 60);
                 tracing::warn!(subject = %key, %until, "too many failed attempts: locked");
                 self.audit("server", "auth.lockout", &key, AuditOutcome::Refused, &detail).await;
+                return Err(Refusal::TooManyAttempts { retry_after_secs: LOCK_SECS }.into());
             }
         }
         Ok(())
     }
 
-    /// A good password: the account's count starts afresh (the address's does not: one good
-    /// password does not excuse guessing others).
-    pub(crate) async fn note_success(&self, account: &str) -> Result<(), RaError> {
-        self.store.clear_auth_failures(&Subject::Account(account).key()).await?;
+    /// A good secret: its attempt is given back to the address (one good password does not
+    /// excuse guessing others, but devices behind one address must not lock it by succeeding),
+    /// and the account's count starts afresh.
+    pub(crate) async fn note_success(&self, subjects: &[Subject<'_>]) -> Result<(), RaError> {
+        for s in subjects {
+            match s {
+                Subject::Account(_) => self.store.clear_auth_failures(&s.key()).await.map(|_| ())?,
+                Subject::Address(_) => self.store.forgive_auth_attempt(&s.key()).await?,
+            }
+        }
         Ok(())
     }
 
@@ -98,7 +115,7 @@ impl Ra {
     pub(crate) async fn check_password(&self, stored: Option<String>, password: &str) -> Result<bool, RaError> {
         let permit = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.clone().acquire_owned())
             .await
-            .map_err(|_| RaError::from(Refusal::TooManyAttempts { retry_after_secs: 5 }))?
+            .map_err(|_| RaError::from(Refusal::ServerBusy))?
             .map_err(RaError::internal)?;
         let password = password.to_string();
         tokio::task::spawn_blocking(move || {
@@ -115,10 +132,16 @@ impl Ra {
         .map_err(RaError::internal)
     }
 
-    /// A hash to store, computed on the blocking pool.
+    /// A hash to store, computed on the blocking pool (with the same slots as checks).
     pub(crate) async fn hash_secret(&self, secret: &str) -> Result<String, RaError> {
+        let permit = self.hashing.clone().acquire_owned().await.map_err(RaError::internal)?;
         let secret = secret.to_string();
-        tokio::task::spawn_blocking(move || secrets::hash_password(&secret)).await.map_err(RaError::internal)
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            secrets::hash_password(&secret)
+        })
+        .await
+        .map_err(RaError::internal)
     }
 }
 
