@@ -23,6 +23,8 @@ pub struct Response {
 
 pub struct Client {
     connector: TlsConnector,
+    /// The local address connections leave from (multi-homed hosts; load generators).
+    source: Option<std::net::IpAddr>,
 }
 
 /// A client certificate chain (leaf first) with its PKCS#8 key.
@@ -58,7 +60,13 @@ impl Client {
                 .map_err(|e| AgentError::Config(format!("client certificate: {e}")))?,
             None => builder.with_no_client_auth(),
         };
-        Ok(Client { connector: TlsConnector::from(Arc::new(config)) })
+        Ok(Client { connector: TlsConnector::from(Arc::new(config)), source: None })
+    }
+
+    /// Connections leave from `source` (an address of this host).
+    pub fn from_source(mut self, source: std::net::IpAddr) -> Client {
+        self.source = Some(source);
+        self
     }
 
     pub async fn post(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<Response, AgentError> {
@@ -112,7 +120,21 @@ impl Client {
         }
         let host = uri.host().ok_or("URL without host")?.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(443);
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
+        let tcp = match self.source {
+            None => tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?,
+            Some(source) => {
+                let to = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|e| format!("resolve: {e}"))?
+                    .find(|a| a.is_ipv4() == source.is_ipv4())
+                    .ok_or("no address of the source's family")?;
+                let socket =
+                    if source.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                        .map_err(|e| format!("socket: {e}"))?;
+                socket.bind(std::net::SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+                socket.connect(to).await.map_err(|e| format!("connect: {e}"))?
+            }
+        };
         // Request head and body go out as separate writes: without this, Nagle holds the body
         // until the server's delayed ACK (40 ms) on servers that do not answer the head first.
         let _ = tcp.set_nodelay(true);

@@ -1,8 +1,8 @@
 //! `autoenroll bench soak`: legitimate clients at a steady rate for a long time while attackers
 //! do what issue 14 found cheap — a slowloris client holding idle connections on both
 //! listeners and a guesser hammering passwords — against an in-process server. Prints, every
-//! interval: legitimate requests and errors, p99 latency, the server's resident memory, and what
-//! the attackers got. Legitimate errors must stay 0 and memory flat.
+//! interval: legitimate requests and errors, p99 latency, resident memory (the server's, with the
+//! clients' in the same process), and what the attackers got. Legitimate errors must stay 0 and memory flat.
 use crate::bench::{cpu_model, percentile};
 use anyhow::{Context, Result};
 use autoenroll_agent::https::{Client, ClientIdentity};
@@ -25,16 +25,18 @@ pub struct SoakBench {
     #[arg(long, default_value = "150")]
     rate: u32,
     /// Idle connections the slowloris client keeps open (re-opened when the server closes
-    /// them), spread over both listeners.
+    /// them), spread over both listeners and 250 loopback source addresses.
     #[arg(long, default_value = "2000")]
     slowloris: usize,
-    /// Concurrent password guessers.
+    /// Concurrent password guessers (from 127.0.0.2, as fast as they are answered).
     #[arg(long, default_value = "8")]
     guessers: usize,
     /// Reporting interval.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     interval: Duration,
 }
+
+const MAX_OUTSTANDING: usize = 2000;
 
 /// Resident memory of this process (the server runs in it), in MiB.
 fn rss_mib() -> f64 {
@@ -130,18 +132,27 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
         let _ = stop_rx.await;
     }));
 
-    // A device's identity: one password enrollment, then client-certificate TLS.
+    // Two devices, each enrolled once by password, then speaking with its certificate: one
+    // issues (its certificates pile up: a fleet's issuance, not one device's), the other checks
+    // in holding just its own (what a device's check-in costs).
     let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(autoenroll_agent::SystemClock);
     let url = format!("{base}/wstep");
-    let key = KeyPair::generate(KeyAlgorithm::P256)?;
     let account = HeaderToken::UsernameToken { username: "soak".into(), password: password.into() };
     let plain = Arc::new(Client::new(std::slice::from_ref(&root_der), None, clock.clone())?);
-    let csr = build_csr(&key, cn_name("soak-device")?, vec![])?;
-    let xml = soap::request(ns::ACTION_WSTEP, &url, "urn:uuid:soak", &account, wstep::issue_request_body(&csr, &[]));
-    let r = plain.post(&url, "application/soap+xml; charset=utf-8", xml.into_bytes()).await?;
-    let cert = wstep::parse_response(&soap::parse_envelope(&r.body)?.body)?.certificate_der.context("enroll")?;
-    let identity = ClientIdentity { chain: vec![cert.clone(), issuing_der.clone()], key_pkcs8: key.to_pkcs8_der()? };
-    let device = Arc::new(Client::new(std::slice::from_ref(&root_der), Some(&identity), clock.clone())?);
+    let mut devices = Vec::new();
+    for name in ["soak-issuer", "soak-checkin"] {
+        let key = KeyPair::generate(KeyAlgorithm::P256)?;
+        let csr = build_csr(&key, cn_name(name)?, vec![])?;
+        let body = wstep::issue_request_body(&csr, &[("DeviceName", name)]);
+        let xml = soap::request(ns::ACTION_WSTEP, &url, "urn:uuid:soak", &account, body);
+        let r = plain.post(&url, "application/soap+xml; charset=utf-8", xml.into_bytes()).await?;
+        let cert = wstep::parse_response(&soap::parse_envelope(&r.body)?.body)?.certificate_der.context("enroll")?;
+        let identity =
+            ClientIdentity { chain: vec![cert.clone(), issuing_der.clone()], key_pkcs8: key.to_pkcs8_der()? };
+        devices.push((Arc::new(Client::new(std::slice::from_ref(&root_der), Some(&identity), clock.clone())?), cert));
+    }
+    let (checker, cert) = devices.pop().context("the check-in device")?;
+    let (device, _) = devices.pop().context("the issuing device")?;
     let ocsp = ocsp_request(&cert, &issuing_der)?;
     let ocsp_url = {
         use base64::Engine;
@@ -182,8 +193,21 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
         let target = if i % 2 == 0 { addr(&base) } else { addr(&http_base) };
         let (held_open, reopened) = (held_open.clone(), reopened.clone());
         tokio::spawn(async move {
+            // Spread over 250 loopback addresses (a distributed slowloris: each address stays
+            // under the per-address cap, so the listeners' budgets and the idle timer are what
+            // hold).
+            let source: std::net::SocketAddr = match format!("127.0.1.{}:0", i % 250 + 1).parse() {
+                Ok(a) => a,
+                Err(_) => return,
+            };
+            let Ok(to) = target.parse::<std::net::SocketAddr>() else { return };
             while Instant::now() < deadline {
-                let Ok(mut s) = tokio::net::TcpStream::connect(&target).await else {
+                let connect = async {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(source)?;
+                    socket.connect(to).await
+                };
+                let Ok(mut s) = connect.await else {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
@@ -199,9 +223,13 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
     // The guessers: wrong passwords for the soak account and invented ones, as fast as answered.
     let guesses = Arc::new(AtomicU64::new(0));
     let locked_out = Arc::new(AtomicU64::new(0));
+    // From an address of their own (127.0.0.2): one sharing the legitimate clients' address
+    // would also share their per-address connection cap and their lockout.
+    let guesser =
+        Arc::new(Client::new(std::slice::from_ref(&root_der), None, clock.clone())?.from_source([127, 0, 0, 2].into()));
     for g in 0..b.guessers {
         let (plain, url, guesses, locked_out) =
-            (plain.clone(), format!("{base}/xcep"), guesses.clone(), locked_out.clone());
+            (guesser.clone(), format!("{base}/xcep"), guesses.clone(), locked_out.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
@@ -222,14 +250,23 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
     let scheduler = {
         let (tally, device, plain, csrs) = (tally.clone(), device.clone(), plain.clone(), csrs.clone());
         let (url, base, ocsp_url, report) = (url.clone(), base.clone(), ocsp_url.clone(), report.clone());
+        let checker = checker.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(b.rate.max(1))));
+            // At most this many legitimate requests outstanding: a server that falls behind shows
+            // as errors, not as a backlog growing in this process's memory.
+            let outstanding = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING));
             let mut i = 0usize;
             while Instant::now() < deadline {
                 tick.tick().await;
                 i += 1;
+                let Ok(slot) = outstanding.clone().try_acquire_owned() else {
+                    tally.record(Instant::now(), Err(anyhow::anyhow!("{MAX_OUTSTANDING} requests outstanding")));
+                    continue;
+                };
                 let (tally, device, plain, csrs) = (tally.clone(), device.clone(), plain.clone(), csrs.clone());
                 let (url, base, ocsp_url, report) = (url.clone(), base.clone(), ocsp_url.clone(), report.clone());
+                let checker = checker.clone();
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let r: Result<()> = async {
@@ -250,7 +287,7 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
                             }
                             1 => {
                                 let body = serde_json::to_vec(&report)?;
-                                let r = device.post(&format!("{base}/checkin"), "application/json", body).await?;
+                                let r = checker.post(&format!("{base}/checkin"), "application/json", body).await?;
                                 anyhow::ensure!(r.status == 200, "check-in {}", r.status);
                             }
                             2 => {
@@ -282,6 +319,7 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
                     }
                     .await;
                     tally.record(started, r);
+                    drop(slot);
                 });
             }
         })

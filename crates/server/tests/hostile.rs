@@ -178,6 +178,18 @@ async fn password_guessing_locks_the_account_then_the_address() {
     assert_eq!(common::subcode(status, &env), "ae:TooManyAttempts", "the address is locked for every account");
     let lockouts = s.ra.audit_events(&filter).await.unwrap();
     assert!(lockouts.iter().any(|e| e.subject == "ip:127.0.0.1"), "{lockouts:?}");
+
+    // Found by the soak: every refused attempt of a locked guesser was a durable audit write,
+    // which starved legitimate issuance of the database writer. A lock is audited once.
+    let all = autoenroll_server::ra::AuditFilter { limit: 100_000, ..Default::default() };
+    let before = s.ra.audit_events(&all).await.unwrap().len();
+    for i in 0..50 {
+        let (status, env) = s
+            .soap(ns::ACTION_GET_POLICIES, &as_user(&format!("late{i}"), "guess"), xcep::request_body(None), None)
+            .await;
+        assert_eq!(common::subcode(status, &env), "ae:TooManyAttempts");
+    }
+    assert_eq!(s.ra.audit_events(&all).await.unwrap().len(), before, "refusals of a locked address are not audited");
 }
 
 /// Issue 14, finding 2: password hashes ran on the async workers, so guessing slowed everyone.

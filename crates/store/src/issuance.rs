@@ -567,6 +567,22 @@ impl Store {
         certificates(rows)
     }
 
+    /// The templates of which the device holds a good certificate valid at `now` (one indexed
+    /// query: a device's history of certificates does not make its policy requests slower).
+    pub async fn templates_held(&self, device_id: i64, now: UnixTime) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT template FROM certificates WHERE device_id = $1 AND state IN ($2, $3) AND not_after > $4 \
+             ORDER BY template",
+        )
+        .bind(device_id)
+        .bind(CertState::Issued.as_str())
+        .bind(CertState::Renewed.as_str())
+        .bind(now.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(t,)| t).collect())
+    }
+
     /// The newest `limit` certificates.
     pub async fn certificates(&self, limit: i64) -> Result<Vec<Certificate>> {
         let rows = sqlx::query_as::<_, CertificateRow>(concat!(

@@ -1141,6 +1141,12 @@ async fn interrupted_requests_are_found_and_their_intents_abandoned(s: Store) {
     assert_eq!((c.state, c.revoked_at), (CertState::Revoked, Some(t(600))));
     assert!(s.abandon_intents(signing, t(700)).await.unwrap().is_empty(), "once");
     assert!(s.abandon_intents(received, t(700)).await.unwrap().is_empty(), "no intent");
+    // What the device holds: a revoked intent is not held.
+    assert!(s.templates_held(dev.id, t(700)).await.unwrap().is_empty());
+    let live = s.insert_request_with_intent(&new(RequestStatus::Signing), &intent("0b02"), None, t(800)).await.unwrap();
+    s.complete_certificate("0b02", live, "ab", b"der", t(801), None).await.unwrap();
+    assert_eq!(s.templates_held(dev.id, t(900)).await.unwrap(), ["A"]);
+    assert!(s.templates_held(dev.id, t(100_000)).await.unwrap().is_empty(), "expired");
 }
 
 async fn auth_failures_are_counted_locked_and_pruned(s: Store) {

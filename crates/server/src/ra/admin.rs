@@ -412,7 +412,9 @@ impl Ra {
         let (id, secret) = token.trim().strip_prefix("aea_").and_then(|t| t.split_once('.')).ok_or_else(bad)?;
         let stored = self.store.admin_token(id).await?.ok_or_else(bad)?;
         if !secrets::ct_eq(&secrets::sha256(secret.as_bytes()), &stored.secret_hash) {
-            self.audit("anonymous", "admin.authenticate", id, AuditOutcome::Refused, "WrongCredentials").await;
+            if self.audit_refused_login(&bad()) {
+                self.audit("anonymous", "admin.authenticate", id, AuditOutcome::Refused, "WrongCredentials").await;
+            }
             return Err(bad());
         }
         Ok(stored.name)

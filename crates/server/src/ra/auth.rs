@@ -231,7 +231,9 @@ impl Ra {
                 Credentials::ClientCertificate(_) => "client-certificate".into(),
                 Credentials::None => "anonymous".into(),
             };
-            self.audit(&subject, "authenticate", &subject, AuditOutcome::Refused, e.code()).await;
+            if self.audit_refused_login(e) {
+                self.audit(&subject, "authenticate", &subject, AuditOutcome::Refused, e.code()).await;
+            }
         }
         result
     }

@@ -456,7 +456,9 @@ impl Ra {
                 tracing::error!(%err, "could not update request status");
             }
         }
-        self.audit(actor, action, subject, AuditOutcome::Refused, &format!("{}: {}", e.code(), e.detail())).await;
+        if self.audit_refused_login(e) {
+            self.audit(actor, action, subject, AuditOutcome::Refused, &format!("{}: {}", e.code(), e.detail())).await;
+        }
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Ra {
     reported_invalid: std::sync::Mutex<std::collections::HashMap<String, UnixTime>>,
     /// Password hashes in flight (one per CPU).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Refused requests audited this minute (`throttle::MAX_REFUSAL_AUDITS_PER_MINUTE`).
+    refusal_audits: throttle::RefusalAudits,
 }
 
 impl Ra {
@@ -141,7 +143,16 @@ impl Ra {
         }
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hashing = Arc::new(tokio::sync::Semaphore::new(cpus));
-        let ra = Ra { store, ca, scep, clock, settings, reported_invalid: Default::default(), hashing };
+        let ra = Ra {
+            store,
+            ca,
+            scep,
+            clock,
+            settings,
+            reported_invalid: Default::default(),
+            hashing,
+            refusal_audits: Default::default(),
+        };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
         // The issuing certificate other processes published (a re-certified one) stays; the
         // upkeep adopts it.

@@ -33,12 +33,12 @@ impl Ra {
         let newest = all.valid.iter().map(|t| t.updated_at.0).max().unwrap_or(0);
         // What the asker may enroll (its grants), as an ADCS policy lists templates the caller
         // has Enroll rights on — and what its device holds, which it renews by possession.
+        let now = self.now();
         let (groups, held) = match self.store.device(&principal.device).await? {
-            Some(d) => (self.store.device_groups(d.id).await?, self.store.device_certificates(d.id).await?),
+            Some(d) => (self.store.device_groups(d.id).await?, self.store.templates_held(d.id, now).await?),
             None => (vec![], vec![]),
         };
-        let now = self.now();
-        let holds = |t: &Template| held.iter().any(|c| c.template == t.name && c.state.is_good() && c.not_after > now);
+        let holds = |t: &Template| held.contains(&t.name);
         let templates: Vec<Template> =
             all.valid.into_iter().filter(|t| principal.may_enroll(t, &groups) || (t.enroll && holds(t))).collect();
         Ok(PolicyView {

@@ -145,6 +145,39 @@ impl Ra {
     }
 }
 
+/// Refused logins written to the audit log per minute, at most: a guesser must not turn the
+/// audit log into a disk-filling, writer-blocking flood (each event is a durable write).
+pub const MAX_REFUSAL_AUDITS_PER_MINUTE: u32 = 600;
+
+/// Counts this minute's refused-login audit events (minute, count).
+#[derive(Default)]
+pub(crate) struct RefusalAudits(std::sync::Mutex<(i64, u32)>);
+
+impl Ra {
+    /// Whether a refused login or request is written to the audit log: not when it only
+    /// repeats a lock already audited (`TooManyAttempts`) or a busy server, and at most
+    /// `MAX_REFUSAL_AUDITS_PER_MINUTE` a minute (the surplus is counted in one log line).
+    pub(crate) fn audit_refused_login(&self, e: &RaError) -> bool {
+        use autoenroll_core::RefusalCode as C;
+        if matches!(e.refusal_code(), Some(C::TooManyAttempts | C::ServerBusy)) {
+            return false;
+        }
+        let minute = self.now().0 / 60;
+        let mut g = self.refusal_audits.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 != minute {
+            if g.1 > MAX_REFUSAL_AUDITS_PER_MINUTE {
+                tracing::warn!(
+                    suppressed = g.1 - MAX_REFUSAL_AUDITS_PER_MINUTE,
+                    "refused requests beyond the audit log's share were not written to it"
+                );
+            }
+            *g = (minute, 0);
+        }
+        g.1 = g.1.saturating_add(1);
+        g.1 <= MAX_REFUSAL_AUDITS_PER_MINUTE
+    }
+}
+
 /// A login waiting longer than this for a hashing slot is told to come back: the queue of a
 /// guessing flood must not grow without bound.
 const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
