@@ -16,8 +16,18 @@ use std::io::IsTerminal;
 #[derive(Parser)]
 #[command(name = "autoenroll", version, about = "Certificate autoenrollment: server (CA, MS-XCEP/MS-WSTEP) and agent")]
 struct Cli {
+    /// Log lines as text (default) or as one JSON object per line (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t, env = "AUTOENROLL_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Default, clap::ValueEnum)]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 // Parsed once per process; the size difference between variants does not matter.
@@ -61,14 +71,13 @@ fn main() {
     let cli = Cli::parse();
     // Benchmarks run a server in-process: a log line per issuance would be measured too.
     let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     // The agent is a small daemon: one thread is plenty and keeps its footprint low.
     let mut builder = match cli.command {

@@ -144,6 +144,18 @@ fn template_admin_commands() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let empty = autoenroll(&["server", "template", "list"], &dir.path().join("nothing-here"), None);
     assert!(!empty.status.success() && String::from_utf8_lossy(&empty.stderr).contains("holds no CA"));
+    // Logs for log shippers: one JSON object per line.
+    let json_logs = autoenroll(&["--log-format", "json", "server", "init"], &dir.path().join("json/data"), None);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&json_logs.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert!(lines.iter().all(|v| v["level"].is_string() && v["timestamp"].is_string()));
+    assert!(lines.iter().any(|v| v["fields"]["message"] == "creating CA hierarchy"), "{lines:?}");
+    let queue = autoenroll(&["server", "request", "list"], &data, None);
+    assert!(queue.status.success() && String::from_utf8_lossy(&queue.stdout).starts_with("    ID DEVICE"));
+    let queue = autoenroll(&["server", "request", "list", "--output", "json"], &data, None);
+    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
     let again = autoenroll(&["server", "init"], &data, None);
     assert!(!again.status.success(), "init refuses to overwrite a CA");
     let out = autoenroll(

@@ -32,6 +32,13 @@ async fn polling_during_an_approval_hears_pending() {
     let held = TemplateSpec { pend_all: Some(true), ..Default::default() };
     s.ra.update_template(LOCAL_ADMIN, "Machine", &held).await.unwrap();
     let id = held_request(&s, "poller").await;
+    // The approval queue shows it (`server request list`).
+    let queue = s.ra.requests(RequestStatus::Pending, 10).await.unwrap();
+    assert_eq!(
+        queue.iter().map(|r| (r.id.to_string(), r.device.as_str())).collect::<Vec<_>>(),
+        [(id.clone(), "enroller")],
+        "the account's own device"
+    );
     // The moment approve has taken the request (received) and is signing it.
     let store = store_of(&s).await;
     let now = UnixTime(s.now());

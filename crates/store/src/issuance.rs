@@ -384,6 +384,20 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Requests in `status`, oldest first (the approval queue: `pending`).
+    pub async fn requests_with_status(&self, status: RequestStatus, limit: i64) -> Result<Vec<Request>> {
+        let rows = sqlx::query_as::<_, RequestRow>(
+            "SELECT r.id, r.device_id, d.name AS device, r.requester, r.template, r.kind, r.status, r.csr_der, \
+             r.serial, r.detail, r.created_at, r.updated_at, r.previous_serial FROM requests r \
+             JOIN devices d ON d.id = r.device_id WHERE r.status = $1 ORDER BY r.id LIMIT $2",
+        )
+        .bind(status.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Request::try_from).collect()
+    }
+
     /// Requests left `received` or `signing` since before `stale_before`: a process died while
     /// approving or signing them.
     pub async fn interrupted_requests(&self, stale_before: UnixTime, limit: i64) -> Result<Vec<Request>> {

@@ -1133,6 +1133,10 @@ async fn interrupted_requests_are_found_and_their_intents_abandoned(s: Store) {
     let received = s.insert_request(&new(RequestStatus::Received), None, t(20)).await.unwrap();
     let pending = s.insert_request(&new(RequestStatus::Pending), None, t(20)).await.unwrap();
     let recent = s.insert_request(&new(RequestStatus::Signing), None, t(500)).await.unwrap();
+    let held: Vec<i64> =
+        s.requests_with_status(RequestStatus::Pending, 10).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(held, [pending]);
+    assert_eq!(s.requests_with_status(RequestStatus::Signing, 1).await.unwrap().len(), 1, "limit");
     let found: Vec<i64> = s.interrupted_requests(t(400), 10).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(found, [signing, received], "stale received/signing only; {pending} and {recent} are not");
     assert_eq!(s.interrupted_requests(t(400), 1).await.unwrap().len(), 1, "limit");

@@ -5,7 +5,7 @@ use anyhow::Result;
 use autoenroll_core::clock::Clock;
 use autoenroll_core::model::{CertState, DeviceState, RevocationReason};
 use autoenroll_core::UnixTime;
-use autoenroll_server::frontends::views::{self, AuditJson, CertificateJson, DeviceJson, StuckJson};
+use autoenroll_server::frontends::views::{self, AuditJson, CertificateJson, DeviceJson, RequestJson, StuckJson};
 use autoenroll_server::ra::{AuditFilter, Certificate, CertificateFilter, LOCAL_ADMIN};
 use autoenroll_server::SystemClock;
 use clap::{Args, Subcommand};
@@ -167,6 +167,18 @@ impl CertFilterArgs {
 
 #[derive(Subcommand)]
 pub enum RequestCommand {
+    /// Requests waiting for approval (or in another status), oldest first.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// pending (default), received, signing, issued or denied.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        #[arg(long, default_value = "100")]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Issue a pending request.
     Approve {
         #[command(flatten)]
@@ -354,6 +366,32 @@ pub async fn cert(cmd: CertCommand) -> Result<i32> {
 
 pub async fn request(cmd: RequestCommand) -> Result<i32> {
     match cmd {
+        RequestCommand::List { common, status, limit, output } => {
+            let status: autoenroll_core::model::RequestStatus =
+                status.parse().map_err(|e| anyhow::anyhow!("--status: {e}"))?;
+            let rows = common.open().await?.requests(status, limit).await?;
+            match output {
+                Output::Json => output::json(&views::list::<_, RequestJson>(&rows))?,
+                Output::Table => {
+                    println!(
+                        "{:>6} {:<28} {:<14} {:<8} {:<21} {:<28} DETAIL",
+                        "ID", "DEVICE", "TEMPLATE", "KIND", "SINCE", "REQUESTER"
+                    );
+                    for r in rows {
+                        println!(
+                            "{:>6} {:<28} {:<14} {:<8} {:<21} {:<28} {}",
+                            r.id,
+                            cell(&r.device),
+                            cell(&r.template),
+                            r.kind,
+                            time(r.created_at),
+                            cell(&r.requester),
+                            cell(&r.detail)
+                        );
+                    }
+                }
+            }
+        }
         RequestCommand::Approve { common, id } => {
             let issued = common.open().await?.approve(LOCAL_ADMIN, id).await?;
             println!("request {id} approved: serial {}", issued.serial);

@@ -83,6 +83,40 @@ pub struct StuckJson {
     pub last_error_at: Option<i64>,
 }
 
+/// A request (without its CSR).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestJson {
+    pub id: i64,
+    pub device: String,
+    pub requester: String,
+    pub template: String,
+    pub kind: String,
+    pub status: String,
+    pub detail: String,
+    pub serial: Option<String>,
+    pub previous_serial: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<&autoenroll_store::Request> for RequestJson {
+    fn from(r: &autoenroll_store::Request) -> Self {
+        RequestJson {
+            id: r.id,
+            device: r.device.clone(),
+            requester: r.requester.clone(),
+            template: r.template.clone(),
+            kind: r.kind.to_string(),
+            status: r.status.to_string(),
+            detail: r.detail.clone(),
+            serial: r.serial.clone(),
+            previous_serial: r.previous_serial.clone(),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
 impl From<&Stuck> for StuckJson {
     fn from(s: &Stuck) -> Self {
         StuckJson {

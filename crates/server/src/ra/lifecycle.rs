@@ -84,6 +84,11 @@ impl Ra {
         Ok(done)
     }
 
+    /// Requests in `status` (the approval queue: pending), oldest first.
+    pub async fn requests(&self, status: RequestStatus, limit: i64) -> Result<Vec<autoenroll_store::Request>, RaError> {
+        Ok(self.store.requests_with_status(status, limit).await?)
+    }
+
     /// Issues a pending request, checked again as it is now: a device blocked meanwhile, or a
     /// template whose key or name rules changed, refuses it (and the request is denied).
     pub async fn approve(&self, actor: &str, request_id: i64) -> Result<Issued, RaError> {
