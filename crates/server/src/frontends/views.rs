@@ -99,8 +99,8 @@ pub struct RequestJson {
     pub updated_at: i64,
 }
 
-impl From<&autoenroll_store::Request> for RequestJson {
-    fn from(r: &autoenroll_store::Request) -> Self {
+impl From<&crate::ra::Request> for RequestJson {
+    fn from(r: &crate::ra::Request) -> Self {
         RequestJson {
             id: r.id,
             device: r.device.clone(),

@@ -22,7 +22,7 @@ pub use auth::{Credentials, Principal, PrincipalKind, Purpose};
 pub use autoenroll_ca::ChainUpkeep;
 pub use autoenroll_core::model::{CertState, DeviceState, RevocationReason, Template};
 pub use autoenroll_store::{
-    AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceSummary, InvalidTemplate, Stuck, Templates,
+    AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceSummary, InvalidTemplate, Request, Stuck, Templates,
 };
 pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
 pub use crl::{ISSUING_PATH, ROOT_CRL_PATH, ROOT_PATH};
