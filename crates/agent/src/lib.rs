@@ -44,7 +44,8 @@ impl AgentError {
     }
 }
 
-/// Refusal codes that mean "not now" rather than "no".
+/// Refusal codes that mean "not now" rather than "no" (`RequestInProgress`: servers before
+/// 2026-12 sent it while a request was being signed).
 pub fn transient_refusal(code: &str) -> bool {
     matches!(code, "TooManyAttempts" | "ServerBusy" | "RequestInProgress" | "RenewalInProgress" | "Internal")
 }

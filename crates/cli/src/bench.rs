@@ -114,21 +114,7 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     let identity = ClientIdentity { chain, key_pkcs8: key.to_pkcs8_der()? };
     let client = Arc::new(Client::new(std::slice::from_ref(&root_der), Some(&identity), clock)?);
 
-    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..256)
-            .map(|i| {
-                let k = KeyPair::generate(KeyAlgorithm::P256)?;
-                let ext = x509_cert::ext::Extension {
-                    extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
-                    critical: false,
-                    extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name(
-                        &b.template,
-                    )?)?,
-                };
-                Ok(build_csr(&k, cn_name(&format!("bench-{i}"))?, vec![ext])?)
-            })
-            .collect::<Result<_>>()?,
-    );
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(template_csrs(&b.template, "bench", 256)?);
     println!("WSTEP issuance against {base} (P-256 CA, new TLS connection per request, client-certificate auth)");
     println!(
         "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
@@ -144,6 +130,23 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         print_row(c, &lat, elapsed, errors);
     }
     Ok(0)
+}
+
+/// `n` P-256 requests `CN=<prefix>-<i>` naming `template` (Microsoft's template-name extension),
+/// made before a load so that key generation is not measured.
+pub fn template_csrs(template: &str, prefix: &str, n: usize) -> Result<Vec<Vec<u8>>> {
+    let name = autoenroll_core::pki::template_ext::encode_template_name(template)?;
+    (0..n)
+        .map(|i| {
+            let k = KeyPair::generate(KeyAlgorithm::P256)?;
+            let ext = x509_cert::ext::Extension {
+                extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
+                critical: false,
+                extn_value: der::asn1::OctetString::new(name.clone())?,
+            };
+            Ok(build_csr(&k, cn_name(&format!("{prefix}-{i}"))?, vec![ext])?)
+        })
+        .collect()
 }
 
 /// One line of a latency table; `sorted` holds the successful requests' latencies.

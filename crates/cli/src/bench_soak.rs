@@ -159,21 +159,7 @@ pub async fn soak(b: SoakBench) -> Result<i32> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(&ocsp);
         format!("{base}/ocsp/{}", percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC))
     };
-    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..64)
-            .map(|i| {
-                let k = KeyPair::generate(KeyAlgorithm::P256)?;
-                let ext = x509_cert::ext::Extension {
-                    extn_id: autoenroll_core::oids::MS_ENROLL_CERTTYPE,
-                    critical: false,
-                    extn_value: der::asn1::OctetString::new(autoenroll_core::pki::template_ext::encode_template_name(
-                        "SoakLoad",
-                    )?)?,
-                };
-                Ok(build_csr(&k, cn_name(&format!("soak-{i}"))?, vec![ext])?)
-            })
-            .collect::<Result<_>>()?,
-    );
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(crate::bench::template_csrs("SoakLoad", "soak", 64)?);
     let report = CheckinReport {
         certificates: vec![autoenroll_proto::checkin::HeldCertificate {
             template: "Machine".into(),

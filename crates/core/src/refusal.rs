@@ -238,8 +238,6 @@ refusals! {
     /// administrator's token: MS-MDE2 has no pending state and Windows makes a new key on every
     /// attempt, so a held request could never be collected.
     MdmApprovalNeedsToken { template: String } => PolicyDenied, "template {template} holds requests for approval, which Windows MDM enrollment cannot collect: enroll the device with an enrollment token an administrator made for it (the token is the approval)";
-    /// The request is being approved or signed right now.
-    RequestInProgress { id: i64, status: String } => Unavailable, "request {id} is {status}";
     /// A racing renewal of the same certificate is still being signed.
     RenewalInProgress { serial: String } => Unavailable, "the renewal of {serial} is being signed; try again";
     /// The certificate was renewed already and its successor is in service (or renewed in

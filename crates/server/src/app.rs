@@ -187,6 +187,12 @@ impl Server {
         // Certificates name the CRL and the issuing CA at the plain-HTTP base when there is one,
         // from the first (the listener's own) on; recorded for the other processes.
         state.ra.publish_base(scep_http_url.as_deref().unwrap_or(&base_url)).await?;
+        // The issuing CA names the root and its CRL at that base (with the root key at hand),
+        // before the listener certificate and its chain are made. Not fatal: the server serves
+        // with the chain it has and says what is wrong.
+        if let Err(e) = state.ra.chain_upkeep(None).await {
+            tracing::error!(%e, "could not bring the CA chain up to date");
+        }
         let tls = tls_config(&state.ra, cfg).await?;
         let reloader = TlsReloader {
             ra: state.ra.clone(),

@@ -426,16 +426,7 @@ async fn mdm_faults_carry_the_spec_codes() {
 async fn federated_enrollment_with_a_bearer_token() {
     let s = TestServer::start().await;
     let mdm = Mdm { s: &s };
-    let discover =
-        String::from_utf8(vector("fleet-mdmtest-discover-request.xml")).unwrap().replace("OnPremise", "Federated");
-    let r = s
-        .client(None)
-        .post(&s.url("/EnrollmentServer/Discovery.svc"), "application/soap+xml", discover.into_bytes())
-        .await
-        .unwrap();
-    let d = mde2::parse_discover_response(&soap::parse_envelope(&r.body).unwrap().body).unwrap();
-    assert_eq!(d.auth_policy, "Federated");
-    assert!(d.authentication_url.is_some());
+    federated_discovery(&s).await;
     let (token, _) =
         s.ra.create_token(&autoenroll_server::ra::TokenSpec { device: DEVICE_ID, template: None, ttl_secs: 600 })
             .await

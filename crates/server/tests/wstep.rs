@@ -481,18 +481,7 @@ async fn the_response_token_is_a_cmc_full_pki_response_openssl_verifies() {
     let (cert, r) = issue(&s, &account(), &csr("cmc-dev")).await.unwrap();
     let cmc = r.chain_pkcs7_der.unwrap();
     let dir = s.dir.path();
-    std::fs::write(dir.join("cmc.der"), &cmc).unwrap();
-    let out = Command::new("openssl")
-        .args(["cms", "-verify", "-inform", "DER", "-in"])
-        .arg(dir.join("cmc.der"))
-        .arg("-CAfile")
-        .arg(s.root_pem())
-        .args(["-purpose", "any", "-out"])
-        .arg(dir.join("content.der"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Verification successful"));
+    let content = openssl_cms_verify(&s, &cmc, "cmc");
     let out = Command::new("openssl")
         .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
         .arg(dir.join("cmc.der"))
@@ -502,7 +491,6 @@ async fn the_response_token_is_a_cmc_full_pki_response_openssl_verifies() {
     assert!(text.contains("eContentType: id-cct-PKIResponse"), "{text}");
     // The PKIResponse: statusInfo success for body part 1, "Issued", and the SHA-1 of the
     // certificate in Microsoft's add-attributes control.
-    let content = std::fs::read(dir.join("content.der")).unwrap();
     let sha1 = hex::decode(autoenroll_core::Thumbprint::of_der(&cert).as_str()).unwrap();
     assert_eq!(content, autoenroll_core::pki::cmc::issued_response(&sha1).unwrap());
     assert!(content.windows(6).any(|w| w == b"Issued"));
@@ -534,31 +522,40 @@ async fn a_held_request_answers_with_a_cmc_pending_response_openssl_verifies() {
         assert!(r.certificate_der.is_none());
         let id: u32 = r.request_id.unwrap().parse().unwrap();
         let cmc = r.chain_pkcs7_der.expect("an RSTR-level token");
-        let dir = s.dir.path();
-        std::fs::write(dir.join("pending.der"), &cmc).unwrap();
-        let out = Command::new("openssl")
-            .args(["cms", "-verify", "-inform", "DER", "-in"])
-            .arg(dir.join("pending.der"))
-            .arg("-CAfile")
-            .arg(s.root_pem())
-            .args(["-purpose", "any", "-out"])
-            .arg(dir.join("pending-content.der"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        openssl_cms_verify(&s, &cmc, "pending");
         let out = Command::new("openssl")
             .args(["asn1parse", "-inform", "DER", "-in"])
-            .arg(dir.join("pending-content.der"))
+            .arg(s.dir.path().join("pending-content.der"))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         // openssl's own reading of the content: id-cmc-statusInfo, status 3 (pending), body
         // part 1, the disposition text, and pendInfo's token (the request id, little-endian).
         assert!(text.contains(":1.3.6.1.5.5.7.7.1") || text.contains("id-cmc-statusInfo"), "{text}");
-        let status_line = text.lines().find(|l| l.contains("INTEGER") && l.contains(":03")).is_some();
+        let status_line = text.lines().any(|l| l.contains("INTEGER") && l.contains(":03"));
         assert!(status_line, "cMCStatus pending (3): {text}");
         assert!(text.contains(":Taken Under Submission"), "{text}");
         assert!(text.contains(&format!("[HEX DUMP]:{}", hex::encode_upper(id.to_le_bytes()))), "{text}");
         assert!(text.contains("GENERALIZEDTIME"), "{text}");
     }
+}
+
+/// openssl's verdict on a CMS message signed by the issuing CA, against our root: asserts it
+/// verifies and returns the signed content (also left in `<name>-content.der`).
+fn openssl_cms_verify(s: &TestServer, cms: &[u8], name: &str) -> Vec<u8> {
+    let dir = s.dir.path();
+    let (input, content) = (dir.join(format!("{name}.der")), dir.join(format!("{name}-content.der")));
+    std::fs::write(&input, cms).unwrap();
+    let out = Command::new("openssl")
+        .args(["cms", "-verify", "-inform", "DER", "-in"])
+        .arg(&input)
+        .arg("-CAfile")
+        .arg(s.root_pem())
+        .args(["-purpose", "any", "-out"])
+        .arg(&content)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Verification successful"));
+    std::fs::read(content).unwrap()
 }

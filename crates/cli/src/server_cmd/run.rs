@@ -89,7 +89,7 @@ pub async fn init(a: InitArgs) -> Result<i32> {
             ra.publish_base(&base).await?;
             // The server only logs upkeep failures; here they stop the ceremony.
             match ra.chain_upkeep(None).await? {
-                autoenroll_server::ra::ChainUpkeep::Current => {
+                autoenroll_server::ra::ChainUpkeep::Done { .. } | autoenroll_server::ra::ChainUpkeep::Current => {
                     println!("issuing CA certified for {base} (AIA {base}/ca/root.crt, CDP {base}/crl/root)")
                 }
                 other => bail!("the CA chain could not be certified for {base}: {other:?}"),

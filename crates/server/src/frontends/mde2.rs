@@ -119,12 +119,9 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::WeakChallenge
         | C::InvalidReason
         | C::BadSubject => (MESSAGE_FORMAT, INVALID_ENROLLMENT_DATA),
-        C::RequestInProgress
-        | C::RenewalInProgress
-        | C::ServerBusy
-        | C::NotPending
-        | C::Duplicate
-        | C::DeviceHasHistory => (ENROLLMENT_SERVER, CUSTOM_SERVER_ERROR),
+        C::RenewalInProgress | C::ServerBusy | C::NotPending | C::Duplicate | C::DeviceHasHistory => {
+            (ENROLLMENT_SERVER, CUSTOM_SERVER_ERROR)
+        }
     }
 }
 

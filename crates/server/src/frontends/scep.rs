@@ -299,7 +299,6 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::BadMessageContent
         | C::RequestDenied
         | C::MdmApprovalNeedsToken
-        | C::RequestInProgress
         | C::ServerBusy
         | C::RenewalInProgress
         | C::NotPending

@@ -96,7 +96,7 @@ pub fn hresult(code: RefusalCode) -> u32 {
         C::UnknownRequest | C::UnknownTransaction => CERTSRV_E_NO_REQUEST,
         C::RequestDenied | C::MdmApprovalNeedsToken => CERTSRV_E_ADMIN_DENIED_REQUEST,
         // Another request of the same client is being signed: try again shortly.
-        C::RequestInProgress | C::RenewalInProgress | C::ServerBusy => ERROR_BUSY,
+        C::RenewalInProgress | C::ServerBusy => ERROR_BUSY,
         C::NotPending => CERTSRV_E_BAD_REQUESTSTATUS,
         C::NoSuchCertificate | C::UnknownDevice => ERROR_NOT_FOUND,
         C::Duplicate | C::DeviceHasHistory => ERROR_ALREADY_EXISTS,

@@ -412,7 +412,7 @@ impl Ra {
         let (id, secret) = token.trim().strip_prefix("aea_").and_then(|t| t.split_once('.')).ok_or_else(bad)?;
         let stored = self.store.admin_token(id).await?.ok_or_else(bad)?;
         if !secrets::ct_eq(&secrets::sha256(secret.as_bytes()), &stored.secret_hash) {
-            if self.audit_refused_login(&bad()) {
+            if self.audit_this_refusal(&bad()) {
                 self.audit("anonymous", "admin.authenticate", id, AuditOutcome::Refused, "WrongCredentials").await;
             }
             return Err(bad());

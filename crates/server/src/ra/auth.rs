@@ -231,7 +231,7 @@ impl Ra {
                 Credentials::ClientCertificate(_) => "client-certificate".into(),
                 Credentials::None => "anonymous".into(),
             };
-            if self.audit_refused_login(e) {
+            if self.audit_this_refusal(e) {
                 self.audit(&subject, "authenticate", &subject, AuditOutcome::Refused, e.code()).await;
             }
         }

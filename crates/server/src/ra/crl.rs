@@ -27,10 +27,6 @@ impl Ra {
     pub async fn publish_base(&self, base: &str) -> Result<(), RaError> {
         self.set_public_base(base);
         self.store.set_setting(PUBLIC_BASE_SETTING, base.trim_end_matches('/')).await?;
-        // Not fatal: the server serves with the chain it has and says what is wrong.
-        if let Err(e) = self.chain_upkeep(None).await {
-            tracing::error!(%e, "could not bring the CA chain up to date");
-        }
         Ok(())
     }
 

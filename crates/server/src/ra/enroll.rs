@@ -456,7 +456,7 @@ impl Ra {
                 tracing::error!(%err, "could not update request status");
             }
         }
-        if self.audit_refused_login(e) {
+        if self.audit_this_refusal(e) {
             self.audit(actor, action, subject, AuditOutcome::Refused, &format!("{}: {}", e.code(), e.detail())).await;
         }
     }

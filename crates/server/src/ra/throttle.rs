@@ -154,10 +154,10 @@ pub const MAX_REFUSAL_AUDITS_PER_MINUTE: u32 = 600;
 pub(crate) struct RefusalAudits(std::sync::Mutex<(i64, u32)>);
 
 impl Ra {
-    /// Whether a refused login or request is written to the audit log: not when it only
+    /// Whether a refusal (a login, a request) is written to the audit log: not when it only
     /// repeats a lock already audited (`TooManyAttempts`) or a busy server, and at most
     /// `MAX_REFUSAL_AUDITS_PER_MINUTE` a minute (the surplus is counted in one log line).
-    pub(crate) fn audit_refused_login(&self, e: &RaError) -> bool {
+    pub(crate) fn audit_this_refusal(&self, e: &RaError) -> bool {
         use autoenroll_core::RefusalCode as C;
         if matches!(e.refusal_code(), Some(C::TooManyAttempts | C::ServerBusy)) {
             return false;
