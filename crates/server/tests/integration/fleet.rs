@@ -2,7 +2,7 @@
 //! times spread, "renew now" for a cohort, the stuck report with its reason, and blocking a
 //! device with its certificates revoked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_core::pki::CertFacts;
 use autoenroll_core::UnixTime;

@@ -1,7 +1,7 @@
 //! Renewal at the RA over real HTTPS: signed by the current certificate (with and without
 //! signed attributes) and ROBO over client TLS, and each refusal with its own reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_agent::https::ClientIdentity;
 use autoenroll_core::pki::CertFacts;

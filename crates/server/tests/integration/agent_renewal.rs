@@ -1,7 +1,7 @@
 //! The agent's renewal engine against a real server on loopback, driven by a fake clock shared
 //! by both (the TLS layers judge validity with it too): no real waiting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_agent::localstore::LocalStore;
 use autoenroll_agent::{AgentConfig, CycleReport, Force, Jitter};

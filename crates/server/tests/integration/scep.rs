@@ -2,7 +2,7 @@
 //! every refusal in its documented order, renewal signed by our certificate, pending requests
 //! with CertPoll, GetCert, and hostile messages that leave the server serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::scep::{MessageType, PkiStatus};

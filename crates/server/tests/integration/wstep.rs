@@ -1,6 +1,6 @@
 //! MS-WSTEP issuance and MS-XCEP policy over real HTTPS on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_core::pki::cert::verify_issued_by;
 use autoenroll_core::pki::CertFacts;

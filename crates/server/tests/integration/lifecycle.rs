@@ -2,7 +2,7 @@
 //! never an error; a process that dies while approving or signing leaves nothing stuck — the
 //! reconciler puts approvals back, denies interrupted issuances and revokes their intents.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_core::model::{RequestKind, RequestStatus};
 use autoenroll_core::UnixTime;

@@ -1,7 +1,7 @@
 //! Hostile traffic on loopback (issue 14, finding 1): idle, half-sent and hoarded connections
 //! cost the attacker their connections, not everyone else theirs. Real sockets, real TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_server::config::RawLimits;
 use common::TestServer;

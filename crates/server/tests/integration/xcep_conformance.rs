@@ -5,7 +5,7 @@
 //! OID groups of MS-XCEP 3.1.4.1.3.16, nil collections, the requestFilter, and the renewal period
 //! the server enforces. Expected values are written from the tables, not from our output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_proto::ns;
 use autoenroll_proto::soap;

@@ -1,7 +1,7 @@
 //! The admin REST API over HTTPS: bearer-token authentication (missing, wrong, revoked), and
 //! the fleet operations with JSON in and out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use common::{issue, TestServer};
 

@@ -2,7 +2,7 @@
 //! client does discovery → policy → enrollment with a Windows-shaped CSR → installs → renews
 //! over client TLS, and the provisioning documents follow the spec's structure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_agent::https::ClientIdentity;
 use autoenroll_core::pki::CertFacts;

@@ -3,7 +3,7 @@
 //! (template bump, lost certificate), remove (superseded), blocked — with token or certificate
 //! authentication and clean errors for bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_agent::https::ClientIdentity;
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};

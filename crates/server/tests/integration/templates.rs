@@ -3,7 +3,7 @@
 //! policy instead of breaking GetPolicies for every client, and requests for it are refused
 //! with their own reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_core::model::{Eku, KeyUsage};
 use autoenroll_proto::{ns, wstep, xcep};

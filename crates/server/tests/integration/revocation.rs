@@ -3,7 +3,7 @@
 //! certificate and accepts a good one); two RA instances on one database never publish the same
 //! CRL number and the newest CRL wins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_server::ra::Ra;
 use common::{issue, TestServer};

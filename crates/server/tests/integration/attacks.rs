@@ -4,7 +4,7 @@
 //! admin_api.rs, and the MITM with real processes and leaf-only client certificates (curl,
 //! Python) in crates/cli/tests/attacks.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use autoenroll_core::model::CertState;
 use autoenroll_core::pki::CertFacts;
