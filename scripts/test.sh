@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v certmonger >/dev/null 2>&1 || need+=(certmonger)
 command -v scepclient >/dev/null 2>&1 || need+=(scep)

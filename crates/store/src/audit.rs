@@ -29,6 +29,10 @@ struct AuditRow {
 pub struct AuditFilter {
     pub action: Option<String>,
     pub subject: Option<String>,
+    pub actor: Option<String>,
+    pub outcome: Option<AuditOutcome>,
+    /// Only events at or after this time.
+    pub since: Option<UnixTime>,
     pub limit: i64,
 }
 
@@ -55,10 +59,14 @@ impl Store {
     pub async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
         let rows = sqlx::query_as::<_, AuditRow>(
             "SELECT at, actor, action, subject, outcome, detail FROM audit_events \
-             WHERE ($1 = '' OR action = $1) AND ($2 = '' OR subject = $2) ORDER BY id DESC LIMIT $3",
+             WHERE ($1 = '' OR action = $1) AND ($2 = '' OR subject = $2) AND ($3 = '' OR actor = $3) \
+             AND ($4 = '' OR outcome = $4) AND at >= $5 ORDER BY id DESC LIMIT $6",
         )
         .bind(f.action.as_deref().unwrap_or_default())
         .bind(f.subject.as_deref().unwrap_or_default())
+        .bind(f.actor.as_deref().unwrap_or_default())
+        .bind(f.outcome.map(|o| o.as_str()).unwrap_or_default())
+        .bind(f.since.map_or(i64::MIN, |t| t.0))
         .bind(f.limit)
         .fetch_all(&self.pool)
         .await?;

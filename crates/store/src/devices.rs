@@ -66,6 +66,16 @@ pub struct DeviceSummary {
     pub next_renewal: Option<UnixTime>,
 }
 
+/// Which devices `devices_matching` returns.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// A substring of the name (empty: every device).
+    pub name_contains: String,
+    /// Only blocked (true) or only active (false) devices.
+    pub blocked: Option<bool>,
+    pub limit: i64,
+}
+
 #[derive(FromRow)]
 struct SummaryRow {
     name: String,
@@ -231,16 +241,26 @@ impl Store {
 
     /// Devices by name with their current certificates and next renewal.
     pub async fn devices(&self, now: UnixTime, limit: i64) -> Result<Vec<DeviceSummary>> {
+        self.devices_matching(now, &DeviceFilter { limit, ..Default::default() }).await
+    }
+
+    /// Devices matching the filter, by name; the filter runs in SQL, before the limit.
+    pub async fn devices_matching(&self, now: UnixTime, f: &DeviceFilter) -> Result<Vec<DeviceSummary>> {
+        // Case-insensitive on both backends; LIKE's own wildcards in the search match literally.
+        let pattern = format!("%{}%", f.name_contains.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let rows = sqlx::query_as::<_, SummaryRow>(
             "SELECT d.name, d.blocked, d.created_at, d.last_seen, \
              (SELECT COUNT(*) FROM certificates c WHERE c.device_id = d.id AND c.state = 'issued' AND c.not_after > $1) \
                AS certificates, \
              (SELECT MIN(c.renew_after) FROM certificates c WHERE c.device_id = d.id AND c.state = 'issued' AND c.not_after > $1) \
                AS next_renewal \
-             FROM devices d ORDER BY d.name LIMIT $2",
+             FROM devices d WHERE lower(d.name) LIKE lower($3) ESCAPE '\\' AND ($4 < 0 OR d.blocked = $4) \
+             ORDER BY d.name LIMIT $2",
         )
         .bind(now.0)
-        .bind(limit)
+        .bind(f.limit)
+        .bind(pattern)
+        .bind(f.blocked.map_or(-1, i64::from))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -12,6 +12,7 @@
 mod audit;
 mod credentials;
 mod devices;
+mod fleet;
 #[macro_use]
 mod issuance;
 mod bench;
@@ -23,7 +24,8 @@ mod throttle;
 
 pub use audit::{AuditEvent, AuditFilter};
 pub use credentials::{Account, AdminToken, BootstrapToken};
-pub use devices::{Device, DeviceSummary};
+pub use devices::{Device, DeviceFilter, DeviceSummary};
+pub use fleet::{ActionCount, FleetSummary, StateCount, DAY_SECS, WEEK_SECS};
 pub use issuance::{Certificate, CertificateFilter, CertificateIntent, DueCertificate, NewRequest, Request, Stuck};
 pub use revocation::{Crl, RevokedEntry};
 pub use scep::Challenge;

@@ -58,6 +58,10 @@ conformance!(
     one_successor_and_superseded_revocation,
     auth_failures_are_counted_locked_and_pruned,
     interrupted_requests_are_found_and_their_intents_abandoned,
+    fleet_summary_counts_in_sql,
+    device_search_and_state_filter,
+    shared_setting_keeps_the_first_value,
+    audit_filter_by_actor_outcome_and_time,
 );
 
 /// A time on a minute boundary (2023-11-14T22:14:00Z).
@@ -546,6 +550,7 @@ async fn audit_filter_runs_before_limit(s: Store) {
         action: action.map(str::to_string),
         subject: subject.map(str::to_string),
         limit,
+        ..Default::default()
     };
     // The one match is older than twenty non-matching events, and still found with limit 1.
     assert_eq!(s.audit_events(&f(Some("revoke"), None, 1)).await.unwrap(), vec![old.clone()]);
@@ -1332,4 +1337,102 @@ async fn one_successor_and_superseded_revocation(s: Store) {
     let held = s.device_certificates(dev.id).await.unwrap();
     assert_eq!(serials(&held), ["a0", "a1"]);
     assert_eq!(held[0].state, CertState::Revoked);
+}
+
+async fn fleet_summary_counts_in_sql(s: Store) {
+    let now = T0 + 10 * DAY;
+    // Template A: one expiring in 3 days (renewal overdue), one in 20 days (renewal in 5 days),
+    // one in 100 days; one expired, one revoked. Template B: one in 200 days, one signing.
+    issue(&s, Cert { not_after: now + 3 * DAY, renew_after: now - DAY, ..cert("d1", "a1") }).await;
+    issue(&s, Cert { not_after: now + 20 * DAY, renew_after: now + 5 * DAY + 60, ..cert("d1", "a2") }).await;
+    issue(&s, Cert { not_after: now + 100 * DAY, renew_after: now + 80 * DAY, ..cert("d2", "a3") }).await;
+    issue(&s, Cert { not_after: now - 1, renew_after: now - 2 * DAY, ..cert("d2", "a4") }).await;
+    issue(&s, Cert { not_after: now + 50 * DAY, ..cert("d3", "a5") }).await;
+    s.revoke_certificate("a5", RevocationReason::KeyCompromise, t(now - 5)).await.unwrap();
+    issue(&s, Cert { template: "B", not_after: now + 200 * DAY, renew_after: now + 150 * DAY, ..cert("d3", "b1") })
+        .await;
+    record(&s, Cert { template: "B", ..cert("d3", "b2") }).await;
+    s.set_device_state("d3", DeviceState::Blocked).await.unwrap();
+    s.audit(&event(now - 2 * DAY, "renew", "a1", AuditOutcome::Refused, "old")).await.unwrap();
+    s.audit(&event(now - 100, "renew", "a1", AuditOutcome::Refused, "x")).await.unwrap();
+    s.audit(&event(now - 50, "renew", "a2", AuditOutcome::Refused, "y")).await.unwrap();
+    s.audit(&event(now - 10, "issue", "a3", AuditOutcome::Issued, "")).await.unwrap();
+    let f = s.fleet_summary(t(now), 52, 90).await.unwrap();
+    assert_eq!((f.devices, f.blocked_devices), (3, 1));
+    let st = |template: &str, state, expired, count| StateCount { template: template.into(), state, expired, count };
+    let mut by_state = f.by_template_state.clone();
+    by_state.sort_by_key(|c| (c.template.clone(), c.state.as_str(), c.expired));
+    assert_eq!(
+        by_state,
+        vec![
+            st("A", CertState::Issued, false, 3),
+            st("A", CertState::Issued, true, 1),
+            st("A", CertState::Revoked, false, 1),
+            st("B", CertState::Issued, false, 1),
+            st("B", CertState::Signing, false, 1),
+        ]
+    );
+    let ac = |action: &str, outcome, count| ActionCount { action: action.into(), outcome, count };
+    assert_eq!(
+        f.last_day,
+        vec![ac("issue", AuditOutcome::Issued, 1), ac("renew", AuditOutcome::Refused, 2)],
+        "only the last 24 hours"
+    );
+    assert_eq!(
+        f.expiring_by_week,
+        vec![("A".into(), 0, 1), ("A".into(), 2, 1), ("A".into(), 14, 1), ("B".into(), 28, 1)]
+    );
+    assert_eq!(f.renewals_by_day, vec![(5, 1), (80, 1)], "b1 renews after the 90 days shown");
+    assert_eq!((f.renewal_overdue, f.expiring_7d, f.expiring_30d), (1, 1, 2));
+    assert_eq!(f.pending_requests, 0);
+    let short = s.fleet_summary(t(now), 2, 5).await.unwrap();
+    assert_eq!(short.expiring_by_week, vec![("A".into(), 0, 1)]);
+    assert!(short.renewals_by_day.is_empty());
+}
+
+async fn device_search_and_state_filter(s: Store) {
+    for name in ["web-01.example.com", "WEB-02.example.com", "db_1", "dbx1"] {
+        s.touch_device(name, t(T0)).await.unwrap();
+    }
+    s.set_device_state("dbx1", DeviceState::Blocked).await.unwrap();
+    let names = |f: DeviceFilter| {
+        let s = &s;
+        async move { s.devices_matching(t(T0), &f).await.unwrap().into_iter().map(|d| d.name).collect::<Vec<_>>() }
+    };
+    let f = |q: &str, blocked: Option<bool>| DeviceFilter { name_contains: q.into(), blocked, limit: 10 };
+    assert_eq!(names(f("web", None)).await, ["WEB-02.example.com", "web-01.example.com"], "case-insensitive");
+    assert_eq!(names(f("db_", None)).await, ["db_1"], "_ is literal, not a wildcard");
+    assert!(names(f("%", None)).await.is_empty(), "% is literal");
+    assert_eq!(names(f("", Some(true))).await, ["dbx1"]);
+    assert_eq!(names(f("db", Some(false))).await, ["db_1"]);
+    assert_eq!(names(DeviceFilter { limit: 2, ..Default::default() }).await.len(), 2);
+}
+
+async fn shared_setting_keeps_the_first_value(s: Store) {
+    assert_eq!(s.setting_or_insert("key", "first").await.unwrap(), "first");
+    assert_eq!(s.setting_or_insert("key", "second").await.unwrap(), "first", "the first process wins");
+    assert_eq!(s.setting("key").await.unwrap().as_deref(), Some("first"));
+}
+
+async fn audit_filter_by_actor_outcome_and_time(s: Store) {
+    let mut by_admin = event(10, "cert.revoke", "s1", AuditOutcome::Ok, "");
+    by_admin.actor = "admin:alice".into();
+    s.audit(&by_admin).await.unwrap();
+    let refused = event(20, "renew", "s1", AuditOutcome::Refused, "superseded");
+    s.audit(&refused).await.unwrap();
+    s.audit(&event(30, "issue", "s2", AuditOutcome::Issued, "")).await.unwrap();
+    let get = |f: AuditFilter| {
+        let s = &s;
+        async move { s.audit_events(&AuditFilter { limit: 10, ..f }).await.unwrap() }
+    };
+    assert_eq!(get(AuditFilter { actor: Some("admin:alice".into()), ..Default::default() }).await, vec![by_admin]);
+    assert_eq!(
+        get(AuditFilter { outcome: Some(AuditOutcome::Refused), ..Default::default() }).await,
+        vec![refused.clone()]
+    );
+    assert_eq!(get(AuditFilter { since: Some(t(20)), ..Default::default() }).await.len(), 2);
+    assert_eq!(
+        get(AuditFilter { since: Some(t(15)), subject: Some("s1".into()), ..Default::default() }).await,
+        vec![refused]
+    );
 }

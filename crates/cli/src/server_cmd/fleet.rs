@@ -223,6 +223,15 @@ pub struct AuditArgs {
     /// Only events about this subject (a device, a serial, a template).
     #[arg(long)]
     subject: Option<String>,
+    /// Only events of this actor (e.g. admin, admin:ops, account:alice, server).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only events with this outcome (ok, issued, pending, refused).
+    #[arg(long)]
+    outcome: Option<autoenroll_core::model::AuditOutcome>,
+    /// Only events within this long before now (e.g. 24h, 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
 }
@@ -428,8 +437,11 @@ pub async fn report(cmd: ReportCommand) -> Result<i32> {
 }
 
 pub async fn audit(a: AuditArgs) -> Result<i32> {
-    let filter = AuditFilter { action: a.action, subject: a.subject, limit: a.limit };
-    let events = a.common.open().await?.audit_events(&filter).await?;
+    let ra = a.common.open().await?;
+    let since = a.since.map(|d| ra.now().minus_secs(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+    let filter =
+        AuditFilter { action: a.action, subject: a.subject, actor: a.actor, outcome: a.outcome, since, limit: a.limit };
+    let events = ra.audit_events(&filter).await?;
     match a.output {
         Output::Json => output::json(&views::list::<_, AuditJson>(&events))?,
         Output::Table => {

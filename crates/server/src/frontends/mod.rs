@@ -1,6 +1,7 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
 mod admin_api;
 pub mod checkin;
+pub mod console;
 pub mod mde2;
 pub mod revocation;
 pub mod scep;
@@ -117,5 +118,6 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state.clone())
         .merge(scep::router(state.clone()))
         .merge(revocation::router(state.clone()))
-        .merge(admin_api::router(state))
+        .merge(admin_api::router(state.clone()))
+        .merge(console::router(state))
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod checkin;
+mod console;
 mod crl;
 mod enroll;
 mod error;
@@ -22,9 +23,11 @@ pub use auth::{Credentials, Principal, PrincipalKind, Purpose};
 pub use autoenroll_ca::ChainUpkeep;
 pub use autoenroll_core::model::{CertState, DeviceState, RevocationReason, Template};
 pub use autoenroll_store::{
-    AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceSummary, InvalidTemplate, Request, Stuck, Templates,
+    AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceFilter, DeviceSummary, FleetSummary,
+    InvalidTemplate, Request, StateCount, Stuck, Templates, DAY_SECS, WEEK_SECS,
 };
 pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
+pub use console::{ConsoleSession, SESSION_SECS};
 pub use crl::{ISSUING_PATH, ROOT_CRL_PATH, ROOT_PATH};
 pub use enroll::{EnrollInput, Issued, Outcome};
 pub use error::RaError;
@@ -103,6 +106,8 @@ pub struct Ra {
     hashing: Arc<tokio::sync::Semaphore>,
     /// Refused requests audited this minute (`throttle::MAX_REFUSAL_AUDITS_PER_MINUTE`).
     refusal_audits: throttle::RefusalAudits,
+    /// The console's session MAC key, read from the store once.
+    console_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Ra {
@@ -152,6 +157,7 @@ impl Ra {
             reported_invalid: Default::default(),
             hashing,
             refusal_audits: Default::default(),
+            console_key: Default::default(),
         };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
         // The issuing certificate other processes published (a re-certified one) stays; the

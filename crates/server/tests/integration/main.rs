@@ -7,6 +7,7 @@ mod admin_api;
 mod agent_renewal;
 mod attacks;
 mod checkin;
+mod console;
 mod fleet;
 mod hostile;
 mod lifecycle;
