@@ -21,4 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 
+# The metrics tests read /metrics and the agent's textfile with Prometheus' own Python parser.
+python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install -q prometheus_client
+
 cargo test --workspace --locked "$@"

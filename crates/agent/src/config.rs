@@ -18,6 +18,7 @@
 //! retry_min = "5m"                        # backoff: first retry, doubling...
 //! retry_max = "6h"                        # ...up to this (never past half the remaining life)
 //! archive_keep = 5
+//! metrics_textfile = "/var/lib/prometheus/node-exporter/autoenroll.prom"   # optional
 //!
 //! [templates.WebServer]                  # optional per-template request details
 //! subject = "web01.example"
@@ -60,6 +61,11 @@ pub struct AgentConfig {
     /// rules still apply when it does not answer. Only a client certificate checks in.
     #[serde(default = "default_true")]
     pub checkin: bool,
+    /// A Prometheus node-exporter textfile written after each cycle (e.g.
+    /// /var/lib/prometheus/node-exporter/autoenroll.prom): expiry, renewal time and last
+    /// result per template.
+    #[serde(default)]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -158,7 +164,7 @@ impl AgentConfig {
             toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
         // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.state_dir, &mut cfg.trust_anchor] {
+        for p in [&mut cfg.state_dir, &mut cfg.trust_anchor].into_iter().chain(cfg.metrics_textfile.as_mut()) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

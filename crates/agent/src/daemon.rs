@@ -26,7 +26,12 @@ pub async fn run_forever(cfg: &AgentConfig, clock: Arc<dyn Clock>, stop: impl st
     tokio::pin!(stop);
     loop {
         let now = clock.now();
-        let wake = match run_cycle(cfg, clock.clone(), &SystemJitter, &Force::None).await {
+        let result = run_cycle(cfg, clock.clone(), &SystemJitter, &Force::None).await;
+        let ok = matches!(&result, Ok(r) if r.failed.is_empty());
+        if let Err(e) = crate::textfile::write(cfg, clock.now(), ok) {
+            tracing::warn!(%e, "could not write the metrics textfile");
+        }
+        let wake = match result {
             Ok(r) => {
                 tracing::info!(
                     enrolled = r.enrolled.len(),

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod https;
 pub mod localstore;
 pub mod policy;
+pub mod textfile;
 pub mod transport;
 
 pub use autoenroll_keys::time::SystemClock;

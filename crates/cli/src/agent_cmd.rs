@@ -60,7 +60,12 @@ fn print_report(r: &CycleReport) {
 }
 
 async fn one_cycle(cfg: &AgentConfig, force: Force) -> i32 {
-    match autoenroll_agent::run_cycle(cfg, Arc::new(SystemClock), &SystemJitter, &force).await {
+    let result = autoenroll_agent::run_cycle(cfg, Arc::new(SystemClock), &SystemJitter, &force).await;
+    let ok = matches!(&result, Ok(r) if r.failed.is_empty());
+    if let Err(e) = autoenroll_agent::textfile::write(cfg, SystemClock.now(), ok) {
+        eprintln!("warning: could not write the metrics textfile: {e}");
+    }
+    match result {
         Ok(r) => {
             print_report(&r);
             r.exit_code()

@@ -198,3 +198,120 @@ fn template_admin_commands() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("NIST CURVE: P-384"));
 }
+
+/// `/metrics` after real traffic (issue 15): what Prometheus would scrape, read with curl from
+/// the token-free listener and from the HTTPS listener with an admin token.
+#[test]
+fn metrics_show_the_traffic_and_the_fleet() {
+    autoenroll_test_support::require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = bin::Server::start(BIN, &data, &["--metrics-listen", "127.0.0.1:0"]);
+    let proc = ServerProcess { base: server.base.clone(), data: data.clone(), _server: server };
+    let out = autoenroll(
+        &["server", "account", "create", "enroller", "--devices", "*.example.test"],
+        &data,
+        Some("correct horse battery\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = write_agent_config(dir.path(), &proc, "username = \"enroller\"\npassword = \"correct horse battery\"");
+    let textfile = dir.path().join("autoenroll.prom");
+    let with_textfile = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "\n[[policy_server]]",
+        &format!("metrics_textfile = \"{}\"\n\n[[policy_server]]", textfile.display()),
+        1,
+    );
+    std::fs::write(&cfg, with_textfile).unwrap();
+    let (code, out) = agent(&["run", "--once"], &cfg);
+    assert_eq!(code, 0, "{out}");
+    // The agent's textfile, as node-exporter's collector would read it.
+    let families = prometheus_parse(&std::fs::read_to_string(&textfile).unwrap());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for t in ["Machine", "WebServer"] {
+        let not_after = sample(&families, "autoenroll_agent_certificate_not_after_seconds", t);
+        let renew_at = sample(&families, "autoenroll_agent_certificate_renew_at_seconds", t);
+        assert!(now < renew_at && renew_at < not_after, "{t}: now {now} < renew {renew_at} < expiry {not_after}");
+        assert_eq!(sample(&families, "autoenroll_agent_template_ok", t), 1.0);
+    }
+    // A refusal: a wrong password.
+    let bad = write_agent_config(dir.path(), &proc, "username = \"enroller\"\npassword = \"wrong\"");
+    std::fs::write(dir.path().join("bad.toml"), std::fs::read_to_string(&bad).unwrap().replace("state\"", "state2\""))
+        .unwrap();
+    let (code, _) = agent(&["run", "--once"], &dir.path().join("bad.toml"));
+    assert_ne!(code, 0);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().unwrap();
+        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let url = proc._server.banner_value("metrics").expect("the banner names the metrics listener");
+    let text = curl(&[&url]);
+    // Well-formed for Prometheus' own parser.
+    let families = prometheus_parse(&text);
+    assert!(families
+        .iter()
+        .any(|f| f["name"] == "autoenroll_http_request_duration_seconds" && f["type"] == "histogram"));
+    for series in [
+        r#"autoenroll_issued_total{template="Machine",kind="enroll",protocol="wstep"} 1"#,
+        r#"autoenroll_issued_total{template="WebServer",kind="enroll",protocol="wstep"} 1"#,
+        r#"autoenroll_refusals_total{protocol="xcep",code="WrongCredentials",kind="unauthorized"}"#,
+        r#"autoenroll_http_request_duration_seconds_bucket{endpoint="/wstep",protocol="wstep",le="+Inf"} 2"#,
+        r#"autoenroll_certificates{template="Machine",state="issued"} 1"#,
+        r#"autoenroll_certificates_expiring{within="30d"} 0"#,
+        "autoenroll_pending_requests 0",
+        "autoenroll_stuck_devices 0",
+        "autoenroll_crl_age_seconds ",
+        r#"autoenroll_db_pool_connections{state="idle"}"#,
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+    // On the HTTPS listener: an admin token, or nothing.
+    let root = data.join("ca/root.pem");
+    let https = format!("{}/metrics", proc.base);
+    let refused = curl(&["--cacert", root.to_str().unwrap(), "-o", "/dev/null", "-w", "%{http_code}", &https]);
+    assert_eq!(refused, "401");
+    let out = autoenroll(&["server", "admin-token", "create", "--name", "prometheus"], &data, None);
+    let token =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().find(|w| w.starts_with("aea_")).unwrap().to_string();
+    let text = curl(&["--cacert", root.to_str().unwrap(), "-H", &format!("Authorization: Bearer {token}"), &https]);
+    assert!(text.contains("autoenroll_issued_total"), "{text}");
+}
+
+/// The exposition text as Prometheus' Python client parses it: families with their samples.
+fn prometheus_parse(text: &str) -> Vec<serde_json::Value> {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = [{"name": f.name, "type": f.type,
+        "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]}
+       for f in text_string_to_metric_families(sys.stdin.read())]
+print(json.dumps(out))
+"#;
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse it (pip install prometheus_client; scripts/test.sh does): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+/// The value of `name` for one template.
+fn sample(families: &[serde_json::Value], name: &str, template: &str) -> f64 {
+    families
+        .iter()
+        .flat_map(|f| f["samples"].as_array().unwrap())
+        .find(|s| s["name"] == name && s["labels"]["template"] == template)
+        .unwrap_or_else(|| panic!("{name}{{template={template}}} in {families:?}"))["value"]
+        .as_f64()
+        .unwrap()
+}

@@ -88,6 +88,9 @@ pub struct Server {
     pub base_url: String,
     /// The plain-HTTP listener (`[scep] http_listen`; on unless turned off).
     scep_http: Option<(TcpListener, axum::Router)>,
+    /// The token-free `/metrics` listener (`[metrics] listen`; off unless configured).
+    metrics_http: Option<(TcpListener, axum::Router)>,
+    pub metrics_addr: Option<SocketAddr>,
     /// e.g. `http://127.0.0.1:8080/scep`
     pub scep_http_url: Option<String>,
     /// SHA-256 of the SCEP RA certificate (what micromdm's `scepclient -ca-fingerprint` takes).
@@ -108,7 +111,10 @@ fn handling<F: Future>(in_flight: &InFlight, handled: F) -> impl Future<Output =
 /// Every request answered within the configured deadline (408 otherwise).
 fn with_deadline(router: axum::Router, limits: &Limits) -> axum::Router {
     let limit = limits.request;
-    router.layer(axum::middleware::from_fn(move |req, next| crate::conn::request_deadline(limit, req, next)))
+    // Timed and labelled inside the deadline (in the task that runs the handler).
+    router
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(move |req, next| crate::conn::request_deadline(limit, req, next)))
 }
 
 /// HTTP/1.1 and HTTP/2 with the header deadline; idle connections are closed by `IdleIo`.
@@ -149,6 +155,8 @@ fn refuse(listener: &'static str, remote: SocketAddr, why: Full) {
 
 impl Server {
     pub async fn bind(ra: Arc<Ra>, cfg: &ServerConfig) -> Result<Server, RaError> {
+        // Before anything is counted (the listener certificate below is an issuance).
+        crate::metrics::handle();
         ra.remember_server_names().await?;
         let listener = TcpListener::bind(cfg.listen)
             .await
@@ -183,6 +191,17 @@ impl Server {
             }
             None => (None, None),
         };
+        let (metrics_http, metrics_addr) = match cfg.metrics_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    RaError::internal(format!("binding {addr} (metrics.listen, the /metrics listener): {e}"))
+                })?;
+                let bound = l.local_addr().map_err(RaError::internal)?;
+                let router = with_deadline(frontends::metrics_router(state.clone()), &cfg.limits);
+                (Some((l, router)), Some(bound))
+            }
+            None => (None, None),
+        };
         let scep_ra_fingerprint = autoenroll_keys::sha256_hex(&state.ra.scep_certificates()[0]);
         // Certificates name the CRL and the issuing CA at the plain-HTTP base when there is one,
         // from the first (the listener's own) on; recorded for the other processes.
@@ -209,6 +228,8 @@ impl Server {
             local_addr,
             base_url,
             scep_http,
+            metrics_http,
+            metrics_addr,
             scep_http_url,
             scep_ra_fingerprint,
         })
@@ -260,6 +281,9 @@ impl Server {
         let plain = self
             .scep_http
             .map(|(listener, router)| tokio::spawn(serve_plain(listener, router, http_budget, limits.clone())));
+        let metrics_plain = self
+            .metrics_http
+            .map(|(listener, router)| tokio::spawn(serve_plain(listener, router, Budget::new(64, 16), limits.clone())));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -324,7 +348,7 @@ impl Server {
         }
         refresh.abort();
         crl_refresh.abort();
-        if let Some(p) = plain {
+        for p in [plain, metrics_plain].into_iter().flatten() {
             p.abort();
         }
     }

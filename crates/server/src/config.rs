@@ -22,6 +22,16 @@ pub struct RawConfig {
     pub scep: Option<RawScep>,
     pub revocation: Option<RawRevocation>,
     pub limits: Option<RawLimits>,
+    pub metrics: Option<RawMetrics>,
+}
+
+/// Prometheus metrics. `/metrics` on the HTTPS listener always answers to an admin token
+/// (`Authorization: Bearer aea_...`); this adds a plain-HTTP listener that serves `/metrics`
+/// only, without a token, for a scraper on a trusted network (e.g. "127.0.0.1:9464").
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }
 
 /// Connection limits; durations like "30s".
@@ -121,6 +131,8 @@ pub struct ServerConfig {
     pub mdm_sign_in_return: Vec<String>,
     /// The plain-HTTP listener (SCEP, CRL, CA certificates, OCSP); None when turned off.
     pub scep_http_listen: Option<SocketAddr>,
+    /// The token-free `/metrics` listener; None (the default) when off.
+    pub metrics_listen: Option<SocketAddr>,
     pub limits: crate::conn::Limits,
 }
 
@@ -162,6 +174,7 @@ impl RawConfig {
             scep: other.scep.or(self.scep),
             revocation: other.revocation.or(self.revocation),
             limits: other.limits.or(self.limits),
+            metrics: other.metrics.or(self.metrics),
         }
     }
 
@@ -205,6 +218,12 @@ impl RawConfig {
             }
             None => Some(SocketAddr::new(listen.ip(), if listen.port() == 0 { 0 } else { DEFAULT_HTTP_PORT })),
         };
+        let metrics_listen = match self.metrics.and_then(|m| m.listen).as_deref() {
+            None | Some("off") => None,
+            Some(l) => {
+                Some(l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid("metrics.listen", format!("{e}")))?)
+            }
+        };
         let superseded_grace = match self.revocation.and_then(|r| r.superseded_grace) {
             Some(g) => humantime::parse_duration(&g)
                 .map_err(|e| ConfigError::Invalid("revocation.superseded_grace", e.to_string()))?,
@@ -221,6 +240,7 @@ impl RawConfig {
             mdm_sign_in_return: sign_in_return,
             limits: raw_limits.validate()?,
             scep_http_listen,
+            metrics_listen,
             listen,
             hostnames,
             public_url,

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod conn;
 pub mod frontends;
+pub mod metrics;
 pub mod ra;
 
 pub use config::ServerConfig;

@@ -178,6 +178,11 @@ impl Store {
         self.backend
     }
 
+    /// Connections in the pool: (open, idle).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        (self.pool.size(), u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX))
+    }
+
     /// Held for the duration of a write on SQLite.
     async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.backend {

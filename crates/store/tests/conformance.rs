@@ -1409,6 +1409,8 @@ async fn device_search_and_state_filter(s: Store) {
 }
 
 async fn shared_setting_keeps_the_first_value(s: Store) {
+    let (open, idle) = s.pool_connections();
+    assert!(open >= 1 && idle <= open, "{open} open, {idle} idle");
     assert_eq!(s.setting_or_insert("key", "first").await.unwrap(), "first");
     assert_eq!(s.setting_or_insert("key", "second").await.unwrap(), "first", "the first process wins");
     assert_eq!(s.setting("key").await.unwrap().as_deref(), Some("first"));

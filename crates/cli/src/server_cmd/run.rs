@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Accept DES/3DES SCEP envelopes and SHA-1 signatures from old clients.
     #[arg(long)]
     scep_legacy_ciphers: bool,
+    /// A plain-HTTP listener serving only /metrics, without a token, e.g. 127.0.0.1:9464
+    /// (`/metrics` on the HTTPS listener takes an admin token). Default: off.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 pub async fn init(a: InitArgs) -> Result<i32> {
@@ -131,6 +135,9 @@ pub async fn run(a: RunArgs) -> Result<i32> {
         raw.hostnames = Some(a.hostnames);
     }
     raw.public_url = a.public_url.or(raw.public_url);
+    if let Some(l) = a.metrics_listen {
+        raw.metrics = Some(autoenroll_server::config::RawMetrics { listen: Some(l) });
+    }
     let cfg = raw.validate()?;
     let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?);
     if cfg.ra.data_dir.join("ca/root.key").exists() {
@@ -152,6 +159,10 @@ pub async fn run(a: RunArgs) -> Result<i32> {
         );
         if let Some(u) = &server.scep_http_url {
             banner.push_str(&format!("SCEP over HTTP:        {u}\n"));
+        }
+        banner.push_str(&format!("web console:           {}/ui/\n", server.base_url));
+        if let Some(m) = server.metrics_addr {
+            banner.push_str(&format!("metrics:               http://{m}/metrics\n"));
         }
         banner.push_str(&format!(
             "SCEP RA certificate:   {} (SHA-256 {})\n",

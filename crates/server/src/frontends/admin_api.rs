@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/admin/v1/requests/{id}/deny", post(deny))
         .route("/admin/v1/reports/stuck", get(stuck))
         .route("/admin/v1/audit", get(audit))
+        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -300,4 +301,21 @@ async fn audit(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
         }
         .await,
     )
+}
+
+/// Prometheus metrics on the HTTPS listener, for a scraper holding an admin token
+/// (`authorization: { credentials: aea_... }` in Prometheus' scrape configuration).
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    match admin(&st, &headers).await {
+        Ok(_) => exposition(&st).await,
+        Err(e) => error(&e),
+    }
+}
+
+/// The text exposition format (also served without a token on `[metrics] listen`).
+pub(super) async fn exposition(st: &AppState) -> Response {
+    match crate::metrics::render(&st.ra).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => error(&e),
+    }
 }

@@ -144,6 +144,7 @@ pub fn to_mdm_fault(e: &FrontError) -> MdmFault {
 fn mdm_fault_response(e: &FrontError, relates_to: Option<&str>) -> Response {
     if let FrontError::Ra(r) = e {
         tracing::info!(code = r.code(), kind = r.kind().as_str(), "MDM request refused");
+        crate::metrics::refused(r);
     }
     let body = mde2::fault(&to_mdm_fault(e), relates_to);
     (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")], body)

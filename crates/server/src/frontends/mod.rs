@@ -77,6 +77,7 @@ pub fn http_status(kind: autoenroll_core::Kind) -> axum::http::StatusCode {
 pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
     use axum::response::IntoResponse;
     tracing::info!(code = e.code(), kind = e.kind().as_str(), "JSON request refused");
+    crate::metrics::refused(e);
     (http_status(e.kind()), axum::Json(serde_json::json!({ "code": e.code(), "detail": e.detail() }))).into_response()
 }
 
@@ -120,4 +121,16 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(revocation::router(state.clone()))
         .merge(admin_api::router(state.clone()))
         .merge(console::router(state))
+}
+
+/// The token-free metrics listener's only route (`[metrics] listen`).
+pub fn metrics_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|axum::extract::State(st): axum::extract::State<AppState>| async move {
+                admin_api::exposition(&st).await
+            }),
+        )
+        .with_state(state)
 }

@@ -332,6 +332,7 @@ fn failure(st: &AppState, msg: &PkiMessage, e: &RaError) -> Result<Vec<u8>, RaEr
     // An internal failure is the server's, not the request's: badRequest is the closest SCEP has.
     let info = e.refusal_code().map_or(FailInfo::BadRequest, fail_info);
     tracing::info!(code = e.code(), transaction = %msg.transaction_id, ?info, "SCEP request refused");
+    crate::metrics::refused(e);
     let text = format!("{}: {}", e.code(), e.detail());
     cert_rep(st, msg, PkiStatus::Failure, Some((info, &text)), &[])
 }

@@ -68,6 +68,7 @@ pub async fn submit(State(state): State<AppState>, peer: Option<Extension<Peer>>
         Err(e) => {
             // The page says only that sign-in failed; the audit log and the server log say why.
             tracing::info!(code = e.code(), "MDM sign-in refused");
+            crate::metrics::refused(&e);
             let locked = e.refusal_code() == Some(autoenroll_core::RefusalCode::TooManyAttempts);
             let (status, shown) = match e {
                 RaError::Refused { .. } if locked => {

@@ -189,6 +189,7 @@ fn soap_response(status: StatusCode, body: String) -> Response {
 pub fn fault_response(e: &FrontError, relates_to: Option<&str>) -> Response {
     if let FrontError::Ra(r) = e {
         tracing::info!(code = r.code(), kind = r.kind().as_str(), "request refused");
+        crate::metrics::refused(r);
     }
     soap_response(StatusCode::INTERNAL_SERVER_ERROR, soap::fault(&to_fault(e), relates_to))
 }

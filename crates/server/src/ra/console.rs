@@ -88,6 +88,16 @@ impl Ra {
         Ok(self.store.devices_matching(self.now(), filter).await?)
     }
 
+    /// When the current CRL was signed and when it says the next one comes.
+    pub async fn crl_times(&self) -> Result<Option<(UnixTime, UnixTime)>, RaError> {
+        Ok(self.store.crl(super::crl::ISSUER).await?.map(|c| (c.this_update, c.next_update)))
+    }
+
+    /// Database connections: (open, idle).
+    pub fn db_pool(&self) -> (u32, u32) {
+        self.store.pool_connections()
+    }
+
     /// One certificate by serial (any state).
     pub async fn certificate(&self, serial: &str) -> Result<super::Certificate, RaError> {
         self.store

@@ -5,7 +5,7 @@ use super::{Ra, RaError};
 use autoenroll_ca::{ChainUpkeep, Distribution, Published, RevokedEntry, RootUrls};
 use autoenroll_store::Crl;
 
-const ISSUER: &str = "issuing";
+pub(super) const ISSUER: &str = "issuing";
 /// The root's CRL and certificate rows in the store.
 const ROOT: &str = "root";
 /// Where relying parties find the CA certificates and the root's CRL, under the public base.

@@ -296,6 +296,7 @@ impl Ra {
         request_id: i64,
     ) -> Result<Vec<u8>, RaError> {
         let der = self.ca.sign(prepared).map_err(|e| RaError::from(e).with_request(request_id))?;
+        crate::metrics::issued(r.template_name, r.kind.as_str());
         let event = AuditEvent {
             at: self.now(),
             actor: r.audit.actor.to_string(),

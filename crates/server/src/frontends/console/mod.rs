@@ -75,6 +75,7 @@ fn page(m: Markup) -> Response {
 /// The console's one mapping of RA errors: an HTML page with the JSON APIs' status.
 fn error_page(session: Option<&ConsoleSession>, e: &RaError) -> Response {
     tracing::info!(code = e.code(), kind = e.kind().as_str(), "console request refused");
+    crate::metrics::refused(e);
     let body = pages::error(session, e.code(), &e.detail()).into_string();
     (super::http_status(e.kind()), [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
