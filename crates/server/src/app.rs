@@ -6,11 +6,13 @@ use crate::frontends::{self, AppState, Peer};
 use crate::ra::{Ra, RaError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -24,12 +26,38 @@ pub fn install_crypto_provider() {
 
 /// TLS for the listener: our CA's certificate, client certificates optional but, when sent,
 /// verified against our root or issuing CA.
+/// The operator's listener certificate chain and key, with errors that name the file.
+fn operator_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), RaError> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(cert).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| {
+        RaError::internal(format!("tls.cert {}: {e} (expected PEM CERTIFICATE blocks)", cert.display()))
+    })?;
+    if certs.is_empty() {
+        return Err(RaError::internal(format!("tls.cert {}: no CERTIFICATE in it", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        RaError::internal(format!(
+            "tls.key {}: {e} (expected a PEM PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)",
+            key.display()
+        ))
+    })?;
+    Ok((certs, key))
+}
+
 pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
     install_crypto_provider();
-    let (key_pem, chain) = ra.tls_identity(&cfg.tls_names(), &cfg.tls_ips()).await?;
-    let (_, key_der) = der::pem::decode_vec(key_pem.as_bytes()).map_err(RaError::internal)?;
-    let key = PrivateKeyDer::try_from(key_der).map_err(RaError::internal)?;
-    let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
+    let (certs, key) = match &cfg.tls_files {
+        Some((cert, key)) => operator_identity(cert, key)?,
+        None => {
+            let (key_pem, chain) = ra.tls_identity(&cfg.tls_names(), &cfg.tls_ips()).await?;
+            let (_, key_der) = der::pem::decode_vec(key_pem.as_bytes()).map_err(RaError::internal)?;
+            let key = PrivateKeyDer::try_from(key_der).map_err(RaError::internal)?;
+            (chain.into_iter().map(CertificateDer::from).collect(), key)
+        }
+    };
     // The issuing CA is an anchor too: many clients (curl, Python, certmonger's files) send
     // their leaf alone, which cannot be chained to the root without it.
     let mut roots = rustls::RootCertStore::empty();
@@ -44,7 +72,12 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
             .map_err(RaError::internal)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
-            .map_err(RaError::internal)?;
+            .map_err(|e| match &cfg.tls_files {
+                Some((c, k)) => {
+                    RaError::internal(format!("tls.cert {} with tls.key {}: {e}", c.display(), k.display()))
+                }
+                None => RaError::internal(e),
+            })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -55,7 +88,7 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
 #[derive(Clone)]
 pub struct TlsReloader {
     ra: Arc<Ra>,
-    cfg: ServerConfig,
+    cfg: Arc<std::sync::RwLock<ServerConfig>>,
     acceptor: Arc<std::sync::RwLock<TlsAcceptor>>,
 }
 
@@ -64,7 +97,26 @@ const CRL_CHECK_EVERY: Duration = Duration::from_secs(1800);
 
 impl TlsReloader {
     pub async fn reload(&self) -> Result<(), RaError> {
-        let tls = tls_config(&self.ra, &self.cfg).await?;
+        let cfg = match self.cfg.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let tls = tls_config(&self.ra, &cfg).await?;
+        match self.acceptor.write() {
+            Ok(mut a) => *a = TlsAcceptor::from(tls),
+            Err(p) => *p.into_inner() = TlsAcceptor::from(tls),
+        }
+        Ok(())
+    }
+
+    /// Reloads with a new configuration (SIGHUP): new names re-issue our certificate, new
+    /// operator files are read. On an error the running configuration stays.
+    pub async fn reload_with(&self, cfg: &ServerConfig) -> Result<(), RaError> {
+        let tls = tls_config(&self.ra, cfg).await?;
+        match self.cfg.write() {
+            Ok(mut c) => *c = cfg.clone(),
+            Err(p) => *p.into_inner() = cfg.clone(),
+        }
         match self.acceptor.write() {
             Ok(mut a) => *a = TlsAcceptor::from(tls),
             Err(p) => *p.into_inner() = TlsAcceptor::from(tls),
@@ -111,10 +163,37 @@ fn handling<F: Future>(in_flight: &InFlight, handled: F) -> impl Future<Output =
 /// Every request answered within the configured deadline (408 otherwise).
 fn with_deadline(router: axum::Router, limits: &Limits) -> axum::Router {
     let limit = limits.request;
-    // Timed and labelled inside the deadline (in the task that runs the handler).
+    // Timed, labelled and logged under a request id inside the deadline (in the task that runs
+    // the handler).
     router
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn(move |req, next| crate::conn::request_deadline(limit, req, next)))
+}
+
+/// Every request gets an id: the caller's `X-Request-Id` when it is a short plain token (a
+/// reverse proxy's), else a new one. Log lines of the request carry it (span `request`) and
+/// the response returns it, so a client's error report can be found in the log.
+async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument;
+    const HEADER: &str = "x-request-id";
+    let given = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| hex::encode(crate::ra::secrets::random_bytes::<8>()));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        req.headers_mut().insert(HEADER, v);
+    }
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, v);
+    }
+    response
 }
 
 /// HTTP/1.1 and HTTP/2 with the header deadline; idle connections are closed by `IdleIo`.
@@ -215,7 +294,7 @@ impl Server {
         let tls = tls_config(&state.ra, cfg).await?;
         let reloader = TlsReloader {
             ra: state.ra.clone(),
-            cfg: cfg.clone(),
+            cfg: Arc::new(std::sync::RwLock::new(cfg.clone())),
             acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
         };
         let scep_http_url = scep_http_url.map(|b| format!("{b}{}", frontends::scep::PATH));
@@ -240,8 +319,10 @@ impl Server {
         self.tls.clone()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then drains: no new connections, requests in
+    /// flight finish (at most the request deadline), idle keep-alive connections close.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let graceful = Arc::new(GracefulShutdown::new());
         let limits = self.limits.clone();
         let budget = Budget::new(limits.max_connections, limits.per_ip_connections);
         let http_budget = Budget::new(limits.max_http_connections, limits.per_ip_connections);
@@ -278,12 +359,12 @@ impl Server {
                 tokio::time::sleep(CRL_CHECK_EVERY).await;
             }
         });
-        let plain = self
-            .scep_http
-            .map(|(listener, router)| tokio::spawn(serve_plain(listener, router, http_budget, limits.clone())));
-        let metrics_plain = self
-            .metrics_http
-            .map(|(listener, router)| tokio::spawn(serve_plain(listener, router, Budget::new(64, 16), limits.clone())));
+        let plain = self.scep_http.map(|(listener, router)| {
+            tokio::spawn(serve_plain(listener, router, http_budget, limits.clone(), graceful.clone()))
+        });
+        let metrics_plain = self.metrics_http.map(|(listener, router)| {
+            tokio::spawn(serve_plain(listener, router, Budget::new(64, 16), limits.clone(), graceful.clone()))
+        });
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -311,6 +392,7 @@ impl Server {
             let acceptor = self.tls.current();
             let router = self.router.clone();
             let limits = limits.clone();
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _slot = slot;
                 let in_flight = InFlight::default();
@@ -341,7 +423,8 @@ impl Server {
                     })
                     .map_future(move |handled| handling(&in_flight, handled));
                 let builder = http_builder(&limits);
-                if let Err(e) = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc)).await {
+                let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc));
+                if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(%remote, %e, "connection ended with an error");
                 }
             });
@@ -350,13 +433,32 @@ impl Server {
         crl_refresh.abort();
         for p in [plain, metrics_plain].into_iter().flatten() {
             p.abort();
+            let _ = p.await;
         }
+        drop(self.listener);
+        let open = graceful.count();
+        tracing::info!(open, "draining: no new connections; requests in flight finish");
+        match Arc::try_unwrap(graceful) {
+            Ok(g) => {
+                if tokio::time::timeout(limits.request + Duration::from_secs(1), g.shutdown()).await.is_err() {
+                    tracing::warn!("requests still running after the request deadline were cut off");
+                }
+            }
+            Err(_) => tracing::warn!("could not drain: a listener still holds the shutdown handle"),
+        }
+        tracing::info!("stopped");
     }
 }
 
 /// Plain HTTP: SCEP (its messages carry their own signatures and encryption), CRLs, CA
 /// certificates, OCSP. Its own connection budget.
-async fn serve_plain(listener: TcpListener, router: axum::Router, budget: Budget, limits: Limits) {
+async fn serve_plain(
+    listener: TcpListener,
+    router: axum::Router,
+    budget: Budget,
+    limits: Limits,
+    graceful: Arc<GracefulShutdown>,
+) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(a) => a,
@@ -376,6 +478,7 @@ async fn serve_plain(listener: TcpListener, router: axum::Router, budget: Budget
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let limits = limits.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
             let in_flight = InFlight::default();
@@ -386,9 +489,9 @@ async fn serve_plain(listener: TcpListener, router: axum::Router, budget: Budget
                     req
                 })
                 .map_future(move |handled| handling(&in_flight, handled));
-            if let Err(e) =
-                http_builder(&limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(svc)).await
-            {
+            let builder = http_builder(&limits);
+            let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, %e, "connection ended with an error");
             }
         });

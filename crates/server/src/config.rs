@@ -23,6 +23,20 @@ pub struct RawConfig {
     pub revocation: Option<RawRevocation>,
     pub limits: Option<RawLimits>,
     pub metrics: Option<RawMetrics>,
+    pub tls: Option<RawTls>,
+}
+
+/// The HTTPS listener's certificate. By default the server issues its own from its CA (and
+/// re-issues it when the names change or a month before expiry). With `cert` and `key` it
+/// serves the operator's files instead (e.g. from a public CA, which Windows MDM enrollment
+/// needs), never writes them, and re-reads them on SIGHUP and every 12 hours.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM: the certificate, then its chain.
+    pub cert: Option<PathBuf>,
+    /// PEM: its private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: Option<PathBuf>,
 }
 
 /// Prometheus metrics. `/metrics` on the HTTPS listener always answers to an admin token
@@ -133,6 +147,8 @@ pub struct ServerConfig {
     pub scep_http_listen: Option<SocketAddr>,
     /// The token-free `/metrics` listener; None (the default) when off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Operator-supplied listener certificate and key (PEM files); None: issued by our CA.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub limits: crate::conn::Limits,
 }
 
@@ -175,6 +191,7 @@ impl RawConfig {
             revocation: other.revocation.or(self.revocation),
             limits: other.limits.or(self.limits),
             metrics: other.metrics.or(self.metrics),
+            tls: other.tls.or(self.tls),
         }
     }
 
@@ -224,6 +241,11 @@ impl RawConfig {
                 Some(l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid("metrics.listen", format!("{e}")))?)
             }
         };
+        let tls_files = match self.tls.map(|t| (t.cert, t.key)) {
+            None | Some((None, None)) => None,
+            Some((Some(c), Some(k))) => Some((c, k)),
+            Some(_) => return Err(ConfigError::Invalid("tls", "set both cert and key, or neither".into())),
+        };
         let superseded_grace = match self.revocation.and_then(|r| r.superseded_grace) {
             Some(g) => humantime::parse_duration(&g)
                 .map_err(|e| ConfigError::Invalid("revocation.superseded_grace", e.to_string()))?,
@@ -241,6 +263,7 @@ impl RawConfig {
             limits: raw_limits.validate()?,
             scep_http_listen,
             metrics_listen,
+            tls_files,
             listen,
             hostnames,
             public_url,

@@ -16,10 +16,16 @@ pub struct Server {
 impl Server {
     /// `autoenroll server run --listen 127.0.0.1:0 --data-dir DATA EXTRA...`
     pub fn start(bin: &str, data: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(bin, data, extra, &[])
+    }
+
+    /// `start` with extra environment (e.g. systemd's NOTIFY_SOCKET).
+    pub fn start_with_env(bin: &str, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(bin)
             .args(["server", "run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -39,6 +45,28 @@ impl Server {
             banner.push(l.trim().to_string());
         }
         Server { child, _stdout: stdout, base, banner }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `within` for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Sends a signal (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "kill -{name} {}", self.pid());
     }
 
     /// The value of a banner line `label: value`.

@@ -32,7 +32,7 @@ pub struct InitArgs {
     scep_http_listen: Option<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     common: Common,
@@ -120,7 +120,9 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn run(a: RunArgs) -> Result<i32> {
+/// The configuration `server run` serves with: the file (read again on SIGHUP), then flags.
+fn run_config(a: &RunArgs) -> Result<autoenroll_server::config::ServerConfig> {
+    let a = a.clone();
     let mut raw = a.common.raw()?;
     raw.listen = a.listen.or(raw.listen);
     if a.scep_http_listen.is_some() || a.scep_legacy_ciphers {
@@ -138,7 +140,11 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     if let Some(l) = a.metrics_listen {
         raw.metrics = Some(autoenroll_server::config::RawMetrics { listen: Some(l) });
     }
-    let cfg = raw.validate()?;
+    Ok(raw.validate()?)
+}
+
+pub async fn run(a: RunArgs) -> Result<i32> {
+    let cfg = run_config(&a)?;
     let ra = Arc::new(Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?);
     if cfg.ra.data_dir.join("ca/root.key").exists() {
         tracing::warn!(
@@ -147,7 +153,7 @@ pub async fn run(a: RunArgs) -> Result<i32> {
             cfg.ra.data_dir.join("ca/root.key").display()
         );
     }
-    let server = app::Server::bind(ra, &cfg).await?;
+    let server = app::Server::bind(ra.clone(), &cfg).await?;
     // Printed on stdout so scripts and tests can find a port chosen with :0. A closed stdout
     // must not stop the server, so write errors are ignored.
     {
@@ -174,6 +180,83 @@ pub async fn run(a: RunArgs) -> Result<i32> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
     }
-    server.serve(crate::shutdown_signal()).await;
+    // systemd (Type=notify): ready once the listeners are bound and the banner is out.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+    let reloads = tokio::spawn(reload_on_sighup(a, cfg, ra, server.tls_reloader()));
+    server
+        .serve(async {
+            crate::shutdown_signal().await;
+            tracing::info!("stopping: draining connections");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        })
+        .await;
+    reloads.abort();
     Ok(0)
+}
+
+/// SIGHUP: read the configuration again and apply what a running server can change (the
+/// listener certificate: new names, new operator files), check the templates, and say which
+/// changed settings wait for a restart. A configuration that does not validate is reported
+/// and the running one stays.
+async fn reload_on_sighup(
+    a: RunArgs,
+    mut running: autoenroll_server::config::ServerConfig,
+    ra: Arc<Ra>,
+    tls: app::TlsReloader,
+) {
+    use sd_notify::NotifyState;
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by restarting");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let mut states = vec![NotifyState::Reloading];
+        states.extend(NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(&states);
+        match reload(&a, &running, &ra, &tls).await {
+            Ok(cfg) => running = cfg,
+            Err(e) => tracing::error!("reload failed, the running configuration stays: {e:#}"),
+        }
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+    }
+}
+
+async fn reload(
+    a: &RunArgs,
+    running: &autoenroll_server::config::ServerConfig,
+    ra: &Ra,
+    tls: &app::TlsReloader,
+) -> Result<autoenroll_server::config::ServerConfig> {
+    let cfg = run_config(a)?;
+    let restart: Vec<&str> = [
+        ("listen", format!("{:?}", cfg.listen) != format!("{:?}", running.listen)),
+        ("scep.http_listen", cfg.scep_http_listen != running.scep_http_listen),
+        ("metrics.listen", cfg.metrics_listen != running.metrics_listen),
+        ("public_url", cfg.public_url != running.public_url),
+        (
+            "database / data_dir",
+            cfg.ra.database_url != running.ra.database_url || cfg.ra.data_dir != running.ra.data_dir,
+        ),
+        ("limits", format!("{:?}", cfg.limits) != format!("{:?}", running.limits)),
+        ("ra settings", format!("{:?}", cfg.ra) != format!("{:?}", running.ra)),
+        (
+            "mdm",
+            cfg.mdm_provider_id != running.mdm_provider_id
+                || cfg.mdm_management_url != running.mdm_management_url
+                || cfg.mdm_sign_in_return != running.mdm_sign_in_return,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !restart.is_empty() {
+        tracing::warn!(settings = %restart.join(", "), "changed settings take effect at the next restart");
+    }
+    tls.reload_with(&cfg).await?;
+    let templates = ra.templates().await?;
+    for bad in &templates.invalid {
+        tracing::error!(template = %bad.name, reason = %bad.reason, "template is invalid and not served");
+    }
+    tracing::info!(templates = templates.valid.len(), invalid = templates.invalid.len(), "configuration reloaded");
+    Ok(cfg)
 }

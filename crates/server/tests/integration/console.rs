@@ -196,6 +196,7 @@ async fn sessions_csrf_and_confirmation_hold_against_forged_requests() {
     assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{csp}");
     assert!(!page.contains("<script"), "no script in the console");
     assert_eq!(header(&page, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&page, "x-request-id").map(str::len), Some(16), "every response names its request");
     let csrf = csrf_of(&page);
     let revoke = s.url(&format!("/ui/certificates/{serial}/revoke"));
     let post = |fields: &[&str]| {
