@@ -20,6 +20,9 @@ pub trait SigningKey: Send + Sync {
     fn spki_der(&self) -> &[u8];
     fn signature_algorithm(&self) -> AlgorithmIdentifierOwned;
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CaError>;
+    /// A 32-byte secret for `label`, derived from the private key (HMAC-SHA256 keyed by it), so
+    /// every process holding this CA agrees on it and nothing else can compute it.
+    fn derive_secret(&self, label: &[u8]) -> Result<[u8; 32], CaError>;
 }
 
 impl SigningKey for KeyPair {
@@ -31,6 +34,14 @@ impl SigningKey for KeyPair {
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
         Ok(KeyPair::sign(self, message)?)
+    }
+    fn derive_secret(&self, label: &[u8]) -> Result<[u8; 32], CaError> {
+        use aws_lc_rs::hmac;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.to_pkcs8_der()?);
+        let tag = hmac::sign(&key, label);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&tag.as_ref()[..32]);
+        Ok(out)
     }
 }
 
@@ -284,6 +295,12 @@ impl Ca {
     }
 
     /// The issuing CA certificate (the newest, after a re-certification).
+    /// A secret for `label` derived from the issuing key (the key itself never leaves): the
+    /// same in every replica that holds this CA, unknowable from the database.
+    pub fn derive_secret(&self, label: &str) -> Result<[u8; 32], CaError> {
+        self.issuing_key.derive_secret(label.as_bytes())
+    }
+
     pub fn issuing_der(&self) -> std::sync::Arc<Vec<u8>> {
         match self.issuing_der.read() {
             Ok(g) => g.clone(),

@@ -96,6 +96,8 @@ pub async fn run(cmd: AgentCommand) -> Result<i32> {
             if once {
                 return Ok(one_cycle(&cfg, Force::None).await);
             }
+            // systemd (Type=notify): the configuration is good; cycles follow.
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             autoenroll_agent::run_forever(&cfg, Arc::new(SystemClock), crate::shutdown_signal()).await;
             Ok(0)
         }

@@ -8,9 +8,10 @@ pub use signals::shutdown_signal;
 mod bench_fleet;
 mod bench_scep;
 mod bench_soak;
+mod generated_docs;
 mod server_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::io::IsTerminal;
 
 #[derive(Parser)]
@@ -49,6 +50,16 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Write man pages for every command to a directory.
+    Man {
+        #[arg(long, default_value = "man")]
+        out: std::path::PathBuf,
+    },
+    /// Print a shell completion script: `autoenroll completions bash > /etc/bash_completion.d/autoenroll`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,7 +79,22 @@ enum BenchCommand {
 }
 
 fn main() {
+    signals::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Man { out } => match generated_docs::man(Cli::command(), out) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("error: writing man pages to {}: {e}", out.display());
+                std::process::exit(2);
+            }
+        },
+        Command::Completions { shell } => {
+            generated_docs::completions(Cli::command(), *shell);
+            std::process::exit(0);
+        }
+        _ => {}
+    }
     // Benchmarks run a server in-process: a log line per issuance would be measured too.
     let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
@@ -82,7 +108,9 @@ fn main() {
     // The agent is a small daemon: one thread is plenty and keeps its footprint low.
     let mut builder = match cli.command {
         Command::Agent { .. } => tokio::runtime::Builder::new_current_thread(),
-        Command::Server { .. } | Command::Bench { .. } => tokio::runtime::Builder::new_multi_thread(),
+        Command::Server { .. } | Command::Bench { .. } | Command::Man { .. } | Command::Completions { .. } => {
+            tokio::runtime::Builder::new_multi_thread()
+        }
     };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
@@ -100,6 +128,7 @@ fn main() {
             Command::Bench { command: BenchCommand::Cfssl(b) } => bench::cfssl(b).await,
             Command::Bench { command: BenchCommand::Fleet(b) } => bench_fleet::fleet(b).await,
             Command::Bench { command: BenchCommand::Soak(b) } => bench_soak::soak(b).await,
+            Command::Man { .. } | Command::Completions { .. } => Ok(0),
         };
         match result {
             Ok(code) => code,

@@ -6,23 +6,43 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// CA keys, the SQLite database and the listener's TLS identity (made 0700). Default
+    /// "autoenroll-data" in the working directory; the packages use /var/lib/autoenroll.
     pub data_dir: Option<PathBuf>,
+    /// The HTTPS listener (MS-XCEP/MS-WSTEP, MDM, SCEP, check-in, admin API, console, /metrics),
+    /// e.g. "0.0.0.0:8443". Default "127.0.0.1:8443"; port 0 picks a free port.
     pub listen: Option<String>,
+    /// Database URL: sqlite://PATH (default: autoenroll.db in data_dir) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB for several replicas.
     pub database: Option<String>,
+    /// DNS names clients use to reach the server: they go into the listener certificate (new
+    /// names re-issue it, also on SIGHUP). Default ["localhost"].
     pub hostnames: Option<Vec<String>>,
+    /// The base URL clients are given (policy, enrollment, MDM), when the server sits behind
+    /// another name or port, e.g. "https://ca.example.com". Must start with https://.
     pub public_url: Option<String>,
+    /// Template used when a request names none. Default "Machine".
     pub default_template: Option<String>,
+    /// Hours until clients should read policy again, and the CRL's validity. Default 8.
     pub next_update_hours: Option<u32>,
+    /// Key algorithm of a new CA: p256 (default), p384, rsa2048, rsa3072, rsa4096.
     pub key_algorithm: Option<String>,
+    /// Organization (O) in the CA certificates. Default "autoenroll".
     pub organization: Option<String>,
+    /// Windows MDM enrollment (MS-MDE2).
     pub mdm: Option<RawMdm>,
+    /// The SCEP server (RFC 8894) and the plain-HTTP listener.
     pub scep: Option<RawScep>,
+    /// Revocation of renewed certificates.
     pub revocation: Option<RawRevocation>,
+    /// Connection limits and timeouts against hostile traffic.
     pub limits: Option<RawLimits>,
+    /// Prometheus metrics.
     pub metrics: Option<RawMetrics>,
+    /// The HTTPS listener's certificate.
     pub tls: Option<RawTls>,
 }
 
@@ -30,7 +50,7 @@ pub struct RawConfig {
 /// re-issues it when the names change or a month before expiry). With `cert` and `key` it
 /// serves the operator's files instead (e.g. from a public CA, which Windows MDM enrollment
 /// needs), never writes them, and re-reads them on SIGHUP and every 12 hours.
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM: the certificate, then its chain.
@@ -42,22 +62,31 @@ pub struct RawTls {
 /// Prometheus metrics. `/metrics` on the HTTPS listener always answers to an admin token
 /// (`Authorization: Bearer aea_...`); this adds a plain-HTTP listener that serves `/metrics`
 /// only, without a token, for a scraper on a trusted network (e.g. "127.0.0.1:9464").
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
+    /// Address of the token-free /metrics listener, e.g. "127.0.0.1:9464". Default: off.
     pub listen: Option<String>,
 }
 
 /// Connection limits; durations like "30s".
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    /// Open connections on the HTTPS listener. Default 4096.
     pub max_connections: Option<usize>,
+    /// Open connections on the plain-HTTP listener (its own budget). Default 1024.
     pub max_http_connections: Option<usize>,
+    /// Open connections from one client address (IPv6: one /64), on each listener. Default 256.
     pub per_ip_connections: Option<usize>,
+    /// No byte read or written for this long closes a connection. Default "30s".
     pub idle_timeout: Option<String>,
+    /// A request (headers, body, answer) must finish within this; also the longest a stop
+    /// waits for requests in flight. Default "60s".
     pub request_timeout: Option<String>,
+    /// The TLS handshake must finish within this. Default "10s".
     pub handshake_timeout: Option<String>,
+    /// Request headers must arrive within this once they start. Default "10s".
     pub header_timeout: Option<String>,
     /// Count failed passwords and challenges per client address (default true; turn off
     /// behind a reverse proxy, where every client has the proxy's address).
@@ -96,7 +125,7 @@ impl RawLimits {
     }
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
     /// A renewed certificate is revoked (reason superseded) when its successor is first used,
@@ -104,7 +133,7 @@ pub struct RawRevocation {
     pub superseded_grace: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawScep {
     /// Template `/scep` issues from (default Machine).
@@ -117,7 +146,7 @@ pub struct RawScep {
     pub http_listen: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMdm {
     /// Template MDM enrollment issues from (default Machine).
@@ -411,6 +440,78 @@ impl ServerConfig {
         };
         format!("https://{host}:{}", bound.port())
     }
+}
+
+/// The configuration reference (`docs/configuration.md`): every setting of the file, from the
+/// structs' own documentation, so the reference cannot drift from what the server reads.
+pub fn reference() -> String {
+    let schema = schemars::schema_for!(RawConfig);
+    let root = schema.as_value();
+    let defs = root.get("$defs").cloned().unwrap_or_default();
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from the configuration structs (`crates/server/src/config.rs`) by \
+         `AUTOENROLL_UPDATE_DOCS=1 cargo test -p autoenroll-server --test error_mapping_doc`; \
+         a test fails when this file is out of date.\n\n\
+         The server reads a TOML file given with `--config` (or `AUTOENROLL_CONFIG`); \
+         command-line flags override it. Unknown keys are refused. Durations are written like \
+         \"30s\", \"15m\", \"7d\". `systemctl reload` (SIGHUP) re-reads the file: new `hostnames` and \
+         `[tls]` files apply at once, the rest at the next restart.\n",
+    );
+    let mut sections = Vec::new();
+    out.push_str("\n## Top level\n\n| key | type | meaning |\n|---|---|---|\n");
+    if let Some(props) = root.get("properties").and_then(|p| p.as_object()) {
+        for (key, prop) in props {
+            match reference_of(prop) {
+                Some(def) => sections.push((key.clone(), def, describe(prop))),
+                None => out.push_str(&row(key, prop)),
+            }
+        }
+    }
+    for (key, def, about) in sections {
+        out.push_str(&format!("\n## [{key}]\n\n{about}\n\n| key | type | meaning |\n|---|---|---|\n"));
+        if let Some(props) = defs.get(&def).and_then(|d| d.get("properties")).and_then(|p| p.as_object()) {
+            for (k, prop) in props {
+                out.push_str(&row(k, prop));
+            }
+        }
+    }
+    out
+}
+
+fn reference_of(prop: &serde_json::Value) -> Option<String> {
+    let any = prop.get("anyOf").and_then(|a| a.as_array()).cloned().unwrap_or_default();
+    any.iter()
+        .chain(std::iter::once(prop))
+        .find_map(|v| v.get("$ref").and_then(|r| r.as_str()))
+        .map(|r| r.trim_start_matches("#/$defs/").to_string())
+}
+
+fn describe(prop: &serde_json::Value) -> String {
+    prop.get("description").and_then(|d| d.as_str()).unwrap_or("").replace('\n', " ")
+}
+
+fn type_of(prop: &serde_json::Value) -> String {
+    let types: Vec<String> = match prop.get("type") {
+        Some(serde_json::Value::String(t)) => vec![t.clone()],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|t| t.as_str()).map(str::to_string).collect(),
+        _ => vec![],
+    };
+    let items = prop.get("items").map(type_of);
+    types
+        .into_iter()
+        .filter(|t| t != "null")
+        .map(|t| match (&*t, &items) {
+            ("array", Some(i)) => format!("array of {i}"),
+            ("integer", _) => "integer".into(),
+            _ => t,
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+fn row(key: &str, prop: &serde_json::Value) -> String {
+    format!("| `{key}` | {} | {} |\n", type_of(prop), describe(prop).replace('|', "\\|"))
 }
 
 #[cfg(test)]

@@ -115,9 +115,25 @@ pub fn refused(e: &RaError) {
     .increment(1);
 }
 
-/// The text exposition: fleet gauges refreshed from the inventory, then everything recorded.
+/// Fleet gauges are read from the inventory at most this often: scrapes in between (or many at
+/// once, from a hostile client) cost no database work.
+const GAUGES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The text exposition: fleet gauges refreshed from the inventory (at most every 30 s, one
+/// refresh at a time), then everything recorded.
 pub async fn render(ra: &Ra) -> Result<String, RaError> {
+    static REFRESHED: tokio::sync::Mutex<Option<std::time::Instant>> = tokio::sync::Mutex::const_new(None);
     let handle = handle();
+    let mut refreshed = REFRESHED.lock().await;
+    if refreshed.is_none_or(|at| at.elapsed() >= GAUGES_FRESH_FOR) {
+        refresh_gauges(ra).await?;
+        *refreshed = Some(std::time::Instant::now());
+    }
+    drop(refreshed);
+    Ok(handle.render())
+}
+
+async fn refresh_gauges(ra: &Ra) -> Result<(), RaError> {
     let fleet = ra.fleet_summary(0, 0).await?;
     let mut live = std::collections::BTreeMap::<(String, &'static str), i64>::new();
     for c in &fleet.by_template_state {
@@ -138,10 +154,7 @@ pub async fn render(ra: &Ra) -> Result<String, RaError> {
     metrics::gauge!("autoenroll_renewals_overdue").set(fleet.renewal_overdue as f64);
     metrics::gauge!("autoenroll_devices", "state" => "active").set((fleet.devices - fleet.blocked_devices) as f64);
     metrics::gauge!("autoenroll_devices", "state" => "blocked").set(fleet.blocked_devices as f64);
-    let mut stuck: Vec<String> = ra.stuck(86_400, 100_000).await?.into_iter().map(|s| s.device).collect();
-    stuck.sort_unstable();
-    stuck.dedup();
-    metrics::gauge!("autoenroll_stuck_devices").set(stuck.len() as f64);
+    metrics::gauge!("autoenroll_stuck_devices").set(fleet.stuck_devices as f64);
     if let Some((this_update, next_update)) = ra.crl_times().await? {
         let now = ra.now();
         metrics::gauge!("autoenroll_crl_age_seconds").set((now.0 - this_update.0) as f64);
@@ -150,7 +163,7 @@ pub async fn render(ra: &Ra) -> Result<String, RaError> {
     let (size, idle) = ra.db_pool();
     metrics::gauge!("autoenroll_db_pool_connections", "state" => "busy").set(size.saturating_sub(idle) as f64);
     metrics::gauge!("autoenroll_db_pool_connections", "state" => "idle").set(idle as f64);
-    Ok(handle.render())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub struct FleetSummary {
     pub expiring_30d: i64,
     /// Requests waiting for an administrator.
     pub pending_requests: i64,
+    /// Devices holding a certificate more than a day past its renewal time (as `stuck` lists
+    /// them), counted once each.
+    pub stuck_devices: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +118,13 @@ impl Store {
         .bind(now.0)
         .fetch_one(&self.pool)
         .await?;
+        let (stuck_devices,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(DISTINCT device_id) FROM certificates \
+             WHERE state = 'issued' AND renew_after < $1 - 86400 AND not_after > $1 - 2592000",
+        )
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
         let (pending_requests,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM requests WHERE status = 'pending'").fetch_one(&self.pool).await?;
         Ok(FleetSummary {
@@ -128,6 +138,7 @@ impl Store {
             expiring_7d,
             expiring_30d,
             pending_requests,
+            stuck_devices,
         })
     }
 }

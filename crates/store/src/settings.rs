@@ -22,20 +22,6 @@ impl Store {
         Ok(())
     }
 
-    /// The setting under `key`, first set to `value` if it has none: every process agrees on
-    /// the value whoever came first (a secret shared by replicas, made by the first to need it).
-    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
-        {
-            let _writer = self.writer().await;
-            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-                .bind(key)
-                .bind(value)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(self.setting(key).await?.unwrap_or_else(|| value.to_string()))
-    }
-
     /// Records a CA certificate by role (`root`, `issuing`); a new one replaces the old.
     pub async fn upsert_ca(&self, name: &str, cert_der: &[u8], now: UnixTime) -> Result<()> {
         let _writer = self.writer().await;

@@ -2,22 +2,55 @@
 //! database code), so a device maps only what it runs: a smaller resident footprint.
 #[path = "../agent_cmd.rs"]
 mod agent_cmd;
+#[path = "../generated_docs.rs"]
+mod generated_docs;
 #[path = "../signals.rs"]
 mod signals;
 use signals::shutdown_signal;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 use std::io::IsTerminal;
 
 #[derive(Parser)]
 #[command(name = "autoenroll-agent", version, about = "autoenroll certificate enrollment agent")]
 struct Cli {
     #[command(subcommand)]
-    command: agent_cmd::AgentCommand,
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    #[command(flatten)]
+    Agent(agent_cmd::AgentCommand),
+    /// Write man pages for every command to a directory.
+    Man {
+        #[arg(long, default_value = "man")]
+        out: std::path::PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
+    signals::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
+    let command = match cli.command {
+        Top::Agent(c) => c,
+        Top::Man { out } => match generated_docs::man(Cli::command(), &out) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("error: writing man pages to {}: {e}", out.display());
+                std::process::exit(2);
+            }
+        },
+        Top::Completions { shell } => {
+            generated_docs::completions(Cli::command(), shell);
+            std::process::exit(0);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
@@ -35,7 +68,7 @@ fn main() {
         }
     };
     let code = runtime.block_on(async {
-        match agent_cmd::run(cli.command).await {
+        match agent_cmd::run(command).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -2,8 +2,8 @@
 //! token, and read-only views of the inventory (fleet figures, device search, one certificate).
 //!
 //! A session is a cookie value `<admin token id>.<expiry>.<nonce>.<MAC>`, the MAC an HMAC-SHA256 under
-//! a key kept in the database (made by the first process to need it, so every replica accepts
-//! every session). Nothing is stored per session: each request checks the MAC in constant time,
+//! a key derived from the issuing CA key (every replica holding the CA accepts every session;
+//! the database alone cannot make one). Nothing is stored per session: each request checks the MAC in constant time,
 //! the expiry, and that the admin token is still unrevoked, so revoking the token ends its
 //! sessions at once. The CSRF token of a session is another MAC of the cookie value.
 use super::{secrets, Ra, RaError};
@@ -15,7 +15,7 @@ use base64::Engine;
 
 /// How long a console session lasts (a working day).
 pub const SESSION_SECS: i64 = 8 * 3600;
-const KEY_SETTING: &str = "console.session_key";
+const KEY_LABEL: &str = "autoenroll console session v1";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// A signed-in administrator.
@@ -29,16 +29,15 @@ pub struct ConsoleSession {
 }
 
 impl Ra {
+    /// The session MAC key: derived from the issuing CA key inside the CA layer, so every
+    /// replica holding the CA agrees on it, and a copy of the database alone forges nothing.
     async fn console_key(&self) -> Result<hmac::Key, RaError> {
         let key = match self.console_key.get() {
-            Some(k) => k.clone(),
+            Some(k) => *k,
             None => {
-                let fresh = hex::encode(secrets::random_bytes::<32>());
-                let stored = self.store.setting_or_insert(KEY_SETTING, &fresh).await?;
-                let bytes = hex::decode(stored.trim())
-                    .map_err(|_| RaError::internal(format!("setting {KEY_SETTING} is not hex")))?;
-                let _ = self.console_key.set(bytes.clone());
-                bytes
+                let k = self.ca.derive_secret(KEY_LABEL)?;
+                let _ = self.console_key.set(k);
+                k
             }
         };
         Ok(hmac::Key::new(hmac::HMAC_SHA256, &key))

@@ -107,7 +107,7 @@ pub struct Ra {
     /// Refused requests audited this minute (`throttle::MAX_REFUSAL_AUDITS_PER_MINUTE`).
     refusal_audits: throttle::RefusalAudits,
     /// The console's session MAC key, read from the store once.
-    console_key: std::sync::OnceLock<Vec<u8>>,
+    console_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl Ra {

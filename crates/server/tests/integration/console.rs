@@ -120,6 +120,9 @@ async fn console_in_a_real_browser() {
 
     // Approve the pending request.
     b.goto(&s.url("/ui/requests")).await.unwrap();
+    // What is asked for is shown before it is approved: the request decoded.
+    let subject = b.find(Locator::Css(&format!("#request-{held} dd.csr-subject"))).await.unwrap();
+    assert_eq!(subject.text().await.unwrap(), "CN=new-server");
     let form = format!("#request-{held} form[action$='/approve']");
     b.find(Locator::Css(&format!("{form} input[name=confirm]"))).await.unwrap().click().await.unwrap();
     browser.screenshot("console-requests").await;
@@ -186,7 +189,7 @@ async fn sessions_csrf_and_confirmation_hold_against_forged_requests() {
     // and never on a request started by another site; a CSP on every page.
     let r = curl(&s, &["--data-urlencode", &format!("token={token}"), &s.url("/ui/login")]);
     let set = header(&r, "set-cookie").unwrap();
-    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+    for attr in ["__Host-", "HttpOnly", "Secure", "SameSite=Strict", "Path=/;"] {
         assert!(set.contains(attr), "{attr} in {set}");
     }
     let cookie = sign_in(&s, &token);
@@ -219,6 +222,30 @@ async fn sessions_csrf_and_confirmation_hold_against_forged_requests() {
     assert_eq!(status(&r), 400);
     assert!(r.contains("confirmation"), "{r}");
     assert!(still_issued().await, "nothing was revoked");
+    // A form posted from another site, even with the right token (the browser says so).
+    let r = curl(
+        &s,
+        &[
+            "-b",
+            &cookie,
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            "confirm=yes",
+            &revoke,
+        ],
+    );
+    assert_eq!(status(&r), 400, "{r}");
+    assert!(r.contains("another site"), "{r}");
+    let r = curl(&s, &["-H", "Origin: https://evil.example", "--data-urlencode", "token=x", &s.url("/ui/login")]);
+    assert_eq!(status(&r), 400, "no signing a victim in from another site: {r}");
+    // A second, planted session cookie makes the request anonymous rather than choosing one.
+    let (name, _) = cookie.split_once('=').unwrap();
+    let r = curl(&s, &["-b", &format!("{cookie}; {name}=planted"), &s.url("/ui/")]);
+    assert_eq!((status(&r), header(&r, "location")), (303, Some("/ui/login")));
+    assert!(still_issued().await);
     // No session, a forged one (a later expiry under the old MAC), another session's token.
     let anon = curl(&s, &["--data-urlencode", &format!("csrf={csrf}"), "--data-urlencode", "confirm=yes", &revoke]);
     assert_eq!((status(&anon), header(&anon, "location")), (303, Some("/ui/login")));
@@ -238,6 +265,12 @@ async fn sessions_csrf_and_confirmation_hold_against_forged_requests() {
     let r = post(&[&format!("csrf={csrf}"), "confirm=yes", "reason=keyCompromise"]);
     assert_eq!(status(&r), 303, "{r}");
     assert!(!still_issued().await);
+    // Signing out needs the session's token and clears the cookie.
+    let r = curl(&s, &["-b", &cookie, "--data-urlencode", "csrf=wrong", &s.url("/ui/logout")]);
+    assert_eq!(status(&r), 400);
+    let r = curl(&s, &["-b", &cookie, "--data-urlencode", &format!("csrf={csrf}"), &s.url("/ui/logout")]);
+    assert_eq!(status(&r), 303);
+    assert!(header(&r, "set-cookie").unwrap().contains("Max-Age=0"), "{r}");
     // ...and revoking the admin token ends its sessions at once.
     s.ra.revoke_admin_token("ops").await.unwrap();
     let r = curl(&s, &["-b", &cookie, &s.url("/ui/")]);
@@ -275,6 +308,19 @@ async fn what_devices_and_attackers_write_is_shown_escaped() {
     assert_eq!(status(&r), 400, "{r}");
     let r = curl(&s, &["-b", &cookie, &s.url("/ui/certificates/NOPE")]);
     assert_eq!(status(&r), 404, "{r}");
+    // Every link of the fleet table leads to a page (the expired column included).
+    let fleet = curl(&s, &["-b", &cookie, &s.url("/ui/")]);
+    let links: Vec<String> = fleet
+        .split("href=\"")
+        .skip(1)
+        .map(|l| l.split('"').next().unwrap().replace("&amp;", "&"))
+        .filter(|l| l.starts_with("/ui/"))
+        .collect();
+    assert!(links.iter().any(|l| l.contains("expiring_within=0s")), "{links:?}");
+    for l in &links {
+        let r = curl(&s, &["-b", &cookie, &s.url(l)]);
+        assert_eq!(status(&r), 200, "{l}: {r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

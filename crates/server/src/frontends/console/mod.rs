@@ -21,7 +21,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::Markup;
 
-pub const COOKIE: &str = "ae_console";
+/// `__Host-`: the browser takes it only from this origin over TLS, for path `/`, so nothing
+/// else (another port, a sibling host) can plant one.
+pub const COOKIE: &str = "__Host-ae_console";
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
 
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/ui/requests/{id}/deny", post(deny))
         .route("/ui/audit", get(audit))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -60,7 +63,10 @@ async fn security_headers(mut r: Response) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     r
 }
 
@@ -80,15 +86,51 @@ fn error_page(session: Option<&ConsoleSession>, e: &RaError) -> Response {
     (super::http_status(e.kind()), [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
+/// The session cookie; none when there is none or more than one (a planted second one must
+/// not choose the session).
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+        .filter(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string());
+    let first = found.next();
+    if found.next().is_some() {
+        return None;
+    }
+    first
+}
+
+/// A form posted from another site: refused whatever it carries (the browser says so in
+/// `Sec-Fetch-Site`, or its `Origin` is not this host). Also stops signing a victim in to an
+/// attacker's session.
+fn cross_site(req: &axum::extract::Request) -> bool {
+    let get = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    // Browsers without Sec-Fetch-Site: Origin against the host asked for (Host in HTTP/1.1,
+    // :authority in HTTP/2).
+    let host = get("host").map(str::to_string).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match (get("origin"), host) {
+        (Some(origin), Some(host)) => origin.strip_prefix("https://") != Some(host.as_str()),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// Every POST of the console (sign-in included) must come from the console itself.
+async fn refuse_cross_site(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() != axum::http::Method::GET && cross_site(&req) {
+        let e = RaError::from(Refusal::BadParameter {
+            detail: "a form posted from another site is refused (Origin / Sec-Fetch-Site)".into(),
+        });
+        return error_page(None, &e);
+    }
+    next.run(req).await
 }
 
 /// The signed-in administrator, or the response that sends the browser to sign in.
@@ -174,7 +216,7 @@ async fn login(State(st): State<AppState>, body: Bytes) -> Response {
     let form = super::form_params(std::str::from_utf8(&body).unwrap_or(""));
     match st.ra.console_sign_in(param(&form, "token")).await {
         Ok((cookie, _)) => {
-            let set = format!("{COOKIE}={cookie}; Path=/ui; Max-Age={SESSION_SECS}; HttpOnly; Secure; SameSite=Strict");
+            let set = format!("{COOKIE}={cookie}; Path=/; Max-Age={SESSION_SECS}; HttpOnly; Secure; SameSite=Strict");
             (StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/".to_string()), (header::SET_COOKIE, set)]).into_response()
         }
         Err(e) if e.kind() == autoenroll_core::Kind::Unauthorized => {
@@ -189,7 +231,7 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
     if let Err(r) = action_form(&st, &headers, &body, false).await {
         return r;
     }
-    let clear = format!("{COOKIE}=; Path=/ui; Max-Age=0; HttpOnly; Secure; SameSite=Strict");
+    let clear = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict");
     (StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/login".to_string()), (header::SET_COOKIE, clear)]).into_response()
 }
 
@@ -211,9 +253,14 @@ macro_rules! signed_in {
 async fn fleet(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     signed_in!(st, headers, |s| {
         let summary = st.ra.fleet_summary(pages::WEEKS, pages::DAYS).await?;
-        let stuck = st.ra.stuck(86_400, 200).await?;
+        let stuck = st.ra.stuck(86_400, 200).await?; // the list shows the 200 most overdue
         let n = notice(&query(&q));
-        Ok(pages::fleet(&s, n.as_deref(), pages::Fleet { now: st.ra.now(), summary: &summary, stuck: &stuck }))
+        let templates: Vec<String> = st.ra.templates().await?.valid.into_iter().map(|t| t.name).collect();
+        Ok(pages::fleet(
+            &s,
+            n.as_deref(),
+            pages::Fleet { now: st.ra.now(), summary: &summary, stuck: &stuck, templates: &templates },
+        ))
     })
 }
 
@@ -475,7 +522,10 @@ async fn bump_major(State(st): State<AppState>, headers: HeaderMap, Path(name): 
     };
     let r = async {
         let t = st.ra.template(&name).await?;
-        let spec = TemplateSpec { major: Some(t.major + 1), ..Default::default() };
+        let major = t.major.checked_add(1).ok_or_else(|| {
+            RaError::from(Refusal::BadParameter { detail: format!("{name} is at the highest major version") })
+        })?;
+        let spec = TemplateSpec { major: Some(major), ..Default::default() };
         st.ra.update_template(&s.actor, &name, &spec).await
     }
     .await;

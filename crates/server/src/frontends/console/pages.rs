@@ -7,6 +7,7 @@ use crate::ra::{
     DAY_SECS, WEEK_SECS,
 };
 use autoenroll_core::model::{AuditOutcome, CertState, RevocationReason};
+use autoenroll_core::pki::csr::{CsrFacts, KeyFacts};
 use autoenroll_core::pki::CertFacts;
 use autoenroll_core::UnixTime;
 use maud::{html, Markup, DOCTYPE};
@@ -108,6 +109,8 @@ pub struct Fleet<'a> {
     pub now: UnixTime,
     pub summary: &'a FleetSummary,
     pub stuck: &'a [Stuck],
+    /// Templates that exist (certificates may name others: the listener's own).
+    pub templates: &'a [String],
 }
 
 pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
@@ -120,9 +123,6 @@ pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
     let issued_24h = last_day(&|_, o| o == AuditOutcome::Issued);
     let renewed_24h = last_day(&|a, o| o == AuditOutcome::Issued && a.starts_with("renew"));
     let refused_24h = last_day(&|_, o| o == AuditOutcome::Refused);
-    let mut stuck_devices: Vec<&str> = f.stuck.iter().map(|s| s.device.as_str()).collect();
-    stuck_devices.sort_unstable();
-    stuck_devices.dedup();
     // Templates as rows, states as columns.
     let mut templates: Vec<&str> = sum.by_template_state.iter().map(|c| c.template.as_str()).collect();
     templates.dedup();
@@ -170,7 +170,7 @@ pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
                 div.tile #tile-pending { b { a href="/ui/requests" { (sum.pending_requests) } } span { "requests pending" } }
                 div.tile #tile-issued { b { (issued_24h) } span { "issued in 24 h" } small { (renewed_24h) " renewals" } }
                 div.tile #tile-refused { b { a href="/ui/audit?outcome=refused&since=24h" { (refused_24h) } } span { "refused in 24 h" } }
-                div.tile #tile-stuck { b { (stuck_devices.len()) } span { "stuck devices" } small { (sum.renewal_overdue) " renewals overdue" } }
+                div.tile #tile-stuck { b { (sum.stuck_devices) } span { "stuck devices" } small { (sum.renewal_overdue) " renewals overdue" } }
             }
             h2 { "Certificates by template" }
             div.scroll {
@@ -179,9 +179,13 @@ pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
                     tbody {
                         @for t in &templates {
                             tr {
-                                td { a href=(format!("/ui/templates/{}", url(t))) { (t) } }
+                                td {
+                                    @if f.templates.iter().any(|x| x == t) { a href=(format!("/ui/templates/{}", url(t))) { (t) } }
+                                    @else { (t) }
+                                }
                                 @for (name, pred) in &columns {
-                                    td.num { a href=(format!("/ui/certificates?template={}&state={name}", url(t))) { (count(t, *pred)) } }
+                                    @let filter = if *name == "expired" { "state=issued&expiring_within=0s".to_string() } else { format!("state={name}") };
+                                    td.num { a href=(format!("/ui/certificates?template={}&{filter}", url(t))) { (count(t, *pred)) } }
                                 }
                             }
                         }
@@ -240,7 +244,7 @@ pub fn devices(s: &ConsoleSession, q: &str, state: &str, list: &[DeviceSummary])
                 }
                 button type="submit" { "Filter" }
             }
-            p.hint { (list.len()) " shown" }
+            p.hint { (list.len()) " shown (at most 1,000: narrow the search)" }
             div.scroll { table #devices {
                 thead { tr { th { "device" } th { "state" } th.num { "certificates" } th { "next renewal" } th { "last seen" } } }
                 tbody { @for d in list {
@@ -379,7 +383,7 @@ pub fn certificates(
                 select name="template" required {
                     @for t in templates { option value=(t.name) selected[f.template == t.name] { (t.name) } }
                 }
-                input type="number" name="major" min="0" placeholder="major below (optional)";
+                input type="number" name="major" min="0" placeholder="only major version (optional)";
                 input type="text" name="expiring_within" placeholder="expiring within (optional)" size="14";
                 (confirm("Renew every matching certificate now."))
                 button type="submit" { "Renew now" }
@@ -447,6 +451,14 @@ pub fn certificate(
     )
 }
 
+fn key_name(k: &KeyFacts) -> String {
+    match k {
+        KeyFacts::Ec { curve_bits } => format!("EC P-{curve_bits}"),
+        KeyFacts::Rsa { bits } => format!("RSA {bits}"),
+        KeyFacts::Ed25519 => "Ed25519".into(),
+    }
+}
+
 fn eku_name(oid: &str) -> String {
     match oid {
         "1.3.6.1.5.5.7.3.1" => "serverAuth".into(),
@@ -501,9 +513,9 @@ pub fn template(s: &ConsoleSession, notice: Option<&str>, t: &Template, history:
             h2 { "Version history" }
             (audit_table(history))
             h2 { "Bump major version" }
-            p.hint { "Every holder re-enrolls under version " (t.major + 1) " at its next check-in." }
+            p.hint { "Every holder re-enrolls under version " (t.major.saturating_add(1)) " at its next check-in." }
             form.action method="post" action=(format!("/ui/templates/{}/bump-major", url(&t.name))) {
-                (csrf(s)) (confirm(&format!("Bump {} to {}.0", t.name, t.major + 1)))
+                (csrf(s)) (confirm(&format!("Bump {} to {}.0", t.name, t.major.saturating_add(1))))
                 button type="submit" { "Bump major" }
             }
         },
@@ -543,6 +555,15 @@ pub fn requests(s: &ConsoleSession, notice: Option<&str>, list: &[Request]) -> M
                         dt { "template" } dd { (r.template) }
                         dt { "kind" } dd { (r.kind.to_string()) }
                         dt { "received" } dd { (r.created_at) }
+                        @match CsrFacts::parse_stored(&r.csr_der) {
+                            Ok(csr) => {
+                                dt { "subject" } dd.csr-subject { (csr.subject.to_string()) }
+                                dt { "DNS names" } dd { @if csr.dns_names.is_empty() { "none" } @else { (csr.dns_names.join(", ")) } }
+                                dt { "IP addresses" } dd { @if csr.ip_addrs.is_empty() { "none" } @else { (csr.ip_addrs.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")) } }
+                                dt { "key" } dd { (key_name(&csr.key)) }
+                            }
+                            Err(e) => { dt { "request" } dd { "unreadable: " (e.to_string()) } }
+                        }
                         @if let Some(p) = &r.previous_serial { dt { "renews" } dd { code { (p) } } }
                     }
                     div.actions {

@@ -1,0 +1,23 @@
+//! Man pages and shell completions generated from the command-line definitions, so they never
+//! drift from the program (shared by `autoenroll` and `autoenroll-agent`).
+use std::path::Path;
+
+/// Writes one man page per command and subcommand (`autoenroll-server-run.1`, ...) to `out`.
+pub fn man(cmd: clap::Command, out: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    clap_mangen::generate_to(cmd, out)?;
+    let mut n = 0;
+    for e in std::fs::read_dir(out)? {
+        if e?.path().extension().is_some_and(|x| x == "1") {
+            n += 1;
+        }
+    }
+    println!("wrote {n} man pages to {}", out.display());
+    Ok(())
+}
+
+/// Prints the completion script for `shell` on stdout.
+pub fn completions(mut cmd: clap::Command, shell: clap_complete::Shell) {
+    let name = cmd.get_name().to_string();
+    clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
+}
