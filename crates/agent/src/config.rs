@@ -234,8 +234,19 @@ impl AgentConfig {
     pub fn trust_anchor_der(&self) -> Result<Vec<Vec<u8>>, AgentError> {
         let pem = std::fs::read(&self.trust_anchor)
             .map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
-        let certs = x509_cert::Certificate::load_pem_chain(&pem)
-            .map_err(|e| AgentError::Config(format!("trust anchor {}: {e}", self.trust_anchor.display())))?;
+        let certs = x509_cert::Certificate::load_pem_chain(&pem).map_err(|e| {
+            AgentError::Config(format!(
+                "trust anchor {} is not a PEM certificate file ({e}): expected the server's root CA \
+                 certificate, `-----BEGIN CERTIFICATE-----` blocks, e.g. <data-dir>/ca/root.pem",
+                self.trust_anchor.display()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(AgentError::Config(format!(
+                "trust anchor {} holds no certificate: expected the server's root CA certificate (PEM)",
+                self.trust_anchor.display()
+            )));
+        }
         certs.iter().map(|c| der::Encode::to_der(c).map_err(|e| AgentError::Config(e.to_string()))).collect()
     }
 }

@@ -13,7 +13,7 @@ pub use autoenroll_keys::envelope::ContentCipher;
 pub use autoenroll_keys::KeyAlgorithm;
 pub use chain::{ChainUpkeep, Published, RootUrls, ROOT_CRL_RENEW_BEFORE_SECS, ROOT_CRL_VALIDITY_SECS};
 pub use crl::RevokedEntry;
-pub use files::{exists, export_root_key, init, load, CaPaths};
+pub use files::{backup_files, exists, export_root_key, init, load, CaPaths};
 pub use issuer::{Ca, Distribution, IssueRequest, Prepared, Profile, SigningKey};
 pub use scep_ra::{scep_ra, ScepRa};
 

@@ -95,3 +95,231 @@ fn ready_reload_and_drain_as_systemd_sees_them() {
     let status = server.wait_exit(Duration::from_secs(20)).expect("exits once drained");
     assert!(status.success(), "{status:?}");
 }
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Removes what installing the packages added, whatever happened in the test.
+struct Uninstall;
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "autoenroll-server", "autoenroll-agent"]).output();
+        let _ = std::fs::remove_dir_all("/var/lib/autoenroll");
+        let _ = std::fs::remove_dir_all("/var/lib/autoenroll-agent");
+        let _ = Command::new("deluser").args(["--system", "autoenroll"]).output();
+    }
+}
+
+/// The .deb packages as `scripts/package-deb.sh` builds them: contents, maintainer scripts, and
+/// installed for real with dpkg (this needs root, as CI has): the user and directories exist
+/// with the right modes, systemd accepts the units, and the server starts from the installed
+/// binary and configuration as the service user.
+#[test]
+fn debian_packages_install_and_serve() {
+    for (tool, package) in [("dpkg-deb", "dpkg"), ("systemd-analyze", "systemd"), ("runuser", "util-linux")] {
+        autoenroll_test_support::require_tool(tool, package);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("debs");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/package-deb.sh");
+    let (ok, text) = run(
+        "bash",
+        &[script.to_str().unwrap(), "--out", out.to_str().unwrap(), "--bin-dir", bin_dir.to_str().unwrap()],
+    );
+    assert!(ok, "package-deb.sh: {text}");
+    let debs: Vec<String> = text.lines().filter(|l| l.ends_with(".deb")).map(str::to_string).collect();
+    assert_eq!(debs.len(), 2, "{text}");
+    let (server_deb, agent_deb) = (&debs[0], &debs[1]);
+    assert!(server_deb.contains("autoenroll-server_") && agent_deb.contains("autoenroll-agent_"), "{debs:?}");
+
+    // Contents.
+    let (_, listing) = run("dpkg-deb", &["-c", server_deb]);
+    for path in [
+        "./usr/bin/autoenroll",
+        "./lib/systemd/system/autoenroll-server.service",
+        "./etc/autoenroll/server.toml",
+        "./usr/share/man/man1/autoenroll-server-run.1.gz",
+        "./usr/share/doc/autoenroll-server/deployment.md",
+        "./usr/share/doc/autoenroll-server/configuration.md",
+    ] {
+        assert!(listing.contains(path), "{path} in the server package:\n{listing}");
+    }
+    let (_, listing) = run("dpkg-deb", &["-c", agent_deb]);
+    for path in
+        ["./usr/bin/autoenroll-agent", "./lib/systemd/system/autoenroll-agent.service", "./etc/autoenroll/agent.toml"]
+    {
+        assert!(listing.contains(path), "{path} in the agent package:\n{listing}");
+    }
+    assert!(!listing.contains("./usr/bin/autoenroll\n"), "the agent package carries the agent alone");
+    let (_, info) = run("dpkg-deb", &["-I", server_deb]);
+    for want in ["Package: autoenroll-server", "postinst", "conffiles", "Depends:"] {
+        assert!(info.contains(want), "{want}:\n{info}");
+    }
+    let control = dir.path().join("control");
+    assert!(run("dpkg-deb", &["-e", server_deb, control.to_str().unwrap()]).0);
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(postinst.contains("adduser --system") && postinst.contains("/var/lib/autoenroll"), "{postinst}");
+    assert_eq!(std::fs::read_to_string(control.join("conffiles")).unwrap().trim(), "/etc/autoenroll/server.toml");
+
+    // Installed for real.
+    let root = run("id", &["-u"]).1.trim() == "0";
+    assert!(
+        root,
+        "installing the packages needs root: run the test suite as root (CI does), e.g. `sudo scripts/test.sh`"
+    );
+    let _cleanup = Uninstall;
+    let (ok, text) = run("dpkg", &["-i", server_deb, agent_deb]);
+    assert!(ok, "dpkg -i: {text}");
+    assert!(run("getent", &["passwd", "autoenroll"]).0, "the service user exists");
+    let (_, stat) = run(
+        "stat",
+        &["-c", "%a %U %G", "/var/lib/autoenroll", "/etc/autoenroll/server.toml", "/var/lib/autoenroll-agent"],
+    );
+    assert_eq!(
+        stat.lines().collect::<Vec<_>>(),
+        ["700 autoenroll autoenroll", "640 root autoenroll", "700 root root"],
+        "{stat}"
+    );
+    for unit in ["/lib/systemd/system/autoenroll-server.service", "/lib/systemd/system/autoenroll-agent.service"] {
+        let (ok, text) = run("systemd-analyze", &["verify", unit]);
+        assert!(ok, "systemd-analyze verify {unit}: {text}");
+    }
+    let (ok, man) = run("man", &["-w", "autoenroll-server-run"]);
+    assert!(!ok || man.contains("autoenroll-server-run.1"), "{man}");
+
+    // The server from the installed files, as the service user (systemd is not PID 1 here).
+    let mut child = Command::new("runuser")
+        .args([
+            "-u",
+            "autoenroll",
+            "--",
+            "/usr/bin/autoenroll",
+            "server",
+            "run",
+            "--config",
+            "/etc/autoenroll/server.toml",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--scep-http-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    let base = first.trim().rsplit(' ').next().unwrap().to_string();
+    let (ok, health) = run("curl", &["-sS", "--cacert", "/var/lib/autoenroll/ca/root.pem", &format!("{base}/healthz")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok && health.trim() == "ok", "{first} {health}");
+    let (_, stat) = run("stat", &["-c", "%a %U", "/var/lib/autoenroll/autoenroll.db", "/var/lib/autoenroll/ca"]);
+    assert_eq!(stat.lines().collect::<Vec<_>>(), ["600 autoenroll", "700 autoenroll"], "{stat}");
+}
+
+fn autoenroll(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What an administrator reaches for (issue 15): errors that say what and where, `template
+/// show` with every field, `config check`, `backup` that restores, completions and man pages,
+/// and a pipe to `head` that ends quietly.
+#[test]
+fn operator_commands_and_errors_a_user_can_act_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    // Errors that name what and where.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let other = dir.path().join("other");
+    let (code, _, err) = autoenroll(&["server", "run", "--data-dir", other.to_str().unwrap(), "--listen", &port]);
+    assert_ne!(code, 0);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: binding")
+            && last.contains(&port)
+            && last.contains("Address already in use")
+            && last.contains("--listen"),
+        "{err}"
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _, err) =
+        autoenroll(&["server", "run", "--data-dir", file.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is a file, not a directory"), "{err}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "state_dir = \"{}\"\ntrust_anchor = \"{}\"\n[[policy_server]]\nurl = \"https://127.0.0.1:1/xcep\"\n[credentials]\nusername = \"a\"\npassword = \"b\"\n",
+            dir.path().join("state").display(),
+            junk.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = autoenroll(&["agent", "run", "--once", "--config", agent_cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("junk.pem") && err.contains("root CA certificate"), "{err}");
+
+    // config check: a fresh directory is fine; a port in use is a problem, named.
+    let (code, out, _) = autoenroll(&["server", "config", "check", "--data-dir", d, "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = autoenroll(&["server", "config", "check", "--data-dir", d, "--listen", &port]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("PROBLEM  listen") && out.contains(&port), "{out}");
+    drop(taken);
+
+    // template show: every field the JSON view has, in the table too.
+    assert_eq!(autoenroll(&["server", "init", "--data-dir", d, "--keep-root-online"]).0, 0);
+    let (_, json, _) = autoenroll(&["server", "template", "show", "Machine", "--data-dir", d, "--output", "json"]);
+    let (_, table, _) = autoenroll(&["server", "template", "show", "Machine", "--data-dir", d]);
+    let fields: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for key in fields.as_object().unwrap().keys() {
+        assert!(table.lines().any(|l| l.starts_with(&format!("{key}:"))), "{key} in\n{table}");
+    }
+    assert!(
+        table.contains("renewal_grace_secs") && table.contains("retry_interval_secs") && table.contains("pend_all")
+    );
+
+    // backup: a new directory that is itself a data directory.
+    let backup = dir.path().join("backup");
+    let (code, out, err) = autoenroll(&["server", "backup", "--data-dir", d, "--out", backup.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    use std::os::unix::fs::PermissionsExt;
+    for (f, mode) in [("", 0o700), ("autoenroll.db", 0o600), ("ca/issuing.key", 0o600), ("ca/root.pem", 0o644)] {
+        let m = std::fs::metadata(backup.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, mode, "{f}");
+    }
+    let (code, out, _) = autoenroll(&["server", "template", "list", "--data-dir", backup.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Machine") && out.contains("WebServer"), "restores as a data directory: {out}");
+    let (code, _, err) = autoenroll(&["server", "backup", "--data-dir", d, "--out", backup.to_str().unwrap()]);
+    assert_ne!(code, 0, "never over an existing backup");
+    assert!(err.contains("new directory"), "{err}");
+
+    // Completions and man pages come from the same definitions as the commands.
+    let (code, bash, _) = autoenroll(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(bash.contains("_autoenroll()") && bash.contains("config") && bash.contains("backup"));
+    let man = dir.path().join("man");
+    assert_eq!(autoenroll(&["man", "--out", man.to_str().unwrap()]).0, 0);
+    let page = std::fs::read_to_string(man.join("autoenroll-server-backup.1")).unwrap();
+    assert!(page.contains(".TH") && page.contains("\\-\\-out"), "{page}");
+    // A reader that stops early (`| head`) ends the writer quietly, as for any Unix tool.
+    let out = Command::new("bash")
+        .args(["-c", &format!("{BIN} completions bash | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "141");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
+}

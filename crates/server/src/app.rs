@@ -47,6 +47,12 @@ fn operator_identity(
     Ok((certs, key))
 }
 
+/// Loads operator TLS files as the server would: the number of certificates in the chain.
+pub fn check_tls_files(cert: &Path, key: &Path) -> Result<usize, RaError> {
+    let (certs, _) = operator_identity(cert, key)?;
+    Ok(certs.len())
+}
+
 pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
     install_crypto_provider();
     let (certs, key) = match &cfg.tls_files {
@@ -237,9 +243,15 @@ impl Server {
         // Before anything is counted (the listener certificate below is an issuance).
         crate::metrics::handle();
         ra.remember_server_names().await?;
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| RaError::internal(format!("binding {}: {e}", cfg.listen)))?;
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => " (another process listens there: stop it or choose another --listen)",
+                std::io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE or root)",
+                std::io::ErrorKind::AddrNotAvailable => " (no interface of this host has that address)",
+                _ => "",
+            };
+            RaError::internal(format!("binding {} (listen): {e}{hint}", cfg.listen))
+        })?;
         let local_addr = listener.local_addr().map_err(RaError::internal)?;
         let base_url = cfg.base_url(local_addr);
         let state = AppState {

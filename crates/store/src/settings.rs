@@ -42,4 +42,20 @@ impl Store {
         let row = sqlx::query("SELECT cert_der FROM cas WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get::<Vec<u8>, _>("cert_der")).transpose()?)
     }
+
+    /// An online, consistent copy of an SQLite database at `path` (`VACUUM INTO`: a snapshot
+    /// while the server keeps serving). PostgreSQL is backed up with its own tools (pg_dump).
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+        match self.backend {
+            crate::Backend::Sqlite => {
+                let target =
+                    path.to_str().ok_or_else(|| crate::StoreError::Io(format!("{}: not UTF-8", path.display())))?;
+                sqlx::query("VACUUM INTO $1").bind(target).execute(&self.pool).await?;
+                Ok(())
+            }
+            crate::Backend::Postgres => Err(crate::StoreError::Io(
+                "a PostgreSQL database is backed up with pg_dump (see docs/deployment.md)".into(),
+            )),
+        }
+    }
 }

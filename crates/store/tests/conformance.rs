@@ -61,6 +61,7 @@ conformance!(
     fleet_summary_counts_in_sql,
     device_search_and_state_filter,
     pool_connections_are_reported,
+    online_backup_is_a_consistent_copy,
     audit_filter_by_actor_outcome_and_time,
 );
 
@@ -1440,4 +1441,22 @@ async fn audit_filter_by_actor_outcome_and_time(s: Store) {
         get(AuditFilter { since: Some(t(15)), subject: Some("s1".into()), ..Default::default() }).await,
         vec![refused]
     );
+}
+
+async fn online_backup_is_a_consistent_copy(s: Store) {
+    issue(&s, cert("dev", "s1")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("backup.db");
+    match s.backend() {
+        Backend::Sqlite => {
+            s.backup_to(&copy).await.unwrap();
+            let restored = Store::open(&Store::sqlite_url(&copy)).await.unwrap();
+            assert_eq!(restored.certificate("s1").await.unwrap().unwrap().serial, "s1");
+            assert!(s.backup_to(&copy).await.is_err(), "an existing file is never overwritten");
+        }
+        Backend::Postgres => {
+            let e = s.backup_to(&copy).await.unwrap_err().to_string();
+            assert!(e.contains("pg_dump"), "{e}");
+        }
+    }
 }

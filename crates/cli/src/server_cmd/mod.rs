@@ -119,6 +119,28 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Back up while the server runs: an online snapshot of the SQLite database plus the CA
+    /// and listener files, into a new directory (0700). PostgreSQL: use pg_dump for the database.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// A directory that does not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration before (re)starting with it: it parses and validates, the data
+    /// directory is usable, the listen addresses are free, operator TLS files load, and the
+    /// database opens with valid templates. Exit 0 when all is well, 1 otherwise.
+    Check(run::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,6 +181,15 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
         ServerCommand::Request { command } => fleet::request(command).await,
         ServerCommand::Report { command } => fleet::report(command).await,
         ServerCommand::Audit(a) => fleet::audit(a).await,
+        ServerCommand::Backup { common, out } => {
+            let ra = common.open().await?;
+            for f in ra.backup(&out).await? {
+                println!("{}", out.join(&f).display());
+            }
+            println!("backup written to {} (restore: stop the server, put the files back, same owner)", out.display());
+            Ok(0)
+        }
+        ServerCommand::Config { command: ConfigCommand::Check(a) } => run::check(a).await,
         ServerCommand::Ca { command: CaCommand::ExportRootKey { common, out } } => {
             common.open().await?.export_root_key(&out)?;
             println!("root CA private key moved to {}: keep it offline", out.display());

@@ -260,3 +260,82 @@ async fn reload(
     tracing::info!(templates = templates.valid.len(), invalid = templates.invalid.len(), "configuration reloaded");
     Ok(cfg)
 }
+
+/// `server config check`: each check on a line, `ok` or what is wrong and what to do.
+pub async fn check(a: RunArgs) -> Result<i32> {
+    let mut problems = 0;
+    let mut report = |what: &str, result: std::result::Result<String, String>| match result {
+        Ok(detail) => println!("ok       {what}: {detail}"),
+        Err(e) => {
+            problems += 1;
+            println!("PROBLEM  {what}: {e}");
+        }
+    };
+    let cfg = match run_config(&a) {
+        Ok(cfg) => {
+            report("configuration", Ok("parses and validates".into()));
+            cfg
+        }
+        Err(e) => {
+            report("configuration", Err(format!("{e:#}")));
+            return Ok(1);
+        }
+    };
+    let dir = &cfg.ra.data_dir;
+    report(
+        "data directory",
+        if dir.is_file() {
+            Err(format!("{} is a file, not a directory", dir.display()))
+        } else if dir.is_dir() {
+            let probe = dir.join(".autoenroll-write-test");
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map(|()| format!("{} is writable", dir.display()))
+                .map_err(|e| format!("{} is not writable by this user: {e}", dir.display()))
+        } else {
+            Ok(format!("{} will be created at the first start", dir.display()))
+        },
+    );
+    let mut listeners = vec![("listen", cfg.listen)];
+    listeners.extend(cfg.scep_http_listen.map(|l| ("scep.http_listen", l)));
+    listeners.extend(cfg.metrics_listen.map(|l| ("metrics.listen", l)));
+    for (name, addr) in listeners {
+        report(
+            name,
+            match std::net::TcpListener::bind(addr) {
+                Ok(_) => Ok(format!("{addr} is free")),
+                Err(e) if addr.port() == 0 => Err(format!("{addr}: {e}")),
+                Err(e) => Err(format!("{addr}: {e} (a running server holds it? then this is expected)")),
+            },
+        );
+    }
+    if let Some((cert, key)) = &cfg.tls_files {
+        let loaded = app::check_tls_files(cert, key);
+        report(
+            "tls",
+            loaded
+                .map(|n| format!("{} and {} load ({n} certificates)", cert.display(), key.display()))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    if autoenroll_server::ra::ca_exists(dir) {
+        match Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await {
+            Ok(ra) => {
+                report("database", Ok(cfg.ra.database_url.split('@').next_back().unwrap_or_default().to_string()));
+                match ra.templates().await {
+                    Ok(t) if t.invalid.is_empty() => report("templates", Ok(format!("{} valid", t.valid.len()))),
+                    Ok(t) => {
+                        for bad in t.invalid {
+                            report(&format!("template {}", bad.name), Err(bad.reason));
+                        }
+                    }
+                    Err(e) => report("templates", Err(e.to_string())),
+                }
+            }
+            Err(e) => report("database", Err(e.to_string())),
+        }
+    } else {
+        report("CA", Ok("none yet: `server init` (or the first start) creates it".into()));
+    }
+    Ok(if problems == 0 { 0 } else { 1 })
+}

@@ -167,31 +167,43 @@ fn list_of<T: std::fmt::Display>(items: &[T]) -> String {
     items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
+/// A duration as an administrator writes it: whole days or hours when it is one.
+fn span(secs: i64) -> String {
+    match secs {
+        0 => "0".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s => humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64)).to_string(),
+    }
+}
+
+/// Every field of the template, as the admin API and the console show them (from the same
+/// JSON view, so a new field cannot be left out here).
 fn print_template(t: &Template) {
-    println!("name:              {}", cell(&t.name));
-    println!("oid:               {}", t.oid);
-    println!("version:           {}.{}", t.major, t.minor);
-    println!("description:       {}", cell(&t.description));
-    println!("validity:          {}", days(t.validity_secs));
-    println!("renewal period:    {}", days(t.renewal_secs));
-    println!("key algorithm:     {} (RSA minimum {} bits)", t.key.algorithm, t.min_rsa_bits());
-    println!("key usage:         {}", list_of(&t.key_usage));
-    println!("extended key usage: {}", list_of(&t.ekus));
-    println!("subject from:      {}", t.subject_from);
-    println!("allow SAN:         {}", t.allow_san);
-    println!("enroll/autoenroll: {}/{}", t.enroll, t.autoenroll);
-    println!("pend all:          {}", t.pend_all);
-    println!("same-key renewal:  {}", t.key.same_key_renewal);
-    println!("supersedes:        {}", cell(&t.supersedes.join(",")));
-    println!("grants:            {}", cell(&list_of(&t.grants)));
-    println!("key types:         {}", list_of(&t.key.accept));
-    println!("DNS suffixes:      {}", cell(&t.names.dns_suffixes.join(",")));
-    println!("IP ranges:         {}", list_of(&t.names.ip_ranges));
-    println!("wildcards:         {}", t.names.allow_wildcards);
-    println!("server names:      {}", t.names.allow_server_names);
-    println!("renewal subset:    {}", t.names.renewal_subset);
-    println!("MDM may pick:      {}", t.allow_mdm);
-    println!("for:               {}", if t.for_users { "users" } else { "computers" });
+    let view = serde_json::to_value(TemplateJson::from(t)).unwrap_or_default();
+    let Some(fields) = view.as_object() else { return };
+    let width = fields.keys().map(String::len).max().unwrap_or(0) + 1;
+    for (key, value) in fields {
+        let shown = match value {
+            serde_json::Value::Number(n) if key.ends_with("_secs") => {
+                let secs = n.as_i64().unwrap_or(0);
+                format!("{} ({secs} s)", span(secs))
+            }
+            serde_json::Value::Number(n) if key.ends_with("_at") => {
+                autoenroll_core::UnixTime(n.as_i64().unwrap_or(0)).to_string()
+            }
+            serde_json::Value::String(s) => cell(s),
+            serde_json::Value::Array(a) if a.is_empty() => "-".into(),
+            serde_json::Value::Array(a) => cell(
+                &a.iter()
+                    .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            other => other.to_string(),
+        };
+        println!("{:<width$} {shown}", format!("{key}:"));
+    }
 }
 
 pub async fn run(cmd: TemplateCommand) -> Result<i32> {

@@ -3,7 +3,9 @@ use std::fmt;
 
 /// An RA failure: a `Refusal` (a reason the client may see, with its code), or an internal
 /// failure. An internal failure is logged once, where it is made, with a reference id; the
-/// client sees only the reference. Every front end gets that for free.
+/// client sees only the reference (`detail`), the operator the cause too (`Display`, which the
+/// command line prints: "binding 0.0.0.0:443: Address already in use"). Every front end gets
+/// that for free.
 #[derive(Debug)]
 pub enum RaError {
     Refused {
@@ -14,6 +16,8 @@ pub enum RaError {
     Internal {
         reference: String,
         request_id: Option<i64>,
+        /// For the operator only: never sent to a client.
+        cause: String,
     },
 }
 
@@ -21,8 +25,9 @@ impl RaError {
     /// An internal failure: the cause goes to the log with a reference id, the client sees the id.
     pub fn internal(source: impl fmt::Display) -> RaError {
         let reference = hex::encode(super::secrets::random_bytes::<4>());
-        tracing::error!(reference, source = %source, "internal error");
-        RaError::Internal { reference, request_id: None }
+        let cause = source.to_string();
+        tracing::error!(reference, source = %cause, "internal error");
+        RaError::Internal { reference, request_id: None, cause }
     }
 
     pub fn with_request(mut self, id: i64) -> RaError {
@@ -81,7 +86,10 @@ impl From<Refusal> for RaError {
 
 impl fmt::Display for RaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code(), self.kind().as_str(), self.detail())
+        match self {
+            RaError::Internal { cause, reference, .. } => write!(f, "{cause} (reference {reference})"),
+            RaError::Refused { .. } => write!(f, "{} ({}): {}", self.code(), self.kind().as_str(), self.detail()),
+        }
     }
 }
 

@@ -116,7 +116,27 @@ impl Ra {
     pub async fn open(settings: RaSettings, clock: Arc<dyn Clock>) -> Result<Ra, RaError> {
         let now = clock.now();
         let ca_dir = settings.data_dir.join("ca");
-        std::fs::create_dir_all(&settings.data_dir).map_err(RaError::internal)?;
+        let dir = &settings.data_dir;
+        if dir.exists() && !dir.is_dir() {
+            return Err(RaError::internal(format!(
+                "data directory {} is a file, not a directory: choose another --data-dir (or data_dir)",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RaError::internal(format!(
+                "cannot create the data directory {}: {e} (it must be writable by the user the server runs as)",
+                dir.display()
+            ))
+        })?;
+        let probe = dir.join(".autoenroll-write-test");
+        let writable = std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe));
+        if let Err(e) = writable {
+            return Err(RaError::internal(format!(
+                "data directory {} is not writable: {e} (it must be writable by the user the server runs as)",
+                dir.display()
+            )));
+        }
         // The data directory holds keys and the database: the owner's alone, whatever the umask.
         {
             use std::os::unix::fs::PermissionsExt;
@@ -225,6 +245,42 @@ impl Ra {
     /// overwriting): from then on the running server never holds it.
     pub fn export_root_key(&self, out: &Path) -> Result<(), RaError> {
         Ok(autoenroll_ca::export_root_key(&self.settings.data_dir.join("ca"), out)?)
+    }
+
+    /// A backup in `out` (a new directory, 0700): an online snapshot of the SQLite database
+    /// (`autoenroll.db`), the CA files (`ca/`) and the listener identity (`tls/`), modes kept.
+    /// With PostgreSQL the files are copied and the database is left to pg_dump (said in the
+    /// list returned).
+    pub async fn backup(&self, out: &Path) -> Result<Vec<String>, RaError> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(out)
+            .map_err(|e| RaError::internal(format!("{}: {e} (give a new directory)", out.display())))?;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| RaError::internal(format!("{}: {e}", out.display())))?;
+        let mut written = Vec::new();
+        match self.store.backend() {
+            autoenroll_store::Backend::Sqlite => {
+                let db = out.join("autoenroll.db");
+                self.store.backup_to(&db).await?;
+                // It holds password, token and challenge hashes: the owner's alone.
+                std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| RaError::internal(format!("{}: {e}", db.display())))?;
+                written.push("autoenroll.db".to_string());
+            }
+            autoenroll_store::Backend::Postgres => {
+                written.push("(the PostgreSQL database is not in it: back it up with pg_dump)".to_string())
+            }
+        }
+        for sub in ["ca", "tls"] {
+            let from = self.settings.data_dir.join(sub);
+            if from.is_dir() {
+                let files = autoenroll_ca::backup_files(&from, &out.join(sub))?;
+                written.extend(files.into_iter().map(|f| format!("{sub}/{f}")));
+            }
+        }
+        self.audit(LOCAL_ADMIN, "server.backup", &out.display().to_string(), AuditOutcome::Ok, &written.join(","))
+            .await;
+        Ok(written)
     }
 
     /// The chain a client needs above its certificate: issuing CA, then root.

@@ -68,8 +68,14 @@ fn opt_time(t: Option<UnixTime>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "—".into())
 }
 
+/// A duration as an administrator writes it: whole days or hours when it is one.
 fn duration(secs: i64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(secs.max(0) as u64)).to_string()
+    match secs {
+        0 => "0".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s => humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64)).to_string(),
+    }
 }
 
 fn date(t: UnixTime) -> String {
