@@ -192,6 +192,28 @@ pub(crate) fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<()
     Ok(())
 }
 
+/// Copies the CA directory's files (certificates and keys, modes kept) into `out`, a new
+/// directory (0700): the CA half of a backup. Returns the file names copied.
+pub fn backup_files(dir: &Path, out: &Path) -> Result<Vec<String>, CaError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(out).map_err(|e| io(out, e))?;
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700)).map_err(|e| io(out, e))?;
+    let mut copied = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mode = std::fs::metadata(&path).map_err(|e| io(&path, e))?.permissions().mode() & 0o777;
+        let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        write_file(&out.join(&name), &data, mode)?;
+        copied.push(name);
+    }
+    copied.sort();
+    Ok(copied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,26 +264,4 @@ mod tests {
             assert_eq!(f.subject_cn.as_deref(), Some("dev1"));
         }
     }
-}
-
-/// Copies the CA directory's files (certificates and keys, modes kept) into `out`, a new
-/// directory (0700): the CA half of a backup. Returns the file names copied.
-pub fn backup_files(dir: &Path, out: &Path) -> Result<Vec<String>, CaError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir(out).map_err(|e| io(out, e))?;
-    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700)).map_err(|e| io(out, e))?;
-    let mut copied = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let path = entry.map_err(|e| io(dir, e))?.path();
-        if !path.is_file() {
-            continue;
-        }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mode = std::fs::metadata(&path).map_err(|e| io(&path, e))?.permissions().mode() & 0o777;
-        let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
-        write_file(&out.join(&name), &data, mode)?;
-        copied.push(name);
-    }
-    copied.sort();
-    Ok(copied)
 }
