@@ -3,7 +3,7 @@
 # tool): binaries, systemd units, a default configuration in /etc/autoenroll, docs, man pages,
 # maintainer scripts that create the service user and directories.
 #
-#   scripts/package-deb.sh [--out DIR] [--bin-dir DIR]
+#   scripts/package-deb.sh [--out DIR] [--bin-dir DIR] [--compress xz|gzip]
 #
 # Without --bin-dir the release binaries are built first (cargo build --release). Prints the
 # paths of the packages it wrote.
@@ -12,11 +12,13 @@ cd "$(dirname "$0")/.."
 
 out=target/deb
 bin_dir=""
+compress=xz
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --bin-dir) bin_dir="$2"; shift 2 ;;
-    *) echo "usage: $0 [--out DIR] [--bin-dir DIR]" >&2; exit 2 ;;
+    --compress) compress="$2"; shift 2 ;;
+    *) echo "usage: $0 [--out DIR] [--bin-dir DIR] [--compress xz|gzip]" >&2; exit 2 ;;
   esac
 done
 if [ -z "$bin_dir" ]; then
@@ -31,10 +33,10 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# package NAME BINARY UNIT CONFIG DESCRIPTION DOCS...
+# package NAME BINARY UNIT CONFIG DEPENDS DESCRIPTION DOCS...
 package() {
-  local name=$1 binary=$2 unit=$3 config=$4 description=$5
-  shift 5
+  local name=$1 binary=$2 unit=$3 config=$4 depends=$5 description=$6
+  shift 6
   local root="$work/$name"
   install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/autoenroll" \
     "$root/usr/share/doc/$name" "$root/usr/share/man/man1"
@@ -48,6 +50,10 @@ package() {
     printf 'autoenroll\nLicense: Apache-2.0\n' > "$root/usr/share/doc/$name/copyright"
   # Man pages generated from the command-line definitions.
   "$bin_dir/$binary" man --out "$root/usr/share/man/man1" >/dev/null
+  if [ "$binary" = autoenroll ]; then
+    # `autoenroll agent ...` pages would clash with the agent package's own autoenroll-agent*.1.
+    rm -f "$root"/usr/share/man/man1/autoenroll-agent*.1
+  fi
   gzip -9n "$root"/usr/share/man/man1/*.1
   for script in postinst prerm postrm; do
     install -m 0755 "packaging/debian/${name#autoenroll-}/$script" "$root/DEBIAN/$script"
@@ -61,24 +67,24 @@ Version: $version
 Architecture: $arch
 Maintainer: autoenroll developers <autoenroll@localhost>
 Installed-Size: $size
-Depends: libc6, adduser
+Depends: $depends
 Section: admin
 Priority: optional
 Homepage: https://github.com/autoenroll/autoenroll
 Description: $description
 CONTROL
-  dpkg-deb --root-owner-group --build "$root" "$out/${name}_${version}_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group -Z"$compress" --build "$root" "$out/${name}_${version}_${arch}.deb" >/dev/null
   echo "$out/${name}_${version}_${arch}.deb"
 }
 
-package autoenroll-server autoenroll autoenroll-server.service server.toml \
+package autoenroll-server autoenroll autoenroll-server.service server.toml "libc6, adduser" \
   "certificate autoenrollment server: CA, MS-XCEP/MS-WSTEP, Windows MDM, SCEP
  A certificate authority with templates, an enrollment policy service (MS-XCEP), an enrollment
  service (MS-WSTEP), Windows MDM enrollment (MS-MDE2), a SCEP server (RFC 8894), a device
  inventory that decides renewals server-side, revocation (CRL, OCSP), an admin API, a web
  console and Prometheus metrics." \
   README.md docs/deployment.md docs/configuration.md docs/windows.md
-package autoenroll-agent autoenroll-agent autoenroll-agent.service agent.toml \
+package autoenroll-agent autoenroll-agent autoenroll-agent.service agent.toml "libc6" \
   "certificate autoenrollment agent
  Reads enrollment policy (MS-XCEP), enrolls what is missing (MS-WSTEP), renews at the server's
  renewal time, retries until expiry, swaps keys and certificates atomically and runs hooks." \

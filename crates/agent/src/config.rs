@@ -2,8 +2,13 @@
 //!
 //! ```toml
 //! device = "web01"                       # default: the host name
-//! state_dir = "/var/lib/autoenroll"
+//! state_dir = "/var/lib/autoenroll-agent"
 //! trust_anchor = "/etc/autoenroll/root.pem"
+//! renewal_mode = "signed"                # or "tls" (client certificate = the one renewed)
+//! retry_min = "5m"                        # backoff: first retry, doubling...
+//! retry_max = "6h"                        # ...up to this (never past half the remaining life)
+//! archive_keep = 5
+//! metrics_textfile = "/var/lib/prometheus/node-exporter/autoenroll.prom"   # optional
 //!
 //! [[policy_server]]
 //! url = "https://ca.example:8443/xcep"
@@ -13,12 +18,6 @@
 //! username = "enroller"
 //! password_file = "/etc/autoenroll/password"   # or password = "..."
 //! bootstrap_token = "aet_..."            # or bootstrap_token_file
-//!
-//! renewal_mode = "signed"                # or "tls" (client certificate = the one renewed)
-//! retry_min = "5m"                        # backoff: first retry, doubling...
-//! retry_max = "6h"                        # ...up to this (never past half the remaining life)
-//! archive_keep = 5
-//! metrics_textfile = "/var/lib/prometheus/node-exporter/autoenroll.prom"   # optional
 //!
 //! [templates.WebServer]                  # optional per-template request details
 //! subject = "web01.example"

@@ -108,9 +108,13 @@ pub fn write(cfg: &AgentConfig, now: UnixTime, cycle_ok: bool) -> Result<(), Age
     write_atomic(path, text.as_bytes())
 }
 
+/// World-readable (0644) whatever the umask: node-exporter runs as another user, and the file
+/// holds no secret.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
     let err = |e: std::io::Error| AgentError::Store { path: path.display().to_string(), message: e.to_string() };
     let tmp = path.with_extension("prom.tmp");
     std::fs::write(&tmp, data).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }

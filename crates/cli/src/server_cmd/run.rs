@@ -83,6 +83,19 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     if !a.keep_root_online && root_key_out.exists() {
         bail!("{} already exists: choose another --root-key-out (nothing was created)", root_key_out.display());
     }
+    // Before the CA exists: a key that cannot be written would leave the CA made with its root
+    // key online and `init` refusing to run again.
+    if !a.keep_root_online {
+        let parent = root_key_out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let probe = parent.join(".autoenroll-write-test");
+        if let Err(e) = std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)) {
+            bail!(
+                "cannot write the root key to {}: {e}; choose a writable --root-key-out outside the data directory \
+                 (nothing was created)",
+                root_key_out.display()
+            );
+        }
+    }
     let ra = Ra::open(cfg.ra.clone(), Arc::new(SystemClock)).await?;
     println!("initialised {}", dir.display());
     println!("root CA certificate: {}", dir.join("ca/root.pem").display());
