@@ -13,6 +13,9 @@ command -v certmonger >/dev/null 2>&1 || need+=(certmonger)
 command -v scepclient >/dev/null 2>&1 || need+=(scep)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing missing test tools: ${need[*]}"
   sudo=""

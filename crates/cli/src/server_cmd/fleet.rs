@@ -237,22 +237,21 @@ pub struct AuditArgs {
 }
 
 fn print_certs(certs: &[Certificate]) {
-    println!(
-        "{:<34} {:<24} {:<14} {:<8} {:<21} {:<21} STATE",
-        "SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER", "RENEWS"
-    );
-    for c in certs {
-        println!(
-            "{:<34} {:<24} {:<14} {:<8} {:<21} {:<21} {}",
-            c.serial,
-            cell(&c.device),
-            cell(&c.template),
-            format!("{}.{}", c.template_major, c.template_minor),
-            time(c.not_after),
-            opt_time(c.renew_after),
-            c.state
-        );
-    }
+    let rows: Vec<Vec<String>> = certs
+        .iter()
+        .map(|c| {
+            vec![
+                c.serial.clone(),
+                cell(&c.device),
+                cell(&c.template),
+                format!("{}.{}", c.template_major, c.template_minor),
+                time(c.not_after),
+                opt_time(c.renew_after),
+                c.state.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["SERIAL", "DEVICE", "TEMPLATE", "VERSION", "NOT AFTER", "RENEWS", "STATE"], &rows);
 }
 
 pub async fn device(cmd: DeviceCommand) -> Result<i32> {
@@ -280,17 +279,19 @@ pub async fn device(cmd: DeviceCommand) -> Result<i32> {
             match output {
                 Output::Json => output::json(&views::list::<_, DeviceJson>(&devices))?,
                 Output::Table => {
-                    println!("{:<32} {:<8} {:>5} {:<21} LAST SEEN", "DEVICE", "BLOCKED", "CERTS", "NEXT RENEWAL");
-                    for d in devices {
-                        println!(
-                            "{:<32} {:<8} {:>5} {:<21} {}",
-                            cell(&d.name),
-                            if d.state == DeviceState::Blocked { "yes" } else { "no" },
-                            d.certificates,
-                            opt_time(d.next_renewal),
-                            time(d.last_seen)
-                        );
-                    }
+                    let rows: Vec<Vec<String>> = devices
+                        .iter()
+                        .map(|d| {
+                            vec![
+                                cell(&d.name),
+                                if d.state == DeviceState::Blocked { "yes" } else { "no" }.to_string(),
+                                d.certificates.to_string(),
+                                opt_time(d.next_renewal),
+                                time(d.last_seen),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["DEVICE", "BLOCKED", "CERTS", "NEXT RENEWAL", "LAST SEEN"], &rows);
                 }
             }
         }
@@ -382,22 +383,21 @@ pub async fn request(cmd: RequestCommand) -> Result<i32> {
             match output {
                 Output::Json => output::json(&views::list::<_, RequestJson>(&rows))?,
                 Output::Table => {
-                    println!(
-                        "{:>6} {:<28} {:<14} {:<8} {:<21} {:<28} DETAIL",
-                        "ID", "DEVICE", "TEMPLATE", "KIND", "SINCE", "REQUESTER"
-                    );
-                    for r in rows {
-                        println!(
-                            "{:>6} {:<28} {:<14} {:<8} {:<21} {:<28} {}",
-                            r.id,
-                            cell(&r.device),
-                            cell(&r.template),
-                            r.kind,
-                            time(r.created_at),
-                            cell(&r.requester),
-                            cell(&r.detail)
-                        );
-                    }
+                    let rows: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.id.to_string(),
+                                cell(&r.device),
+                                cell(&r.template),
+                                r.kind.to_string(),
+                                time(r.created_at),
+                                cell(&r.requester),
+                                cell(&r.detail),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["ID", "DEVICE", "TEMPLATE", "KIND", "SINCE", "REQUESTER", "DETAIL"], &rows);
                 }
             }
         }
@@ -419,21 +419,37 @@ pub async fn report(cmd: ReportCommand) -> Result<i32> {
     match output {
         Output::Json => output::json(&views::list::<_, StuckJson>(&rows))?,
         Output::Table => {
-            println!("{:<28} {:<14} {:<34} {:<21} LAST ERROR", "DEVICE", "TEMPLATE", "SERIAL", "DUE SINCE");
-            for r in rows {
-                let device = if r.device_blocked { format!("{} (blocked)", r.device) } else { r.device };
-                println!(
-                    "{:<28} {:<14} {:<34} {:<21} {}",
-                    cell(&device),
-                    cell(&r.template),
-                    r.serial,
-                    time(r.renew_after),
-                    cell(r.last_error.as_deref().unwrap_or("-"))
-                );
-            }
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|r| {
+                    let device = if r.device_blocked { format!("{} (blocked)", r.device) } else { r.device };
+                    vec![
+                        cell(&device),
+                        cell(&r.template),
+                        r.serial,
+                        time(r.renew_after),
+                        cell(r.last_error.as_deref().unwrap_or("-")),
+                    ]
+                })
+                .collect();
+            output::table(&["DEVICE", "TEMPLATE", "SERIAL", "DUE SINCE", "LAST ERROR"], &rows);
         }
     }
     Ok(0)
+}
+
+/// SCEP transaction ids can be 77-digit decimal numbers (certmonger): the table shows their
+/// start and end (`--output json` has them whole).
+fn short_actor(actor: &str) -> String {
+    match actor.strip_prefix("scep:") {
+        Some(id) if id.chars().count() > 24 => {
+            let chars: Vec<char> = id.chars().collect();
+            let head: String = chars[..10].iter().collect();
+            let tail: String = chars[chars.len() - 6..].iter().collect();
+            format!("scep:{head}…{tail}")
+        }
+        _ => actor.to_string(),
+    }
 }
 
 pub async fn audit(a: AuditArgs) -> Result<i32> {
@@ -445,18 +461,20 @@ pub async fn audit(a: AuditArgs) -> Result<i32> {
     match a.output {
         Output::Json => output::json(&views::list::<_, AuditJson>(&events))?,
         Output::Table => {
-            println!("{:<21} {:<28} {:<18} {:<9} DETAIL", "TIME", "ACTOR", "ACTION", "OUTCOME");
-            for e in events {
-                println!(
-                    "{:<21} {:<28} {:<18} {:<9} {} {}",
-                    time(e.at),
-                    cell(&e.actor),
-                    cell(&e.action),
-                    e.outcome,
-                    cell(&e.subject),
-                    cell(&e.detail)
-                );
-            }
+            let rows: Vec<Vec<String>> = events
+                .iter()
+                .map(|e| {
+                    vec![
+                        time(e.at),
+                        cell(&short_actor(&e.actor)),
+                        cell(&e.action),
+                        e.outcome.to_string(),
+                        cell(&e.subject),
+                        cell(&e.detail),
+                    ]
+                })
+                .collect();
+            output::table(&["TIME", "ACTOR", "ACTION", "OUTCOME", "SUBJECT", "DETAIL"], &rows);
         }
     }
     Ok(0)

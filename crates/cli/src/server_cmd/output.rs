@@ -32,6 +32,36 @@ pub fn cell(s: &str) -> String {
     out
 }
 
+/// Prints a table with columns as wide as their widest cell (the last one unpadded), so long
+/// device names or serials never push the rest out of line. Cells must already be `cell()`-safe.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", render_table(headers, rows));
+}
+
+fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |i: usize| {
+        rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).chain([headers[i].chars().count()]).max()
+    };
+    let widths: Vec<usize> = (0..headers.len()).map(|i| width(i).unwrap_or(0)).collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                out.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count()) + 2));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
 pub fn time(t: UnixTime) -> String {
     t.to_string()
 }
@@ -52,6 +82,22 @@ pub fn days(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let rows = vec![
+            vec!["a-very-long-device-name.example.com".to_string(), "Machine".into(), "issued".into()],
+            vec!["db".to_string(), "WebServer".into(), "renewed".into()],
+        ];
+        let t = render_table(&["DEVICE", "TEMPLATE", "STATE"], &rows);
+        let lines: Vec<&str> = t.lines().collect();
+        // Every column starts at the same offset on every line.
+        let col = |l: &str, word: &str| l.find(word).unwrap();
+        assert_eq!(col(lines[0], "TEMPLATE"), col(lines[1], "Machine"));
+        assert_eq!(col(lines[1], "Machine"), col(lines[2], "WebServer"));
+        assert_eq!(col(lines[0], "STATE"), col(lines[2], "renewed"));
+        assert_eq!(col(lines[1], "Machine"), "a-very-long-device-name.example.com".len() + 2);
+    }
 
     #[test]
     fn cells_cannot_inject_lines_or_reorder_text() {

@@ -88,7 +88,10 @@ pub async fn init(a: InitArgs) -> Result<i32> {
     if !a.keep_root_online {
         let parent = root_key_out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         let probe = parent.join(".autoenroll-write-test");
-        if let Err(e) = std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)) {
+        let writable = std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe));
+        if let Err(e) = writable {
             bail!(
                 "cannot write the root key to {}: {e}; choose a writable --root-key-out outside the data directory \
                  (nothing was created)",

@@ -213,23 +213,23 @@ pub async fn run(cmd: TemplateCommand) -> Result<i32> {
             match output {
                 Output::Json => output::json(&views::list::<_, TemplateJson>(&all.valid))?,
                 Output::Table => {
-                    println!(
-                        "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} OID",
-                        "NAME", "VERSION", "VALIDITY", "RENEWAL", "KEY", "EKU", "AUTO"
-                    );
-                    for t in &all.valid {
-                        println!(
-                            "{:<16} {:<8} {:<9} {:<9} {:<10} {:<11} {:<9} {}",
-                            cell(&t.name),
-                            format!("{}.{}", t.major, t.minor),
-                            days(t.validity_secs),
-                            days(t.renewal_secs),
-                            t.key.algorithm,
-                            list_of(&t.ekus),
-                            t.autoenroll,
-                            t.oid
-                        );
-                    }
+                    let rows: Vec<Vec<String>> = all
+                        .valid
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                cell(&t.name),
+                                format!("{}.{}", t.major, t.minor),
+                                days(t.validity_secs),
+                                days(t.renewal_secs),
+                                t.key.algorithm.to_string(),
+                                list_of(&t.ekus),
+                                t.autoenroll.to_string(),
+                                t.oid.to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["NAME", "VERSION", "VALIDITY", "RENEWAL", "KEY", "EKU", "AUTO", "OID"], &rows);
                 }
             }
             for bad in &all.invalid {
