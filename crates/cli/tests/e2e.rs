@@ -235,6 +235,9 @@ fn metrics_show_the_traffic_and_the_fleet() {
         assert!(now < renew_at && renew_at < not_after, "{t}: now {now} < renew {renew_at} < expiry {not_after}");
         assert_eq!(sample(&families, "autoenroll_agent_template_ok", t), 1.0);
     }
+    // A refusal about a template: renewing before the window opens (the server decides).
+    let (code, out) = agent(&["renew", "--now", "--template", "Machine"], &cfg);
+    assert_ne!(code, 0, "{out}");
     // A refusal: a wrong password.
     let bad = write_agent_config(dir.path(), &proc, "username = \"enroller\"\npassword = \"wrong\"");
     std::fs::write(dir.path().join("bad.toml"), std::fs::read_to_string(&bad).unwrap().replace("state\"", "state2\""))
@@ -256,8 +259,9 @@ fn metrics_show_the_traffic_and_the_fleet() {
     for series in [
         r#"autoenroll_issued_total{template="Machine",kind="enroll",protocol="wstep"} 1"#,
         r#"autoenroll_issued_total{template="WebServer",kind="enroll",protocol="wstep"} 1"#,
-        r#"autoenroll_refusals_total{protocol="xcep",code="WrongCredentials",kind="unauthorized"}"#,
-        r#"autoenroll_http_request_duration_seconds_bucket{endpoint="/wstep",protocol="wstep",le="+Inf"} 2"#,
+        r#"autoenroll_refusals_total{protocol="xcep",code="WrongCredentials",kind="unauthorized",template="-"}"#,
+        r#"autoenroll_refusals_total{protocol="wstep",code="OutsideRenewalWindow",kind="policy_denied",template="Machine"} 1"#,
+        r#"autoenroll_http_request_duration_seconds_bucket{endpoint="/wstep",protocol="wstep",le="+Inf"} 3"#,
         r#"autoenroll_certificates{template="Machine",state="issued"} 1"#,
         r#"autoenroll_certificates_expiring{within="30d"} 0"#,
         "autoenroll_pending_requests 0",

@@ -5,7 +5,9 @@
 //! Series (all prefixed `autoenroll_`):
 //! - `issued_total{template, kind, protocol}`: certificates signed; kind is the request kind
 //!   (enroll, renew, renew-tls, renew-scep, scep, listener).
-//! - `refusals_total{protocol, code, kind}`: refused requests by refusal code and class.
+//! - `refusals_total{protocol, code, kind, template}`: refused requests by refusal code and class,
+//!   and the template when the refusal came after it was found ("-" before: bad credentials, an
+//!   unknown template name, malformed requests).
 //! - `http_request_duration_seconds{endpoint, protocol}`: latency per route (histogram).
 //! - `certificates{template, state}`, `certificates_expiring{within="7d"|"30d"}`,
 //!   `pending_requests`, `stuck_devices`, `renewals_overdue`, `devices{state}`,
@@ -18,6 +20,9 @@ tokio::task_local! {
     /// The protocol of the request being served (set by the HTTP layer, read by the RA's
     /// counters, which know the template but not the wire).
     static PROTOCOL: &'static str;
+    /// The template the request turned out to be about (noted by the RA once it has found it;
+    /// read by the front ends' refusal counters, which know the wire but not the template).
+    static TEMPLATE: std::cell::RefCell<Option<String>>;
 }
 
 const LATENCY: &str = "autoenroll_http_request_duration_seconds";
@@ -64,22 +69,27 @@ fn describe() {
     describe_gauge!("autoenroll_db_pool_connections", "Database pool connections, busy and idle");
 }
 
+/// The first path segment of each front end, and its protocol label.
+const PROTOCOLS: [(&str, &str); 13] = [
+    ("xcep", "xcep"),
+    ("wstep", "wstep"),
+    ("EnrollmentServer", "mdm"),
+    ("scep", "scep"),
+    ("checkin", "checkin"),
+    ("admin", "admin"),
+    ("ui", "console"),
+    ("crl", "revocation"),
+    ("ocsp", "revocation"),
+    ("ca", "revocation"),
+    ("metrics", "metrics"),
+    ("healthz", "health"),
+    ("", "other"),
+];
+
 /// The protocol of a request path (the label every series of a request carries).
 pub fn protocol_of(path: &str) -> &'static str {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    match first {
-        "xcep" => "xcep",
-        "wstep" => "wstep",
-        "EnrollmentServer" => "mdm",
-        "scep" => "scep",
-        "checkin" => "checkin",
-        "admin" => "admin",
-        "ui" => "console",
-        "crl" | "ocsp" | "ca" => "revocation",
-        "metrics" => "metrics",
-        "healthz" => "health",
-        _ => "other",
-    }
+    PROTOCOLS.iter().find(|(segment, _)| *segment == first).map_or("other", |(_, p)| p)
 }
 
 /// The protocol of the request in progress; `cli` outside a request (commands, approvals at
@@ -97,7 +107,7 @@ pub async fn track(req: axum::extract::Request, next: axum::middleware::Next) ->
         .unwrap_or_else(|| "unmatched".into());
     let protocol = protocol_of(req.uri().path());
     let started = std::time::Instant::now();
-    let response = PROTOCOL.scope(protocol, next.run(req)).await;
+    let response = TEMPLATE.scope(std::cell::RefCell::new(None), PROTOCOL.scope(protocol, next.run(req))).await;
     metrics::histogram!(LATENCY, "endpoint" => endpoint, "protocol" => protocol)
         .record(started.elapsed().as_secs_f64());
     response
@@ -109,9 +119,19 @@ pub fn issued(template: &str, kind: &'static str) {
     .increment(1);
 }
 
+/// Notes the template a request is about: only names of templates that exist (administrators
+/// make them), so the label's values stay few whatever clients send.
+pub fn note_template(name: &str) {
+    let _ = TEMPLATE.try_with(|t| *t.borrow_mut() = Some(name.to_string()));
+}
+
+fn template() -> String {
+    TEMPLATE.try_with(|t| t.borrow().clone()).ok().flatten().unwrap_or_else(|| "-".into())
+}
+
 pub fn refused(e: &RaError) {
     metrics::counter!("autoenroll_refusals_total", "protocol" => protocol(), "code" => e.code(),
-        "kind" => e.kind().as_str())
+        "kind" => e.kind().as_str(), "template" => template())
     .increment(1);
 }
 

@@ -192,6 +192,9 @@ pub struct DueCertificate {
 #[derive(Debug, Clone, Default)]
 pub struct CertificateFilter {
     pub expiring_before: Option<UnixTime>,
+    /// Only certificates still valid after this (with `expiring_before`: "expiring within",
+    /// not "expired already").
+    pub expiring_after: Option<UnixTime>,
     pub template: Option<String>,
     pub template_major: Option<u32>,
     pub state: Option<CertState>,
@@ -204,7 +207,7 @@ pub struct CertificateFilter {
 }
 
 impl CertificateFilter {
-    /// Binds `$1`..`$6` of a filtered query; absent fields bind values that match everything
+    /// Binds `$1`..`$7` of a filtered query; absent fields bind values that match everything
     /// (so the SQL stays one literal for both backends).
     fn bind<'q>(&'q self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
         q.bind(self.expiring_before.map_or(i64::MAX, |t| t.0))
@@ -213,6 +216,7 @@ impl CertificateFilter {
             .bind(self.state.map_or("", CertState::as_str))
             .bind(self.devices.join(","))
             .bind(self.issued_before.map_or(i64::MAX, |t| t.0))
+            .bind(self.expiring_after.map_or(i64::MIN, |t| t.0))
     }
 }
 
@@ -616,7 +620,7 @@ impl Store {
                 certificate_select!(),
                 "WHERE c.not_after <= $1 AND ($2 = '' OR c.template = $2) AND ($3 < 0 OR c.template_major = $3) \
                  AND ($4 = '' OR c.state = $4) AND ($5 = '' OR replace(',' || $5 || ',', ',' || d.name || ',', '') <> ',' || $5 || ',') \
-                 AND c.created_at <= $6 ORDER BY c.not_after, c.serial LIMIT $7"
+                 AND c.created_at <= $6 AND c.not_after > $7 ORDER BY c.not_after, c.serial LIMIT $8"
             )))
             .bind(f.limit)
             .fetch_all(&self.pool)
@@ -630,8 +634,8 @@ impl Store {
         let _writer = self.writer().await;
         let r = f
             .bind(sqlx::query(
-                "UPDATE certificates SET renew_after = $7 WHERE state = $8 AND renew_after > $7 \
-                 AND not_after <= $1 AND ($2 = '' OR template = $2) AND ($3 < 0 OR template_major = $3) \
+                "UPDATE certificates SET renew_after = $8 WHERE state = $9 AND renew_after > $8 \
+                 AND not_after <= $1 AND not_after > $7 AND ($2 = '' OR template = $2) AND ($3 < 0 OR template_major = $3) \
                  AND ($4 = '' OR state = $4) AND ($5 = '' OR device_id IN \
                    (SELECT id FROM devices WHERE replace(',' || $5 || ',', ',' || name || ',', '') <> ',' || $5 || ',')) \
                  AND created_at <= $6",
@@ -657,14 +661,19 @@ impl Store {
     }
 
     /// Issued certificates whose renewal time passed before `overdue_before` (still not
-    /// renewed), with the latest refusal about them or their device (from the audit log).
+    /// renewed), with the latest refusal about the certificate itself, else the latest about
+    /// its device, marked `device: ` (it may concern another of its templates).
     pub async fn stuck(&self, now: UnixTime, overdue_before: UnixTime, limit: i64) -> Result<Vec<Stuck>> {
         let rows = sqlx::query_as::<_, StuckRow>(
             "SELECT d.name AS device, d.blocked, c.serial, c.template, c.renew_after, c.not_after, \
-             (SELECT a.detail FROM audit_events a WHERE a.subject IN (c.serial, d.name) AND a.outcome = 'refused' \
-              ORDER BY a.at DESC, a.id DESC LIMIT 1) AS last_error, \
-             (SELECT a.at FROM audit_events a WHERE a.subject IN (c.serial, d.name) AND a.outcome = 'refused' \
-              ORDER BY a.at DESC, a.id DESC LIMIT 1) AS last_error_at \
+             COALESCE((SELECT a.detail FROM audit_events a WHERE a.subject = c.serial AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1), \
+              (SELECT 'device: ' || a.detail FROM audit_events a WHERE a.subject = d.name AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1)) AS last_error, \
+             COALESCE((SELECT a.at FROM audit_events a WHERE a.subject = c.serial AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1), \
+              (SELECT a.at FROM audit_events a WHERE a.subject = d.name AND a.outcome = 'refused' \
+              ORDER BY a.at DESC, a.id DESC LIMIT 1)) AS last_error_at \
              FROM certificates c JOIN devices d ON d.id = c.device_id \
              WHERE c.state = 'issued' AND c.renew_after < $2 AND c.not_after > $1 - 2592000 \
              ORDER BY c.renew_after LIMIT $3",

@@ -787,13 +787,17 @@ async fn stuck_certificates_show_latest_refusal(s: Store) {
     record(&s, Cert { renew_after: T0, ..cert("pc6", "signing") }).await;
     issue(&s, Cert { renew_after: T0, ..cert("pc4", "old") }).await;
     issue(&s, Cert { previous: Some("old"), renew_after: now + DAY, ..cert("pc4", "new") }).await;
-    // Refusals about the certificate or its device; the latest one counts (ties: the last written).
+    // The latest refusal about the certificate itself counts, even when its device has a later
+    // one (that may be about another template); the device's only when the certificate has
+    // none, marked as the device's. Ties: the last written.
     for e in [
-        event(T0 + 100, "renew", "pc1", AuditOutcome::Refused, "key too small"),
+        event(T0 + 100, "renew", "late", AuditOutcome::Refused, "key too small"),
         event(T0 + 200, "renew", "late", AuditOutcome::Refused, "template superseded"),
-        event(T0 + 200, "renew", "pc1", AuditOutcome::Refused, "device blocked"),
-        event(T0 + 300, "renew", "pc1", AuditOutcome::Ok, "not a refusal"),
+        event(T0 + 300, "enroll", "pc1", AuditOutcome::Refused, "WebServer not granted"),
+        event(T0 + 300, "renew", "late", AuditOutcome::Ok, "not a refusal"),
         event(T0 + 400, "renew", "pc2", AuditOutcome::Refused, "another device"),
+        event(T0 + 50, "checkin", "pc5", AuditOutcome::Refused, "DeviceBlocked"),
+        event(T0 + 60, "checkin", "pc5", AuditOutcome::Refused, "DeviceBlocked again"),
     ] {
         s.audit(&e).await.unwrap();
     }
@@ -805,8 +809,8 @@ async fn stuck_certificates_show_latest_refusal(s: Store) {
             template: "A".into(),
             renew_after: t(T0 - 1000),
             not_after: t(T0 + 30 * DAY),
-            last_error: None,
-            last_error_at: None,
+            last_error: Some("device: DeviceBlocked again".into()),
+            last_error_at: Some(t(T0 + 60)),
         },
         Stuck {
             device: "pc1".into(),
@@ -815,7 +819,7 @@ async fn stuck_certificates_show_latest_refusal(s: Store) {
             template: "A".into(),
             renew_after: t(T0),
             not_after: t(T0 + 30 * DAY),
-            last_error: Some("device blocked".into()),
+            last_error: Some("template superseded".into()),
             last_error_at: Some(t(T0 + 200)),
         },
     ];
@@ -1391,6 +1395,15 @@ async fn fleet_summary_counts_in_sql(s: Store) {
     assert_eq!(f.stuck_devices, 1);
     let later = s.fleet_summary(t(now + 3600), 52, 90).await.unwrap();
     assert_eq!(later.stuck_devices, 2);
+    // "Expiring within 30 days" is what is still valid now: a4 expired already and is not in it.
+    let within = |after: Option<i64>| CertificateFilter {
+        expiring_before: Some(t(now + 30 * DAY)),
+        expiring_after: after.map(t),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(serials(&s.certificates_matching(&within(None)).await.unwrap()), ["a4", "a1", "a2"]);
+    assert_eq!(serials(&s.certificates_matching(&within(Some(now))).await.unwrap()), ["a1", "a2"]);
     let short = s.fleet_summary(t(now), 2, 5).await.unwrap();
     assert_eq!(short.expiring_by_week, vec![("A".into(), 0, 1)]);
     assert!(short.renewals_by_day.is_empty());

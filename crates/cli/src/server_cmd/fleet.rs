@@ -152,6 +152,8 @@ impl CertFilterArgs {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         CertificateFilter {
             expiring_before: self.expiring_within.map(|d| now.plus_secs(secs(d))),
+            // "Expiring within" means still valid now, not expired (and renewed away) already.
+            expiring_after: self.expiring_within.map(|_| now),
             template: self.template.clone(),
             template_major: self.major,
             state: self.state,

@@ -98,6 +98,8 @@ impl FilterSpec {
     fn filter(self, now: UnixTime) -> Result<CertificateFilter, RaError> {
         Ok(CertificateFilter {
             expiring_before: self.expiring_within.as_deref().map(duration).transpose()?.map(|d| now.plus_secs(d)),
+            // "Expiring within" means still valid now.
+            expiring_after: self.expiring_within.as_ref().map(|_| now),
             template: self.template,
             template_major: self.major,
             state: self.state.as_deref().map(|s| s.parse()).transpose().map_err(|e| bad(format!("state: {e}")))?,

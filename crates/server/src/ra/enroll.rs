@@ -134,6 +134,10 @@ impl Ra {
             Err(StoreError::Invalid { key, reason, .. }) => {
                 Err(Refusal::TemplateMisconfigured { name: key, reason }.into())
             }
+            Ok(Some(t)) => {
+                crate::metrics::note_template(&t.name);
+                Ok(Some(t))
+            }
             other => Ok(other?),
         }
     }
@@ -151,7 +155,10 @@ impl Ra {
             Err(StoreError::Invalid { key, reason, .. }) => {
                 Err(Refusal::TemplateMisconfigured { name: key, reason }.into())
             }
-            Ok(Some(t)) => Ok(t),
+            Ok(Some(t)) => {
+                crate::metrics::note_template(&t.name);
+                Ok(t)
+            }
             Ok(None) => Err(Refusal::UnknownTemplate { name: name.to_string() }.into()),
             Err(e) => Err(e.into()),
         }

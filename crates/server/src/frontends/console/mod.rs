@@ -376,7 +376,14 @@ async fn certificates(State(st): State<AppState>, headers: HeaderMap, RawQuery(q
                 .map(|v| v.parse())
                 .transpose()
                 .map_err(|e| Refusal::BadParameter { detail: format!("state: {e}") })?,
-            expiring_before: duration_param(form.expiring_within)?.map(|d| now.plus_secs(d)),
+            // `expired=yes` (the fleet table's link): past their expiry; `valid=yes`: not yet;
+            // "expiring within" means still valid now.
+            expiring_before: if param(&q, "expired") == "yes" {
+                Some(now)
+            } else {
+                duration_param(form.expiring_within)?.map(|d| now.plus_secs(d))
+            },
+            expiring_after: (param(&q, "valid") == "yes" || !form.expiring_within.is_empty()).then_some(now),
             devices: Some(form.device.to_string()).filter(|d| !d.is_empty()).into_iter().collect(),
             limit: 1000,
             ..Default::default()
@@ -407,6 +414,7 @@ async fn renew_now(State(st): State<AppState>, headers: HeaderMap, body: Bytes) 
                 Some(major.parse().map_err(|_| Refusal::BadParameter { detail: "major must be a number".into() })?)
             },
             expiring_before: duration_param(param(&form, "expiring_within"))?.map(|d| st.ra.now().plus_secs(d)),
+            expiring_after: Some(st.ra.now()),
             limit: 100_000,
             ..Default::default()
         };

@@ -132,13 +132,15 @@ pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
     // Templates as rows, states as columns.
     let mut templates: Vec<&str> = sum.by_template_state.iter().map(|c| c.template.as_str()).collect();
     templates.dedup();
-    type Column = (&'static str, fn(&crate::ra::StateCount) -> bool);
+    // (heading, which counts, the certificate list's filter for them)
+    type Column = (&'static str, fn(&crate::ra::StateCount) -> bool, String);
+    let filter = |s: CertState| format!("state={}", s.as_str());
     let columns: [Column; 5] = [
-        ("issued", |c| c.state == CertState::Issued && !c.expired),
-        ("expired", |c| c.expired),
-        ("renewed", |c| c.state == CertState::Renewed),
-        ("revoked", |c| c.state == CertState::Revoked),
-        ("signing", |c| c.state == CertState::Signing),
+        ("issued", |c| c.state == CertState::Issued && !c.expired, filter(CertState::Issued) + "&valid=yes"),
+        ("expired", |c| c.expired, filter(CertState::Issued) + "&expired=yes"),
+        ("renewed", |c| c.state == CertState::Renewed, filter(CertState::Renewed)),
+        ("revoked", |c| c.state == CertState::Revoked, filter(CertState::Revoked)),
+        ("signing", |c| c.state == CertState::Signing, filter(CertState::Signing)),
     ];
     let count = |t: &str, pred: fn(&crate::ra::StateCount) -> bool| -> i64 {
         sum.by_template_state.iter().filter(|c| c.template == t && pred(c)).map(|c| c.count).sum()
@@ -181,7 +183,7 @@ pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
             h2 { "Certificates by template" }
             div.scroll {
                 table #by-template {
-                    thead { tr { th { "template" } @for (name, _) in &columns { th.num { (name) } } } }
+                    thead { tr { th { "template" } @for (name, _, _) in &columns { th.num { (name) } } } }
                     tbody {
                         @for t in &templates {
                             tr {
@@ -189,8 +191,7 @@ pub fn fleet(s: &ConsoleSession, notice: Option<&str>, f: Fleet<'_>) -> Markup {
                                     @if f.templates.iter().any(|x| x == t) { a href=(format!("/ui/templates/{}", url(t))) { (t) } }
                                     @else { (t) }
                                 }
-                                @for (name, pred) in &columns {
-                                    @let filter = if *name == "expired" { "state=issued&expiring_within=0s".to_string() } else { format!("state={name}") };
+                                @for (_, pred, filter) in &columns {
                                     td.num { a href=(format!("/ui/certificates?template={}&{filter}", url(t))) { (count(t, *pred)) } }
                                 }
                             }
