@@ -2,13 +2,18 @@
 # Agent footprint: one agent daemon holding 100 certificates (the Machine template plus 99
 # more autoenroll templates), then idle for 60 s. Prints resident memory (VmRSS, VmHWM),
 # threads and the CPU time the process used while idle (from /proc).
-# Usage: bench/agent-footprint.sh [IDLE_SECONDS]
+# Usage: bench/agent-footprint.sh [IDLE_SECONDS]   (AGENT_BIN=... AUTOENROLL_BIN=... for other builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 idle=${1:-60}
-cargo build --release --quiet -p autoenroll-cli
-bin=$PWD/target/release/autoenroll
-agent_bin=$PWD/target/release/autoenroll-agent
+# AUTOENROLL_BIN / AGENT_BIN: measure other builds (e.g. an older commit) instead.
+if [ -z "${AGENT_BIN:-}" ]; then
+  cargo build --release --quiet -p autoenroll-cli
+  cargo build --profile agent --quiet -p autoenroll-agent-bin
+fi
+bin=${AUTOENROLL_BIN:-$PWD/target/release/autoenroll}
+agent_bin=${AGENT_BIN:-$PWD/target/agent/autoenroll-agent}
+ls -l "$agent_bin" | awk '{printf "agent binary: %.1f MiB\n", $5 / 1048576}'
 work=$(mktemp -d)
 agent_pid=""
 trap 'kill $server_pid $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -34,7 +39,7 @@ TOML
 AUTOENROLL_LOG=warn "$agent_bin" run --config "$work/agent.toml" > "$work/agent.out" 2>&1 &
 agent_pid=$!
 for _ in $(seq 1 600); do
-  n=$(ls "$work/state/live" 2>/dev/null | wc -l)
+  n=$( (ls "$work/state/live" 2>/dev/null || true) | wc -l)
   [ "$n" -ge 100 ] && break
   sleep 0.2
 done
@@ -47,5 +52,7 @@ before=$(cpu)
 sleep "$idle"
 after=$(cpu)
 grep -E "VmRSS|VmHWM|RssAnon|RssFile|Threads" "/proc/$agent_pid/status"
+# Private memory: what this process alone costs (shared library pages excluded).
+awk '/^Private_(Clean|Dirty)/ {s += $2} END {printf "private: %.1f MiB\n", s / 1024}' "/proc/$agent_pid/smaps_rollup"
 awk -v b="$before" -v a="$after" -v t="$ticks" -v s="$idle" \
   'BEGIN { printf "CPU while idle for %d s: %.2f s (%d ticks)\n", s, (a - b) / t, a - b }'

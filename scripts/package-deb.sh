@@ -23,8 +23,12 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$bin_dir" ]; then
   cargo build --release --locked -p autoenroll-cli --bins
+  # The agent built small (profile `agent`: size-optimised, LTO, panic=abort).
+  cargo build --profile agent --locked -p autoenroll-agent-bin
   bin_dir=target/release
+  agent_bin_dir=target/agent
 fi
+agent_bin_dir=${agent_bin_dir:-$bin_dir}
 command -v dpkg-deb >/dev/null || { echo "dpkg-deb is needed: apt-get install -y dpkg" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -40,7 +44,9 @@ package() {
   local root="$work/$name"
   install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/autoenroll" \
     "$root/usr/share/doc/$name" "$root/usr/share/man/man1"
-  install -m 0755 "$bin_dir/$binary" "$root/usr/bin/$binary"
+  local from=$bin_dir
+  [ "$binary" = autoenroll-agent ] && from=$agent_bin_dir
+  install -m 0755 "$from/$binary" "$root/usr/bin/$binary"
   install -m 0644 "packaging/systemd/$unit" "$root/lib/systemd/system/$unit"
   install -m 0644 "packaging/etc/$config" "$root/etc/autoenroll/$config"
   for doc in "$@"; do
@@ -49,7 +55,7 @@ package() {
   install -m 0644 LICENSE "$root/usr/share/doc/$name/copyright" 2>/dev/null ||
     printf 'autoenroll\nLicense: Apache-2.0\n' > "$root/usr/share/doc/$name/copyright"
   # Man pages generated from the command-line definitions.
-  "$bin_dir/$binary" man --out "$root/usr/share/man/man1" >/dev/null
+  "$from/$binary" man --out "$root/usr/share/man/man1" >/dev/null
   if [ "$binary" = autoenroll ]; then
     # `autoenroll agent ...` pages would clash with the agent package's own autoenroll-agent*.1.
     rm -f "$root"/usr/share/man/man1/autoenroll-agent*.1

@@ -33,6 +33,41 @@ pub struct ClientIdentity {
     pub key_pkcs8: Vec<u8>,
 }
 
+/// Client configurations by (anchors, identity, clock): a configuration holds rustls' session
+/// cache, so reusing it lets the next connection to a server resume (a PSK handshake instead of
+/// a full one with the client certificate) for the life of the process (the daemon).
+type ConfigKey = (String, usize);
+static CONFIGS: std::sync::Mutex<Vec<(ConfigKey, Arc<rustls::ClientConfig>)>> = std::sync::Mutex::new(Vec::new());
+/// Identities a process uses at once: one per template's certificate and the account.
+const CONFIGS_KEPT: usize = 16;
+
+fn config_key(roots_der: &[Vec<u8>], identity: Option<&ClientIdentity>, clock: &Arc<dyn Clock>) -> ConfigKey {
+    // Length-prefixed, so no two different inputs read the same.
+    let mut input = Vec::new();
+    let parts = roots_der.iter().chain(identity.iter().flat_map(|id| id.chain.iter().chain([&id.key_pkcs8])));
+    for p in parts {
+        input.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        input.extend_from_slice(p);
+    }
+    input.push(u8::from(identity.is_some()));
+    let digest = autoenroll_keys::sha256_hex(&input);
+    // The clock judges certificate validity: clients with different clocks (tests) differ.
+    (digest, Arc::as_ptr(clock) as *const () as usize)
+}
+
+fn cached_config(key: &ConfigKey) -> Option<Arc<rustls::ClientConfig>> {
+    let configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    configs.iter().find(|(k, _)| k == key).map(|(_, c)| c.clone())
+}
+
+fn remember_config(key: ConfigKey, config: Arc<rustls::ClientConfig>) {
+    let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    if configs.len() >= CONFIGS_KEPT {
+        configs.remove(0);
+    }
+    configs.push((key, config));
+}
+
 impl Client {
     /// A client that trusts only `roots_der` and judges certificate validity with `clock`.
     pub fn new(
@@ -43,6 +78,10 @@ impl Client {
         let mut roots = rustls::RootCertStore::empty();
         for r in roots_der {
             roots.add(CertificateDer::from(r.clone())).map_err(|e| AgentError::Config(format!("trust anchor: {e}")))?;
+        }
+        let key = config_key(roots_der, identity, &clock);
+        if let Some(config) = cached_config(&key) {
+            return Ok(Client { connector: TlsConnector::from(config), source: None });
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder =
@@ -60,7 +99,9 @@ impl Client {
                 .map_err(|e| AgentError::Config(format!("client certificate: {e}")))?,
             None => builder.with_no_client_auth(),
         };
-        Ok(Client { connector: TlsConnector::from(Arc::new(config)), source: None })
+        let config = Arc::new(config);
+        remember_config(key, config.clone());
+        Ok(Client { connector: TlsConnector::from(config), source: None })
     }
 
     /// Connections leave from `source` (an address of this host).
@@ -178,5 +219,28 @@ impl Client {
             .to_vec();
         conn_task.abort();
         Ok(Response { status, location, body, content_length, chunked })
+    }
+}
+
+#[cfg(test)]
+mod config_cache_tests {
+    use super::*;
+
+    #[test]
+    fn one_configuration_per_identity_so_sessions_resume() {
+        let clock: Arc<dyn Clock> = Arc::new(autoenroll_keys::time::SystemClock);
+        let roots = vec![b"root".to_vec()];
+        let id = |key: &[u8]| ClientIdentity { chain: vec![b"leaf".to_vec()], key_pkcs8: key.to_vec() };
+        let a = config_key(&roots, Some(&id(b"k1")), &clock);
+        assert_eq!(a, config_key(&roots, Some(&id(b"k1")), &clock), "stable");
+        assert_ne!(a, config_key(&roots, Some(&id(b"k2")), &clock), "another key");
+        assert_ne!(a, config_key(&roots, None, &clock), "no identity");
+        let other_clock: Arc<dyn Clock> = Arc::new(autoenroll_keys::time::SystemClock);
+        assert_ne!(a, config_key(&roots, Some(&id(b"k1")), &other_clock), "another clock");
+        // Two roots concatenated never read as one.
+        assert_ne!(
+            config_key(&[b"ab".to_vec()], None, &clock),
+            config_key(&[b"a".to_vec(), b"b".to_vec()], None, &clock)
+        );
     }
 }

@@ -16,7 +16,8 @@ use x509_cert::name::Name;
 pub struct ScepRa {
     cert_der: Vec<u8>,
     key: KeyPair,
-    pkcs8: Vec<u8>,
+    /// The same key, parsed once for decryption.
+    decrypting: aws_lc_rs::rsa::PrivateDecryptingKey,
 }
 
 impl ScepRa {
@@ -26,7 +27,7 @@ impl ScepRa {
 
     /// Decrypts a pkcsPKIEnvelope addressed to the RA. Every failure to decrypt reads the same.
     pub fn open_envelope(&self, envelope: &[u8], legacy: bool) -> Result<(Vec<u8>, ContentCipher), CaError> {
-        Ok(envelope::decrypt_enveloped(envelope, &self.pkcs8, legacy)?)
+        Ok(envelope::decrypt_enveloped_with(envelope, &self.decrypting, legacy)?)
     }
 
     /// A SignedData over `content` with the given SCEP attributes, signed by the RA; the RA
@@ -52,8 +53,8 @@ pub fn scep_ra(dir: &Path, ca: &Ca, organization: &str, now: UnixTime) -> Result
             return Err(CaError::Io(format!("{} does not match {}", key_path.display(), cert_path.display())));
         }
         if chained {
-            let pkcs8 = key.to_pkcs8_der()?;
-            return Ok(ScepRa { cert_der, key, pkcs8 });
+            let decrypting = envelope::recipient_key(&key.to_pkcs8_der()?)?;
+            return Ok(ScepRa { cert_der, key, decrypting });
         }
         for p in [&cert_path, &key_path] {
             let old = p.with_extension(format!("{}.old", p.extension().and_then(|e| e.to_str()).unwrap_or("")));
@@ -89,6 +90,6 @@ pub fn scep_ra(dir: &Path, ca: &Ca, organization: &str, now: UnixTime) -> Result
     let cert_der = sign_tbs(&tbs, ca.issuing_key.as_ref())?;
     write_file(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
     write_file(&cert_path, pem_cert(&cert_der)?.as_bytes(), 0o644)?;
-    let pkcs8 = key.to_pkcs8_der()?;
-    Ok(ScepRa { cert_der, key, pkcs8 })
+    let decrypting = envelope::recipient_key(&key.to_pkcs8_der()?)?;
+    Ok(ScepRa { cert_der, key, decrypting })
 }

@@ -115,21 +115,103 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     let client = Arc::new(Client::new(std::slice::from_ref(&root_der), Some(&identity), clock)?);
 
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new(template_csrs(&b.template, "bench", 256)?);
+    println!("CPU: {} ({} cores)", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()));
+    if b.url.is_none() {
+        // Statements per issuance: sqlx reports each statement as a tracing event, counted
+        // here over sequential issuances (the timed runs below count nothing).
+        let n = 50;
+        STATEMENTS.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        for i in 0..n {
+            post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await?;
+        }
+        COUNTING.store(false, Ordering::Relaxed);
+        let statements = STATEMENTS.load(Ordering::Relaxed);
+        println!(
+            "database statements per issuance: {:.1} ({statements} over {n} issuances, client-certificate auth)",
+            statements as f64 / n as f64
+        );
+    }
     println!("WSTEP issuance against {base} (P-256 CA, new TLS connection per request, client-certificate auth)");
+    println!("floor: GET /healthz with the same client (new connection, client certificate): TLS and HTTP alone");
     println!(
-        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10} {:>9} {:>10}",
+        "concurrency",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "cpu ms/req",
+        "floor/s",
+        "of floor",
+        "floor cpu"
     );
+    let health = format!("{base}/healthz");
     for &c in &b.concurrency {
+        let (client2, health) = (client.clone(), health.clone());
+        let cpu = process_cpu_secs();
+        let (floor, _, floor_elapsed) = drive(c, b.duration, move |_| {
+            let (client, health) = (client2.clone(), health.clone());
+            async move { Some(client.get(&health).await.is_ok_and(|r| r.status == 200)) }
+        })
+        .await?;
+        let floor_cpu = process_cpu_secs() - cpu;
         let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+        let cpu = process_cpu_secs();
         let (lat, errors, elapsed) = drive(c, b.duration, move |i| {
             let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
             async move { Some(post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await.is_ok()) }
         })
         .await?;
-        print_row(c, &lat, elapsed, errors);
+        let issue_cpu = process_cpu_secs() - cpu;
+        let rate = lat.len() as f64 / elapsed;
+        let floor_rate = floor.len() as f64 / floor_elapsed;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{:>11} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>10.2} {:>10.1} {:>8.0}% {:>10.2}",
+            c,
+            lat.len(),
+            rate,
+            ms(percentile(&lat, 0.50)),
+            ms(percentile(&lat, 0.90)),
+            ms(percentile(&lat, 0.99)),
+            errors,
+            issue_cpu * 1000.0 / lat.len().max(1) as f64,
+            floor_rate,
+            100.0 * rate / floor_rate.max(f64::MIN_POSITIVE),
+            floor_cpu * 1000.0 / floor.len().max(1) as f64,
+        );
     }
+    println!("(cpu ms/req: this process, load generator and server together, per request)");
     Ok(0)
+}
+
+/// Whether `StatementCounter` counts (only around the counting run).
+pub static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts sqlx's per-statement events (target `sqlx::query`) while `COUNTING` is on.
+pub struct StatementCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if COUNTING.load(Ordering::Relaxed) && event.metadata().target() == "sqlx::query" {
+            STATEMENTS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// CPU time (user + system) this process has used, in seconds.
+pub fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `n` P-256 requests `CN=<prefix>-<i>` naming `template` (Microsoft's template-name extension),

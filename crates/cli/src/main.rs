@@ -99,10 +99,18 @@ fn main() {
     let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().init(),
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let text = matches!(cli.log_format, LogFormat::Text);
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let logs = if text { logs.with_ansi(std::io::stderr().is_terminal()).boxed() } else { logs.json().boxed() };
+        // Benchmarks count the database statements sqlx reports (at debug, whatever the filter).
+        let counter = matches!(cli.command, Command::Bench { .. }).then(|| {
+            bench::StatementCounter.with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() == "sqlx::query"))
+        });
+        tracing_subscriber::registry().with(logs.with_filter(filter)).with(counter).init();
     }
 
     // The agent is a small daemon: one thread is plenty and keeps its footprint low.

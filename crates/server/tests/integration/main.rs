@@ -16,5 +16,6 @@ mod renewal;
 mod revocation;
 mod scep;
 mod templates;
+mod tls;
 mod wstep;
 mod xcep_conformance;

@@ -1,10 +1,14 @@
 //! `autoenroll-agent`: the agent alone (`autoenroll agent ...` without the server, CA and
-//! database code), so a device maps only what it runs: a smaller resident footprint.
-#[path = "../agent_cmd.rs"]
+//! database code), so a device maps only what it runs: a smaller resident footprint. Its own
+//! package, so that building it never compiles the server side; the command definitions are
+//! shared with `autoenroll` (`crates/cli/src/agent_cmd.rs`). Built small with
+//! `cargo build --profile agent -p autoenroll-agent-bin`.
+#![forbid(unsafe_code)]
+#[path = "../../cli/src/agent_cmd.rs"]
 mod agent_cmd;
-#[path = "../generated_docs.rs"]
+#[path = "../../cli/src/generated_docs.rs"]
 mod generated_docs;
-#[path = "../signals.rs"]
+#[path = "../../cli/src/signals.rs"]
 mod signals;
 use signals::shutdown_signal;
 
