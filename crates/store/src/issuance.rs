@@ -255,14 +255,17 @@ macro_rules! certificate_select {
     };
 }
 
+/// Inserts a request; `serial` when its certificate's serial is known already (an issuance that
+/// records request and intent together), saving the update `intent_in` would make.
 async fn insert_request_in<'c>(
     ex: impl sqlx::Executor<'c, Database = Any>,
     r: &NewRequest<'_>,
+    serial: Option<&str>,
     now: UnixTime,
 ) -> Result<i64> {
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
-         updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,NULL,'',$7,$7,$8) RETURNING id",
+         updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,$9,'',$7,$7,$8) RETURNING id",
     )
     .bind(r.device_id)
     .bind(r.requester)
@@ -272,12 +275,20 @@ async fn insert_request_in<'c>(
     .bind(r.csr_der)
     .bind(now.0)
     .bind(r.previous_serial)
+    .bind(serial)
     .fetch_one(ex)
     .await?;
     Ok(id)
 }
 
-async fn intent_in(tx: &mut sqlx::Transaction<'_, Any>, c: &CertificateIntent<'_>, now: UnixTime) -> Result<()> {
+/// Records the intent; with `request_recorded` false the request row already names the serial
+/// and the signing status (inserted together), so it is not updated again.
+async fn intent_in(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    c: &CertificateIntent<'_>,
+    request_recorded: bool,
+    now: UnixTime,
+) -> Result<()> {
     if let Some(previous) = c.previous_serial {
         // One certificate has one successor: this primary key is the claim (across replicas).
         sqlx::query("INSERT INTO successors (previous_serial, serial) VALUES ($1, $2)")
@@ -307,6 +318,9 @@ async fn intent_in(tx: &mut sqlx::Transaction<'_, Any>, c: &CertificateIntent<'_
     .bind(c.renew_after.0)
     .execute(&mut **tx)
     .await?;
+    if !request_recorded {
+        return Ok(());
+    }
     sqlx::query("UPDATE requests SET serial = $2, status = $3, updated_at = $4 WHERE id = $1")
         .bind(c.request_id)
         .bind(c.serial)
@@ -333,7 +347,7 @@ impl Store {
     ) -> Result<i64> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let id = insert_request_in(&mut *tx, r, now).await?;
+        let id = insert_request_in(&mut *tx, r, None, now).await?;
         if let Some((transaction, key)) = scep_transaction {
             crate::scep::insert_transaction_in(&mut *tx, transaction, key, id, now).await?;
         }
@@ -470,8 +484,10 @@ impl Store {
     ) -> Result<i64> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        let request_id = insert_request_in(&mut *tx, r, now).await?;
-        intent_in(&mut tx, &CertificateIntent { request_id, ..*c }, now).await?;
+        // The request goes in already naming its serial, in the signing state.
+        let signing = NewRequest { status: RequestStatus::Signing, ..*r };
+        let request_id = insert_request_in(&mut *tx, &signing, Some(c.serial), now).await?;
+        intent_in(&mut tx, &CertificateIntent { request_id, ..*c }, false, now).await?;
         if let Some((transaction, key)) = scep_transaction {
             crate::scep::insert_transaction_in(&mut *tx, transaction, key, request_id, now).await?;
         }
@@ -484,7 +500,7 @@ impl Store {
     pub async fn insert_certificate_intent(&self, c: &CertificateIntent<'_>, now: UnixTime) -> Result<()> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        intent_in(&mut tx, c, now).await?;
+        intent_in(&mut tx, c, true, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -504,20 +520,20 @@ impl Store {
     ) -> Result<bool> {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE certificates SET thumbprint = $2, der = $3 WHERE serial = $1")
-            .bind(serial)
-            .bind(thumbprint)
-            .bind(der)
-            .execute(&mut *tx)
-            .await?;
-        let live = sqlx::query("UPDATE certificates SET state = $2 WHERE serial = $1 AND state = $3")
-            .bind(serial)
-            .bind(CertState::Issued.as_str())
-            .bind(CertState::Signing.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        // One statement: the DER is kept whatever happened to the intent; it goes live only from
+        // `signing` (the one way to `issued`), and the state it ends in says which.
+        let state: Option<(String,)> = sqlx::query_as(
+            "UPDATE certificates SET thumbprint = $2, der = $3, \
+             state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 RETURNING state",
+        )
+        .bind(serial)
+        .bind(thumbprint)
+        .bind(der)
+        .bind(CertState::Issued.as_str())
+        .bind(CertState::Signing.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let live = state.is_some_and(|(s,)| s == CertState::Issued.as_str());
         if !live {
             tx.commit().await?;
             return Ok(false);
