@@ -42,26 +42,46 @@ static CONFIGS: std::sync::Mutex<Vec<(ConfigKey, Arc<rustls::ClientConfig>)>> = 
 const CONFIGS_KEPT: usize = 16;
 
 fn config_key(roots_der: &[Vec<u8>], identity: Option<&ClientIdentity>, clock: &Arc<dyn Clock>) -> ConfigKey {
-    // Length-prefixed, so no two different inputs read the same.
+    // Each section counted and each part length-prefixed, so no two different inputs read the
+    // same (roots [R, X] + chain [L] differ from roots [R] + chain [X, L]).
     let mut input = Vec::new();
-    let parts = roots_der.iter().chain(identity.iter().flat_map(|id| id.chain.iter().chain([&id.key_pkcs8])));
-    for p in parts {
-        input.extend_from_slice(&(p.len() as u64).to_be_bytes());
-        input.extend_from_slice(p);
+    let mut section = |parts: &[&Vec<u8>]| {
+        input.extend_from_slice(&(parts.len() as u64).to_be_bytes());
+        for p in parts {
+            input.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            input.extend_from_slice(p);
+        }
+    };
+    section(&roots_der.iter().collect::<Vec<_>>());
+    match identity {
+        Some(id) => {
+            section(&id.chain.iter().collect::<Vec<_>>());
+            section(&[&id.key_pkcs8]);
+        }
+        None => section(&[]),
     }
-    input.push(u8::from(identity.is_some()));
     let digest = autoenroll_keys::sha256_hex(&input);
     // The clock judges certificate validity: clients with different clocks (tests) differ.
     (digest, Arc::as_ptr(clock) as *const () as usize)
 }
 
+/// The configuration for `key`, moved to the back (most recently used) when found.
 fn cached_config(key: &ConfigKey) -> Option<Arc<rustls::ClientConfig>> {
-    let configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
-    configs.iter().find(|(k, _)| k == key).map(|(_, c)| c.clone())
+    let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    let at = configs.iter().position(|(k, _)| k == key)?;
+    let entry = configs.remove(at);
+    let config = entry.1.clone();
+    configs.push(entry);
+    Some(config)
 }
 
+/// Keeps `config` (unless a racing caller kept one for the same key first), dropping the least
+/// recently used beyond `CONFIGS_KEPT`.
 fn remember_config(key: ConfigKey, config: Arc<rustls::ClientConfig>) {
     let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    if configs.iter().any(|(k, _)| *k == key) {
+        return;
+    }
     if configs.len() >= CONFIGS_KEPT {
         configs.remove(0);
     }
@@ -241,6 +261,12 @@ mod config_cache_tests {
         assert_ne!(
             config_key(&[b"ab".to_vec()], None, &clock),
             config_key(&[b"a".to_vec(), b"b".to_vec()], None, &clock)
+        );
+        // Nor a root moved into the chain.
+        let moved = ClientIdentity { chain: vec![b"root".to_vec(), b"leaf".to_vec()], key_pkcs8: b"k1".to_vec() };
+        assert_ne!(
+            config_key(&[b"root".to_vec(), b"root".to_vec()], Some(&id(b"k1")), &clock),
+            config_key(&[b"root".to_vec()], Some(&moved), &clock)
         );
     }
 }

@@ -107,8 +107,14 @@ fn main() {
         let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
         let logs = if text { logs.with_ansi(std::io::stderr().is_terminal()).boxed() } else { logs.json().boxed() };
         // Benchmarks count the database statements sqlx reports (at debug, whatever the filter).
+        // Evaluated per event (dynamic), so outside the counting run sqlx formats nothing.
         let counter = matches!(cli.command, Command::Bench { .. }).then(|| {
-            bench::StatementCounter.with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() == "sqlx::query"))
+            bench::StatementCounter.with_filter(
+                tracing_subscriber::filter::dynamic_filter_fn(|m, _| {
+                    bench::COUNTING.load(std::sync::atomic::Ordering::Relaxed) && m.target() == "sqlx::query"
+                })
+                .with_max_level_hint(tracing_subscriber::filter::LevelFilter::DEBUG),
+            )
         });
         tracing_subscriber::registry().with(logs.with_filter(filter)).with(counter).init();
     }

@@ -126,6 +126,17 @@ fn debian_packages_install_and_serve() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("debs");
     let bin_dir = Path::new(BIN).parent().unwrap();
+    // The agent binary is another package's (`cargo test --workspace` builds it): never package
+    // one older than the agent's sources.
+    let agent = bin_dir.join("autoenroll-agent");
+    let built = std::fs::metadata(&agent).and_then(|m| m.modified()).ok();
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/agent_cmd.rs");
+    let changed = std::fs::metadata(&sources).and_then(|m| m.modified()).unwrap();
+    assert!(
+        built.is_some_and(|b| b >= changed),
+        "{} is missing or older than its sources: cargo build -p autoenroll-agent-bin (cargo test --workspace does)",
+        agent.display()
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/package-deb.sh");
     let (ok, text) = run(
         "bash",

@@ -47,27 +47,35 @@ fn operator_identity(
     Ok((certs, key))
 }
 
-fn session_cache() -> Arc<dyn rustls::server::StoresServerSessions> {
-    static CACHE: std::sync::OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| rustls::server::ServerSessionMemoryCache::new(16_384)).clone()
-}
-
-fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, RaError> {
-    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> = std::sync::OnceLock::new();
-    if let Some(t) = TICKETER.get() {
-        return Ok(t.clone());
-    }
-    let t = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(RaError::internal)?;
-    Ok(TICKETER.get_or_init(|| t).clone())
-}
-
 /// Loads operator TLS files as the server would: the number of certificates in the chain.
 pub fn check_tls_files(cert: &Path, key: &Path) -> Result<usize, RaError> {
     let (certs, _) = operator_identity(cert, key)?;
     Ok(certs.len())
 }
 
-pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, RaError> {
+/// A server's session resumption state: one session cache and one ticketer (keys rotated by
+/// rustls) for the life of the server, across certificate reloads, never shared with another
+/// server in the process (a ticket resumes only where it was issued).
+#[derive(Clone)]
+pub struct Resumption {
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+}
+
+impl Resumption {
+    pub fn new() -> Result<Resumption, RaError> {
+        Ok(Resumption {
+            cache: rustls::server::ServerSessionMemoryCache::new(16_384),
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new().map_err(RaError::internal)?,
+        })
+    }
+}
+
+pub async fn tls_config(
+    ra: &Ra,
+    cfg: &ServerConfig,
+    resumption: &Resumption,
+) -> Result<Arc<rustls::ServerConfig>, RaError> {
     install_crypto_provider();
     let (certs, key) = match &cfg.tls_files {
         Some((cert, key)) => operator_identity(cert, key)?,
@@ -89,11 +97,15 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
     // AES-128-GCM first, whatever the client prefers: its SHA-256 key schedule runs on the SHA
     // extensions of today's CPUs, SHA-384 in software (21 % less server CPU per resumed
     // handshake measured); both are 128-bit-secure or better against today's attacks.
-    provider.cipher_suites.sort_by_key(|s| match s.suite() {
-        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
-        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
-        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
-        _ => 3,
+    provider.cipher_suites.sort_by_key(|s| {
+        use rustls::CipherSuite as C;
+        match s.suite() {
+            C::TLS13_AES_128_GCM_SHA256 => 0,
+            C::TLS13_AES_256_GCM_SHA384 => 1,
+            C::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+            _ => 4,
+        }
     });
     let provider = Arc::new(provider);
     let mut config =
@@ -111,10 +123,10 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ignore_client_order = true;
     // Resumption: a device that comes back (every agent cycle, every renewal) pays a PSK
-    // handshake instead of a full one. Tickets (keys rotated by rustls) and the session cache
-    // outlive listener-certificate reloads.
-    config.session_storage = session_cache();
-    config.ticketer = ticketer()?;
+    // handshake instead of a full one. The RA checks the client certificate's state and
+    // validity on every request whatever the handshake (`Ra::authenticate`).
+    config.session_storage = resumption.cache.clone();
+    config.ticketer = resumption.ticketer.clone();
     Ok(Arc::new(config))
 }
 
@@ -124,6 +136,7 @@ pub async fn tls_config(ra: &Ra, cfg: &ServerConfig) -> Result<Arc<rustls::Serve
 #[derive(Clone)]
 pub struct TlsReloader {
     ra: Arc<Ra>,
+    resumption: Resumption,
     cfg: Arc<std::sync::RwLock<ServerConfig>>,
     acceptor: Arc<std::sync::RwLock<TlsAcceptor>>,
 }
@@ -137,7 +150,7 @@ impl TlsReloader {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        let tls = tls_config(&self.ra, &cfg).await?;
+        let tls = tls_config(&self.ra, &cfg, &self.resumption).await?;
         match self.acceptor.write() {
             Ok(mut a) => *a = TlsAcceptor::from(tls),
             Err(p) => *p.into_inner() = TlsAcceptor::from(tls),
@@ -148,7 +161,7 @@ impl TlsReloader {
     /// Reloads with a new configuration (SIGHUP): new names re-issue our certificate, new
     /// operator files are read. On an error the running configuration stays.
     pub async fn reload_with(&self, cfg: &ServerConfig) -> Result<(), RaError> {
-        let tls = tls_config(&self.ra, cfg).await?;
+        let tls = tls_config(&self.ra, cfg, &self.resumption).await?;
         match self.cfg.write() {
             Ok(mut c) => *c = cfg.clone(),
             Err(p) => *p.into_inner() = cfg.clone(),
@@ -333,9 +346,11 @@ impl Server {
         if let Err(e) = state.ra.chain_upkeep(None).await {
             tracing::error!(%e, "could not bring the CA chain up to date");
         }
-        let tls = tls_config(&state.ra, cfg).await?;
+        let resumption = Resumption::new()?;
+        let tls = tls_config(&state.ra, cfg, &resumption).await?;
         let reloader = TlsReloader {
             ra: state.ra.clone(),
+            resumption,
             cfg: Arc::new(std::sync::RwLock::new(cfg.clone())),
             acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(tls))),
         };

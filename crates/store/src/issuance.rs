@@ -521,10 +521,11 @@ impl Store {
         let _writer = self.writer().await;
         let mut tx = self.pool.begin().await?;
         // One statement: the DER is kept whatever happened to the intent; it goes live only from
-        // `signing` (the one way to `issued`), and the state it ends in says which.
+        // `signing` (the one way to `issued`), and the state it ends in says which. A second call
+        // for the same serial (its DER is there already) changes nothing and is not live.
         let state: Option<(String,)> = sqlx::query_as(
             "UPDATE certificates SET thumbprint = $2, der = $3, \
-             state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 RETURNING state",
+             state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 AND der IS NULL RETURNING state",
         )
         .bind(serial)
         .bind(thumbprint)

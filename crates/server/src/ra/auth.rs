@@ -196,8 +196,10 @@ impl Ra {
                 }
             }
             Credentials::ClientCertificate(der) => {
-                // rustls already verified the chain to our CA and the validity period; the
-                // store says whether we still consider the certificate good.
+                // rustls verified the chain to our CA at the session's full handshake (a resumed
+                // session carries that chain, maybe from hours ago); here, on every request, the
+                // store says whether the certificate is still good and the clock whether it is
+                // within its validity.
                 let facts =
                     CertFacts::parse(der).map_err(|e| Refusal::BadClientCertificate { detail: e.to_string() })?;
                 let row = self
@@ -209,7 +211,7 @@ impl Ra {
                 let renewed_ok = purpose == Purpose::Identify && row.state == CertState::Renewed;
                 if !current && !renewed_ok {
                     Err(Refusal::ClientCertificateNotValid { state: row.state }.into())
-                } else if now >= facts.not_after {
+                } else if now >= facts.not_after || now < facts.not_before {
                     Err(Refusal::ClientCertificateExpired.into())
                 } else {
                     if current {
