@@ -27,4 +27,6 @@ fi
 # The metrics tests read /metrics and the agent's textfile with Prometheus' own Python parser.
 python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install -q prometheus_client
 
+# The packaging test packages the agent-only binary, which no test target of its own builds.
+cargo build --locked -p autoenroll-agent-bin
 cargo test --workspace --locked "$@"

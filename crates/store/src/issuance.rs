@@ -482,17 +482,17 @@ impl Store {
         scep_transaction: Option<(&str, &str)>,
         now: UnixTime,
     ) -> Result<i64> {
-        let _writer = self.writer().await;
-        let mut tx = self.pool.begin().await?;
-        // The request goes in already naming its serial, in the signing state.
-        let signing = NewRequest { status: RequestStatus::Signing, ..*r };
-        let request_id = insert_request_in(&mut *tx, &signing, Some(c.serial), now).await?;
-        intent_in(&mut tx, &CertificateIntent { request_id, ..*c }, false, now).await?;
-        if let Some((transaction, key)) = scep_transaction {
-            crate::scep::insert_transaction_in(&mut *tx, transaction, key, request_id, now).await?;
+        if self.backend == crate::Backend::Sqlite {
+            let job = crate::group::IntentJob::of(r, c, scep_transaction, now);
+            return match self.grouped(crate::group::Job::Intent(job)).await? {
+                crate::group::Done::Intent(id) => Ok(id),
+                crate::group::Done::Complete(_) => Err(crate::StoreError::Io("write batch: wrong answer".into())),
+            };
         }
+        let mut tx = self.pool.begin().await?;
+        let id = request_with_intent_in(&mut tx, r, c, scep_transaction, now).await?;
         tx.commit().await?;
-        Ok(request_id)
+        Ok(id)
     }
 
     /// Records a certificate about to be signed (state `signing`, no DER yet) for a request
@@ -518,47 +518,24 @@ impl Store {
         now: UnixTime,
         audit: Option<&AuditEvent>,
     ) -> Result<bool> {
-        let _writer = self.writer().await;
+        if self.backend == crate::Backend::Sqlite {
+            let job = crate::group::CompleteJob {
+                serial: serial.to_string(),
+                request_id,
+                thumbprint: thumbprint.to_string(),
+                der: der.to_vec(),
+                now,
+                audit: audit.cloned(),
+            };
+            return match self.grouped(crate::group::Job::Complete(job)).await? {
+                crate::group::Done::Complete(live) => Ok(live),
+                crate::group::Done::Intent(_) => Err(crate::StoreError::Io("write batch: wrong answer".into())),
+            };
+        }
         let mut tx = self.pool.begin().await?;
-        // One statement: the DER is kept whatever happened to the intent; it goes live only from
-        // `signing` (the one way to `issued`), and the state it ends in says which. A second call
-        // for the same serial (its DER is there already) changes nothing and is not live.
-        let state: Option<(String,)> = sqlx::query_as(
-            "UPDATE certificates SET thumbprint = $2, der = $3, \
-             state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 AND der IS NULL RETURNING state",
-        )
-        .bind(serial)
-        .bind(thumbprint)
-        .bind(der)
-        .bind(CertState::Issued.as_str())
-        .bind(CertState::Signing.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let live = state.is_some_and(|(s,)| s == CertState::Issued.as_str());
-        if !live {
-            tx.commit().await?;
-            return Ok(false);
-        }
-        if let Some(e) = audit {
-            insert_audit(&mut *tx, e).await?;
-        }
-        sqlx::query(
-            "UPDATE certificates SET state = $2 WHERE state = $3 AND serial = \
-             (SELECT previous_serial FROM certificates WHERE serial = $1)",
-        )
-        .bind(serial)
-        .bind(CertState::Renewed.as_str())
-        .bind(CertState::Issued.as_str())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1")
-            .bind(request_id)
-            .bind(RequestStatus::Issued.as_str())
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
+        let live = complete_in(&mut tx, serial, request_id, thumbprint, der, now, audit).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(live)
     }
 
     pub async fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
@@ -732,4 +709,71 @@ impl Store {
         .await?;
         Ok(rows.into_iter().collect())
     }
+}
+
+/// Request, successor claim, intent and SCEP transaction of one issuance, in `tx`.
+pub(crate) async fn request_with_intent_in(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    r: &NewRequest<'_>,
+    c: &CertificateIntent<'_>,
+    scep_transaction: Option<(&str, &str)>,
+    now: UnixTime,
+) -> Result<i64> {
+    // The request goes in already naming its serial, in the signing state.
+    let signing = NewRequest { status: RequestStatus::Signing, ..*r };
+    let request_id = insert_request_in(&mut **tx, &signing, Some(c.serial), now).await?;
+    intent_in(tx, &CertificateIntent { request_id, ..*c }, false, now).await?;
+    if let Some((transaction, key)) = scep_transaction {
+        crate::scep::insert_transaction_in(&mut **tx, transaction, key, request_id, now).await?;
+    }
+    Ok(request_id)
+}
+
+/// The signed certificate stored and, if its intent is still `signing`, made live, in `tx`.
+pub(crate) async fn complete_in(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    serial: &str,
+    request_id: i64,
+    thumbprint: &str,
+    der: &[u8],
+    now: UnixTime,
+    audit: Option<&AuditEvent>,
+) -> Result<bool> {
+    // One statement: the DER is kept whatever happened to the intent; it goes live only from
+    // `signing` (the one way to `issued`), and the state it ends in says which. A second call
+    // for the same serial (its DER is there already) changes nothing and is not live.
+    let state: Option<(String,)> = sqlx::query_as(
+        "UPDATE certificates SET thumbprint = $2, der = $3, \
+         state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 AND der IS NULL RETURNING state",
+    )
+    .bind(serial)
+    .bind(thumbprint)
+    .bind(der)
+    .bind(CertState::Issued.as_str())
+    .bind(CertState::Signing.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let live = state.is_some_and(|(s,)| s == CertState::Issued.as_str());
+    if !live {
+        return Ok(false);
+    }
+    if let Some(e) = audit {
+        insert_audit(&mut **tx, e).await?;
+    }
+    sqlx::query(
+        "UPDATE certificates SET state = $2 WHERE state = $3 AND serial = \
+         (SELECT previous_serial FROM certificates WHERE serial = $1)",
+    )
+    .bind(serial)
+    .bind(CertState::Renewed.as_str())
+    .bind(CertState::Issued.as_str())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1")
+        .bind(request_id)
+        .bind(RequestStatus::Issued.as_str())
+        .bind(now.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
 }

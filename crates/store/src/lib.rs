@@ -13,6 +13,7 @@ mod audit;
 mod credentials;
 mod devices;
 mod fleet;
+mod group;
 #[macro_use]
 mod issuance;
 mod bench;
@@ -104,6 +105,8 @@ pub struct Store {
     /// growing sleeps (up to 100 ms), which made the latency tail. Writers queue here instead,
     /// in order. PostgreSQL needs no such lock.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Issuance writes waiting for the next group commit (SQLite).
+    queue: std::sync::Arc<group::Queue>,
 }
 
 /// The database holds password, token and challenge hashes: the file, its WAL and its shared
@@ -171,7 +174,7 @@ impl Store {
             // Several replicas may start at once: the migrator takes an advisory lock.
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend, write_lock: Default::default() })
+        Ok(Store { pool, backend, write_lock: Default::default(), queue: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {

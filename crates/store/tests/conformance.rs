@@ -62,6 +62,7 @@ conformance!(
     device_search_and_state_filter,
     pool_connections_are_reported,
     online_backup_is_a_consistent_copy,
+    concurrent_issuances_commit_together_and_fail_alone,
     audit_filter_by_actor_outcome_and_time,
 );
 
@@ -1472,4 +1473,66 @@ async fn online_backup_is_a_consistent_copy(s: Store) {
             assert!(e.contains("pg_dump"), "{e}");
         }
     }
+}
+
+/// Many issuances at once (on SQLite they share group commits): every one recorded and
+/// completed, and the one losing a successor race refused alone, nothing of it recorded.
+async fn concurrent_issuances_commit_together_and_fail_alone(s: Store) {
+    issue(&s, cert("dev0", "old")).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let serial = format!("new{i}");
+            // Two of them renew the same certificate: one successor only.
+            let previous = (i < 2).then_some("old");
+            let dev = s.touch_device(&format!("dev{}", i % 3), t(T0)).await.unwrap();
+            let request = NewRequest {
+                device_id: dev.id,
+                requester: "ra",
+                template: "A",
+                kind: if previous.is_some() { RequestKind::Renew } else { RequestKind::Enroll },
+                status: RequestStatus::Signing,
+                csr_der: b"csr",
+                previous_serial: previous,
+            };
+            let intent = CertificateIntent {
+                serial: &serial,
+                request_id: 0,
+                device_id: dev.id,
+                template: "A",
+                template_major: 1,
+                template_minor: 0,
+                subject: "CN=x",
+                not_before: t(T0),
+                not_after: t(T0 + 365 * DAY),
+                previous_serial: previous,
+                renew_after: t(T0 + 300 * DAY),
+            };
+            let id = match s.insert_request_with_intent(&request, &intent, None, t(T0)).await {
+                Ok(id) => id,
+                Err(StoreError::Duplicate(_)) => return (serial, None),
+                Err(e) => panic!("{e}"),
+            };
+            let live =
+                s.complete_certificate(&serial, id, &thumbprint(&serial), serial.as_bytes(), t(T0 + 1), None).await;
+            (serial, Some(live.unwrap()))
+        }));
+    }
+    let mut refused = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (serial, None) => refused.push(serial),
+            (serial, Some(live)) => {
+                assert!(live, "{serial}");
+                assert_eq!(state(&s, &serial).await, CertState::Issued, "{serial}");
+            }
+        }
+    }
+    assert_eq!(refused.len(), 1, "one of the two renewals of `old` loses: {refused:?}");
+    assert!(s.certificate(&refused[0]).await.unwrap().is_none(), "nothing of the loser is recorded");
+    assert_eq!(state(&s, "old").await, CertState::Renewed);
+    // A second completion of a live certificate is not live again.
+    let c = s.certificate("new5").await.unwrap().unwrap();
+    assert!(!s.complete_certificate("new5", c.request_id, "x", b"x", t(T0 + 2), None).await.unwrap());
 }
