@@ -486,7 +486,7 @@ impl Store {
             let job = crate::group::IntentJob::of(r, c, scep_transaction, now);
             return match self.grouped(crate::group::Job::Intent(job)).await? {
                 crate::group::Done::Intent(id) => Ok(id),
-                crate::group::Done::Complete(_) => Err(crate::StoreError::Io("write batch: wrong answer".into())),
+                crate::group::Done::Complete(_) => Err(crate::StoreError::Batch("wrong answer".into())),
             };
         }
         let mut tx = self.pool.begin().await?;
@@ -529,7 +529,7 @@ impl Store {
             };
             return match self.grouped(crate::group::Job::Complete(job)).await? {
                 crate::group::Done::Complete(live) => Ok(live),
-                crate::group::Done::Intent(_) => Err(crate::StoreError::Io("write batch: wrong answer".into())),
+                crate::group::Done::Intent(_) => Err(crate::StoreError::Batch("wrong answer".into())),
             };
         }
         let mut tx = self.pool.begin().await?;

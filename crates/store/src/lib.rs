@@ -48,6 +48,9 @@ pub enum StoreError {
     Duplicate(String),
     #[error("database file {0}")]
     Io(String),
+    /// A group commit that did not commit: none of its writes is on disk.
+    #[error("write batch not committed: {0}")]
+    Batch(String),
     /// A stored row this version cannot read (an unknown state name, a template that no longer
     /// validates): reported with what and why, never guessed at.
     #[error("stored {what} {key:?} is unreadable: {reason}")]
