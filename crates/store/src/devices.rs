@@ -66,6 +66,9 @@ pub struct DeviceSummary {
     pub next_renewal: Option<UnixTime>,
 }
 
+/// `last_seen` is written at most this often (a write per request would be a commit per request).
+pub const LAST_SEEN_PRECISION_SECS: i64 = 300;
+
 /// Which devices `devices_matching` returns.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceFilter {
@@ -91,7 +94,7 @@ impl Store {
     /// the previous sighting nothing is written: a write (and its fsync) per request would cost
     /// more than the inventory gains.
     pub async fn touch_device(&self, name: &str, now: UnixTime) -> Result<Device> {
-        const LAST_SEEN_PRECISION: i64 = 300;
+        const LAST_SEEN_PRECISION: i64 = LAST_SEEN_PRECISION_SECS;
         if let Some(d) = self.device(name).await? {
             if (now.0 - d.last_seen.0).abs() < LAST_SEEN_PRECISION {
                 return Ok(d);

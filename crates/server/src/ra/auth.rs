@@ -344,9 +344,15 @@ impl Ra {
     /// The device a principal enrolls for, created on first sight and bound to its owner, once
     /// every check passed (a refused request leaves no device behind). A racing request that
     /// bound it to someone else first wins.
-    pub(crate) async fn claim_device(&self, p: &Principal) -> Result<Device, RaError> {
+    ///
+    /// `known` is the device as this request read it already: when it was seen recently there is
+    /// nothing to write, and it is not read again.
+    pub(crate) async fn claim_device(&self, p: &Principal, known: Option<&Device>) -> Result<Device, RaError> {
         let now = self.now();
-        let mut device = self.store.touch_device(&p.device, now).await?;
+        let mut device = match known {
+            Some(d) if (now.0 - d.last_seen.0).abs() < autoenroll_store::LAST_SEEN_PRECISION_SECS => d.clone(),
+            _ => self.store.touch_device(&p.device, now).await?,
+        };
         if let (None, Some(owner)) = (&device.owner, p.owner()) {
             if self.store.bind_device(device.id, &owner).await? {
                 device.owner = Some(owner);

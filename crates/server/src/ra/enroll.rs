@@ -410,7 +410,7 @@ impl Ra {
             }
         }
         // Every check passed: the device is created and bound now.
-        let device = self.claim_device(input.principal).await?;
+        let device = self.claim_device(input.principal, known.as_ref()).await?;
         let actor = input.principal.actor();
         let new_request = NewRequest {
             device_id: device.id,
