@@ -3,7 +3,7 @@
 //! operations as the CLI; errors are `{"code", "detail"}` with a 4xx/5xx status.
 use super::views::{self, AuditJson, CertificateJson, DeviceJson, StuckJson, TemplateJson};
 use super::AppState;
-use crate::ra::{AuditFilter, CertificateFilter, DeviceState, RaError, TemplateSpec};
+use crate::ra::{AuditFilter, CertificateFilter, DeviceState, RaError};
 use autoenroll_core::{Refusal, UnixTime};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -55,13 +55,7 @@ fn json<T: serde::Serialize>(r: Result<T, RaError>) -> Response {
     }
 }
 
-/// A duration such as `30d`, `12h` or `90m` (humantime).
-fn duration(v: &str) -> Result<i64, RaError> {
-    humantime::parse_duration(v.trim())
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .ok_or_else(|| bad(format!("bad duration {v:?} (e.g. 30d, 12h, 90m)")))
-}
+use super::duration_secs as duration;
 
 /// Filters from the query string or a JSON body: expiring_within, template, major, state,
 /// device, issued_before (Unix seconds), limit.
@@ -102,7 +96,7 @@ impl FilterSpec {
             expiring_after: self.expiring_within.as_ref().map(|_| now),
             template: self.template,
             template_major: self.major,
-            state: self.state.as_deref().map(|s| s.parse()).transpose().map_err(|e| bad(format!("state: {e}")))?,
+            state: super::parsed_param("state", self.state.as_deref().unwrap_or(""))?,
             devices: self
                 .device
                 .map(|d| d.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect())
@@ -236,9 +230,7 @@ async fn bump_major(State(st): State<AppState>, headers: HeaderMap, Path(name): 
     json(
         async {
             let actor = admin(&st, &headers).await?;
-            let t = st.ra.template(&name).await?;
-            let spec = TemplateSpec { major: Some(t.major + 1), ..Default::default() };
-            Ok(TemplateJson::from(&st.ra.update_template(&actor, &name, &spec).await?))
+            Ok(TemplateJson::from(&st.ra.bump_major(&actor, &name).await?))
         }
         .await,
     )

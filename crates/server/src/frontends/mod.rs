@@ -55,6 +55,27 @@ pub fn form_params(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A duration parameter such as `30d`, `12h` or `90m` (humantime), in seconds.
+pub(crate) fn duration_secs(v: &str) -> Result<i64, crate::ra::RaError> {
+    humantime::parse_duration(v.trim()).ok().and_then(|d| i64::try_from(d.as_secs()).ok()).ok_or_else(|| {
+        autoenroll_core::Refusal::BadParameter { detail: format!("bad duration {v:?} (e.g. 30d, 12h, 90m)") }.into()
+    })
+}
+
+/// An optional parameter of a stored vocabulary (a state, an outcome): empty is absent, anything
+/// else must parse.
+pub(crate) fn parsed_param<T: std::str::FromStr>(name: &str, v: &str) -> Result<Option<T>, crate::ra::RaError>
+where
+    T::Err: std::fmt::Display,
+{
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e: T::Err| autoenroll_core::Refusal::BadParameter { detail: format!("{name}: {e}") }.into())
+}
+
 /// The HTTP status of an error class for the JSON APIs (check-in, admin); exhaustive.
 pub fn http_status(kind: autoenroll_core::Kind) -> axum::http::StatusCode {
     use autoenroll_core::Kind;

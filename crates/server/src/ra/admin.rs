@@ -228,6 +228,19 @@ impl Ra {
         Ok(t)
     }
 
+    /// The next major version of `name`: every holder renews at its next check-in.
+    pub async fn bump_major(&self, actor: &str, name: &str) -> Result<Template, RaError> {
+        let t = self
+            .store
+            .template_as_stored(name)
+            .await?
+            .ok_or_else(|| RaError::from(Refusal::UnknownTemplate { name: name.to_string() }))?;
+        let major = t.major.checked_add(1).ok_or_else(|| {
+            invalid(TemplateError { field: "major", reason: "already at the highest major version".into() })
+        })?;
+        self.update_template(actor, name, &TemplateSpec { major: Some(major), ..Default::default() }).await
+    }
+
     /// Disables (or re-enables) an account: its password and its sign-in tokens stop working
     /// at once; certificates it enrolled stay valid (revoke them to end those).
     pub async fn set_account_disabled(&self, name: &str, disabled: bool) -> Result<(), RaError> {

@@ -10,8 +10,7 @@ mod pages;
 
 use super::AppState;
 use crate::ra::{
-    secrets, AuditFilter, CertificateFilter, ConsoleSession, DeviceFilter, DeviceState, RaError, TemplateSpec,
-    SESSION_SECS,
+    secrets, AuditFilter, CertificateFilter, ConsoleSession, DeviceFilter, DeviceState, RaError, SESSION_SECS,
 };
 use autoenroll_core::model::AuditOutcome;
 use autoenroll_core::Refusal;
@@ -196,11 +195,23 @@ fn duration_param(v: &str) -> Result<Option<i64>, RaError> {
     if v.is_empty() {
         return Ok(None);
     }
-    humantime::parse_duration(v)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .map(Some)
-        .ok_or_else(|| Refusal::BadParameter { detail: format!("bad duration {v:?} (e.g. 30d, 12h)") }.into())
+    super::duration_secs(v).map(Some)
+}
+
+/// An action: the posted form checked (session, CSRF, confirmation), then `$act` (the page to
+/// return to, or the refusal shown as the error page).
+macro_rules! acted {
+    ($st:expr, $headers:expr, $body:expr, |$s:ident, $form:ident| $act:expr) => {{
+        let ($s, $form) = match action_form(&$st, &$headers, &$body, true).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let to: Result<String, RaError> = async { $act }.await;
+        match to {
+            Ok(to) => redirect(&to),
+            Err(e) => error_page(Some(&$s), &e),
+        }
+    }};
 }
 
 async fn style() -> Response {
@@ -268,12 +279,7 @@ async fn devices(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): Ra
     signed_in!(st, headers, |s| {
         let q = query(&q);
         let (search, state) = (param(&q, "q"), param(&q, "state"));
-        let blocked = Some(state)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse::<DeviceState>())
-            .transpose()
-            .map_err(|e| Refusal::BadParameter { detail: format!("state: {e}") })?
-            .map(|d| d == DeviceState::Blocked);
+        let blocked = super::parsed_param::<DeviceState>("state", state)?.map(|d| d == DeviceState::Blocked);
         let filter = DeviceFilter { name_contains: search.to_string(), blocked, limit: 1000 };
         let list = st.ra.devices_matching(&filter).await?;
         Ok(pages::devices(&s, search, state, &list))
@@ -330,33 +336,22 @@ fn device_url(name: &str, done: &str) -> String {
 }
 
 async fn block(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
-    let (s, form) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = if param(&form, "revoke") == "yes" {
-        st.ra
-            .block_and_revoke(&s.actor, &name, autoenroll_core::model::RevocationReason::PrivilegeWithdrawn)
-            .await
-            .map(|_| ())
-    } else {
-        st.ra.set_device_state(&s.actor, &name, DeviceState::Blocked).await
-    };
-    match r {
-        Ok(()) => redirect(&device_url(&name, "device-blocked")),
-        Err(e) => error_page(Some(&s), &e),
-    }
+    acted!(st, headers, body, |s, form| {
+        if param(&form, "revoke") == "yes" {
+            let reason = autoenroll_core::model::RevocationReason::PrivilegeWithdrawn;
+            st.ra.block_and_revoke(&s.actor, &name, reason).await?;
+        } else {
+            st.ra.set_device_state(&s.actor, &name, DeviceState::Blocked).await?;
+        }
+        Ok(device_url(&name, "device-blocked"))
+    })
 }
 
 async fn unblock(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
-    let (s, _) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match st.ra.set_device_state(&s.actor, &name, DeviceState::Active).await {
-        Ok(()) => redirect(&device_url(&name, "device-unblocked")),
-        Err(e) => error_page(Some(&s), &e),
-    }
+    acted!(st, headers, body, |s, _form| {
+        st.ra.set_device_state(&s.actor, &name, DeviceState::Active).await?;
+        Ok(device_url(&name, "device-unblocked"))
+    })
 }
 
 async fn certificates(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
@@ -371,11 +366,7 @@ async fn certificates(State(st): State<AppState>, headers: HeaderMap, RawQuery(q
         let now = st.ra.now();
         let filter = CertificateFilter {
             template: Some(form.template.to_string()).filter(|t| !t.is_empty()),
-            state: Some(form.state)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.parse())
-                .transpose()
-                .map_err(|e| Refusal::BadParameter { detail: format!("state: {e}") })?,
+            state: super::parsed_param("state", form.state)?,
             // `expired=yes` (the fleet table's link): past their expiry; `valid=yes`: not yet;
             // "expiring within" means still valid now.
             expiring_before: if param(&q, "expired") == "yes" {
@@ -396,35 +387,23 @@ async fn certificates(State(st): State<AppState>, headers: HeaderMap, RawQuery(q
 }
 
 async fn renew_now(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let (s, form) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = async {
+    acted!(st, headers, body, |s, form| {
         let template = param(&form, "template");
         if template.is_empty() {
             return Err(Refusal::BadParameter { detail: "choose a template".into() }.into());
         }
-        let major = param(&form, "major");
+        let now = st.ra.now();
         let filter = CertificateFilter {
             template: Some(template.to_string()),
-            template_major: if major.is_empty() {
-                None
-            } else {
-                Some(major.parse().map_err(|_| Refusal::BadParameter { detail: "major must be a number".into() })?)
-            },
-            expiring_before: duration_param(param(&form, "expiring_within"))?.map(|d| st.ra.now().plus_secs(d)),
-            expiring_after: Some(st.ra.now()),
+            template_major: super::parsed_param("major", param(&form, "major"))?,
+            expiring_before: duration_param(param(&form, "expiring_within"))?.map(|d| now.plus_secs(d)),
+            expiring_after: Some(now),
             limit: 100_000,
             ..Default::default()
         };
-        st.ra.renew_now(&s.actor, &filter).await
-    }
-    .await;
-    match r {
-        Ok(n) => redirect(&format!("/ui/certificates?done=renew-now&n={n}")),
-        Err(e) => error_page(Some(&s), &e),
-    }
+        let n = st.ra.renew_now(&s.actor, &filter).await?;
+        Ok(format!("/ui/certificates?done=renew-now&n={n}"))
+    })
 }
 
 async fn certificate(
@@ -475,21 +454,11 @@ async fn certificate_pem(State(st): State<AppState>, headers: HeaderMap, Path(se
 }
 
 async fn revoke(State(st): State<AppState>, headers: HeaderMap, Path(serial): Path<String>, body: Bytes) -> Response {
-    let (s, form) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = async {
-        let reason = crate::ra::revocation_reason(
-            Some(param(&form, "reason")).filter(|r| !r.is_empty()).unwrap_or("unspecified"),
-        )?;
-        st.ra.revoke(&s.actor, &serial, reason).await
-    }
-    .await;
-    match r {
-        Ok(()) => redirect(&format!("/ui/certificates/{}?done=cert-revoked", pages::url(&serial))),
-        Err(e) => error_page(Some(&s), &e),
-    }
+    acted!(st, headers, body, |s, form| {
+        let reason = Some(param(&form, "reason")).filter(|r| !r.is_empty()).unwrap_or("unspecified");
+        st.ra.revoke(&s.actor, &serial, crate::ra::revocation_reason(reason)?).await?;
+        Ok(format!("/ui/certificates/{}?done=cert-revoked", pages::url(&serial)))
+    })
 }
 
 async fn templates(State(st): State<AppState>, headers: HeaderMap) -> Response {
@@ -524,23 +493,10 @@ async fn template(
 }
 
 async fn bump_major(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
-    let (s, _) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let r = async {
-        let t = st.ra.template(&name).await?;
-        let major = t.major.checked_add(1).ok_or_else(|| {
-            RaError::from(Refusal::BadParameter { detail: format!("{name} is at the highest major version") })
-        })?;
-        let spec = TemplateSpec { major: Some(major), ..Default::default() };
-        st.ra.update_template(&s.actor, &name, &spec).await
-    }
-    .await;
-    match r {
-        Ok(_) => redirect(&format!("/ui/templates/{}?done=template-bumped", pages::url(&name))),
-        Err(e) => error_page(Some(&s), &e),
-    }
+    acted!(st, headers, body, |s, _form| {
+        st.ra.bump_major(&s.actor, &name).await?;
+        Ok(format!("/ui/templates/{}?done=template-bumped", pages::url(&name)))
+    })
 }
 
 async fn requests(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
@@ -552,26 +508,18 @@ async fn requests(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): R
 }
 
 async fn approve(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<i64>, body: Bytes) -> Response {
-    let (s, _) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match st.ra.approve(&s.actor, id).await {
-        Ok(_) => redirect("/ui/requests?done=request-approved"),
-        Err(e) => error_page(Some(&s), &e),
-    }
+    acted!(st, headers, body, |s, _form| {
+        st.ra.approve(&s.actor, id).await?;
+        Ok("/ui/requests?done=request-approved".to_string())
+    })
 }
 
 async fn deny(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<i64>, body: Bytes) -> Response {
-    let (s, form) = match action_form(&st, &headers, &body, true).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let reason = Some(param(&form, "reason")).filter(|r| !r.is_empty()).unwrap_or("denied by an administrator");
-    match st.ra.deny(&s.actor, id, reason).await {
-        Ok(()) => redirect("/ui/requests?done=request-denied"),
-        Err(e) => error_page(Some(&s), &e),
-    }
+    acted!(st, headers, body, |s, form| {
+        let reason = Some(param(&form, "reason")).filter(|r| !r.is_empty()).unwrap_or("denied by an administrator");
+        st.ra.deny(&s.actor, id, reason).await?;
+        Ok("/ui/requests?done=request-denied".to_string())
+    })
 }
 
 async fn audit(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
@@ -589,11 +537,7 @@ async fn audit(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
             action: some(form.action),
             actor: some(form.actor),
             subject: some(form.subject),
-            outcome: Some(form.outcome)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.parse())
-                .transpose()
-                .map_err(|e| Refusal::BadParameter { detail: format!("outcome: {e}") })?,
+            outcome: super::parsed_param("outcome", form.outcome)?,
             since: duration_param(form.since)?.map(|d| st.ra.now().minus_secs(d)),
             limit: 500,
         };
