@@ -26,16 +26,8 @@ struct Cli {
 enum Top {
     #[command(flatten)]
     Agent(agent_cmd::AgentCommand),
-    /// Write man pages for every command to a directory.
-    Man {
-        #[arg(long, default_value = "man")]
-        out: std::path::PathBuf,
-    },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    #[command(flatten)]
+    Docs(generated_docs::DocsCommand),
 }
 
 fn main() {
@@ -43,17 +35,7 @@ fn main() {
     let cli = Cli::parse();
     let command = match cli.command {
         Top::Agent(c) => c,
-        Top::Man { out } => match generated_docs::man(Cli::command(), &out) {
-            Ok(()) => std::process::exit(0),
-            Err(e) => {
-                eprintln!("error: writing man pages to {}: {e}", out.display());
-                std::process::exit(2);
-            }
-        },
-        Top::Completions { shell } => {
-            generated_docs::completions(Cli::command(), shell);
-            std::process::exit(0);
-        }
+        Top::Docs(d) => d.run(Cli::command()),
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -50,16 +50,8 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
-    /// Write man pages for every command to a directory.
-    Man {
-        #[arg(long, default_value = "man")]
-        out: std::path::PathBuf,
-    },
-    /// Print a shell completion script: `autoenroll completions bash > /etc/bash_completion.d/autoenroll`.
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    #[command(flatten)]
+    Docs(generated_docs::DocsCommand),
 }
 
 #[derive(Subcommand)]
@@ -81,19 +73,8 @@ enum BenchCommand {
 fn main() {
     signals::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Man { out } => match generated_docs::man(Cli::command(), out) {
-            Ok(()) => std::process::exit(0),
-            Err(e) => {
-                eprintln!("error: writing man pages to {}: {e}", out.display());
-                std::process::exit(2);
-            }
-        },
-        Command::Completions { shell } => {
-            generated_docs::completions(Cli::command(), *shell);
-            std::process::exit(0);
-        }
-        _ => {}
+    if let Command::Docs(d) = &cli.command {
+        d.run(Cli::command());
     }
     // Benchmarks run a server in-process: a log line per issuance would be measured too.
     let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
@@ -122,7 +103,7 @@ fn main() {
     // The agent is a small daemon: one thread is plenty and keeps its footprint low.
     let mut builder = match cli.command {
         Command::Agent { .. } => tokio::runtime::Builder::new_current_thread(),
-        Command::Server { .. } | Command::Bench { .. } | Command::Man { .. } | Command::Completions { .. } => {
+        Command::Server { .. } | Command::Bench { .. } | Command::Docs(_) => {
             tokio::runtime::Builder::new_multi_thread()
         }
     };
@@ -142,7 +123,7 @@ fn main() {
             Command::Bench { command: BenchCommand::Cfssl(b) } => bench::cfssl(b).await,
             Command::Bench { command: BenchCommand::Fleet(b) } => bench_fleet::fleet(b).await,
             Command::Bench { command: BenchCommand::Soak(b) } => bench_soak::soak(b).await,
-            Command::Man { .. } | Command::Completions { .. } => Ok(0),
+            Command::Docs(_) => Ok(0),
         };
         match result {
             Ok(code) => code,
