@@ -67,7 +67,7 @@ pub struct DeviceSummary {
 }
 
 /// `last_seen` is written at most this often (a write per request would be a commit per request).
-pub const LAST_SEEN_PRECISION_SECS: i64 = 300;
+const LAST_SEEN_PRECISION_SECS: i64 = 300;
 
 /// Which devices `devices_matching` returns.
 #[derive(Debug, Clone, Default)]
@@ -90,16 +90,26 @@ struct SummaryRow {
 }
 
 impl Store {
-    /// The device, created on first sight; updates `last_seen`. Within `LAST_SEEN_PRECISION` of
+    /// The device, created on first sight; updates `last_seen`. Within `LAST_SEEN_PRECISION_SECS` of
     /// the previous sighting nothing is written: a write (and its fsync) per request would cost
     /// more than the inventory gains.
     pub async fn touch_device(&self, name: &str, now: UnixTime) -> Result<Device> {
-        const LAST_SEEN_PRECISION: i64 = LAST_SEEN_PRECISION_SECS;
-        if let Some(d) = self.device(name).await? {
-            if (now.0 - d.last_seen.0).abs() < LAST_SEEN_PRECISION {
-                return Ok(d);
-            }
+        match self.device(name).await? {
+            Some(d) => self.touch_seen_device(d, now).await,
+            None => self.record_seen(name, now).await,
         }
+    }
+
+    /// `touch_device` for a device the caller read already: when it was seen within
+    /// `LAST_SEEN_PRECISION_SECS`, nothing is written or read again.
+    pub async fn touch_seen_device(&self, d: Device, now: UnixTime) -> Result<Device> {
+        if (now.0 - d.last_seen.0).abs() < LAST_SEEN_PRECISION_SECS {
+            return Ok(d);
+        }
+        self.record_seen(&d.name, now).await
+    }
+
+    async fn record_seen(&self, name: &str, now: UnixTime) -> Result<Device> {
         {
             let _writer = self.writer().await;
             sqlx::query(

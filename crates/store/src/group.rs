@@ -77,12 +77,12 @@ pub(crate) struct CompleteJob {
     pub audit: Option<AuditEvent>,
 }
 
-pub(crate) enum Job {
+enum Job {
     Intent(IntentJob),
     Complete(CompleteJob),
 }
 
-pub(crate) enum Done {
+enum Done {
     Intent(i64),
     Complete(bool),
 }
@@ -128,8 +128,24 @@ async fn run<'c>(tx: &mut sqlx::Transaction<'c, sqlx::Any>, job: &Job) -> Result
 }
 
 impl Store {
+    /// `insert_request_with_intent` in the next group commit: the request id once committed.
+    pub(crate) async fn grouped_intent(&self, job: IntentJob) -> Result<i64> {
+        match self.grouped(Job::Intent(job)).await? {
+            Done::Intent(id) => Ok(id),
+            Done::Complete(_) => Err(StoreError::Batch("an intent answered as a completion".into())),
+        }
+    }
+
+    /// `complete_certificate` in the next group commit: whether it went live, once committed.
+    pub(crate) async fn grouped_complete(&self, job: CompleteJob) -> Result<bool> {
+        match self.grouped(Job::Complete(job)).await? {
+            Done::Complete(live) => Ok(live),
+            Done::Intent(_) => Err(StoreError::Batch("a completion answered as an intent".into())),
+        }
+    }
+
     /// Runs `job` in the next group commit (SQLite) and returns its result once committed.
-    pub(crate) async fn grouped(&self, job: Job) -> Result<Done> {
+    async fn grouped(&self, job: Job) -> Result<Done> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue.0.lock().unwrap_or_else(|p| p.into_inner()).push((job, reply));
         let store = self.clone();

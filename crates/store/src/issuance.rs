@@ -483,11 +483,7 @@ impl Store {
         now: UnixTime,
     ) -> Result<i64> {
         if self.backend == crate::Backend::Sqlite {
-            let job = crate::group::IntentJob::of(r, c, scep_transaction, now);
-            return match self.grouped(crate::group::Job::Intent(job)).await? {
-                crate::group::Done::Intent(id) => Ok(id),
-                crate::group::Done::Complete(_) => Err(crate::StoreError::Batch("wrong answer".into())),
-            };
+            return self.grouped_intent(crate::group::IntentJob::of(r, c, scep_transaction, now)).await;
         }
         let mut tx = self.pool.begin().await?;
         let id = request_with_intent_in(&mut tx, r, c, scep_transaction, now).await?;
@@ -527,10 +523,7 @@ impl Store {
                 now,
                 audit: audit.cloned(),
             };
-            return match self.grouped(crate::group::Job::Complete(job)).await? {
-                crate::group::Done::Complete(live) => Ok(live),
-                crate::group::Done::Intent(_) => Err(crate::StoreError::Batch("wrong answer".into())),
-            };
+            return self.grouped_complete(job).await;
         }
         let mut tx = self.pool.begin().await?;
         let live = complete_in(&mut tx, serial, request_id, thumbprint, der, now, audit).await?;

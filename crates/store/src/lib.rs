@@ -25,7 +25,7 @@ mod throttle;
 
 pub use audit::{AuditEvent, AuditFilter};
 pub use credentials::{Account, AdminToken, BootstrapToken};
-pub use devices::{Device, DeviceFilter, DeviceSummary, LAST_SEEN_PRECISION_SECS};
+pub use devices::{Device, DeviceFilter, DeviceSummary};
 pub use fleet::{ActionCount, FleetSummary, StateCount, DAY_SECS, WEEK_SECS};
 pub use issuance::{Certificate, CertificateFilter, CertificateIntent, DueCertificate, NewRequest, Request, Stuck};
 pub use revocation::{Crl, RevokedEntry};

@@ -872,6 +872,12 @@ async fn device_inventory(s: Store) {
         ]
     );
     assert_eq!(s.devices(t(now), 2).await.unwrap(), devices[..2]);
+    // A device read already is not written while it was seen recently, and is after that.
+    let seen = s.device("c-dev").await.unwrap().unwrap();
+    assert_eq!(s.touch_seen_device(seen.clone(), t(T0 + 2 + 299)).await.unwrap(), seen);
+    let later = s.touch_seen_device(seen.clone(), t(T0 + 2 + 300)).await.unwrap();
+    assert_eq!((later.id, later.last_seen), (seen.id, t(T0 + 302)));
+    assert_eq!(s.device("c-dev").await.unwrap().unwrap().last_seen, t(T0 + 302));
     assert_eq!(s.device_by_id(a.id).await.unwrap(), s.device("a-dev").await.unwrap());
     let by_id = s.device_by_id(b.id).await.unwrap().unwrap();
     assert_eq!((by_id.name.as_str(), by_id.state), ("b-dev", DeviceState::Blocked));

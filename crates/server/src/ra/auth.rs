@@ -350,8 +350,8 @@ impl Ra {
     pub(crate) async fn claim_device(&self, p: &Principal, known: Option<&Device>) -> Result<Device, RaError> {
         let now = self.now();
         let mut device = match known {
-            Some(d) if (now.0 - d.last_seen.0).abs() < autoenroll_store::LAST_SEEN_PRECISION_SECS => d.clone(),
-            _ => self.store.touch_device(&p.device, now).await?,
+            Some(d) => self.store.touch_seen_device(d.clone(), now).await?,
+            None => self.store.touch_device(&p.device, now).await?,
         };
         if let (None, Some(owner)) = (&device.owner, p.owner()) {
             if self.store.bind_device(device.id, &owner).await? {
