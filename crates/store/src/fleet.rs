@@ -30,8 +30,7 @@ pub struct FleetSummary {
     pub expiring_30d: i64,
     /// Requests waiting for an administrator.
     pub pending_requests: i64,
-    /// Devices holding a certificate more than a day past its renewal time (as `stuck` lists
-    /// them), counted once each.
+    /// Devices holding a stuck certificate (as `stuck` lists them by default), counted once each.
     pub stuck_devices: i64,
 }
 
@@ -118,11 +117,12 @@ impl Store {
         .bind(now.0)
         .fetch_one(&self.pool)
         .await?;
-        let (stuck_devices,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(DISTINCT device_id) FROM certificates \
-             WHERE state = 'issued' AND renew_after < $1 - 86400 AND not_after > $1 - 2592000",
-        )
+        let (stuck_devices,): (i64,) = sqlx::query_as(concat!(
+            "SELECT COUNT(DISTINCT c.device_id) FROM certificates c WHERE ",
+            crate::issuance::stuck_where!()
+        ))
         .bind(now.0)
+        .bind(-1_i64)
         .fetch_one(&self.pool)
         .await?;
         let (pending_requests,): (i64,) =

@@ -10,6 +10,17 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, FromRow};
 
+/// Which certificates are stuck (`$1` now, `$2` the overdue seconds, or -1 for the default:
+/// a day, or a tenth of the lifetime when shorter), for `certificates c`; shared by the stuck
+/// report and the fleet's count of stuck devices.
+macro_rules! stuck_where {
+    () => {
+        "c.state = 'issued' AND c.not_after > $1 - 2592000 AND c.renew_after < $1 - CASE WHEN $2 >= 0 THEN $2 \
+         WHEN (c.not_after - c.not_before) / 10 < 86400 THEN (c.not_after - c.not_before) / 10 ELSE 86400 END"
+    };
+}
+pub(crate) use stuck_where;
+
 pub struct NewRequest<'a> {
     pub device_id: i64,
     pub requester: &'a str,
@@ -647,11 +658,13 @@ impl Store {
         .await?)
     }
 
-    /// Issued certificates whose renewal time passed before `overdue_before` (still not
-    /// renewed), with the latest refusal about the certificate itself, else the latest about
-    /// its device, marked `device: ` (it may concern another of its templates).
-    pub async fn stuck(&self, now: UnixTime, overdue_before: UnixTime, limit: i64) -> Result<Vec<Stuck>> {
-        let rows = sqlx::query_as::<_, StuckRow>(
+    /// Issued certificates past their renewal time by more than `overdue_secs` (default: a day,
+    /// or a tenth of the certificate's lifetime when that is shorter, so short-lived fleets are
+    /// reported too) and still not renewed, expired for at most 30 days, with the latest refusal
+    /// about the certificate itself, else the latest about its device, marked `device: ` (it may
+    /// concern another of its templates).
+    pub async fn stuck(&self, now: UnixTime, overdue_secs: Option<i64>, limit: i64) -> Result<Vec<Stuck>> {
+        let rows = sqlx::query_as::<_, StuckRow>(concat!(
             "SELECT d.name AS device, d.blocked, c.serial, c.template, c.renew_after, c.not_after, \
              COALESCE((SELECT a.detail FROM audit_events a WHERE a.subject = c.serial AND a.outcome = 'refused' \
               ORDER BY a.at DESC, a.id DESC LIMIT 1), \
@@ -661,12 +674,12 @@ impl Store {
               ORDER BY a.at DESC, a.id DESC LIMIT 1), \
               (SELECT a.at FROM audit_events a WHERE a.subject = d.name AND a.outcome = 'refused' \
               ORDER BY a.at DESC, a.id DESC LIMIT 1)) AS last_error_at \
-             FROM certificates c JOIN devices d ON d.id = c.device_id \
-             WHERE c.state = 'issued' AND c.renew_after < $2 AND c.not_after > $1 - 2592000 \
-             ORDER BY c.renew_after LIMIT $3",
-        )
+             FROM certificates c JOIN devices d ON d.id = c.device_id WHERE ",
+            stuck_where!(),
+            " ORDER BY c.renew_after LIMIT $3"
+        ))
         .bind(now.0)
-        .bind(overdue_before.0)
+        .bind(overdue_secs.map_or(-1, |s| s.max(0)))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

@@ -200,6 +200,10 @@ async fn issue(s: &Store, c: Cert<'_>) -> (i64, i64) {
     (dev, req)
 }
 
+fn serials_of(stuck: &[Stuck]) -> Vec<String> {
+    stuck.iter().map(|c| c.serial.clone()).collect()
+}
+
 fn serials(certs: &[Certificate]) -> Vec<&str> {
     certs.iter().map(|c| c.serial.as_str()).collect()
 }
@@ -824,9 +828,16 @@ async fn stuck_certificates_show_latest_refusal(s: Store) {
             last_error_at: Some(t(T0 + 200)),
         },
     ];
-    assert_eq!(s.stuck(t(now), t(overdue_before), 10).await.unwrap(), expect);
-    assert_eq!(s.stuck(t(now), t(overdue_before), 1).await.unwrap(), expect[..1]);
-    assert!(s.stuck(t(now), t(T0 - 1000), 10).await.unwrap().is_empty(), "none overdue before then");
+    let overdue = Some(now - overdue_before);
+    assert_eq!(s.stuck(t(now), overdue, 10).await.unwrap(), expect);
+    assert_eq!(s.stuck(t(now), overdue, 1).await.unwrap(), expect[..1]);
+    assert!(s.stuck(t(now), Some(now - (T0 - 1000)), 10).await.unwrap().is_empty(), "none overdue before then");
+    // By default a day, or a tenth of the lifetime when shorter: an hour-long certificate ten
+    // minutes past its renewal time is stuck (a tenth is 6 minutes), not with a day's threshold.
+    issue(&s, Cert { at: now - 3000, renew_after: now - 600, not_after: now + 600, ..cert("pc7", "short") }).await;
+    let by_default: Vec<String> = s.stuck(t(now), None, 10).await.unwrap().into_iter().map(|c| c.serial).collect();
+    assert_eq!(by_default, ["later", "late", "short"]);
+    assert!(!serials_of(&s.stuck(t(now), overdue, 10).await.unwrap()).contains(&"short".to_string()));
 }
 
 async fn device_inventory(s: Store) {

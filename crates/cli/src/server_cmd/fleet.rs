@@ -203,9 +203,10 @@ pub enum ReportCommand {
     Stuck {
         #[command(flatten)]
         common: Common,
-        /// How long past its renewal time a certificate counts as stuck.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "1d")]
-        overdue: Duration,
+        /// How long past its renewal time a certificate counts as stuck. Default: a day, or a
+        /// tenth of the certificate's lifetime when that is shorter.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        overdue: Option<Duration>,
         #[arg(long, default_value_t = 1000)]
         limit: i64,
         #[arg(long, value_enum, default_value_t)]
@@ -417,7 +418,8 @@ pub async fn request(cmd: RequestCommand) -> Result<i32> {
 
 pub async fn report(cmd: ReportCommand) -> Result<i32> {
     let ReportCommand::Stuck { common, overdue, limit, output } = cmd;
-    let rows = common.open().await?.stuck(i64::try_from(overdue.as_secs()).unwrap_or(i64::MAX), limit).await?;
+    let overdue = overdue.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let rows = common.open().await?.stuck(overdue, limit).await?;
     match output {
         Output::Json => output::json(&views::list::<_, StuckJson>(&rows))?,
         Output::Table => {

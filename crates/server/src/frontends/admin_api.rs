@@ -263,10 +263,10 @@ async fn stuck(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQ
     json(
         async {
             admin(&st, &headers).await?;
-            let mut overdue = 86_400;
+            let mut overdue = None;
             for (k, v) in super::form_params(q.as_deref().unwrap_or("")) {
                 match k.as_str() {
-                    "overdue" => overdue = duration(&v)?,
+                    "overdue" => overdue = Some(duration(&v)?),
                     other => return Err(bad(format!("unknown parameter {other}"))),
                 }
             }

@@ -391,9 +391,8 @@ impl Ra {
 
     /// Certificates whose renewal is overdue by more than `overdue_secs`, with the device's
     /// latest refusal: "what is stuck, and why".
-    pub async fn stuck(&self, overdue_secs: i64, limit: i64) -> Result<Vec<Stuck>, RaError> {
-        let now = self.now();
-        Ok(self.store.stuck(now, now.minus_secs(overdue_secs), limit).await?)
+    pub async fn stuck(&self, overdue_secs: Option<i64>, limit: i64) -> Result<Vec<Stuck>, RaError> {
+        Ok(self.store.stuck(self.now(), overdue_secs, limit).await?)
     }
 }
 

@@ -92,7 +92,7 @@ async fn inventory_cohorts_stuck_report_and_blocking() {
     ts.clock.advance(360 * 86_400);
     ts.ra.set_device_state(autoenroll_server::ra::LOCAL_ADMIN, "gamma", DeviceState::Blocked).await.unwrap();
     assert_eq!(renew("gamma").await.unwrap_err().code(), "DeviceBlocked");
-    let stuck = ts.ra.stuck(86_400, 100).await.unwrap();
+    let stuck = ts.ra.stuck(Some(86_400), 100).await.unwrap();
     let gamma = stuck.iter().find(|s| s.device == "gamma").expect("gamma is stuck");
     assert!(
         gamma.device_blocked && gamma.last_error.as_deref().unwrap_or("").starts_with("DeviceBlocked"),

@@ -264,7 +264,7 @@ macro_rules! signed_in {
 async fn fleet(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     signed_in!(st, headers, |s| {
         let summary = st.ra.fleet_summary(pages::WEEKS, pages::DAYS).await?;
-        let stuck = st.ra.stuck(86_400, 200).await?; // the list shows the 200 most overdue
+        let stuck = st.ra.stuck(None, 200).await?; // the list shows the 200 most overdue
         let n = notice(&query(&q));
         let templates: Vec<String> = st.ra.templates().await?.valid.into_iter().map(|t| t.name).collect();
         Ok(pages::fleet(
