@@ -14,6 +14,9 @@ use signals::shutdown_signal;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::io::IsTerminal;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(name = "autoenroll-agent", version, about = "autoenroll certificate enrollment agent")]
@@ -37,13 +40,14 @@ fn main() {
         Top::Agent(c) => c,
         Top::Docs(d) => d.run(Cli::command()),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUTOENROLL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    // AUTOENROLL_LOG as `level` or `target=level,...` (no regex, unlike the server's filter).
+    let filter = std::env::var("AUTOENROLL_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
+        .with(filter)
         .init();
     // One thread is plenty for a daemon that mostly sleeps.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

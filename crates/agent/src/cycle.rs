@@ -315,8 +315,12 @@ pub async fn run_cycle(
     let _lock = store.lock()?;
     let now = clock.now();
     let mut state = store.load_state()?;
-    let transport =
-        Transport { policy_servers: &cfg.policy_servers, roots: cfg.trust_anchor_der()?, clock: clock.clone() };
+    let transport = Transport {
+        policy_servers: &cfg.policy_servers,
+        roots: cfg.trust_anchor_der()?,
+        clock: clock.clone(),
+        pool: Default::default(),
+    };
     let device = cfg.device_name();
     let mut report = CycleReport::default();
 

@@ -1,9 +1,11 @@
-//! A small HTTPS client (hyper over tokio-rustls): one request per connection, response size
-//! and time limits, optional TLS client certificate. Enough for SOAP; nothing more to carry.
+//! A small HTTPS client (hyper over tokio-rustls): response size and time limits, optional TLS
+//! client certificate, and optionally a pool of idle connections that one agent cycle shares
+//! (policy, check-in and enrollment on one handshake). Enough for SOAP; nothing more to carry.
 use crate::AgentError;
 use autoenroll_core::clock::Clock;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +25,58 @@ pub struct Response {
 
 pub struct Client {
     connector: TlsConnector,
+    /// Which configuration `connector` holds: pooled connections are reused only by a client
+    /// with the same trust anchors and identity.
+    config_key: ConfigKey,
     /// The local address connections leave from (multi-homed hosts; load generators).
     source: Option<std::net::IpAddr>,
+    pool: Option<Pool>,
+}
+
+/// Idle connections kept for reuse, by configuration, server and source address. One per agent
+/// cycle: dropping it (the cycle's end) closes them, so a daemon holds no connection while it
+/// sleeps. Clones share the pool.
+#[derive(Clone, Default)]
+pub struct Pool(Arc<std::sync::Mutex<Vec<Idle>>>);
+
+type PoolKey = (ConfigKey, String, Option<std::net::IpAddr>);
+
+struct Idle {
+    key: PoolKey,
+    sender: SendRequest<Full<Bytes>>,
+    since: std::time::Instant,
+}
+
+/// How long an idle connection is kept: well under the server's idle timeout (30 s by default),
+/// so a reused connection is rarely one the server is closing.
+const IDLE_FOR: Duration = Duration::from_secs(10);
+/// Idle connections kept at once (one per server and identity in a cycle; more for a load
+/// generator's concurrent clients).
+const IDLE_KEPT: usize = 256;
+
+impl Pool {
+    fn take(&self, key: &PoolKey) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|i| i.since.elapsed() < IDLE_FOR && !i.sender.is_closed());
+        let at = idle.iter().rposition(|i| i.key == *key)?;
+        Some(idle.swap_remove(at).sender)
+    }
+
+    fn put(&self, key: PoolKey, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= IDLE_KEPT {
+            idle.remove(0);
+        }
+        idle.push(Idle { key, sender, since: std::time::Instant::now() });
+    }
+
+    /// Connections now idle in the pool.
+    pub fn idle(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// A client certificate chain (leaf first) with its PKCS#8 key.
@@ -101,7 +153,7 @@ impl Client {
         }
         let key = config_key(roots_der, identity, &clock);
         if let Some(config) = cached_config(&key) {
-            return Ok(Client { connector: TlsConnector::from(config), source: None });
+            return Ok(Client { connector: TlsConnector::from(config), config_key: key, source: None, pool: None });
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder =
@@ -120,8 +172,29 @@ impl Client {
             None => builder.with_no_client_auth(),
         };
         let config = Arc::new(config);
-        remember_config(key, config.clone());
-        Ok(Client { connector: TlsConnector::from(config), source: None })
+        remember_config(key.clone(), config.clone());
+        Ok(Client { connector: TlsConnector::from(config), config_key: key, source: None, pool: None })
+    }
+
+    /// A client whose every connection does a full handshake (no session resumption, no
+    /// pooling): what a device that never talked to the server before costs. For benchmarks.
+    pub fn without_resumption(
+        roots_der: &[Vec<u8>],
+        identity: Option<&ClientIdentity>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Client, AgentError> {
+        let shared = Client::new(roots_der, identity, clock.clone())?;
+        let mut config = (*shared.connector.config().clone()).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        // Its own key: its connections never mix with resuming ones.
+        let config_key = (format!("{}-full", shared.config_key.0), shared.config_key.1);
+        Ok(Client { connector: TlsConnector::from(Arc::new(config)), config_key, source: None, pool: None })
+    }
+
+    /// Requests reuse idle connections from `pool` and leave theirs there afterwards.
+    pub fn with_pool(mut self, pool: Pool) -> Client {
+        self.pool = Some(pool);
+        self
     }
 
     /// Connections leave from `source` (an address of this host).
@@ -181,10 +254,55 @@ impl Client {
         }
         let host = uri.host().ok_or("URL without host")?.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(443);
+        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(http::header::HOST, authority.as_str());
+        if let Some(token) = bearer {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let payload = match body {
+            Some((content_type, b)) => {
+                builder = builder.header(http::header::CONTENT_TYPE, content_type);
+                b
+            }
+            None => Vec::new(),
+        };
+        let mut req = builder.body(Full::new(Bytes::from(payload))).map_err(|e| format!("request: {e}"))?;
+        let pool_key: PoolKey = (self.config_key.clone(), format!("{host}:{port}"), self.source);
+        if let Some(pool) = &self.pool {
+            if let Some(mut sender) = pool.take(&pool_key) {
+                if sender.ready().await.is_ok() {
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => return self.finish(resp, sender, pool_key, None).await,
+                        // The server closed the idle connection before taking the request: it
+                        // was never sent, so sending it on a new connection is safe.
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) => req = unsent,
+                            None => return Err(format!("HTTP: {}", e.into_error())),
+                        },
+                    }
+                } else {
+                    // A closed connection: the request is still ours, on a new one.
+                }
+            }
+        }
+        let (mut sender, conn_task) = self.connect(&host, port).await?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+        self.finish(resp, sender, pool_key, Some(conn_task)).await
+    }
+
+    /// A new connection: TCP (from `source` if set), TLS, HTTP/1.1.
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String> {
         let tcp = match self.source {
-            None => tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?,
+            None => tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect: {e}"))?,
             Some(source) => {
-                let to = tokio::net::lookup_host((host.as_str(), port))
+                let to = tokio::net::lookup_host((host, port))
                     .await
                     .map_err(|e| format!("resolve: {e}"))?
                     .find(|a| a.is_ipv4() == source.is_ipv4())
@@ -199,29 +317,26 @@ impl Client {
         // Request head and body go out as separate writes: without this, Nagle holds the body
         // until the server's delayed ACK (40 ms) on servers that do not answer the head first.
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.clone()).map_err(|e| format!("server name: {e}"))?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("server name: {e}"))?;
         let tls = self.connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
-        let conn_task = tokio::spawn(conn);
-        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or(host);
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(http::header::HOST, authority);
-        if let Some(token) = bearer {
-            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let payload = match body {
-            Some((content_type, b)) => {
-                builder = builder.header(http::header::CONTENT_TYPE, content_type);
-                b
-            }
-            None => Vec::new(),
-        };
-        let req = builder.body(Full::new(Bytes::from(payload))).map_err(|e| format!("request: {e}"))?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+        // The connection ends when its last sender is dropped (pooled or not).
+        let conn_task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((sender, conn_task))
+    }
+
+    /// Reads the response (bounded) and leaves the connection in the pool, or closes it.
+    async fn finish(
+        &self,
+        resp: http::Response<hyper::body::Incoming>,
+        sender: SendRequest<Full<Bytes>>,
+        pool_key: PoolKey,
+        conn_task: Option<tokio::task::JoinHandle<()>>,
+    ) -> Result<Response, String> {
         let status = resp.status().as_u16();
         let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         let content_length =
@@ -237,7 +352,15 @@ impl Client {
             .map_err(|e| format!("reading response: {e}"))?
             .to_bytes()
             .to_vec();
-        conn_task.abort();
+        match &self.pool {
+            Some(pool) => pool.put(pool_key, sender),
+            None => {
+                drop(sender);
+                if let Some(task) = conn_task {
+                    task.abort();
+                }
+            }
+        }
         Ok(Response { status, location, body, content_length, chunked })
     }
 }

@@ -26,11 +26,14 @@ pub struct Transport<'a> {
     pub policy_servers: &'a [crate::config::PolicyServer],
     pub roots: Vec<Vec<u8>>,
     pub clock: Arc<dyn Clock>,
+    /// One cycle's idle connections: policy, check-in and enrollment with the same identity go
+    /// over one connection; they close when the cycle drops its transport.
+    pub pool: crate::https::Pool,
 }
 
 impl Transport<'_> {
     fn client(&self, identity: Option<&ClientIdentity>) -> Result<Client, AgentError> {
-        Client::new(&self.roots, identity, self.clock.clone())
+        Ok(Client::new(&self.roots, identity, self.clock.clone())?.with_pool(self.pool.clone()))
     }
 
     /// Policy servers, lowest priority value first.

@@ -2,7 +2,7 @@
 //! pre-generated CSRs and prints requests/s and latency percentiles per concurrency level.
 //! Without `--url` it starts its own server on loopback (SQLite, fresh data directory).
 use anyhow::{bail, Context, Result};
-use autoenroll_agent::https::{Client, ClientIdentity};
+use autoenroll_agent::https::{Client, ClientIdentity, Pool};
 use autoenroll_keys::{build_csr, cn_name, KeyAlgorithm, KeyPair};
 use autoenroll_proto::soap::{self, HeaderToken};
 use autoenroll_proto::{ns, wstep};
@@ -54,6 +54,120 @@ async fn post(client: &Client, url: &str, header: &HeaderToken, csr: &[u8]) -> R
     wstep::parse_response(&env.body)?.certificate_der.context("no certificate")
 }
 
+/// The built-in server's own runtime, so that its threads' CPU can be told from the load
+/// generator's (`server_cpu_secs`). Shut down without waiting when the bench ends.
+pub struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Thread names of the built-in server: its runtime, sqlx's SQLite worker threads and the
+/// store's SQLite writer.
+const SERVER_THREADS: [&str; 3] = ["ae-server", "sqlx-sqlite", autoenroll_store::SQLITE_WRITER_THREAD];
+
+/// CPU time used by the built-in server's threads (runtime workers and blocking pool, SQLite
+/// workers), in seconds, from the scheduler's per-thread nanosecond counters.
+pub fn server_cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if SERVER_THREADS.iter().any(|p| comm.starts_with(p)) {
+            let sched = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            ns += sched.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
+}
+
+/// Runs `start` (which binds a server and spawns it) on a runtime of its own whose threads
+/// `server_cpu_secs` counts.
+pub async fn in_server_runtime<T: Send + 'static>(
+    start: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<(T, ServerRuntime)> {
+    let rt = ServerRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(SERVER_THREADS[0])
+            .enable_all()
+            .build()?,
+    ));
+    let started = rt.0.as_ref().context("runtime")?.spawn(start);
+    Ok((started.await??, rt))
+}
+
+/// Starts a server on loopback in its own runtime, with the bench account and a template that
+/// Machine certificate holders may enroll. Returns its base URL and root certificate.
+async fn start_server(
+    b: &IssueBench,
+    dir: &std::path::Path,
+) -> Result<(String, Vec<u8>, ServerRuntime, tokio::sync::oneshot::Sender<()>)> {
+    let cfg = autoenroll_server::config::RawConfig {
+        data_dir: Some(dir.join("data")),
+        listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    }
+    .validate()?;
+    let (username, password, template) = (b.username.clone(), b.password.clone(), b.template.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let ((base, root), rt) = in_server_runtime(async move {
+        let ra = Arc::new(autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?);
+        ra.create_account(&autoenroll_server::ra::AccountSpec {
+            name: &username,
+            password: &password,
+            templates: vec![],
+            ..Default::default()
+        })
+        .await?;
+        // What an enrolled device may enroll with its Machine certificate.
+        let load = autoenroll_server::ra::TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
+        ra.create_template(&template, &load).await?;
+        let root = ra.root_der().to_vec();
+        let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
+        let base = server.base_url.clone();
+        tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        anyhow::Ok((base, root))
+    })
+    .await?;
+    Ok((base, root, rt, tx))
+}
+
+/// One measured load: successful latencies (sorted), errors, seconds, and the CPU per request
+/// of the whole process and of the server's threads.
+pub struct Measured {
+    pub lat: Vec<Duration>,
+    pub errors: usize,
+    pub elapsed: f64,
+    pub cpu_ms: f64,
+    pub server_cpu_ms: f64,
+}
+
+impl Measured {
+    pub fn rate(&self) -> f64 {
+        self.lat.len() as f64 / self.elapsed.max(f64::MIN_POSITIVE)
+    }
+}
+
+pub async fn measure<F, Fut>(concurrency: usize, duration: Duration, request: F) -> Result<Measured>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<bool>> + Send,
+{
+    let (cpu, server_cpu) = (process_cpu_secs(), server_cpu_secs());
+    let (lat, errors, elapsed) = drive(concurrency, duration, request).await?;
+    let n = lat.len().max(1) as f64;
+    let cpu_ms = (process_cpu_secs() - cpu) * 1000.0 / n;
+    let server_cpu_ms = (server_cpu_secs() - server_cpu) * 1000.0 / n;
+    Ok(Measured { lat, errors, elapsed, cpu_ms, server_cpu_ms })
+}
+
 pub async fn issue(b: IssueBench) -> Result<i32> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir()?;
@@ -65,33 +179,8 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
             (u.trim_end_matches('/').to_string(), der, None)
         }
         None => {
-            let cfg = autoenroll_server::config::RawConfig {
-                data_dir: Some(dir.path().join("data")),
-                listen: Some("127.0.0.1:0".into()),
-                ..Default::default()
-            }
-            .validate()?;
-            let ra =
-                Arc::new(autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?);
-            ra.create_account(&autoenroll_server::ra::AccountSpec {
-                name: &b.username,
-                password: &b.password,
-                templates: vec![],
-                ..Default::default()
-            })
-            .await?;
-            // What an enrolled device may enroll with its Machine certificate.
-            let load =
-                autoenroll_server::ra::TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
-            ra.create_template(&b.template, &load).await?;
-            let root = ra.root_der().to_vec();
-            let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
-            let base = server.base_url.clone();
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(server.serve(async move {
-                let _ = rx.await;
-            }));
-            (base, root, Some(tx))
+            let (base, root, rt, stop) = start_server(&b, dir.path()).await?;
+            (base, root, Some((rt, stop)))
         }
     };
     let url = format!("{base}/wstep");
@@ -112,79 +201,107 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     let pkcs7 = resp.chain_pkcs7_der.context("no chain in the response")?;
     chain.extend(autoenroll_proto::pkcs7::certificates(&pkcs7)?.into_iter().filter(|c| *c != cert && *c != root_der));
     let identity = ClientIdentity { chain, key_pkcs8: key.to_pkcs8_der()? };
-    let client = Arc::new(Client::new(std::slice::from_ref(&root_der), Some(&identity), clock)?);
+    let roots = std::slice::from_ref(&root_der);
+    // A new connection per request, resuming the TLS session as agents do.
+    let resuming = Arc::new(Client::new(roots, Some(&identity), clock.clone())?);
+    // A full handshake with the client certificate per request: a device the server never saw.
+    let full = Arc::new(Client::without_resumption(roots, Some(&identity), clock.clone())?);
+    // Connections kept open across requests (an agent's cycle; a load balancer).
+    let keep_alive = Arc::new(Client::new(roots, Some(&identity), clock)?.with_pool(Pool::default()));
 
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new(template_csrs(&b.template, "bench", 256)?);
     println!("CPU: {} ({} cores)", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()));
     if b.url.is_none() {
         // Statements per issuance: sqlx reports each statement as a tracing event, counted
         // here over sequential issuances (the timed runs below count nothing).
+        // SQLite statements outside sqlx (the store's inline reads and writer thread) are
+        // counted by the store; thread hand-offs are one per sqlx statement and one per batch
+        // given to the writer thread (inline reads have none).
         let n = 50;
         STATEMENTS.store(0, Ordering::Relaxed);
+        let (direct, control, handoffs) = (
+            autoenroll_store::SQLITE_STATEMENTS.load(Ordering::Relaxed),
+            autoenroll_store::SQLITE_CONTROL_STATEMENTS.load(Ordering::Relaxed),
+            autoenroll_store::SQLITE_WRITER_HANDOFFS.load(Ordering::Relaxed),
+        );
         COUNTING.store(true, Ordering::Relaxed);
         for i in 0..n {
-            post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await?;
+            post(&resuming, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await?;
         }
         COUNTING.store(false, Ordering::Relaxed);
-        let statements = STATEMENTS.load(Ordering::Relaxed);
+        let via_sqlx = STATEMENTS.load(Ordering::Relaxed);
+        let direct = autoenroll_store::SQLITE_STATEMENTS.load(Ordering::Relaxed) - direct;
+        let control = autoenroll_store::SQLITE_CONTROL_STATEMENTS.load(Ordering::Relaxed) - control;
+        let handoffs = autoenroll_store::SQLITE_WRITER_HANDOFFS.load(Ordering::Relaxed) - handoffs + via_sqlx;
+        let per = |x: u64| x as f64 / n as f64;
         println!(
-            "database statements per issuance: {:.1} ({statements} over {n} issuances, client-certificate auth)",
-            statements as f64 / n as f64
+            "database statements per issuance: {:.1} ({via_sqlx} through sqlx, {direct} on SQLite directly over {n} \
+             sequential issuances; plus {:.1} BEGIN/SAVEPOINT/RELEASE/COMMIT on the writer thread); \
+             thread hand-offs per issuance: {:.1}",
+            per(via_sqlx + direct),
+            per(control),
+            per(handoffs)
         );
     }
-    println!("WSTEP issuance against {base} (P-256 CA, new TLS connection per request, client-certificate auth)");
-    println!("floor: GET /healthz with the same client (new connection, client certificate): TLS and HTTP alone");
+    println!("WSTEP issuance against {base} (P-256 CA, client-certificate auth, durable SQLite)");
+    println!("  issue: a new TLS connection per request, resuming the session (as agents do)");
+    println!("  issue keep-alive: requests reuse open connections (one agent cycle; a load balancer)");
+    println!("  floor: GET /healthz with the same client certificate, a new connection per request:");
+    println!("         with a full handshake each time, and resuming the session");
     println!(
-        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10} {:>9} {:>10}",
-        "concurrency",
-        "requests",
-        "req/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "errors",
-        "cpu ms/req",
-        "floor/s",
-        "of floor",
-        "floor cpu"
+        "{:<18} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>11}",
+        "what", "clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "cpu ms/req", "server cpu"
     );
     let health = format!("{base}/healthz");
-    for &c in &b.concurrency {
-        let (client2, health) = (client.clone(), health.clone());
-        let cpu = process_cpu_secs();
-        let (floor, _, floor_elapsed) = drive(c, b.duration, move |_| {
-            let (client, health) = (client2.clone(), health.clone());
-            async move { Some(client.get(&health).await.is_ok_and(|r| r.status == 200)) }
-        })
-        .await?;
-        let floor_cpu = process_cpu_secs() - cpu;
-        let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
-        let cpu = process_cpu_secs();
-        let (lat, errors, elapsed) = drive(c, b.duration, move |i| {
-            let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
-            async move { Some(post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await.is_ok()) }
-        })
-        .await?;
-        let issue_cpu = process_cpu_secs() - cpu;
-        let rate = lat.len() as f64 / elapsed;
-        let floor_rate = floor.len() as f64 / floor_elapsed;
+    let row = |what: &str, c: usize, m: &Measured| {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let server = if b.url.is_none() { format!("{:.2}", m.server_cpu_ms) } else { "-".into() };
         println!(
-            "{:>11} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>10.2} {:>10.1} {:>8.0}% {:>10.2}",
+            "{:<18} {:>7} {:>9} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>11.2} {:>11}",
+            what,
             c,
-            lat.len(),
-            rate,
-            ms(percentile(&lat, 0.50)),
-            ms(percentile(&lat, 0.90)),
-            ms(percentile(&lat, 0.99)),
-            errors,
-            issue_cpu * 1000.0 / lat.len().max(1) as f64,
-            floor_rate,
-            100.0 * rate / floor_rate.max(f64::MIN_POSITIVE),
-            floor_cpu * 1000.0 / floor.len().max(1) as f64,
+            m.lat.len(),
+            m.rate(),
+            ms(percentile(&m.lat, 0.50)),
+            ms(percentile(&m.lat, 0.90)),
+            ms(percentile(&m.lat, 0.99)),
+            m.errors,
+            m.cpu_ms,
+            server
+        );
+    };
+    for &c in &b.concurrency {
+        let get = |client: &Arc<Client>| {
+            let (client, health) = (client.clone(), health.clone());
+            move |_| {
+                let (client, health) = (client.clone(), health.clone());
+                async move { Some(client.get(&health).await.is_ok_and(|r| r.status == 200)) }
+            }
+        };
+        let issue = |client: &Arc<Client>| {
+            let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+            move |i: usize| {
+                let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+                async move { Some(post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await.is_ok()) }
+            }
+        };
+        let floor_full = measure(c, b.duration, get(&full)).await?;
+        let floor_resumed = measure(c, b.duration, get(&resuming)).await?;
+        let issued = measure(c, b.duration, issue(&resuming)).await?;
+        let issued_keep_alive = measure(c, b.duration, issue(&keep_alive)).await?;
+        row("issue", c, &issued);
+        row("issue keep-alive", c, &issued_keep_alive);
+        row("floor full", c, &floor_full);
+        row("floor resumed", c, &floor_resumed);
+        println!(
+            "{:<18} {:>7} issue at {:.0} % of the full-handshake floor, {:.0} % of the resumed one",
+            "",
+            "",
+            100.0 * issued.rate() / floor_full.rate().max(f64::MIN_POSITIVE),
+            100.0 * issued.rate() / floor_resumed.rate().max(f64::MIN_POSITIVE)
         );
     }
-    println!("(cpu ms/req: this process, load generator and server together, per request)");
+    println!("(cpu ms/req: this process, load generator and server together; server cpu: the server's threads alone)");
     Ok(0)
 }
 

@@ -102,16 +102,22 @@ pub async fn scep(b: ScepBench) -> Result<i32> {
                 ..Default::default()
             }
             .validate()?;
-            let ra =
-                Arc::new(autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?);
-            ra.set_static_challenge("Machine", Some(&b.challenge)).await?;
-            let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
-            let url = server.scep_http_url.clone().context("no SCEP HTTP listener")?;
+            let challenge = b.challenge.clone();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(server.serve(async move {
-                let _ = rx.await;
-            }));
-            (url, Some(tx))
+            let (url, rt) = crate::bench::in_server_runtime(async move {
+                let ra = Arc::new(
+                    autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?,
+                );
+                ra.set_static_challenge("Machine", Some(&challenge)).await?;
+                let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
+                let url = server.scep_http_url.clone().context("no SCEP HTTP listener")?;
+                tokio::spawn(server.serve(async move {
+                    let _ = rx.await;
+                }));
+                anyhow::Ok(url)
+            })
+            .await?;
+            (url, Some((tx, rt)))
         }
     };
     let (status, body) = http(hyper::Method::GET, &format!("{url}?operation=GetCACert"), vec![]).await?;
@@ -154,17 +160,46 @@ pub async fn scep(b: ScepBench) -> Result<i32> {
         ))
     };
     let pki = format!("{url}?operation=PKIOperation");
-    println!("SCEP PKCSReq issuance against {url} (RSA-2048 requesters, AES-256, SHA-256, new connection per request)");
+    let own_server = b.url.is_none();
+    // The floor: the server's private-key operations per request, timed here on one core. An
+    // RSA CA signs with RSA too (three operations: envelope, CertRep, certificate); an EC CA
+    // signs the certificate with its own key (two RSA operations and one ECDSA).
+    let floor_ms = if own_server {
+        let rsa = KeyPair::generate(KeyAlgorithm::Rsa(2048))?;
+        let ca = KeyPair::generate(b.key_algorithm.parse().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        let per = |k: &KeyPair| -> Result<f64> {
+            let started = std::time::Instant::now();
+            for i in 0..50u32 {
+                k.sign(&i.to_be_bytes())?;
+            }
+            Ok(started.elapsed().as_secs_f64() * 1000.0 / 50.0)
+        };
+        Some(2.0 * per(&rsa)? + per(&ca)?)
+    } else {
+        None
+    };
     println!(
-        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+        "CPU: {} ({} cores)",
+        crate::bench::cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("SCEP PKCSReq issuance against {url} (RSA-2048 requesters, AES-256, SHA-256, new connection per request)");
+    if let Some(f) = floor_ms {
+        println!(
+            "floor: the server's private-key operations per request (RA decrypts, RA signs the CertRep, CA {} signs): {f:.2} ms",
+            b.key_algorithm
+        );
+    }
+    println!(
+        "{:>11} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11} {:>9}",
+        "concurrency", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server cpu", "x floor"
     );
     for (level, &c) in b.concurrency.iter().enumerate() {
         let messages = build(level)?;
         let total = messages.len();
         let used = Arc::new(AtomicUsize::new(0));
         let (pki, used_by) = (pki.clone(), used.clone());
-        let (lat, errors, elapsed) = crate::bench::drive(c, b.duration, move |i| {
+        let m = crate::bench::measure(c, b.duration, move |i| {
             let (messages, pki) = (messages.clone(), pki.clone());
             used_by.fetch_max(i + 1, Ordering::Relaxed);
             async move {
@@ -178,10 +213,27 @@ pub async fn scep(b: ScepBench) -> Result<i32> {
             }
         })
         .await?;
-        crate::bench::print_row(c, &lat, elapsed, errors);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (server, ratio) = match floor_ms {
+            Some(f) => (format!("{:.2}", m.server_cpu_ms), format!("{:.2}x", m.server_cpu_ms / f)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:>11} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>11} {:>9}",
+            c,
+            m.lat.len(),
+            m.rate(),
+            ms(crate::bench::percentile(&m.lat, 0.50)),
+            ms(crate::bench::percentile(&m.lat, 0.90)),
+            ms(crate::bench::percentile(&m.lat, 0.99)),
+            m.errors,
+            server,
+            ratio
+        );
         if used.load(Ordering::Relaxed) > total {
             eprintln!("(level {c} used all {total} messages before the time was up: raise --messages)");
         }
     }
+    println!("(server cpu: ms of CPU per request on the server's threads; x floor: that over the floor)");
     Ok(0)
 }

@@ -36,8 +36,11 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+pub(crate) const INSERT_AUDIT_SQL: &str =
+    "INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)";
+
 pub(crate) async fn insert_audit<'c>(ex: impl sqlx::Executor<'c, Database = Any>, e: &AuditEvent) -> Result<()> {
-    sqlx::query("INSERT INTO audit_events (at, actor, action, subject, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6)")
+    sqlx::query(INSERT_AUDIT_SQL)
         .bind(e.at.0)
         .bind(&e.actor)
         .bind(&e.action)

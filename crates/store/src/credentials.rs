@@ -19,15 +19,16 @@ pub struct Account {
     pub devices: Vec<String>,
 }
 
-#[derive(FromRow)]
-struct AccountRow {
-    name: String,
-    password_hash: String,
-    templates: String,
-    disabled: i64,
-    created_at: i64,
-    groups: String,
-    devices: String,
+row_struct! {
+    struct AccountRow {
+        name: String,
+        password_hash: String,
+        templates: String,
+        disabled: i64,
+        created_at: i64,
+        groups: String,
+        devices: String,
+    }
 }
 
 impl From<AccountRow> for Account {
@@ -114,12 +115,12 @@ impl Store {
     }
 
     pub async fn account(&self, name: &str) -> Result<Option<Account>> {
-        let row = sqlx::query_as::<_, AccountRow>(
-            "SELECT name, password_hash, templates, disabled, created_at, groups, devices FROM accounts WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        const SQL: &str =
+            "SELECT name, password_hash, templates, disabled, created_at, groups, devices FROM accounts WHERE name = $1";
+        let row = match &self.sqlite {
+            Some(sqlite) => sqlite.readers.one(SQL, &[&name], AccountRow::from_sqlite)?,
+            None => sqlx::query_as::<_, AccountRow>(SQL).bind(name).fetch_optional(&self.pool).await?,
+        };
         Ok(row.map(Account::from))
     }
 

@@ -22,14 +22,15 @@ impl Device {
     }
 }
 
-#[derive(FromRow)]
-struct DeviceRow {
-    id: i64,
-    name: String,
-    blocked: i64,
-    created_at: i64,
-    last_seen: i64,
-    owner: Option<String>,
+row_struct! {
+    struct DeviceRow {
+        id: i64,
+        name: String,
+        blocked: i64,
+        created_at: i64,
+        last_seen: i64,
+        owner: Option<String>,
+    }
 }
 
 fn state(blocked: i64) -> DeviceState {
@@ -132,6 +133,27 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Device::from))
+    }
+
+    /// A device and its groups (sorted) in one statement: what an enrollment reads about the
+    /// device it is for.
+    pub async fn device_with_groups(&self, name: &str) -> Result<Option<(Device, Vec<String>)>> {
+        const SQL: &str = "SELECT d.id, d.name, d.blocked, d.created_at, d.last_seen, d.owner, g.group_name \
+             FROM devices d LEFT JOIN device_groups g ON g.device_id = d.id WHERE d.name = $1 ORDER BY g.group_name";
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            device: DeviceRow,
+            group_name: Option<String>,
+        }
+        let rows = match &self.sqlite {
+            Some(sqlite) => sqlite.readers.all(SQL, &[&name], |r| {
+                Ok(Row { device: DeviceRow::from_sqlite(r)?, group_name: r.get("group_name")? })
+            })?,
+            None => sqlx::query_as::<_, Row>(SQL).bind(name).fetch_all(&self.pool).await?,
+        };
+        let groups = rows.iter().filter_map(|r| r.group_name.clone()).collect();
+        Ok(rows.into_iter().next().map(|r| (Device::from(r.device), groups)))
     }
 
     pub async fn device_by_id(&self, id: i64) -> Result<Option<Device>> {

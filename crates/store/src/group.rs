@@ -1,5 +1,6 @@
-//! Group commit for SQLite: the durable writes of concurrent issuances share one transaction and
-//! one fsync. A writer queues its job and starts a flush in its own task; a flush takes the write
+//! Group commit: the durable writes of concurrent issuances share one transaction and one
+//! commit (on SQLite one fsync; the batch runs on the writer thread, `sqlite_sync`; on
+//! PostgreSQL through sqlx, a round trip per statement). A writer queues its job and starts a flush in its own task; a flush takes the write
 //! lock and runs every job queued so far in one transaction (a savepoint each, so one job's
 //! refusal, such as a duplicate successor claim, leaves the others alone), commits once, and
 //! answers each job; a flush that finds the queue empty (an earlier one took its job) does
@@ -15,26 +16,26 @@ use sqlx::Acquire;
 
 /// `insert_request_with_intent`, owned.
 pub(crate) struct IntentJob {
-    device_id: i64,
-    requester: String,
-    template: String,
-    kind: RequestKind,
-    csr_der: Vec<u8>,
-    previous_serial: Option<String>,
+    pub(crate) device_id: i64,
+    pub(crate) requester: String,
+    pub(crate) template: String,
+    pub(crate) kind: RequestKind,
+    pub(crate) csr_der: Vec<u8>,
+    pub(crate) previous_serial: Option<String>,
     /// The intent's own (callers pass the request's, but the two are kept apart as the
     /// ungrouped path keeps them).
-    intent_device_id: i64,
-    intent_template: String,
-    intent_previous_serial: Option<String>,
-    serial: String,
-    template_major: u32,
-    template_minor: u32,
-    subject: String,
-    not_before: UnixTime,
-    not_after: UnixTime,
-    renew_after: UnixTime,
-    scep: Option<(String, String)>,
-    now: UnixTime,
+    pub(crate) intent_device_id: i64,
+    pub(crate) intent_template: String,
+    pub(crate) intent_previous_serial: Option<String>,
+    pub(crate) serial: String,
+    pub(crate) template_major: u32,
+    pub(crate) template_minor: u32,
+    pub(crate) subject: String,
+    pub(crate) not_before: UnixTime,
+    pub(crate) not_after: UnixTime,
+    pub(crate) renew_after: UnixTime,
+    pub(crate) scep: Option<(String, String)>,
+    pub(crate) now: UnixTime,
 }
 
 impl IntentJob {
@@ -77,12 +78,12 @@ pub(crate) struct CompleteJob {
     pub audit: Option<AuditEvent>,
 }
 
-enum Job {
+pub(crate) enum Job {
     Intent(IntentJob),
     Complete(CompleteJob),
 }
 
-enum Done {
+pub(crate) enum Done {
     Intent(i64),
     Complete(bool),
 }
@@ -144,7 +145,7 @@ impl Store {
         }
     }
 
-    /// Runs `job` in the next group commit (SQLite) and returns its result once committed.
+    /// Runs `job` in the next group commit and returns its result once committed.
     async fn grouped(&self, job: Job) -> Result<Done> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue.0.lock().unwrap_or_else(|p| p.into_inner()).push((job, reply));
@@ -164,6 +165,23 @@ impl Store {
 
     async fn commit_batch(&self, batch: Vec<(Job, Reply)>) {
         LARGEST_BATCH.fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        let Some(sqlite) = &self.sqlite else { return self.commit_batch_sqlx(batch).await };
+        let (jobs, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
+        match sqlite.writer.commit(jobs).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Batch(e.to_string())));
+                }
+            }
+        }
+    }
+
+    async fn commit_batch_sqlx(&self, batch: Vec<(Job, Reply)>) {
         let mut results = Vec::with_capacity(batch.len());
         let mut first_error: Option<String> = None;
         let mut conn = match self.pool.acquire().await {
@@ -197,9 +215,7 @@ impl Store {
                 }
             }
             Err(e) => {
-                // Nothing of the batch is on disk. The connection may think itself inside a
-                // transaction SQLite already ended (sqlx counts savepoint depth): it is closed,
-                // never reused.
+                // Nothing of the batch is committed; the connection is not reused.
                 conn.close_on_drop();
                 let cause = match first_error {
                     Some(job) => format!("{job} (then: {e})"),

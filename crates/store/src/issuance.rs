@@ -132,27 +132,28 @@ pub struct Certificate {
     pub first_used_at: Option<UnixTime>,
 }
 
-#[derive(FromRow)]
-struct CertificateRow {
-    serial: String,
-    request_id: i64,
-    device_id: i64,
-    device: String,
-    template: String,
-    template_major: i64,
-    template_minor: i64,
-    subject: String,
-    thumbprint: Option<String>,
-    not_before: i64,
-    not_after: i64,
-    state: String,
-    der: Option<Vec<u8>>,
-    created_at: i64,
-    previous_serial: Option<String>,
-    revoked_at: Option<i64>,
-    revocation_reason: Option<String>,
-    renew_after: Option<i64>,
-    first_used_at: Option<i64>,
+row_struct! {
+    struct CertificateRow {
+        serial: String,
+        request_id: i64,
+        device_id: i64,
+        device: String,
+        template: String,
+        template_major: i64,
+        template_minor: i64,
+        subject: String,
+        thumbprint: Option<String>,
+        not_before: i64,
+        not_after: i64,
+        state: String,
+        der: Option<Vec<u8>>,
+        created_at: i64,
+        previous_serial: Option<String>,
+        revoked_at: Option<i64>,
+        revocation_reason: Option<String>,
+        renew_after: Option<i64>,
+        first_used_at: Option<i64>,
+    }
 }
 
 impl TryFrom<CertificateRow> for Certificate {
@@ -266,6 +267,25 @@ macro_rules! certificate_select {
     };
 }
 
+// The statements of an issuance's two durable writes, shared by sqlx (PostgreSQL, and SQLite
+// outside group commit) and the SQLite writer thread (`sqlite_sync`), which binds `$N` by name.
+pub(crate) const INSERT_REQUEST_SQL: &str =
+    "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
+     updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,$9,'',$7,$7,$8) RETURNING id";
+pub(crate) const INSERT_SUCCESSOR_SQL: &str = "INSERT INTO successors (previous_serial, serial) VALUES ($1, $2)";
+pub(crate) const INSERT_INTENT_SQL: &str =
+    "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
+     subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial, renew_after) \
+     VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,$10,NULL,$11,$12,$13)";
+/// The DER is kept whatever happened to the intent; it goes live only from `signing` (the one
+/// way to `issued`), and the state it ends in says which. A second call for the same serial
+/// (its DER is there already) changes nothing and is not live.
+pub(crate) const COMPLETE_SQL: &str = "UPDATE certificates SET thumbprint = $2, der = $3, \
+     state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 AND der IS NULL \
+     RETURNING state, previous_serial";
+pub(crate) const RETIRE_PREVIOUS_SQL: &str = "UPDATE certificates SET state = $2 WHERE state = $3 AND serial = $1";
+pub(crate) const REQUEST_ISSUED_SQL: &str = "UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1";
+
 /// Inserts a request; `serial` when its certificate's serial is known already (an issuance that
 /// records request and intent together), saving the update `intent_in` would make.
 async fn insert_request_in<'c>(
@@ -274,21 +294,18 @@ async fn insert_request_in<'c>(
     serial: Option<&str>,
     now: UnixTime,
 ) -> Result<i64> {
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO requests (device_id, requester, template, kind, status, csr_der, serial, detail, created_at, \
-         updated_at, previous_serial) VALUES ($1,$2,$3,$4,$5,$6,$9,'',$7,$7,$8) RETURNING id",
-    )
-    .bind(r.device_id)
-    .bind(r.requester)
-    .bind(r.template)
-    .bind(r.kind.as_str())
-    .bind(r.status.as_str())
-    .bind(r.csr_der)
-    .bind(now.0)
-    .bind(r.previous_serial)
-    .bind(serial)
-    .fetch_one(ex)
-    .await?;
+    let (id,): (i64,) = sqlx::query_as(INSERT_REQUEST_SQL)
+        .bind(r.device_id)
+        .bind(r.requester)
+        .bind(r.template)
+        .bind(r.kind.as_str())
+        .bind(r.status.as_str())
+        .bind(r.csr_der)
+        .bind(now.0)
+        .bind(r.previous_serial)
+        .bind(serial)
+        .fetch_one(ex)
+        .await?;
     Ok(id)
 }
 
@@ -302,33 +319,29 @@ async fn intent_in(
 ) -> Result<()> {
     if let Some(previous) = c.previous_serial {
         // One certificate has one successor: this primary key is the claim (across replicas).
-        sqlx::query("INSERT INTO successors (previous_serial, serial) VALUES ($1, $2)")
+        sqlx::query(INSERT_SUCCESSOR_SQL)
             .bind(previous)
             .bind(c.serial)
             .execute(&mut **tx)
             .await
             .map_err(duplicate(|| format!("a successor of {previous}")))?;
     }
-    sqlx::query(
-        "INSERT INTO certificates (serial, request_id, device_id, template, template_major, template_minor, \
-         subject, thumbprint, not_before, not_after, state, der, created_at, previous_serial, renew_after) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,$8,$9,$10,NULL,$11,$12,$13)",
-    )
-    .bind(c.serial)
-    .bind(c.request_id)
-    .bind(c.device_id)
-    .bind(c.template)
-    .bind(i64::from(c.template_major))
-    .bind(i64::from(c.template_minor))
-    .bind(c.subject)
-    .bind(c.not_before.0)
-    .bind(c.not_after.0)
-    .bind(CertState::Signing.as_str())
-    .bind(now.0)
-    .bind(c.previous_serial)
-    .bind(c.renew_after.0)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(INSERT_INTENT_SQL)
+        .bind(c.serial)
+        .bind(c.request_id)
+        .bind(c.device_id)
+        .bind(c.template)
+        .bind(i64::from(c.template_major))
+        .bind(i64::from(c.template_minor))
+        .bind(c.subject)
+        .bind(c.not_before.0)
+        .bind(c.not_after.0)
+        .bind(CertState::Signing.as_str())
+        .bind(now.0)
+        .bind(c.previous_serial)
+        .bind(c.renew_after.0)
+        .execute(&mut **tx)
+        .await?;
     if !request_recorded {
         return Ok(());
     }
@@ -493,13 +506,8 @@ impl Store {
         scep_transaction: Option<(&str, &str)>,
         now: UnixTime,
     ) -> Result<i64> {
-        if self.backend == crate::Backend::Sqlite {
-            return self.grouped_intent(crate::group::IntentJob::of(r, c, scep_transaction, now)).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let id = request_with_intent_in(&mut tx, r, c, scep_transaction, now).await?;
-        tx.commit().await?;
-        Ok(id)
+        // Concurrent issuances share a commit (group commit).
+        self.grouped_intent(crate::group::IntentJob::of(r, c, scep_transaction, now)).await
     }
 
     /// Records a certificate about to be signed (state `signing`, no DER yet) for a request
@@ -525,21 +533,16 @@ impl Store {
         now: UnixTime,
         audit: Option<&AuditEvent>,
     ) -> Result<bool> {
-        if self.backend == crate::Backend::Sqlite {
-            let job = crate::group::CompleteJob {
-                serial: serial.to_string(),
-                request_id,
-                thumbprint: thumbprint.to_string(),
-                der: der.to_vec(),
-                now,
-                audit: audit.cloned(),
-            };
-            return self.grouped_complete(job).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let live = complete_in(&mut tx, serial, request_id, thumbprint, der, now, audit).await?;
-        tx.commit().await?;
-        Ok(live)
+        let job = crate::group::CompleteJob {
+            serial: serial.to_string(),
+            request_id,
+            thumbprint: thumbprint.to_string(),
+            der: der.to_vec(),
+            now,
+            audit: audit.cloned(),
+        };
+        // Concurrent issuances share a commit (group commit).
+        self.grouped_complete(job).await
     }
 
     pub async fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
@@ -551,10 +554,11 @@ impl Store {
     }
 
     pub async fn certificate_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Certificate>> {
-        let row = sqlx::query_as::<_, CertificateRow>(concat!(certificate_select!(), "WHERE c.thumbprint = $1"))
-            .bind(thumbprint)
-            .fetch_optional(&self.pool)
-            .await?;
+        const SQL: &str = concat!(certificate_select!(), "WHERE c.thumbprint = $1");
+        let row = match &self.sqlite {
+            Some(sqlite) => sqlite.readers.one(SQL, &[&thumbprint], CertificateRow::from_sqlite)?,
+            None => sqlx::query_as::<_, CertificateRow>(SQL).bind(thumbprint).fetch_optional(&self.pool).await?,
+        };
         row.map(Certificate::try_from).transpose()
     }
 
@@ -705,14 +709,12 @@ impl Store {
         from: UnixTime,
         to: UnixTime,
     ) -> Result<std::collections::HashMap<i64, i64>> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT (renew_after / 60) * 60 AS minute, COUNT(*) AS n FROM certificates \
-             WHERE state IN ('issued', 'signing') AND renew_after >= $1 AND renew_after < $2 GROUP BY 1",
-        )
-        .bind(from.0)
-        .bind(to.0)
-        .fetch_all(&self.pool)
-        .await?;
+        const SQL: &str = "SELECT (renew_after / 60) * 60 AS minute, COUNT(*) AS n FROM certificates \
+             WHERE state IN ('issued', 'signing') AND renew_after >= $1 AND renew_after < $2 GROUP BY 1";
+        let rows: Vec<(i64, i64)> = match &self.sqlite {
+            Some(sqlite) => sqlite.readers.all(SQL, &[&from.0, &to.0], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            None => sqlx::query_as(SQL).bind(from.0).bind(to.0).fetch_all(&self.pool).await?,
+        };
         Ok(rows.into_iter().collect())
     }
 }
@@ -745,37 +747,31 @@ pub(crate) async fn complete_in(
     now: UnixTime,
     audit: Option<&AuditEvent>,
 ) -> Result<bool> {
-    // One statement: the DER is kept whatever happened to the intent; it goes live only from
-    // `signing` (the one way to `issued`), and the state it ends in says which. A second call
-    // for the same serial (its DER is there already) changes nothing and is not live.
-    let state: Option<(String,)> = sqlx::query_as(
-        "UPDATE certificates SET thumbprint = $2, der = $3, \
-         state = CASE WHEN state = $5 THEN $4 ELSE state END WHERE serial = $1 AND der IS NULL RETURNING state",
-    )
-    .bind(serial)
-    .bind(thumbprint)
-    .bind(der)
-    .bind(CertState::Issued.as_str())
-    .bind(CertState::Signing.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let live = state.is_some_and(|(s,)| s == CertState::Issued.as_str());
-    if !live {
+    let completed: Option<(String, Option<String>)> = sqlx::query_as(COMPLETE_SQL)
+        .bind(serial)
+        .bind(thumbprint)
+        .bind(der)
+        .bind(CertState::Issued.as_str())
+        .bind(CertState::Signing.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some((state, previous_serial)) = completed else { return Ok(false) };
+    if state != CertState::Issued.as_str() {
         return Ok(false);
     }
     if let Some(e) = audit {
         insert_audit(&mut **tx, e).await?;
     }
-    sqlx::query(
-        "UPDATE certificates SET state = $2 WHERE state = $3 AND serial = \
-         (SELECT previous_serial FROM certificates WHERE serial = $1)",
-    )
-    .bind(serial)
-    .bind(CertState::Renewed.as_str())
-    .bind(CertState::Issued.as_str())
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1")
+    // A renewal retires its predecessor (a first issuance has none: no statement).
+    if let Some(previous) = previous_serial {
+        sqlx::query(RETIRE_PREVIOUS_SQL)
+            .bind(previous)
+            .bind(CertState::Renewed.as_str())
+            .bind(CertState::Issued.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(REQUEST_ISSUED_SQL)
         .bind(request_id)
         .bind(RequestStatus::Issued.as_str())
         .bind(now.0)

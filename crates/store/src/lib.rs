@@ -9,6 +9,22 @@
 //! audit, settings.
 #![forbid(unsafe_code)]
 
+/// A row struct read by sqlx (`FromRow`) and by rusqlite (`from_sqlite`, columns by name), so
+/// the two drivers share one definition of a row.
+macro_rules! row_struct {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(sqlx::FromRow)]
+        $vis struct $name { $($field: $ty),* }
+
+        impl $name {
+            fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<$name> {
+                Ok($name { $($field: r.get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+
 mod audit;
 mod credentials;
 mod devices;
@@ -20,6 +36,7 @@ mod bench;
 mod revocation;
 mod scep;
 mod settings;
+mod sqlite_sync;
 mod templates;
 mod throttle;
 
@@ -30,6 +47,10 @@ pub use fleet::{ActionCount, FleetSummary, StateCount, DAY_SECS, WEEK_SECS};
 pub use issuance::{Certificate, CertificateFilter, CertificateIntent, DueCertificate, NewRequest, Request, Stuck};
 pub use revocation::{Crl, RevokedEntry};
 pub use scep::Challenge;
+pub use sqlite_sync::{
+    CONTROL_STATEMENTS as SQLITE_CONTROL_STATEMENTS, STATEMENTS as SQLITE_STATEMENTS,
+    WRITER_HANDOFFS as SQLITE_WRITER_HANDOFFS, WRITER_THREAD as SQLITE_WRITER_THREAD,
+};
 pub use templates::{InvalidTemplate, Templates};
 
 use sqlx::any::AnyPoolOptions;
@@ -40,6 +61,8 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?} (use sqlite://PATH or postgres://USER@HOST:PORT/DB)")]
@@ -110,17 +133,27 @@ pub struct Store {
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Issuance writes waiting for the next group commit (SQLite).
     queue: std::sync::Arc<group::Queue>,
+    templates: std::sync::Arc<templates::TemplateCache>,
+    /// SQLite's group-commit writer thread and inline read connections (None on PostgreSQL).
+    sqlite: Option<std::sync::Arc<sqlite_sync::Sqlite>>,
 }
 
 /// The database holds password, token and challenge hashes: the file, its WAL and its shared
 /// memory are the owner's alone (0600) whatever the umask. SQLite creates the WAL and SHM
 /// files with the database file's mode, so the file is made first, 0600.
+/// The file a `sqlite:` URL names.
+fn sqlite_path(url: &str) -> &str {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    rest.split('?').next().unwrap_or_default()
+}
+
 fn private_sqlite_files(url: &str) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let path = rest.split('?').next().unwrap_or_default();
+    let path = sqlite_path(url);
     if path.is_empty() || path == ":memory:" {
-        return Ok(());
+        return Err(StoreError::Io(format!(
+            "{url}: SQLite needs a database file (the store's connections and its writer thread share it)"
+        )));
     }
     let io = |e: std::io::Error| StoreError::Io(format!("{path}: {e}"));
     std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
@@ -177,7 +210,25 @@ impl Store {
             // Several replicas may start at once: the migrator takes an advisory lock.
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend, write_lock: Default::default(), queue: Default::default() })
+        let sqlite = match backend {
+            Backend::Sqlite => Some(std::sync::Arc::new(sqlite_sync::Sqlite::open(sqlite_path(url))?)),
+            Backend::Postgres => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: Default::default(),
+            queue: Default::default(),
+            templates: Default::default(),
+            sqlite,
+        })
+    }
+
+    /// A handle on the same database with a template cache of its own, trusted for `fresh_for`
+    /// before the database's template version is checked again: what another replica sees.
+    pub fn with_template_cache(&self, fresh_for: Duration) -> Store {
+        let templates = templates::TemplateCache::trusted_for(fresh_for);
+        Store { templates: std::sync::Arc::new(templates), ..self.clone() }
     }
 
     pub fn backend(&self) -> Backend {

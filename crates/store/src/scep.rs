@@ -68,6 +68,9 @@ impl TryFrom<ChallengeRow> for Challenge {
 
 /// Ties a SCEP transaction (ID + signer key) to the request it produced; a transaction tied
 /// already is `StoreError::Duplicate` (parallel identical requests: one wins).
+pub(crate) const INSERT_SCEP_TRANSACTION_SQL: &str =
+    "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4)";
+
 pub(crate) async fn insert_transaction_in<'c>(
     ex: impl sqlx::Executor<'c, Database = Any>,
     transaction: &str,
@@ -75,16 +78,14 @@ pub(crate) async fn insert_transaction_in<'c>(
     request_id: i64,
     now: UnixTime,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO scep_transactions (transaction_id, signer_key, request_id, created_at) VALUES ($1,$2,$3,$4)",
-    )
-    .bind(transaction)
-    .bind(key)
-    .bind(request_id)
-    .bind(now.0)
-    .execute(ex)
-    .await
-    .map_err(crate::duplicate(|| format!("SCEP transaction {transaction}")))?;
+    sqlx::query(INSERT_SCEP_TRANSACTION_SQL)
+        .bind(transaction)
+        .bind(key)
+        .bind(request_id)
+        .bind(now.0)
+        .execute(ex)
+        .await
+        .map_err(crate::duplicate(|| format!("SCEP transaction {transaction}")))?;
     Ok(())
 }
 

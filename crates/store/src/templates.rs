@@ -122,11 +122,14 @@ fn read_as_stored(row: &AnyRow) -> Result<Template> {
     TemplateRow::from_row(row)?.try_into()
 }
 
-/// A stored template that reads and validates.
-fn read(row: &AnyRow) -> Result<Template> {
-    let t = read_as_stored(row)?;
-    t.validate().map_err(|e| StoreError::Invalid { what: "template", key: t.name.clone(), reason: e.to_string() })?;
-    Ok(t)
+/// Forgets the cached templates when a write ends, whether it succeeded, failed or was
+/// cancelled (the database may have changed in every case).
+struct ForgetOnDrop<'a>(&'a TemplateCache);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.forget();
+    }
 }
 
 /// Binds `$1..$31` in `columns!()` order.
@@ -164,17 +167,126 @@ fn bind_all<'q>(q: Query<'q, Any, AnyArguments>, t: &'q Template) -> Query<'q, A
         .bind(i64::from(t.for_users))
 }
 
+/// A stored template as read: served, or why not (`StoreError::Invalid`'s fields).
+struct Entry {
+    name: String,
+    oid: String,
+    read: std::result::Result<Template, (&'static str, String)>,
+}
+
+impl Entry {
+    fn get(&self) -> Result<Template> {
+        self.read.clone().map_err(|(what, reason)| StoreError::Invalid { what, key: self.name.clone(), reason })
+    }
+}
+
+/// Every template as last read, and the database's template version then (a trigger bumps it
+/// on any change to `templates`, whichever replica makes it).
+struct Cached {
+    version: i64,
+    checked: std::time::Instant,
+    entries: std::sync::Arc<Vec<Entry>>,
+}
+
+/// Templates change rarely and are read on every enrollment: they are served from memory. A
+/// read trusts the memory for `fresh_for` (1 s: another replica's change shows within that);
+/// then one statement compares the version, and only a changed version reads them again. This
+/// process's own writes forget the memory at once.
+pub(crate) struct TemplateCache {
+    cached: std::sync::Mutex<Option<Cached>>,
+    /// Counts this process's writes: a read that raced one does not keep what it read.
+    writes: std::sync::atomic::AtomicU64,
+    pub(crate) fresh_for: std::time::Duration,
+}
+
+impl Default for TemplateCache {
+    fn default() -> TemplateCache {
+        TemplateCache {
+            cached: Default::default(),
+            writes: Default::default(),
+            fresh_for: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl TemplateCache {
+    pub(crate) fn trusted_for(fresh_for: std::time::Duration) -> TemplateCache {
+        TemplateCache { fresh_for, ..Default::default() }
+    }
+
+    fn forget(&self) {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 impl Store {
+    /// The templates, from memory while fresh (unless `check`), else after checking the
+    /// database's version.
+    async fn cached_templates(&self, check: bool) -> Result<std::sync::Arc<Vec<Entry>>> {
+        let cache = &self.templates;
+        let writes = cache.writes.load(std::sync::atomic::Ordering::SeqCst);
+        let known = {
+            let cached = cache.cached.lock().unwrap_or_else(|p| p.into_inner());
+            match &*cached {
+                Some(c) if !check && c.checked.elapsed() < cache.fresh_for => return Ok(c.entries.clone()),
+                Some(c) => Some((c.version, c.entries.clone())),
+                None => None,
+            }
+        };
+        // The version first: a change landing between the two reads leaves rows newer than the
+        // version, which the next check reads again (never older rows under a newer version).
+        const VERSION_SQL: &str = "SELECT version FROM template_version WHERE id = 1";
+        let version: Option<i64> = match &self.sqlite {
+            Some(sqlite) => sqlite.readers.one(VERSION_SQL, &[], |r| r.get(0))?,
+            None => sqlx::query_as::<_, (i64,)>(VERSION_SQL).fetch_optional(&self.pool).await?.map(|(v,)| v),
+        };
+        let version = version.ok_or_else(|| StoreError::Invalid {
+            what: "template version",
+            key: "template_version".into(),
+            reason: "the row is missing".into(),
+        })?;
+        let entries = match known {
+            Some((v, entries)) if v == version => entries,
+            _ => {
+                let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM templates ORDER BY name"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut entries = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let r = TemplateRow::from_row(row)?;
+                    let (name, oid) = (r.name.clone(), r.oid.clone());
+                    let read = match Template::try_from(r).and_then(|t| {
+                        t.validate().map_err(|e| StoreError::Invalid {
+                            what: "template",
+                            key: t.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                        Ok(t)
+                    }) {
+                        Ok(t) => Ok(t),
+                        Err(StoreError::Invalid { what, reason, .. }) => Err((what, reason)),
+                        Err(e) => return Err(e),
+                    };
+                    entries.push(Entry { name, oid, read });
+                }
+                std::sync::Arc::new(entries)
+            }
+        };
+        let mut cached = cache.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.writes.load(std::sync::atomic::Ordering::SeqCst) == writes {
+            *cached = Some(Cached { version, checked: std::time::Instant::now(), entries: entries.clone() });
+        }
+        Ok(entries)
+    }
+
     /// Every template, by name; stored ones that no longer validate are listed apart.
     pub async fn templates(&self) -> Result<Templates> {
-        let rows =
-            sqlx::query(concat!("SELECT ", columns!(), " FROM templates ORDER BY name")).fetch_all(&self.pool).await?;
         let mut out = Templates::default();
-        for row in &rows {
-            match read(row) {
-                Ok(t) => out.valid.push(t),
-                Err(StoreError::Invalid { key, reason, .. }) => out.invalid.push(InvalidTemplate { name: key, reason }),
-                Err(e) => return Err(e),
+        for e in self.cached_templates(false).await?.iter() {
+            match &e.read {
+                Ok(t) => out.valid.push(t.clone()),
+                Err((_, reason)) => out.invalid.push(InvalidTemplate { name: e.name.clone(), reason: reason.clone() }),
             }
         }
         Ok(out)
@@ -182,9 +294,18 @@ impl Store {
 
     /// A template by name; `StoreError::Invalid` when it is stored but no longer validates.
     pub async fn template(&self, name: &str) -> Result<Option<Template>> {
-        let sql = concat!("SELECT ", columns!(), " FROM templates WHERE name = $1");
-        let row = sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?;
-        row.as_ref().map(read).transpose()
+        self.cached_template(|e| e.name == name).await
+    }
+
+    /// The template `matches` picks. One the memory does not hold is looked for again after a
+    /// version check: a template just created elsewhere (the CLI, another replica) is found at
+    /// once; misses are refusals, rare enough to cost a statement.
+    async fn cached_template(&self, matches: impl Fn(&Entry) -> bool) -> Result<Option<Template>> {
+        let found = |entries: &[Entry]| entries.iter().find(|e| matches(e)).map(Entry::get).transpose();
+        match found(&self.cached_templates(false).await?)? {
+            Some(t) => Ok(Some(t)),
+            None => found(&self.cached_templates(true).await?),
+        }
     }
 
     /// A template by name as stored, even when it no longer validates (so an administrator can
@@ -196,13 +317,12 @@ impl Store {
     }
 
     pub async fn template_by_oid(&self, oid: &str) -> Result<Option<Template>> {
-        let sql = concat!("SELECT ", columns!(), " FROM templates WHERE oid = $1");
-        let row = sqlx::query(sql).bind(oid).fetch_optional(&self.pool).await?;
-        row.as_ref().map(read).transpose()
+        self.cached_template(|e| e.oid == oid).await
     }
 
     pub async fn insert_template(&self, t: &Template) -> Result<()> {
         let _writer = self.writer().await;
+        let _forget = ForgetOnDrop(&self.templates);
         let sql = concat!(
             "INSERT INTO templates (",
             columns!(),
@@ -219,6 +339,7 @@ impl Store {
     /// Replaces a template's row (matched by name). Returns false when it does not exist.
     pub async fn update_template(&self, t: &Template) -> Result<bool> {
         let _writer = self.writer().await;
+        let _forget = ForgetOnDrop(&self.templates);
         let sql = "UPDATE templates SET oid=$2, major=$3, minor=$4, description=$5, validity_secs=$6, \
              renewal_secs=$7, key_algorithm=$8, min_key_bits=$9, key_usage=$10, ext_key_usage=$11, \
              subject_from=$12, allow_san=$13, enroll=$14, autoenroll=$15, pend_all=$16, \

@@ -64,6 +64,7 @@ conformance!(
     online_backup_is_a_consistent_copy,
     concurrent_issuances_commit_together_and_fail_alone,
     audit_filter_by_actor_outcome_and_time,
+    templates_are_cached_and_replicas_see_changes,
 );
 
 /// A time on a minute boundary (2023-11-14T22:14:00Z).
@@ -1249,6 +1250,13 @@ async fn device_binding_and_groups(s: Store) {
     assert!(s.add_device_to_group("dmz", fresh.id).await.unwrap());
     assert!(s.add_device_to_group("all", dev.id).await.unwrap());
     assert_eq!(s.device_groups(dev.id).await.unwrap(), ["all", "dmz"]);
+    let (with, groups) = s.device_with_groups("web-1").await.unwrap().unwrap();
+    assert_eq!((with.id, groups), (dev.id, vec!["all".to_string(), "dmz".to_string()]));
+    assert_eq!(with, s.device("web-1").await.unwrap().unwrap());
+    assert!(s.device_with_groups("nope").await.unwrap().is_none());
+    s.touch_device("loner", t(10)).await.unwrap();
+    let (loner, none) = s.device_with_groups("loner").await.unwrap().unwrap();
+    assert_eq!((loner.name.as_str(), none.len()), ("loner", 0), "a device in no group is still found");
     assert_eq!(s.device_group_members("dmz").await.unwrap(), ["web-1", "web-2"]);
     assert!(s.device_group_members("DMZ").await.unwrap().is_empty(), "names are exact");
     assert!(s.remove_device_from_group("dmz", dev.id).await.unwrap());
@@ -1552,4 +1560,31 @@ async fn concurrent_issuances_commit_together_and_fail_alone(s: Store) {
     // A second completion of a live certificate is not live again.
     let c = s.certificate("new5").await.unwrap().unwrap();
     assert!(!s.complete_certificate("new5", c.request_id, "x", b"x", t(T0 + 2), None).await.unwrap());
+}
+
+async fn templates_are_cached_and_replicas_see_changes(s: Store) {
+    let t1 = template("Cached", "1.3.6.1.4.1.311.21.8.9.1");
+    s.insert_template(&t1).await.unwrap();
+    // Another replica checks the database's version on every read; a third trusts its memory
+    // for an hour.
+    let checking = s.with_template_cache(std::time::Duration::ZERO);
+    let trusting = s.with_template_cache(std::time::Duration::from_secs(3600));
+    assert_eq!(checking.template("Cached").await.unwrap().unwrap().major, t1.major);
+    assert_eq!(trusting.template("Cached").await.unwrap().unwrap().major, t1.major);
+    let bumped = Template { major: t1.major + 1, ..t1.clone() };
+    assert!(s.update_template(&bumped).await.unwrap());
+    // This process's own write shows at once (its cache is forgotten), by name and by OID.
+    assert_eq!(s.template("Cached").await.unwrap().unwrap().major, bumped.major);
+    assert_eq!(s.template_by_oid(&t1.oid.to_string()).await.unwrap().unwrap().major, bumped.major);
+    // Another replica sees it at its next version check; the trusting one still serves what
+    // it read (the cache is really used), until its freshness runs out.
+    assert_eq!(checking.template("Cached").await.unwrap().unwrap().major, bumped.major);
+    assert_eq!(trusting.template("Cached").await.unwrap().unwrap().major, t1.major);
+    // A template added elsewhere is found, in name order, with the invalid ones apart.
+    s.insert_template(&template("Another", "1.3.6.1.4.1.311.21.8.9.2")).await.unwrap();
+    let names: Vec<String> = checking.templates().await.unwrap().valid.into_iter().map(|t| t.name).collect();
+    assert_eq!(names.iter().filter(|n| ["Another", "Cached"].contains(&n.as_str())).count(), 2);
+    assert!(names.windows(2).all(|w| w[0] <= w[1]) || s.backend() == Backend::Postgres, "name order");
+    assert!(checking.template("Nope").await.unwrap().is_none());
+    assert!(checking.template_by_oid("1.2.3.4").await.unwrap().is_none());
 }

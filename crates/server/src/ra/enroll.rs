@@ -378,10 +378,9 @@ impl Ra {
             return Err(Refusal::ClientCertificateNotValid { state: CertState::Renewed }.into());
         }
         // The device as the inventory knows it (None on first sight), read once for both.
-        let known = self.store.device(&input.principal.device).await?;
-        let groups = match &known {
-            Some(d) => self.store.device_groups(d.id).await?,
-            None => vec![],
+        let (known, groups) = match self.store.device_with_groups(&input.principal.device).await? {
+            Some((device, groups)) => (Some(device), groups),
+            None => (None, vec![]),
         };
         // 1. The template's grants name the requester.
         if !input.principal.may_enroll(&template, &groups) {
