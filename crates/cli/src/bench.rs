@@ -68,7 +68,7 @@ impl Drop for ServerRuntime {
 
 /// Thread names of the built-in server: its runtime, sqlx's SQLite worker threads and the
 /// store's SQLite writer.
-const SERVER_THREADS: [&str; 3] = ["ae-server", "sqlx-sqlite", autoenroll_store::SQLITE_WRITER_THREAD];
+const SERVER_THREADS: [&str; 3] = ["ae-server", "sqlx-sqlite", autoenroll_server::ra::SQLITE_WRITER_THREAD];
 
 /// CPU time used by the built-in server's threads (runtime workers and blocking pool, SQLite
 /// workers), in seconds, from the scheduler's per-thread nanosecond counters.
@@ -220,9 +220,9 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         let n = 50;
         STATEMENTS.store(0, Ordering::Relaxed);
         let (direct, control, handoffs) = (
-            autoenroll_store::SQLITE_STATEMENTS.load(Ordering::Relaxed),
-            autoenroll_store::SQLITE_CONTROL_STATEMENTS.load(Ordering::Relaxed),
-            autoenroll_store::SQLITE_WRITER_HANDOFFS.load(Ordering::Relaxed),
+            autoenroll_server::ra::SQLITE_STATEMENTS.load(Ordering::Relaxed),
+            autoenroll_server::ra::SQLITE_CONTROL_STATEMENTS.load(Ordering::Relaxed),
+            autoenroll_server::ra::SQLITE_WRITER_HANDOFFS.load(Ordering::Relaxed),
         );
         COUNTING.store(true, Ordering::Relaxed);
         for i in 0..n {
@@ -230,9 +230,9 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         }
         COUNTING.store(false, Ordering::Relaxed);
         let via_sqlx = STATEMENTS.load(Ordering::Relaxed);
-        let direct = autoenroll_store::SQLITE_STATEMENTS.load(Ordering::Relaxed) - direct;
-        let control = autoenroll_store::SQLITE_CONTROL_STATEMENTS.load(Ordering::Relaxed) - control;
-        let handoffs = autoenroll_store::SQLITE_WRITER_HANDOFFS.load(Ordering::Relaxed) - handoffs + via_sqlx;
+        let direct = autoenroll_server::ra::SQLITE_STATEMENTS.load(Ordering::Relaxed) - direct;
+        let control = autoenroll_server::ra::SQLITE_CONTROL_STATEMENTS.load(Ordering::Relaxed) - control;
+        let handoffs = autoenroll_server::ra::SQLITE_WRITER_HANDOFFS.load(Ordering::Relaxed) - handoffs + via_sqlx;
         let per = |x: u64| x as f64 / n as f64;
         println!(
             "database statements per issuance: {:.1} ({via_sqlx} through sqlx, {direct} on SQLite directly over {n} \

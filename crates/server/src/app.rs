@@ -197,6 +197,31 @@ pub struct Server {
     /// SHA-256 of the SCEP RA certificate (what micromdm's `scepclient -ca-fingerprint` takes).
     pub scep_ra_fingerprint: String,
     limits: Limits,
+    /// TLS handshakes completed on the HTTPS listener, full and resumed.
+    pub handshakes: Arc<Handshakes>,
+}
+
+/// Completed TLS handshakes (also `autoenroll_tls_handshakes_total{kind}`): how often clients
+/// pay for a full one, and whether they keep connections open.
+#[derive(Default, Debug)]
+pub struct Handshakes {
+    pub full: std::sync::atomic::AtomicU64,
+    pub resumed: std::sync::atomic::AtomicU64,
+}
+
+impl Handshakes {
+    fn count(&self, kind: Option<rustls::HandshakeKind>) {
+        let resumed = kind == Some(rustls::HandshakeKind::Resumed);
+        let counter = if resumed { &self.resumed } else { &self.full };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::handshake(resumed);
+    }
+
+    /// Full and resumed handshakes so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.full.load(Relaxed), self.resumed.load(Relaxed))
+    }
 }
 
 /// A request's future, counted as in flight on its connection until it has an answer.
@@ -368,6 +393,7 @@ impl Server {
             metrics_addr,
             scep_http_url,
             scep_ra_fingerprint,
+            handshakes: Default::default(),
         })
     }
 
@@ -450,6 +476,7 @@ impl Server {
             let router = self.router.clone();
             let limits = limits.clone();
             let watcher = graceful.watcher();
+            let handshakes = self.handshakes.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let in_flight = InFlight::default();
@@ -466,6 +493,7 @@ impl Server {
                         return;
                     }
                 };
+                handshakes.count(tls.get_ref().1.handshake_kind());
                 let peer = Peer(
                     tls.get_ref()
                         .1

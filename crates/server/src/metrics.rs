@@ -9,6 +9,7 @@
 //!   and the template when the refusal came after it was found ("-" before: bad credentials, an
 //!   unknown template name, malformed requests).
 //! - `http_request_duration_seconds{endpoint, protocol}`: latency per route (histogram).
+//! - `tls_handshakes_total{kind="full"|"resumed"}`: TLS handshakes on the HTTPS listener.
 //! - `certificates{template, state}`, `certificates_expiring{within="7d"|"30d"}`,
 //!   `pending_requests`, `stuck_devices`, `renewals_overdue`, `devices{state}`,
 //!   `crl_age_seconds`, `crl_next_update_seconds`, `db_pool_connections{state="busy"|"idle"}`.
@@ -56,6 +57,10 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!("autoenroll_issued_total", "Certificates signed, by template, request kind and protocol");
+    describe_counter!(
+        "autoenroll_tls_handshakes_total",
+        "TLS handshakes completed on the HTTPS listener, by kind (full, resumed)"
+    );
     describe_counter!("autoenroll_refusals_total", "Requests refused, by protocol, refusal code and class");
     describe_histogram!(LATENCY, Unit::Seconds, "Time to answer a request, by route");
     describe_gauge!("autoenroll_certificates", "Certificates in the inventory by template and state");
@@ -111,6 +116,12 @@ pub async fn track(req: axum::extract::Request, next: axum::middleware::Next) ->
     metrics::histogram!(LATENCY, "endpoint" => endpoint, "protocol" => protocol)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// One TLS handshake completed on the HTTPS listener.
+pub fn handshake(resumed: bool) {
+    metrics::counter!("autoenroll_tls_handshakes_total", "kind" => if resumed { "resumed" } else { "full" })
+        .increment(1);
 }
 
 pub fn issued(template: &str, kind: &'static str) {

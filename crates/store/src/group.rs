@@ -154,9 +154,14 @@ impl Store {
         answer.await.map_err(|_| StoreError::Batch("the write batch holding this write was dropped".into()))?
     }
 
-    /// Commits every queued job, if any, under the write lock.
+    /// Commits every queued job, if any: on SQLite under the write lock (one writer at a time;
+    /// jobs queued meanwhile make the next batch); on PostgreSQL batches commit concurrently,
+    /// each with what was queued when it started.
     async fn flush(&self) {
-        let _writer = self.write_lock.clone().lock_owned().await;
+        let _writer = match self.backend {
+            crate::Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
+            crate::Backend::Postgres => None,
+        };
         let batch = std::mem::take(&mut *self.queue.0.lock().unwrap_or_else(|p| p.into_inner()));
         if !batch.is_empty() {
             self.commit_batch(batch).await;
@@ -174,8 +179,13 @@ impl Store {
                 }
             }
             Err(e) => {
+                // `e` says why nothing committed (a `Batch` error already).
+                let cause = match e {
+                    StoreError::Batch(cause) => cause,
+                    other => other.to_string(),
+                };
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Batch(e.to_string())));
+                    let _ = reply.send(Err(StoreError::Batch(cause.clone())));
                 }
             }
         }

@@ -131,32 +131,34 @@ pub struct Store {
     /// growing sleeps (up to 100 ms), which made the latency tail. Writers queue here instead,
     /// in order. PostgreSQL needs no such lock.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// Issuance writes waiting for the next group commit (SQLite).
+    /// Issuance writes waiting for the next group commit.
     queue: std::sync::Arc<group::Queue>,
     templates: std::sync::Arc<templates::TemplateCache>,
     /// SQLite's group-commit writer thread and inline read connections (None on PostgreSQL).
     sqlite: Option<std::sync::Arc<sqlite_sync::Sqlite>>,
 }
 
+/// The file a `sqlite:` URL names, percent-decoded as sqlx decodes it (both drivers must open
+/// the same file).
+fn sqlite_path(url: &str) -> String {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
+}
+
 /// The database holds password, token and challenge hashes: the file, its WAL and its shared
 /// memory are the owner's alone (0600) whatever the umask. SQLite creates the WAL and SHM
 /// files with the database file's mode, so the file is made first, 0600.
-/// The file a `sqlite:` URL names.
-fn sqlite_path(url: &str) -> &str {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    rest.split('?').next().unwrap_or_default()
-}
-
 fn private_sqlite_files(url: &str) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = sqlite_path(url);
     if path.is_empty() || path == ":memory:" {
-        return Err(StoreError::Io(format!(
-            "{url}: SQLite needs a database file (the store's connections and its writer thread share it)"
+        return Err(StoreError::UnsupportedUrl(format!(
+            "{url} (SQLite needs a database file: the store's connections and its writer thread share it)"
         )));
     }
     let io = |e: std::io::Error| StoreError::Io(format!("{path}: {e}"));
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io)?;
     for file in [path.to_string(), format!("{path}-wal"), format!("{path}-shm")] {
         match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
@@ -211,7 +213,7 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         let sqlite = match backend {
-            Backend::Sqlite => Some(std::sync::Arc::new(sqlite_sync::Sqlite::open(sqlite_path(url))?)),
+            Backend::Sqlite => Some(std::sync::Arc::new(sqlite_sync::Sqlite::open(&sqlite_path(url))?)),
             Backend::Postgres => None,
         };
         Ok(Store {
@@ -219,7 +221,13 @@ impl Store {
             backend,
             write_lock: Default::default(),
             queue: Default::default(),
-            templates: Default::default(),
+            templates: std::sync::Arc::new(templates::TemplateCache::trusted_for(match backend {
+                // A version check is an inline read of microseconds: every read checks, so the
+                // CLI's changes (another process) show at once.
+                Backend::Sqlite => Duration::ZERO,
+                // A version check is a round trip: replicas may serve a change up to 1 s late.
+                Backend::Postgres => Duration::from_secs(1),
+            })),
             sqlite,
         })
     }

@@ -49,6 +49,20 @@ fn counted() {
     STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The writer's connection: the file must exist (the pool made and migrated it), and writes
+/// are durable as the pool's are (every answered write survives power loss).
+fn open_writer(path: &str) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
 /// Idle read connections kept (more are opened while more readers run at once).
 const READERS_KEPT: usize = 4;
 
@@ -65,7 +79,7 @@ impl Readers {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         // A WAL reader waits only in rare recovery; it must not hold a runtime thread long.
-        conn.busy_timeout(std::time::Duration::from_millis(500))?;
+        conn.busy_timeout(std::time::Duration::from_millis(100))?;
         Ok(conn)
     }
 
@@ -112,10 +126,16 @@ impl Readers {
 
 /// Binds `params[i]` to the parameter named `$i+1` (the sqlx spelling these statements share).
 fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[&dyn ToSql]) -> Result<()> {
+    if stmt.parameter_count() != params.len() {
+        let (wanted, given) = (stmt.parameter_count(), params.len());
+        return Err(StoreError::Batch(format!("a statement takes {wanted} parameters, {given} given")));
+    }
     for (i, p) in params.iter().enumerate() {
-        if let Some(at) = stmt.parameter_index(&format!("${}", i + 1))? {
-            stmt.raw_bind_parameter(at, p)?;
-        }
+        let name = format!("${}", i + 1);
+        let at = stmt
+            .parameter_index(&name)?
+            .ok_or_else(|| StoreError::Batch(format!("a statement has no parameter {name}")))?;
+        stmt.raw_bind_parameter(at, p)?;
     }
     Ok(())
 }
@@ -131,18 +151,22 @@ pub const WRITER_THREAD: &str = "sqlite-writer";
 impl Writer {
     /// Opens the database file at `path` (already migrated) for the writer thread.
     pub(crate) fn start(path: &str) -> Result<Writer> {
-        let conn = Connection::open(path)?;
-        // As the pool's connections: every answered write survives power loss.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut conn = open_writer(path)?;
+        let path = path.to_string();
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
         std::thread::Builder::new()
             .name(WRITER_THREAD.into())
             .spawn(move || {
                 for (jobs, reply) in rx {
                     let _ = reply.send(commit(&conn, &jobs));
+                    // A connection still inside a transaction (its ROLLBACK failed) would hold
+                    // the write lock for good: it is replaced.
+                    if !conn.is_autocommit() {
+                        match open_writer(&path) {
+                            Ok(fresh) => conn = fresh,
+                            Err(e) => tracing::error!(%e, "could not reopen the SQLite writer connection"),
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::Io(format!("starting the SQLite writer thread: {e}")))?;

@@ -189,8 +189,9 @@ struct Cached {
 }
 
 /// Templates change rarely and are read on every enrollment: they are served from memory. A
-/// read trusts the memory for `fresh_for` (1 s: another replica's change shows within that);
-/// then one statement compares the version, and only a changed version reads them again. This
+/// read trusts the memory for `fresh_for` (SQLite: not at all, the check is an inline read;
+/// PostgreSQL: 1 s, so another replica's change shows within that); then one statement
+/// compares the version, and only a changed version reads and parses them again. This
 /// process's own writes forget the memory at once.
 pub(crate) struct TemplateCache {
     cached: std::sync::Mutex<Option<Cached>>,
@@ -254,7 +255,17 @@ impl Store {
                     .await?;
                 let mut entries = Vec::with_capacity(rows.len());
                 for row in &rows {
-                    let r = TemplateRow::from_row(row)?;
+                    // A row that does not even decode is reported under its name, like one that
+                    // does not validate; the others are still served.
+                    let r = match TemplateRow::from_row(row) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let name: String = sqlx::Row::try_get(row, "name").unwrap_or_default();
+                            let read = Err(("template", e.to_string()));
+                            entries.push(Entry { name, oid: String::new(), read });
+                            continue;
+                        }
+                    };
                     let (name, oid) = (r.name.clone(), r.oid.clone());
                     let read = match Template::try_from(r).and_then(|t| {
                         t.validate().map_err(|e| StoreError::Invalid {
@@ -280,10 +291,11 @@ impl Store {
         Ok(entries)
     }
 
-    /// Every template, by name; stored ones that no longer validate are listed apart.
+    /// Every template, by name; stored ones that no longer validate are listed apart. Checked
+    /// against the database's version (listings are for people, not the hot path).
     pub async fn templates(&self) -> Result<Templates> {
         let mut out = Templates::default();
-        for e in self.cached_templates(false).await?.iter() {
+        for e in self.cached_templates(true).await?.iter() {
             match &e.read {
                 Ok(t) => out.valid.push(t.clone()),
                 Err((_, reason)) => out.invalid.push(InvalidTemplate { name: e.name.clone(), reason: reason.clone() }),

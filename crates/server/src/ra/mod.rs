@@ -26,6 +26,11 @@ pub use autoenroll_store::{
     AuditEvent, AuditFilter, Certificate, CertificateFilter, DeviceFilter, DeviceSummary, FleetSummary,
     InvalidTemplate, Request, StateCount, Stuck, Templates, DAY_SECS, WEEK_SECS,
 };
+/// The store's SQLite statement and hand-off counters and its writer thread's name, for
+/// `autoenroll bench issue` (the CLI reaches the store only through the RA).
+pub use autoenroll_store::{
+    SQLITE_CONTROL_STATEMENTS, SQLITE_STATEMENTS, SQLITE_WRITER_HANDOFFS, SQLITE_WRITER_THREAD,
+};
 pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
 pub use console::{ConsoleSession, SESSION_SECS};
 pub use crl::{ISSUING_PATH, ROOT_CRL_PATH, ROOT_PATH};

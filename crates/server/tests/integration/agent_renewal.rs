@@ -652,3 +652,31 @@ async fn the_agent_rides_out_resets_flakiness_and_delays() {
     assert!(r.failed.is_empty(), "{r:?}");
     proxy.mode.store(PASS, Ordering::Relaxed);
 }
+
+/// Issue 16: an agent cycle keeps its connections open (HTTP keep-alive): policy and the
+/// enrollments with the account's credentials share one connection, the check-in with the new
+/// machine certificate another; before, each request was a connection of its own (1 + 2 + 1).
+/// Counted by the server, which sees every completed TLS handshake.
+#[tokio::test]
+async fn one_cycle_reuses_its_connections() {
+    let s = TestServer::start().await;
+    short_templates(&s).await;
+    let agent = Agent::new(&s, "username = \"enroller\"\npassword = \"correct horse battery\"", "");
+    // One clock for the process, as the daemon has (TLS configurations, which hold the
+    // session caches, are kept per identity and clock).
+    let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(s.clock.clone());
+    let cycle = || autoenroll_agent::run_cycle(&agent.cfg, clock.clone(), &FixedJitter, &Force::None);
+    let (full, resumed) = s.handshakes.get();
+    let r = cycle().await.unwrap();
+    assert_eq!(r.enrolled.len(), 2, "{r:?}");
+    let (full_after, resumed_after) = s.handshakes.get();
+    let connections = (full_after - full) + (resumed_after - resumed);
+    assert_eq!(connections, 2, "policy + 2 enrollments on one connection, the check-in on a second");
+    // The next cycle (nothing due) resumes the TLS sessions the first one made.
+    let (full, resumed) = s.handshakes.get();
+    let r = cycle().await.unwrap();
+    assert!(r.enrolled.is_empty() && r.renewed.is_empty(), "{r:?}");
+    let (full_after, resumed_after) = s.handshakes.get();
+    assert_eq!(full_after - full, 0, "no full handshake in a later cycle of the same process");
+    assert!(resumed_after - resumed >= 1, "the policy and check-in connections resume");
+}

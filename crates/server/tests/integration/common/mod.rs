@@ -22,6 +22,8 @@ pub struct TestServer {
     pub http_base: String,
     pub clock: FakeClock,
     pub tls: autoenroll_server::app::TlsReloader,
+    /// TLS handshakes the server completed (full, resumed).
+    pub handshakes: Arc<autoenroll_server::app::Handshakes>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -54,11 +56,12 @@ impl TestServer {
         let base = server.base_url.clone();
         let http_base = server.scep_http_url.clone().unwrap_or_default().trim_end_matches("/scep").to_string();
         let tls = server.tls_reloader();
+        let handshakes = server.handshakes.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        TestServer { dir, ra, base, http_base, clock, tls, stop: Some(tx) }
+        TestServer { dir, ra, base, http_base, clock, tls, handshakes, stop: Some(tx) }
     }
 
     pub fn now(&self) -> i64 {
