@@ -54,5 +54,14 @@ after=$(cpu)
 grep -E "VmRSS|VmHWM|RssAnon|RssFile|Threads" "/proc/$agent_pid/status"
 # Private memory: what this process alone costs (shared library pages excluded).
 awk '/^Private_(Clean|Dirty)/ {s += $2} END {printf "private: %.1f MiB\n", s / 1024}' "/proc/$agent_pid/smaps_rollup"
+# Where the resident pages are: per mapping (the binary's code and data, the heap, stacks, libc,
+# the loader, anonymous mappings), in KiB.
+echo "resident by mapping (KiB):"
+awk -v bin="$(readlink -f "$agent_bin")" '
+  /^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "") ? "[anonymous]" : $6; perms = $2;
+    if (name == bin) name = "agent binary " perms; else if (name ~ /libc\.so/) name = "libc " perms;
+    else if (name ~ /ld-linux/) name = "loader"; else if (name ~ /^\//) name = "other file " name; next }
+  /^Rss:/ { rss[name] += $2 }
+  END { for (n in rss) if (rss[n] > 0) printf "  %-28s %6d\n", n, rss[n] }' "/proc/$agent_pid/smaps" | sort -k1,1
 awk -v b="$before" -v a="$after" -v t="$ticks" -v s="$idle" \
   'BEGIN { printf "CPU while idle for %d s: %.2f s (%d ticks)\n", s, (a - b) / t, a - b }'

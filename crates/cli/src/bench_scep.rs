@@ -99,6 +99,13 @@ pub async fn scep(b: ScepBench) -> Result<i32> {
                     http_listen: Some("127.0.0.1:0".into()),
                     ..Default::default()
                 }),
+                // The whole load comes from one address: counted per address (the default),
+                // 64 requests in flight would lock it as a guessing burst would. A fleet comes
+                // from many addresses.
+                limits: Some(autoenroll_server::config::RawLimits {
+                    count_addresses: Some(false),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }
             .validate()?;

@@ -113,6 +113,8 @@ pub struct Ra {
     refusal_audits: throttle::RefusalAudits,
     /// The console's session MAC key, read from the store once.
     console_key: std::sync::OnceLock<[u8; 32]>,
+    /// SCEP static challenges already checked against their slow hash.
+    verified_challenges: secrets::VerifiedSecrets,
 }
 
 impl Ra {
@@ -183,6 +185,7 @@ impl Ra {
             hashing,
             refusal_audits: Default::default(),
             console_key: Default::default(),
+            verified_challenges: Default::default(),
         };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;
         // The issuing certificate other processes published (a re-certified one) stays; the

@@ -205,7 +205,14 @@ impl Ra {
             return Ok(false);
         }
         if stored.starts_with('$') {
-            return self.check_password(Some(stored), password).await;
+            if self.verified_challenges.known(&key, &stored, password) {
+                return Ok(true);
+            }
+            let matches = self.check_password(Some(stored.clone()), password).await?;
+            if matches {
+                self.verified_challenges.remember(&key, &stored, password);
+            }
+            return Ok(matches);
         }
         // An unsalted SHA-256 of earlier versions: compared, then replaced by a slow hash.
         let Ok(legacy) = hex::decode(&stored) else { return Ok(false) };
