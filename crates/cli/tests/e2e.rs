@@ -268,6 +268,8 @@ fn metrics_show_the_traffic_and_the_fleet() {
         "autoenroll_stuck_devices 0",
         "autoenroll_crl_age_seconds ",
         r#"autoenroll_db_pool_connections{state="idle"}"#,
+        // The agent's first connection made a full handshake.
+        r#"autoenroll_tls_handshakes_total{kind="full"} "#,
     ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }
