@@ -93,6 +93,10 @@ const PROTOCOLS: [(&str, &str); 13] = [
 
 /// The protocol of a request path (the label every series of a request carries).
 pub fn protocol_of(path: &str) -> &'static str {
+    // EST's well-known prefix is its own (RFC 7030 section 3.2.2).
+    if path.starts_with(crate::frontends::est::PREFIX) {
+        return "est";
+    }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     PROTOCOLS.iter().find(|(segment, _)| *segment == first).map_or("other", |(_, p)| p)
 }
@@ -206,6 +210,8 @@ mod tests {
             ("/wstep", "wstep"),
             ("/EnrollmentServer/Discovery.svc", "mdm"),
             ("/scep/Machine", "scep"),
+            ("/.well-known/est/Machine/simpleenroll", "est"),
+            ("/.well-known/est/cacerts", "est"),
             ("/admin/v1/devices", "admin"),
             ("/ui/", "console"),
             ("/crl", "revocation"),

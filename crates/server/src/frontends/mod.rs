@@ -2,6 +2,7 @@
 mod admin_api;
 pub mod checkin;
 pub mod console;
+pub mod est;
 pub mod mde2;
 pub mod revocation;
 pub mod scep;
@@ -76,7 +77,7 @@ where
         .map_err(|e: T::Err| autoenroll_core::Refusal::BadParameter { detail: format!("{name}: {e}") }.into())
 }
 
-/// The HTTP status of an error class for the JSON APIs (check-in, admin); exhaustive.
+/// The HTTP status of an error class for the JSON APIs (check-in, admin) and EST; exhaustive.
 pub fn http_status(kind: autoenroll_core::Kind) -> axum::http::StatusCode {
     use autoenroll_core::Kind;
     use axum::http::StatusCode;
@@ -107,7 +108,7 @@ pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
 pub fn error_mapping_table() -> String {
     use autoenroll_core::RefusalCode;
     let mut out = String::from(
-        "| code | kind | JSON (HTTP) | WSTEP/XCEP fault (HRESULT) | MDM fault (subcode, ErrorType) | SCEP failInfo | when |\n\
+        "| code | kind | JSON and EST (HTTP) | WSTEP/XCEP fault (HRESULT) | MDM fault (subcode, ErrorType) | SCEP failInfo | when |\n\
          |---|---|---|---|---|---|---|\n",
     );
     for &c in RefusalCode::ALL {
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route(signin::PATH, get(signin::page).post(signin::submit))
         .with_state(state.clone())
         .merge(scep::router(state.clone()))
+        .merge(est::router(state.clone()))
         .merge(revocation::router(state.clone()))
         .merge(admin_api::router(state.clone()))
         .merge(console::router(state))

@@ -34,7 +34,7 @@ pub use autoenroll_store::{
 pub use checkin::{thumbprint_of, CheckinAnswer, CheckinReport, Directive, HeldView, Verdict};
 pub use console::{ConsoleSession, SESSION_SECS};
 pub use crl::{ISSUING_PATH, ROOT_CRL_PATH, ROOT_PATH};
-pub use enroll::{EnrollInput, Issued, Outcome};
+pub use enroll::{EnrollInput, Issued, Outcome, PENDING_POLL_SECS};
 pub use error::RaError;
 pub use mdm::{MdmSettings, SIGN_IN_TOKEN_SECS};
 pub use policy::PolicyView;
@@ -289,6 +289,11 @@ impl Ra {
         self.audit(LOCAL_ADMIN, "server.backup", &out.display().to_string(), AuditOutcome::Ok, &written.join(","))
             .await;
         Ok(written)
+    }
+
+    /// The template a request that names none gets (`default_template`).
+    pub fn default_template(&self) -> &str {
+        &self.settings.default_template
     }
 
     /// The chain a client needs above its certificate: issuing CA, then root.

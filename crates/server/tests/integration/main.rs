@@ -8,6 +8,7 @@ mod agent_renewal;
 mod attacks;
 mod checkin;
 mod console;
+mod est;
 mod fleet;
 mod hostile;
 mod lifecycle;

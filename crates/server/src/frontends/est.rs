@@ -1,0 +1,264 @@
+//! EST (RFC 7030) under `/.well-known/est` and `/.well-known/est/<label>`, where the label names
+//! a template: `cacerts`, `csrattrs`, `simpleenroll` and `simplereenroll`. The RA decides as
+//! for every other protocol: the same templates, grants, name rules, inventory, renewal checks
+//! and successor rule; this module is the wire (base64 DER bodies, RFC 7030 section 4) and the
+//! one mapping of RA errors to EST answers (an HTTP status for the refusal's class, the refusal
+//! in a text body, `WWW-Authenticate` on 401). Pending requests are not offered: a template
+//! that holds requests for approval answers 202 with `Retry-After` once, and the request
+//! waits for an administrator; the device's next `simpleenroll` is a new request.
+use super::{http_status, AppState, Peer};
+use crate::ra::{Credentials, EnrollInput, Outcome, RaError, Window};
+use autoenroll_core::model::KeyAlgorithm;
+use autoenroll_core::pki::CsrFacts;
+use autoenroll_core::{Kind, Refusal};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use base64::Engine;
+use der::Encode;
+
+/// Where EST lives (RFC 7030 section 3.2.2).
+pub const PREFIX: &str = "/.well-known/est";
+/// A PKCS#10 in base64 is a few kilobytes; anything much larger is not one.
+const MAX_BODY: usize = 64 * 1024;
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub fn router(state: AppState) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/.well-known/est/cacerts", get(cacerts))
+        .route("/.well-known/est/{label}/cacerts", get(cacerts))
+        .route("/.well-known/est/csrattrs", get(csrattrs_default))
+        .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
+        .route("/.well-known/est/simpleenroll", post(simpleenroll_default))
+        .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll_labelled))
+        .route("/.well-known/est/simplereenroll", post(simplereenroll))
+        .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The one place RA errors become EST answers.
+fn error(e: &RaError) -> Response {
+    tracing::info!(code = e.code(), kind = e.kind().as_str(), "EST request refused");
+    crate::metrics::refused(e);
+    let status = http_status(e.kind());
+    let body = format!("{}: {}\n", e.code(), e.detail());
+    let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    match e.kind() {
+        // RFC 7030 section 3.2.3: the client may then retry with HTTP Basic credentials.
+        Kind::Unauthorized => {
+            if let Ok(v) = header::HeaderValue::from_str("Basic realm=\"autoenroll EST\"") {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        Kind::RateLimited | Kind::Unavailable | Kind::Pending => {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
+        Kind::BadRequest | Kind::BadCsr | Kind::PolicyDenied | Kind::NotFound | Kind::Conflict | Kind::Internal => {}
+    }
+    response
+}
+
+/// A base64 body (RFC 7030 section 4: `Content-Transfer-Encoding: base64`), line-wrapped.
+fn base64_response(content_type: &'static str, der: &[u8]) -> Response {
+    let encoded = BASE64.encode(der);
+    let mut body = String::with_capacity(encoded.len() + encoded.len() / 64 + 2);
+    for line in encoded.as_bytes().chunks(64) {
+        body.push_str(&String::from_utf8_lossy(line));
+        body.push_str("\r\n");
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::HeaderName::from_static("content-transfer-encoding"), "base64"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/cacerts`: the issuing CA and the root, certs-only (RFC 7030 section 4.1.3). No
+/// authentication: trust anchors are public; the client decides whether to trust them.
+async fn cacerts(State(st): State<AppState>) -> Response {
+    let chain = st.ra.chain_der();
+    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    match autoenroll_proto::pkcs7::certs_only(&refs) {
+        Ok(p7) => base64_response("application/pkcs7-mime", &p7),
+        Err(e) => error(&RaError::internal(format!("EST cacerts: {e}"))),
+    }
+}
+
+async fn csrattrs_default(State(st): State<AppState>) -> Response {
+    csrattrs(&st, None).await
+}
+
+async fn csrattrs_labelled(State(st): State<AppState>, Path(label): Path<String>) -> Response {
+    csrattrs(&st, Some(&label)).await
+}
+
+/// `/csrattrs` (RFC 7030 section 4.5): what the template wants in a request: its key type
+/// (the public key algorithm, with the curve for EC keys) and the signature algorithm.
+async fn csrattrs(st: &AppState, label: Option<&str>) -> Response {
+    let template = match st.ra.template(label.unwrap_or(st.ra.default_template())).await {
+        Ok(t) => t,
+        Err(e) => return error(&e),
+    };
+    match csr_attributes(template.key.algorithm) {
+        Ok(der) => base64_response("application/csrattrs", &der),
+        Err(e) => error(&RaError::internal(format!("EST csrattrs: {e}"))),
+    }
+}
+
+/// `CsrAttrs ::= SEQUENCE OF AttrOrOID`: for EC keys the attribute id-ecPublicKey with the
+/// curve (RFC 7030 section 4.5.2's example) and ecdsa-with-SHA256/384; for RSA, rsaEncryption and
+/// sha256WithRSAEncryption.
+fn csr_attributes(algorithm: KeyAlgorithm) -> Result<Vec<u8>, der::Error> {
+    use der::asn1::{Any, ObjectIdentifier, SetOfVec};
+    use x509_cert::attr::Attribute;
+    const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+    const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+    const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+    const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+    const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+    let ec = |curve: ObjectIdentifier, signature: ObjectIdentifier| -> Result<Vec<Any>, der::Error> {
+        let mut values = SetOfVec::new();
+        values.insert(Any::encode_from(&curve)?)?;
+        Ok(vec![Any::encode_from(&Attribute { oid: EC_PUBLIC_KEY, values })?, Any::encode_from(&signature)?])
+    };
+    let items = match algorithm {
+        KeyAlgorithm::P256 => ec(P256, ECDSA_SHA256)?,
+        KeyAlgorithm::P384 => ec(P384, ECDSA_SHA384)?,
+        KeyAlgorithm::Rsa(_) => vec![Any::encode_from(&RSA_ENCRYPTION)?, Any::encode_from(&SHA256_WITH_RSA)?],
+    };
+    items.to_der()
+}
+
+/// The request body: base64 of a DER PKCS#10 (`application/pkcs10`), whitespace allowed.
+fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, RaError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case("application/pkcs10") {
+            return Err(Refusal::BadParameter {
+                detail: format!("content type {media:?}: EST takes application/pkcs10"),
+            }
+            .into());
+        }
+    }
+    let clean: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    BASE64.decode(&clean).map_err(|e| Refusal::BadCsr { detail: format!("the body is not base64: {e}") }.into())
+}
+
+/// Who is asking: the TLS client certificate, else HTTP Basic (an account), else a bootstrap
+/// token (`Authorization: Bearer aet_...`).
+fn credentials(headers: &HeaderMap, peer: Option<&Peer>) -> Credentials {
+    let client = peer.and_then(|p| p.1);
+    if let Some(leaf) = peer.and_then(|p| p.0.as_ref()).and_then(|c| c.first()) {
+        return Credentials::ClientCertificate(leaf.as_ref().to_vec());
+    }
+    let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Credentials::None;
+    };
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        return Credentials::BootstrapToken(token.trim().to_string());
+    }
+    let basic = auth
+        .strip_prefix("Basic ")
+        .and_then(|b| BASE64.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+    match basic {
+        Some((username, password)) => Credentials::Password { username, password, client },
+        None => Credentials::None,
+    }
+}
+
+/// The certificate alone, certs-only (RFC 7030 section 4.2.3).
+fn issued_response(certificate_der: &[u8]) -> Response {
+    match autoenroll_proto::pkcs7::certs_only(&[certificate_der]) {
+        Ok(p7) => base64_response("application/pkcs7-mime; smime-type=certs-only", &p7),
+        Err(e) => error(&RaError::internal(format!("EST certs-only: {e}"))),
+    }
+}
+
+async fn simpleenroll_default(
+    State(st): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    simpleenroll(&st, None, peer.map(|Extension(p)| p), &headers, &body).await
+}
+
+async fn simpleenroll_labelled(
+    State(st): State<AppState>,
+    Path(label): Path<String>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    simpleenroll(&st, Some(&label), peer.map(|Extension(p)| p), &headers, &body).await
+}
+
+/// `/simpleenroll` (RFC 7030 section 4.2.1): the device named by the request's common name (or
+/// first DNS name), enrolled with the label's template (else the request's template extension,
+/// else the server's default).
+async fn simpleenroll(
+    st: &AppState,
+    label: Option<&str>,
+    peer: Option<Peer>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let result = async {
+        let csr_der = csr_body(headers, body)?;
+        // Only the device's name is read here; the RA parses and checks the request.
+        let device = CsrFacts::parse(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
+        let creds = credentials(headers, peer.as_ref());
+        let principal = st.ra.authenticate(&creds, device.as_deref()).await?;
+        let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
+        st.ra.enroll(input).await
+    }
+    .await;
+    match result {
+        Ok(Outcome::Issued(issued)) => issued_response(&issued.certificate_der),
+        // RFC 7030 section 4.2.3: 202 with Retry-After; the request waits for an administrator.
+        Ok(Outcome::Pending { request_id }) => (
+            StatusCode::ACCEPTED,
+            [(header::RETRY_AFTER, crate::ra::PENDING_POLL_SECS.to_string())],
+            format!("request {request_id} waits for an administrator's approval\n"),
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// `/simplereenroll` (RFC 7030 section 4.2.2): authenticated by the TLS client certificate it
+/// renews, with the same checks as a WSTEP renewal over TLS (window, names kept, one
+/// successor). The label is ignored: a renewal keeps its certificate's template.
+async fn simplereenroll(
+    State(st): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let csr_der = csr_body(&headers, &body)?;
+        let leaf = peer
+            .as_ref()
+            .and_then(|Extension(p)| p.0.as_ref())
+            .and_then(|c| c.first())
+            .ok_or_else(|| RaError::from(Refusal::MissingToken))?;
+        st.ra.renew_over_tls(&csr_der, leaf.as_ref(), Window::Autoenrollment).await
+    }
+    .await;
+    match result {
+        Ok(issued) => issued_response(&issued.certificate_der),
+        Err(e) => error(&e),
+    }
+}
