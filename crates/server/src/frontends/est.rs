@@ -3,9 +3,10 @@
 //! for every other protocol: the same templates, grants, name rules, inventory, renewal checks
 //! and successor rule; this module is the wire (base64 DER bodies, RFC 7030 section 4) and the
 //! one mapping of RA errors to EST answers (an HTTP status for the refusal's class, the refusal
-//! in a text body, `WWW-Authenticate` on 401). Pending requests are not offered: a template
-//! that holds requests for approval answers 202 with `Retry-After` once, and the request
-//! waits for an administrator; the device's next `simpleenroll` is a new request.
+//! in a text body, `WWW-Authenticate` on an enrollment's 401). A template that holds requests
+//! for approval answers 202 with `Retry-After`; the same request sent again (same device, key
+//! and labelled template) gets that request's answer: 202 while it waits, the certificate once
+//! approved, 403 once denied.
 use super::{http_status, AppState, Peer};
 use crate::ra::{Credentials, EnrollInput, Outcome, RaError, Window};
 use autoenroll_core::model::KeyAlgorithm;
@@ -40,8 +41,9 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-/// The one place RA errors become EST answers.
-fn error(e: &RaError) -> Response {
+/// The one place RA errors become EST answers. `basic`: a 401 invites HTTP Basic credentials
+/// (enrollment; a re-enrollment needs its certificate, which no password replaces).
+fn error(e: &RaError, basic: bool) -> Response {
     tracing::info!(code = e.code(), kind = e.kind().as_str(), "EST request refused");
     crate::metrics::refused(e);
     let status = http_status(e.kind());
@@ -50,8 +52,9 @@ fn error(e: &RaError) -> Response {
     match e.kind() {
         // RFC 7030 section 3.2.3: the client may then retry with HTTP Basic credentials.
         Kind::Unauthorized => {
-            if let Ok(v) = header::HeaderValue::from_str("Basic realm=\"autoenroll EST\"") {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            if basic {
+                let challenge = header::HeaderValue::from_static("Basic realm=\"autoenroll EST\"");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
             }
         }
         Kind::RateLimited | Kind::Unavailable | Kind::Pending => {
@@ -88,7 +91,7 @@ async fn cacerts(State(st): State<AppState>) -> Response {
     let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
     match autoenroll_proto::pkcs7::certs_only(&refs) {
         Ok(p7) => base64_response("application/pkcs7-mime", &p7),
-        Err(e) => error(&RaError::internal(format!("EST cacerts: {e}"))),
+        Err(e) => error(&RaError::internal(format!("EST cacerts: {e}")), false),
     }
 }
 
@@ -105,17 +108,17 @@ async fn csrattrs_labelled(State(st): State<AppState>, Path(label): Path<String>
 async fn csrattrs(st: &AppState, label: Option<&str>) -> Response {
     let template = match st.ra.template(label.unwrap_or(st.ra.default_template())).await {
         Ok(t) => t,
-        Err(e) => return error(&e),
+        Err(e) => return error(&e, false),
     };
     match csr_attributes(template.key.algorithm) {
         Ok(der) => base64_response("application/csrattrs", &der),
-        Err(e) => error(&RaError::internal(format!("EST csrattrs: {e}"))),
+        Err(e) => error(&RaError::internal(format!("EST csrattrs: {e}")), false),
     }
 }
 
 /// `CsrAttrs ::= SEQUENCE OF AttrOrOID`: for EC keys the attribute id-ecPublicKey with the
-/// curve (RFC 7030 section 4.5.2's example) and ecdsa-with-SHA256/384; for RSA, rsaEncryption and
-/// sha256WithRSAEncryption.
+/// curve (RFC 7030 section 4.5.2's example) and ecdsa-with-SHA256/384; for RSA the attribute
+/// rsaEncryption with the key size, and sha256WithRSAEncryption.
 fn csr_attributes(algorithm: KeyAlgorithm) -> Result<Vec<u8>, der::Error> {
     use der::asn1::{Any, ObjectIdentifier, SetOfVec};
     use x509_cert::attr::Attribute;
@@ -134,7 +137,12 @@ fn csr_attributes(algorithm: KeyAlgorithm) -> Result<Vec<u8>, der::Error> {
     let items = match algorithm {
         KeyAlgorithm::P256 => ec(P256, ECDSA_SHA256)?,
         KeyAlgorithm::P384 => ec(P384, ECDSA_SHA384)?,
-        KeyAlgorithm::Rsa(_) => vec![Any::encode_from(&RSA_ENCRYPTION)?, Any::encode_from(&SHA256_WITH_RSA)?],
+        KeyAlgorithm::Rsa(bits) => {
+            // The key size as the attribute's value (RFC 9908 section 3.3's form).
+            let mut values = SetOfVec::new();
+            values.insert(Any::encode_from(&bits)?)?;
+            vec![Any::encode_from(&Attribute { oid: RSA_ENCRYPTION, values })?, Any::encode_from(&SHA256_WITH_RSA)?]
+        }
     };
     items.to_der()
 }
@@ -154,26 +162,28 @@ fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, RaError> {
     BASE64.decode(&clean).map_err(|e| Refusal::BadCsr { detail: format!("the body is not base64: {e}") }.into())
 }
 
-/// Who is asking: the TLS client certificate, else HTTP Basic (an account), else a bootstrap
-/// token (`Authorization: Bearer aet_...`).
+/// Who is asking: the `Authorization` header when one is sent (HTTP Basic: an account;
+/// Bearer: a bootstrap token), else the TLS client certificate (WSTEP's order too).
 fn credentials(headers: &HeaderMap, peer: Option<&Peer>) -> Credentials {
     let client = peer.and_then(|p| p.1);
-    if let Some(leaf) = peer.and_then(|p| p.0.as_ref()).and_then(|c| c.first()) {
-        return Credentials::ClientCertificate(leaf.as_ref().to_vec());
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim);
+    // RFC 9110 section 11.1: the scheme is case-insensitive.
+    let (scheme, value) = auth.and_then(|a| a.split_once(' ')).unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Credentials::BootstrapToken(value.trim().to_string());
     }
-    let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Credentials::None;
-    };
-    if let Some(token) = auth.strip_prefix("Bearer ") {
-        return Credentials::BootstrapToken(token.trim().to_string());
+    if scheme.eq_ignore_ascii_case("basic") {
+        let basic = BASE64
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+        if let Some((username, password)) = basic {
+            return Credentials::Password { username, password, client };
+        }
     }
-    let basic = auth
-        .strip_prefix("Basic ")
-        .and_then(|b| BASE64.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
-    match basic {
-        Some((username, password)) => Credentials::Password { username, password, client },
+    match peer.and_then(|p| p.0.as_ref()).and_then(|c| c.first()) {
+        Some(leaf) => Credentials::ClientCertificate(leaf.as_ref().to_vec()),
         None => Credentials::None,
     }
 }
@@ -182,7 +192,7 @@ fn credentials(headers: &HeaderMap, peer: Option<&Peer>) -> Credentials {
 fn issued_response(certificate_der: &[u8]) -> Response {
     match autoenroll_proto::pkcs7::certs_only(&[certificate_der]) {
         Ok(p7) => base64_response("application/pkcs7-mime; smime-type=certs-only", &p7),
-        Err(e) => error(&RaError::internal(format!("EST certs-only: {e}"))),
+        Err(e) => error(&RaError::internal(format!("EST certs-only: {e}")), false),
     }
 }
 
@@ -221,8 +231,17 @@ async fn simpleenroll(
         let device = CsrFacts::parse(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
         let creds = credentials(headers, peer.as_ref());
         let principal = st.ra.authenticate(&creds, device.as_deref()).await?;
+        // A request repeated after 202 gets the first one's answer (RFC 7030 section 4.2.3).
+        if let Some(template) = label {
+            if let Some(outcome) = st.ra.repeated_request(&principal, &csr_der, template).await? {
+                return Ok(outcome);
+            }
+        }
         let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
-        st.ra.enroll(input).await
+        match label {
+            Some(_) => st.ra.enroll_labelled(input).await,
+            None => st.ra.enroll(input).await,
+        }
     }
     .await;
     match result {
@@ -234,7 +253,7 @@ async fn simpleenroll(
             format!("request {request_id} waits for an administrator's approval\n"),
         )
             .into_response(),
-        Err(e) => error(&e),
+        Err(e) => error(&e, true),
     }
 }
 
@@ -259,6 +278,6 @@ async fn simplereenroll(
     .await;
     match result {
         Ok(issued) => issued_response(&issued.certificate_der),
-        Err(e) => error(&e),
+        Err(e) => error(&e, false),
     }
 }

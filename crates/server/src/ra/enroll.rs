@@ -4,7 +4,7 @@ use super::templates::profile_for;
 use super::{Ra, RaError};
 use autoenroll_ca::{IssueRequest, Profile};
 use autoenroll_core::model::{AuditOutcome, CertState, RequestKind, RequestStatus, ServerNames, SubjectFrom, Template};
-use autoenroll_core::pki::{CsrFacts, PkiError, TemplateHint};
+use autoenroll_core::pki::{CertFacts, CsrFacts, PkiError, TemplateHint};
 use autoenroll_core::renewal::Held;
 use autoenroll_core::{spread, Refusal, Serial, Thumbprint, UnixTime};
 use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, StoreError};
@@ -76,6 +76,9 @@ pub(crate) enum Issue {
 pub(crate) enum Channel {
     Standard,
     Mdm,
+    /// The template is fixed by the address asked (EST's label): a request naming another
+    /// template is refused rather than served with the one it names.
+    Labelled,
 }
 
 impl Ra {
@@ -186,6 +189,18 @@ impl Ra {
                 }
             }
             return self.template(fixed).await;
+        }
+        if let (Channel::Labelled, Some(fixed)) = (channel, input.template_name) {
+            let template = self.template(fixed).await?;
+            if let Some(h) = hinted {
+                if h != template.name && h != template.oid.to_string() {
+                    return Err(Refusal::BadParameter {
+                        detail: format!("the request names template {h}, the address {}", template.name),
+                    }
+                    .into());
+                }
+            }
+            return Ok(template);
         }
         if let Some(h) = hinted {
             return self.template_by_name_or_oid(h).await;
@@ -359,6 +374,56 @@ impl Ra {
         self.enroll_through(input, Channel::Standard).await
     }
 
+    /// Enrollment at an address that names the template (EST's label): `input.template_name`
+    /// is the template, whatever the request names.
+    pub async fn enroll_labelled(&self, input: EnrollInput<'_>) -> Result<Outcome, RaError> {
+        self.enroll_through(input, Channel::Labelled).await
+    }
+
+    /// A request sent again (EST, RFC 7030 section 4.2.3: after 202 the client repeats it): the
+    /// answer to the one the same device already made with the same key for the same template,
+    /// if any: still pending, denied, or the certificate an administrator approved. None for a
+    /// request not seen before. Only the principal's own device is searched.
+    pub async fn repeated_request(
+        &self,
+        principal: &Principal,
+        csr_der: &[u8],
+        template_name: &str,
+    ) -> Result<Option<Outcome>, RaError> {
+        let Ok(csr) = CsrFacts::parse(csr_der) else { return Ok(None) };
+        let Some(device) = self.store.device(&principal.device).await? else { return Ok(None) };
+        // Stored requests lost their challenge (and so their signature): read as stored.
+        let same_key = |der: &[u8]| CsrFacts::parse_stored(der).is_ok_and(|c| c.spki_der == csr.spki_der);
+        // Held requests are few (an administrator's queue): scanned, not indexed.
+        for status in [RequestStatus::Pending, RequestStatus::Denied] {
+            for r in self.store.requests_with_status(status, 1000).await? {
+                if r.device_id == device.id && r.template == template_name && same_key(&r.csr_der) {
+                    return match status {
+                        RequestStatus::Pending => Ok(Some(Outcome::Pending { request_id: r.id })),
+                        _ => Err(Refusal::RequestDenied { id: r.id, reason: r.detail }.into()),
+                    };
+                }
+            }
+        }
+        // Approved: the device's live certificate of that template with that key.
+        for c in self.store.device_certificates(device.id).await? {
+            if c.state != CertState::Issued || c.template != template_name {
+                continue;
+            }
+            let Some(der) = c.der.clone() else { continue };
+            if CertFacts::parse(&der).is_ok_and(|f| f.spki_der == csr.spki_der) {
+                return Ok(Some(Outcome::Issued(Issued {
+                    certificate_der: der,
+                    chain: self.chain_der(),
+                    request_id: c.request_id,
+                    serial: c.serial,
+                    template: c.template,
+                })));
+            }
+        }
+        Ok(None)
+    }
+
     /// Enrollment through a channel (standard, or MDM which picks its own default template).
     pub(crate) async fn enroll_through(&self, input: EnrollInput<'_>, channel: Channel) -> Result<Outcome, RaError> {
         let result = self.enroll_inner(&input, channel).await;
@@ -399,7 +464,7 @@ impl Ra {
             (false, ..) => false,
             (true, Channel::Mdm, PrincipalKind::Token { template: Some(t), .. }) if *t == template.name => false,
             (true, Channel::Mdm, _) => return Err(Refusal::MdmApprovalNeedsToken { template: template.name }.into()),
-            (true, Channel::Standard, _) => true,
+            (true, Channel::Standard | Channel::Labelled, _) => true,
         };
         // 5. A single-use token (bootstrap or sign-in) pays for this request (held or issued):
         // one statement, so two racing requests with one token cannot both pass.

@@ -215,7 +215,9 @@ async fn refusals_are_http_statuses_with_the_reason() {
     let big = d.join("big");
     std::fs::write(&big, "A".repeat(200_000)).unwrap();
     let big_arg = format!("@{}", p(&big));
-    let big_args = ["--http1.1", "--user", &user, "-H", ct, "--data-binary", &big_arg];
+    // `Expect: 100-continue`: curl waits for the server's answer (413, from the length alone)
+    // before sending a body the server would not read.
+    let big_args = ["--http1.1", "-H", "Expect: 100-continue", "--user", &user, "-H", ct, "--data-binary", &big_arg];
     let a = curl(&s, d, "/.well-known/est/simpleenroll", &big_args);
     assert_eq!(a.status, 413, "{}", body(&a));
     // Re-enrollment needs the certificate being renewed on the connection.
@@ -227,6 +229,72 @@ async fn refusals_are_http_statuses_with_the_reason() {
     let args = ["--user", &user, "-H", ct, "--data-binary", &data];
     let a = curl(&s, d, "/.well-known/est/HoldersOnly/simpleenroll", &args);
     assert_eq!((a.status, body(&a).contains("NotPermitted")), (403, true), "{}", body(&a));
+    // The address names the template: a request naming another one (Microsoft's template
+    // extension, as openssl adds it) is refused, not served with the one it names.
+    let named = d.join("named.csr.der");
+    let named_b64 = d.join("named.csr.b64");
+    let key = d.join("r.key");
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        p(&key),
+        "-subj",
+        "/CN=est-refused",
+        "-addext",
+        "1.3.6.1.4.1.311.20.2=ASN1:BMPSTRING:WebServer",
+        "-outform",
+        "DER",
+        "-out",
+        p(&named),
+    ]);
+    openssl(&["base64", "-in", p(&named), "-out", p(&named_b64)]);
+    let data = format!("@{}", p(&named_b64));
+    let args = ["--user", &user, "-H", ct, "--data-binary", &data];
+    let a = curl(&s, d, "/.well-known/est/Machine/simpleenroll", &args);
+    assert_eq!((a.status, body(&a).contains("names template WebServer")), (400, true), "{}", body(&a));
     // The server still serves.
     assert_eq!(curl(&s, d, "/.well-known/est/cacerts", &[]).status, 200);
+}
+
+/// RFC 7030 section 4.2.3: after 202 the client sends the same request again; it gets that
+/// request's answer (still waiting; then the certificate an administrator approved), and the
+/// approval queue holds one request, not one per retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_sent_again_is_answered_not_queued_again() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let held = TemplateSpec { pend_all: Some(true), ..Default::default() };
+    s.ra.create_template("EstHeld", &held).await.unwrap();
+    let user = format!("enroller:{PASSWORD}");
+    let (_, csr) = request(d, "held", "est-held1", None);
+    let data = format!("@{}", p(&csr));
+    let args = ["--user", &user, "-H", "Content-Type: application/pkcs10", "--data-binary", &data];
+    let path = "/.well-known/est/EstHeld/simpleenroll";
+    let pending = || async { s.ra.requests(autoenroll_core::model::RequestStatus::Pending, 100).await.unwrap() };
+    for _ in 0..2 {
+        let a = curl(&s, d, path, &args);
+        assert_eq!(a.status, 202, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
+        assert!(a.headers.contains("retry-after: "), "{}", a.headers);
+        assert_eq!(pending().await.len(), 1, "one request in the queue");
+    }
+    let id = pending().await[0].id;
+    let approved = s.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, id).await.unwrap();
+    let a = curl(&s, d, path, &args);
+    assert_eq!(a.status, 200, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
+    let cert = CertFacts::parse(&pem_to_der(&certificates(d, &a))).unwrap();
+    assert_eq!(cert.serial.0, approved.serial, "the approved certificate");
+    // Another key is another request.
+    let (_, other) = request(d, "held2", "est-held1", None);
+    let data = format!("@{}", p(&other));
+    let args = ["--user", &user, "-H", "Content-Type: application/pkcs10", "--data-binary", &data];
+    assert_eq!(curl(&s, d, path, &args).status, 202);
+    assert_eq!(pending().await.len(), 1);
+    // Denied: the retry hears it.
+    let id = pending().await[0].id;
+    s.ra.deny(autoenroll_server::ra::LOCAL_ADMIN, id, "not this one").await.unwrap();
+    let a = curl(&s, d, path, &args);
+    assert_eq!(a.status, 403, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
+    assert!(std::fs::read_to_string(&a.body).unwrap().contains("RequestDenied"));
 }
