@@ -156,6 +156,22 @@ impl Store {
         Ok(rows.into_iter().next().map(|r| (Device::from(r.device), groups)))
     }
 
+    /// A device whose name is `name` up to ASCII case and trailing dots, spelled otherwise (a
+    /// different row than an exact match). Run when a new device would be made, not per
+    /// request: it scans.
+    pub async fn device_spelled_otherwise(&self, name: &str) -> Result<Option<Device>> {
+        let canonical = name.trim_end_matches('.').to_ascii_lowercase();
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "SELECT id, name, blocked, created_at, last_seen, owner FROM devices \
+             WHERE lower(rtrim(name, '.')) = $1 AND name <> $2 ORDER BY id LIMIT 1",
+        )
+        .bind(&canonical)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Device::from))
+    }
+
     pub async fn device_by_id(&self, id: i64) -> Result<Option<Device>> {
         let row = sqlx::query_as::<_, DeviceRow>(
             "SELECT id, name, blocked, created_at, last_seen, owner FROM devices WHERE id = $1",

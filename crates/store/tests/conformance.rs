@@ -1255,6 +1255,11 @@ async fn device_binding_and_groups(s: Store) {
     assert_eq!(with, s.device("web-1").await.unwrap().unwrap());
     assert!(s.device_with_groups("nope").await.unwrap().is_none());
     s.touch_device("loner", t(10)).await.unwrap();
+    // Another spelling of a known name: case and trailing dots.
+    assert_eq!(s.device_spelled_otherwise("WEB-1").await.unwrap().unwrap().name, "web-1");
+    assert_eq!(s.device_spelled_otherwise("web-1.").await.unwrap().unwrap().name, "web-1");
+    assert!(s.device_spelled_otherwise("web-1").await.unwrap().is_none(), "the same spelling");
+    assert!(s.device_spelled_otherwise("web-10").await.unwrap().is_none());
     let (loner, none) = s.device_with_groups("loner").await.unwrap().unwrap();
     assert_eq!((loner.name.as_str(), none.len()), ("loner", 0), "a device in no group is still found");
     assert_eq!(s.device_group_members("dmz").await.unwrap(), ["web-1", "web-2"]);

@@ -304,6 +304,14 @@ impl Ra {
                 return Err(Refusal::DeviceNotAllowed { actor: p.actor(), device: p.device.clone() }.into());
             }
         }
+        if device.is_none() {
+            // A new device whose name differs from a known one only in case or a trailing
+            // dot is that device under another spelling (DNS names compare so): refused, or a
+            // requester could get a certificate for a device bound to someone else.
+            if let Some(other) = self.store.device_spelled_otherwise(&p.device).await? {
+                return Err(Refusal::DeviceNameTaken { device: other.name }.into());
+            }
+        }
         if let Some(d) = device {
             let mine = match &p.kind {
                 PrincipalKind::Account { .. } => d.owner.is_none() || d.owner == p.owner(),

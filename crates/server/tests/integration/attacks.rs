@@ -244,6 +244,35 @@ async fn finding_5_device_names_are_bound_to_their_owner() {
     assert!(s.ra.rebind_device(LOCAL_ADMIN, "devA", Some("account:nobody")).await.is_err(), "unknown owner");
 }
 
+/// A device bound to one account, asked for under another spelling (case, a trailing dot):
+/// DNS compares those names equal, so a new device under that spelling would be a certificate
+/// for the bound one. Found while reviewing EST (the device name comes from the CSR there).
+#[tokio::test]
+async fn another_spelling_of_a_bound_device_is_the_same_device() {
+    let s = TestServer::start().await;
+    let team_a = account(&s, "team-a", &[], &["*.x.test"]).await;
+    let team_b = account(&s, "team-b", &[], &["*.x.test"]).await;
+    enroll(&s, &team_a, &csr_with(&key(), "router1.x.test", &[], &[], None), "router1.x.test").await.unwrap();
+    // An account that may name any device (`*`) gets past its patterns with a trailing dot.
+    let anyone = account(&s, "anyone", &[], &["*"]).await;
+    for (who, spelling) in [
+        (&team_b, "ROUTER1.x.test"),
+        (&team_b, "Router1.X.Test"),
+        (&anyone, "router1.x.test."),
+        (&anyone, "ROUTER1.X.TEST"),
+    ] {
+        let claim = csr_with(&key(), spelling.trim_end_matches('.'), &[], &[], None);
+        let r = enroll(&s, who, &claim, spelling).await;
+        assert_eq!(r.unwrap_err(), "ae:DeviceNameTaken", "{spelling}");
+    }
+    // Its owner, under another spelling too: the device keeps one name.
+    let claim = csr_with(&key(), "ROUTER1.x.test", &[], &[], None);
+    assert_eq!(enroll(&s, &team_a, &claim, "ROUTER1.x.test").await.unwrap_err(), "ae:DeviceNameTaken");
+    // The exact name still works for its owner; another name is another device.
+    enroll(&s, &team_a, &csr_with(&key(), "router1.x.test", &[], &[], None), "router1.x.test").await.unwrap();
+    enroll(&s, &team_b, &csr_with(&key(), "router2.x.test", &[], &[], None), "router2.x.test").await.unwrap();
+}
+
 /// Finding 6: `/checkin` accepted an unspent bootstrap token and handed out fresh SCEP
 /// challenges on every call; the token still paid for an issuance after.
 #[tokio::test]
