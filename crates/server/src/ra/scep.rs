@@ -273,6 +273,10 @@ impl Ra {
             }
             (None, None) => {
                 valid_name(&device).map_err(|reason| Refusal::BadDeviceName { name: device.clone(), reason })?;
+                // Nor one the inventory holds under another spelling (case, a trailing dot).
+                if let Some(other) = self.store.device_spelled_otherwise(&device).await? {
+                    return Err(Refusal::DeviceNameTaken { device: other.name }.into());
+                }
             }
         }
         if existing.as_ref().is_some_and(|d| d.is_blocked()) {
