@@ -157,8 +157,8 @@ impl Store {
     }
 
     /// A device whose name is `name` up to ASCII case and trailing dots, spelled otherwise (a
-    /// different row than an exact match). Run when a new device would be made, not per
-    /// request: it scans.
+    /// different row than an exact match). The condition is the expression of the index
+    /// `devices_canonical_name` (migration 0014), which answers it without a scan.
     pub async fn device_spelled_otherwise(&self, name: &str) -> Result<Option<Device>> {
         let canonical = name.trim_end_matches('.').to_ascii_lowercase();
         let row = sqlx::query_as::<_, DeviceRow>(

@@ -1,12 +1,12 @@
 //! Group commit: the durable writes of concurrent issuances share one transaction and one
 //! commit (on SQLite one fsync; the batch runs on the writer thread, `sqlite_sync`; on
-//! PostgreSQL through sqlx, a round trip per statement). A writer queues its job and starts a flush in its own task; a flush takes the write
-//! lock and runs every job queued so far in one transaction (a savepoint each, so one job's
-//! refusal, such as a duplicate successor claim, leaves the others alone), commits once, and
-//! answers each job; a flush that finds the queue empty (an earlier one took its job) does
-//! nothing. The writer only awaits its answer: cancelling it cancels no one's batch, its own job
-//! included. No answer is sent before the commit that holds it, so an answered issuance
-//! survives a crash as before.
+//! PostgreSQL through sqlx, a round trip per statement). A writer queues its job and starts a
+//! flush in its own task; a flush (on SQLite under the write lock) runs every job queued so far
+//! in one transaction (a savepoint each, so one job's refusal, such as a duplicate successor
+//! claim, leaves the others alone), commits once, and answers each job; a flush that finds the
+//! queue empty (an earlier one took its job) does nothing. The writer only awaits its answer:
+//! cancelling it cancels no one's batch, its own job included. No answer is sent before the
+//! commit that holds it, so an answered issuance survives a crash as before.
 use crate::audit::AuditEvent;
 use crate::issuance::{complete_in, request_with_intent_in, CertificateIntent, NewRequest};
 use crate::{Result, Store, StoreError};
@@ -22,8 +22,8 @@ pub(crate) struct IntentJob {
     pub(crate) kind: RequestKind,
     pub(crate) csr_der: Vec<u8>,
     pub(crate) previous_serial: Option<String>,
-    /// The intent's own (callers pass the request's, but the two are kept apart as the
-    /// ungrouped path keeps them).
+    /// The intent's own: `insert_request_with_intent` takes request and intent apart, and
+    /// a job keeps what each said.
     pub(crate) intent_device_id: i64,
     pub(crate) intent_template: String,
     pub(crate) intent_previous_serial: Option<String>,
@@ -184,9 +184,7 @@ impl Store {
                     StoreError::Batch(cause) => cause,
                     other => other.to_string(),
                 };
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Batch(cause.clone())));
-                }
+                fail(replies, &cause);
             }
         }
     }
@@ -196,7 +194,7 @@ impl Store {
         let mut first_error: Option<String> = None;
         let mut conn = match self.pool.acquire().await {
             Ok(c) => c,
-            Err(e) => return fail(batch, &e.to_string()),
+            Err(e) => return fail(batch.into_iter().map(|(_, r)| r), &e.to_string()),
         };
         let committed: Result<()> = async {
             let mut tx = conn.begin().await?;
@@ -231,7 +229,7 @@ impl Store {
                     Some(job) => format!("{job} (then: {e})"),
                     None => e.to_string(),
                 };
-                fail(batch, &cause);
+                fail(batch.into_iter().map(|(_, r)| r), &cause);
             }
         }
     }
@@ -241,8 +239,8 @@ impl Store {
 pub static LARGEST_BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Every job of a batch that did not commit hears why.
-fn fail(batch: Vec<(Job, Reply)>, cause: &str) {
-    for (_, reply) in batch {
+fn fail(replies: impl IntoIterator<Item = Reply>, cause: &str) {
+    for reply in replies {
         let _ = reply.send(Err(StoreError::Batch(cause.to_string())));
     }
 }

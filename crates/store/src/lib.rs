@@ -82,13 +82,29 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// A primary-key or unique violation, from either driver.
+fn is_unique_violation(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(sqlx::Error::Database(d)) => d.is_unique_violation(),
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.code == rusqlite::ErrorCode::ConstraintViolation
+                && [rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE]
+                    .contains(&f.extended_code)
+        }
+        _ => false,
+    }
 }
 
-/// A unique-constraint failure as `Duplicate(what)`, anything else as it is.
-fn duplicate(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| if is_unique_violation(&e) { StoreError::Duplicate(what()) } else { e.into() }
+/// A unique-constraint failure (either driver) as `Duplicate(what)`, anything else as it is.
+fn duplicate<E: Into<StoreError>>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> StoreError {
+    move |e| {
+        let e = e.into();
+        if is_unique_violation(&e) {
+            StoreError::Duplicate(what())
+        } else {
+            e
+        }
+    }
 }
 
 /// Parses a stored name into a domain enum, or says which row holds what.

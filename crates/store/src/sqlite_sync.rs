@@ -16,7 +16,7 @@ use crate::issuance::{
     COMPLETE_SQL, INSERT_INTENT_SQL, INSERT_REQUEST_SQL, INSERT_SUCCESSOR_SQL, REQUEST_ISSUED_SQL, RETIRE_PREVIOUS_SQL,
 };
 use crate::scep::INSERT_SCEP_TRANSACTION_SQL;
-use crate::{Result, StoreError};
+use crate::{duplicate, Result, StoreError};
 
 use autoenroll_core::model::{CertState, RequestStatus};
 use rusqlite::{Connection, ToSql};
@@ -95,17 +95,7 @@ impl Readers {
             Some(c) => c,
             None => self.open()?,
         };
-        counted();
-        let result = (|| {
-            let mut stmt = conn.prepare_cached(sql)?;
-            bind(&mut stmt, params)?;
-            let mut rows = stmt.raw_query();
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(row(r)?);
-            }
-            Ok(out)
-        })();
+        let result = rows(&conn, sql, params, &mut row);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < READERS_KEPT {
             idle.push(conn);
@@ -227,40 +217,36 @@ fn control(conn: &Connection, sql: &str) -> Result<()> {
     Ok(conn.execute_batch(sql)?)
 }
 
-/// Executes `sql` with `$1..$N` bound by name to `params`; the rows' first columns via `row`.
-fn query<T>(
+/// Every row of `sql` with `$1..$N` bound by name to `params`, mapped by `row` (counted).
+fn rows<T>(
     conn: &Connection,
     sql: &str,
     params: &[&dyn ToSql],
-    row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Option<T>> {
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
     counted();
     let mut stmt = conn.prepare_cached(sql)?;
     bind(&mut stmt, params)?;
     let mut rows = stmt.raw_query();
-    let first = match rows.next()? {
-        Some(r) => Some(row(r)?),
-        None => None,
-    };
-    Ok(first)
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(row(r)?);
+    }
+    Ok(out)
+}
+
+/// The first row of `sql`, if any (an INSERT or UPDATE runs fully on its first step).
+fn query<T>(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    Ok(rows(conn, sql, params, row)?.into_iter().next())
 }
 
 fn execute(conn: &Connection, sql: &str, params: &[&dyn ToSql]) -> Result<()> {
     query(conn, sql, params, |_| Ok(())).map(|_| ())
-}
-
-/// A primary-key or unique violation is `StoreError::Duplicate(what)`.
-fn duplicate(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> StoreError {
-    move |e| match &e {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
-                && [rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE]
-                    .contains(&f.extended_code) =>
-        {
-            StoreError::Duplicate(what())
-        }
-        _ => e,
-    }
 }
 
 fn run(conn: &Connection, job: &Job) -> Result<Done> {

@@ -174,6 +174,18 @@ struct Entry {
     read: std::result::Result<Template, (&'static str, String)>,
 }
 
+/// One stored row as the cache keeps it. A row that does not decode or does not validate is
+/// reported under its name; the others are still served.
+fn entry(row: &AnyRow) -> Entry {
+    let column = |name: &str| sqlx::Row::try_get::<String, _>(row, name).unwrap_or_default();
+    let read = match read_as_stored(row) {
+        Ok(t) => t.validate().map(|()| t).map_err(|e| ("template", e.to_string())),
+        Err(StoreError::Invalid { what, reason, .. }) => Err((what, reason)),
+        Err(other) => Err(("template", other.to_string())),
+    };
+    Entry { name: column("name"), oid: column("oid"), read }
+}
+
 impl Entry {
     fn get(&self) -> Result<Template> {
         self.read.clone().map_err(|(what, reason)| StoreError::Invalid { what, key: self.name.clone(), reason })
@@ -197,22 +209,12 @@ pub(crate) struct TemplateCache {
     cached: std::sync::Mutex<Option<Cached>>,
     /// Counts this process's writes: a read that raced one does not keep what it read.
     writes: std::sync::atomic::AtomicU64,
-    pub(crate) fresh_for: std::time::Duration,
-}
-
-impl Default for TemplateCache {
-    fn default() -> TemplateCache {
-        TemplateCache {
-            cached: Default::default(),
-            writes: Default::default(),
-            fresh_for: std::time::Duration::from_secs(1),
-        }
-    }
+    fresh_for: std::time::Duration,
 }
 
 impl TemplateCache {
     pub(crate) fn trusted_for(fresh_for: std::time::Duration) -> TemplateCache {
-        TemplateCache { fresh_for, ..Default::default() }
+        TemplateCache { cached: Default::default(), writes: Default::default(), fresh_for }
     }
 
     fn forget(&self) {
@@ -253,34 +255,7 @@ impl Store {
                 let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM templates ORDER BY name"))
                     .fetch_all(&self.pool)
                     .await?;
-                let mut entries = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    // A row that does not even decode is reported under its name, like one that
-                    // does not validate; the others are still served.
-                    let r = match TemplateRow::from_row(row) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let name: String = sqlx::Row::try_get(row, "name").unwrap_or_default();
-                            let read = Err(("template", e.to_string()));
-                            entries.push(Entry { name, oid: String::new(), read });
-                            continue;
-                        }
-                    };
-                    let (name, oid) = (r.name.clone(), r.oid.clone());
-                    let read = match Template::try_from(r).and_then(|t| {
-                        t.validate().map_err(|e| StoreError::Invalid {
-                            what: "template",
-                            key: t.name.clone(),
-                            reason: e.to_string(),
-                        })?;
-                        Ok(t)
-                    }) {
-                        Ok(t) => Ok(t),
-                        Err(StoreError::Invalid { what, reason, .. }) => Err((what, reason)),
-                        Err(e) => return Err(e),
-                    };
-                    entries.push(Entry { name, oid, read });
-                }
+                let entries: Vec<Entry> = rows.iter().map(entry).collect();
                 std::sync::Arc::new(entries)
             }
         };

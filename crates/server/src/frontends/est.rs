@@ -227,16 +227,12 @@ async fn simpleenroll(
 ) -> Response {
     let result = async {
         let csr_der = csr_body(headers, body)?;
-        // Only the device's name is read here; the RA parses and checks the request.
-        let device = CsrFacts::parse(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
+        // Only the device's name is read here (no signature check: the RA parses and checks
+        // the request).
+        let device =
+            CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
         let creds = credentials(headers, peer.as_ref());
         let principal = st.ra.authenticate(&creds, device.as_deref()).await?;
-        // A request repeated after 202 gets the first one's answer (RFC 7030 section 4.2.3).
-        if let Some(template) = label {
-            if let Some(outcome) = st.ra.repeated_request(&principal, &csr_der, template).await? {
-                return Ok(outcome);
-            }
-        }
         let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
         match label {
             Some(_) => st.ra.enroll_labelled(input).await,

@@ -7,7 +7,7 @@ use autoenroll_core::model::{AuditOutcome, CertState, RequestKind, RequestStatus
 use autoenroll_core::pki::{CertFacts, CsrFacts, PkiError, TemplateHint};
 use autoenroll_core::renewal::Held;
 use autoenroll_core::{spread, Refusal, Serial, Thumbprint, UnixTime};
-use autoenroll_store::{AuditEvent, CertificateIntent, NewRequest, StoreError};
+use autoenroll_store::{AuditEvent, CertificateIntent, Device, NewRequest, StoreError};
 
 pub struct EnrollInput<'a> {
     pub principal: &'a Principal,
@@ -375,29 +375,26 @@ impl Ra {
     }
 
     /// Enrollment at an address that names the template (EST's label): `input.template_name`
-    /// is the template, whatever the request names.
+    /// is the template, whatever the request names; a held request sent again gets its answer.
     pub async fn enroll_labelled(&self, input: EnrollInput<'_>) -> Result<Outcome, RaError> {
         self.enroll_through(input, Channel::Labelled).await
     }
 
-    /// A request sent again (EST, RFC 7030 section 4.2.3: after 202 the client repeats it): the
-    /// answer to the one the same device already made with the same key for the same template,
-    /// if any: still pending, denied, or the certificate an administrator approved. None for a
-    /// request not seen before. Only the principal's own device is searched.
-    pub async fn repeated_request(
+    /// A held request sent again (EST, RFC 7030 section 4.2.3: after 202 the client repeats
+    /// it): the answer to the one `device` already made with the same key for `template`, if
+    /// any: still pending, denied, or the certificate an administrator approved.
+    async fn answer_to_repeat(
         &self,
-        principal: &Principal,
-        csr_der: &[u8],
-        template_name: &str,
+        device: &Device,
+        template: &str,
+        csr: &CsrFacts,
     ) -> Result<Option<Outcome>, RaError> {
-        let Ok(csr) = CsrFacts::parse(csr_der) else { return Ok(None) };
-        let Some(device) = self.store.device(&principal.device).await? else { return Ok(None) };
         // Stored requests lost their challenge (and so their signature): read as stored.
         let same_key = |der: &[u8]| CsrFacts::parse_stored(der).is_ok_and(|c| c.spki_der == csr.spki_der);
-        // Held requests are few (an administrator's queue): scanned, not indexed.
+        // Held requests are an administrator's queue: few, scanned (for held templates only).
         for status in [RequestStatus::Pending, RequestStatus::Denied] {
             for r in self.store.requests_with_status(status, 1000).await? {
-                if r.device_id == device.id && r.template == template_name && same_key(&r.csr_der) {
+                if r.device_id == device.id && r.template == template && same_key(&r.csr_der) {
                     return match status {
                         RequestStatus::Pending => Ok(Some(Outcome::Pending { request_id: r.id })),
                         _ => Err(Refusal::RequestDenied { id: r.id, reason: r.detail }.into()),
@@ -407,18 +404,12 @@ impl Ra {
         }
         // Approved: the device's live certificate of that template with that key.
         for c in self.store.device_certificates(device.id).await? {
-            if c.state != CertState::Issued || c.template != template_name {
-                continue;
-            }
             let Some(der) = c.der.clone() else { continue };
-            if CertFacts::parse(&der).is_ok_and(|f| f.spki_der == csr.spki_der) {
-                return Ok(Some(Outcome::Issued(Issued {
-                    certificate_der: der,
-                    chain: self.chain_der(),
-                    request_id: c.request_id,
-                    serial: c.serial,
-                    template: c.template,
-                })));
+            if c.state == CertState::Issued
+                && c.template == template
+                && CertFacts::parse(&der).is_ok_and(|f| f.spki_der == csr.spki_der)
+            {
+                return Ok(Some(Outcome::Issued(self.issued_from(c, der))));
             }
         }
         Ok(None)
@@ -466,6 +457,13 @@ impl Ra {
             (true, Channel::Mdm, _) => return Err(Refusal::MdmApprovalNeedsToken { template: template.name }.into()),
             (true, Channel::Standard | Channel::Labelled, _) => true,
         };
+        // EST repeats a held request until it is answered: the same device, key and template
+        // get that request's answer, after the same checks, instead of a request per retry.
+        if let (true, Channel::Labelled, Some(device)) = (hold, channel, known.as_ref()) {
+            if let Some(outcome) = self.answer_to_repeat(device, &template.name, &csr).await? {
+                return Ok(outcome);
+            }
+        }
         // 5. A single-use token (bootstrap or sign-in) pays for this request (held or issued):
         // one statement, so two racing requests with one token cannot both pass.
         if let Some(id) = input.principal.token_to_spend() {

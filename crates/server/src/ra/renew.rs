@@ -287,7 +287,7 @@ impl Ra {
         Err(Refusal::AlreadyRenewed { serial: serial.to_string(), successor: s.serial }.into())
     }
 
-    fn issued_from(&self, c: autoenroll_store::Certificate, der: Vec<u8>) -> Issued {
+    pub(super) fn issued_from(&self, c: autoenroll_store::Certificate, der: Vec<u8>) -> Issued {
         Issued {
             certificate_der: der,
             chain: self.chain_der(),

@@ -79,6 +79,13 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(block.split_whitespace().collect::<String>()).unwrap()
 }
 
+/// `simplereenroll` of `csr`, authenticated by the TLS client certificate `cert` with `key`.
+fn reenroll(s: &TestServer, dir: &Path, cert: &Path, key: &Path, csr: &Path) -> Answer {
+    let data = format!("@{}", p(csr));
+    let args = ["--cert", p(cert), "--key", p(key), "-H", "Content-Type: application/pkcs10", "--data-binary", &data];
+    curl(s, dir, "/.well-known/est/simplereenroll", &args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cacerts_and_csrattrs_read_by_openssl() {
     let s = TestServer::start().await;
@@ -147,21 +154,14 @@ async fn enroll_with_an_account_then_reenroll_with_the_certificate() {
 
     // Too early to renew: the server's renewal window applies to EST as to WSTEP and SCEP.
     let (_, early) = request(d, "early", "est-dev1", None);
-    let data = format!("@{}", p(&early));
-    let tls = ["--cert", p(&cert), "--key", p(&key)];
-    let mut args = tls.to_vec();
-    args.extend(["-H", ct, "--data-binary", &data]);
-    let a = curl(&s, d, "/.well-known/est/simplereenroll", &args);
+    let a = reenroll(&s, d, &cert, &key, &early);
     assert_eq!(a.status, 403, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
     assert!(std::fs::read_to_string(&a.body).unwrap().contains("OutsideRenewalWindow"));
 
     // Inside the window: a new key, the same name, authenticated by the certificate itself.
     s.clock.set(first.not_after.0 - 100);
     let (second_key, renewal) = request(d, "second", "est-dev1", None);
-    let data = format!("@{}", p(&renewal));
-    let mut args = tls.to_vec();
-    args.extend(["-H", ct, "--data-binary", &data]);
-    let a = curl(&s, d, "/.well-known/est/simplereenroll", &args);
+    let a = reenroll(&s, d, &cert, &key, &renewal);
     assert_eq!(a.status, 200, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
     let second = CertFacts::parse(&pem_to_der(&certificates(d, &a))).unwrap();
     assert_ne!(second.serial, first.serial);
@@ -172,10 +172,7 @@ async fn enroll_with_an_account_then_reenroll_with_the_certificate() {
     // Asked again with the same key (a client that lost the answer), the server hands back
     // the one successor it has, never a second one.
     let (_, again) = request(d, "third", "est-dev1", Some(&second_key));
-    let data = format!("@{}", p(&again));
-    let mut args = tls.to_vec();
-    args.extend(["-H", ct, "--data-binary", &data]);
-    let a = curl(&s, d, "/.well-known/est/simplereenroll", &args);
+    let a = reenroll(&s, d, &cert, &key, &again);
     assert_eq!(a.status, 200, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
     let retried = CertFacts::parse(&pem_to_der(&certificates(d, &a))).unwrap();
     assert_eq!(retried.serial, second.serial, "the same successor");
