@@ -72,11 +72,6 @@ impl Pool {
         }
         idle.push(Idle { key, sender, since: std::time::Instant::now() });
     }
-
-    /// Connections now idle in the pool.
-    pub fn idle(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 /// A client certificate chain (leaf first) with its PKCS#8 key.

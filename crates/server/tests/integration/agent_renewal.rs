@@ -680,3 +680,26 @@ async fn one_cycle_reuses_its_connections() {
     assert_eq!(full_after - full, 0, "no full handshake in a later cycle of the same process");
     assert!(resumed_after - resumed >= 1, "the policy and check-in connections resume");
 }
+
+/// The agent's pooled connection closed by the server while idle (its idle timeout, a restart):
+/// the next request goes out on a new connection, once, and is answered. Counted by the server.
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_replaced() {
+    let s = TestServer::start_with(|raw| {
+        raw.limits =
+            Some(autoenroll_server::config::RawLimits { idle_timeout: Some("1s".into()), ..Default::default() });
+    })
+    .await;
+    let client = s.client(None).with_pool(autoenroll_agent::https::Pool::default());
+    let health = s.url("/healthz");
+    let (full, resumed) = s.handshakes.get();
+    assert_eq!(client.get(&health).await.unwrap().status, 200);
+    assert_eq!(client.get(&health).await.unwrap().status, 200);
+    let (f, r) = s.handshakes.get();
+    assert_eq!((f - full) + (r - resumed), 1, "two requests, one connection");
+    // The server closes the idle connection after 1 s; the pool still holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(client.get(&health).await.unwrap().status, 200, "answered on a new connection");
+    let (f2, r2) = s.handshakes.get();
+    assert_eq!((f2 - f) + (r2 - r), 1, "one new connection");
+}
