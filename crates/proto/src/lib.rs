@@ -2,6 +2,7 @@
 //! XML is matched on (namespace URI, local name), never on prefixes.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod b64;
 pub mod checkin;
 pub mod mde2;

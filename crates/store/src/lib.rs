@@ -25,6 +25,7 @@ macro_rules! row_struct {
     };
 }
 
+mod acme;
 mod audit;
 mod credentials;
 mod devices;
@@ -40,6 +41,7 @@ mod sqlite_sync;
 mod templates;
 mod throttle;
 
+pub use acme::{AcmeAccount, AcmeEabKey, AcmeOrder};
 pub use audit::{AuditEvent, AuditFilter};
 pub use credentials::{Account, AdminToken, BootstrapToken};
 pub use devices::{Device, DeviceFilter, DeviceSummary};

@@ -65,6 +65,7 @@ conformance!(
     concurrent_issuances_commit_together_and_fail_alone,
     audit_filter_by_actor_outcome_and_time,
     templates_are_cached_and_replicas_see_changes,
+    acme_keys_accounts_orders_and_nonces,
 );
 
 /// A time on a minute boundary (2023-11-14T22:14:00Z).
@@ -1081,6 +1082,54 @@ async fn challenges_are_spent_once_per_transaction(s: Store) {
     assert_eq!(s.device("spare").await.unwrap(), None);
     assert!(s.device_attributes(spare.id).await.unwrap().is_empty());
     assert!(!s.delete_device("spare").await.unwrap(), "already gone");
+}
+
+async fn acme_keys_accounts_orders_and_nonces(s: Store) {
+    // A binding key is spent by the account it binds, once; an expired one binds nothing.
+    s.insert_acme_eab_key("kid1", "web-team", t(DAY), t(0)).await.unwrap();
+    s.insert_acme_eab_key("kid2", "web-team", t(10), t(0)).await.unwrap();
+    assert!(matches!(s.insert_acme_eab_key("kid1", "other", t(DAY), t(0)).await, Err(StoreError::Duplicate(_))));
+    let key = s.acme_eab_key("kid1").await.unwrap().unwrap();
+    assert_eq!((key.account.as_str(), key.expires_at, key.used_at), ("web-team", t(DAY), None));
+    assert!(s.acme_eab_key("nope").await.unwrap().is_none());
+    let id = s.insert_acme_account("tp1", "{jwk1}", "web-team", "mailto:a@x", "kid1", t(5)).await.unwrap().unwrap();
+    assert_eq!(s.acme_eab_key("kid1").await.unwrap().unwrap().used_at, Some(t(5)));
+    assert_eq!(s.insert_acme_account("tp2", "{jwk2}", "web-team", "", "kid1", t(6)).await.unwrap(), None, "spent");
+    assert_eq!(s.insert_acme_account("tp2", "{jwk2}", "web-team", "", "kid2", t(11)).await.unwrap(), None, "expired");
+    s.insert_acme_eab_key("kid3", "web-team", t(DAY), t(0)).await.unwrap();
+    assert!(matches!(
+        s.insert_acme_account("tp1", "{jwk1}", "web-team", "", "kid3", t(7)).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(s.acme_eab_key("kid3").await.unwrap().unwrap().used_at, None, "a failed registration spends nothing");
+    let account = s.acme_account(id).await.unwrap().unwrap();
+    assert_eq!(
+        (account.thumbprint.as_str(), account.jwk.as_str(), account.eab_kid.as_str()),
+        ("tp1", "{jwk1}", "kid1")
+    );
+    assert_eq!(s.acme_account_by_thumbprint("tp1").await.unwrap(), Some(account));
+    assert!(s.acme_account_by_thumbprint("tp2").await.unwrap().is_none());
+    assert!(s.acme_account(id + 100).await.unwrap().is_none());
+
+    // Orders change by compare-and-swap; the certificate serial, once set, stays.
+    let order = s.insert_acme_order(id, "{\"v\":0}", t(DAY), t(10)).await.unwrap();
+    let o = s.acme_order(order).await.unwrap().unwrap();
+    assert_eq!((o.acme_account_id, o.revision, o.body.as_str(), o.certificate_serial), (id, 0, "{\"v\":0}", None));
+    assert!(s.update_acme_order(order, 0, "{\"v\":1}", None, t(11)).await.unwrap());
+    assert!(!s.update_acme_order(order, 0, "{\"v\":\"lost\"}", None, t(11)).await.unwrap(), "stale revision");
+    assert!(s.update_acme_order(order, 1, "{\"v\":2}", Some("0a"), t(12)).await.unwrap());
+    assert!(s.update_acme_order(order, 2, "{\"v\":3}", Some("0b"), t(13)).await.unwrap());
+    let o = s.acme_order(order).await.unwrap().unwrap();
+    assert_eq!((o.revision, o.body.as_str(), o.certificate_serial.as_deref()), (3, "{\"v\":3}", Some("0a")));
+    assert_eq!(s.acme_order_by_serial("0a").await.unwrap().map(|o| o.id), Some(order));
+    assert!(s.acme_order_by_serial("0b").await.unwrap().is_none());
+    assert!(s.acme_order(order + 100).await.unwrap().is_none());
+
+    // A nonce is spent once; expired ones are forgotten (their MAC says they are too old anyway).
+    assert!(s.use_acme_nonce("n1", t(100), t(0)).await.unwrap());
+    assert!(!s.use_acme_nonce("n1", t(100), t(1)).await.unwrap(), "replay");
+    assert!(s.use_acme_nonce("n2", t(100), t(2)).await.unwrap());
+    assert!(s.use_acme_nonce("n1", t(300), t(200)).await.unwrap(), "forgotten after it expired");
 }
 
 /// Every public `Store` method (in an `impl Store` block under `src/`) must be called by some
