@@ -27,6 +27,13 @@ fi
 # The metrics tests read /metrics and the agent's textfile with Prometheus' own Python parser.
 python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install -q prometheus_client
 
+# ACME interop runs certbot from PyPI: Debian's is too old for renewal information (RFC 9773
+# needs certbot >= 4.1).
+if ! certbot --version 2>/dev/null | awk '{split($2, v, "."); exit !(v[1] > 4 || (v[1] == 4 && v[2] >= 1))}'; then
+  python3 -m pip install -q "certbot>=4.1" || python3 -m pip install -q --user --break-system-packages "certbot>=4.1"
+  hash -r
+fi
+
 # The packaging test packages the agent-only binary, which no test target of its own builds.
 cargo build --locked -p autoenroll-agent-bin
 cargo test --workspace --locked "$@"

@@ -281,6 +281,32 @@ refusals! {
     Duplicate { what: String } => Conflict, "{what} already exists";
     /// Removing a device that has requests or certificates (block it instead).
     DeviceHasHistory { device: String } => Conflict, "device {device} has requests or certificates: block it instead";
+
+    // ---- ACME (RFC 8555)
+    /// A JWS whose nonce this server did not issue, issued over an hour ago, or already used.
+    BadNonce => BadRequest, "the nonce is unknown, expired or used; retry with the one in Replay-Nonce";
+    /// A request body that is not a valid flattened JWS for its URL.
+    BadJws { detail: String } => BadRequest, "{detail}";
+    /// A JWS signed with an algorithm other than ES256, ES384, RS256 or EdDSA.
+    BadSignatureAlgorithm { alg: String } => BadRequest,
+        "unsupported JWS algorithm {alg}; use ES256, ES384, RS256 or EdDSA";
+    /// A JWS by a key or account URL no ACME account has.
+    AcmeAccountUnknown => Unauthorized, "no ACME account has this key";
+    /// A new ACME account without an external account binding (or with one that is unknown, spent or expired).
+    ExternalAccountRequired { detail: String } => Unauthorized,
+        "an ACME account needs an external account binding key from an administrator (`autoenroll acme eab`): {detail}";
+    /// An identifier ACME here cannot validate (IP addresses, wildcards, other types).
+    UnsupportedIdentifier { identifier: String } => BadRequest, "unsupported identifier {identifier}";
+    /// An order, authorization, challenge or certificate URL that names nothing this account has.
+    UnknownAcmeResource { what: String } => NotFound, "no {what}";
+    /// Finalizing an order whose authorizations are not all valid, or fetching a certificate not yet issued.
+    OrderNotReady { status: String } => PolicyDenied, "the order is {status}";
+    /// An HTTP-01 or DNS-01 validation that did not find the key authorization.
+    ChallengeFailed { detail: String } => PolicyDenied, "validation failed: {detail}";
+    /// A `replaces` naming a certificate of another account, other names, or one already replaced.
+    ReplacesRefused { detail: String } => Conflict, "replaces: {detail}";
+    /// A revocation reason code ACME does not allow (RFC 8555 section 7.6).
+    BadRevocationReason { code: i64 } => BadRequest, "revocation reason code {code} is not allowed";
 }
 
 #[cfg(test)]

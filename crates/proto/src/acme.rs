@@ -12,7 +12,7 @@ const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 /// problem of that name, the rest `malformed` (or `unauthorized` for a bad signature).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AcmeWireError {
-    #[error("malformed JWS: {0}")]
+    #[error("{0}")]
     Malformed(String),
     #[error("unsupported JWS algorithm {0:?} (ES256, ES384, RS256 or EdDSA)")]
     BadSignatureAlgorithm(String),

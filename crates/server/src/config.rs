@@ -44,6 +44,24 @@ pub struct RawConfig {
     pub metrics: Option<RawMetrics>,
     /// The HTTPS listener's certificate.
     pub tls: Option<RawTls>,
+    /// ACME (RFC 8555) under /acme: template, HTTP-01 validation, renewal information.
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// Template `/acme/directory` issues from (`/acme/<template>/directory` names another).
+    /// Default WebServer.
+    pub template: Option<String>,
+    /// The port HTTP-01 validation connects to (default 80).
+    pub http01_port: Option<u16>,
+    /// Names HTTP-01 validation connects to at a fixed address instead of the one DNS gives,
+    /// e.g. { "www.example.test" = "127.0.0.1" } (split-horizon names, tests).
+    pub resolve: Option<std::collections::BTreeMap<String, IpAddr>>,
+    /// How long ACME clients wait before asking for renewal information again (Retry-After),
+    /// so the longest a "renew now" or a revocation takes to reach them. Default "6h".
+    pub ari_retry_after: Option<String>,
 }
 
 /// The HTTPS listener's certificate. By default the server issues its own from its CA (and
@@ -221,6 +239,7 @@ impl RawConfig {
             limits: other.limits.or(self.limits),
             metrics: other.metrics.or(self.metrics),
             tls: other.tls.or(self.tls),
+            acme: other.acme.or(self.acme),
         }
     }
 
@@ -280,6 +299,13 @@ impl RawConfig {
                 .map_err(|e| ConfigError::Invalid("revocation.superseded_grace", e.to_string()))?,
             None => std::time::Duration::from_secs(7 * 86_400),
         };
+        let acme = self.acme.unwrap_or_default();
+        let ari_retry_after = match acme.ari_retry_after {
+            Some(v) => humantime::parse_duration(&v)
+                .map_err(|e| ConfigError::Invalid("acme.ari_retry_after", e.to_string()))?
+                .as_secs(),
+            None => 6 * 3600,
+        };
         let raw_limits = self.limits.unwrap_or_default();
         let count_addresses = raw_limits.count_addresses;
         let hostnames = self.hostnames.unwrap_or_else(|| vec!["localhost".into()]);
@@ -309,6 +335,17 @@ impl RawConfig {
                 server_names,
                 superseded_grace_secs: i64::try_from(superseded_grace.as_secs()).unwrap_or(i64::MAX),
                 count_addresses: count_addresses.unwrap_or(true),
+                acme: crate::ra::AcmeSettings {
+                    template: acme.template.unwrap_or_else(|| "WebServer".into()),
+                    http01_port: acme.http01_port.unwrap_or(80),
+                    resolve: acme
+                        .resolve
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(n, ip)| (n.to_ascii_lowercase(), ip))
+                        .collect(),
+                    ari_retry_after_secs: i64::try_from(ari_retry_after).unwrap_or(i64::MAX).max(1),
+                },
             },
         })
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod frontends;
 pub mod metrics;
+pub mod probe;
 pub mod ra;
 
 pub use config::ServerConfig;

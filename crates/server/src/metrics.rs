@@ -75,7 +75,8 @@ fn describe() {
 }
 
 /// The first path segment of each front end, and its protocol label.
-const PROTOCOLS: [(&str, &str); 13] = [
+const PROTOCOLS: [(&str, &str); 14] = [
+    ("acme", "acme"),
     ("xcep", "xcep"),
     ("wstep", "wstep"),
     ("EnrollmentServer", "mdm"),
@@ -212,6 +213,7 @@ mod tests {
             ("/scep/Machine", "scep"),
             ("/.well-known/est/Machine/simpleenroll", "est"),
             ("/.well-known/est/cacerts", "est"),
+            ("/acme/new-order", "acme"),
             ("/admin/v1/devices", "admin"),
             ("/ui/", "console"),
             ("/crl", "revocation"),

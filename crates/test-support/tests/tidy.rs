@@ -148,7 +148,7 @@ fn libraries_forbid_unsafe_code() {
 /// under (core's `stored_enum!` table defines them).
 #[test]
 fn state_names_are_compared_only_in_the_store() {
-    const NAMES: [&str; 16] = [
+    const NAMES: [&str; 17] = [
         "signing",
         "issued",
         "renewed",
@@ -163,6 +163,7 @@ fn state_names_are_compared_only_in_the_store() {
         "renew",
         "renew-tls",
         "renew-scep",
+        "renew-acme",
         "scep",
         "listener",
     ];
@@ -198,6 +199,7 @@ fn refusal_mappings_have_no_catch_all() {
         ("crates/server/src/frontends/mde2.rs", "pub fn mdm_error("),
         ("crates/server/src/frontends/mod.rs", "pub fn http_status("),
         ("crates/server/src/frontends/checkin.rs", "fn reason("),
+        ("crates/server/src/frontends/acme.rs", "pub fn problem_type("),
     ] {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         let start = text.find(function).unwrap_or_else(|| panic!("{file}: {function} is gone"));

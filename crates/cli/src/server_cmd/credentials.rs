@@ -118,6 +118,21 @@ pub enum ChallengeCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum AcmeCommand {
+    /// Make an external account binding key for an account: an ACME client registers with it
+    /// (certbot --eab-kid KID --eab-hmac-key KEY) and acts as that account (its grants and
+    /// device patterns). Single use; prints the key id, then the MAC key.
+    Eab {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+        ttl: Duration,
+    },
+}
+
 fn ttl(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -156,6 +171,15 @@ pub async fn token(cmd: TokenCommand) -> Result<i32> {
     let (token, expires) = common.open().await?.create_token(&spec).await?;
     eprintln!("one-time bootstrap token for {device}, expires {}", UnixTime(expires));
     println!("{token}");
+    Ok(0)
+}
+
+pub async fn acme(cmd: AcmeCommand) -> Result<i32> {
+    let AcmeCommand::Eab { common, account, ttl: t } = cmd;
+    let (kid, key) = common.open().await?.acme_binding_key(LOCAL_ADMIN, &account, ttl(t)).await?;
+    eprintln!("external account binding for account {account} (single use): key id, then MAC key");
+    println!("{kid}");
+    println!("{key}");
     Ok(0)
 }
 

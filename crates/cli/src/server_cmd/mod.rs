@@ -82,6 +82,11 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: credentials::TokenCommand,
     },
+    /// ACME: external account binding keys.
+    Acme {
+        #[command(subcommand)]
+        command: credentials::AcmeCommand,
+    },
     /// Tokens for the admin REST API (/admin/v1).
     AdminToken {
         #[command(subcommand)]
@@ -175,6 +180,7 @@ pub async fn run(cmd: ServerCommand) -> Result<i32> {
         ServerCommand::Account { command } => credentials::account(command).await,
         ServerCommand::Token { command } => credentials::token(command).await,
         ServerCommand::AdminToken { command } => credentials::admin_token(command).await,
+        ServerCommand::Acme { command } => credentials::acme(command).await,
         ServerCommand::Cert { command } => fleet::cert(command).await,
         ServerCommand::Device { command } => fleet::device(command).await,
         ServerCommand::DeviceGroup { command } => fleet::device_group(command).await,

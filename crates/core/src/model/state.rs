@@ -98,6 +98,8 @@ stored_enum!(
         RenewTls = "renew-tls",
         /// A SCEP request signed with the current certificate.
         RenewScep = "renew-scep",
+        /// An ACME order finalized by the account that holds the certificate it replaces.
+        RenewAcme = "renew-acme",
         /// A SCEP enrollment paid for with a challenge.
         Scep = "scep",
         /// The server's own TLS listener certificate.
@@ -107,7 +109,7 @@ stored_enum!(
 
 impl RequestKind {
     pub fn is_renewal(self) -> bool {
-        matches!(self, RequestKind::Renew | RequestKind::RenewTls | RequestKind::RenewScep)
+        matches!(self, RequestKind::Renew | RequestKind::RenewTls | RequestKind::RenewScep | RequestKind::RenewAcme)
     }
 }
 

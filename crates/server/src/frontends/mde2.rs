@@ -111,6 +111,17 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::UnsupportedRequestType
         | C::BadJson
         | C::BadParameter
+        | C::BadNonce
+        | C::BadJws
+        | C::BadSignatureAlgorithm
+        | C::AcmeAccountUnknown
+        | C::ExternalAccountRequired
+        | C::UnsupportedIdentifier
+        | C::UnknownAcmeResource
+        | C::OrderNotReady
+        | C::ChallengeFailed
+        | C::ReplacesRefused
+        | C::BadRevocationReason
         | C::TooLarge
         | C::InvalidTemplate
         | C::InvalidAccount

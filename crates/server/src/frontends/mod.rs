@@ -1,4 +1,5 @@
 //! Protocol front ends: wire in, RA call, wire out. Each maps RA errors to its wire error once.
+pub mod acme;
 mod admin_api;
 pub mod checkin;
 pub mod console;
@@ -108,15 +109,16 @@ pub(crate) fn json_error(e: &crate::ra::RaError) -> axum::response::Response {
 pub fn error_mapping_table() -> String {
     use autoenroll_core::RefusalCode;
     let mut out = String::from(
-        "| code | kind | JSON and EST (HTTP) | WSTEP/XCEP fault (HRESULT) | MDM fault (subcode, ErrorType) | SCEP failInfo | when |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| code | kind | JSON, EST and ACME (HTTP) | ACME problem | WSTEP/XCEP fault (HRESULT) | MDM fault (subcode, ErrorType) | SCEP failInfo | when |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for &c in RefusalCode::ALL {
         let (subcode, error_type) = mde2::mdm_error(c);
         out.push_str(&format!(
-            "| `{c}` | {} | {} | `{}` 0x{:08X} | `{subcode}` {error_type} | {} ({}) | {} |\n",
+            "| `{c}` | {} | {} | `{}` | `{}` 0x{:08X} | `{subcode}` {error_type} | {} ({}) | {} |\n",
             c.kind().as_str(),
             http_status(c.kind()).as_u16(),
+            acme::problem_type(c),
             soap::sender_or_receiver(c.kind()),
             soap::hresult(c),
             scep::fail_info(c).name(),
@@ -141,6 +143,7 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state.clone())
         .merge(scep::router(state.clone()))
         .merge(est::router(state.clone()))
+        .merge(acme::router(state.clone()))
         .merge(revocation::router(state.clone()))
         .merge(admin_api::router(state.clone()))
         .merge(console::router(state))

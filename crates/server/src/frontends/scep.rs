@@ -306,6 +306,17 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::UnsupportedRequestType
         | C::BadJson
         | C::BadParameter
+        | C::BadNonce
+        | C::BadJws
+        | C::BadSignatureAlgorithm
+        | C::AcmeAccountUnknown
+        | C::ExternalAccountRequired
+        | C::UnsupportedIdentifier
+        | C::UnknownAcmeResource
+        | C::OrderNotReady
+        | C::ChallengeFailed
+        | C::ReplacesRefused
+        | C::BadRevocationReason
         | C::TooLarge
         | C::InvalidTemplate
         | C::InvalidAccount

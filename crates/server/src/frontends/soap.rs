@@ -110,6 +110,17 @@ pub fn hresult(code: RefusalCode) -> u32 {
         | C::UnsupportedRequestType
         | C::BadJson
         | C::BadParameter
+        | C::BadNonce
+        | C::BadJws
+        | C::BadSignatureAlgorithm
+        | C::AcmeAccountUnknown
+        | C::ExternalAccountRequired
+        | C::UnsupportedIdentifier
+        | C::UnknownAcmeResource
+        | C::OrderNotReady
+        | C::ChallengeFailed
+        | C::ReplacesRefused
+        | C::BadRevocationReason
         | C::TooLarge
         | C::InvalidTemplate
         | C::InvalidAccount

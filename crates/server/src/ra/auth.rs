@@ -122,7 +122,7 @@ pub enum Purpose {
 const MAX_USERNAME: usize = 256;
 
 /// An account acting for `device_hint` (a device name it reported), else for itself.
-fn account_principal(
+pub(super) fn account_principal(
     a: autoenroll_store::Account,
     device_hint: Option<&str>,
     sign_in_token: Option<String>,

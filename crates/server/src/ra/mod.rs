@@ -1,6 +1,7 @@
 //! The registration authority: authentication, template policy, enrollment. The only module
 //! that uses the store and the CA (rule R3); front ends call it with wire-free inputs and get
 //! domain types, an `Outcome` (issued or pending) or an `RaError` (a `Refusal`, or internal).
+mod acme;
 mod admin;
 mod auth;
 mod checkin;
@@ -18,6 +19,9 @@ pub mod secrets;
 mod templates;
 mod throttle;
 
+pub use acme::{
+    AcmeAccount, AcmeOrder, AcmeSettings, AuthzStatus, OrderBody, OrderStatus, RenewalInfo, Revoker, StoredProblem,
+};
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind, Purpose};
 pub use autoenroll_ca::ChainUpkeep;
@@ -75,6 +79,7 @@ pub struct RaSettings {
     /// Count failed secrets per client address too (off behind a reverse proxy, where every
     /// client has the proxy's address).
     pub count_addresses: bool,
+    pub acme: AcmeSettings,
 }
 
 /// The actor of administrative actions taken at the server's command line (the admin API uses

@@ -27,6 +27,8 @@ pub enum Proof {
     ClientTls,
     /// A SCEP request signed with the old certificate.
     ScepSigned,
+    /// An ACME order of the account the old certificate's device is bound to.
+    Acme,
 }
 
 impl Ra {
@@ -211,6 +213,7 @@ impl Ra {
             Proof::SignedRequest => RequestKind::Renew,
             Proof::ClientTls => RequestKind::RenewTls,
             Proof::ScepSigned => RequestKind::RenewScep,
+            Proof::Acme => RequestKind::RenewAcme,
         };
         let requester = format!("cert:{}", row.serial);
         let issued = self

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
+mod acme;
 mod admin_api;
 mod agent_renewal;
 mod attacks;
