@@ -62,6 +62,9 @@ pub struct RawAcme {
     /// How long ACME clients wait before asking for renewal information again (Retry-After),
     /// so the longest a "renew now" or a revocation takes to reach them. Default "6h".
     pub ari_retry_after: Option<String>,
+    /// The recursive resolver DNS-01 validation asks for `_acme-challenge` TXT records,
+    /// e.g. "10.0.0.53:53". Default: the first nameserver of /etc/resolv.conf.
+    pub dns01_resolver: Option<SocketAddr>,
 }
 
 /// The HTTPS listener's certificate. By default the server issues its own from its CA (and
@@ -345,6 +348,7 @@ impl RawConfig {
                         .map(|(n, ip)| (n.to_ascii_lowercase(), ip))
                         .collect(),
                     ari_retry_after_secs: i64::try_from(ari_retry_after).unwrap_or(i64::MAX).max(1),
+                    dns01_resolver: acme.dns01_resolver.unwrap_or_else(crate::probe::system_resolver),
                 },
             },
         })

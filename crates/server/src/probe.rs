@@ -1,6 +1,8 @@
-//! HTTP-01 validation's one request (RFC 8555 section 8.3): `GET
+//! ACME validation's lookups. HTTP-01 (RFC 8555 section 8.3): one `GET
 //! http://<name>:<port>/.well-known/acme-challenge/<token>`, the name resolved by the system
 //! resolver unless the configuration maps it, bounded in time and size, redirects not followed.
+//! DNS-01 (section 8.4): the TXT records of `_acme-challenge.<name>`, asked of one recursive
+//! resolver over UDP (hickory-proto encodes and decodes the messages), with recursion desired.
 use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -22,13 +24,15 @@ pub enum ProbeError {
     Status(u16),
     #[error("the answer is not a short text: {0}")]
     Body(String),
+    #[error("DNS server {0}: {1}")]
+    DnsServer(SocketAddr, String),
 }
 
 impl ProbeError {
     /// The ACME problem type of a failed validation (section 6.7).
     pub fn problem_type(&self) -> &'static str {
         match self {
-            ProbeError::Dns(..) => "dns",
+            ProbeError::Dns(..) | ProbeError::DnsServer(..) => "dns",
             ProbeError::Connection(..) | ProbeError::Timeout => "connection",
             ProbeError::Status(_) | ProbeError::Body(_) => "incorrectResponse",
         }
@@ -81,5 +85,82 @@ impl Http01Probe<'_> {
             .to_bytes();
         driver.abort();
         String::from_utf8(body.to_vec()).map_err(|_| ProbeError::Body("not UTF-8".into()))
+    }
+}
+
+/// The resolver DNS-01 asks: the configured one, else the first `nameserver` of
+/// /etc/resolv.conf, else 127.0.0.1:53.
+pub fn system_resolver() -> SocketAddr {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .next()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 53)))
+}
+
+pub struct Dns01Probe {
+    pub resolver: SocketAddr,
+}
+
+impl Dns01Probe {
+    /// The TXT strings at `_acme-challenge.<name>` (one attempt, then one retry).
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, ProbeError> {
+        let mut last = ProbeError::Timeout;
+        for _ in 0..2 {
+            match tokio::time::timeout(TIMEOUT / 2, self.ask(name)).await {
+                Ok(Ok(found)) => return Ok(found),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = ProbeError::Timeout,
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask(&self, name: &str) -> Result<Vec<String>, ProbeError> {
+        use hickory_proto::op::{Message, Query, ResponseCode};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        let server = |e: String| ProbeError::DnsServer(self.resolver, e);
+        let qname = Name::from_ascii(format!("_acme-challenge.{name}."))
+            .map_err(|e| ProbeError::Dns(name.to_string(), e.to_string()))?;
+        let mut query = Message::query();
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(qname.clone(), RecordType::TXT));
+        let bytes = query.to_vec().map_err(|e| server(e.to_string()))?;
+        let local: SocketAddr = if self.resolver.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(local).await.map_err(|e| server(e.to_string()))?;
+        socket.connect(self.resolver).await.map_err(|e| server(e.to_string()))?;
+        socket.send(&bytes).await.map_err(|e| server(e.to_string()))?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = socket.recv(&mut buf).await.map_err(|e| server(e.to_string()))?;
+            // Anything but the answer to this query (a late answer, a spoof attempt) is skipped.
+            let Ok(answer) = Message::from_vec(&buf[..n]) else { continue };
+            if answer.metadata.id != query.metadata.id || answer.queries != query.queries {
+                continue;
+            }
+            match answer.metadata.response_code {
+                ResponseCode::NoError => {}
+                ResponseCode::NXDomain => return Ok(vec![]),
+                code => return Err(server(format!("answered {code}"))),
+            }
+            return Ok(answer
+                .answers
+                .iter()
+                // A resolver that followed a CNAME (a delegated challenge) answers under the
+                // target's name: every TXT record of the answer counts.
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => {
+                        Some(txt.txt_data.iter().map(|part| String::from_utf8_lossy(part)).collect::<String>())
+                    }
+                    _ => None,
+                })
+                .collect());
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! (`problem_type`). The RA decides: accounts bound by external account binding, names the
 //! account may have, HTTP-01 validation, issuance and renewal, revocation, renewal windows.
 use super::AppState;
-use crate::ra::{AcmeAccount, AcmeOrder, AuthzStatus, OrderStatus, RaError, RenewalInfo, Revoker, StoredProblem};
+use crate::ra::{
+    AcmeAccount, AcmeOrder, AuthzStatus, ChallengeKind, OrderStatus, RaError, RenewalInfo, Revoker, StoredProblem,
+};
 use autoenroll_core::{Refusal, RefusalCode};
 use autoenroll_proto::acme::{self as wire, ExternalAccountBinding, Jws, Signer};
 use axum::body::Bytes;
@@ -32,7 +34,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/acme/order/{id}", post(order))
         .route("/acme/order/{id}/finalize", post(finalize))
         .route("/acme/authz/{order}/{index}", post(authorization))
-        .route("/acme/chall/{order}/{index}/http-01", post(challenge))
+        .route("/acme/chall/{order}/{index}/{kind}", post(challenge))
         .route("/acme/cert/{order}", post(certificate))
         .route("/acme/revoke-cert", post(revoke))
         .route("/acme/key-change", post(key_change))
@@ -459,23 +461,31 @@ fn authz_json(st: &AppState, o: &AcmeOrder, index: usize) -> Option<serde_json::
         AuthzStatus::Valid => "valid",
         AuthzStatus::Invalid => "invalid",
     };
-    let mut challenge = serde_json::json!({
-        "type": "http-01",
-        "url": acme_url(st, &format!("/chall/{}/{index}/http-01", o.id)),
-        "status": status,
-        "token": z.token,
-    });
-    if let Some(at) = z.validated_at {
-        challenge["validated"] = autoenroll_core::UnixTime(at).to_string().into();
-    }
-    if let Some(p) = &z.error {
-        challenge["error"] = problem_json(p);
-    }
+    // The challenge answered carries the outcome; the others stay pending.
+    let challenges: Vec<serde_json::Value> = ChallengeKind::ALL
+        .iter()
+        .map(|kind| {
+            let answered = z.answered == Some(*kind);
+            let mut c = serde_json::json!({
+                "type": kind.as_str(),
+                "url": acme_url(st, &format!("/chall/{}/{index}/{}", o.id, kind.as_str())),
+                "status": if answered { status } else { "pending" },
+                "token": z.token,
+            });
+            if let (true, Some(at)) = (answered, z.validated_at) {
+                c["validated"] = autoenroll_core::UnixTime(at).to_string().into();
+            }
+            if let (true, Some(p)) = (answered, &z.error) {
+                c["error"] = problem_json(p);
+            }
+            c
+        })
+        .collect();
     Some(serde_json::json!({
         "status": status,
         "expires": o.expires.to_string(),
         "identifier": {"type": "dns", "value": z.identifier},
-        "challenges": [challenge],
+        "challenges": challenges,
     }))
 }
 
@@ -499,18 +509,24 @@ async fn authorization(
 
 /// A challenge (section 7.5.1): the client says it is ready; the server validates now and
 /// answers with the challenge as it stands.
-async fn challenge(State(st): State<AppState>, Path((order_id, index)): Path<(i64, usize)>, body: Bytes) -> Response {
+async fn challenge(
+    State(st): State<AppState>,
+    Path((order_id, index, kind)): Path<(i64, usize, String)>,
+    body: Bytes,
+) -> Response {
     let result = async {
-        let (jws, a) = verify_account(&st, &format!("/acme/chall/{order_id}/{index}/http-01"), &body).await?;
+        let (jws, a) = verify_account(&st, &format!("/acme/chall/{order_id}/{index}/{kind}"), &body).await?;
+        let unknown = || RaError::from(Refusal::UnknownAcmeResource { what: "such challenge".into() });
+        let kind = ChallengeKind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(unknown)?;
         // An empty object starts validation; POST-as-GET (empty payload) only reads.
         let o = if jws.payload.is_empty() {
             st.ra.acme_order(&a, order_id).await?
         } else {
-            st.ra.acme_validate(&a, order_id, index).await?
+            st.ra.acme_validate(&a, order_id, index, kind).await?
         };
-        let authz = authz_json(&st, &o, index)
-            .ok_or_else(|| RaError::from(Refusal::UnknownAcmeResource { what: "such challenge".into() }))?;
-        Ok(authz["challenges"][0].clone())
+        let authz = authz_json(&st, &o, index).ok_or_else(unknown)?;
+        let position = ChallengeKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        Ok(authz["challenges"][position].clone())
     }
     .await;
     match result {

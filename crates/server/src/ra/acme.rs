@@ -8,7 +8,7 @@ use super::auth::Principal;
 use super::enroll::{EnrollInput, Issued, Outcome};
 use super::renew::{Proof, Window};
 use super::{secrets, Ra, RaError};
-use crate::probe::Http01Probe;
+use crate::probe::{Dns01Probe, Http01Probe};
 use autoenroll_core::model::{valid_name, AuditOutcome, CertState, RevocationReason};
 use autoenroll_core::pki::{CertFacts, CsrFacts};
 use autoenroll_core::renewal::{self, Decision, Held, Input, TemplatePolicy};
@@ -39,11 +39,19 @@ pub struct AcmeSettings {
     /// How long clients wait before asking for renewal information again (Retry-After):
     /// the longest a "renew now" or a revocation takes to reach them.
     pub ari_retry_after_secs: i64,
+    /// The recursive resolver DNS-01 validation asks.
+    pub dns01_resolver: std::net::SocketAddr,
 }
 
 impl Default for AcmeSettings {
     fn default() -> Self {
-        AcmeSettings { template: "WebServer".into(), http01_port: 80, resolve: vec![], ari_retry_after_secs: 6 * 3600 }
+        AcmeSettings {
+            template: "WebServer".into(),
+            http01_port: 80,
+            resolve: vec![],
+            ari_retry_after_secs: 6 * 3600,
+            dns01_resolver: std::net::SocketAddr::from(([127, 0, 0, 1], 53)),
+        }
     }
 }
 
@@ -55,6 +63,27 @@ pub enum OrderStatus {
     Processing,
     Valid,
     Invalid,
+}
+
+/// How a client proves control of a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl ChallengeKind {
+    pub const ALL: [ChallengeKind; 2] = [ChallengeKind::Http01, ChallengeKind::Dns01];
+
+    /// The challenge type's name on the wire (section 8.3, 8.4).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +111,9 @@ pub struct Authorization {
     pub token: String,
     pub validated_at: Option<i64>,
     pub error: Option<StoredProblem>,
+    /// The challenge the client answered (None while it has answered none).
+    #[serde(default)]
+    pub answered: Option<ChallengeKind>,
 }
 
 /// An order as the store keeps it (JSON in `acme_orders.body`).
@@ -345,6 +377,7 @@ impl Ra {
                     token: secrets::random_token_part(24),
                     validated_at: None,
                     error: None,
+                    answered: None,
                 })
                 .collect(),
             identifiers: names,
@@ -443,37 +476,58 @@ impl Ra {
         Ok(self.store.update_acme_order(id, revision, &text, serial, self.now()).await?)
     }
 
-    /// A challenge answered: HTTP-01 fetched now (the client says it is ready). The
-    /// authorization becomes valid, or invalid with the reason, and so does the order.
-    pub async fn acme_validate(&self, a: &AcmeAccount, order_id: i64, index: usize) -> Result<AcmeOrder, RaError> {
+    /// A challenge answered: validated now (the client says it is ready): HTTP-01 fetches the
+    /// key authorization, DNS-01 looks for its digest in TXT. The authorization becomes valid,
+    /// or invalid with the reason, and so does the order.
+    pub async fn acme_validate(
+        &self,
+        a: &AcmeAccount,
+        order_id: i64,
+        index: usize,
+        kind: ChallengeKind,
+    ) -> Result<AcmeOrder, RaError> {
         let (order, revision) = self.load_order(a, order_id).await?;
         let authz = order.body.authorizations.get(index).ok_or_else(|| not_found("such authorization"))?;
         if authz.status != AuthzStatus::Pending || order.body.status != OrderStatus::Pending {
             // Answered already (or the order is over): the client sees the state as it is.
             return Ok(order);
         }
-        let expected = wire::key_authorization(&authz.token, &a.key);
+        let key_authorization = wire::key_authorization(&authz.token, &a.key);
         let s = &self.settings.acme;
-        let probe = Http01Probe { port: s.http01_port, resolve: &s.resolve };
-        let outcome = probe.fetch(&authz.identifier, &authz.token).await;
+        let outcome = match kind {
+            ChallengeKind::Http01 => Http01Probe { port: s.http01_port, resolve: &s.resolve }
+                .fetch(&authz.identifier, &authz.token)
+                .await
+                .map(|text| {
+                    (text.trim_end() == key_authorization, format!("{:?}", text.chars().take(100).collect::<String>()))
+                }),
+            ChallengeKind::Dns01 => {
+                let digest = wire::dns01_txt(&key_authorization);
+                Dns01Probe { resolver: s.dns01_resolver }
+                    .txt(&authz.identifier)
+                    .await
+                    .map(|found| (found.contains(&digest), format!("TXT {found:?}")))
+            }
+        };
         let mut body = order.body.clone();
         let target = &mut body.authorizations[index];
+        target.answered = Some(kind);
         match outcome {
-            Ok(text) if text.trim_end() == expected => {
+            Ok((true, _)) => {
                 target.status = AuthzStatus::Valid;
                 target.validated_at = Some(self.now().0);
             }
-            Ok(text) => {
-                let shown: String = text.chars().take(100).collect();
+            Ok((false, shown)) => {
                 target.status = AuthzStatus::Invalid;
                 target.error = Some(StoredProblem {
                     kind: "incorrectResponse".into(),
-                    detail: format!("expected the key authorization, got {shown:?}"),
+                    detail: format!("{}: expected the key authorization, got {shown}", kind.as_str()),
                 });
             }
             Err(e) => {
                 target.status = AuthzStatus::Invalid;
-                target.error = Some(StoredProblem { kind: e.problem_type().into(), detail: e.to_string() });
+                target.error =
+                    Some(StoredProblem { kind: e.problem_type().into(), detail: format!("{}: {e}", kind.as_str()) });
             }
         }
         let failed = target.status == AuthzStatus::Invalid;
@@ -485,7 +539,7 @@ impl Ra {
         }
         let outcome = if failed { AuditOutcome::Refused } else { AuditOutcome::Ok };
         let detail = format!("order {order_id}: {}", body.authorizations[index].identifier);
-        self.audit(&format!("account:{}", a.account), "acme.validate", &detail, outcome, "http-01").await;
+        self.audit(&format!("account:{}", a.account), "acme.validate", &detail, outcome, kind.as_str()).await;
         // Someone else (another replica) answered first: theirs stands.
         self.save_order(order_id, revision, &body, None).await?;
         Ok(self.load_order(a, order_id).await?.0)

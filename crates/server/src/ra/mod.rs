@@ -20,7 +20,8 @@ mod templates;
 mod throttle;
 
 pub use acme::{
-    AcmeAccount, AcmeOrder, AcmeSettings, AuthzStatus, OrderBody, OrderStatus, RenewalInfo, Revoker, StoredProblem,
+    AcmeAccount, AcmeOrder, AcmeSettings, AuthzStatus, ChallengeKind, OrderBody, OrderStatus, RenewalInfo, Revoker,
+    StoredProblem,
 };
 pub use admin::{AccountSpec, TemplateSpec, TokenSpec};
 pub use auth::{Credentials, Principal, PrincipalKind, Purpose};

@@ -20,6 +20,10 @@ fn free_port() -> u16 {
 /// A server whose HTTP-01 validation connects to 127.0.0.1:`port` for the test's names, with
 /// an account `web-team` that may have names under example.test.
 async fn server(port: u16, retry_after: &str) -> TestServer {
+    server_with(port, retry_after, None).await
+}
+
+async fn server_with(port: u16, retry_after: &str, dns: Option<std::net::SocketAddr>) -> TestServer {
     let retry_after = retry_after.to_string();
     let s = TestServer::start_with(move |raw| {
         raw.acme = Some(RawAcme {
@@ -31,6 +35,7 @@ async fn server(port: u16, retry_after: &str) -> TestServer {
                     .collect(),
             ),
             ari_retry_after: Some(retry_after),
+            dns01_resolver: dns,
             ..Default::default()
         })
     })
@@ -171,6 +176,111 @@ async fn certbot_obtains_renews_when_renewal_info_says_and_revokes() {
     assert!(audit
         .iter()
         .any(|e| e.actor == "account:web-team" && e.action == "cert.revoke" && e.subject == new.serial));
+}
+
+/// pebble-challtestsrv (Debian's `pebble`) as the DNS server: a mock authoritative server whose
+/// TXT records are set over its management API, as a DNS provider's API would be.
+struct ChallTestSrv {
+    child: std::process::Child,
+    dns: std::net::SocketAddr,
+    management: String,
+}
+
+impl ChallTestSrv {
+    fn start() -> ChallTestSrv {
+        autoenroll_test_support::require_tool("pebble-challtestsrv", "pebble");
+        let (dns, management) = (free_port(), free_port());
+        let child = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns}"), "-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{management}"), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let srv = ChallTestSrv {
+            child,
+            dns: ([127, 0, 0, 1], dns).into(),
+            management: format!("http://127.0.0.1:{management}"),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", management)).is_ok() {
+                return srv;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pebble-challtestsrv did not start");
+    }
+}
+
+impl Drop for ChallTestSrv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_validates_by_dns01_through_a_dns_providers_api() {
+    let dns = ChallTestSrv::start();
+    let s = server_with(free_port(), "6h", Some(dns.dns)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // certbot's manual hooks publish and remove the TXT record (what a DNS plugin does).
+    let hook = |path: &str| {
+        let script = dir.path().join(path.trim_start_matches('/'));
+        let body = format!(
+            "#!/bin/sh\ncurl -sf -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$CERTBOT_DOMAIN.\\\",\\\"value\\\":\\\"$CERTBOT_VALIDATION\\\"}}\" {}{path}\n",
+            dns.management
+        );
+        std::fs::write(&script, body).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script.to_str().unwrap().to_string()
+    };
+    let (auth, cleanup) = (hook("/set-txt"), hook("/clear-txt"));
+    let (kid, key) = s.ra.acme_binding_key("admin", "web-team", 3600).await.unwrap();
+    let directory = s.url("/acme/directory");
+    let out = certbot(
+        &s,
+        dir.path(),
+        &[
+            "certonly",
+            "--non-interactive",
+            "--agree-tos",
+            "-m",
+            "admin@example.test",
+            "--no-eff-email",
+            "--server",
+            &directory,
+            "--manual",
+            "--preferred-challenges",
+            "dns",
+            "--manual-auth-hook",
+            &auth,
+            "--manual-cleanup-hook",
+            &cleanup,
+            "-d",
+            "b.example.test",
+            "--eab-kid",
+            &kid,
+            "--eab-hmac-key",
+            &key,
+        ],
+    );
+    assert!(out.contains("Successfully received certificate"), "{out}");
+    let issued = certificates_of(&s, "b.example.test").await;
+    assert_eq!((issued.len(), issued[0].state), (1, CertState::Issued));
+    let audit =
+        s.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "acme.validate" && e.detail == "dns-01"), "validated by DNS-01");
+
+    // With the record gone, DNS-01 fails with the TXT records it found.
+    let mut a = Attacker::new();
+    a.register(&s, "web-team").await;
+    let (_, order) = a.order(&s, &["a.example.test"]).await;
+    let (_, z) = a.post(&s, &path_of(&s, &order["authorizations"][0]), None).await;
+    let dns01 = z["challenges"].as_array().unwrap().iter().find(|c| c["type"] == "dns-01").unwrap().clone();
+    let (_, c) = a.post(&s, &path_of(&s, &dns01["url"]), Some(serde_json::json!({}))).await;
+    assert_eq!((c["status"].as_str(), problem(&c["error"])), (Some("invalid"), "incorrectResponse"), "{c}");
 }
 
 /// A minimal ACME client: a P-256 account key and JWS requests. Nonces come from the server's
