@@ -51,17 +51,31 @@ impl Http01Probe<'_> {
     }
 
     async fn fetch_inner(&self, name: &str, token: &str) -> Result<String, ProbeError> {
-        let address = match self.resolve.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some((_, ip)) => SocketAddr::new(*ip, self.port),
+        let addresses: Vec<SocketAddr> = match self.resolve.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, ip)) => vec![SocketAddr::new(*ip, self.port)],
             None => tokio::net::lookup_host((name, self.port))
                 .await
                 .map_err(|e| ProbeError::Dns(name.to_string(), e.to_string()))?
-                .next()
-                .ok_or_else(|| ProbeError::Dns(name.to_string(), "no address".into()))?,
+                .collect(),
         };
-        let stream = tokio::net::TcpStream::connect(address)
-            .await
-            .map_err(|e| ProbeError::Connection(address, e.to_string()))?;
+        // Every address in turn (IPv6 and IPv4 alike), until one answers the connection.
+        let mut last = ProbeError::Dns(name.to_string(), "no address".into());
+        for address in addresses {
+            match tokio::net::TcpStream::connect(address).await {
+                Ok(stream) => return self.get(stream, address, name, token).await,
+                Err(e) => last = ProbeError::Connection(address, e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    async fn get(
+        &self,
+        stream: tokio::net::TcpStream,
+        address: SocketAddr,
+        name: &str,
+        token: &str,
+    ) -> Result<String, ProbeError> {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| ProbeError::Connection(address, e.to_string()))?;

@@ -71,6 +71,7 @@ pub struct AcmeOrder {
     pub expires_at: UnixTime,
     pub certificate_serial: Option<String>,
     pub created_at: UnixTime,
+    pub updated_at: UnixTime,
 }
 
 #[derive(sqlx::FromRow)]
@@ -82,6 +83,7 @@ struct OrderRow {
     expires_at: i64,
     certificate_serial: Option<String>,
     created_at: i64,
+    updated_at: i64,
 }
 
 impl From<OrderRow> for AcmeOrder {
@@ -94,6 +96,7 @@ impl From<OrderRow> for AcmeOrder {
             expires_at: UnixTime(r.expires_at),
             certificate_serial: r.certificate_serial,
             created_at: UnixTime(r.created_at),
+            updated_at: UnixTime(r.updated_at),
         }
     }
 }
@@ -207,13 +210,13 @@ impl Store {
     }
 
     pub async fn acme_order(&self, id: i64) -> Result<Option<AcmeOrder>> {
-        let sql = "SELECT id, acme_account_id, body, revision, expires_at, certificate_serial, created_at FROM acme_orders WHERE id = $1";
+        let sql = "SELECT id, acme_account_id, body, revision, expires_at, certificate_serial, created_at, updated_at FROM acme_orders WHERE id = $1";
         Ok(sqlx::query_as::<_, OrderRow>(sql).bind(id).fetch_optional(&self.pool).await?.map(Into::into))
     }
 
     /// The order whose certificate has `serial` (revocation, renewal information, `replaces`).
     pub async fn acme_order_by_serial(&self, serial: &str) -> Result<Option<AcmeOrder>> {
-        let sql = "SELECT id, acme_account_id, body, revision, expires_at, certificate_serial, created_at \
+        let sql = "SELECT id, acme_account_id, body, revision, expires_at, certificate_serial, created_at, updated_at \
                    FROM acme_orders WHERE certificate_serial = $1";
         Ok(sqlx::query_as::<_, OrderRow>(sql).bind(serial).fetch_optional(&self.pool).await?.map(Into::into))
     }

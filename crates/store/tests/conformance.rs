@@ -1121,6 +1121,7 @@ async fn acme_keys_accounts_orders_and_nonces(s: Store) {
     assert!(s.update_acme_order(order, 2, "{\"v\":3}", Some("0b"), t(13)).await.unwrap());
     let o = s.acme_order(order).await.unwrap().unwrap();
     assert_eq!((o.revision, o.body.as_str(), o.certificate_serial.as_deref()), (3, "{\"v\":3}", Some("0a")));
+    assert_eq!((o.created_at, o.updated_at), (t(10), t(13)));
     assert_eq!(s.acme_order_by_serial("0a").await.unwrap().map(|o| o.id), Some(order));
     assert!(s.acme_order_by_serial("0b").await.unwrap().is_none());
     assert!(s.acme_order(order + 100).await.unwrap().is_none());

@@ -57,6 +57,7 @@ pub fn problem_type(code: RefusalCode) -> &'static str {
         C::ChallengeFailed => "incorrectResponse",
         C::BadRevocationReason => "badRevocationReason",
         C::CertificateRevoked => "alreadyRevoked",
+        C::AlreadyRenewed => "alreadyReplaced",
         C::TooManyAttempts => "rateLimited",
         C::NameNotAllowed
         | C::ServerNameReserved
@@ -116,7 +117,6 @@ pub fn problem_type(code: RefusalCode) -> &'static str {
         | C::UnknownTransaction
         | C::NoSuchCertificate
         | C::UnknownRequest
-        | C::AlreadyRenewed
         | C::NotPending
         | C::UnknownAction
         | C::UnsupportedRequestType
@@ -207,9 +207,8 @@ enum Verified {
     Key(wire::Jwk),
 }
 
-/// Every POST (section 6): a flattened JWS for exactly this URL, with a nonce of ours not used
-/// before, signed by the account its `kid` names (or, where `jwk_allowed`, by the key it
-/// carries).
+/// Every POST (section 6): a flattened JWS for exactly this URL, signed by the account its `kid` names (or, where `jwk_allowed`, by the key it
+/// carries), with a nonce of ours not used before.
 async fn verify(st: &AppState, path: &str, body: &[u8], jwk_allowed: bool) -> Result<(Jws, Verified), RaError> {
     let jws = Jws::parse(body).map_err(bad_jws)?;
     let url = format!("{}{path}", st.base_url);
@@ -218,7 +217,6 @@ async fn verify(st: &AppState, path: &str, body: &[u8], jwk_allowed: bool) -> Re
             Refusal::BadJws { detail: format!("the JWS url is {:?}, the request went to {url:?}", jws.url) }.into()
         );
     }
-    st.ra.acme_use_nonce(jws.nonce.as_deref().ok_or(Refusal::BadNonce)?).await?;
     let signer = match &jws.signer {
         Signer::Jwk(key) if jwk_allowed => {
             jws.verify(key).map_err(bad_jws)?;
@@ -237,6 +235,8 @@ async fn verify(st: &AppState, path: &str, body: &[u8], jwk_allowed: bool) -> Re
             Verified::Account(account)
         }
     };
+    // Spent only once the signature holds: nobody else makes the server write.
+    st.ra.acme_use_nonce(jws.nonce.as_deref().ok_or(Refusal::BadNonce)?).await?;
     Ok((jws, signer))
 }
 
@@ -347,7 +347,12 @@ async fn account(State(st): State<AppState>, Path(id): Path<i64>, body: Bytes) -
 
 fn problem_json(p: &StoredProblem) -> serde_json::Value {
     // Stored refusals carry their code; validation failures an ACME type already.
-    let kind = RefusalCode::ALL.iter().find(|c| c.as_str() == p.kind).map_or(p.kind.as_str(), |c| problem_type(*c));
+    const VALIDATION: [&str; 3] = ["incorrectResponse", "connection", "dns"];
+    let kind = match RefusalCode::ALL.iter().find(|c| c.as_str() == p.kind) {
+        Some(c) => problem_type(*c),
+        None if VALIDATION.contains(&p.kind.as_str()) => p.kind.as_str(),
+        None => "serverInternal",
+    };
     serde_json::json!({ "type": problem_urn(kind), "detail": p.detail })
 }
 
@@ -634,8 +639,9 @@ async fn renewal_info(State(st): State<AppState>, Path(cert_id): Path<String>) -
 mod tests {
     #[test]
     fn every_refusal_has_a_registered_problem_type() {
-        // RFC 8555 section 9.7.4's registry, with RFC 8555's own types only.
-        const REGISTERED: [&str; 16] = [
+        // RFC 8555 section 9.7.4's registry as RFC 8555 and RFC 9773 (alreadyReplaced) fill it.
+        const REGISTERED: [&str; 17] = [
+            "alreadyReplaced",
             "accountDoesNotExist",
             "alreadyRevoked",
             "badCSR",

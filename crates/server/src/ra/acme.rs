@@ -23,6 +23,8 @@ use subtle::ConstantTimeEq;
 const NONCE_SECS: i64 = 3600;
 /// Orders and their authorizations live a week.
 const ORDER_SECS: i64 = 7 * 86_400;
+/// A finalize claim older than this with nothing to show was abandoned (its process died).
+const FINALIZE_CLAIM_SECS: i64 = 300;
 /// At most this many names in one order.
 const MAX_IDENTIFIERS: usize = 100;
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -202,7 +204,8 @@ impl Ra {
         if now.0 - issued.0 > NONCE_SECS || issued.0 > now.0 + 60 {
             return Err(Refusal::BadNonce.into());
         }
-        if !self.store.use_acme_nonce(nonce, issued.plus_secs(NONCE_SECS), now).await? {
+        // Kept a little past its expiry: replicas' clocks differ by a few seconds.
+        if !self.store.use_acme_nonce(nonce, issued.plus_secs(NONCE_SECS + 300), now).await? {
             return Err(Refusal::BadNonce.into());
         }
         Ok(())
@@ -246,13 +249,27 @@ impl Ra {
         })
     }
 
+    /// An ACME account, while the enrollment account it acts as is enabled.
     pub async fn acme_account(&self, id: i64) -> Result<AcmeAccount, RaError> {
         let a = self.store.acme_account(id).await?.ok_or(Refusal::AcmeAccountUnknown)?;
-        self.account_view(a)
+        self.enabled_account_view(a).await
     }
 
     pub async fn acme_account_by_key(&self, key: &Jwk) -> Result<Option<AcmeAccount>, RaError> {
-        self.store.acme_account_by_thumbprint(&key.thumbprint()).await?.map(|a| self.account_view(a)).transpose()
+        match self.store.acme_account_by_thumbprint(&key.thumbprint()).await? {
+            Some(a) => Ok(Some(self.enabled_account_view(a).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn enabled_account_view(&self, a: autoenroll_store::AcmeAccount) -> Result<AcmeAccount, RaError> {
+        match self.store.account(&a.account).await? {
+            Some(account) if !account.disabled => self.account_view(a),
+            _ => {
+                Err(Refusal::WrongCredentials { what: "the enrollment account of this ACME account is disabled" }
+                    .into())
+            }
+        }
     }
 
     /// newAccount: the account of this key if there is one (`false`: not created now), else a
@@ -353,6 +370,21 @@ impl Ra {
             return Err(Refusal::NotPermitted { actor: principal.actor(), template: t.name }.into());
         }
         let vouched = self.check_device(&principal, known.as_ref()).await?;
+        // Every name, not only the device's: within the account's device patterns, and not a
+        // device bound to someone else.
+        let owner = format!("account:{}", a.account);
+        if let super::auth::PrincipalKind::Account { devices, .. } = &principal.kind {
+            for name in &names[1..] {
+                if !devices.iter().any(|p| autoenroll_core::model::glob_match(p, name)) {
+                    return Err(Refusal::DeviceNotAllowed { actor: principal.actor(), device: name.clone() }.into());
+                }
+                if let Some(d) = self.store.device(name).await? {
+                    if d.owner.as_ref().is_some_and(|o| *o != owner) {
+                        return Err(Refusal::DeviceBound { actor: principal.actor(), device: name.clone() }.into());
+                    }
+                }
+            }
+        }
         t.names.check(
             &t.name,
             vouched.then_some(principal.device.as_str()),
@@ -410,8 +442,11 @@ impl Ra {
         if !same_names {
             return Err(refused("the order names other identifiers than the certificate"));
         }
-        if c.state != CertState::Issued {
-            return Err(refused(&format!("the certificate is {}", c.state)));
+        // A revoked or expired certificate may be replaced (by a new enrollment); one already
+        // renewed has its successor (RFC 9773's alreadyReplaced).
+        if c.state == CertState::Renewed {
+            let successor = self.store.successor(&c.serial).await?.map(|s| s.serial).unwrap_or_default();
+            return Err(Refusal::AlreadyRenewed { serial: c.serial, successor }.into());
         }
         Ok(c.serial)
     }
@@ -458,9 +493,18 @@ impl Ra {
             .filter(|o| o.acme_account_id == a.id)
             .ok_or_else(|| not_found("such order"))?;
         let mut body: OrderBody = serde_json::from_str(&row.body).map_err(RaError::internal)?;
+        let now = self.now();
         // Past its expiry an unfinished order is invalid (section 7.1.6).
-        if self.now() >= row.expires_at && matches!(body.status, OrderStatus::Pending | OrderStatus::Ready) {
+        if now >= row.expires_at && matches!(body.status, OrderStatus::Pending | OrderStatus::Ready) {
             body.status = OrderStatus::Invalid;
+        }
+        // A finalize that died after its claim (no certificate, no held request): ready again.
+        let abandoned = body.status == OrderStatus::Processing
+            && body.request_id.is_none()
+            && row.certificate_serial.is_none()
+            && row.updated_at < now.minus_secs(FINALIZE_CLAIM_SECS);
+        if abandoned {
+            body.status = OrderStatus::Ready;
         }
         Ok((AcmeOrder { id, body, expires: row.expires_at, certificate_serial: row.certificate_serial }, row.revision))
     }
@@ -486,7 +530,7 @@ impl Ra {
         index: usize,
         kind: ChallengeKind,
     ) -> Result<AcmeOrder, RaError> {
-        let (order, revision) = self.load_order(a, order_id).await?;
+        let (order, _) = self.load_order(a, order_id).await?;
         let authz = order.body.authorizations.get(index).ok_or_else(|| not_found("such authorization"))?;
         if authz.status != AuthzStatus::Pending || order.body.status != OrderStatus::Pending {
             // Answered already (or the order is over): the client sees the state as it is.
@@ -498,9 +542,7 @@ impl Ra {
             ChallengeKind::Http01 => Http01Probe { port: s.http01_port, resolve: &s.resolve }
                 .fetch(&authz.identifier, &authz.token)
                 .await
-                .map(|text| {
-                    (text.trim_end() == key_authorization, format!("{:?}", text.chars().take(100).collect::<String>()))
-                }),
+                .map(|text| (text.trim_end() == key_authorization, format!("{} bytes of something else", text.len()))),
             ChallengeKind::Dns01 => {
                 let digest = wire::dns01_txt(&key_authorization);
                 Dns01Probe { resolver: s.dns01_resolver }
@@ -509,108 +551,130 @@ impl Ra {
                     .map(|found| (found.contains(&digest), format!("TXT {found:?}")))
             }
         };
-        let mut body = order.body.clone();
-        let target = &mut body.authorizations[index];
-        target.answered = Some(kind);
-        match outcome {
-            Ok((true, _)) => {
-                target.status = AuthzStatus::Valid;
-                target.validated_at = Some(self.now().0);
-            }
-            Ok((false, shown)) => {
-                target.status = AuthzStatus::Invalid;
-                target.error = Some(StoredProblem {
+        let (status, error) = match outcome {
+            Ok((true, _)) => (AuthzStatus::Valid, None),
+            Ok((false, shown)) => (
+                AuthzStatus::Invalid,
+                Some(StoredProblem {
                     kind: "incorrectResponse".into(),
                     detail: format!("{}: expected the key authorization, got {shown}", kind.as_str()),
-                });
+                }),
+            ),
+            Err(e) => (
+                AuthzStatus::Invalid,
+                Some(StoredProblem { kind: e.problem_type().into(), detail: format!("{}: {e}", kind.as_str()) }),
+            ),
+        };
+        let detail = format!("order {order_id}: {}", authz.identifier);
+        let audited = if status == AuthzStatus::Valid { AuditOutcome::Ok } else { AuditOutcome::Refused };
+        self.audit(&format!("account:{}", a.account), "acme.validate", &detail, audited, kind.as_str()).await;
+        // Other authorizations of the order may be validated at the same time (by another
+        // request or replica): this one's outcome is applied to the order as it is now.
+        for _ in 0..20 {
+            let (order, revision) = self.load_order(a, order_id).await?;
+            let mut body = order.body.clone();
+            let Some(target) = body.authorizations.get_mut(index) else { return Err(not_found("such authorization")) };
+            if target.status != AuthzStatus::Pending || body.status != OrderStatus::Pending {
+                return Ok(order);
             }
-            Err(e) => {
-                target.status = AuthzStatus::Invalid;
-                target.error =
-                    Some(StoredProblem { kind: e.problem_type().into(), detail: format!("{}: {e}", kind.as_str()) });
+            target.status = status;
+            target.answered = Some(kind);
+            target.error = error.clone();
+            target.validated_at = (status == AuthzStatus::Valid).then_some(self.now().0);
+            if let Some(e) = &error {
+                body.status = OrderStatus::Invalid;
+                body.error = Some(e.clone());
+            } else if body.authorizations.iter().all(|z| z.status == AuthzStatus::Valid) {
+                body.status = OrderStatus::Ready;
+            }
+            if self.save_order(order_id, revision, &body, None).await? {
+                return Ok(self.load_order(a, order_id).await?.0);
             }
         }
-        let failed = target.status == AuthzStatus::Invalid;
-        if let (true, Some(error)) = (failed, target.error.clone()) {
-            body.status = OrderStatus::Invalid;
-            body.error = Some(error);
-        } else if body.authorizations.iter().all(|z| z.status == AuthzStatus::Valid) {
-            body.status = OrderStatus::Ready;
-        }
-        let outcome = if failed { AuditOutcome::Refused } else { AuditOutcome::Ok };
-        let detail = format!("order {order_id}: {}", body.authorizations[index].identifier);
-        self.audit(&format!("account:{}", a.account), "acme.validate", &detail, outcome, kind.as_str()).await;
-        // Someone else (another replica) answered first: theirs stands.
-        self.save_order(order_id, revision, &body, None).await?;
-        Ok(self.load_order(a, order_id).await?.0)
+        Err(RaError::internal(format!("ACME order {order_id} kept changing")))
     }
 
-    /// finalize: the CSR must name exactly the order's names; the certificate comes from the
-    /// same enrollment as every protocol (a renewal when the order replaces a certificate, or
-    /// implicitly when this account holds a current one for the same names and template).
+    /// finalize: the CSR must name exactly the order's names, and nothing else in its subject
+    /// than one of them as common name. The certificate comes from the same enrollment as every
+    /// protocol; it is a renewal when the order replaces a certificate (explicitly, or because
+    /// this account holds a current one for the same names and template) that may renew now.
     pub async fn acme_finalize(&self, a: &AcmeAccount, order_id: i64, csr_der: &[u8]) -> Result<AcmeOrder, RaError> {
         let (order, revision) = self.load_order(a, order_id).await?;
         if order.body.status != OrderStatus::Ready {
             return Err(Refusal::OrderNotReady { status: format!("{:?}", order.body.status).to_lowercase() }.into());
         }
         let csr = CsrFacts::parse(csr_der).map_err(super::enroll::csr_error)?;
-        let mut asked: Vec<String> = csr.dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();
-        asked.sort();
-        asked.dedup();
-        let mut ordered = order.body.identifiers.clone();
-        ordered.sort();
-        let cn = autoenroll_core::pki::csr::common_name(&csr.subject).map(|c| c.to_ascii_lowercase());
-        if asked != ordered || !csr.ip_addrs.is_empty() || cn.is_some_and(|c| !ordered.contains(&c)) {
-            return Err(Refusal::SubjectAltNameMismatch { expected: ordered.join(","), got: asked.join(",") }.into());
-        }
+        csr_names_match(&csr, &order.body.identifiers)?;
+        // Everything that can fail is read before the claim.
+        let principal = self.acme_principal(a, &order.body.identifiers[0]).await?;
+        let predecessor = self.renewable_predecessor(a, &principal, &order.body).await?;
         // Claim the order (processing) so that two finalize calls do not both issue.
         let mut body = order.body.clone();
         body.status = OrderStatus::Processing;
         if !self.save_order(order_id, revision, &body, None).await? {
             return Err(Refusal::OrderNotReady { status: "being finalized".into() }.into());
         }
-        let principal = self.acme_principal(a, &body.identifiers[0]).await?;
-        let predecessor = match &body.replaces {
-            Some(serial) => Some(serial.clone()),
-            None => self.implicit_predecessor(a, &principal, &body).await?,
-        };
         let result = match predecessor {
-            Some(serial) => {
-                let old = self
-                    .store
-                    .certificate(&serial)
-                    .await?
-                    .and_then(|c| c.der)
-                    .ok_or_else(|| not_found("certificate to replace"))?;
+            Some(old) => {
                 self.renew(csr, &old, Proof::Acme, Some(&principal), Window::Autoenrollment).await.map(Outcome::Issued)
             }
             None => {
-                self.enroll_labelled(EnrollInput {
-                    principal: &principal,
-                    csr_der,
-                    template_name: Some(&body.template),
-                })
-                .await
+                let input = EnrollInput { principal: &principal, csr_der, template_name: Some(&body.template) };
+                self.enroll_labelled(input).await
             }
         };
-        let serial = match result {
+        let (serial, refused) = match result {
             Ok(Outcome::Issued(issued)) => {
                 body.status = OrderStatus::Valid;
-                Some(issued.serial)
+                (Some(issued.serial), None)
             }
             Ok(Outcome::Pending { request_id }) => {
                 body.request_id = Some(request_id);
-                None
+                (None, None)
             }
+            // A refusal ends the order; an internal failure lets the client finalize again.
             Err(e) => {
-                body.status = OrderStatus::Invalid;
-                body.error = Some(StoredProblem { kind: e.code().to_string(), detail: e.detail() });
-                self.save_order(order_id, revision + 1, &body, None).await?;
-                return Err(e);
+                if e.refusal().is_some() {
+                    body.status = OrderStatus::Invalid;
+                    body.error = Some(StoredProblem { kind: e.code().to_string(), detail: e.detail() });
+                } else {
+                    body.status = OrderStatus::Ready;
+                }
+                (None, Some(e))
             }
         };
-        self.save_order(order_id, revision + 1, &body, serial.as_deref()).await?;
+        // Only this call moves a claimed order on (a crash before this line leaves it to
+        // `load_order`, which hands a stale claim back).
+        if !self.save_order(order_id, revision + 1, &body, serial.as_deref()).await? {
+            return Err(RaError::internal(format!("ACME order {order_id} changed while it was being finalized")));
+        }
+        if let Some(e) = refused {
+            return Err(e);
+        }
         Ok(self.load_order(a, order_id).await?.0)
+    }
+
+    /// The certificate an order renews: the one it replaces, or this account's current one for
+    /// the same names and template; only when that one may renew now (issued, unexpired, its
+    /// window open or the server asking). Otherwise the order is a new enrollment.
+    async fn renewable_predecessor(
+        &self,
+        a: &AcmeAccount,
+        principal: &Principal,
+        body: &OrderBody,
+    ) -> Result<Option<Vec<u8>>, RaError> {
+        let serial = match &body.replaces {
+            Some(serial) => Some(serial.clone()),
+            None => self.implicit_predecessor(a, principal, body).await?,
+        };
+        let Some(serial) = serial else { return Ok(None) };
+        let Some(c) = self.store.certificate(&serial).await? else { return Ok(None) };
+        let now = self.now();
+        let (Some(der), CertState::Issued, true) = (c.der.clone(), c.state, c.not_after > now) else { return Ok(None) };
+        let (Ok(facts), Some(t)) = (CertFacts::parse(&der), self.find_template(&c.template).await?) else {
+            return Ok(None);
+        };
+        Ok(super::renew::renewal_open(&c, &facts, &t, Window::Autoenrollment, now).is_ok().then_some(der))
     }
 
     /// certbot and most clients send no `replaces`: a new order by the same account for the
@@ -759,4 +823,29 @@ fn jwk_spki_matches(key: &Jwk, spki_der: &[u8]) -> bool {
             })
         }
     }
+}
+
+/// The CSR of an order: exactly the order's DNS names (case and a trailing dot aside), no
+/// addresses, and a subject of at most one common name that is one of them (ACME validated
+/// names, nothing else a subject could carry).
+fn csr_names_match(csr: &CsrFacts, identifiers: &[String]) -> Result<(), RaError> {
+    let normal = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+    let mut asked: Vec<String> = csr.dns_names.iter().map(|n| normal(n)).collect();
+    asked.sort();
+    asked.dedup();
+    let mut ordered = identifiers.to_vec();
+    ordered.sort();
+    if asked != ordered || !csr.ip_addrs.is_empty() {
+        return Err(Refusal::SubjectAltNameMismatch { expected: ordered.join(","), got: asked.join(",") }.into());
+    }
+    let cns = autoenroll_core::pki::csr::common_names(&csr.subject);
+    let only_cn = csr.subject.iter().all(|atv| atv.oid == autoenroll_core::oids::AT_COMMON_NAME);
+    if cns.len() > 1 || !only_cn || cns.iter().any(|c| !ordered.contains(&normal(c))) {
+        return Err(Refusal::SubjectMismatch {
+            expected: "no subject, or CN=<one of the order's names>".into(),
+            got: csr.subject.to_string(),
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -167,28 +167,7 @@ impl Ra {
             Some(t) if t.enroll => t,
             _ => return Err(Refusal::TemplateNotAllowed { template: row.template }.into()),
         };
-        let bumped = row.template_major < template.major;
-        if !bumped {
-            // The same rule the agent decides with (core::renewal), server-side.
-            let rule = match window {
-                Window::Autoenrollment => template.renewal_rule(),
-                Window::Mdm => template.mdm_rule(),
-            };
-            let opens = rule.due_at(&Held {
-                not_before: old.not_before,
-                not_after: old.not_after,
-                template: old.template.clone(),
-                revoked: false,
-            });
-            // Grace for early manual renewal, plus a little clock skew between agent and server.
-            let skew = (old.lifetime_secs() / 20).min(60);
-            // The server's own renewal time counts too: an administrator may have moved it to
-            // now for a cohort ("renew now").
-            let server_says_due = row.renew_after.is_some_and(|t| now >= t);
-            if now < opens.minus_secs(template.renewal_grace_secs + skew) && !server_says_due {
-                return Err(Refusal::OutsideRenewalWindow { serial: row.serial, opens }.into());
-            }
-        }
+        renewal_open(&row, old, &template, window, now)?;
         // 5. Key policy.
         if csr.spki_der == old.spki_der && !template.key.same_key_renewal {
             return Err(Refusal::SameKeyNotAllowed { template: template.name }.into());
@@ -312,6 +291,38 @@ impl Ra {
         }
         Err(Refusal::RenewalInProgress { serial: serial.to_string() }.into())
     }
+}
+
+/// Whether a certificate may renew now: its template's major version went up, or its renewal
+/// window is open (less a grace for early manual renewal and a little clock skew), or the
+/// server's own renewal time for it has come ("renew now" for a cohort moves it).
+pub(crate) fn renewal_open(
+    row: &autoenroll_store::Certificate,
+    old: &CertFacts,
+    template: &autoenroll_core::model::Template,
+    window: Window,
+    now: autoenroll_core::UnixTime,
+) -> Result<(), Refusal> {
+    if row.template_major < template.major {
+        return Ok(());
+    }
+    // The same rule the agent decides with (core::renewal), server-side.
+    let rule = match window {
+        Window::Autoenrollment => template.renewal_rule(),
+        Window::Mdm => template.mdm_rule(),
+    };
+    let opens = rule.due_at(&Held {
+        not_before: old.not_before,
+        not_after: old.not_after,
+        template: old.template.clone(),
+        revoked: false,
+    });
+    let skew = (old.lifetime_secs() / 20).min(60);
+    let server_says_due = row.renew_after.is_some_and(|t| now >= t);
+    if now < opens.minus_secs(template.renewal_grace_secs + skew) && !server_says_due {
+        return Err(Refusal::OutsideRenewalWindow { serial: row.serial.clone(), opens });
+    }
+    Ok(())
 }
 
 /// An intent still signing after this long was abandoned (the signer died).

@@ -29,7 +29,7 @@ async fn server_with(port: u16, retry_after: &str, dns: Option<std::net::SocketA
         raw.acme = Some(RawAcme {
             http01_port: Some(port),
             resolve: Some(
-                ["cb1.example.test", "a.example.test", "b.example.test", "x.other.test"]
+                ["cb1.example.test", "a.example.test", "b.example.test", "c.example.test", "x.other.test"]
                     .iter()
                     .map(|n| (n.to_string(), "127.0.0.1".parse().unwrap()))
                     .collect(),
@@ -518,6 +518,29 @@ async fn acme_finalize_issues_only_the_validated_names_and_renewal_info_follows_
     let info = s.client(None).get(&s.url(&format!("/acme/renewal-info/{cert_id}"))).await.unwrap();
     let (_, end) = window(&serde_json::from_slice(&info.body).unwrap());
     assert!(end < autoenroll_core::UnixTime(s.now()).to_string(), "due now: the window has passed ({end})");
+    // An order that replaces it (RFC 9773 `replaces`), now that the server asked: a renewal,
+    // whose predecessor the inventory shows renewed; replacing it again is refused.
+    let replaces =
+        serde_json::json!({"identifiers": [{"type": "dns", "value": "a.example.test"}], "replaces": cert_id});
+    let (status, order) = a.post(&s, "/acme/new-order", Some(replaces.clone())).await;
+    assert_eq!(status, 201, "{order}");
+    let renewed = issue_for(&s, &a, &order, &["a.example.test"]).await;
+    let row = s.ra.certificate(&issued[0].serial).await.unwrap();
+    assert_eq!(row.state, CertState::Renewed);
+    let successor = certificates_of(&s, "a.example.test")
+        .await
+        .into_iter()
+        .find(|c| c.der.as_deref() == Some(renewed.as_slice()))
+        .unwrap();
+    assert_eq!(successor.previous_serial.as_deref(), Some(issued[0].serial.as_str()));
+    let (status, v) = a.post(&s, "/acme/new-order", Some(replaces)).await;
+    assert_eq!((status, problem(&v)), (409, "alreadyReplaced"), "{v}");
+    // Its successor's window is closed: a new order for the name is a new enrollment (a client
+    // forcing a reissue or rotating its key), not a refusal.
+    let (_, order) = a.order(&s, &["a.example.test"]).await;
+    issue_for(&s, &a, &order, &["a.example.test"]).await;
+    let live = certificates_of(&s, "a.example.test").await.into_iter().filter(|c| c.state == CertState::Issued).count();
+    assert_eq!(live, 2);
     // Unknown and malformed CertIDs.
     for id in ["aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE", "nonsense"] {
         let r = s.client(None).get(&s.url(&format!("/acme/renewal-info/{id}"))).await.unwrap();
@@ -532,4 +555,116 @@ async fn acme_finalize_issues_only_the_validated_names_and_renewal_info_follows_
     assert_eq!(a.post(&s, "/acme/revoke-cert", Some(revoke.clone())).await.0, 200);
     let (status, v) = a.post(&s, "/acme/revoke-cert", Some(revoke)).await;
     assert_eq!((status, problem(&v)), (403, "alreadyRevoked"));
+}
+
+/// The template `Multi`: TLS server certificates with any name under example.test.
+async fn multi_name_template(s: &TestServer) {
+    let spec = autoenroll_server::ra::TemplateSpec {
+        subject_from: Some("request".into()),
+        allow_san: Some(true),
+        ext_key_usage: Some("serverAuth".into()),
+        grants: Some("account:*".into()),
+        dns_suffixes: Some("example.test".into()),
+        ..Default::default()
+    };
+    s.ra.create_template("Multi", &spec).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_orders_with_several_names_validate_together_and_check_every_name() {
+    let port = free_port();
+    let s = server(port, "6h").await;
+    multi_name_template(&s).await;
+    let mut a = Attacker::new();
+    a.register(&s, "web-team").await;
+    responder(port, a.jwk.thumbprint()).await;
+    let ids = serde_json::json!({"identifiers": [{"type": "dns", "value": "a.example.test"}, {"type": "dns", "value": "b.example.test"}]});
+    let (status, order) = a.post(&s, "/acme/Multi/new-order", Some(ids.clone())).await;
+    assert_eq!(status, 201, "{order}");
+    // Both challenges answered at once (cert-manager does): neither outcome is lost.
+    let mut urls = Vec::new();
+    for authz in order["authorizations"].as_array().unwrap() {
+        let (_, z) = a.post(&s, &path_of(&s, authz), None).await;
+        urls.push(path_of(&s, &z["challenges"][0]["url"]));
+    }
+    let (one, two) = tokio::join!(
+        a.post(&s, &urls[0], Some(serde_json::json!({}))),
+        a.post(&s, &urls[1], Some(serde_json::json!({})))
+    );
+    assert_eq!((one.1["status"].as_str(), two.1["status"].as_str()), (Some("valid"), Some("valid")));
+    let order_path = path_of(&s, &order["finalize"]).trim_end_matches("/finalize").to_string();
+    let (_, o) = a.post(&s, &order_path, None).await;
+    assert_eq!(o["status"], "ready", "{o}");
+    // A subject with more than a validated name is refused (ACME validated DNS names only).
+    let key = autoenroll_keys::KeyPair::generate(autoenroll_keys::KeyAlgorithm::P256).unwrap();
+    let subject = <x509_cert::name::Name as std::str::FromStr>::from_str("CN=a.example.test,O=Someone Else").unwrap();
+    let san = autoenroll_keys::san_extension(&["a.example.test".into(), "b.example.test".into()], &[]).unwrap();
+    let csr = autoenroll_keys::build_csr(&key, subject, vec![san]).unwrap();
+    let finalize = path_of(&s, &order["finalize"]);
+    let (status, v) = a.post(&s, &finalize, Some(serde_json::json!({"csr": b64url(&csr)}))).await;
+    assert_eq!((status, problem(&v)), (403, "badCSR"), "{v}");
+
+    // Every name must be within the account's device patterns, and not another's device.
+    let mut other = Attacker::new();
+    other.register(&s, "other-team").await;
+    let ids = serde_json::json!({"identifiers": [{"type": "dns", "value": "x.other.test"}, {"type": "dns", "value": "c.example.test"}]});
+    let (status, v) = other.post(&s, "/acme/Multi/new-order", Some(ids)).await;
+    assert_eq!((status, problem(&v)), (403, "rejectedIdentifier"), "{v}");
+    let (order, _) = (
+        a.post(
+            &s,
+            "/acme/Multi/new-order",
+            Some(serde_json::json!({"identifiers": [{"type": "dns", "value": "c.example.test"}]})),
+        )
+        .await,
+        (),
+    );
+    assert_eq!(order.0, 201);
+    issue_for(&s, &a, &order.1, &["c.example.test"]).await;
+    s.ra.create_account(&AccountSpec {
+        name: "third",
+        password: PASSWORD,
+        devices: vec!["*.example.test".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut third = Attacker::new();
+    third.register(&s, "third").await;
+    let ids = serde_json::json!({"identifiers": [{"type": "dns", "value": "d.example.test"}, {"type": "dns", "value": "c.example.test"}]});
+    let (status, v) = third.post(&s, "/acme/Multi/new-order", Some(ids)).await;
+    assert_eq!((status, problem(&v)), (403, "rejectedIdentifier"), "c.example.test is web-team's device: {v}");
+
+    // A disabled enrollment account stops its ACME accounts.
+    s.ra.set_account_disabled("web-team", true).await.unwrap();
+    let (status, v) = a
+        .post(
+            &s,
+            "/acme/Multi/new-order",
+            Some(serde_json::json!({"identifiers": [{"type": "dns", "value": "e.example.test"}]})),
+        )
+        .await;
+    assert_eq!((status, problem(&v)), (401, "unauthorized"), "{v}");
+}
+
+/// Validates an order's names (the responder answers for `a`) and finalizes it with a new key.
+async fn issue_for(s: &TestServer, a: &Attacker, order: &serde_json::Value, names: &[&str]) -> Vec<u8> {
+    for authz in order["authorizations"].as_array().unwrap() {
+        let (_, z) = a.post(s, &path_of(s, authz), None).await;
+        let (_, c) = a.post(s, &path_of(s, &z["challenges"][0]["url"]), Some(serde_json::json!({}))).await;
+        assert_eq!(c["status"], "valid", "{c}");
+    }
+    let key = autoenroll_keys::KeyPair::generate(autoenroll_keys::KeyAlgorithm::P256).unwrap();
+    let csr = csr_with(&key, names[0], names, &[], None);
+    let (status, o) = a.post(s, &path_of(s, &order["finalize"]), Some(serde_json::json!({"csr": b64url(&csr)}))).await;
+    assert_eq!((status, o["status"].as_str()), (200, Some("valid")), "{o}");
+    let (status, pem) = {
+        let body = a.jws(&o["certificate"].as_str().unwrap().to_string(), &s.ra.acme_nonce().unwrap(), None, true);
+        let r = s.client(None).post(o["certificate"].as_str().unwrap(), "application/jose+json", body).await.unwrap();
+        (r.status, String::from_utf8(r.body).unwrap())
+    };
+    assert_eq!((status, pem.matches("BEGIN CERTIFICATE").count()), (200, 2), "leaf and issuing CA");
+    let block = pem.split("-----BEGIN CERTIFICATE-----").nth(1).unwrap().split("-----END").next().unwrap();
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(block.split_whitespace().collect::<String>()).unwrap()
 }

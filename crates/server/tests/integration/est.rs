@@ -213,8 +213,21 @@ async fn refusals_are_http_statuses_with_the_reason() {
     std::fs::write(&big, "A".repeat(200_000)).unwrap();
     let big_arg = format!("@{}", p(&big));
     // `Expect: 100-continue`: curl waits for the server's answer (413, from the length alone)
-    // before sending a body the server would not read.
-    let big_args = ["--http1.1", "-H", "Expect: 100-continue", "--user", &user, "-H", ct, "--data-binary", &big_arg];
+    // before sending a body the server would not read; on a loaded machine longer than curl's
+    // default second, after which it would send the body into a closing connection.
+    let big_args = [
+        "--http1.1",
+        "-H",
+        "Expect: 100-continue",
+        "--expect100-timeout",
+        "60",
+        "--user",
+        &user,
+        "-H",
+        ct,
+        "--data-binary",
+        &big_arg,
+    ];
     let a = curl(&s, d, "/.well-known/est/simpleenroll", &big_args);
     assert_eq!(a.status, 413, "{}", body(&a));
     // Re-enrollment needs the certificate being renewed on the connection.
