@@ -659,7 +659,7 @@ async fn issue_for(s: &TestServer, a: &Attacker, order: &serde_json::Value, name
     let (status, o) = a.post(s, &path_of(s, &order["finalize"]), Some(serde_json::json!({"csr": b64url(&csr)}))).await;
     assert_eq!((status, o["status"].as_str()), (200, Some("valid")), "{o}");
     let (status, pem) = {
-        let body = a.jws(&o["certificate"].as_str().unwrap().to_string(), &s.ra.acme_nonce().unwrap(), None, true);
+        let body = a.jws(o["certificate"].as_str().unwrap(), &s.ra.acme_nonce().unwrap(), None, true);
         let r = s.client(None).post(o["certificate"].as_str().unwrap(), "application/jose+json", body).await.unwrap();
         (r.status, String::from_utf8(r.body).unwrap())
     };
