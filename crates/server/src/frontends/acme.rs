@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/acme/key-change", post(key_change))
         .route("/acme/renewal-info/{cert_id}", get(renewal_info))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(|req, next| super::refuse_declared_over(MAX_BODY, req, next)))
         .with_state(state)
 }
 

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/.well-known/est/simplereenroll", post(simplereenroll))
         .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(|req, next| super::refuse_declared_over(MAX_BODY, req, next)))
         .with_state(state)
 }
 

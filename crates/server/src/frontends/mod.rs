@@ -78,6 +78,26 @@ where
         .map_err(|e: T::Err| autoenroll_core::Refusal::BadParameter { detail: format!("{name}: {e}") }.into())
 }
 
+/// Refuses a request whose declared length is over `max` before reading any of it: no
+/// `100 Continue`, so a client that waits for one never sends the body (a body read up to the
+/// limit and then cut off would meet a closed connection). `DefaultBodyLimit` bounds the rest.
+pub(crate) async fn refuse_declared_over(
+    max: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {max} bytes\n")).into_response();
+    }
+    next.run(req).await
+}
+
 /// The HTTP status of an error class for the JSON APIs (check-in, admin) and EST; exhaustive.
 pub fn http_status(kind: autoenroll_core::Kind) -> axum::http::StatusCode {
     use autoenroll_core::Kind;
