@@ -555,6 +555,22 @@ async fn acme_finalize_issues_only_the_validated_names_and_renewal_info_follows_
     assert_eq!(a.post(&s, "/acme/revoke-cert", Some(revoke.clone())).await.0, 200);
     let (status, v) = a.post(&s, "/acme/revoke-cert", Some(revoke)).await;
     assert_eq!((status, problem(&v)), (403, "alreadyRevoked"));
+    // A revoked certificate is due at once, whatever its renewal time said.
+    let (_, order) = a.order(&s, &["a.example.test"]).await;
+    let newest = issue_for(&s, &a, &order, &["a.example.test"]).await;
+    let newest_id = autoenroll_proto::acme::cert_id_of(&newest).unwrap().unwrap();
+    let info = |id: String| {
+        let s = &s;
+        async move {
+            let r = s.client(None).get(&s.url(&format!("/acme/renewal-info/{id}"))).await.unwrap();
+            window(&serde_json::from_slice(&r.body).unwrap())
+        }
+    };
+    let now = autoenroll_core::UnixTime(s.now()).to_string();
+    assert!(info(newest_id.clone()).await.0 > now, "a new certificate is not due");
+    let revoke = serde_json::json!({"certificate": b64url(&newest), "reason": 1});
+    assert_eq!(a.post(&s, "/acme/revoke-cert", Some(revoke)).await.0, 200);
+    assert!(info(newest_id).await.1 < now, "revoked: renew at once");
 }
 
 /// The template `Multi`: TLS server certificates with any name under example.test.
