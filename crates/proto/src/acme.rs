@@ -205,6 +205,11 @@ impl Jws {
         let (protected_b64, payload_b64, signature) = flattened(&v)?;
         let header: serde_json::Value = serde_json::from_slice(&b64url_decode(protected_b64, "protected")?)
             .map_err(|_| malformed("the protected header is not JSON"))?;
+        // No extension this server would have to understand (RFC 7515 section 4.1.11), and
+        // nothing unprotected (RFC 8555 section 6.2).
+        if header.get("crit").is_some() || v.get("header").is_some() {
+            return Err(malformed("crit and unprotected headers are not accepted"));
+        }
         let alg = Alg::parse(header.get("alg").and_then(|a| a.as_str()).ok_or_else(|| malformed("no alg"))?)?;
         let url = header.get("url").and_then(|u| u.as_str()).ok_or_else(|| malformed("no url"))?.to_string();
         let nonce = header.get("nonce").and_then(|n| n.as_str()).map(str::to_string);
@@ -402,6 +407,8 @@ mod tests {
         let ok =
             Jws::parse(body(serde_json::json!({"alg":"EdDSA","nonce":"n","url":"u","jwk":jwk})).as_bytes()).unwrap();
         assert_eq!((ok.url.as_str(), ok.nonce.as_deref(), ok.payload.len()), ("u", Some("n"), 0));
+        let crit = serde_json::json!({"alg":"EdDSA","nonce":"n","url":"u","jwk":jwk,"crit":["b64"],"b64":false});
+        assert!(matches!(Jws::parse(body(crit).as_bytes()), Err(AcmeWireError::Malformed(_))));
         let both = serde_json::json!({"alg":"EdDSA","nonce":"n","url":"u","jwk":jwk,"kid":"k"});
         assert!(matches!(Jws::parse(body(both).as_bytes()), Err(AcmeWireError::Malformed(_))));
         for alg in ["none", "HS256", "RS1"] {

@@ -40,8 +40,24 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/acme/key-change", post(key_change))
         .route("/acme/renewal-info/{cert_id}", get(renewal_info))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), jose_only))
         .layer(axum::middleware::from_fn(|req, next| super::refuse_declared_over(MAX_BODY, req, next)))
         .with_state(state)
+}
+
+/// Every POST is `application/jose+json` (RFC 8555 section 6.2: others are refused with 415).
+async fn jose_only(State(st): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let jose =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/jose+json"))
+        });
+    if req.method() == axum::http::Method::POST && !jose {
+        let e = RaError::from(Refusal::BadJws { detail: "the body must be application/jose+json".into() });
+        let mut response = error(&st, &e);
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
+    }
+    next.run(req).await
 }
 
 /// The ACME problem type of a refusal (RFC 8555 section 6.7, RFC 9773): one exhaustive match,

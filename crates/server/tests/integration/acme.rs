@@ -416,6 +416,10 @@ async fn acme_refuses_what_the_rfc_and_the_trust_model_refuse() {
     assert_eq!((status, problem(&v)), (400, "badNonce"));
     let (status, v) = a.post_with(&s, "/acme/new-order", Some(ids.clone()), &b64url(&[1u8; 36])).await;
     assert_eq!((status, problem(&v)), (400, "badNonce"));
+    // A JWS as another media type is refused before anything is read (section 6.2).
+    let body = a.jws(&s.url("/acme/new-order"), &s.ra.acme_nonce().unwrap(), Some(&ids), true);
+    let r = s.client(None).post(&s.url("/acme/new-order"), "application/json", body).await.unwrap();
+    assert_eq!(r.status, 415);
     // A JWS for another URL is not good here.
     let body = a.jws(&s.url("/acme/revoke-cert"), &s.ra.acme_nonce().unwrap(), Some(&ids), true);
     let r = s.client(None).post(&s.url("/acme/new-order"), "application/jose+json", body).await.unwrap();
