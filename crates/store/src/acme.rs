@@ -34,6 +34,8 @@ pub struct AcmeAccount {
     pub contact: String,
     pub eab_kid: String,
     pub created_at: UnixTime,
+    /// When its client deactivated it (final).
+    pub deactivated_at: Option<UnixTime>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +47,7 @@ struct AccountRow {
     contact: String,
     eab_kid: String,
     created_at: i64,
+    deactivated_at: Option<i64>,
 }
 
 impl From<AccountRow> for AcmeAccount {
@@ -57,6 +60,7 @@ impl From<AccountRow> for AcmeAccount {
             contact: r.contact,
             eab_kid: r.eab_kid,
             created_at: UnixTime(r.created_at),
+            deactivated_at: r.deactivated_at.map(UnixTime),
         }
     }
 }
@@ -180,13 +184,25 @@ impl Store {
     }
 
     pub async fn acme_account(&self, id: i64) -> Result<Option<AcmeAccount>> {
-        let sql = "SELECT id, thumbprint, jwk, account, contact, eab_kid, created_at FROM acme_accounts WHERE id = $1";
+        let sql = "SELECT id, thumbprint, jwk, account, contact, eab_kid, created_at, deactivated_at FROM acme_accounts WHERE id = $1";
         Ok(sqlx::query_as::<_, AccountRow>(sql).bind(id).fetch_optional(&self.pool).await?.map(Into::into))
     }
 
     pub async fn acme_account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AcmeAccount>> {
-        let sql = "SELECT id, thumbprint, jwk, account, contact, eab_kid, created_at FROM acme_accounts WHERE thumbprint = $1";
+        let sql = "SELECT id, thumbprint, jwk, account, contact, eab_kid, created_at, deactivated_at FROM acme_accounts WHERE thumbprint = $1";
         Ok(sqlx::query_as::<_, AccountRow>(sql).bind(thumbprint).fetch_optional(&self.pool).await?.map(Into::into))
+    }
+
+    /// Deactivates an account (its client's request, RFC 8555 section 7.3.6); false when it
+    /// was deactivated already.
+    pub async fn deactivate_acme_account(&self, id: i64, now: UnixTime) -> Result<bool> {
+        let _writer = self.writer().await;
+        let r = sqlx::query("UPDATE acme_accounts SET deactivated_at = $2 WHERE id = $1 AND deactivated_at IS NULL")
+            .bind(id)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn insert_acme_order(

@@ -1110,6 +1110,7 @@ async fn acme_keys_accounts_orders_and_nonces(s: Store) {
     assert_eq!(s.acme_account_by_thumbprint("tp1").await.unwrap(), Some(account));
     assert!(s.acme_account_by_thumbprint("tp2").await.unwrap().is_none());
     assert!(s.acme_account(id + 100).await.unwrap().is_none());
+    assert_eq!(s.acme_account(id).await.unwrap().unwrap().deactivated_at, None);
 
     // Orders change by compare-and-swap; the certificate serial, once set, stays.
     let order = s.insert_acme_order(id, "{\"v\":0}", t(DAY), t(10)).await.unwrap();
@@ -1125,6 +1126,11 @@ async fn acme_keys_accounts_orders_and_nonces(s: Store) {
     assert_eq!(s.acme_order_by_serial("0a").await.unwrap().map(|o| o.id), Some(order));
     assert!(s.acme_order_by_serial("0b").await.unwrap().is_none());
     assert!(s.acme_order(order + 100).await.unwrap().is_none());
+
+    // Deactivation is final and happens once.
+    assert!(s.deactivate_acme_account(id, t(20)).await.unwrap());
+    assert!(!s.deactivate_acme_account(id, t(21)).await.unwrap());
+    assert_eq!(s.acme_account(id).await.unwrap().unwrap().deactivated_at, Some(t(20)));
 
     // A nonce is spent once; expired ones are forgotten (their MAC says they are too old anyway).
     assert!(s.use_acme_nonce("n1", t(100), t(0)).await.unwrap());

@@ -338,8 +338,8 @@ async fn new_account(State(st): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-/// The account (POST-as-GET). Updates and deactivation are not offered: contacts are the
-/// autoenroll account's business, and an administrator disables that account.
+/// The account (POST-as-GET), or its deactivation (`{"status": "deactivated"}`, section
+/// 7.3.6). Contact updates are not offered: contacts are the enrollment account's business.
 async fn account(State(st): State<AppState>, Path(id): Path<i64>, body: Bytes) -> Response {
     let result = async {
         let (jws, a) = verify_account(&st, &format!("/acme/account/{id}"), &body).await?;
@@ -347,17 +347,25 @@ async fn account(State(st): State<AppState>, Path(id): Path<i64>, body: Bytes) -
             return Err(Refusal::UnknownAcmeResource { what: "such account for this key".into() }.into());
         }
         let payload = if jws.payload.is_empty() { serde_json::json!({}) } else { jws.json().map_err(bad_jws)? };
-        if payload.get("status").is_some() || payload.get("contact").is_some() {
-            return Err(Refusal::UnsupportedRequestType {
-                what: "changing an ACME account (disable its autoenroll account instead)",
-            }
-            .into());
+        if payload.get("contact").is_some() {
+            return Err(Refusal::UnsupportedRequestType { what: "changing an ACME account's contacts" }.into());
         }
-        Ok(a)
+        match payload.get("status").and_then(|s| s.as_str()) {
+            None => Ok((a, "valid")),
+            Some("deactivated") => {
+                st.ra.acme_deactivate(&a).await?;
+                Ok((a, "deactivated"))
+            }
+            Some(other) => Err(Refusal::BadParameter { detail: format!("account status {other:?}") }.into()),
+        }
     }
     .await;
     match result {
-        Ok(a) => json(&st, StatusCode::OK, Some(acme_url(&st, &format!("/account/{}", a.id))), account_json(&a)),
+        Ok((a, status)) => {
+            let mut v = account_json(&a);
+            v["status"] = status.into();
+            json(&st, StatusCode::OK, Some(acme_url(&st, &format!("/account/{}", a.id))), v)
+        }
         Err(e) => error(&st, &e),
     }
 }

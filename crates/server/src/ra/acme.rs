@@ -263,6 +263,9 @@ impl Ra {
     }
 
     async fn enabled_account_view(&self, a: autoenroll_store::AcmeAccount) -> Result<AcmeAccount, RaError> {
+        if a.deactivated_at.is_some() {
+            return Err(Refusal::WrongCredentials { what: "this ACME account was deactivated" }.into());
+        }
         match self.store.account(&a.account).await? {
             Some(account) if !account.disabled => self.account_view(a),
             _ => {
@@ -321,6 +324,14 @@ impl Ra {
         )
         .await;
         Ok((self.acme_account(id).await?, true))
+    }
+
+    /// Deactivates an account at its client's request (RFC 8555 section 7.3.6): from now on
+    /// its key authenticates nothing; its certificates stay as they are.
+    pub async fn acme_deactivate(&self, a: &AcmeAccount) -> Result<(), RaError> {
+        self.store.deactivate_acme_account(a.id, self.now()).await?;
+        self.audit(&format!("account:{}", a.account), "acme.deactivate", &a.id.to_string(), AuditOutcome::Ok, "").await;
+        Ok(())
     }
 
     /// The autoenroll account an ACME account acts as, for the device `device`.

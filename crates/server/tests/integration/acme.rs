@@ -655,6 +655,12 @@ async fn acme_orders_with_several_names_validate_together_and_check_every_name()
     let (status, v) = third.post(&s, "/acme/Multi/new-order", Some(ids)).await;
     assert_eq!((status, problem(&v)), (403, "rejectedIdentifier"), "c.example.test is web-team's device: {v}");
 
+    // A client deactivates its account: its key authenticates nothing any more.
+    let account_path = third.kid.clone().unwrap().strip_prefix(&s.base).unwrap().to_string();
+    let (status, v) = third.post(&s, &account_path, Some(serde_json::json!({"status": "deactivated"}))).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("deactivated")), "{v}");
+    let (status, v) = third.post(&s, &account_path, None).await;
+    assert_eq!((status, problem(&v)), (401, "unauthorized"), "{v}");
     // A disabled enrollment account stops its ACME accounts.
     s.ra.set_account_disabled("web-team", true).await.unwrap();
     let (status, v) = a

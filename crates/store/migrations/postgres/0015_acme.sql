@@ -17,7 +17,9 @@ CREATE TABLE acme_accounts (
     account    TEXT NOT NULL,
     contact    TEXT NOT NULL,
     eab_kid    TEXT NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- Set when the client deactivated the account (RFC 8555 section 7.3.6): final.
+    deactivated_at BIGINT
 );
 -- An order with its authorizations, as the RA's JSON; revision makes each change a
 -- compare-and-swap (two replicas validating one challenge).
