@@ -193,6 +193,15 @@ impl Store {
         Ok(sqlx::query_as::<_, AccountRow>(sql).bind(thumbprint).fetch_optional(&self.pool).await?.map(Into::into))
     }
 
+    /// ACME accounts, newest first (an administrator's list).
+    pub async fn acme_accounts(&self, limit: i64) -> Result<Vec<AcmeAccount>> {
+        let sql =
+            "SELECT id, thumbprint, jwk, account, contact, eab_kid, created_at, deactivated_at FROM acme_accounts \
+                   ORDER BY id DESC LIMIT $1";
+        let rows = sqlx::query_as::<_, AccountRow>(sql).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Deactivates an account (its client's request, RFC 8555 section 7.3.6); false when it
     /// was deactivated already.
     pub async fn deactivate_acme_account(&self, id: i64, now: UnixTime) -> Result<bool> {

@@ -1127,6 +1127,10 @@ async fn acme_keys_accounts_orders_and_nonces(s: Store) {
     assert!(s.acme_order_by_serial("0b").await.unwrap().is_none());
     assert!(s.acme_order(order + 100).await.unwrap().is_none());
 
+    let second = s.insert_acme_account("tp3", "{jwk3}", "web-team", "", "kid3", t(8)).await.unwrap().unwrap();
+    let listed: Vec<i64> = s.acme_accounts(10).await.unwrap().iter().map(|a| a.id).collect();
+    assert_eq!(listed, vec![second, id], "newest first");
+    assert_eq!(s.acme_accounts(1).await.unwrap().len(), 1);
     // Deactivation is final and happens once.
     assert!(s.deactivate_acme_account(id, t(20)).await.unwrap());
     assert!(!s.deactivate_acme_account(id, t(21)).await.unwrap());

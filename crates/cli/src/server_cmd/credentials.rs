@@ -131,6 +131,20 @@ pub enum AcmeCommand {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
         ttl: Duration,
     },
+    /// ACME accounts, newest first: id, enrollment account, key thumbprint, binding key,
+    /// created, deactivated.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Deactivate an ACME account (a leaked account key): final; its certificates stay.
+    Deactivate {
+        #[command(flatten)]
+        common: Common,
+        id: i64,
+    },
 }
 
 fn ttl(d: Duration) -> i64 {
@@ -175,11 +189,35 @@ pub async fn token(cmd: TokenCommand) -> Result<i32> {
 }
 
 pub async fn acme(cmd: AcmeCommand) -> Result<i32> {
-    let AcmeCommand::Eab { common, account, ttl: t } = cmd;
-    let (kid, key) = common.open().await?.acme_binding_key(LOCAL_ADMIN, &account, ttl(t)).await?;
-    eprintln!("external account binding for account {account} (single use): key id, then MAC key");
-    println!("{kid}");
-    println!("{key}");
+    match cmd {
+        AcmeCommand::Eab { common, account, ttl: t } => {
+            let (kid, key) = common.open().await?.acme_binding_key(LOCAL_ADMIN, &account, ttl(t)).await?;
+            eprintln!("external account binding for account {account} (single use): key id, then MAC key");
+            println!("{kid}");
+            println!("{key}");
+        }
+        AcmeCommand::List { common, limit } => {
+            println!(
+                "{:<6} {:<20} {:<44} {:<22} {:<21} DEACTIVATED",
+                "ID", "ACCOUNT", "KEY THUMBPRINT", "BINDING", "CREATED"
+            );
+            for a in common.open().await?.acme_accounts(limit).await? {
+                let deactivated = a.deactivated_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<6} {:<20} {:<44} {:<22} {:<21} {deactivated}",
+                    a.id,
+                    a.account,
+                    a.thumbprint,
+                    a.eab_kid,
+                    a.created_at.to_string()
+                );
+            }
+        }
+        AcmeCommand::Deactivate { common, id } => {
+            common.open().await?.deactivate_acme_account(LOCAL_ADMIN, id).await?;
+            println!("ACME account {id} deactivated");
+        }
+    }
     Ok(0)
 }
 

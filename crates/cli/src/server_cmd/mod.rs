@@ -82,7 +82,7 @@ pub enum ServerCommand {
         #[command(subcommand)]
         command: credentials::TokenCommand,
     },
-    /// ACME: external account binding keys.
+    /// ACME: external account binding keys and accounts.
     Acme {
         #[command(subcommand)]
         command: credentials::AcmeCommand,

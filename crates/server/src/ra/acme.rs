@@ -329,9 +329,23 @@ impl Ra {
     /// Deactivates an account at its client's request (RFC 8555 section 7.3.6): from now on
     /// its key authenticates nothing; its certificates stay as they are.
     pub async fn acme_deactivate(&self, a: &AcmeAccount) -> Result<(), RaError> {
-        self.store.deactivate_acme_account(a.id, self.now()).await?;
-        self.audit(&format!("account:{}", a.account), "acme.deactivate", &a.id.to_string(), AuditOutcome::Ok, "").await;
+        self.deactivate_acme_account(&format!("account:{}", a.account), a.id).await
+    }
+
+    /// An administrator's deactivation (a leaked account key), or the client's own.
+    pub async fn deactivate_acme_account(&self, actor: &str, id: i64) -> Result<(), RaError> {
+        if self.store.acme_account(id).await?.is_none() {
+            return Err(Refusal::AcmeAccountUnknown.into());
+        }
+        self.store.deactivate_acme_account(id, self.now()).await?;
+        self.audit(actor, "acme.deactivate", &id.to_string(), AuditOutcome::Ok, "").await;
         Ok(())
+    }
+
+    /// ACME accounts, newest first: id, enrollment account, key thumbprint, binding key id,
+    /// created, deactivated.
+    pub async fn acme_accounts(&self, limit: i64) -> Result<Vec<autoenroll_store::AcmeAccount>, RaError> {
+        Ok(self.store.acme_accounts(limit).await?)
     }
 
     /// The autoenroll account an ACME account acts as, for the device `device`.

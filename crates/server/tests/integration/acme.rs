@@ -461,6 +461,14 @@ async fn acme_refuses_what_the_rfc_and_the_trust_model_refuse() {
     assert_eq!((status, c["status"].as_str(), problem(&c["error"])), (200, Some("invalid"), "incorrectResponse"));
     let (_, o) = a.post(&s, &order_path, None).await;
     assert_eq!(o["status"], "invalid");
+
+    // An administrator lists ACME accounts and deactivates one whose key leaked.
+    let listed = s.ra.acme_accounts(10).await.unwrap();
+    let entry = listed.iter().find(|x| x.id == id).unwrap();
+    assert_eq!((entry.account.as_str(), entry.thumbprint.clone()), ("web-team", a.jwk.thumbprint()));
+    s.ra.deactivate_acme_account("admin", id).await.unwrap();
+    let (status, v) = a.order(&s, &["a.example.test"]).await;
+    assert_eq!((status, problem(&v)), (401, "unauthorized"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
