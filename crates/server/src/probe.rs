@@ -9,6 +9,8 @@ use std::time::Duration;
 
 /// The longest a validation waits for connection and answer together.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one address may take to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A key authorization is ~90 bytes; more is not one.
 const MAX_BODY: usize = 8 * 1024;
 
@@ -61,9 +63,12 @@ impl Http01Probe<'_> {
         // Every address in turn (IPv6 and IPv4 alike), until one answers the connection.
         let mut last = ProbeError::Dns(name.to_string(), "no address".into());
         for address in addresses {
-            match tokio::net::TcpStream::connect(address).await {
-                Ok(stream) => return self.get(stream, address, name, token).await,
-                Err(e) => last = ProbeError::Connection(address, e.to_string()),
+            // Each address its own share of the time: one that drops packets (often the IPv6
+            // one) must not use up the rest's.
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => return self.get(stream, address, name, token).await,
+                Ok(Err(e)) => last = ProbeError::Connection(address, e.to_string()),
+                Err(_) => last = ProbeError::Connection(address, "no answer to the connection".into()),
             }
         }
         Err(last)
@@ -140,6 +145,10 @@ impl Dns01Probe {
             .map_err(|e| ProbeError::Dns(name.to_string(), e.to_string()))?;
         let mut query = Message::query();
         query.metadata.recursion_desired = true;
+        // Answers up to 4 KiB over UDP (several TXT records do not fit 512 bytes).
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(4096);
+        query.edns = Some(edns);
         query.add_query(Query::query(qname.clone(), RecordType::TXT));
         let bytes = query.to_vec().map_err(|e| server(e.to_string()))?;
         let local: SocketAddr = if self.resolver.is_ipv4() {
@@ -157,6 +166,9 @@ impl Dns01Probe {
             let Ok(answer) = Message::from_vec(&buf[..n]) else { continue };
             if answer.metadata.id != query.metadata.id || answer.queries != query.queries {
                 continue;
+            }
+            if answer.metadata.truncation {
+                return Err(server("the answer was truncated".into()));
             }
             match answer.metadata.response_code {
                 ResponseCode::NoError => {}

@@ -23,7 +23,8 @@ use subtle::ConstantTimeEq;
 const NONCE_SECS: i64 = 3600;
 /// Orders and their authorizations live a week.
 const ORDER_SECS: i64 = 7 * 86_400;
-/// A finalize claim older than this with nothing to show was abandoned (its process died).
+/// A finalize claim older than this with nothing to show was abandoned (its process died):
+/// the order reads as invalid.
 const FINALIZE_CLAIM_SECS: i64 = 300;
 /// At most this many names in one order.
 const MAX_IDENTIFIERS: usize = 100;
@@ -294,6 +295,10 @@ impl Ra {
             return Err(refused("the key was used or has expired"));
         }
         binding.verify(&self.binding_mac_key(&binding.kid)?).map_err(|_| refused("the binding's MAC is wrong"))?;
+        match self.store.account(&stored.account).await? {
+            Some(account) if !account.disabled => {}
+            _ => return Err(refused("the enrollment account of this key is disabled")),
+        }
         if contact.len() > 10 || contact.iter().any(|c| c.len() > 256 || !c.starts_with("mailto:") || c.contains(' ')) {
             return Err(Refusal::BadParameter { detail: "contact: up to 10 mailto: URLs".into() }.into());
         }
@@ -395,21 +400,7 @@ impl Ra {
             return Err(Refusal::NotPermitted { actor: principal.actor(), template: t.name }.into());
         }
         let vouched = self.check_device(&principal, known.as_ref()).await?;
-        // Every name, not only the device's: within the account's device patterns, and not a
-        // device bound to someone else.
-        let owner = format!("account:{}", a.account);
-        if let super::auth::PrincipalKind::Account { devices, .. } = &principal.kind {
-            for name in &names[1..] {
-                if !devices.iter().any(|p| autoenroll_core::model::glob_match(p, name)) {
-                    return Err(Refusal::DeviceNotAllowed { actor: principal.actor(), device: name.clone() }.into());
-                }
-                if let Some(d) = self.store.device(name).await? {
-                    if d.owner.as_ref().is_some_and(|o| *o != owner) {
-                        return Err(Refusal::DeviceBound { actor: principal.actor(), device: name.clone() }.into());
-                    }
-                }
-            }
-        }
+        self.check_other_names(a, &principal, &names).await?;
         t.names.check(
             &t.name,
             vouched.then_some(principal.device.as_str()),
@@ -445,6 +436,32 @@ impl Ra {
         let text = serde_json::to_string(&body).map_err(RaError::internal)?;
         let id = self.store.insert_acme_order(a.id, &text, now.plus_secs(ORDER_SECS), now).await?;
         Ok(AcmeOrder { id, body, expires: now.plus_secs(ORDER_SECS), certificate_serial: None })
+    }
+
+    /// The names after the first (the device's, which `check_device` checks): each within the
+    /// account's device patterns, and none a device (in any spelling) that is blocked or bound
+    /// to another owner. At newOrder and again at finalize (a week may pass in between).
+    async fn check_other_names(&self, a: &AcmeAccount, principal: &Principal, names: &[String]) -> Result<(), RaError> {
+        let owner = format!("account:{}", a.account);
+        let super::auth::PrincipalKind::Account { devices, .. } = &principal.kind else { return Ok(()) };
+        for name in names.iter().skip(1) {
+            if !devices.iter().any(|p| autoenroll_core::model::glob_match(p, name)) {
+                return Err(Refusal::DeviceNotAllowed { actor: principal.actor(), device: name.clone() }.into());
+            }
+            let known = match self.store.device(name).await? {
+                Some(d) => Some(d),
+                None => self.store.device_spelled_otherwise(name).await?,
+            };
+            if let Some(d) = known {
+                if d.is_blocked() {
+                    return Err(Refusal::DeviceBlocked { device: d.name }.into());
+                }
+                if d.owner.as_ref().is_some_and(|o| *o != owner) {
+                    return Err(Refusal::DeviceBound { actor: principal.actor(), device: d.name }.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `replaces` (RFC 9773 section 5): a certificate this account's orders got, for the same
@@ -497,6 +514,12 @@ impl Ra {
                     body.status = OrderStatus::Valid;
                     Some(issued.serial)
                 }
+                // Busy or rate limited: ask again later.
+                Err(e)
+                    if matches!(e.kind(), autoenroll_core::Kind::Unavailable | autoenroll_core::Kind::RateLimited) =>
+                {
+                    return Ok(order)
+                }
                 Err(e) if e.refusal().is_some() => {
                     body.status = OrderStatus::Invalid;
                     body.error = Some(StoredProblem { kind: e.code().to_string(), detail: e.detail() });
@@ -523,13 +546,19 @@ impl Ra {
         if now >= row.expires_at && matches!(body.status, OrderStatus::Pending | OrderStatus::Ready) {
             body.status = OrderStatus::Invalid;
         }
-        // A finalize that died after its claim (no certificate, no held request): ready again.
+        // A finalize whose process died after its claim (no certificate, no held request) is
+        // over: the order is invalid, never finalizable again (a finalize that is only slow
+        // may still issue, and two issuances for one order are worse than a new order).
         let abandoned = body.status == OrderStatus::Processing
             && body.request_id.is_none()
             && row.certificate_serial.is_none()
             && row.updated_at < now.minus_secs(FINALIZE_CLAIM_SECS);
         if abandoned {
-            body.status = OrderStatus::Ready;
+            body.status = OrderStatus::Invalid;
+            body.error = Some(StoredProblem {
+                kind: "serverInternal".into(),
+                detail: "the finalization was interrupted; place a new order".into(),
+            });
         }
         Ok((AcmeOrder { id, body, expires: row.expires_at, certificate_serial: row.certificate_serial }, row.revision))
     }
@@ -632,6 +661,7 @@ impl Ra {
         csr_names_match(&csr, &order.body.identifiers)?;
         // Everything that can fail is read before the claim.
         let principal = self.acme_principal(a, &order.body.identifiers[0]).await?;
+        self.check_other_names(a, &principal, &order.body.identifiers).await?;
         let predecessor = self.renewable_predecessor(a, &principal, &order.body).await?;
         // Claim the order (processing) so that two finalize calls do not both issue.
         let mut body = order.body.clone();
@@ -657,9 +687,12 @@ impl Ra {
                 body.request_id = Some(request_id);
                 (None, None)
             }
-            // A refusal ends the order; an internal failure lets the client finalize again.
+            // A refusal ends the order; an internal failure or a passing one (busy, rate
+            // limited, a renewal being signed) lets the client finalize again.
             Err(e) => {
-                if e.refusal().is_some() {
+                let passing =
+                    matches!(e.kind(), autoenroll_core::Kind::Unavailable | autoenroll_core::Kind::RateLimited);
+                if e.refusal().is_some() && !passing {
                     body.status = OrderStatus::Invalid;
                     body.error = Some(StoredProblem { kind: e.code().to_string(), detail: e.detail() });
                 } else {
@@ -668,8 +701,8 @@ impl Ra {
                 (None, Some(e))
             }
         };
-        // Only this call moves a claimed order on (a crash before this line leaves it to
-        // `load_order`, which hands a stale claim back).
+        // Only this call moves a claimed order on (nothing else writes an order while it is
+        // processing; a crash before this line leaves it to `load_order`).
         if !self.save_order(order_id, revision + 1, &body, serial.as_deref()).await? {
             return Err(RaError::internal(format!("ACME order {order_id} changed while it was being finalized")));
         }

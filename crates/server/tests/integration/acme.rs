@@ -663,6 +663,11 @@ async fn acme_orders_with_several_names_validate_together_and_check_every_name()
     let (status, v) = third.post(&s, "/acme/Multi/new-order", Some(ids)).await;
     assert_eq!((status, problem(&v)), (403, "rejectedIdentifier"), "c.example.test is web-team's device: {v}");
 
+    // A blocked device is no name for a certificate, in any position of an order.
+    s.ra.set_device_state("admin", "c.example.test", autoenroll_server::ra::DeviceState::Blocked).await.unwrap();
+    let ids = serde_json::json!({"identifiers": [{"type": "dns", "value": "f.example.test"}, {"type": "dns", "value": "C.Example.Test."}]});
+    let (status, v) = a.post(&s, "/acme/Multi/new-order", Some(ids)).await;
+    assert_eq!((status, problem(&v)), (403, "rejectedIdentifier"), "{v}");
     // A client deactivates its account: its key authenticates nothing any more.
     let account_path = third.kid.clone().unwrap().strip_prefix(&s.base).unwrap().to_string();
     let (status, v) = third.post(&s, &account_path, Some(serde_json::json!({"status": "deactivated"}))).await;
