@@ -70,6 +70,17 @@ fn certbot(s: &TestServer, dir: &Path, args: &[&str]) -> String {
     text
 }
 
+/// `certbot certonly` against the server's directory, registering with a fresh binding key of
+/// `web-team`; `how` says how to answer the challenges and which names to ask for.
+async fn certonly(s: &TestServer, dir: &Path, how: &[&str]) -> String {
+    let (kid, key) = s.ra.acme_binding_key("admin", "web-team", 3600).await.unwrap();
+    let directory = s.url("/acme/directory");
+    let mut args = vec!["certonly", "--non-interactive", "--agree-tos", "-m", "admin@example.test", "--no-eff-email"];
+    args.extend(["--server", &directory, "--eab-kid", &kid, "--eab-hmac-key", &key]);
+    args.extend(how);
+    certbot(s, dir, &args)
+}
+
 fn pem_der(path: &Path) -> Vec<u8> {
     let pem = std::fs::read_to_string(path).unwrap();
     let block = pem.split("-----BEGIN CERTIFICATE-----").nth(1).unwrap().split("-----END").next().unwrap();
@@ -88,36 +99,9 @@ async fn certbot_obtains_renews_when_renewal_info_says_and_revokes() {
     // Retry-After of 1 s: certbot stores it and asks again only after it.
     let s = server(port, "1s").await;
     let dir = tempfile::tempdir().unwrap();
-    let (kid, key) = s.ra.acme_binding_key("admin", "web-team", 3600).await.unwrap();
-    let directory = s.url("/acme/directory");
     let port_text = port.to_string();
-    let out = certbot(
-        &s,
-        dir.path(),
-        &[
-            "certonly",
-            "--non-interactive",
-            "--agree-tos",
-            "-m",
-            "admin@example.test",
-            "--no-eff-email",
-            "--server",
-            &directory,
-            "--standalone",
-            "--http-01-address",
-            "127.0.0.1",
-            "--http-01-port",
-            &port_text,
-            "-d",
-            "cb1.example.test",
-            "--cert-name",
-            "cb1",
-            "--eab-kid",
-            &kid,
-            "--eab-hmac-key",
-            &key,
-        ],
-    );
+    let how = ["--standalone", "--http-01-address", "127.0.0.1", "--http-01-port", &port_text];
+    let out = certonly(&s, dir.path(), &[&how[..], &["-d", "cb1.example.test", "--cert-name", "cb1"]].concat()).await;
     assert!(out.contains("Successfully received certificate"), "{out}");
     let live = dir.path().join("c/live/cb1");
     let verify = Command::new("openssl")
@@ -237,35 +221,9 @@ async fn certbot_validates_by_dns01_through_a_dns_providers_api() {
         script.to_str().unwrap().to_string()
     };
     let (auth, cleanup) = (hook("/set-txt"), hook("/clear-txt"));
-    let (kid, key) = s.ra.acme_binding_key("admin", "web-team", 3600).await.unwrap();
-    let directory = s.url("/acme/directory");
-    let out = certbot(
-        &s,
-        dir.path(),
-        &[
-            "certonly",
-            "--non-interactive",
-            "--agree-tos",
-            "-m",
-            "admin@example.test",
-            "--no-eff-email",
-            "--server",
-            &directory,
-            "--manual",
-            "--preferred-challenges",
-            "dns",
-            "--manual-auth-hook",
-            &auth,
-            "--manual-cleanup-hook",
-            &cleanup,
-            "-d",
-            "b.example.test",
-            "--eab-kid",
-            &kid,
-            "--eab-hmac-key",
-            &key,
-        ],
-    );
+    let how =
+        ["--manual", "--preferred-challenges", "dns", "--manual-auth-hook", &auth, "--manual-cleanup-hook", &cleanup];
+    let out = certonly(&s, dir.path(), &[&how[..], &["-d", "b.example.test"]].concat()).await;
     assert!(out.contains("Successfully received certificate"), "{out}");
     let issued = certificates_of(&s, "b.example.test").await;
     assert_eq!((issued.len(), issued[0].state), (1, CertState::Issued));
