@@ -51,36 +51,79 @@ impl Transport<'_> {
         identity: Option<&ClientIdentity>,
         body: autoenroll_proto::xml::W,
     ) -> Result<soap::Envelope, AgentError> {
-        let message_id = format!("urn:uuid:{}", hex::encode(autoenroll_keys::random_bytes(16)?));
-        let envelope = soap::request(action, url, &message_id, header, body);
-        let resp = self.client(identity)?.post(url, SOAP_CONTENT_TYPE, envelope.into_bytes()).await?;
-        let transport = |m: String| AgentError::Transport { url: url.to_string(), message: m };
-        let env = match resp.status {
-            200 | 500 => {
-                soap::parse_envelope(&resp.body).map_err(|e| transport(format!("HTTP {}: {e}", resp.status)))?
-            }
-            s @ 300..=399 => {
-                let to = resp.location.unwrap_or_else(|| "?".into());
-                return Err(transport(format!("HTTP {s}: the server redirects to {to}; redirects are never followed")));
-            }
-            s => return Err(transport(format!("HTTP status {s}"))),
-        };
-        if let Some(f) = soap::parse_fault(&env) {
-            return Err(AgentError::Refused { code: f.subcode.unwrap_or(f.code), reason: f.reason });
-        }
-        Ok(env)
+        let resp = self.post_soap(url, action, header, identity, body).await?;
+        read_envelope(url, &resp)
     }
 
+    /// `call`, reading the answer with `read` on a short-lived thread and handing back a copy.
+    /// The policy is the largest message an agent reads (its XML tree peaks at megabytes for a
+    /// hundred templates); built on a thread of its own, glibc allocates it in that thread's
+    /// arena, which returns its pages to the system once everything in it is freed, instead of
+    /// keeping the peak resident in the main heap between cycles. The copy made here keeps
+    /// nothing of that arena alive.
+    async fn call_reading<T: Clone + Send>(
+        &self,
+        url: &str,
+        action: &str,
+        header: &HeaderToken,
+        identity: Option<&ClientIdentity>,
+        body: autoenroll_proto::xml::W,
+        read: impl FnOnce(&soap::Envelope) -> Result<T, AgentError> + Send,
+    ) -> Result<T, AgentError> {
+        let resp = self.post_soap(url, action, header, identity, body).await?;
+        let read_there =
+            std::thread::scope(|scope| scope.spawn(|| read_envelope(url, &resp).and_then(|env| read(&env))).join())
+                .map_err(|_| AgentError::Transport {
+                    url: url.to_string(),
+                    message: "reading the answer failed".into(),
+                })?;
+        Ok(read_there?.clone())
+    }
+
+    async fn post_soap(
+        &self,
+        url: &str,
+        action: &str,
+        header: &HeaderToken,
+        identity: Option<&ClientIdentity>,
+        body: autoenroll_proto::xml::W,
+    ) -> Result<crate::https::Response, AgentError> {
+        let message_id = format!("urn:uuid:{}", hex::encode(autoenroll_keys::random_bytes(16)?));
+        let envelope = soap::request(action, url, &message_id, header, body);
+        Ok(self.client(identity)?.post(url, SOAP_CONTENT_TYPE, envelope.into_bytes()).await?)
+    }
+}
+
+/// A SOAP answer's envelope, or the server's refusal (a fault).
+fn read_envelope(url: &str, resp: &crate::https::Response) -> Result<soap::Envelope, AgentError> {
+    let transport = |m: String| AgentError::Transport { url: url.to_string(), message: m };
+    let env = match resp.status {
+        200 | 500 => soap::parse_envelope(&resp.body).map_err(|e| transport(format!("HTTP {}: {e}", resp.status)))?,
+        s @ 300..=399 => {
+            let to = resp.location.clone().unwrap_or_else(|| "?".into());
+            return Err(transport(format!("HTTP {s}: the server redirects to {to}; redirects are never followed")));
+        }
+        s => return Err(transport(format!("HTTP status {s}"))),
+    };
+    if let Some(f) = soap::parse_fault(&env) {
+        return Err(AgentError::Refused { code: f.subcode.unwrap_or(f.code), reason: f.reason });
+    }
+    Ok(env)
+}
+
+impl Transport<'_> {
     /// The policy from the first policy server that answers (a refusal is an answer: another
     /// server of the same policy would say the same).
     pub async fn fetch_policy(&self, auth: &Auth) -> Result<Policy, AgentError> {
         let mut last = None;
         for s in self.servers() {
+            let read = |env: &soap::Envelope| Ok(policy::from_wire(&xcep::parse_response(&env.body)?)?);
+            let (header, identity) = (auth.header(), auth.identity());
             match self
-                .call(&s.url, ns::ACTION_GET_POLICIES, &auth.header(), auth.identity(), xcep::request_body(None))
+                .call_reading(&s.url, ns::ACTION_GET_POLICIES, &header, identity, xcep::request_body(None), read)
                 .await
             {
-                Ok(env) => return policy::from_wire(&xcep::parse_response(&env.body)?),
+                Ok(policy) => return Ok(policy),
                 Err(e @ AgentError::Refused { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!(url = %s.url, %e, "policy server unreachable, trying the next");
