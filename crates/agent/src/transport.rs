@@ -90,7 +90,7 @@ impl Transport<'_> {
     ) -> Result<crate::https::Response, AgentError> {
         let message_id = format!("urn:uuid:{}", hex::encode(autoenroll_keys::random_bytes(16)?));
         let envelope = soap::request(action, url, &message_id, header, body);
-        Ok(self.client(identity)?.post(url, SOAP_CONTENT_TYPE, envelope.into_bytes()).await?)
+        self.client(identity)?.post(url, SOAP_CONTENT_TYPE, envelope.into_bytes()).await
     }
 }
 
