@@ -117,7 +117,7 @@ impl Transport<'_> {
     pub async fn fetch_policy(&self, auth: &Auth) -> Result<Policy, AgentError> {
         let mut last = None;
         for s in self.servers() {
-            let read = |env: &soap::Envelope| Ok(policy::from_wire(&xcep::parse_response(&env.body)?)?);
+            let read = |env: &soap::Envelope| policy::from_wire(&xcep::parse_response(&env.body)?);
             let (header, identity) = (auth.header(), auth.identity());
             match self
                 .call_reading(&s.url, ns::ACTION_GET_POLICIES, &header, identity, xcep::request_body(None), read)
