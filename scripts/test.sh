@@ -16,6 +16,7 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v pebble-challtestsrv >/dev/null 2>&1 || need+=(pebble)
+command -v lego >/dev/null 2>&1 || need+=(lego)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing missing test tools: ${need[*]}"

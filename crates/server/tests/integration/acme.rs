@@ -162,6 +162,51 @@ async fn certbot_obtains_renews_when_renewal_info_says_and_revokes() {
         .any(|e| e.actor == "account:web-team" && e.action == "cert.revoke" && e.subject == new.serial));
 }
 
+/// lego (Debian's, 4.9.1: Go's JOSE, an ES256 account key where certbot's is RS256): issues over
+/// HTTP-01 with a binding, renews when forced (the certificate's window is closed, so that is a
+/// new enrollment for the same device), and revokes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lego_issues_renews_and_revokes() {
+    autoenroll_test_support::require_tool("lego", "lego");
+    let port = free_port();
+    let s = server(port, "6h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (kid, key) = s.ra.acme_binding_key("admin", "web-team", 3600).await.unwrap();
+    let lego = |command: &str, extra: &[&str]| {
+        let out = Command::new("lego")
+            .args(["--server", &s.url("/acme/directory"), "--accept-tos", "--email", "ops@example.test"])
+            .arg("--path")
+            .arg(dir.path().join("lego"))
+            .args(["--eab", "--kid", &kid, "--hmac", &key, "--http", "--http.port", &format!("127.0.0.1:{port}")])
+            .args(["-d", "a.example.test", command])
+            .args(extra)
+            .env("LEGO_CA_CERTIFICATES", s.root_pem())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "lego {command}: {text}");
+        text
+    };
+    lego("run", &[]);
+    let issued = certificates_of(&s, "a.example.test").await;
+    assert_eq!((issued.len(), issued[0].state), (1, CertState::Issued));
+    assert_eq!(
+        issued[0].der.as_deref(),
+        Some(pem_der(&dir.path().join("lego/certificates/a.example.test.crt")).as_slice())
+    );
+    lego("renew", &["--days", "100000", "--no-random-sleep"]);
+    let after = certificates_of(&s, "a.example.test").await;
+    assert_eq!(
+        after.iter().filter(|c| c.state == CertState::Issued).count(),
+        2,
+        "a forced early renewal is a new enrollment"
+    );
+    let newest = pem_der(&dir.path().join("lego/certificates/a.example.test.crt"));
+    lego("revoke", &[]);
+    let revoked = after.iter().find(|c| c.der.as_deref() == Some(newest.as_slice())).unwrap();
+    assert_eq!(s.ra.certificate(&revoked.serial).await.unwrap().state, CertState::Revoked);
+}
+
 /// pebble-challtestsrv (Debian's `pebble`) as the DNS server: a mock authoritative server whose
 /// TXT records are set over its management API, as a DNS provider's API would be.
 struct ChallTestSrv {
