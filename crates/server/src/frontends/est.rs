@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
         .route("/.well-known/est/simpleenroll", post(simpleenroll_default))
         .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll_labelled))
+        .route("/.well-known/est/serverkeygen", post(serverkeygen_default))
+        .route("/.well-known/est/{label}/serverkeygen", post(serverkeygen_labelled))
         .route("/.well-known/est/simplereenroll", post(simplereenroll))
         .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -66,14 +68,20 @@ fn error(e: &RaError, basic: bool) -> Response {
     response
 }
 
-/// A base64 body (RFC 7030 section 4: `Content-Transfer-Encoding: base64`), line-wrapped.
-fn base64_response(content_type: &'static str, der: &[u8]) -> Response {
+/// Base64 in lines of 64 characters, CRLF after each.
+fn wrapped_base64(der: &[u8]) -> String {
     let encoded = BASE64.encode(der);
-    let mut body = String::with_capacity(encoded.len() + encoded.len() / 64 + 2);
+    let mut body = String::with_capacity(encoded.len() + encoded.len() / 32 + 2);
     for line in encoded.as_bytes().chunks(64) {
         body.push_str(&String::from_utf8_lossy(line));
         body.push_str("\r\n");
     }
+    body
+}
+
+/// A base64 body (RFC 7030 section 4: `Content-Transfer-Encoding: base64`), line-wrapped.
+fn base64_response(content_type: &'static str, der: &[u8]) -> Response {
+    let body = wrapped_base64(der);
     (
         StatusCode::OK,
         [
@@ -252,6 +260,68 @@ async fn simpleenroll(
             .into_response(),
         Err(e) => error(&e, true),
     }
+}
+
+async fn serverkeygen_default(
+    State(st): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serverkeygen(&st, None, peer.map(|Extension(p)| p), &headers, &body).await
+}
+
+async fn serverkeygen_labelled(
+    State(st): State<AppState>,
+    Path(label): Path<String>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serverkeygen(&st, Some(&label), peer.map(|Extension(p)| p), &headers, &body).await
+}
+
+/// `/serverkeygen` (RFC 7030 section 4.4): authenticated as `simpleenroll`; the server makes
+/// the key in the template's algorithm. The answer is `multipart/mixed`: the private key as
+/// base64 PKCS#8 (`application/pkcs8`; protected by the TLS connection alone, as section 4.4.2
+/// allows without a key-encipherment certificate), then the certificate. The key is never stored.
+async fn serverkeygen(
+    st: &AppState,
+    label: Option<&str>,
+    peer: Option<Peer>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let result = async {
+        let csr_der = csr_body(headers, body)?;
+        let device =
+            CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
+        let creds = credentials(headers, peer.as_ref());
+        let principal = st.ra.authenticate(&creds, device.as_deref()).await?;
+        let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
+        st.ra.enroll_with_server_key(input).await
+    }
+    .await;
+    let (issued, key) = match result {
+        Ok(answer) => answer,
+        Err(e) => return error(&e, true),
+    };
+    let certs = match autoenroll_proto::pkcs7::certs_only(&[&issued.certificate_der]) {
+        Ok(p7) => p7,
+        Err(e) => return error(&RaError::internal(format!("EST certs-only: {e}")), false),
+    };
+    let boundary = format!("est-{}", hex::encode(crate::ra::secrets::random_bytes::<12>()));
+    let part = |content_type: &str, der: &[u8]| {
+        format!(
+            "--{boundary}\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            wrapped_base64(der)
+        )
+    };
+    let mut multipart = part("application/pkcs8", &key);
+    multipart.push_str(&part("application/pkcs7-mime; smime-type=certs-only", &certs));
+    multipart.push_str(&format!("--{boundary}--\r\n"));
+    let content_type = format!("multipart/mixed; boundary={boundary}");
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], multipart).into_response()
 }
 
 /// `/simplereenroll` (RFC 7030 section 4.2.2): authenticated by the TLS client certificate it

@@ -380,6 +380,38 @@ impl Ra {
         self.enroll_through(input, Channel::Labelled).await
     }
 
+    /// Enrollment with a key the server makes (EST's serverkeygen, RFC 7030 section 4.4): the
+    /// client's request says who and which names; the key is made here in the template's
+    /// algorithm, the request re-signed with it, and the enrollment runs as for any request.
+    /// The private key (PKCS#8) goes back to the caller only, never to the store; so a
+    /// template that holds requests for approval is refused (the key could never be collected).
+    pub async fn enroll_with_server_key(&self, input: EnrollInput<'_>) -> Result<(Issued, Vec<u8>), RaError> {
+        let client = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
+        let channel = if input.template_name.is_some() { Channel::Labelled } else { Channel::Standard };
+        let template = self.resolve_template(&client, &input, channel).await?;
+        if template.pend_all {
+            return Err(Refusal::UnsupportedRequestType {
+                what: "server-side key generation for a template that holds requests for approval",
+            }
+            .into());
+        }
+        let key = autoenroll_keys::KeyPair::generate(template.key.algorithm).map_err(RaError::internal)?;
+        let mut extensions = Vec::new();
+        if !client.dns_names.is_empty() || !client.ip_addrs.is_empty() {
+            extensions
+                .push(autoenroll_keys::san_extension(&client.dns_names, &client.ip_addrs).map_err(RaError::internal)?);
+        }
+        let csr = autoenroll_keys::build_csr(&key, client.subject.clone(), extensions).map_err(RaError::internal)?;
+        let template_name = template.name.clone();
+        let labelled = EnrollInput { principal: input.principal, csr_der: &csr, template_name: Some(&template_name) };
+        match self.enroll_through(labelled, Channel::Labelled).await? {
+            Outcome::Issued(issued) => Ok((issued, key.to_pkcs8_der().map_err(RaError::internal)?)),
+            Outcome::Pending { request_id } => {
+                Err(RaError::internal(format!("request {request_id} was held although its template holds none")))
+            }
+        }
+    }
+
     /// A held request sent again (EST, RFC 7030 section 4.2.3: after 202 the client repeats
     /// it): the answer to the one `device` already made with the same key for `template`, if
     /// any: still pending, denied, or the certificate an administrator approved.

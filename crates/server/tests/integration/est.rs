@@ -308,3 +308,58 @@ async fn a_held_request_sent_again_is_answered_not_queued_again() {
     assert_eq!(a.status, 403, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
     assert!(std::fs::read_to_string(&a.body).unwrap().contains("RequestDenied"));
 }
+
+/// `serverkeygen` (RFC 7030 section 4.4): the server makes the key (the template's algorithm),
+/// and answers multipart/mixed with the key as PKCS#8 and the certificate. openssl reads both
+/// and finds the certificate is for that key; the database holds no copy of the key; a template
+/// that holds requests for approval is refused (the key could never be collected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serverkeygen_returns_a_key_of_the_template_and_its_certificate_and_keeps_no_copy() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rsa = TemplateSpec { key_algorithm: Some("rsa3072".into()), ..Default::default() };
+    s.ra.create_template("EstRsa", &rsa).await.unwrap();
+    let user = format!("enroller:{PASSWORD}");
+    // The client's request names the device; its own key is not the certificate's.
+    let (client_key, csr) = request(d, "keygen", "est-keygen1", None);
+    let data = format!("@{}", p(&csr));
+    let args = ["--user", &user, "-H", "Content-Type: application/pkcs10", "--data-binary", &data];
+    let a = curl(&s, d, "/.well-known/est/EstRsa/serverkeygen", &args);
+    let body = std::fs::read_to_string(&a.body).unwrap();
+    assert_eq!(a.status, 200, "{body}");
+    let boundary = a.headers.split("boundary=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    // The parts: headers, a blank line, base64 (multipart is split by its boundary lines).
+    let parts: Vec<(String, String)> = body
+        .split(&format!("--{boundary}"))
+        .filter_map(|part| part.split_once("\r\n\r\n"))
+        .map(|(head, b64)| (head.to_ascii_lowercase(), b64.split_whitespace().collect::<String>()))
+        .collect();
+    assert_eq!(parts.len(), 2, "{body}");
+    assert!(parts[0].0.contains("content-type: application/pkcs8"), "{}", parts[0].0);
+    assert!(parts[1].0.contains("application/pkcs7-mime; smime-type=certs-only"), "{}", parts[1].0);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (key_der, p7_der) = (b64.decode(&parts[0].1).unwrap(), b64.decode(&parts[1].1).unwrap());
+    std::fs::write(d.join("server.key.der"), &key_der).unwrap();
+    std::fs::write(d.join("cert.p7"), &p7_der).unwrap();
+    let key_text = openssl(&["pkey", "-inform", "DER", "-in", p(&d.join("server.key.der")), "-noout", "-text"]);
+    assert!(key_text.contains("Private-Key: (3072 bit"), "the template's algorithm: {key_text}");
+    let key_pub = openssl(&["pkey", "-inform", "DER", "-in", p(&d.join("server.key.der")), "-pubout"]);
+    let cert_pem = openssl(&["pkcs7", "-inform", "DER", "-in", p(&d.join("cert.p7")), "-print_certs"]);
+    std::fs::write(d.join("cert.pem"), &cert_pem).unwrap();
+    let cert_pub = openssl(&["x509", "-in", p(&d.join("cert.pem")), "-noout", "-pubkey"]);
+    assert_eq!(key_pub, cert_pub, "the certificate is for the key the server made");
+    let client_pub = openssl(&["pkey", "-in", p(&client_key), "-pubout"]);
+    assert_ne!(client_pub, cert_pub);
+    assert_eq!(CertFacts::parse(&pem_to_der(&cert_pem)).unwrap().subject_cn.as_deref(), Some("est-keygen1"));
+    // Nothing of the key in the database (or its WAL).
+    for file in ["autoenroll.db", "autoenroll.db-wal"] {
+        let bytes = std::fs::read(s.dir.path().join("data").join(file)).unwrap_or_default();
+        assert!(!bytes.windows(key_der.len()).any(|w| w == key_der.as_slice()), "{file} holds the key");
+    }
+    // A template that holds requests for approval cannot hand a key out later: refused.
+    s.ra.create_template("EstHeldKeygen", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
+    let a = curl(&s, d, "/.well-known/est/EstHeldKeygen/serverkeygen", &args);
+    assert_eq!(a.status, 400, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
+}
