@@ -294,6 +294,7 @@ async fn serverkeygen(
 ) -> Response {
     let result = async {
         let csr_der = csr_body(headers, body)?;
+        refuse_key_encipherment(&csr_der)?;
         let device =
             CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
         let creds = credentials(headers, peer.as_ref());
@@ -321,7 +322,32 @@ async fn serverkeygen(
     multipart.push_str(&part("application/pkcs7-mime; smime-type=certs-only", &certs));
     multipart.push_str(&format!("--{boundary}--\r\n"));
     let content_type = format!("multipart/mixed; boundary={boundary}");
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], multipart).into_response()
+    // A private key: no cache anywhere keeps it.
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store".into())], multipart)
+        .into_response()
+}
+
+/// RFC 7030 sections 4.4.1.1 and 4.4.1.2: a request asking for the key encrypted to a
+/// symmetric or asymmetric key (DecryptKeyIdentifier, AsymmetricDecryptKeyIdentifier) must be
+/// refused when the server cannot: here the key travels inside the TLS connection only.
+fn refuse_key_encipherment(csr_der: &[u8]) -> Result<(), RaError> {
+    use der::Decode;
+    const DECRYPT_KEY_IDENTIFIER: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.37");
+    const ASYMMETRIC_DECRYPT_KEY_IDENTIFIER: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.54");
+    let Ok(request) = x509_cert::request::CertReq::from_der(csr_der) else { return Ok(()) };
+    let asks = request
+        .info
+        .attributes
+        .iter()
+        .any(|a| a.oid == DECRYPT_KEY_IDENTIFIER || a.oid == ASYMMETRIC_DECRYPT_KEY_IDENTIFIER);
+    if asks {
+        return Err(
+            Refusal::UnsupportedRequestType { what: "encrypting the server-generated key to a client key" }.into()
+        );
+    }
+    Ok(())
 }
 
 /// `/simplereenroll` (RFC 7030 section 4.2.2): authenticated by the TLS client certificate it

@@ -386,30 +386,55 @@ impl Ra {
     /// The private key (PKCS#8) goes back to the caller only, never to the store; so a
     /// template that holds requests for approval is refused (the key could never be collected).
     pub async fn enroll_with_server_key(&self, input: EnrollInput<'_>) -> Result<(Issued, Vec<u8>), RaError> {
-        let client = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
-        let channel = if input.template_name.is_some() { Channel::Labelled } else { Channel::Standard };
-        let template = self.resolve_template(&client, &input, channel).await?;
-        if template.pend_all {
-            return Err(Refusal::UnsupportedRequestType {
-                what: "server-side key generation for a template that holds requests for approval",
+        // The checks that need no key first (refusals audited as any enrollment's), then the
+        // key, made off the runtime's threads (RSA-4096 takes up to a second).
+        let prepared = self.server_key_checks(&input).await;
+        let (client, template) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.record_failure(&input.principal.actor(), "issue", &input.principal.device, &e).await;
+                return Err(e);
             }
-            .into());
-        }
-        let key = autoenroll_keys::KeyPair::generate(template.key.algorithm).map_err(RaError::internal)?;
+        };
+        let algorithm = template.key.algorithm;
+        let key = tokio::task::spawn_blocking(move || autoenroll_keys::KeyPair::generate(algorithm))
+            .await
+            .map_err(RaError::internal)?
+            .map_err(RaError::internal)?;
+        // Exported before anything is issued: a certificate is never issued for a key lost.
+        let pkcs8 = key.to_pkcs8_der().map_err(RaError::internal)?;
         let mut extensions = Vec::new();
         if !client.dns_names.is_empty() || !client.ip_addrs.is_empty() {
             extensions
                 .push(autoenroll_keys::san_extension(&client.dns_names, &client.ip_addrs).map_err(RaError::internal)?);
         }
         let csr = autoenroll_keys::build_csr(&key, client.subject.clone(), extensions).map_err(RaError::internal)?;
-        let template_name = template.name.clone();
-        let labelled = EnrollInput { principal: input.principal, csr_der: &csr, template_name: Some(&template_name) };
+        let labelled = EnrollInput { principal: input.principal, csr_der: &csr, template_name: Some(&template.name) };
         match self.enroll_through(labelled, Channel::Labelled).await? {
-            Outcome::Issued(issued) => Ok((issued, key.to_pkcs8_der().map_err(RaError::internal)?)),
+            Outcome::Issued(issued) => Ok((issued, pkcs8)),
             Outcome::Pending { request_id } => {
                 Err(RaError::internal(format!("request {request_id} was held although its template holds none")))
             }
         }
+    }
+
+    /// What serverkeygen checks before it makes a key: the request, its template (one that
+    /// holds requests cannot: the key is never stored), and the template's grants.
+    async fn server_key_checks(&self, input: &EnrollInput<'_>) -> Result<(CsrFacts, Template), RaError> {
+        let client = CsrFacts::parse(input.csr_der).map_err(csr_error)?;
+        let channel = if input.template_name.is_some() { Channel::Labelled } else { Channel::Standard };
+        let template = self.resolve_template(&client, input, channel).await?;
+        let groups = self.store.device_with_groups(&input.principal.device).await?.map(|(_, g)| g).unwrap_or_default();
+        if !input.principal.may_enroll(&template, &groups) {
+            return Err(Refusal::NotPermitted { actor: input.principal.actor(), template: template.name }.into());
+        }
+        if template.pend_all {
+            return Err(Refusal::UnsupportedRequestType {
+                what: "server-side key generation for a template that holds requests for approval",
+            }
+            .into());
+        }
+        Ok((client, template))
     }
 
     /// A held request sent again (EST, RFC 7030 section 4.2.3: after 202 the client repeats

@@ -336,6 +336,7 @@ async fn serverkeygen_returns_a_key_of_the_template_and_its_certificate_and_keep
         .map(|(head, b64)| (head.to_ascii_lowercase(), b64.split_whitespace().collect::<String>()))
         .collect();
     assert_eq!(parts.len(), 2, "{body}");
+    assert!(a.headers.contains("cache-control: no-store"), "{}", a.headers);
     assert!(parts[0].0.contains("content-type: application/pkcs8"), "{}", parts[0].0);
     assert!(parts[1].0.contains("application/pkcs7-mime; smime-type=certs-only"), "{}", parts[1].0);
     use base64::Engine;
@@ -358,6 +359,11 @@ async fn serverkeygen_returns_a_key_of_the_template_and_its_certificate_and_keep
         let bytes = std::fs::read(s.dir.path().join("data").join(file)).unwrap_or_default();
         assert!(!bytes.windows(key_der.len()).any(|w| w == key_der.as_slice()), "{file} holds the key");
     }
+    // No key is made for a template whose grants do not name the requester.
+    let holders = TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() };
+    s.ra.create_template("EstHolders", &holders).await.unwrap();
+    let a = curl(&s, d, "/.well-known/est/EstHolders/serverkeygen", &args);
+    assert_eq!(a.status, 403, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
     // A template that holds requests for approval cannot hand a key out later: refused.
     s.ra.create_template("EstHeldKeygen", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
     let a = curl(&s, d, "/.well-known/est/EstHeldKeygen/serverkeygen", &args);
