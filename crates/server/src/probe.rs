@@ -175,11 +175,23 @@ impl Dns01Probe {
                 ResponseCode::NXDomain => return Ok(vec![]),
                 code => return Err(server(format!("answered {code}"))),
             }
+            // The TXT records at the name asked, or at the end of the CNAME chain the resolver
+            // followed from it (a delegated challenge); records at any other name do not count.
+            let mut owner = qname.clone();
+            for _ in 0..8 {
+                let next = answer.answers.iter().find_map(|r| match &r.data {
+                    RData::CNAME(target) if r.name == owner => Some(target.0.clone()),
+                    _ => None,
+                });
+                match next {
+                    Some(target) => owner = target,
+                    None => break,
+                }
+            }
             return Ok(answer
                 .answers
                 .iter()
-                // A resolver that followed a CNAME (a delegated challenge) answers under the
-                // target's name: every TXT record of the answer counts.
+                .filter(|r| r.name == owner)
                 .filter_map(|r| match &r.data {
                     RData::TXT(txt) => {
                         Some(txt.txt_data.iter().map(|part| String::from_utf8_lossy(part)).collect::<String>())

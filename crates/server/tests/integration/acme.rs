@@ -241,6 +241,16 @@ impl ChallTestSrv {
     }
 }
 
+impl ChallTestSrv {
+    /// A call of the management API (what a DNS provider's API is to a DNS plugin).
+    fn set(&self, path: &str, body: serde_json::Value) {
+        autoenroll_test_support::require_tool("curl", "curl");
+        let url = format!("{}{path}", self.management);
+        let out = Command::new("curl").args(["-sf", "-X", "POST", "-d", &body.to_string(), &url]).output().unwrap();
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 impl Drop for ChallTestSrv {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -276,9 +286,23 @@ async fn certbot_validates_by_dns01_through_a_dns_providers_api() {
         s.ra.audit_events(&autoenroll_server::ra::AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "acme.validate" && e.detail == "dns-01"), "validated by DNS-01");
 
-    // With the record gone, DNS-01 fails with the TXT records it found.
+    // A delegated challenge: _acme-challenge.c points (CNAME) at a zone the client may write;
+    // the resolver follows it and the record at its end counts.
     let mut a = Attacker::new();
     a.register(&s, "web-team").await;
+    let (_, order) = a.order(&s, &["c.example.test"]).await;
+    let (_, z) = a.post(&s, &path_of(&s, &order["authorizations"][0]), None).await;
+    let dns01 = z["challenges"].as_array().unwrap().iter().find(|c| c["type"] == "dns-01").unwrap().clone();
+    let txt = autoenroll_proto::acme::dns01_txt(&key_authorization(dns01["token"].as_str().unwrap(), &a.jwk));
+    dns.set(
+        "/set-cname",
+        serde_json::json!({"host": "_acme-challenge.c.example.test.", "target": "delegated.other.test."}),
+    );
+    dns.set("/set-txt", serde_json::json!({"host": "delegated.other.test.", "value": txt}));
+    let (_, c) = a.post(&s, &path_of(&s, &dns01["url"]), Some(serde_json::json!({}))).await;
+    assert_eq!(c["status"], "valid", "{c}");
+
+    // With the record gone, DNS-01 fails with the TXT records it found.
     let (_, order) = a.order(&s, &["a.example.test"]).await;
     let (_, z) = a.post(&s, &path_of(&s, &order["authorizations"][0]), None).await;
     let dns01 = z["challenges"].as_array().unwrap().iter().find(|c| c["type"] == "dns-01").unwrap().clone();
