@@ -8,7 +8,7 @@
 //! and labelled template) gets that request's answer: 202 while it waits, the certificate once
 //! approved, 403 once denied.
 use super::{http_status, AppState, Peer};
-use crate::ra::{Credentials, EnrollInput, Outcome, RaError, Window};
+use crate::ra::{Credentials, EnrollInput, Outcome, Purpose, RaError, Window};
 use autoenroll_core::model::KeyAlgorithm;
 use autoenroll_core::pki::CsrFacts;
 use autoenroll_core::{Kind, Refusal};
@@ -241,7 +241,14 @@ async fn simpleenroll(
         let device =
             CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
         let creds = credentials(headers, peer.as_ref());
-        let principal = st.ra.authenticate(&creds, device.as_deref()).await?;
+        // A bootstrap token that paid for a held request still names it: the client repeats
+        // the request with it until it is answered (the enrollment spends a token only for a
+        // new request, so a spent one gets nothing else).
+        let purpose = match creds {
+            Credentials::BootstrapToken(_) => Purpose::Identify,
+            Credentials::None | Credentials::Password { .. } | Credentials::ClientCertificate(_) => Purpose::Request,
+        };
+        let principal = st.ra.authenticate_for(&creds, device.as_deref(), purpose).await?;
         let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
         match label {
             Some(_) => st.ra.enroll_labelled(input).await,

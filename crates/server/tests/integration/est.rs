@@ -309,6 +309,41 @@ async fn a_held_request_sent_again_is_answered_not_queued_again() {
     assert!(std::fs::read_to_string(&a.body).unwrap().contains("RequestDenied"));
 }
 
+/// A device enrolling with a bootstrap token (`Authorization: Bearer`) on a template that holds
+/// requests: the token pays for the request; repeating it with the spent token collects the
+/// answer; the spent token buys nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_paid_by_a_token_is_collected_with_the_spent_token() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    s.ra.create_template("EstHeldToken", &TemplateSpec { pend_all: Some(true), ..Default::default() }).await.unwrap();
+    let spec = autoenroll_server::ra::TokenSpec { device: "est-token1", template: Some("EstHeldToken"), ttl_secs: 600 };
+    let (token, _) = s.ra.create_token(&spec).await.unwrap();
+    let bearer = format!("Authorization: Bearer {token}");
+    let (_, csr) = request(d, "token", "est-token1", None);
+    let data = format!("@{}", p(&csr));
+    let args = ["-H", &bearer, "-H", "Content-Type: application/pkcs10", "--data-binary", &data];
+    let path = "/.well-known/est/EstHeldToken/simpleenroll";
+    for _ in 0..2 {
+        let a = curl(&s, d, path, &args);
+        assert_eq!(a.status, 202, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
+    }
+    let pending = s.ra.requests(autoenroll_core::model::RequestStatus::Pending, 100).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let approved = s.ra.approve(autoenroll_server::ra::LOCAL_ADMIN, pending[0].id).await.unwrap();
+    let a = curl(&s, d, path, &args);
+    assert_eq!(a.status, 200, "{}", std::fs::read_to_string(&a.body).unwrap_or_default());
+    assert_eq!(CertFacts::parse(&pem_to_der(&certificates(d, &a))).unwrap().serial.0, approved.serial);
+    // Another key with the spent token: a new request, which the token no longer pays for.
+    let (_, other) = request(d, "token2", "est-token1", None);
+    let data = format!("@{}", p(&other));
+    let args = ["-H", &bearer, "-H", "Content-Type: application/pkcs10", "--data-binary", &data];
+    let a = curl(&s, d, path, &args);
+    let text = std::fs::read_to_string(&a.body).unwrap_or_default();
+    assert_eq!((a.status, text.contains("TokenUsed")), (401, true), "{text}");
+}
+
 /// `serverkeygen` (RFC 7030 section 4.4): the server makes the key (the template's algorithm),
 /// and answers multipart/mixed with the key as PKCS#8 and the certificate. openssl reads both
 /// and finds the certificate is for that key; the database holds no copy of the key; a template
