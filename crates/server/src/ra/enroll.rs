@@ -525,7 +525,9 @@ impl Ra {
         // one statement, so two racing requests with one token cannot both pass.
         if let Some(id) = input.principal.token_to_spend() {
             if !self.store.consume_token(id, now).await? {
-                return Err(Refusal::TokenUsed.into());
+                // Spent, or expired (a token identifying its held request may be either).
+                let spent = self.store.token(id).await?.is_none_or(|t| t.used_at.is_some());
+                return Err(if spent { Refusal::TokenUsed } else { Refusal::TokenExpired }.into());
             }
         }
         // Every check passed: the device is created and bound now.

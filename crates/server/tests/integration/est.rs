@@ -342,6 +342,16 @@ async fn a_held_request_paid_by_a_token_is_collected_with_the_spent_token() {
     let a = curl(&s, d, path, &args);
     let text = std::fs::read_to_string(&a.body).unwrap_or_default();
     assert_eq!((a.status, text.contains("TokenUsed")), (401, true), "{text}");
+    // An unused token past its expiry pays for nothing either, and says so.
+    let spec = autoenroll_server::ra::TokenSpec { device: "est-token2", template: Some("EstHeldToken"), ttl_secs: 600 };
+    let (late, _) = s.ra.create_token(&spec).await.unwrap();
+    s.clock.advance(601);
+    let late = format!("Authorization: Bearer {late}");
+    let (_, csr) = request(d, "token3", "est-token2", None);
+    let data = format!("@{}", p(&csr));
+    let a = curl(&s, d, path, &["-H", &late, "-H", "Content-Type: application/pkcs10", "--data-binary", &data]);
+    let text = std::fs::read_to_string(&a.body).unwrap_or_default();
+    assert_eq!((a.status, text.contains("TokenExpired")), (401, true), "{text}");
 }
 
 /// `serverkeygen` (RFC 7030 section 4.4): the server makes the key (the template's algorithm),
