@@ -249,6 +249,38 @@ fn metrics_show_the_traffic_and_the_fleet() {
         assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // EST and ACME traffic counts like any other protocol's: an EST enrollment by openssl and
+    // curl, and an ACME request that is not a JWS.
+    let root = data.join("ca/root.pem");
+    let root = root.to_str().unwrap();
+    let key = dir.path().join("est.key");
+    let csr = dir.path().join("est.csr.b64");
+    let sh = format!(
+        "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {k} && \
+         openssl req -new -key {k} -subj /CN=est1.example.test -outform DER | openssl base64 > {c}",
+        k = key.display(),
+        c = csr.display()
+    );
+    assert!(Command::new("sh").args(["-c", &sh]).status().unwrap().success());
+    let est = format!("{}/.well-known/est/simpleenroll", proc.base);
+    let answer = curl(&[
+        "--cacert",
+        root,
+        "--user",
+        "enroller:correct horse battery",
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        &format!("@{}", csr.display()),
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &est,
+    ]);
+    assert_eq!(answer, "200");
+    let acme = format!("{}/acme/new-order", proc.base);
+    curl(&["--cacert", root, "-H", "Content-Type: application/jose+json", "-d", "{}", "-o", "/dev/null", &acme]);
     let url = proc._server.banner_value("metrics").expect("the banner names the metrics listener");
     let text = curl(&[&url]);
     // Well-formed for Prometheus' own parser.
@@ -259,10 +291,13 @@ fn metrics_show_the_traffic_and_the_fleet() {
     for series in [
         r#"autoenroll_issued_total{template="Machine",kind="enroll",protocol="wstep"} 1"#,
         r#"autoenroll_issued_total{template="WebServer",kind="enroll",protocol="wstep"} 1"#,
+        r#"autoenroll_issued_total{template="Machine",kind="enroll",protocol="est"} 1"#,
+        r#"autoenroll_refusals_total{protocol="acme",code="BadJws",kind="bad_request",template="-"} 1"#,
         r#"autoenroll_refusals_total{protocol="xcep",code="WrongCredentials",kind="unauthorized",template="-"}"#,
         r#"autoenroll_refusals_total{protocol="wstep",code="OutsideRenewalWindow",kind="policy_denied",template="Machine"} 1"#,
         r#"autoenroll_http_request_duration_seconds_bucket{endpoint="/wstep",protocol="wstep",le="+Inf"} 3"#,
-        r#"autoenroll_certificates{template="Machine",state="issued"} 1"#,
+        // The agent's Machine certificate and the EST one.
+        r#"autoenroll_certificates{template="Machine",state="issued"} 2"#,
         r#"autoenroll_certificates_expiring{within="30d"} 0"#,
         "autoenroll_pending_requests 0",
         "autoenroll_stuck_devices 0",
