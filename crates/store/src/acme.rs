@@ -239,6 +239,19 @@ impl Store {
         Ok(sqlx::query_as::<_, OrderRow>(sql).bind(id).fetch_optional(&self.pool).await?.map(Into::into))
     }
 
+    /// An account's orders not yet expired, newest first (its order list, RFC 8555 section 7.1.2.1).
+    pub async fn acme_orders_of(&self, acme_account_id: i64, now: UnixTime, limit: i64) -> Result<Vec<AcmeOrder>> {
+        let sql = "SELECT id, acme_account_id, body, revision, expires_at, certificate_serial, created_at, updated_at \
+                   FROM acme_orders WHERE acme_account_id = $1 AND expires_at > $2 ORDER BY id DESC LIMIT $3";
+        let rows = sqlx::query_as::<_, OrderRow>(sql)
+            .bind(acme_account_id)
+            .bind(now.0)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// The order whose certificate has `serial` (revocation, renewal information, `replaces`).
     pub async fn acme_order_by_serial(&self, serial: &str) -> Result<Option<AcmeOrder>> {
         let sql = "SELECT id, acme_account_id, body, revision, expires_at, certificate_serial, created_at, updated_at \

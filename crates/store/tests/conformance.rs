@@ -1126,6 +1126,12 @@ async fn acme_keys_accounts_orders_and_nonces(s: Store) {
     assert_eq!(s.acme_order_by_serial("0a").await.unwrap().map(|o| o.id), Some(order));
     assert!(s.acme_order_by_serial("0b").await.unwrap().is_none());
     assert!(s.acme_order(order + 100).await.unwrap().is_none());
+    let later = s.insert_acme_order(id, "{}", t(2 * DAY), t(14)).await.unwrap();
+    let listed: Vec<i64> = s.acme_orders_of(id, t(20), 10).await.unwrap().iter().map(|o| o.id).collect();
+    assert_eq!(listed, vec![later, order], "newest first");
+    let listed: Vec<i64> = s.acme_orders_of(id, t(DAY + 1), 10).await.unwrap().iter().map(|o| o.id).collect();
+    assert_eq!(listed, vec![later], "expired orders are left out");
+    assert!(s.acme_orders_of(id + 100, t(20), 10).await.unwrap().is_empty());
 
     let second = s.insert_acme_account("tp3", "{jwk3}", "web-team", "", "kid3", t(8)).await.unwrap().unwrap();
     let listed: Vec<i64> = s.acme_accounts(10).await.unwrap().iter().map(|a| a.id).collect();

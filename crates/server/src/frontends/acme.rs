@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/acme/new-nonce", get(new_nonce).head(new_nonce))
         .route("/acme/new-account", post(new_account))
         .route("/acme/account/{id}", post(account))
+        .route("/acme/account/{id}/orders", post(account_orders))
         .route("/acme/new-order", post(new_order_default))
         .route("/acme/{template}/new-order", post(new_order_labelled))
         .route("/acme/order/{id}", post(order))
@@ -298,8 +299,8 @@ async fn new_nonce(State(st): State<AppState>, method: axum::http::Method) -> Re
     with_nonce(&st, status.into_response())
 }
 
-fn account_json(a: &AcmeAccount) -> serde_json::Value {
-    serde_json::json!({ "status": "valid", "contact": a.contact })
+fn account_json(st: &AppState, a: &AcmeAccount) -> serde_json::Value {
+    serde_json::json!({ "status": "valid", "contact": a.contact, "orders": acme_url(st, &format!("/account/{}/orders", a.id)) })
 }
 
 fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
@@ -332,7 +333,7 @@ async fn new_account(State(st): State<AppState>, body: Bytes) -> Response {
     match result {
         Ok((a, created)) => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            json(&st, status, Some(acme_url(&st, &format!("/account/{}", a.id))), account_json(&a))
+            json(&st, status, Some(acme_url(&st, &format!("/account/{}", a.id))), account_json(&st, &a))
         }
         Err(e) => error(&st, &e),
     }
@@ -362,9 +363,28 @@ async fn account(State(st): State<AppState>, Path(id): Path<i64>, body: Bytes) -
     .await;
     match result {
         Ok((a, status)) => {
-            let mut v = account_json(&a);
+            let mut v = account_json(&st, &a);
             v["status"] = status.into();
             json(&st, StatusCode::OK, Some(acme_url(&st, &format!("/account/{}", a.id))), v)
+        }
+        Err(e) => error(&st, &e),
+    }
+}
+
+/// The account's order list (RFC 8555 section 7.1.2.1), POST-as-GET.
+async fn account_orders(State(st): State<AppState>, Path(id): Path<i64>, body: Bytes) -> Response {
+    let result = async {
+        let (_, a) = verify_account(&st, &format!("/acme/account/{id}/orders"), &body).await?;
+        if a.id != id {
+            return Err(Refusal::UnknownAcmeResource { what: "such account for this key".into() }.into());
+        }
+        st.ra.acme_orders_of(&a).await
+    }
+    .await;
+    match result {
+        Ok(ids) => {
+            let urls: Vec<String> = ids.iter().map(|o| acme_url(&st, &format!("/order/{o}"))).collect();
+            json(&st, StatusCode::OK, None, serde_json::json!({ "orders": urls }))
         }
         Err(e) => error(&st, &e),
     }

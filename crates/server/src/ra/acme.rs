@@ -533,6 +533,19 @@ impl Ra {
         Ok(order)
     }
 
+    /// The account's orders a client may still act on (RFC 8555 section 7.1.2.1: pending ones
+    /// included, invalid ones left out), newest first, at most 1,000.
+    pub async fn acme_orders_of(&self, a: &AcmeAccount) -> Result<Vec<i64>, RaError> {
+        let mut ids = Vec::new();
+        for row in self.store.acme_orders_of(a.id, self.now(), 1000).await? {
+            let (order, _) = self.load_order(a, row.id).await?;
+            if order.body.status != OrderStatus::Invalid {
+                ids.push(row.id);
+            }
+        }
+        Ok(ids)
+    }
+
     async fn load_order(&self, a: &AcmeAccount, id: i64) -> Result<(AcmeOrder, i64), RaError> {
         let row = self
             .store

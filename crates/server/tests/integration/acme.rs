@@ -489,6 +489,16 @@ async fn acme_refuses_what_the_rfc_and_the_trust_model_refuse() {
     let (_, o) = a.post(&s, &order_path, None).await;
     assert_eq!(o["status"], "invalid");
 
+    // The account's order list: the orders it may still act on, not the invalid one.
+    let account_path = a.kid.clone().unwrap().strip_prefix(&s.base).unwrap().to_string();
+    let (_, account) = a.post(&s, &account_path, None).await;
+    let (status, list) = a.post(&s, &path_of(&s, &account["orders"]), None).await;
+    let urls: Vec<&str> = list["orders"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(status, 200);
+    assert!(!urls.is_empty() && !urls.contains(&s.url(&order_path).as_str()), "{urls:?}");
+    let (status, _) = other.post(&s, &path_of(&s, &account["orders"]), None).await;
+    assert_eq!(status, 404, "another account's list");
+
     // An administrator lists ACME accounts and deactivates one whose key leaked.
     let listed = s.ra.acme_accounts(10).await.unwrap();
     let entry = listed.iter().find(|x| x.id == id).unwrap();
