@@ -31,12 +31,12 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/.well-known/est/cacerts", get(cacerts))
         .route("/.well-known/est/{label}/cacerts", get(cacerts))
-        .route("/.well-known/est/csrattrs", get(csrattrs_default))
-        .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
-        .route("/.well-known/est/simpleenroll", post(simpleenroll_default))
-        .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll_labelled))
-        .route("/.well-known/est/serverkeygen", post(serverkeygen_default))
-        .route("/.well-known/est/{label}/serverkeygen", post(serverkeygen_labelled))
+        .route("/.well-known/est/csrattrs", get(csrattrs))
+        .route("/.well-known/est/{label}/csrattrs", get(csrattrs))
+        .route("/.well-known/est/simpleenroll", post(simpleenroll))
+        .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll))
+        .route("/.well-known/est/serverkeygen", post(serverkeygen))
+        .route("/.well-known/est/{label}/serverkeygen", post(serverkeygen))
         .route("/.well-known/est/simplereenroll", post(simplereenroll))
         .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -104,18 +104,11 @@ async fn cacerts(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn csrattrs_default(State(st): State<AppState>) -> Response {
-    csrattrs(&st, None).await
-}
-
-async fn csrattrs_labelled(State(st): State<AppState>, Path(label): Path<String>) -> Response {
-    csrattrs(&st, Some(&label)).await
-}
-
 /// `/csrattrs` (RFC 7030 section 4.5): what the template wants in a request: its key type
 /// (the public key algorithm, with the curve for EC keys) and the signature algorithm.
-async fn csrattrs(st: &AppState, label: Option<&str>) -> Response {
-    let template = match st.ra.template(label.unwrap_or(st.ra.default_template())).await {
+async fn csrattrs(State(st): State<AppState>, label: Option<Path<String>>) -> Response {
+    let name = label.map_or_else(|| st.ra.default_template().to_string(), |Path(l)| l);
+    let template = match st.ra.template(&name).await {
         Ok(t) => t,
         Err(e) => return error(&e, false),
     };
@@ -205,51 +198,45 @@ fn issued_response(certificate_der: &[u8]) -> Response {
     }
 }
 
-async fn simpleenroll_default(
-    State(st): State<AppState>,
-    peer: Option<Extension<Peer>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    simpleenroll(&st, None, peer.map(|Extension(p)| p), &headers, &body).await
-}
-
-async fn simpleenroll_labelled(
-    State(st): State<AppState>,
-    Path(label): Path<String>,
-    peer: Option<Extension<Peer>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    simpleenroll(&st, Some(&label), peer.map(|Extension(p)| p), &headers, &body).await
-}
-
-/// `/simpleenroll` (RFC 7030 section 4.2.1): the device named by the request's common name (or
-/// first DNS name), enrolled with the label's template (else the request's template extension,
-/// else the server's default).
-async fn simpleenroll(
+/// The request of an enrollment and who sends it: the device is the one the request's common
+/// name (else its first DNS name) names; only that name is read here, the RA parses and checks
+/// the request.
+async fn enrollment_request(
     st: &AppState,
-    label: Option<&str>,
-    peer: Option<Peer>,
+    peer: Option<&Peer>,
     headers: &HeaderMap,
     body: &[u8],
+    purpose: Purpose,
+) -> Result<(Vec<u8>, crate::ra::Principal), RaError> {
+    let csr_der = csr_body(headers, body)?;
+    let device =
+        CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
+    let creds = credentials(headers, peer);
+    // A bootstrap token that paid for a held request still names it: the client repeats the
+    // request with it until it is answered (the enrollment spends a token only for a new
+    // request, so a spent one gets nothing else).
+    let purpose = match creds {
+        Credentials::BootstrapToken(_) => purpose,
+        Credentials::None | Credentials::Password { .. } | Credentials::ClientCertificate(_) => Purpose::Request,
+    };
+    let principal = st.ra.authenticate_for(&creds, device.as_deref(), purpose).await?;
+    Ok((csr_der, principal))
+}
+
+/// `/simpleenroll` (RFC 7030 section 4.2.1): enrolled with the label's template (else the
+/// request's template extension, else the server's default).
+async fn simpleenroll(
+    State(st): State<AppState>,
+    label: Option<Path<String>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    let label = label.map(|Path(l)| l);
+    let peer = peer.map(|Extension(p)| p);
     let result = async {
-        let csr_der = csr_body(headers, body)?;
-        // Only the device's name is read here (no signature check: the RA parses and checks
-        // the request).
-        let device =
-            CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
-        let creds = credentials(headers, peer.as_ref());
-        // A bootstrap token that paid for a held request still names it: the client repeats
-        // the request with it until it is answered (the enrollment spends a token only for a
-        // new request, so a spent one gets nothing else).
-        let purpose = match creds {
-            Credentials::BootstrapToken(_) => Purpose::Identify,
-            Credentials::None | Credentials::Password { .. } | Credentials::ClientCertificate(_) => Purpose::Request,
-        };
-        let principal = st.ra.authenticate_for(&creds, device.as_deref(), purpose).await?;
-        let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
+        let (csr_der, principal) = enrollment_request(&st, peer.as_ref(), &headers, &body, Purpose::Identify).await?;
+        let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label.as_deref() };
         match label {
             Some(_) => st.ra.enroll_labelled(input).await,
             None => st.ra.enroll(input).await,
@@ -269,44 +256,23 @@ async fn simpleenroll(
     }
 }
 
-async fn serverkeygen_default(
-    State(st): State<AppState>,
-    peer: Option<Extension<Peer>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serverkeygen(&st, None, peer.map(|Extension(p)| p), &headers, &body).await
-}
-
-async fn serverkeygen_labelled(
-    State(st): State<AppState>,
-    Path(label): Path<String>,
-    peer: Option<Extension<Peer>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serverkeygen(&st, Some(&label), peer.map(|Extension(p)| p), &headers, &body).await
-}
-
 /// `/serverkeygen` (RFC 7030 section 4.4): authenticated as `simpleenroll`; the server makes
 /// the key in the template's algorithm. The answer is `multipart/mixed`: the private key as
 /// base64 PKCS#8 (`application/pkcs8`; protected by the TLS connection alone, as section 4.4.2
 /// allows without a key-encipherment certificate), then the certificate. The key is never stored.
 async fn serverkeygen(
-    st: &AppState,
-    label: Option<&str>,
-    peer: Option<Peer>,
-    headers: &HeaderMap,
-    body: &[u8],
+    State(st): State<AppState>,
+    label: Option<Path<String>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    let label = label.map(|Path(l)| l);
+    let peer = peer.map(|Extension(p)| p);
     let result = async {
-        let csr_der = csr_body(headers, body)?;
+        let (csr_der, principal) = enrollment_request(&st, peer.as_ref(), &headers, &body, Purpose::Request).await?;
         refuse_key_encipherment(&csr_der)?;
-        let device =
-            CsrFacts::parse_stored(&csr_der).ok().and_then(|c| c.subject_cn.or_else(|| c.dns_names.first().cloned()));
-        let creds = credentials(headers, peer.as_ref());
-        let principal = st.ra.authenticate(&creds, device.as_deref()).await?;
-        let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label };
+        let input = EnrollInput { principal: &principal, csr_der: &csr_der, template_name: label.as_deref() };
         st.ra.enroll_with_server_key(input).await
     }
     .await;
