@@ -37,24 +37,6 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The same error in new allocations (made on the calling thread).
-    pub fn rebuilt(&self) -> AgentError {
-        match self {
-            AgentError::Config(m) => AgentError::Config(m.as_str().to_owned()),
-            AgentError::Transport { url, message } => {
-                AgentError::Transport { url: url.as_str().to_owned(), message: message.as_str().to_owned() }
-            }
-            AgentError::Refused { code, reason } => {
-                AgentError::Refused { code: code.as_str().to_owned(), reason: reason.as_str().to_owned() }
-            }
-            AgentError::Protocol(m) => AgentError::Protocol(m.as_str().to_owned()),
-            AgentError::Store { path, message } => {
-                AgentError::Store { path: path.as_str().to_owned(), message: message.as_str().to_owned() }
-            }
-            AgentError::Key(k) => AgentError::Protocol(format!("key: {k}")),
-        }
-    }
-
     /// Whether the server said no for good to what was asked (denied, not allowed, a bad
     /// request), as opposed to "not now" (locked out for a while, busy, another request in
     /// progress): only a final refusal ends an attempt and lets its key go.

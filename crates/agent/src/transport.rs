@@ -69,16 +69,10 @@ impl Transport<'_> {
         header: &HeaderToken,
         identity: Option<&ClientIdentity>,
         body: autoenroll_proto::xml::W,
-        read: impl FnOnce(&soap::Envelope) -> Result<T, AgentError> + Send,
+        read: impl Fn(&soap::Envelope) -> Result<T, AgentError> + Sync,
     ) -> Result<T, AgentError> {
         let resp = self.post_soap(url, action, header, identity, body).await?;
-        // Taken by whichever runs it: the thread, or this one when no thread can be had.
-        let read = std::sync::Mutex::new(Some(read));
-        let work = || {
-            let read = read.lock().ok().and_then(|mut r| r.take());
-            let read = read.ok_or_else(|| AgentError::Protocol("the answer was read already".into()))?;
-            read_envelope(url, &resp).and_then(|env| read(&env))
-        };
+        let work = || read_envelope(url, &resp).and_then(|env| read(&env));
         let read_there = std::thread::scope(|scope| {
             match std::thread::Builder::new().name("policy-reader".into()).spawn_scoped(scope, work) {
                 Ok(thread) => thread.join().map_err(|_| AgentError::Transport {
@@ -89,11 +83,7 @@ impl Transport<'_> {
                 Err(_) => Ok(work()),
             }
         })?;
-        // The error, too, is rebuilt here rather than kept from that thread's arena.
-        match read_there {
-            Ok(value) => Ok(value.clone()),
-            Err(e) => Err(e.rebuilt()),
-        }
+        Ok(read_there?.clone())
     }
 
     async fn post_soap(
