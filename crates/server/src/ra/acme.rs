@@ -378,7 +378,7 @@ impl Ra {
         }
         let mut names: Vec<String> = Vec::new();
         for (kind, value) in identifiers {
-            let name = value.trim_end_matches('.').to_ascii_lowercase();
+            let name = dns_name(value);
             if kind != "dns"
                 || name.starts_with("*.")
                 || name.parse::<std::net::IpAddr>().is_ok()
@@ -474,13 +474,7 @@ impl Ra {
             return Err(refused("the certificate is not this account's"));
         }
         let facts = c.der.as_deref().map(CertFacts::parse).transpose().map_err(RaError::internal)?;
-        let same_names = facts.is_some_and(|f| {
-            let mut theirs: Vec<String> = f.dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();
-            let mut ours = names.to_vec();
-            theirs.sort();
-            ours.sort();
-            theirs == ours
-        });
+        let same_names = facts.is_some_and(|f| name_set(&f.dns_names) == name_set(names));
         if !same_names {
             return Err(refused("the order names other identifiers than the certificate"));
         }
@@ -537,10 +531,11 @@ impl Ra {
     /// included, invalid ones left out), newest first, at most 1,000.
     pub async fn acme_orders_of(&self, a: &AcmeAccount) -> Result<Vec<i64>, RaError> {
         let mut ids = Vec::new();
-        for row in self.store.acme_orders_of(a.id, self.now(), 1000).await? {
-            let (order, _) = self.load_order(a, row.id).await?;
+        let now = self.now();
+        for row in self.store.acme_orders_of(a.id, now, 1000).await? {
+            let (order, _) = order_from_row(row, now)?;
             if order.body.status != OrderStatus::Invalid {
-                ids.push(row.id);
+                ids.push(order.id);
             }
         }
         Ok(ids)
@@ -553,27 +548,7 @@ impl Ra {
             .await?
             .filter(|o| o.acme_account_id == a.id)
             .ok_or_else(|| not_found("such order"))?;
-        let mut body: OrderBody = serde_json::from_str(&row.body).map_err(RaError::internal)?;
-        let now = self.now();
-        // Past its expiry an unfinished order is invalid (section 7.1.6).
-        if now >= row.expires_at && matches!(body.status, OrderStatus::Pending | OrderStatus::Ready) {
-            body.status = OrderStatus::Invalid;
-        }
-        // A finalize whose process died after its claim (no certificate, no held request) is
-        // over: the order is invalid, never finalizable again (a finalize that is only slow
-        // may still issue, and two issuances for one order are worse than a new order).
-        let abandoned = body.status == OrderStatus::Processing
-            && body.request_id.is_none()
-            && row.certificate_serial.is_none()
-            && row.updated_at < now.minus_secs(FINALIZE_CLAIM_SECS);
-        if abandoned {
-            body.status = OrderStatus::Invalid;
-            body.error = Some(StoredProblem {
-                kind: "serverInternal".into(),
-                detail: "the finalization was interrupted; place a new order".into(),
-            });
-        }
-        Ok((AcmeOrder { id, body, expires: row.expires_at, certificate_serial: row.certificate_serial }, row.revision))
+        order_from_row(row, self.now())
     }
 
     async fn save_order(
@@ -766,11 +741,7 @@ impl Ra {
         {
             let Some(order) = self.store.acme_order_by_serial(&c.serial).await? else { continue };
             let Ok(previous) = serde_json::from_str::<OrderBody>(&order.body) else { continue };
-            let mut theirs = previous.identifiers.clone();
-            let mut ours = body.identifiers.clone();
-            theirs.sort();
-            ours.sort();
-            if order.acme_account_id == a.id && theirs == ours {
+            if order.acme_account_id == a.id && name_set(&previous.identifiers) == name_set(&body.identifiers) {
                 return Ok(Some(c.serial.clone()));
             }
         }
@@ -896,22 +867,54 @@ fn jwk_spki_matches(key: &Jwk, spki_der: &[u8]) -> bool {
     }
 }
 
+/// An order as it reads now, and the revision it was read at: past its expiry an unfinished
+/// order is invalid (RFC 8555 section 7.1.6), and so is one whose finalize died after its
+/// claim (no certificate, no held request): never finalizable again, since a finalize that is
+/// only slow may still issue, and two issuances for one order are worse than a new order.
+fn order_from_row(row: autoenroll_store::AcmeOrder, now: UnixTime) -> Result<(AcmeOrder, i64), RaError> {
+    let mut body: OrderBody = serde_json::from_str(&row.body).map_err(RaError::internal)?;
+    if now >= row.expires_at && matches!(body.status, OrderStatus::Pending | OrderStatus::Ready) {
+        body.status = OrderStatus::Invalid;
+    }
+    let abandoned = body.status == OrderStatus::Processing
+        && body.request_id.is_none()
+        && row.certificate_serial.is_none()
+        && row.updated_at < now.minus_secs(FINALIZE_CLAIM_SECS);
+    if abandoned {
+        body.status = OrderStatus::Invalid;
+        body.error = Some(StoredProblem {
+            kind: "serverInternal".into(),
+            detail: "the finalization was interrupted; place a new order".into(),
+        });
+    }
+    let order = AcmeOrder { id: row.id, body, expires: row.expires_at, certificate_serial: row.certificate_serial };
+    Ok((order, row.revision))
+}
+
+/// A DNS name as names compare: ASCII case and a trailing dot aside.
+fn dns_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A list of DNS names as a set, to compare two lists.
+fn name_set(names: &[String]) -> Vec<String> {
+    let mut set: Vec<String> = names.iter().map(|n| dns_name(n)).collect();
+    set.sort();
+    set.dedup();
+    set
+}
+
 /// The CSR of an order: exactly the order's DNS names (case and a trailing dot aside), no
 /// addresses, and a subject of at most one common name that is one of them (ACME validated
 /// names, nothing else a subject could carry).
 fn csr_names_match(csr: &CsrFacts, identifiers: &[String]) -> Result<(), RaError> {
-    let normal = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
-    let mut asked: Vec<String> = csr.dns_names.iter().map(|n| normal(n)).collect();
-    asked.sort();
-    asked.dedup();
-    let mut ordered = identifiers.to_vec();
-    ordered.sort();
+    let (asked, ordered) = (name_set(&csr.dns_names), name_set(identifiers));
     if asked != ordered || !csr.ip_addrs.is_empty() {
         return Err(Refusal::SubjectAltNameMismatch { expected: ordered.join(","), got: asked.join(",") }.into());
     }
     let cns = autoenroll_core::pki::csr::common_names(&csr.subject);
     let only_cn = csr.subject.iter().all(|atv| atv.oid == autoenroll_core::oids::AT_COMMON_NAME);
-    if cns.len() > 1 || !only_cn || cns.iter().any(|c| !ordered.contains(&normal(c))) {
+    if cns.len() > 1 || !only_cn || cns.iter().any(|c| !ordered.contains(&dns_name(c))) {
         return Err(Refusal::SubjectMismatch {
             expected: "no subject, or CN=<one of the order's names>".into(),
             got: csr.subject.to_string(),
