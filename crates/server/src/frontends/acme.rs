@@ -11,7 +11,7 @@ use crate::ra::{
 use autoenroll_core::{Refusal, RefusalCode};
 use autoenroll_proto::acme::{self as wire, ExternalAccountBinding, Jws, Signer};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -23,7 +23,7 @@ const PROCESSING_RETRY_SECS: u32 = 60;
 
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route("/acme/directory", get(directory_default))
         .route("/acme/{template}/directory", get(directory_labelled))
         .route("/acme/new-nonce", get(new_nonce).head(new_nonce))
@@ -39,10 +39,9 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/acme/cert/{order}", post(certificate))
         .route("/acme/revoke-cert", post(revoke))
         .route("/acme/key-change", post(key_change))
-        .route("/acme/renewal-info/{cert_id}", get(renewal_info))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route("/acme/renewal-info/{cert_id}", get(renewal_info));
+    super::body_limit(routes, MAX_BODY)
         .layer(axum::middleware::from_fn_with_state(state.clone(), jose_only))
-        .layer(axum::middleware::from_fn(|req, next| super::refuse_declared_over(MAX_BODY, req, next)))
         .with_state(state)
 }
 

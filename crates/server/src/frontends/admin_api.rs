@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route("/admin/v1/devices", get(devices))
         .route("/admin/v1/devices/{name}", get(device))
         .route("/admin/v1/devices/{name}/block", post(block))
@@ -27,9 +27,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/admin/v1/requests/{id}/deny", post(deny))
         .route("/admin/v1/reports/stuck", get(stuck))
         .route("/admin/v1/audit", get(audit))
-        .route("/metrics", get(metrics))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .with_state(state)
+        .route("/metrics", get(metrics));
+    super::body_limit(routes, 64 * 1024).with_state(state)
 }
 
 use super::json_error as error;

@@ -13,7 +13,7 @@ use autoenroll_core::model::KeyAlgorithm;
 use autoenroll_core::pki::CsrFacts;
 use autoenroll_core::{Kind, Refusal};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -28,7 +28,7 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route("/.well-known/est/cacerts", get(cacerts))
         .route("/.well-known/est/{label}/cacerts", get(cacerts))
         .route("/.well-known/est/csrattrs", get(csrattrs))
@@ -38,10 +38,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/.well-known/est/serverkeygen", post(serverkeygen))
         .route("/.well-known/est/{label}/serverkeygen", post(serverkeygen))
         .route("/.well-known/est/simplereenroll", post(simplereenroll))
-        .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(|req, next| super::refuse_declared_over(MAX_BODY, req, next)))
-        .with_state(state)
+        .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll));
+    super::body_limit(routes, MAX_BODY).with_state(state)
 }
 
 /// The one place RA errors become EST answers. `basic`: a 401 invites HTTP Basic credentials

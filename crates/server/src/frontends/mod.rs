@@ -78,10 +78,18 @@ where
         .map_err(|e: T::Err| autoenroll_core::Refusal::BadParameter { detail: format!("{name}: {e}") }.into())
 }
 
+/// Every front end's body limit: a request whose declared length is over `max` is refused
+/// before any of it is read (`refuse_declared_over`), and `DefaultBodyLimit` bounds the rest.
+pub(crate) fn body_limit<S: Clone + Send + Sync + 'static>(router: axum::Router<S>, max: usize) -> axum::Router<S> {
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn(move |req, next| refuse_declared_over(max, req, next)))
+}
+
 /// Refuses a request whose declared length is over `max` before reading any of it: no
 /// `100 Continue`, so a client that waits for one never sends the body (a body read up to the
-/// limit and then cut off would meet a closed connection). `DefaultBodyLimit` bounds the rest.
-pub(crate) async fn refuse_declared_over(
+/// limit and then cut off would meet a closed connection).
+async fn refuse_declared_over(
     max: usize,
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -155,11 +163,11 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/xcep", post(soap::handle))
         .route("/wstep", post(soap::handle))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route(checkin::PATH, post(checkin::handle).layer(axum::extract::DefaultBodyLimit::max(checkin::MAX_BODY)))
         .route(mde2::DISCOVERY_PATH, get(mde2::discovery_probe).post(mde2::discovery))
         .route(mde2::POLICY_PATH, post(mde2::policy))
         .route(mde2::ENROLLMENT_PATH, post(mde2::enrollment))
         .route(signin::PATH, get(signin::page).post(signin::submit))
+        .merge(body_limit(axum::Router::new().route(checkin::PATH, post(checkin::handle)), checkin::MAX_BODY))
         .with_state(state.clone())
         .merge(scep::router(state.clone()))
         .merge(est::router(state.clone()))

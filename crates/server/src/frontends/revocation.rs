@@ -11,15 +11,14 @@ pub const OCSP_PATH: &str = "/ocsp";
 
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route(CRL_PATH, get(crl))
         .route(ISSUING_PATH, get(issuing))
         .route(ROOT_PATH, get(root))
         .route(ROOT_CRL_PATH, get(root_crl))
         .route(OCSP_PATH, post(ocsp_post))
-        .route("/ocsp/{*request}", get(ocsp_get))
-        .layer(axum::extract::DefaultBodyLimit::max(autoenroll_core::pki::ocsp::MAX_OCSP_REQUEST))
-        .with_state(state)
+        .route("/ocsp/{*request}", get(ocsp_get));
+    super::body_limit(routes, autoenroll_core::pki::ocsp::MAX_OCSP_REQUEST).with_state(state)
 }
 
 fn ocsp_response(der: Vec<u8>) -> Response {

@@ -23,11 +23,10 @@ const CERTREP: u32 = 3;
 
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::get;
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route(PATH, get(root).post(root))
-        .route(TEMPLATE_PATH, get(with_template).post(with_template))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_PKI_MESSAGE))
-        .with_state(state)
+        .route(TEMPLATE_PATH, get(with_template).post(with_template));
+    super::body_limit(routes, MAX_PKI_MESSAGE).with_state(state)
 }
 
 async fn root(

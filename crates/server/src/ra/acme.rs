@@ -175,8 +175,12 @@ impl Ra {
         &self.settings.acme.template
     }
 
-    fn acme_key(&self, label: &str) -> Result<hmac::Key, RaError> {
-        Ok(hmac::Key::new(hmac::HMAC_SHA256, &self.ca.derive_secret(label)?))
+    fn nonce_key(&self) -> Result<&hmac::Key, RaError> {
+        if let Some(key) = self.acme_nonce_key.get() {
+            return Ok(key);
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.ca.derive_secret("acme nonce")?);
+        Ok(self.acme_nonce_key.get_or_init(|| key))
     }
 
     /// A fresh nonce: when it was made and 12 random bytes, with a MAC by a key the CA layer
@@ -184,7 +188,7 @@ impl Ra {
     pub fn acme_nonce(&self) -> Result<String, RaError> {
         let mut payload = self.now().0.to_be_bytes().to_vec();
         payload.extend_from_slice(&secrets::random_bytes::<12>());
-        let tag = hmac::sign(&self.acme_key("acme nonce")?, &payload);
+        let tag = hmac::sign(self.nonce_key()?, &payload);
         payload.extend_from_slice(&tag.as_ref()[..16]);
         Ok(B64URL.encode(payload))
     }
@@ -196,7 +200,7 @@ impl Ra {
             return Err(Refusal::BadNonce.into());
         }
         let (payload, mac) = raw.split_at(20);
-        let tag = hmac::sign(&self.acme_key("acme nonce")?, payload);
+        let tag = hmac::sign(self.nonce_key()?, payload);
         if !bool::from(tag.as_ref()[..16].ct_eq(mac)) {
             return Err(Refusal::BadNonce.into());
         }

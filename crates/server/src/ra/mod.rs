@@ -119,6 +119,8 @@ pub struct Ra {
     refusal_audits: throttle::RefusalAudits,
     /// The console's session MAC key, read from the store once.
     console_key: std::sync::OnceLock<[u8; 32]>,
+    /// The ACME nonce MAC key, derived by the CA layer once (every ACME request uses it twice).
+    acme_nonce_key: std::sync::OnceLock<aws_lc_rs::hmac::Key>,
     /// SCEP static challenges already checked against their slow hash.
     verified_challenges: secrets::VerifiedSecrets,
 }
@@ -191,6 +193,7 @@ impl Ra {
             hashing,
             refusal_audits: Default::default(),
             console_key: Default::default(),
+            acme_nonce_key: Default::default(),
             verified_challenges: Default::default(),
         };
         ra.store.upsert_ca("root", ra.ca.root_der(), now).await?;

@@ -258,3 +258,50 @@ async fn an_old_password_hash_is_replaced_at_login() {
     let after = store.account("enroller").await.unwrap().unwrap().password_hash;
     assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "rehashed: {after}");
 }
+
+/// POSTs `path` over TLS with headers only: a declared length and `Expect: 100-continue`, no
+/// body. The whole answer.
+async fn tls_declare(s: &TestServer, path: &str, content_type: &str, length: usize) -> String {
+    autoenroll_server::app::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(s.ra.root_der().to_vec())).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tcp = TcpStream::connect(addr_of(&s.base)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let (_, got) = until_closed(&mut tls, Duration::from_secs(10)).await.expect("an answer");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Every front end's body limit refuses a body declared too large from its length alone: 413,
+/// never `100 Continue`, nothing read (a client waiting for 100 never sends it). On the plain
+/// listener (SCEP, OCSP) and the HTTPS one (check-in, admin API, EST, ACME).
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let s = TestServer::start().await;
+    for path in ["/scep?operation=PKIOperation", "/ocsp"] {
+        let mut tcp = TcpStream::connect(addr_of(&s.http_base)).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\
+             Connection: close\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let (_, got) = until_closed(&mut tcp, Duration::from_secs(10)).await.expect("an answer");
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 413"), "{path}: {got}");
+    }
+    for (path, content_type) in [
+        ("/checkin", "application/json"),
+        ("/admin/v1/devices", "application/json"),
+        ("/.well-known/est/simpleenroll", "application/pkcs10"),
+        ("/acme/new-order", "application/jose+json"),
+    ] {
+        let got = tls_declare(&s, path, content_type, 100_000_000).await;
+        assert!(got.starts_with("HTTP/1.1 413"), "{path}: {got}");
+    }
+}

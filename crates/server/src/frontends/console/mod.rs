@@ -28,7 +28,7 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; for
 
 pub fn router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route("/ui", get(|| async { redirect("/ui/") }))
         .route("/ui/", get(fleet))
         .route("/ui/style.css", get(style))
@@ -49,8 +49,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/ui/requests", get(requests))
         .route("/ui/requests/{id}/approve", post(approve))
         .route("/ui/requests/{id}/deny", post(deny))
-        .route("/ui/audit", get(audit))
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .route("/ui/audit", get(audit));
+    super::body_limit(routes, 16 * 1024)
         .layer(axum::middleware::from_fn(refuse_cross_site))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
