@@ -7,7 +7,7 @@ use crate::credentials::Auth;
 use crate::fault;
 use crate::https::ClientIdentity;
 use crate::localstore::{AttemptKind, Held, LocalStore, PendingMeta};
-use crate::policy::{Policy, Template};
+use crate::policy::{Enrollment, Policy, Template};
 use crate::transport::{Answer, Transport};
 use crate::AgentError;
 use autoenroll_core::{TemplateRef, UnixTime};
@@ -21,6 +21,15 @@ pub struct Outcome {
     pub key: KeyPair,
     pub cert: Vec<u8>,
     pub chain: Vec<Vec<u8>>,
+}
+
+/// How an attempt ended, short of an error.
+pub enum Done {
+    Issued(Outcome),
+    /// Held for an administrator; ask again, not before `retry_after` seconds if the server said.
+    Pending {
+        retry_after: Option<u64>,
+    },
 }
 
 pub struct Attempt<'a> {
@@ -66,7 +75,11 @@ impl Attempt<'_> {
     ) -> Result<(x509_cert::name::Name, Vec<x509_cert::ext::Extension>), AgentError> {
         let o = self.overrides(&t.name);
         let cn = o.subject.clone().filter(|_| t.supplies_subject).unwrap_or_else(|| self.device.to_string());
-        let mut exts = vec![template_extension(t)?];
+        // An EST label names the template in the address instead.
+        let mut exts = match self.policy.enrollment {
+            Enrollment::Wstep(_) => vec![template_extension(t)?],
+            Enrollment::Est(_) => vec![],
+        };
         if t.supplies_san {
             let mut dns = o.dns_names.clone();
             if dns.is_empty() && is_dns_name(&cn) {
@@ -111,24 +124,36 @@ impl Attempt<'_> {
     }
 
     /// A new certificate, paid for with `auth`.
-    pub async fn enroll(&self, t: &Template, auth: &Auth) -> Result<Option<Outcome>, AgentError> {
+    pub async fn enroll(&self, t: &Template, auth: &Auth) -> Result<Done, AgentError> {
         let key = self.attempt_key(t, None, AttemptKind::Enroll).await?;
-        let (subject, exts) = self.request_parts(t)?;
-        let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
-        let body = wstep::issue_request_body(&csr, &[("DeviceName", self.device)]);
-        let answer =
-            self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await?;
+        let answer = self.send_enrollment(t, &key, auth).await?;
         self.keep_answer(t, key, answer, AttemptKind::Enroll)
+    }
+
+    /// An enrollment request for `key`: WSTEP's issue request, or EST's `simpleenroll` (which
+    /// also collects a held request: EST knows it by the request itself).
+    async fn send_enrollment(&self, t: &Template, key: &KeyPair, auth: &Auth) -> Result<Answer, AgentError> {
+        let (subject, exts) = self.request_parts(t)?;
+        let csr = autoenroll_keys::build_csr(key, subject, exts)?;
+        match self.policy.enrollment {
+            Enrollment::Wstep(_) => {
+                let body = wstep::issue_request_body(&csr, &[("DeviceName", self.device)]);
+                self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await
+            }
+            Enrollment::Est(_) => self.transport.est_enroll(self.policy, &t.name, &csr, key.spki_der(), auth).await,
+        }
     }
 
     /// A successor for `held`, proving possession of its key: a request signed with it, or (in
     /// `tls` mode, for clientAuth certificates) it as the TLS client certificate.
-    pub async fn renew(&self, t: &Template, held: &Held) -> Result<Option<Outcome>, AgentError> {
+    pub async fn renew(&self, t: &Template, held: &Held) -> Result<Done, AgentError> {
         let old_key = self.store.live_key(&t.name)?;
         let key = self.attempt_key(t, Some(&old_key), AttemptKind::Renew).await?;
         let (subject, exts) = self.request_parts(t)?;
         let mode = self.overrides(&t.name).renewal_mode.unwrap_or(self.cfg.renewal_mode);
-        let answer = if mode == RenewalMode::Tls && held.facts.has_client_auth() {
+        let answer = if let Enrollment::Est(_) = self.policy.enrollment {
+            self.renew_over_est(t, held, &old_key, &key, subject, exts).await?
+        } else if mode == RenewalMode::Tls && held.facts.has_client_auth() {
             // ROBO: the current certificate is the TLS client certificate.
             let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
             let mut chain = vec![held.cert_der.clone()];
@@ -153,13 +178,50 @@ impl Attempt<'_> {
         self.keep_answer(t, key, answer, AttemptKind::Renew)
     }
 
+    /// An EST renewal. RFC 7030 section 4.2.2 authenticates `simplereenroll` with the certificate
+    /// it renews as the TLS client certificate; one without clientAuth cannot be that, so it is
+    /// replaced by a new `simpleenroll` paid for with an account or another client certificate.
+    async fn renew_over_est(
+        &self,
+        t: &Template,
+        held: &Held,
+        old_key: &KeyPair,
+        key: &KeyPair,
+        subject: x509_cert::name::Name,
+        exts: Vec<x509_cert::ext::Extension>,
+    ) -> Result<Answer, AgentError> {
+        if held.facts.has_client_auth() {
+            let csr = autoenroll_keys::build_csr(key, subject, exts)?;
+            let mut chain = vec![held.cert_der.clone()];
+            chain.extend(self.store.live_chain(&t.name)?.into_iter().take(1));
+            let current = ClientIdentity { chain, key_pkcs8: old_key.to_pkcs8_der()? };
+            return self.transport.est_reenroll(self.policy, &t.name, &csr, key.spki_der(), &current).await;
+        }
+        tracing::info!(template = %t.name, "no clientAuth usage: EST renews it with a new enrollment");
+        let auth = crate::credentials::for_reenrollment(self.cfg, self.store, self.now)?.ok_or_else(|| {
+            AgentError::Config(format!(
+                "the {} certificate cannot authenticate its own EST re-enrollment (no clientAuth usage): \
+                 configure an account, or hold a clientAuth certificate from another label",
+                t.name
+            ))
+        })?;
+        self.send_enrollment(t, key, &auth).await
+    }
+
     /// Asks for the outcome of a pending request (QueryTokenStatus), as the requester who made
     /// it (the server tells nobody else).
-    pub async fn retrieve(&self, t: &Template, request_id: &str, auth: &Auth) -> Result<Option<Outcome>, AgentError> {
+    pub async fn retrieve(&self, t: &Template, request_id: &str, auth: &Auth) -> Result<Done, AgentError> {
         let pending =
             self.store.pending(&t.name)?.ok_or_else(|| AgentError::Protocol("pending state vanished".into()))?;
-        let body = wstep::query_request_body(request_id);
-        match self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await {
+        let answer = match self.policy.enrollment {
+            Enrollment::Wstep(_) => {
+                let body = wstep::query_request_body(request_id);
+                self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await
+            }
+            // The same request again (same key, same label) is answered with its decision.
+            Enrollment::Est(_) => self.send_enrollment(t, &pending.key, auth).await,
+        };
+        match answer {
             Ok(answer) => self.keep_answer(t, pending.key, answer, pending.meta.kind),
             Err(e) if e.is_final_refusal() => {
                 // Denied (or unknown): this attempt is over; the next one starts afresh.
@@ -171,26 +233,20 @@ impl Attempt<'_> {
     }
 
     /// Saves the answer under pending/ (so a crash after this point still installs it).
-    fn keep_answer(
-        &self,
-        t: &Template,
-        key: KeyPair,
-        answer: Answer,
-        kind: AttemptKind,
-    ) -> Result<Option<Outcome>, AgentError> {
+    fn keep_answer(&self, t: &Template, key: KeyPair, answer: Answer, kind: AttemptKind) -> Result<Done, AgentError> {
         match answer {
             Answer::Issued { cert, chain } => {
                 self.store.save_received(&t.name, &cert, &chain)?;
                 fault::point("after-receive");
-                Ok(Some(Outcome { key, cert, chain }))
+                Ok(Done::Issued(Outcome { key, cert, chain }))
             }
-            Answer::Pending { request_id } => {
+            Answer::Pending { request_id, retry_after } => {
                 tracing::info!(template = %t.name, %request_id, "request pending approval");
                 self.store.save_pending_meta(
                     &t.name,
                     &PendingMeta { created_at: self.now.0, kind, request_id: Some(request_id) },
                 )?;
-                Ok(None)
+                Ok(Done::Pending { retry_after })
             }
         }
     }

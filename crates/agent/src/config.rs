@@ -13,6 +13,10 @@
 //! [[policy_server]]
 //! url = "https://ca.example:8443/xcep"
 //! priority = 1                           # lower first; failover in order
+//! # or EST (RFC 7030), with the templates named here instead of by a policy:
+//! # url = "https://ca.example:8443/.well-known/est"
+//! # protocol = "est"
+//! # labels = ["DeviceAuth", "WebServer"]
 //!
 //! [credentials]                          # one or both
 //! username = "enroller"
@@ -110,6 +114,23 @@ pub struct PolicyServer {
     pub url: String,
     #[serde(default)]
     pub priority: u32,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// EST only: the labels (on autoenroll, template names) to hold one certificate each of.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// How the agent learns what to hold and asks for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// MS-XCEP policy (the server says which templates), MS-WSTEP enrollment.
+    #[default]
+    Xcep,
+    /// RFC 7030: `url` is the EST base (`https://host/.well-known/est`) and `labels` the
+    /// templates; each label's `/csrattrs` gives the key to make.
+    Est,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +201,37 @@ impl AgentConfig {
             if !s.url.starts_with("https://") {
                 return Err(AgentError::Config(format!("policy server URL {} must start with https://", s.url)));
             }
+            if s.protocol != self.protocol() {
+                return Err(AgentError::Config(
+                    "every [[policy_server]] speaks the same protocol (xcep or est): failover needs the same answers"
+                        .into(),
+                ));
+            }
+            match s.protocol {
+                Protocol::Est if s.labels.is_empty() => {
+                    return Err(AgentError::Config(format!(
+                        "policy server {}: protocol = \"est\" needs labels = [\"Template\", ...]",
+                        s.url
+                    )))
+                }
+                Protocol::Xcep if !s.labels.is_empty() => {
+                    return Err(AgentError::Config(format!(
+                        "policy server {}: labels are for protocol = \"est\" (an XCEP policy names its templates)",
+                        s.url
+                    )))
+                }
+                Protocol::Est | Protocol::Xcep => {}
+            }
+            // A label is one path segment of the EST address (RFC 7030 section 3.2.2).
+            let segment = |l: &String| {
+                !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+            };
+            if let Some(bad) = s.labels.iter().find(|l| !segment(l)) {
+                return Err(AgentError::Config(format!(
+                    "policy server {}: label {bad:?} must be letters, digits, '-', '_', '.' or '~'",
+                    s.url
+                )));
+            }
         }
         for (name, t) in &self.templates {
             for h in &t.hooks {
@@ -192,6 +244,11 @@ impl AgentConfig {
             return Err(AgentError::Config("retry_min must be positive and not above retry_max".into()));
         }
         Ok(())
+    }
+
+    /// The policy servers' protocol (validation makes them all the same).
+    pub fn protocol(&self) -> Protocol {
+        self.policy_servers.first().map(|s| s.protocol).unwrap_or_default()
     }
 
     pub fn device_name(&self) -> String {
@@ -247,5 +304,36 @@ impl AgentConfig {
             )));
         }
         certs.iter().map(|c| der::Encode::to_der(c).map_err(|e| AgentError::Config(e.to_string()))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(servers: &str) -> Result<AgentConfig, AgentError> {
+        let cfg: AgentConfig = toml::from_str(&format!("state_dir = \"s\"\ntrust_anchor = \"r.pem\"\n{servers}"))
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn est_servers_name_their_labels_and_do_not_mix_with_xcep() {
+        let est =
+            "[[policy_server]]\nurl = \"https://ca/.well-known/est\"\nprotocol = \"est\"\nlabels = [\"Device\"]\n";
+        assert_eq!(parse(est).unwrap().protocol(), Protocol::Est);
+        let xcep = "[[policy_server]]\nurl = \"https://ca/xcep\"\n";
+        assert_eq!(parse(xcep).unwrap().protocol(), Protocol::Xcep);
+        let refused = |text: &str, says: &str| {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(&format!("{est}{xcep}"), "same protocol");
+        refused("[[policy_server]]\nurl = \"https://ca/.well-known/est\"\nprotocol = \"est\"\n", "needs labels");
+        refused(&format!("{xcep}labels = [\"Device\"]\n"), "labels are for");
+        refused(&est.replace("Device", "a/../b"), "must be letters");
+        refused(&est.replace("Device", ""), "must be letters");
+        refused(&est.replace("\"est\"", "\"scep\""), "unknown variant");
     }
 }

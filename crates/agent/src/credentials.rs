@@ -77,3 +77,13 @@ pub fn for_retrieval(cfg: &AgentConfig, store: &LocalStore, now: UnixTime) -> Re
     }
     Ok(cfg.bootstrap_token()?.map(Auth::Token))
 }
+
+/// What pays for a new certificate that replaces a held one which cannot prove itself (EST,
+/// no clientAuth): an account, else a client certificate of this device. Never a bootstrap
+/// token: it pays for a first enrollment only.
+pub fn for_reenrollment(cfg: &AgentConfig, store: &LocalStore, now: UnixTime) -> Result<Option<Auth>, AgentError> {
+    if let Some((u, p)) = cfg.password()? {
+        return Ok(Some(Auth::Password(u, p)));
+    }
+    Ok(store.client_identity(now)?.map(Auth::Certificate))
+}

@@ -4,7 +4,7 @@
 //! - decide: `core::renewal::decide` on those facts (`renewal_input` builds its input; pure);
 //! - act: enroll, renew or collect (`attempt`), install atomically, run hooks;
 //! - record: success or failure with backoff, and the next wake-up time (pure).
-use crate::attempt::{Attempt, Outcome};
+use crate::attempt::{Attempt, Done, Outcome};
 use crate::config::AgentConfig;
 use crate::credentials::{self, Auth};
 use crate::hooks::{self, HookEnv};
@@ -324,15 +324,22 @@ pub async fn run_cycle(
     let device = cfg.device_name();
     let mut report = CycleReport::default();
 
-    // Policy needs a credential: an account, our client certificate or an unspent token.
-    let auth = credentials::select(cfg, &store, &state, now)?.ok_or_else(|| {
-        AgentError::Config(
-            "no usable credentials: configure credentials.username/password or a bootstrap token \
-             (the token is spent and no valid client certificate is held)"
-                .into(),
-        )
-    })?;
-    let policy = transport.fetch_policy(&auth).await?;
+    let policy = match cfg.protocol() {
+        // XCEP policy needs a credential: an account, our client certificate or an unspent token.
+        crate::config::Protocol::Xcep => {
+            let auth = credentials::select(cfg, &store, &state, now)?.ok_or_else(|| {
+                AgentError::Config(
+                    "no usable credentials: configure credentials.username/password or a bootstrap token \
+                     (the token is spent and no valid client certificate is held)"
+                        .into(),
+                )
+            })?;
+            transport.fetch_policy(&auth).await?
+        }
+        // EST's cacerts and csrattrs are public (RFC 7030 sections 4.1 and 4.5); each request
+        // below picks its own credential, so a spent token can still collect its held request.
+        crate::config::Protocol::Est => transport.fetch_est_policy().await?,
+    };
     state.policy_fetched_at = Some(now.0);
     state.next_update_hours = Some(policy.next_update_hours);
     state.policy = policy
@@ -417,7 +424,7 @@ pub async fn run_cycle(
         // 3. Act.
         let result = match decision {
             Err((cert, chain)) => match pending {
-                Some(p) => Ok(Some(Outcome { key: p.key, cert, chain })),
+                Some(p) => Ok(Done::Issued(Outcome { key: p.key, cert, chain })),
                 None => Err(AgentError::Protocol("pending state vanished".into())),
             },
             Ok(Decision::Keep { recheck_at }) => {
@@ -472,13 +479,15 @@ pub async fn run_cycle(
         let status = state.templates.entry(t.name.clone()).or_default();
         status.last_attempt = Some(now.0);
         match result {
-            Ok(None) => {
-                // Pending at the server: ask again after the first retry delay.
-                let at = now.plus_secs(backoff.min_secs);
+            Ok(Done::Pending { retry_after }) => {
+                // Pending at the server: ask again after the first retry delay, or later if the
+                // server asked for that (RFC 7030's Retry-After).
+                let after = retry_after.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+                let at = now.plus_secs(after.min(7 * 86_400).max(backoff.min_secs));
                 next_wake = next_wake.min(at);
                 report.waiting.push((t.name.clone(), at));
             }
-            Ok(Some(out)) => {
+            Ok(Done::Issued(out)) => {
                 let old_serial = held.as_ref().map(|h| h.facts.serial.0.clone());
                 match install_and_announce(cfg, &store, status, clock.as_ref(), t, out, old_serial.as_deref()).await {
                     Ok(facts) => {

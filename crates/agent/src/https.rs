@@ -18,6 +18,8 @@ pub struct Response {
     pub status: u16,
     /// The Location header of a redirect (never followed).
     pub location: Option<String>,
+    /// Retry-After in seconds (a date form is not read).
+    pub retry_after: Option<u64>,
     pub body: Vec<u8>,
     pub content_length: Option<u64>,
     pub chunked: bool,
@@ -210,7 +212,18 @@ impl Client {
         body: Vec<u8>,
         token: &str,
     ) -> Result<Response, AgentError> {
-        self.request(http::Method::POST, url, Some((content_type, body)), Some(token)).await
+        self.request(http::Method::POST, url, Some((content_type, body)), Some(&format!("Bearer {token}"))).await
+    }
+
+    /// A POST with this `Authorization` header value, if any.
+    pub async fn post_authorized(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        authorization: Option<&str>,
+    ) -> Result<Response, AgentError> {
+        self.request(http::Method::POST, url, Some((content_type, body)), authorization).await
     }
 
     pub async fn get(&self, url: &str) -> Result<Response, AgentError> {
@@ -219,7 +232,7 @@ impl Client {
 
     /// A GET with `Authorization: Bearer <token>`.
     pub async fn get_bearer(&self, url: &str, token: &str) -> Result<Response, AgentError> {
-        self.request(http::Method::GET, url, None, Some(token)).await
+        self.request(http::Method::GET, url, None, Some(&format!("Bearer {token}"))).await
     }
 
     async fn request(
@@ -227,10 +240,10 @@ impl Client {
         method: http::Method,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
-        bearer: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<Response, AgentError> {
         let err = |m: String| AgentError::Transport { url: url.to_string(), message: m };
-        tokio::time::timeout(TIMEOUT, self.request_inner(method, url, body, bearer))
+        tokio::time::timeout(TIMEOUT, self.request_inner(method, url, body, authorization))
             .await
             .map_err(|_| err("timed out".into()))?
             .map_err(err)
@@ -241,7 +254,7 @@ impl Client {
         method: http::Method,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
-        bearer: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<Response, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         if uri.scheme_str() != Some("https") {
@@ -254,8 +267,8 @@ impl Client {
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(http::header::HOST, authority.as_str());
-        if let Some(token) = bearer {
-            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(value) = authorization {
+            builder = builder.header(http::header::AUTHORIZATION, value);
         }
         let payload = match body {
             Some((content_type, b)) => {
@@ -334,6 +347,8 @@ impl Client {
     ) -> Result<Response, String> {
         let status = resp.status().as_u16();
         let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let retry_after =
+            resp.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse().ok());
         let content_length =
             resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         let chunked = resp
@@ -356,7 +371,7 @@ impl Client {
                 }
             }
         }
-        Ok(Response { status, location, body, content_length, chunked })
+        Ok(Response { status, location, retry_after, body, content_length, chunked })
     }
 }
 

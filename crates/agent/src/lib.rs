@@ -7,6 +7,7 @@ pub mod config;
 pub mod credentials;
 pub mod cycle;
 pub mod daemon;
+pub mod est;
 pub mod fault;
 pub mod hooks;
 pub mod https;

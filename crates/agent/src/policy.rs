@@ -40,13 +40,24 @@ pub struct Endpoint {
     pub priority: u32,
 }
 
+/// Where certificates are asked for.
+#[derive(Debug, Clone)]
+pub enum Enrollment {
+    /// The policy's MS-WSTEP endpoints, by priority.
+    Wstep(Vec<Endpoint>),
+    /// The configured EST bases (`https://host/.well-known/est`), by priority.
+    Est(Vec<String>),
+}
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub policy_id: String,
     pub next_update_hours: u32,
     pub templates: Vec<Template>,
-    pub endpoints: Vec<Endpoint>,
-    pub issuing_ca_der: Option<Vec<u8>>,
+    pub enrollment: Enrollment,
+    /// CA certificates the server published (XCEP's issuing CA, EST's `/cacerts`): candidates
+    /// for an issued certificate's chain, which must still end at our trust anchor.
+    pub ca_certs: Vec<Vec<u8>>,
 }
 
 pub fn from_wire(r: &GetPoliciesResponse) -> Result<Policy, AgentError> {
@@ -103,7 +114,7 @@ pub fn from_wire(r: &GetPoliciesResponse) -> Result<Policy, AgentError> {
         policy_id: r.policy_id.clone(),
         next_update_hours: r.next_update_hours.max(1),
         templates,
-        endpoints,
-        issuing_ca_der: r.cas.first().map(|c| c.certificate_der.clone()),
+        enrollment: Enrollment::Wstep(endpoints),
+        ca_certs: r.cas.first().map(|c| c.certificate_der.clone()).into_iter().collect(),
     })
 }

@@ -18,8 +18,15 @@ const SOAP_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
 
 /// What an enrollment endpoint answered.
 pub enum Answer {
-    Issued { cert: Vec<u8>, chain: Vec<Vec<u8>> },
-    Pending { request_id: String },
+    Issued {
+        cert: Vec<u8>,
+        chain: Vec<Vec<u8>>,
+    },
+    /// Held for approval; ask again after `retry_after` seconds when the server said.
+    Pending {
+        request_id: String,
+        retry_after: Option<u64>,
+    },
 }
 
 pub struct Transport<'a> {
@@ -32,12 +39,12 @@ pub struct Transport<'a> {
 }
 
 impl Transport<'_> {
-    fn client(&self, identity: Option<&ClientIdentity>) -> Result<Client, AgentError> {
+    pub(crate) fn client(&self, identity: Option<&ClientIdentity>) -> Result<Client, AgentError> {
         Ok(Client::new(&self.roots, identity, self.clock.clone())?.with_pool(self.pool.clone()))
     }
 
     /// Policy servers, lowest priority value first.
-    fn servers(&self) -> Vec<&crate::config::PolicyServer> {
+    pub(crate) fn servers(&self) -> Vec<&crate::config::PolicyServer> {
         let mut servers: Vec<_> = self.policy_servers.iter().collect();
         servers.sort_by_key(|s| s.priority);
         servers
@@ -151,8 +158,11 @@ impl Transport<'_> {
         identity: Option<&ClientIdentity>,
         body: autoenroll_proto::xml::W,
     ) -> Result<Answer, AgentError> {
-        let endpoints: Vec<_> = policy.endpoints.iter().filter(|e| wanted_auth.is_none_or(|w| w == e.auth)).collect();
-        let endpoints = if endpoints.is_empty() { policy.endpoints.iter().collect() } else { endpoints };
+        let crate::policy::Enrollment::Wstep(all) = &policy.enrollment else {
+            return Err(AgentError::Protocol("an EST policy has no WSTEP endpoint".into()));
+        };
+        let endpoints: Vec<_> = all.iter().filter(|e| wanted_auth.is_none_or(|w| w == e.auth)).collect();
+        let endpoints = if endpoints.is_empty() { all.iter().collect() } else { endpoints };
         let mut last = None;
         for e in endpoints {
             match self.call(&e.url, ns::ACTION_WSTEP, header, identity, body.clone()).await {
@@ -164,7 +174,9 @@ impl Transport<'_> {
                             let chain = self.chain_for(&cert, r.chain_pkcs7_der.as_deref(), policy)?;
                             Ok(Answer::Issued { cert, chain })
                         }
-                        (None, Some(request_id)) if r.pending_reference.is_some() => Ok(Answer::Pending { request_id }),
+                        (None, Some(request_id)) if r.pending_reference.is_some() => {
+                            Ok(Answer::Pending { request_id, retry_after: None })
+                        }
                         _ => Err(AgentError::Protocol(format!(
                             "neither a certificate nor a pending request in the response ({:?})",
                             r.disposition
@@ -183,12 +195,17 @@ impl Transport<'_> {
 
     /// The chain above `cert` (issuing CA, then root), checked against our trust anchor. A
     /// PKCS#7 SET OF certificates carries no order, so the chain is rebuilt by signature.
-    fn chain_for(&self, cert: &[u8], pkcs7_der: Option<&[u8]>, policy: &Policy) -> Result<Vec<Vec<u8>>, AgentError> {
+    pub(crate) fn chain_for(
+        &self,
+        cert: &[u8],
+        pkcs7_der: Option<&[u8]>,
+        policy: &Policy,
+    ) -> Result<Vec<Vec<u8>>, AgentError> {
         let mut candidates: Vec<Vec<u8>> = match pkcs7_der {
             Some(p) => pkcs7::certificates(p)?.into_iter().filter(|c| c.as_slice() != cert).collect(),
             None => Vec::new(),
         };
-        candidates.extend(policy.issuing_ca_der.clone());
+        candidates.extend(policy.ca_certs.iter().cloned());
         let bad = |m: &str| AgentError::Protocol(format!("issued certificate rejected: {m}"));
         let issuing = candidates
             .into_iter()

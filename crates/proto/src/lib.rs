@@ -5,6 +5,7 @@
 pub mod acme;
 pub mod b64;
 pub mod checkin;
+pub mod est;
 pub mod mde2;
 pub mod ns;
 pub mod pkcs7;

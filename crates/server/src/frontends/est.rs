@@ -18,7 +18,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use base64::Engine;
-use der::Encode;
 
 /// Where EST lives (RFC 7030 section 3.2.2).
 pub const PREFIX: &str = "/.well-known/est";
@@ -103,48 +102,27 @@ async fn cacerts(State(st): State<AppState>) -> Response {
 }
 
 /// `/csrattrs` (RFC 7030 section 4.5): what the template wants in a request: its key type
-/// (the public key algorithm, with the curve for EC keys) and the signature algorithm.
+/// (the public key algorithm, with the curve for EC keys), the signature algorithm, and the
+/// extended key usages the certificate will carry (so a client knows, before enrolling,
+/// whether the certificate can authenticate its re-enrollment over TLS).
 async fn csrattrs(State(st): State<AppState>, label: Option<Path<String>>) -> Response {
+    use autoenroll_proto::est::{self, CsrAttrs, KeyRequest};
     let name = label.map_or_else(|| st.ra.default_template().to_string(), |Path(l)| l);
     let template = match st.ra.template(&name).await {
         Ok(t) => t,
         Err(e) => return error(&e, false),
     };
-    match csr_attributes(template.key.algorithm) {
+    let (key, signature) = match template.key.algorithm {
+        KeyAlgorithm::P256 => (KeyRequest::Ec(est::P256), est::ECDSA_SHA256),
+        KeyAlgorithm::P384 => (KeyRequest::Ec(est::P384), est::ECDSA_SHA384),
+        KeyAlgorithm::Rsa(bits) => (KeyRequest::Rsa(bits), est::SHA256_WITH_RSA),
+    };
+    let attrs =
+        CsrAttrs { key: Some(key), signature: Some(signature), ekus: template.ekus.iter().map(|e| e.oid()).collect() };
+    match est::encode_csr_attrs(&attrs) {
         Ok(der) => base64_response("application/csrattrs", &der),
         Err(e) => error(&RaError::internal(format!("EST csrattrs: {e}")), false),
     }
-}
-
-/// `CsrAttrs ::= SEQUENCE OF AttrOrOID`: for EC keys the attribute id-ecPublicKey with the
-/// curve (RFC 7030 section 4.5.2's example) and ecdsa-with-SHA256/384; for RSA the attribute
-/// rsaEncryption with the key size, and sha256WithRSAEncryption.
-fn csr_attributes(algorithm: KeyAlgorithm) -> Result<Vec<u8>, der::Error> {
-    use der::asn1::{Any, ObjectIdentifier, SetOfVec};
-    use x509_cert::attr::Attribute;
-    const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-    const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-    const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-    const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-    const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-    const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-    const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-    let ec = |curve: ObjectIdentifier, signature: ObjectIdentifier| -> Result<Vec<Any>, der::Error> {
-        let mut values = SetOfVec::new();
-        values.insert(Any::encode_from(&curve)?)?;
-        Ok(vec![Any::encode_from(&Attribute { oid: EC_PUBLIC_KEY, values })?, Any::encode_from(&signature)?])
-    };
-    let items = match algorithm {
-        KeyAlgorithm::P256 => ec(P256, ECDSA_SHA256)?,
-        KeyAlgorithm::P384 => ec(P384, ECDSA_SHA384)?,
-        KeyAlgorithm::Rsa(bits) => {
-            // The key size as the attribute's value (RFC 9908 section 3.3's form).
-            let mut values = SetOfVec::new();
-            values.insert(Any::encode_from(&bits)?)?;
-            vec![Any::encode_from(&Attribute { oid: RSA_ENCRYPTION, values })?, Any::encode_from(&SHA256_WITH_RSA)?]
-        }
-    };
-    items.to_der()
 }
 
 /// The request body: base64 of a DER PKCS#10 (`application/pkcs10`), whitespace allowed.

@@ -106,9 +106,15 @@ async fn cacerts_and_csrattrs_read_by_openssl() {
     let der = dir.path().join("attrs.der");
     openssl(&["base64", "-d", "-in", p(&a.body), "-out", p(&der)]);
     let parsed = openssl(&["asn1parse", "-inform", "DER", "-in", p(&der)]);
-    for oid in ["id-ecPublicKey", "prime256v1", "ecdsa-with-SHA256"] {
+    // The extended key usages travel as an extensionRequest holding an extKeyUsage extension
+    // (RFC 9908 section 3.2's form).
+    for oid in ["id-ecPublicKey", "prime256v1", "ecdsa-with-SHA256", "Extension Request", "X509v3 Extended Key Usage"] {
         assert!(parsed.contains(oid), "{oid} in\n{parsed}");
     }
+    let template = s.ra.template(s.ra.default_template()).await.unwrap();
+    let attrs = autoenroll_proto::est::decode_csr_attrs(&std::fs::read(&der).unwrap()).unwrap();
+    assert_eq!(attrs.ekus, template.ekus.iter().map(|e| e.oid()).collect::<Vec<_>>());
+    assert!(!attrs.ekus.is_empty());
     // An RSA template asks for RSA.
     let rsa = TemplateSpec { key_algorithm: Some("rsa2048".into()), ..Default::default() };
     s.ra.create_template("EstRsa", &rsa).await.unwrap();

@@ -5,6 +5,7 @@ mod common;
 
 mod acme;
 mod admin_api;
+mod agent_est;
 mod agent_renewal;
 mod attacks;
 mod checkin;
