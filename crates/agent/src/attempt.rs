@@ -118,7 +118,11 @@ impl Attempt<'_> {
                     .map_err(|e| AgentError::Protocol(format!("key generation task: {e}")))??
             }
         };
-        self.store.begin_attempt(&t.name, &key, &PendingMeta { created_at: self.now.0, kind, request_id: None })?;
+        self.store.begin_attempt(
+            &t.name,
+            &key,
+            &PendingMeta { created_at: self.now.0, kind, request_id: None, not_before: None },
+        )?;
         fault::point("after-keygen");
         Ok(key)
     }
@@ -152,7 +156,7 @@ impl Attempt<'_> {
         let (subject, exts) = self.request_parts(t)?;
         let mode = self.overrides(&t.name).renewal_mode.unwrap_or(self.cfg.renewal_mode);
         let answer = if let Enrollment::Est(_) = self.policy.enrollment {
-            self.renew_over_est(t, held, &old_key, &key, subject, exts).await?
+            self.renew_over_est(t, held, &key, subject, exts).await?
         } else if mode == RenewalMode::Tls && held.facts.has_client_auth() {
             // ROBO: the current certificate is the TLS client certificate.
             let csr = autoenroll_keys::build_csr(&key, subject, exts)?;
@@ -179,23 +183,20 @@ impl Attempt<'_> {
     }
 
     /// An EST renewal. RFC 7030 section 4.2.2 authenticates `simplereenroll` with the certificate
-    /// it renews as the TLS client certificate; one without clientAuth cannot be that, so it is
-    /// replaced by a new `simpleenroll` paid for with an account or another client certificate.
+    /// it renews as the TLS client certificate; one whose usages exclude client authentication
+    /// cannot be that, so it is replaced by a new `simpleenroll` paid for with an account or
+    /// another client certificate.
     async fn renew_over_est(
         &self,
         t: &Template,
         held: &Held,
-        old_key: &KeyPair,
         key: &KeyPair,
         subject: x509_cert::name::Name,
         exts: Vec<x509_cert::ext::Extension>,
     ) -> Result<Answer, AgentError> {
-        if held.facts.has_client_auth() {
-            let csr = autoenroll_keys::build_csr(key, subject, exts)?;
-            let mut chain = vec![held.cert_der.clone()];
-            chain.extend(self.store.live_chain(&t.name)?.into_iter().take(1));
-            let current = ClientIdentity { chain, key_pkcs8: old_key.to_pkcs8_der()? };
-            return self.transport.est_reenroll(self.policy, &t.name, &csr, key.spki_der(), &current).await;
+        // No EKU extension at all: any usage (RFC 5280 section 4.2.1.12).
+        if held.facts.has_client_auth() || held.facts.ext_key_usage.is_empty() {
+            return self.send_reenrollment(t, held, key).await;
         }
         tracing::info!(template = %t.name, "no clientAuth usage: EST renews it with a new enrollment");
         let auth = crate::credentials::for_reenrollment(self.cfg, self.store, self.now)?.ok_or_else(|| {
@@ -205,7 +206,30 @@ impl Attempt<'_> {
                 t.name
             ))
         })?;
-        self.send_enrollment(t, key, &auth).await
+        let csr = autoenroll_keys::build_csr(key, subject, exts)?;
+        self.transport.est_enroll(self.policy, &t.name, &csr, key.spki_der(), &auth).await
+    }
+
+    /// `simplereenroll` for `key`, over TLS with `held`. The request's subject and subject
+    /// alternative names are the held certificate's, as section 4.2.2 requires.
+    async fn send_reenrollment(&self, t: &Template, held: &Held, key: &KeyPair) -> Result<Answer, AgentError> {
+        use der::Decode;
+        let bad = |e: der::Error| AgentError::Protocol(format!("the held certificate: {e}"));
+        let cert = x509_cert::Certificate::from_der(&held.cert_der).map_err(bad)?;
+        let tbs = cert.tbs_certificate();
+        let san = tbs
+            .extensions()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.extn_id == autoenroll_core::oids::CE_SUBJECT_ALT_NAME)
+            .cloned()
+            .collect();
+        let csr = autoenroll_keys::build_csr(key, tbs.subject().clone(), san)?;
+        let old_key = self.store.live_key(&t.name)?;
+        let mut chain = vec![held.cert_der.clone()];
+        chain.extend(self.store.live_chain(&t.name)?.into_iter().take(1));
+        let current = ClientIdentity { chain, key_pkcs8: old_key.to_pkcs8_der()? };
+        self.transport.est_reenroll(self.policy, &t.name, &csr, key.spki_der(), &current).await
     }
 
     /// Asks for the outcome of a pending request (QueryTokenStatus), as the requester who made
@@ -218,17 +242,31 @@ impl Attempt<'_> {
                 let body = wstep::query_request_body(request_id);
                 self.transport.submit(self.policy, auth.endpoint_auth(), &auth.header(), auth.identity(), body).await
             }
-            // The same request again (same key, same label) is answered with its decision.
-            Enrollment::Est(_) => self.send_enrollment(t, &pending.key, auth).await,
+            // The same request again (same key, same label, same operation) is answered with
+            // its decision.
+            Enrollment::Est(_) => match (crate::est::held_operation(request_id), self.store.current(&t.name)?) {
+                (crate::est::SIMPLEREENROLL, Some(held)) => self.send_reenrollment(t, &held, &pending.key).await,
+                _ => self.send_enrollment(t, &pending.key, auth).await,
+            },
         };
         match answer {
             Ok(answer) => self.keep_answer(t, pending.key, answer, pending.meta.kind),
-            Err(e) if e.is_final_refusal() => {
+            Err(e) if e.is_final_refusal() && self.ends_held_request(&e) => {
                 // Denied (or unknown): this attempt is over; the next one starts afresh.
                 self.store.clear_pending(&t.name)?;
                 Err(e)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether refusal `e` of a held request's collection lets its key go: always for WSTEP
+    /// (the server knows the request by its id), only a denial for EST (sending the same request
+    /// again is never harmful there, and a wrong password or a busy server is not an answer).
+    pub fn ends_held_request(&self, e: &AgentError) -> bool {
+        match self.policy.enrollment {
+            Enrollment::Wstep(_) => true,
+            Enrollment::Est(_) => crate::est::ends_held_request(e),
         }
     }
 
@@ -244,7 +282,12 @@ impl Attempt<'_> {
                 tracing::info!(template = %t.name, %request_id, "request pending approval");
                 self.store.save_pending_meta(
                     &t.name,
-                    &PendingMeta { created_at: self.now.0, kind, request_id: Some(request_id) },
+                    &PendingMeta {
+                        created_at: self.now.0,
+                        kind,
+                        request_id: Some(request_id),
+                        not_before: retry_after.map(|s| self.now.plus_secs(i64::try_from(s).unwrap_or(i64::MAX)).0),
+                    },
                 )?;
                 Ok(Done::Pending { retry_after })
             }

@@ -222,15 +222,21 @@ impl AgentConfig {
                 }
                 Protocol::Est | Protocol::Xcep => {}
             }
-            // A label is one path segment of the EST address (RFC 7030 section 3.2.2).
-            let segment = |l: &String| {
-                !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
-            };
-            if let Some(bad) = s.labels.iter().find(|l| !segment(l)) {
+            // A label is one path segment of the EST address (RFC 7030 section 3.2.2) and the
+            // name of its directory in the state directory.
+            if let Some(bad) = s.labels.iter().find(|l| crate::localstore::safe_component(l).is_err()) {
                 return Err(AgentError::Config(format!(
-                    "policy server {}: label {bad:?} must be letters, digits, '-', '_', '.' or '~'",
+                    "policy server {}: label {bad:?} must be letters, digits, '-', '_' or '.', not starting with '.'",
                     s.url
                 )));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = s.labels.iter().find(|l| !seen.insert(l.as_str())) {
+                return Err(AgentError::Config(format!("policy server {}: label {twice:?} is listed twice", s.url)));
+            }
+            // Failover: another server must mean the same certificates.
+            if s.labels != self.policy_servers[0].labels {
+                return Err(AgentError::Config("every EST policy server lists the same labels".into()));
             }
         }
         for (name, t) in &self.templates {
@@ -332,8 +338,11 @@ mod tests {
         refused(&format!("{est}{xcep}"), "same protocol");
         refused("[[policy_server]]\nurl = \"https://ca/.well-known/est\"\nprotocol = \"est\"\n", "needs labels");
         refused(&format!("{xcep}labels = [\"Device\"]\n"), "labels are for");
-        refused(&est.replace("Device", "a/../b"), "must be letters");
-        refused(&est.replace("Device", ""), "must be letters");
+        for bad in ["a/../b", "", "..", ".hidden", "a~b"] {
+            refused(&est.replace("Device", bad), "must be letters");
+        }
+        refused(&est.replace("[\"Device\"]", "[\"Device\", \"Device\"]"), "listed twice");
+        refused(&format!("{est}{}", est.replace("Device", "Other")), "same labels");
         refused(&est.replace("\"est\"", "\"scep\""), "unknown variant");
     }
 }

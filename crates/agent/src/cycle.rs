@@ -140,7 +140,9 @@ pub fn renewal_input(t: &Template, local: &Local<'_>, device: &str, now: UnixTim
         },
         pending: match pending {
             Some(p) => Some(match &p.meta.request_id {
-                Some(id) => renewal::Pending::Submitted { request_id: id.clone() },
+                Some(id) => {
+                    renewal::Pending::Submitted { request_id: id.clone(), not_before: p.meta.not_before.map(UnixTime) }
+                }
                 None => renewal::Pending::Interrupted,
             }),
             // The server renewed what we hold and we never got the answer (no key kept).
@@ -372,10 +374,21 @@ pub async fn run_cycle(
         templates.retain(|t| only.contains(&t.name));
     }
 
+    // Templates to hold that cannot be acted on this cycle (an EST label whose CSR attributes
+    // do not read): each its own failure, looked at again soon; the rest go on.
+    for (name, why) in &policy.unavailable {
+        let status = state.templates.entry(name.clone()).or_default();
+        status.last_error = Some(why.clone());
+        report.failed.push((name.clone(), why.clone()));
+    }
+
     // The server's view: its renewal times, revoked or lost certificates, blocked.
     checkin(cfg, &transport, &store, &mut state, &policy.templates, now).await;
     let mut next_wake = now.plus_secs(i64::from(policy.next_update_hours) * 3600);
     let backoff = Backoff { min_secs: cfg.retry_min.as_secs() as i64, max_secs: cfg.retry_max.as_secs() as i64 };
+    if !policy.unavailable.is_empty() {
+        next_wake = next_wake.min(now.plus_secs(backoff.min_secs));
+    }
     let attempt = Attempt { cfg, transport: &transport, store: &store, policy: &policy, now, device: &device };
     // Certificates installed this cycle: their renewal time comes from the server once it has
     // seen them (a second check-in below), else from the template's rule.
@@ -418,6 +431,7 @@ pub async fn run_cycle(
                 Ok(renewal::decide(&renewal_input(t, &local, &device, now)))
             }
         };
+        let retrieval = matches!(decision, Ok(Decision::Retrieve { .. }));
         let renewal = matches!(decision, Ok(Decision::Renew(_)))
             || pending.as_ref().is_some_and(|p| p.received.is_some() && p.meta.kind == AttemptKind::Renew);
 
@@ -534,8 +548,9 @@ pub async fn run_cycle(
                 report.failed.push((t.name.clone(), message));
             }
             Err(e) => {
-                // A refusal means the server recorded nothing for this key: the attempt is over.
-                if e.is_final_refusal() {
+                // A refusal means the server recorded nothing for this key: the attempt is over
+                // (for a held request, only when its protocol says the refusal ends it).
+                if e.is_final_refusal() && (!retrieval || attempt.ends_held_request(&e)) {
                     let _ = store.clear_pending(&t.name);
                 }
                 let not_after = held.as_ref().map(|h| h.facts.not_after);

@@ -14,9 +14,27 @@ use autoenroll_core::pki::CertFacts;
 use autoenroll_keys::KeyAlgorithm;
 use autoenroll_proto::est::{self, KeyRequest};
 
-/// What a held EST request is remembered by: EST has no request id; the request itself (the
-/// pending key, the label) names it when it is sent again.
-pub const HELD: &str = "est-held";
+/// What a held EST request is remembered by (with the operation it was sent to): EST has no
+/// request id; the request itself (the pending key, the label) names it when it is sent again.
+const HELD_PREFIX: &str = "est-held:";
+pub const SIMPLEENROLL: &str = "simpleenroll";
+pub const SIMPLEREENROLL: &str = "simplereenroll";
+
+/// The operation a held request was sent to (`simpleenroll` for anything else, such as the
+/// request id a WSTEP server gave before the agent moved to EST: the key is sent again).
+pub fn held_operation(request_id: &str) -> &'static str {
+    match request_id.strip_prefix(HELD_PREFIX) {
+        Some(SIMPLEREENROLL) => SIMPLEREENROLL,
+        _ => SIMPLEENROLL,
+    }
+}
+
+/// Whether a refusal ends a held request for good (denied). Anything else (credentials, a
+/// label gone, a busy server) leaves it waiting with its key: sending the same request again is
+/// never harmful in EST (the server answers it, or takes it as a new request for the same key).
+pub fn ends_held_request(e: &AgentError) -> bool {
+    matches!(e, AgentError::Refused { code, .. } if code == "RequestDenied" || code == "HTTP403")
+}
 const CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
 
 /// A template learnt from `/csrattrs`. The server's renewal period is not published by EST, so
@@ -51,25 +69,41 @@ fn template(label: &str, attrs: &est::CsrAttrs) -> Result<Template, AgentError> 
     })
 }
 
-/// An answer's refusal: our server's body reads `Code: detail`; another server's status stands
-/// for the code. 429 and 503 are "not now".
+/// An answer's refusal, by status first: a redirect (never followed), a timeout or a server
+/// error is the transport's (the next server is tried), 429 and 503 are "not now"; any other
+/// 4xx is a refusal whose code is our server's (`Code: detail` in the body) or the status.
 fn refusal(url: &str, r: &Response) -> AgentError {
     let text = String::from_utf8_lossy(&r.body[..r.body.len().min(2048)]).trim().to_string();
-    if r.status >= 500 && r.status != 503 {
-        return AgentError::Transport { url: url.to_string(), message: format!("HTTP {}: {text}", r.status) };
+    let transport = |message: String| AgentError::Transport { url: url.to_string(), message };
+    match r.status {
+        300..=399 => {
+            let to = r.location.as_deref().unwrap_or("?");
+            return transport(format!("HTTP {}: the server redirects to {to}; redirects are never followed", r.status));
+        }
+        429 | 503 => {
+            let reason = if text.is_empty() { format!("HTTP {}", r.status) } else { text };
+            return AgentError::Refused { code: "ServerBusy".into(), reason };
+        }
+        408 | 500..=599 | 0..=199 => return transport(format!("HTTP {}: {text}", r.status)),
+        _ => {}
     }
     let ours = text
         .split_once(':')
         .filter(|(c, _)| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric()))
         .map(|(c, detail)| (c.to_string(), detail.trim().to_string()));
     let (code, reason) = ours.unwrap_or_else(|| {
-        let code = match r.status {
-            429 | 503 => "ServerBusy".into(),
-            s => format!("HTTP{s}"),
-        };
-        (code, if text.is_empty() { format!("HTTP {}", r.status) } else { text })
+        (format!("HTTP{}", r.status), if text.is_empty() { format!("HTTP {}", r.status) } else { text })
     });
     AgentError::Refused { code, reason }
+}
+
+/// One EST request: the label's operation with a base64 PKCS#10 for the key `spki`.
+#[derive(Clone, Copy)]
+struct EstRequest<'a> {
+    label: &'a str,
+    operation: &'static str,
+    csr: &'a [u8],
+    spki: &'a [u8],
 }
 
 impl Transport<'_> {
@@ -78,16 +112,7 @@ impl Transport<'_> {
         let mut last = None;
         for s in self.servers() {
             match self.read_est_server(&s.url, &s.labels).await {
-                Ok((templates, ca_certs)) => {
-                    let bases = self.servers().iter().map(|s| s.url.trim_end_matches('/').to_string()).collect();
-                    return Ok(Policy {
-                        policy_id: format!("est:{}", s.url),
-                        next_update_hours: 8,
-                        templates,
-                        enrollment: Enrollment::Est(bases),
-                        ca_certs,
-                    });
-                }
+                Ok(policy) => return Ok(policy),
                 Err(e @ (AgentError::Refused { .. } | AgentError::Protocol(_))) => return Err(e),
                 Err(e) => {
                     tracing::warn!(url = %s.url, %e, "EST server unreachable, trying the next");
@@ -98,11 +123,9 @@ impl Transport<'_> {
         Err(last.unwrap_or_else(|| AgentError::Config("no policy server".into())))
     }
 
-    async fn read_est_server(
-        &self,
-        base: &str,
-        labels: &[String],
-    ) -> Result<(Vec<Template>, Vec<Vec<u8>>), AgentError> {
+    /// `/cacerts`, then each label's `/csrattrs`. A label whose `/csrattrs` cannot be used is
+    /// that label's failure alone; only a server that does not answer fails them all.
+    async fn read_est_server(&self, base: &str, labels: &[String]) -> Result<Policy, AgentError> {
         let base = base.trim_end_matches('/');
         let client = self.client(None)?;
         let url = format!("{base}/cacerts");
@@ -111,19 +134,43 @@ impl Transport<'_> {
             return Err(refusal(&url, &r));
         }
         let ca_certs = autoenroll_proto::pkcs7::certificates(&est::decode_body(&r.body, "cacerts")?)?;
-        let mut templates = Vec::new();
+        let (mut templates, mut unavailable) = (Vec::new(), Vec::new());
         for label in labels {
             let url = format!("{base}/{label}/csrattrs");
             let r = client.get(&url).await?;
-            // RFC 7030 section 4.5.2: 204 or 404 when the server has nothing to say.
             let attrs = match r.status {
-                200 => est::decode_csr_attrs(&est::decode_body(&r.body, "csrattrs")?)?,
-                204 => est::CsrAttrs::default(),
-                _ => return Err(refusal(&url, &r)),
+                200 => est::decode_body(&r.body, "csrattrs")
+                    .and_then(|der| est::decode_csr_attrs(&der))
+                    .map_err(AgentError::from),
+                // RFC 7030 section 4.5.2: 204 or 404 when the server has nothing to say (and a
+                // server may not offer csrattrs at all, or want credentials for it): the
+                // template's defaults, or the agent's `key_algorithm` for it, then.
+                204 | 404 | 501 | 401 | 403 => {
+                    tracing::debug!(%url, status = r.status, "no CSR attributes; using defaults");
+                    Ok(est::CsrAttrs::default())
+                }
+                _ => match refusal(&url, &r) {
+                    e @ AgentError::Transport { .. } => return Err(e),
+                    e => Err(e),
+                },
             };
-            templates.push(template(label, &attrs)?);
+            match attrs.and_then(|a| template(label, &a)) {
+                Ok(t) => templates.push(t),
+                Err(e) => {
+                    tracing::warn!(%url, %e, "label unusable this cycle");
+                    unavailable.push((label.clone(), e.to_string()));
+                }
+            }
         }
-        Ok((templates, ca_certs))
+        let bases = self.servers().iter().map(|s| s.url.trim_end_matches('/').to_string()).collect();
+        Ok(Policy {
+            policy_id: format!("est:{base}"),
+            next_update_hours: 8,
+            templates,
+            enrollment: Enrollment::Est(bases),
+            ca_certs,
+            unavailable,
+        })
     }
 
     /// `simpleenroll` of `csr` for `label`, paid for with `auth`.
@@ -142,8 +189,8 @@ impl Transport<'_> {
             Auth::Token(token) => Some(format!("Bearer {token}")),
             Auth::Certificate(_) => None,
         };
-        self.est_post(policy, &format!("{label}/simpleenroll"), csr, spki, auth.identity(), authorization.as_deref())
-            .await
+        let request = EstRequest { label, operation: SIMPLEENROLL, csr, spki };
+        self.est_post(policy, &request, auth.identity(), authorization.as_deref()).await
     }
 
     /// `simplereenroll` of `csr`, over TLS with the certificate it renews.
@@ -155,19 +202,19 @@ impl Transport<'_> {
         spki: &[u8],
         current: &ClientIdentity,
     ) -> Result<Answer, AgentError> {
-        self.est_post(policy, &format!("{label}/simplereenroll"), csr, spki, Some(current), None).await
+        let request = EstRequest { label, operation: SIMPLEREENROLL, csr, spki };
+        self.est_post(policy, &request, Some(current), None).await
     }
 
     /// POSTs the request to the EST bases in priority order, failing over on transport errors.
     async fn est_post(
         &self,
         policy: &Policy,
-        operation: &str,
-        csr: &[u8],
-        spki: &[u8],
+        request: &EstRequest<'_>,
         identity: Option<&ClientIdentity>,
         authorization: Option<&str>,
     ) -> Result<Answer, AgentError> {
+        let EstRequest { label, operation, csr, spki } = *request;
         let Enrollment::Est(bases) = &policy.enrollment else {
             return Err(AgentError::Protocol("a WSTEP policy has no EST server".into()));
         };
@@ -175,7 +222,7 @@ impl Transport<'_> {
         let client = self.client(identity)?;
         let mut last = None;
         for base in bases {
-            let url = format!("{base}/{operation}");
+            let url = format!("{base}/{label}/{operation}");
             let r = match client.post_authorized(&url, "application/pkcs10", body.clone(), authorization).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -193,10 +240,21 @@ impl Transport<'_> {
                         certs.into_iter().find(|c| CertFacts::parse(c).is_ok_and(|f| f.spki_der == spki)).ok_or_else(
                             || AgentError::Protocol("the EST answer holds no certificate for our key".into()),
                         )?;
+                    // Never one that cannot serve: already expired, or not valid for days.
+                    let now = self.clock.now();
+                    let facts = CertFacts::parse(&cert).map_err(|e| AgentError::Protocol(e.to_string()))?;
+                    if facts.not_after <= now || facts.not_before > now.plus_secs(86_400) {
+                        return Err(AgentError::Protocol(format!(
+                            "the EST answer's certificate is valid from {} to {}, not now",
+                            facts.not_before, facts.not_after
+                        )));
+                    }
                     let chain = self.chain_for(&cert, None, policy)?;
                     Ok(Answer::Issued { cert, chain })
                 }
-                202 => Ok(Answer::Pending { request_id: HELD.into(), retry_after: r.retry_after }),
+                202 => {
+                    Ok(Answer::Pending { request_id: format!("{HELD_PREFIX}{operation}"), retry_after: r.retry_after })
+                }
                 _ => match refusal(&url, &r) {
                     e @ AgentError::Transport { .. } => {
                         tracing::warn!(%url, %e, "EST server failed, trying the next");
@@ -236,7 +294,18 @@ mod tests {
         assert_eq!(code(401, "<html>no</html>"), "HTTP401");
         assert_eq!(code(503, ""), "ServerBusy");
         assert_eq!(code(429, "slow down please"), "ServerBusy");
-        assert!(matches!(refusal("u", &response(502, "bad gateway")), AgentError::Transport { .. }));
+        assert_eq!(code(503, "Internal: not now"), "ServerBusy", "a busy server is busy whatever its body");
+        assert_eq!(code(404, "UnknownTemplate: no such label"), "UnknownTemplate");
+        assert_eq!(code(403, ""), "HTTP403");
+        for status in [301, 302, 408, 500, 502] {
+            assert!(matches!(refusal("u", &response(status, "x")), AgentError::Transport { .. }), "{status}");
+        }
+        assert!(ends_held_request(&refusal("u", &response(403, "RequestDenied: no"))));
+        assert!(ends_held_request(&refusal("u", &response(403, "<html>"))));
+        assert!(!ends_held_request(&refusal("u", &response(401, "WrongCredentials: no"))));
+        assert_eq!(held_operation("est-held:simplereenroll"), SIMPLEREENROLL);
+        assert_eq!(held_operation("est-held:simpleenroll"), SIMPLEENROLL);
+        assert_eq!(held_operation("1234"), SIMPLEENROLL);
         assert!(crate::transient_refusal(&code(503, "")));
     }
 

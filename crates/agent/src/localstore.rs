@@ -105,6 +105,9 @@ pub struct PendingMeta {
     pub kind: AttemptKind,
     /// Set when the server answered "pending".
     pub request_id: Option<String>,
+    /// Not to be asked again before this time (the server's Retry-After).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
 }
 
 pub struct PendingAttempt {

@@ -58,6 +58,9 @@ pub struct Policy {
     /// CA certificates the server published (XCEP's issuing CA, EST's `/cacerts`): candidates
     /// for an issued certificate's chain, which must still end at our trust anchor.
     pub ca_certs: Vec<Vec<u8>>,
+    /// (template, why): templates the agent should hold that cannot be acted on this cycle
+    /// (an EST label whose CSR attributes cannot be used).
+    pub unavailable: Vec<(String, String)>,
 }
 
 pub fn from_wire(r: &GetPoliciesResponse) -> Result<Policy, AgentError> {
@@ -116,5 +119,6 @@ pub fn from_wire(r: &GetPoliciesResponse) -> Result<Policy, AgentError> {
         templates,
         enrollment: Enrollment::Wstep(endpoints),
         ca_certs: r.cas.first().map(|c| c.certificate_der.clone()).into_iter().collect(),
+        unavailable: vec![],
     })
 }

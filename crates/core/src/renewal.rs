@@ -33,8 +33,9 @@ pub struct TemplatePolicy {
 /// Local state of an unfinished attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
-    /// The server answered "pending" with this request id.
-    Submitted { request_id: String },
+    /// The server answered "pending" with this request id, and asked not to be asked again
+    /// before `not_before` (EST's Retry-After), if it said.
+    Submitted { request_id: String, not_before: Option<UnixTime> },
     /// A key was generated and maybe submitted, but no answer was kept (e.g. a crash).
     Interrupted,
 }
@@ -90,6 +91,8 @@ pub enum Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitReason {
     Backoff,
+    /// A held request's server asked to be asked again later.
+    ServerAsked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +130,11 @@ impl RenewalRule {
 }
 
 pub fn decide(input: &Input) -> Decision {
-    if let Some(Pending::Submitted { request_id }) = &input.pending {
-        return Decision::Retrieve { request_id: request_id.clone() };
+    if let Some(Pending::Submitted { request_id, not_before }) = &input.pending {
+        return match not_before {
+            Some(at) if input.now < *at && !input.forced => Decision::Wait { until: *at, why: WaitReason::ServerAsked },
+            _ => Decision::Retrieve { request_id: request_id.clone() },
+        };
     }
     let backoff = |d: Decision| match input.failure {
         Some(f) if !input.forced && input.now < f.retry_at => {
@@ -273,7 +279,12 @@ mod tests {
         let mut forced = input(1, 365, 42);
         forced.forced = true;
         let mut pending = input(1, 365, 42);
-        pending.pending = Some(Pending::Submitted { request_id: "17".into() });
+        pending.pending = Some(Pending::Submitted { request_id: "17".into(), not_before: None });
+        let mut pending_asked_later = input(1, 365, 42);
+        pending_asked_later.pending =
+            Some(Pending::Submitted { request_id: "17".into(), not_before: Some(UnixTime(DAY + 3600)) });
+        let mut pending_asked_earlier = pending_asked_later.clone();
+        pending_asked_earlier.now = UnixTime(DAY + 3600);
         let mut interrupted = input(1, 365, 42);
         interrupted.pending = Some(Pending::Interrupted);
         let mut backing_off = input(330, 365, 42);
@@ -317,6 +328,12 @@ mod tests {
             ("minor bump keeps", minor, Decision::Keep { recheck_at: UnixTime(323 * DAY) }),
             ("forced renews", forced, Decision::Renew(Reason::Requested)),
             ("pending retrieves", pending, Decision::Retrieve { request_id: "17".into() }),
+            (
+                "pending waits for the server's Retry-After",
+                pending_asked_later,
+                Decision::Wait { until: UnixTime(DAY + 3600), why: WaitReason::ServerAsked },
+            ),
+            ("pending retrieves once asked", pending_asked_earlier, Decision::Retrieve { request_id: "17".into() }),
             ("interrupted attempt resumes", interrupted, Decision::Renew(Reason::Interrupted)),
             ("failure backs off", backing_off, Decision::Wait { until: UnixTime(331 * DAY), why: WaitReason::Backoff }),
             ("backoff over", backoff_over, Decision::Renew(Reason::NearingExpiry)),

@@ -87,6 +87,13 @@ pub fn decode_csr_attrs(der_bytes: &[u8]) -> Result<CsrAttrs, crate::ProtoError>
                 if [ECDSA_SHA256, ECDSA_SHA384, SHA256_WITH_RSA].contains(&oid) {
                     attrs.signature = Some(oid);
                 }
+                // RFC 7030's bare key OIDs: the family without its size (an attribute, read
+                // below, says more and wins). RSA then means the common minimum, 2048 bits.
+                match oid {
+                    RSA_ENCRYPTION if attrs.key.is_none() => attrs.key = Some(KeyRequest::Rsa(2048)),
+                    EC_PUBLIC_KEY if attrs.key.is_none() => attrs.key = Some(KeyRequest::Ec(P256)),
+                    _ => {}
+                }
             }
             Tag::Sequence => {
                 let a: Attribute = item.decode_as().map_err(bad)?;
@@ -151,6 +158,19 @@ mod tests {
         ] {
             assert_eq!(decode_csr_attrs(&encode_csr_attrs(&attrs).unwrap()).unwrap(), attrs);
         }
+    }
+
+    #[test]
+    fn a_bare_key_oid_names_the_family() {
+        let bare_rsa = vec![Any::encode_from(&RSA_ENCRYPTION).unwrap(), Any::encode_from(&SHA256_WITH_RSA).unwrap()];
+        let attrs = decode_csr_attrs(&bare_rsa.to_der().unwrap()).unwrap();
+        assert_eq!(attrs.key, Some(KeyRequest::Rsa(2048)));
+        // The attribute with the size wins over a bare OID before or after it.
+        let mut sized = encode_csr_attrs(&CsrAttrs { key: Some(KeyRequest::Rsa(4096)), ..Default::default() }).unwrap();
+        let mut items = Vec::<Any>::from_der(&sized).unwrap();
+        items.push(Any::encode_from(&RSA_ENCRYPTION).unwrap());
+        sized = items.to_der().unwrap();
+        assert_eq!(decode_csr_attrs(&sized).unwrap().key, Some(KeyRequest::Rsa(4096)));
     }
 
     #[test]

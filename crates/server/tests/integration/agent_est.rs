@@ -173,8 +173,12 @@ async fn a_token_enrollment_held_for_approval_is_collected_and_the_server_moves_
     assert_eq!(names(&r.waiting), ["EstHeld"], "{r:?}");
     assert_eq!(r.waiting[0].1 .0, s.now() + autoenroll_server::ra::PENDING_POLL_SECS, "{r:?}");
     let pending = agent.store().pending("EstHeld").unwrap().expect("the key is kept while the request waits");
+    // Another cycle before then (a restart, another template's wake-up) does not ask early.
+    s.clock.advance(60);
+    let again = agent.cycle(&s).await;
+    assert_eq!(again.waiting, r.waiting, "still waiting for the server's time");
     // Asked again before a decision: still waiting, and still one request in the queue.
-    s.clock.advance(autoenroll_server::ra::PENDING_POLL_SECS);
+    s.clock.advance(autoenroll_server::ra::PENDING_POLL_SECS - 60);
     let r = agent.cycle(&s).await;
     assert_eq!(names(&r.waiting), ["EstHeld"], "{r:?}");
     let queue = s.ra.requests(RequestStatus::Pending, 10).await.unwrap();
@@ -226,12 +230,13 @@ async fn est_refusals_reach_the_agent_with_the_servers_reason() {
     assert_eq!(names(&r.failed), ["EstClosed"], "{r:?}");
     assert!(r.failed[0].1.contains("(NotPermitted)"), "{r:?}");
     assert!(agent.store().pending("EstClosed").unwrap().is_none(), "a refusal lets the key go");
-    // A label the server does not have: the whole cycle says so.
-    let agent = Agent::new(&s, "checkin = false", &["Nope"], &credentials);
-    let e = autoenroll_agent::run_cycle(&agent.cfg, Arc::new(s.clock.clone()), &FixedJitter, &Force::None)
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("UnknownTemplate"), "{e}");
+    // A label the server does not have is that label's failure; the others go on.
+    s.ra.create_template("EstOpen", &TemplateSpec::default()).await.unwrap();
+    let agent = Agent::new(&s, "checkin = false", &["Nope", "EstOpen"], &credentials);
+    let r = agent.cycle(&s).await;
+    assert_eq!((names(&r.failed), names(&r.enrolled)), (vec!["Nope"], vec!["EstOpen"]), "{r:?}");
+    assert!(r.failed[0].1.contains("(UnknownTemplate)"), "{r:?}");
+    assert!(r.next_wake.unwrap().0 <= s.now() + 30, "looked at again after retry_min: {r:?}");
     // A wrong password: 401 with the reason.
     let agent = Agent::new(&s, "checkin = false", &["EstClosed"], "username = \"enroller\"\npassword = \"wrong\"");
     let r = agent.cycle(&s).await;
