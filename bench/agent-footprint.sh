@@ -65,3 +65,16 @@ awk -v bin="$(readlink -f "$agent_bin")" '
   END { for (n in rss) if (rss[n] > 0) printf "  %-28s %6d\n", n, rss[n] }' "/proc/$agent_pid/smaps" | sort -k1,1
 awk -v b="$before" -v a="$after" -v t="$ticks" -v s="$idle" \
   'BEGIN { printf "CPU while idle for %d s: %.2f s (%d ticks)\n", s, (a - b) / t, a - b }'
+# The same agent resting in its own image (rest_in_fresh_process = false): what the cycle
+# itself costs at its peak (VmHWM) and what an in-process rest keeps resident. All 100
+# certificates are held: a steady-state cycle (policy, check-in, nothing due).
+kill "$agent_pid" 2>/dev/null || true
+wait "$agent_pid" 2>/dev/null || true
+sed 's/^\[\[policy_server\]\]/rest_in_fresh_process = false\n[[policy_server]]/' "$work/agent.toml" > "$work/agent-inproc.toml"
+AUTOENROLL_LOG=info "$agent_bin" run --config "$work/agent-inproc.toml" > "$work/agent-inproc.out" 2>&1 &
+agent_pid=$!
+for _ in $(seq 1 300); do grep -q "sleeping" "$work/agent-inproc.out" 2>/dev/null && break; sleep 0.1; done
+sleep 2
+echo "resting in its own image (rest_in_fresh_process = false), after one steady-state cycle:"
+grep -E "VmRSS|VmHWM" "/proc/$agent_pid/status"
+awk '/^Private_(Clean|Dirty)/ {s += $2} END {printf "private: %.1f MiB\n", s / 1024}' "/proc/$agent_pid/smaps_rollup"

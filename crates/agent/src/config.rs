@@ -9,6 +9,7 @@
 //! retry_max = "6h"                        # ...up to this (never past half the remaining life)
 //! archive_keep = 5
 //! metrics_textfile = "/var/lib/prometheus/node-exporter/autoenroll.prom"   # optional
+//! rest_in_fresh_process = true           # sleep between cycles in a fresh process image
 //!
 //! [[policy_server]]
 //! url = "https://ca.example:8443/xcep"
@@ -69,6 +70,11 @@ pub struct AgentConfig {
     /// result per template.
     #[serde(default)]
     pub metrics_textfile: Option<PathBuf>,
+    /// Between cycles the daemon replaces itself (same process, same PID) with a fresh image of
+    /// its program that only sleeps until the next cycle: the memory a cycle touched (TLS,
+    /// parsing, the policy) is not kept resident for the hours in between.
+    #[serde(default = "default_true")]
+    pub rest_in_fresh_process: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

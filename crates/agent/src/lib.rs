@@ -19,7 +19,7 @@ pub mod transport;
 pub use autoenroll_keys::time::SystemClock;
 pub use config::AgentConfig;
 pub use cycle::{run_cycle, CycleReport, Force, Jitter};
-pub use daemon::{run_forever, SystemJitter};
+pub use daemon::{daemon_cycle, run_forever, sleep_until, Slept, SystemJitter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

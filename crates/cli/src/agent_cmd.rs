@@ -1,7 +1,7 @@
 use anyhow::Result;
 use autoenroll_agent::cycle::{renewal_time, Schedule};
 use autoenroll_agent::localstore::LocalStore;
-use autoenroll_agent::{AgentConfig, AgentError, CycleReport, Force, SystemClock, SystemJitter};
+use autoenroll_agent::{AgentConfig, AgentError, CycleReport, Force, Slept, SystemClock, SystemJitter};
 use autoenroll_core::clock::Clock;
 use autoenroll_core::UnixTime;
 use clap::Subcommand;
@@ -19,6 +19,10 @@ pub enum AgentCommand {
         /// server refused the policy request, 4 the local state directory is unusable.
         #[arg(long)]
         once: bool,
+        /// Sleep until this Unix time before the first cycle: how the daemon resumes in the
+        /// fresh process image it rests in between cycles.
+        #[arg(long, hide = true)]
+        resume_at: Option<i64>,
     },
     /// Renew held certificates now, regardless of their renewal time (one cycle, exit codes as
     /// `run --once`). The server still decides whether it is inside the renewal window.
@@ -85,21 +89,84 @@ async fn one_cycle(cfg: &AgentConfig, force: Force) -> i32 {
     }
 }
 
+/// Whether `stop` has completed already (polled once, never waited for).
+async fn futures_stopped(stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.as_mut() => true,
+        _ = std::future::ready(()) => false,
+    }
+}
+
+/// Replaces this process's image (same PID: systemd, logs and the pid file see no change) with
+/// a fresh one of the same program and arguments that sleeps until `wake` and then goes on.
+/// The pages a cycle touched (TLS, parsing, the policy's peak) are not kept resident for the
+/// hours between cycles, and an upgraded binary takes over at the next cycle. Returns only if
+/// the exec failed.
+fn rest_in_fresh_process(wake: UnixTime) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        // An upgrade replaced the file: its new version is at the same path.
+        Ok(p) => match p.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(path) => PathBuf::from(path),
+            None => p,
+        },
+        Err(e) => return e,
+    };
+    let mut args = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(a) = given.next() {
+        if a == "--resume-at" {
+            given.next();
+        } else if !a.to_string_lossy().starts_with("--resume-at=") {
+            args.push(a);
+        }
+    }
+    args.push("--resume-at".into());
+    args.push(wake.0.to_string().into());
+    tracing::info!(next = %wake, "resting in a fresh process image until the next cycle");
+    std::process::Command::new(exe).args(args).exec()
+}
+
 fn time(t: Option<i64>) -> String {
     t.map(|t| UnixTime(t).to_string()).unwrap_or_else(|| "-".into())
 }
 
 pub async fn run(cmd: AgentCommand) -> Result<i32> {
     match cmd {
-        AgentCommand::Run { config, once } => {
+        AgentCommand::Run { config, once, resume_at } => {
             let cfg = AgentConfig::load(&config)?;
             if once {
                 return Ok(one_cycle(&cfg, Force::None).await);
             }
-            // systemd (Type=notify): the configuration is good; cycles follow.
+            // systemd (Type=notify): the configuration is good; cycles follow. (A resumed image
+            // says it again: the same PID, and systemd ignores a second READY.)
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            autoenroll_agent::run_forever(&cfg, Arc::new(SystemClock), crate::shutdown_signal()).await;
-            Ok(0)
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let stop = crate::shutdown_signal();
+            tokio::pin!(stop);
+            if let Some(at) = resume_at {
+                if autoenroll_agent::sleep_until(clock.as_ref(), UnixTime(at), &mut stop).await == Slept::Stopped {
+                    return Ok(0);
+                }
+            }
+            if !cfg.rest_in_fresh_process {
+                autoenroll_agent::run_forever(&cfg, clock, stop).await;
+                return Ok(0);
+            }
+            loop {
+                let wake = autoenroll_agent::daemon_cycle(&cfg, clock.clone()).await;
+                // A stop that arrived during the cycle was taken by our handler: honour it
+                // here, since a new image would not know of it.
+                if futures_stopped(&mut stop).await {
+                    return Ok(0);
+                }
+                let e = rest_in_fresh_process(wake);
+                tracing::warn!(%e, "cannot rest in a fresh process image; sleeping in this one");
+                if autoenroll_agent::sleep_until(clock.as_ref(), wake, &mut stop).await == Slept::Stopped {
+                    return Ok(0);
+                }
+            }
         }
         AgentCommand::Renew { config, now: _, templates } => {
             let cfg = AgentConfig::load(&config)?;

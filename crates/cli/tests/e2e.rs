@@ -358,3 +358,69 @@ fn sample(families: &[serde_json::Value], name: &str, template: &str) -> f64 {
         .as_f64()
         .unwrap()
 }
+
+/// The daemon rests between cycles in a fresh image of itself (same PID, `--resume-at` the next
+/// cycle's time): it waits for the time it was given, runs its cycle, replaces itself (one
+/// `--resume-at`, the new one), and a SIGTERM while it rests stops it cleanly.
+#[test]
+fn the_daemon_rests_between_cycles_in_a_fresh_image_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let out = autoenroll(
+        &["server", "account", "create", "enroller", "--devices", "*.example.test"],
+        &server.data,
+        Some("correct horse battery\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = write_agent_config(dir.path(), &server, "username = \"enroller\"\npassword = \"correct horse battery\"");
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let first_at = now() + 3;
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["agent", "run", "--config"])
+        .arg(&cfg)
+        .args(["--resume-at", &first_at.to_string()])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    let live = || std::fs::read_dir(dir.path().join("state/live")).map(|d| d.count()).unwrap_or(0);
+    let cmdline =
+        || std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " "));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(live(), 0, "nothing before the time it was given");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rested = loop {
+        let line = cmdline().unwrap();
+        let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+        // The new image is up once it says it sleeps (its stop handler is then in place).
+        let resting = log.split("resting in a fresh process image").nth(1).is_some_and(|l| l.contains("sleeping"));
+        if live() == 2 && !line.contains(&format!("--resume-at {first_at}")) && resting {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no cycle and rest: {line}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(now() >= first_at, "the cycle ran at its time");
+    assert_eq!(rested.matches("--resume-at").count(), 1, "{rested}");
+    let next: i64 = rested.split("--resume-at ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(next > now() + 3600, "resting until the next decision time (hours away): {rested}");
+    // The fresh image's resident memory, for the record (bench/agent-footprint.sh measures).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    eprintln!("{}", status.lines().filter(|l| l.starts_with("VmRSS")).collect::<String>());
+
+    let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop the resting daemon");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("resting in a fresh process image"), "{log}");
+}
