@@ -92,11 +92,21 @@ pub fn renewal_time(
     server: Option<&ServerView>,
     device: &str,
 ) -> (UnixTime, Schedule) {
-    let opens = renewal::renew_at(held.not_before, held.not_after, renewal_secs);
+    let opens = held.not_after.minus_secs(renewal_period(held, renewal_secs, server));
     match scheduled(held, server, device) {
         Some(at) => (renewal::renewal_time(opens, held.not_after, Some(at)), Schedule::Server),
         None => (opens, Schedule::Local),
     }
+}
+
+/// The renewal period that applies to `held`: the server's, when its view of this certificate
+/// says where the window opens (an EST label publishes no period), else the template's.
+/// Either way at most a fifth of the lifetime (`renewal::renew_at`'s rule).
+fn renewal_period(held: &CertFacts, renewal_secs: i64, server: Option<&ServerView>) -> i64 {
+    let from_server =
+        view_for(server, Some(&held.serial.0)).and_then(|v| v.window_opens).map(|at| held.not_after.0 - at);
+    let period = from_server.unwrap_or(renewal_secs);
+    held.not_after.0 - renewal::renew_at(held.not_before, held.not_after, period).0
 }
 
 /// The server view, if it is about `serial` (the certificate held now, or none); a view about
@@ -136,7 +146,12 @@ pub fn renewal_input(t: &Template, local: &Local<'_>, device: &str, now: UnixTim
         }),
         policy: renewal::TemplatePolicy {
             template: TemplateRef { oid: t.oid.clone(), major: t.major, minor: t.minor },
-            rule: t.renewal_rule(),
+            rule: match held {
+                Some(h) => renewal::RenewalRule::Windows {
+                    renewal_period_secs: renewal_period(h, t.renewal_secs, status.server.as_ref()),
+                },
+                None => t.renewal_rule(),
+            },
         },
         pending: match pending {
             Some(p) => Some(match &p.meta.request_id {
@@ -174,6 +189,7 @@ pub fn apply_checkin(state: &mut State, answer: &CheckinAnswer, now: UnixTime) {
             lost: d.reason == wire::Reason::Lost
                 || (d.action == wire::Action::Enroll && d.reason == wire::Reason::Missing),
             interrupted: d.reason == wire::Reason::Interrupted,
+            window_opens: d.window_start,
             at: now.0,
             directive: format!("{:?}/{:?}", d.action, d.reason),
         };
@@ -679,6 +695,32 @@ mod tests {
             renewal_time(&other, 42 * DAY, state.templates["Machine"].server.as_ref(), "dev1").1,
             Schedule::Local
         );
+    }
+
+    #[test]
+    fn an_est_label_learns_the_servers_window_from_check_in() {
+        // An EST label publishes no renewal period: the local rule is 80 % of the lifetime
+        // (window opens day 292), whose middle (day 328.5) would cap the server's slot.
+        let mut t = template();
+        t.renewal_secs = i64::MAX;
+        let h = held("0a");
+        let mut state = State::default();
+        let status = |s: &State| s.templates.get("Machine").cloned().unwrap_or_default();
+        let decide = |s: &State, day: f64| {
+            let st = status(s);
+            let local = Local { held: Some(&h), pending: None, status: &st, forced: false, supersedes_held: false };
+            renewal::decide(&renewal_input(&t, &local, "dev1", UnixTime((day * DAY as f64) as i64)))
+        };
+        assert_eq!(decide(&state, 1.0), Decision::Keep { recheck_at: UnixTime(292 * DAY) });
+        // The server's window opens on day 323 (a 6-week period); its slot is day 340.
+        let mut d = directive(wire::Action::Ok, wire::Reason::Current, Some("0a"), Some(340 * DAY));
+        d.window_start = Some(323 * DAY);
+        apply_checkin(&mut state, &answer(d), UnixTime(DAY));
+        let Decision::Keep { recheck_at } = decide(&state, 1.0) else { panic!() };
+        assert_eq!(recheck_at, spread::within_slot(UnixTime(340 * DAY), b"dev1/0a"), "the server's slot, not capped");
+        let view = status(&state).server;
+        assert_eq!(renewal_time(&h, t.renewal_secs, view.as_ref(), "dev1"), (recheck_at, Schedule::Server));
+        assert!(matches!(decide(&state, 335.0), Decision::Keep { .. }));
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct ServerView {
     /// The server renewed the held certificate and the answer never arrived.
     #[serde(default)]
     pub interrupted: bool,
+    /// When the server's renewal window opens for the certificate: its template's renewal
+    /// period, which an EST agent has no other way to learn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_opens: Option<i64>,
     /// When the server said so.
     pub at: i64,
     /// What it said to do, and why (`Renew/TemplateChanged`): a new word wins over a backoff.
