@@ -12,6 +12,12 @@ mod generated_docs;
 mod server_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
+
+// The server allocates per request (DER, XML, TLS records) from many threads; glibc's malloc and
+// free were a tenth of the server's CPU per issuance under load (docs/benchmarks.md). The
+// device agent (`autoenroll-agent`) keeps the system allocator: it is idle and small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::IsTerminal;
 
 #[derive(Parser)]

@@ -101,8 +101,6 @@ refusals! {
     TokenExpired => Unauthorized, "the bootstrap token has expired";
     /// A bootstrap token pays for one issuance and authenticates nothing else (check-in needs the device's certificate).
     TokenNotAccepted { what: &'static str } => Unauthorized, "a single-use token (bootstrap or sign-in) does not authenticate {what}";
-    /// The TLS client certificate does not parse.
-    BadClientCertificate { detail: String } => Unauthorized, "client certificate: {detail}";
     /// The TLS client certificate is not in the inventory.
     UnknownClientCertificate => Unauthorized, "the client certificate is not in the inventory";
     /// The TLS client certificate was renewed away or revoked.

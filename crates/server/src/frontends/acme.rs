@@ -99,7 +99,6 @@ pub fn problem_type(code: RefusalCode) -> &'static str {
         | C::TokenUsed
         | C::TokenExpired
         | C::TokenNotAccepted
-        | C::BadClientCertificate
         | C::UnknownClientCertificate
         | C::ClientCertificateNotValid
         | C::ClientCertificateExpired

@@ -49,7 +49,6 @@ pub fn mdm_error(code: RefusalCode) -> (&'static str, &'static str) {
         | C::TooManyAttempts
         | C::TokenUsed
         | C::TokenExpired
-        | C::BadClientCertificate
         | C::UnknownClientCertificate
         | C::ClientCertificateNotValid
         | C::ClientCertificateExpired

@@ -259,7 +259,6 @@ pub fn fail_info(code: RefusalCode) -> FailInfo {
         | C::TooManyAttempts
         | C::TokenUsed
         | C::TokenExpired
-        | C::BadClientCertificate
         | C::UnknownClientCertificate
         | C::ClientCertificateNotValid
         | C::ClientCertificateExpired

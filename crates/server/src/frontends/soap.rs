@@ -55,7 +55,6 @@ pub fn hresult(code: RefusalCode) -> u32 {
         | C::WrongCredentials
         | C::TokenUsed
         | C::TokenExpired
-        | C::BadClientCertificate
         | C::UnknownClientCertificate
         | C::ClientCertificateNotValid
         | C::ClientCertificateExpired

@@ -3,7 +3,6 @@
 //! and for which device (account device patterns, device binding).
 use super::{secrets, throttle, Ra, RaError};
 use autoenroll_core::model::{glob_match, permitted, valid_name, AuditOutcome, CertState, Requester, Template};
-use autoenroll_core::pki::CertFacts;
 use autoenroll_core::{Refusal, Thumbprint};
 use autoenroll_store::{Certificate, Device};
 
@@ -199,9 +198,8 @@ impl Ra {
                 // rustls verified the chain to our CA at the session's full handshake (a resumed
                 // session carries that chain, maybe from hours ago); here, on every request, the
                 // store says whether the certificate is still good and the clock whether it is
-                // within its validity.
-                let facts =
-                    CertFacts::parse(der).map_err(|e| Refusal::BadClientCertificate { detail: e.to_string() })?;
+                // within its validity. The row found by the thumbprint of these very bytes holds
+                // their validity, so the certificate is not parsed again.
                 let row = self
                     .store
                     .certificate_by_thumbprint(Thumbprint::of_der(der).as_str())
@@ -211,7 +209,7 @@ impl Ra {
                 let renewed_ok = purpose == Purpose::Identify && row.state == CertState::Renewed;
                 if !current && !renewed_ok {
                     Err(Refusal::ClientCertificateNotValid { state: row.state }.into())
-                } else if now >= facts.not_after || now < facts.not_before {
+                } else if now >= row.not_after || now < row.not_before {
                     Err(Refusal::ClientCertificateExpired.into())
                 } else {
                     if current {
