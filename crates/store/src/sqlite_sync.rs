@@ -63,9 +63,6 @@ fn open_writer(path: &str) -> Result<Connection> {
     Ok(conn)
 }
 
-/// How much of the database file a read connection maps (address space, not memory).
-const READER_MMAP_BYTES: i64 = 256 << 20;
-
 /// Idle read connections kept (more are opened while more readers run at once).
 const READERS_KEPT: usize = 4;
 
@@ -83,11 +80,6 @@ impl Readers {
         )?;
         // A WAL reader waits only in rare recovery; it must not hold a runtime thread long.
         conn.busy_timeout(std::time::Duration::from_millis(100))?;
-        // A WAL reader drops its page cache whenever another connection has committed, which
-        // under load is every read: memory-mapped, the pages it reads again are the kernel's
-        // page cache in place instead of a pread and a copy each (SQLite's own `mmap_size`; the
-        // writer keeps ordinary I/O).
-        conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
         Ok(conn)
     }
 
