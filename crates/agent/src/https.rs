@@ -188,6 +188,20 @@ impl Client {
         Ok(Client { connector: TlsConnector::from(Arc::new(config)), config_key, source: None, pool: None })
     }
 
+    /// The same client with a TLS session cache of its own instead of the process-wide one:
+    /// one device among many simulated in one process (rustls keeps at most 8 TLS 1.3
+    /// tickets per server and cache, so many concurrent connections sharing one cache would
+    /// run out and fall back to full handshakes, which separate agents never do). For
+    /// benchmarks.
+    pub fn with_own_sessions(self) -> Client {
+        static OWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut config = (*self.connector.config().clone()).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(4);
+        let n = OWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config_key = (format!("{}-own{n}", self.config_key.0), self.config_key.1);
+        Client { connector: TlsConnector::from(Arc::new(config)), config_key, ..self }
+    }
+
     /// Requests reuse idle connections from `pool` and leave theirs there afterwards.
     pub fn with_pool(mut self, pool: Pool) -> Client {
         self.pool = Some(pool);

@@ -103,10 +103,7 @@ pub async fn in_server_runtime<T: Send + 'static>(
 
 /// Starts a server on loopback in its own runtime, with the bench account and a template that
 /// Machine certificate holders may enroll. Returns its base URL and root certificate.
-async fn start_server(
-    b: &IssueBench,
-    dir: &std::path::Path,
-) -> Result<(String, Vec<u8>, ServerRuntime, tokio::sync::oneshot::Sender<()>)> {
+async fn start_server(b: &IssueBench, dir: &std::path::Path) -> Result<Started> {
     let cfg = autoenroll_server::config::RawConfig {
         data_dir: Some(dir.join("data")),
         listen: Some("127.0.0.1:0".into()),
@@ -115,7 +112,7 @@ async fn start_server(
     .validate()?;
     let (username, password, template) = (b.username.clone(), b.password.clone(), b.template.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let ((base, root), rt) = in_server_runtime(async move {
+    let ((base, root, handshakes), rt) = in_server_runtime(async move {
         let ra = Arc::new(autoenroll_server::Ra::open(cfg.ra.clone(), Arc::new(autoenroll_server::SystemClock)).await?);
         ra.create_account(&autoenroll_server::ra::AccountSpec {
             name: &username,
@@ -129,14 +126,25 @@ async fn start_server(
         ra.create_template(&template, &load).await?;
         let root = ra.root_der().to_vec();
         let server = autoenroll_server::app::Server::bind(ra, &cfg).await?;
-        let base = server.base_url.clone();
+        let (base, handshakes) = (server.base_url.clone(), server.handshakes.clone());
         tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        anyhow::Ok((base, root))
+        anyhow::Ok((base, root, handshakes))
     })
     .await?;
-    Ok((base, root, rt, tx))
+    Ok(Started { base, root, handshakes, _runtime: rt, _stop: tx })
+}
+
+/// The built-in server of a bench run.
+struct Started {
+    base: String,
+    root: Vec<u8>,
+    /// The server's count of full and resumed TLS handshakes.
+    handshakes: Arc<autoenroll_server::app::Handshakes>,
+    /// Held for their drop: the runtime stops with the run, and the server with the sender.
+    _runtime: ServerRuntime,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// One measured load: successful latencies (sorted), errors, seconds, and the CPU per request
@@ -168,10 +176,21 @@ where
     Ok(Measured { lat, errors, elapsed, cpu_ms, server_cpu_ms })
 }
 
+/// A load being measured.
+type Measuring<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Measured>> + Send + 'a>>;
+
+/// Who sends a load's requests: one client (its connections share one session cache or
+/// one pool), or one simulated device per concurrent client.
+#[derive(Clone)]
+enum Clients {
+    One(Arc<Client>),
+    Each(Arc<Vec<Arc<Client>>>),
+}
+
 pub async fn issue(b: IssueBench) -> Result<i32> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir()?;
-    let (base, root_der, _server) = match &b.url {
+    let (base, root_der, server) = match &b.url {
         Some(u) => {
             let root = b.root.as_ref().context("--root is required with --url")?;
             let pem = std::fs::read(root)?;
@@ -179,10 +198,11 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
             (u.trim_end_matches('/').to_string(), der, None)
         }
         None => {
-            let (base, root, rt, stop) = start_server(&b, dir.path()).await?;
-            (base, root, Some((rt, stop)))
+            let started = start_server(&b, dir.path()).await?;
+            (started.base.clone(), started.root.clone(), Some(started))
         }
     };
+    let handshakes = server.as_ref().map(|s| s.handshakes.clone());
     let url = format!("{base}/wstep");
     let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(autoenroll_agent::SystemClock);
     // One password enrollment buys the client certificate; the load then authenticates by TLS
@@ -202,8 +222,16 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     chain.extend(autoenroll_proto::pkcs7::certificates(&pkcs7)?.into_iter().filter(|c| *c != cert && *c != root_der));
     let identity = ClientIdentity { chain, key_pkcs8: key.to_pkcs8_der()? };
     let roots = std::slice::from_ref(&root_der);
-    // A new connection per request, resuming the TLS session as agents do.
+    // A new connection per request, resuming the TLS session as agents do: one simulated
+    // device per client of the largest load, each with its own session cache (a shared one
+    // holds 8 tickets and would send the rest of 64 concurrent connections to full handshakes).
     let resuming = Arc::new(Client::new(roots, Some(&identity), clock.clone())?);
+    let devices = b.concurrency.iter().copied().max().unwrap_or(1).max(1);
+    let resuming_devices: Arc<Vec<Arc<Client>>> = Arc::new(
+        (0..devices)
+            .map(|_| Ok(Arc::new(Client::new(roots, Some(&identity), clock.clone())?.with_own_sessions())))
+            .collect::<Result<_>>()?,
+    );
     // A full handshake with the client certificate per request: a device the server never saw.
     let full = Arc::new(Client::without_resumption(roots, Some(&identity), clock.clone())?);
     // Connections kept open across requests (an agent's cycle; a load balancer).
@@ -249,15 +277,29 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     println!("  floor: GET /healthz with the same client certificate, a new connection per request:");
     println!("         with a full handshake each time, and resuming the session");
     println!(
-        "{:<18} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>11}",
-        "what", "clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "cpu ms/req", "server cpu"
+        "{:<18} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>11} {:>10}",
+        "what",
+        "clients",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "cpu ms/req",
+        "server cpu",
+        "full hs"
     );
     let health = format!("{base}/healthz");
-    let row = |what: &str, c: usize, m: &Measured| {
+    let row = |what: &str, c: usize, (m, hs): &(Measured, Option<(u64, u64)>)| {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let server = if b.url.is_none() { format!("{:.2}", m.server_cpu_ms) } else { "-".into() };
+        let full = match hs {
+            Some((full, resumed)) => format!("{full}/{}", full + resumed),
+            None => "-".into(),
+        };
         println!(
-            "{:<18} {:>7} {:>9} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>11.2} {:>11}",
+            "{:<18} {:>7} {:>9} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>11.2} {:>11} {:>10}",
             what,
             c,
             m.lat.len(),
@@ -267,28 +309,47 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
             ms(percentile(&m.lat, 0.99)),
             m.errors,
             m.cpu_ms,
-            server
+            server,
+            full
         );
     };
+    // A load measured, with the server's full and resumed TLS handshakes during it.
+    let counted = |load: Measuring<'static>| {
+        let handshakes = handshakes.clone();
+        async move {
+            let before = handshakes.as_ref().map(|h| h.get());
+            let m = load.await?;
+            let after = handshakes.as_ref().map(|h| h.get());
+            Ok::<_, anyhow::Error>((m, before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1))))
+        }
+    };
     for &c in &b.concurrency {
-        let get = |client: &Arc<Client>| {
-            let (client, health) = (client.clone(), health.clone());
-            move |_| {
-                let (client, health) = (client.clone(), health.clone());
+        // Request i goes out as device i mod c: with c clients taking requests in turn, each
+        // device has about one connection open at a time, as an agent does.
+        let device = move |clients: &Clients, i: usize| match clients {
+            Clients::One(client) => client.clone(),
+            Clients::Each(devices) => devices[i % c.min(devices.len()).max(1)].clone(),
+        };
+        let get = |clients: Clients| {
+            let health = health.clone();
+            move |i| {
+                let (client, health) = (device(&clients, i), health.clone());
                 async move { Some(client.get(&health).await.is_ok_and(|r| r.status == 200)) }
             }
         };
-        let issue = |client: &Arc<Client>| {
-            let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+        let issue = |clients: Clients| {
+            let (csrs, url) = (csrs.clone(), url.clone());
             move |i: usize| {
-                let (client, csrs, url) = (client.clone(), csrs.clone(), url.clone());
+                let (client, csrs, url) = (device(&clients, i), csrs.clone(), url.clone());
                 async move { Some(post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await.is_ok()) }
             }
         };
-        let floor_full = measure(c, b.duration, get(&full)).await?;
-        let floor_resumed = measure(c, b.duration, get(&resuming)).await?;
-        let issued = measure(c, b.duration, issue(&resuming)).await?;
-        let issued_keep_alive = measure(c, b.duration, issue(&keep_alive)).await?;
+        let floor_full = counted(Box::pin(measure(c, b.duration, get(Clients::One(full.clone()))))).await?;
+        let floor_resumed =
+            counted(Box::pin(measure(c, b.duration, get(Clients::Each(resuming_devices.clone()))))).await?;
+        let issued = counted(Box::pin(measure(c, b.duration, issue(Clients::Each(resuming_devices.clone()))))).await?;
+        let issued_keep_alive =
+            counted(Box::pin(measure(c, b.duration, issue(Clients::One(keep_alive.clone()))))).await?;
         row("issue", c, &issued);
         row("issue keep-alive", c, &issued_keep_alive);
         row("floor full", c, &floor_full);
@@ -297,11 +358,13 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
             "{:<18} {:>7} issue at {:.0} % of the full-handshake floor, {:.0} % of the resumed one",
             "",
             "",
-            100.0 * issued.rate() / floor_full.rate().max(f64::MIN_POSITIVE),
-            100.0 * issued.rate() / floor_resumed.rate().max(f64::MIN_POSITIVE)
+            100.0 * issued.0.rate() / floor_full.0.rate().max(f64::MIN_POSITIVE),
+            100.0 * issued.0.rate() / floor_resumed.0.rate().max(f64::MIN_POSITIVE)
         );
     }
-    println!("(cpu ms/req: this process, load generator and server together; server cpu: the server's threads alone)");
+    println!("(cpu ms/req: this process, load generator and server together; server cpu: the server's threads alone;");
+    println!(" full hs: full TLS handshakes of all the server completed during the load)");
+    drop(server);
     Ok(0)
 }
 
