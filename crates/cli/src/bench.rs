@@ -450,7 +450,16 @@ pub async fn cfssl(b: CfsslBench) -> Result<i32> {
             let pem = std::fs::read(root)?;
             let der = der::Encode::to_der(&x509_cert::Certificate::load_pem_chain(&pem)?[0])?;
             let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(autoenroll_agent::SystemClock);
-            Some(Arc::new(Client::new(std::slice::from_ref(&der), None, clock)?))
+            // One simulated client per concurrent one, each resuming its own TLS sessions, as
+            // `bench issue` drives autoenroll.
+            let devices = b.concurrency.iter().copied().max().unwrap_or(1).max(1);
+            Some(Arc::new(
+                (0..devices)
+                    .map(|_| {
+                        Ok(Arc::new(Client::new(std::slice::from_ref(&der), None, clock.clone())?.with_own_sessions()))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ))
         }
         None => None,
     };
@@ -473,7 +482,8 @@ pub async fn cfssl(b: CfsslBench) -> Result<i32> {
     for &c in &b.concurrency {
         let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
         let (lat, errors, elapsed) = drive(c, b.duration, move |i| {
-            let (client, url) = (client.clone(), url.clone());
+            let client = client.as_ref().map(|devices| devices[i % c.min(devices.len()).max(1)].clone());
+            let url = url.clone();
             let body = bodies[i % bodies.len()].clone();
             async move {
                 let answer = match &client {
