@@ -404,6 +404,55 @@ async fn client_certificate_authenticates_later_requests() {
     assert_eq!(f.template_name.as_deref(), Some("Vpn"));
 }
 
+/// The client certificate's validity is judged on every request, also where TLS does not look
+/// again (a connection kept open, a resumed session): the RA reads it from the certificate's
+/// store row, found by the thumbprint of the presented bytes, instead of parsing them. On one
+/// kept-open connection: good up to its last second, refused from notAfter on and before
+/// notBefore.
+#[tokio::test]
+async fn client_certificate_validity_is_checked_on_every_request() {
+    let s = TestServer::start().await;
+    let key = KeyPair::generate(KeyAlgorithm::P256).unwrap();
+    let (cert, _) =
+        issue(&s, &account(), &build_csr(&key, cn_name("dev-kept").unwrap(), vec![]).unwrap()).await.unwrap();
+    let facts = CertFacts::parse(&cert).unwrap();
+    let identity = autoenroll_agent::https::ClientIdentity {
+        chain: vec![cert, s.ra.chain_der()[0].clone()],
+        key_pkcs8: key.to_pkcs8_der().unwrap(),
+    };
+    s.ra.create_template("Vpn", &TemplateSpec { grants: Some("holder:Machine".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let kept = s.client(Some(&identity)).with_pool(autoenroll_agent::https::Pool::default());
+    let enroll = || async {
+        let csr = csr_with(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), "x", &[], &[], Some("Vpn"));
+        let xml = autoenroll_proto::soap::request(
+            ns::ACTION_WSTEP,
+            &s.url("/wstep"),
+            "urn:uuid:test",
+            &HeaderToken::None,
+            wstep::issue_request_body(&csr, &[]),
+        );
+        let r = kept.post(&s.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
+        let env = autoenroll_proto::soap::parse_envelope(&r.body).unwrap();
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(subcode(r.status, &env))
+        }
+    };
+    let (full, resumed) = s.handshakes.get();
+    enroll().await.unwrap();
+    s.clock.set(facts.not_after.0 - 1);
+    enroll().await.unwrap();
+    s.clock.set(facts.not_after.0);
+    assert_eq!(enroll().await.unwrap_err(), "ae:ClientCertificateExpired");
+    s.clock.set(facts.not_before.0 - 1);
+    assert_eq!(enroll().await.unwrap_err(), "ae:ClientCertificateExpired");
+    let (f, r) = s.handshakes.get();
+    assert_eq!((f - full) + (r - resumed), 1, "all on one connection: TLS never judged the certificate again");
+}
+
 #[tokio::test]
 async fn the_listener_certificate_is_renewed_before_it_expires() {
     let s = TestServer::start().await;
