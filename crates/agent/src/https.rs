@@ -180,12 +180,7 @@ impl Client {
         identity: Option<&ClientIdentity>,
         clock: Arc<dyn Clock>,
     ) -> Result<Client, AgentError> {
-        let shared = Client::new(roots_der, identity, clock.clone())?;
-        let mut config = (*shared.connector.config().clone()).clone();
-        config.resumption = rustls::client::Resumption::disabled();
-        // Its own key: its connections never mix with resuming ones.
-        let config_key = (format!("{}-full", shared.config_key.0), shared.config_key.1);
-        Ok(Client { connector: TlsConnector::from(Arc::new(config)), config_key, source: None, pool: None })
+        Ok(Client::new(roots_der, identity, clock)?.with_resumption(rustls::client::Resumption::disabled(), "full"))
     }
 
     /// The same client with a TLS session cache of its own instead of the process-wide one:
@@ -195,10 +190,16 @@ impl Client {
     /// benchmarks.
     pub fn with_own_sessions(self) -> Client {
         static OWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mut config = (*self.connector.config().clone()).clone();
-        config.resumption = rustls::client::Resumption::in_memory_sessions(4);
         let n = OWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let config_key = (format!("{}-own{n}", self.config_key.0), self.config_key.1);
+        self.with_resumption(rustls::client::Resumption::in_memory_sessions(4), &format!("own{n}"))
+    }
+
+    /// This client's configuration with `resumption` instead of the shared one, under a key of
+    /// its own, so its connections never mix with the shared configuration's in a pool.
+    fn with_resumption(self, resumption: rustls::client::Resumption, key_suffix: &str) -> Client {
+        let mut config = (**self.connector.config()).clone();
+        config.resumption = resumption;
+        let config_key = (format!("{}-{key_suffix}", self.config_key.0), self.config_key.1);
         Client { connector: TlsConnector::from(Arc::new(config)), config_key, ..self }
     }
 

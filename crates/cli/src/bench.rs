@@ -176,15 +176,48 @@ where
     Ok(Measured { lat, errors, elapsed, cpu_ms, server_cpu_ms })
 }
 
-/// A load being measured.
-type Measuring<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Measured>> + Send + 'a>>;
+/// `measure`, with the built-in server's full and resumed TLS handshakes during the load.
+async fn measure_counted<F, Fut>(
+    handshakes: Option<&autoenroll_server::app::Handshakes>,
+    concurrency: usize,
+    duration: Duration,
+    request: F,
+) -> Result<(Measured, Option<(u64, u64)>)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<bool>> + Send,
+{
+    let before = handshakes.map(|h| h.get());
+    let measured = measure(concurrency, duration, request).await?;
+    let after = handshakes.map(|h| h.get());
+    Ok((measured, before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1))))
+}
 
-/// Who sends a load's requests: one client (its connections share one session cache or
-/// one pool), or one simulated device per concurrent client.
-#[derive(Clone)]
-enum Clients {
-    One(Arc<Client>),
-    Each(Arc<Vec<Arc<Client>>>),
+/// The clients a load's requests go out from: one (its connections share one session cache
+/// or one pool), or one simulated device per concurrent client.
+type Devices = Arc<Vec<Arc<Client>>>;
+
+/// One device per client of the largest load, each resuming its own TLS sessions as a
+/// separate agent does (a shared cache holds 8 tickets per server and would send the rest
+/// of 64 concurrent connections to full handshakes).
+fn simulated_devices(
+    roots: &[Vec<u8>],
+    identity: Option<&ClientIdentity>,
+    clock: &Arc<dyn autoenroll_core::clock::Clock>,
+    concurrency: &[usize],
+) -> Result<Devices> {
+    let n = concurrency.iter().copied().max().unwrap_or(1).max(1);
+    Ok(Arc::new(
+        (0..n)
+            .map(|_| Ok(Arc::new(Client::new(roots, identity, clock.clone())?.with_own_sessions())))
+            .collect::<Result<_>>()?,
+    ))
+}
+
+/// The device request `i` of a load with `concurrency` clients goes out from: with the
+/// clients taking requests in turn, each device has about one connection open at a time.
+fn device(devices: &Devices, concurrency: usize, i: usize) -> Arc<Client> {
+    devices[i % concurrency.clamp(1, devices.len().max(1))].clone()
 }
 
 pub async fn issue(b: IssueBench) -> Result<i32> {
@@ -222,20 +255,13 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     chain.extend(autoenroll_proto::pkcs7::certificates(&pkcs7)?.into_iter().filter(|c| *c != cert && *c != root_der));
     let identity = ClientIdentity { chain, key_pkcs8: key.to_pkcs8_der()? };
     let roots = std::slice::from_ref(&root_der);
-    // A new connection per request, resuming the TLS session as agents do: one simulated
-    // device per client of the largest load, each with its own session cache (a shared one
-    // holds 8 tickets and would send the rest of 64 concurrent connections to full handshakes).
-    let resuming = Arc::new(Client::new(roots, Some(&identity), clock.clone())?);
-    let devices = b.concurrency.iter().copied().max().unwrap_or(1).max(1);
-    let resuming_devices: Arc<Vec<Arc<Client>>> = Arc::new(
-        (0..devices)
-            .map(|_| Ok(Arc::new(Client::new(roots, Some(&identity), clock.clone())?.with_own_sessions())))
-            .collect::<Result<_>>()?,
-    );
+    // A new connection per request, resuming the TLS session as agents do.
+    let resuming = simulated_devices(roots, Some(&identity), &clock, &b.concurrency)?;
     // A full handshake with the client certificate per request: a device the server never saw.
-    let full = Arc::new(Client::without_resumption(roots, Some(&identity), clock.clone())?);
+    let full: Devices = Arc::new(vec![Arc::new(Client::without_resumption(roots, Some(&identity), clock.clone())?)]);
     // Connections kept open across requests (an agent's cycle; a load balancer).
-    let keep_alive = Arc::new(Client::new(roots, Some(&identity), clock)?.with_pool(Pool::default()));
+    let keep_alive: Devices =
+        Arc::new(vec![Arc::new(Client::new(roots, Some(&identity), clock)?.with_pool(Pool::default()))]);
 
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new(template_csrs(&b.template, "bench", 256)?);
     println!("CPU: {} ({} cores)", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()));
@@ -254,7 +280,7 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
         );
         COUNTING.store(true, Ordering::Relaxed);
         for i in 0..n {
-            post(&resuming, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await?;
+            post(&resuming[0], &url, &HeaderToken::None, &csrs[i % csrs.len()]).await?;
         }
         COUNTING.store(false, Ordering::Relaxed);
         let via_sqlx = STATEMENTS.load(Ordering::Relaxed);
@@ -313,43 +339,26 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
             full
         );
     };
-    // A load measured, with the server's full and resumed TLS handshakes during it.
-    let counted = |load: Measuring<'static>| {
-        let handshakes = handshakes.clone();
-        async move {
-            let before = handshakes.as_ref().map(|h| h.get());
-            let m = load.await?;
-            let after = handshakes.as_ref().map(|h| h.get());
-            Ok::<_, anyhow::Error>((m, before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1))))
-        }
-    };
+    let handshakes = handshakes.as_deref();
     for &c in &b.concurrency {
-        // Request i goes out as device i mod c: with c clients taking requests in turn, each
-        // device has about one connection open at a time, as an agent does.
-        let device = move |clients: &Clients, i: usize| match clients {
-            Clients::One(client) => client.clone(),
-            Clients::Each(devices) => devices[i % c.min(devices.len()).max(1)].clone(),
-        };
-        let get = |clients: Clients| {
-            let health = health.clone();
+        let get = |devices: &Devices| {
+            let (devices, health) = (devices.clone(), health.clone());
             move |i| {
-                let (client, health) = (device(&clients, i), health.clone());
+                let (client, health) = (device(&devices, c, i), health.clone());
                 async move { Some(client.get(&health).await.is_ok_and(|r| r.status == 200)) }
             }
         };
-        let issue = |clients: Clients| {
-            let (csrs, url) = (csrs.clone(), url.clone());
+        let issue = |devices: &Devices| {
+            let (devices, csrs, url) = (devices.clone(), csrs.clone(), url.clone());
             move |i: usize| {
-                let (client, csrs, url) = (device(&clients, i), csrs.clone(), url.clone());
+                let (client, csrs, url) = (device(&devices, c, i), csrs.clone(), url.clone());
                 async move { Some(post(&client, &url, &HeaderToken::None, &csrs[i % csrs.len()]).await.is_ok()) }
             }
         };
-        let floor_full = counted(Box::pin(measure(c, b.duration, get(Clients::One(full.clone()))))).await?;
-        let floor_resumed =
-            counted(Box::pin(measure(c, b.duration, get(Clients::Each(resuming_devices.clone()))))).await?;
-        let issued = counted(Box::pin(measure(c, b.duration, issue(Clients::Each(resuming_devices.clone()))))).await?;
-        let issued_keep_alive =
-            counted(Box::pin(measure(c, b.duration, issue(Clients::One(keep_alive.clone()))))).await?;
+        let floor_full = measure_counted(handshakes, c, b.duration, get(&full)).await?;
+        let floor_resumed = measure_counted(handshakes, c, b.duration, get(&resuming)).await?;
+        let issued = measure_counted(handshakes, c, b.duration, issue(&resuming)).await?;
+        let issued_keep_alive = measure_counted(handshakes, c, b.duration, issue(&keep_alive)).await?;
         row("issue", c, &issued);
         row("issue keep-alive", c, &issued_keep_alive);
         row("floor full", c, &floor_full);
@@ -364,7 +373,6 @@ pub async fn issue(b: IssueBench) -> Result<i32> {
     }
     println!("(cpu ms/req: this process, load generator and server together; server cpu: the server's threads alone;");
     println!(" full hs: full TLS handshakes of all the server completed during the load)");
-    drop(server);
     Ok(0)
 }
 
@@ -450,16 +458,8 @@ pub async fn cfssl(b: CfsslBench) -> Result<i32> {
             let pem = std::fs::read(root)?;
             let der = der::Encode::to_der(&x509_cert::Certificate::load_pem_chain(&pem)?[0])?;
             let clock: Arc<dyn autoenroll_core::clock::Clock> = Arc::new(autoenroll_agent::SystemClock);
-            // One simulated client per concurrent one, each resuming its own TLS sessions, as
-            // `bench issue` drives autoenroll.
-            let devices = b.concurrency.iter().copied().max().unwrap_or(1).max(1);
-            Some(Arc::new(
-                (0..devices)
-                    .map(|_| {
-                        Ok(Arc::new(Client::new(std::slice::from_ref(&der), None, clock.clone())?.with_own_sessions()))
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            ))
+            // Driven as `bench issue` drives autoenroll.
+            Some(simulated_devices(std::slice::from_ref(&der), None, &clock, &b.concurrency)?)
         }
         None => None,
     };
@@ -482,7 +482,7 @@ pub async fn cfssl(b: CfsslBench) -> Result<i32> {
     for &c in &b.concurrency {
         let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
         let (lat, errors, elapsed) = drive(c, b.duration, move |i| {
-            let client = client.as_ref().map(|devices| devices[i % c.min(devices.len()).max(1)].clone());
+            let client = client.as_ref().map(|devices| device(devices, c, i));
             let url = url.clone();
             let body = bodies[i % bodies.len()].clone();
             async move {

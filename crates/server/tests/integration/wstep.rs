@@ -426,19 +426,9 @@ async fn client_certificate_validity_is_checked_on_every_request() {
     let kept = s.client(Some(&identity)).with_pool(autoenroll_agent::https::Pool::default());
     let enroll = || async {
         let csr = csr_with(&KeyPair::generate(KeyAlgorithm::P256).unwrap(), "x", &[], &[], Some("Vpn"));
-        let xml = autoenroll_proto::soap::request(
-            ns::ACTION_WSTEP,
-            &s.url("/wstep"),
-            "urn:uuid:test",
-            &HeaderToken::None,
-            wstep::issue_request_body(&csr, &[]),
-        );
-        let r = kept.post(&s.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
-        let env = autoenroll_proto::soap::parse_envelope(&r.body).unwrap();
-        if r.status == 200 {
-            Ok(())
-        } else {
-            Err(subcode(r.status, &env))
+        match s.soap_on(&kept, ns::ACTION_WSTEP, &HeaderToken::None, wstep::issue_request_body(&csr, &[])).await {
+            (200, _) => Ok(()),
+            (status, env) => Err(subcode(status, &env)),
         }
     };
     let (full, resumed) = s.handshakes.get();

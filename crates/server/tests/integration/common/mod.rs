@@ -96,9 +96,13 @@ impl TestServer {
         body: W,
         identity: Option<&ClientIdentity>,
     ) -> (u16, Envelope) {
+        self.soap_on(&self.client(identity), action, token, body).await
+    }
+
+    /// `soap` from a client of the caller's (one whose connections it keeps open, say).
+    pub async fn soap_on(&self, client: &Client, action: &str, token: &HeaderToken, body: W) -> (u16, Envelope) {
         let xml = soap::request(action, &self.url("/wstep"), "urn:uuid:test", token, body);
-        let r =
-            self.client(identity).post(&self.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
+        let r = client.post(&self.url("/wstep"), "application/soap+xml", xml.into_bytes()).await.unwrap();
         assert!(r.content_length.is_some() && !r.chunked, "responses carry Content-Length, never chunked");
         (r.status, soap::parse_envelope(&r.body).unwrap())
     }
